@@ -1,0 +1,232 @@
+"""The Events API over HTTP: ``/v2/events``, ``/v2/bulkevents``, ``/v2/bulkevents/historical``.
+
+Each request goes: authenticate (401/403) -> read the body within the limits (413/415) ->
+decode and validate (400) -> rate limit (429) -> append durably -> 202. A rejected request
+writes nothing; in a bulk request the valid batches are stored and the rejected ones are
+listed in the 202 body.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from typing import Any
+
+import msgspec
+import structlog
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from patchbay.clock import Clock
+from patchbay.collect.body import BodyError, read_body
+from patchbay.collect.decode import BadInput
+from patchbay.collect.ingest import (
+    Prepared,
+    Rejection,
+    RequestStamps,
+    prepare_bulk,
+    prepare_single,
+)
+from patchbay.collect.inputs import authenticate
+from patchbay.collect.ratelimit import RateLimiter
+from patchbay.metrics import Metrics
+from patchbay.settings import Settings
+from patchbay.store.appender import GroupCommitAppender
+from patchbay.store.base import Input, InputStore
+
+log = structlog.get_logger("patchbay.collect")
+
+_encode = msgspec.json.Encoder().encode
+
+
+class Accepted(msgspec.Struct):
+    """The body of a 202: batches stored, duplicates skipped, batches rejected."""
+
+    accepted: int
+    duplicates: int
+    rejected: list[Rejection]
+
+
+class ApiError(msgspec.Struct):
+    """One error, as mParticle's Events API reports it."""
+
+    code: str
+    message: str
+
+
+class ErrorBody(msgspec.Struct):
+    """The body of every error response."""
+
+    errors: list[ApiError]
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> Response:
+    """An error response in the Events API's shape."""
+    body = ErrorBody([ApiError(code, message)])
+    return Response(_encode(body), status, headers, media_type="application/json")
+
+
+def parse_basic_auth(header: str | None) -> tuple[str, str] | None:
+    """The key and secret of an ``Authorization: Basic`` header, or ``None`` if malformed."""
+    if not header:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "basic" or not value:
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    key, sep, secret = decoded.partition(":")
+    if not sep or not key:
+        return None
+    return key, secret
+
+
+class EventsApi:
+    """The request handlers of the Events API, bound to a store and an appender."""
+
+    def __init__(
+        self,
+        inputs: InputStore,
+        appender: GroupCommitAppender,
+        settings: Settings,
+        clock: Clock,
+        metrics: Metrics,
+    ) -> None:
+        self._inputs = inputs
+        self._appender = appender
+        self._settings = settings
+        self._clock = clock
+        self._metrics = metrics
+        self._limiter = RateLimiter(clock)
+
+    def routes(self) -> list[Route]:
+        """The Starlette routes of the API."""
+        return [
+            Route("/v2/events", self.events, methods=["POST"]),
+            Route("/v2/bulkevents", self.bulk, methods=["POST"]),
+            Route("/v2/bulkevents/historical", self.historical, methods=["POST"]),
+        ]
+
+    async def events(self, request: Request) -> Response:
+        """``POST /v2/events``: one batch, all or nothing."""
+        return await self._handle(request, "/v2/events", bulk=False, historical=False)
+
+    async def bulk(self, request: Request) -> Response:
+        """``POST /v2/bulkevents``: up to 100 batches, each accepted or rejected on its own."""
+        return await self._handle(request, "/v2/bulkevents", bulk=True, historical=False)
+
+    async def historical(self, request: Request) -> Response:
+        """``POST /v2/bulkevents/historical``: a bulk of batches older than 72 hours."""
+        return await self._handle(request, "/v2/bulkevents/historical", bulk=True, historical=True)
+
+    async def _handle(self, request: Request, route: str, bulk: bool, historical: bool) -> Response:
+        started = time.perf_counter()
+        response = await self._process(request, route, bulk, historical)
+        self._metrics.requests.labels(route, str(response.status_code)).inc()
+        self._metrics.latency.labels(route).observe(time.perf_counter() - started)
+        return response
+
+    def _reject(
+        self, route: str, status: int, code: str, message: str, reason: str, **headers: str
+    ) -> Response:
+        self._metrics.rejects.labels(reason).inc()
+        log.info("request_rejected", route=route, status=status, reason=reason, error=message)
+        return error_response(
+            status, code, message, {k.replace("_", "-"): v for k, v in headers.items()}
+        )
+
+    async def _process(
+        self, request: Request, route: str, bulk: bool, historical: bool
+    ) -> Response:
+        credentials = parse_basic_auth(request.headers.get("authorization"))
+        if credentials is None:
+            return self._reject(
+                route,
+                401,
+                "UNAUTHORIZED",
+                "Authorization: use HTTP Basic authentication with an input's key and secret",
+                "unauthorized",
+                WWW_Authenticate='Basic realm="patchbay"',
+            )
+        item = authenticate(self._inputs, *credentials)
+        if item is None:
+            return self._reject(
+                route,
+                403,
+                "FORBIDDEN",
+                "Authorization: unknown or disabled key, or wrong secret",
+                "forbidden",
+            )
+        try:
+            body = await read_body(
+                request.stream(),
+                request.headers.get("content-length"),
+                request.headers.get("content-encoding"),
+                self._settings.max_request_bytes,
+            )
+        except BodyError as exc:
+            reason = {413: "too_large", 415: "unsupported_encoding"}.get(exc.status, "bad_request")
+            return self._reject(route, exc.status, exc.code, exc.message, reason)
+
+        stamps = RequestStamps(
+            input=item,
+            ip=request.client.host if request.client else None,
+            received_at_ms=self._clock.now_ms(),
+            historical=historical,
+        )
+        try:
+            if bulk:
+                prepared = prepare_bulk(body, stamps, self._settings.max_batches_per_request)
+            else:
+                prepared = prepare_single(body, stamps)
+        except BadInput as exc:
+            return self._reject(route, 400, "BAD_REQUEST", str(exc), "bad_request")
+        if prepared.rejected:
+            self._metrics.rejects.labels("invalid_batch").inc(len(prepared.rejected))
+            if not prepared.batches:
+                return self._all_rejected(route, prepared.rejected)
+
+        decision = self._limiter.take(item.id, item.rate_limit, len(prepared.batches))
+        if not decision.allowed:
+            return self._reject(
+                route,
+                429,
+                "TOO_MANY_REQUESTS",
+                f"$: over the input's limit of {item.rate_limit:g} batches per second",
+                "rate_limited",
+                Retry_After=str(decision.retry_after_s),
+                X_mp_rate_limit_exceeded="feed" if item.type == "feed" else "app",
+            )
+        return await self._store(item, prepared, decision.percent_used)
+
+    def _all_rejected(self, route: str, rejected: list[Rejection]) -> Response:
+        log.info(
+            "request_rejected", route=route, status=400, reason="bad_request", batches=len(rejected)
+        )
+        self._metrics.rejects.labels("bad_request").inc()
+        errors = [ApiError(r.code, f"[{r.index}] {r.message}") for r in rejected]
+        return Response(_encode(ErrorBody(errors)), 400, media_type="application/json")
+
+    async def _store(self, item: Input, prepared: Prepared, percent_used: int) -> Response:
+        since = self._clock.now_ms() - int(self._settings.dedup_window_s * 1000)
+        result = await self._appender.append(prepared.batches, since)
+        events = sum(
+            n for n, o in zip(prepared.events, result.offsets, strict=True) if o is not None
+        )
+        self._metrics.batches.labels(item.name).inc(result.stored)
+        self._metrics.events.labels(item.name).inc(events)
+        if result.duplicates:
+            self._metrics.duplicates.labels(item.name).inc(result.duplicates)
+        body: Any = Accepted(result.stored, result.duplicates, prepared.rejected)
+        return Response(
+            _encode(body),
+            202,
+            {"X-mp-rate-limit-percentage-used": str(percent_used)},
+            media_type="application/json",
+        )

@@ -1,0 +1,121 @@
+"""From a request body to stamped batches ready for the log: pure functions, no I/O.
+
+The HTTP layer reads and authenticates the request, calls :func:`prepare_single` or
+:func:`prepare_bulk`, appends what they return and answers with what they rejected.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+import msgspec
+
+from patchbay.collect.batch import Batch
+from patchbay.collect.decode import BadInput, decode_batch, split_bulk
+from patchbay.store.base import Input, NewBatch
+
+#: Historical batches must be at least this old (mParticle: 72 hours).
+HISTORICAL_MIN_AGE_MS = 72 * 3600 * 1000
+
+#: mParticle's ``source_info.channel`` for each kind of input.
+SERVER_CHANNEL = "server_to_server"
+PARTNER_CHANNEL = "partner"
+
+
+class Rejection(msgspec.Struct, frozen=True):
+    """A batch of a bulk request that was not stored, and why."""
+
+    index: int
+    code: str
+    message: str
+
+
+@dataclass(slots=True)
+class Prepared:
+    """The batches of one request to append, and those rejected."""
+
+    batches: list[NewBatch] = field(default_factory=list)
+    events: list[int] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestStamps:
+    """What the server knows about a request: who sent it, from where, when."""
+
+    input: Input
+    ip: str | None
+    received_at_ms: int
+    historical: bool = False
+
+
+def channel_of(item: Input) -> str:
+    """The ``source_info.channel`` stamped on batches from ``item``."""
+    return PARTNER_CHANNEL if item.type == "feed" else SERVER_CHANNEL
+
+
+def historical_problem(batch: Batch, now_ms: int) -> str | None:
+    """Why ``batch`` may not go to the historical endpoint, or ``None`` if it may.
+
+    mParticle's rules: the batch has events, each with ``timestamp_unixtime_ms``, and every
+    timestamp is at least 72 hours old.
+    """
+    if not batch.events:
+        return "events: a historical batch needs at least one event"
+    newest = now_ms - HISTORICAL_MIN_AGE_MS
+    for i, event in enumerate(batch.events):
+        ts = event.data.timestamp_unixtime_ms
+        if ts is None:
+            return f"events[{i}].data.timestamp_unixtime_ms: required on the historical endpoint"
+        if ts > newest:
+            return (
+                f"events[{i}].data.timestamp_unixtime_ms: less than 72 hours old;"
+                " send recent data to /v2/bulkevents"
+            )
+    return None
+
+
+def _stamp(batch: Batch, body: bytes, stamps: RequestStamps) -> NewBatch:
+    return NewBatch(
+        batch_id=str(uuid.uuid4()),
+        input_id=stamps.input.id,
+        received_at_ms=stamps.received_at_ms,
+        channel=channel_of(stamps.input),
+        body=body,
+        ip=batch.ip or stamps.ip,
+        source_request_id=batch.source_request_id,
+        historical=stamps.historical,
+    )
+
+
+def _check(body: bytes, stamps: RequestStamps) -> Batch:
+    batch = decode_batch(body)
+    if stamps.historical and (problem := historical_problem(batch, stamps.received_at_ms)):
+        path, _, reason = problem.partition(": ")
+        raise BadInput(path, reason)
+    return batch
+
+
+def prepare_single(body: bytes, stamps: RequestStamps) -> Prepared:
+    """The one batch of a ``/v2/events`` body; raises :class:`BadInput` if it is invalid."""
+    batch = _check(body, stamps)
+    return Prepared(batches=[_stamp(batch, body, stamps)], events=[batch.event_count])
+
+
+def prepare_bulk(body: bytes, stamps: RequestStamps, max_batches: int) -> Prepared:
+    """The valid batches of a bulk body and the rejected ones, each with its error.
+
+    Raises :class:`BadInput` when the body as a whole is wrong (not a JSON array, too many
+    batches).
+    """
+    prepared = Prepared()
+    for index, raw in enumerate(split_bulk(body, max_batches)):
+        try:
+            batch = _check(raw, stamps)
+        except BadInput as exc:
+            prepared.rejected.append(Rejection(index, "BAD_REQUEST", str(exc)))
+            continue
+        prepared.batches.append(_stamp(batch, raw, stamps))
+        prepared.events.append(batch.event_count)
+    return prepared

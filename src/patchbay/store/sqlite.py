@@ -1,0 +1,340 @@
+"""The embedded backend: one SQLite file in WAL mode.
+
+``synchronous=FULL`` makes every commit fsync the write-ahead log, so a batch is on disk
+when :meth:`SqliteStore.append` returns, whatever happens to the process or the machine
+next. Each thread gets its own connection; writers take one lock (SQLite has one writer at
+a time anyway) and other processes (the CLI next to a running server) wait on
+``busy_timeout``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+from patchbay.store.base import (
+    AppendResult,
+    Credential,
+    DuplicateName,
+    Input,
+    NewBatch,
+    StoredBatch,
+)
+
+Durability = Literal["full", "normal"]
+
+DB_FILE = "patchbay.db"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS batches (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    batch_id TEXT NOT NULL,
+    input_id TEXT NOT NULL,
+    received_at_ms INTEGER NOT NULL,
+    channel TEXT NOT NULL,
+    ip TEXT,
+    historical INTEGER NOT NULL DEFAULT 0,
+    body BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dedup (
+    input_id TEXT NOT NULL,
+    source_request_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    received_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (input_id, source_request_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dedup_age ON dedup (received_at_ms);
+CREATE TABLE IF NOT EXISTS consumer_offsets (
+    consumer TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS inputs (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    type TEXT NOT NULL,
+    rate_limit REAL NOT NULL,
+    enabled INTEGER NOT NULL,
+    created_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS credentials (
+    key TEXT PRIMARY KEY,
+    input_id TEXT NOT NULL REFERENCES inputs (id),
+    secret_hash TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    enabled INTEGER NOT NULL
+);
+"""
+
+_BATCH_COLUMNS = "seq, batch_id, input_id, received_at_ms, channel, body, ip, historical"
+_INPUT_COLUMNS = "id, name, type, rate_limit, enabled, created_at_ms"
+_CREDENTIAL_COLUMNS = "key, input_id, secret_hash, created_at_ms, enabled"
+
+
+class SqliteStore:
+    """The batch log and the inputs in one SQLite database under ``data_dir``."""
+
+    def __init__(self, data_dir: Path, durability: Durability = "full") -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = data_dir / DB_FILE
+        self._synchronous = durability.upper()
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        conn = self._conn()
+        with self._write_lock:
+            conn.executescript(_SCHEMA)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout = 30000")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            self._local.conn = conn
+            with self._connections_lock:
+                self._connections.append(conn)
+        return conn
+
+    # -- the batch log ---------------------------------------------------------------
+
+    def append(self, batches: Sequence[NewBatch], dedup_since_ms: int) -> AppendResult:
+        """Append ``batches`` in one transaction; see :class:`patchbay.store.base.BatchLog`."""
+        conn = self._conn()
+        offsets: list[int | None] = []
+        seen: set[tuple[str, str]] = set()
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for batch in batches:
+                    key = batch.source_request_id
+                    if key is not None:
+                        if (batch.input_id, key) in seen or self._is_duplicate(
+                            conn, batch.input_id, key, dedup_since_ms
+                        ):
+                            offsets.append(None)
+                            continue
+                        seen.add((batch.input_id, key))
+                    cursor = conn.execute(
+                        "INSERT INTO batches (batch_id, input_id, received_at_ms, channel, ip,"
+                        " historical, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            batch.batch_id,
+                            batch.input_id,
+                            batch.received_at_ms,
+                            batch.channel,
+                            batch.ip,
+                            int(batch.historical),
+                            batch.body,
+                        ),
+                    )
+                    offset = cursor.lastrowid
+                    assert offset is not None
+                    offsets.append(offset)
+                    if key is not None:
+                        conn.execute(
+                            "INSERT OR REPLACE INTO dedup VALUES (?, ?, ?, ?)",
+                            (batch.input_id, key, offset, batch.received_at_ms),
+                        )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return AppendResult(offsets)
+
+    @staticmethod
+    def _is_duplicate(conn: sqlite3.Connection, input_id: str, key: str, since_ms: int) -> bool:
+        row = conn.execute(
+            "SELECT received_at_ms FROM dedup WHERE input_id = ? AND source_request_id = ?",
+            (input_id, key),
+        ).fetchone()
+        return row is not None and int(row[0]) >= since_ms
+
+    def read(self, after: int, limit: int) -> list[StoredBatch]:
+        """Batches after offset ``after``, oldest first."""
+        rows = self._conn().execute(
+            f"SELECT {_BATCH_COLUMNS} FROM batches WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after, limit),
+        )
+        return [
+            StoredBatch(
+                offset=r[0],
+                batch_id=r[1],
+                input_id=r[2],
+                received_at_ms=r[3],
+                channel=r[4],
+                body=bytes(r[5]),
+                ip=r[6],
+                historical=bool(r[7]),
+            )
+            for r in rows
+        ]
+
+    def last_offset(self) -> int:
+        """The newest offset, 0 for an empty log."""
+        row = self._conn().execute("SELECT max(seq) FROM batches").fetchone()
+        return int(row[0] or 0)
+
+    def committed(self, consumer: str) -> int:
+        """The last offset ``consumer`` committed."""
+        row = (
+            self._conn()
+            .execute("SELECT seq FROM consumer_offsets WHERE consumer = ?", (consumer,))
+            .fetchone()
+        )
+        return int(row[0]) if row else 0
+
+    def commit(self, consumer: str, offset: int) -> None:
+        """Record ``consumer``'s offset."""
+        self._write(
+            "INSERT INTO consumer_offsets VALUES (?, ?)"
+            " ON CONFLICT (consumer) DO UPDATE SET seq = excluded.seq",
+            (consumer, offset),
+        )
+
+    def forget_dedup_before(self, before_ms: int) -> int:
+        """Drop old de-duplication entries."""
+        return self._write("DELETE FROM dedup WHERE received_at_ms < ?", (before_ms,))
+
+    # -- inputs ----------------------------------------------------------------------
+
+    def add_input(self, item: Input, credential: Credential) -> None:
+        """Store an input and its first credential."""
+        conn = self._conn()
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(
+                    f"INSERT INTO inputs ({_INPUT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        item.id,
+                        item.name,
+                        item.type,
+                        item.rate_limit,
+                        int(item.enabled),
+                        item.created_at_ms,
+                    ),
+                )
+                self._insert_credential(conn, credential)
+                conn.execute("COMMIT")
+            except sqlite3.IntegrityError:
+                conn.execute("ROLLBACK")
+                raise DuplicateName(item.name) from None
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def get_input(self, name_or_id: str) -> Input | None:
+        """The input with this name or id."""
+        row = (
+            self._conn()
+            .execute(
+                f"SELECT {_INPUT_COLUMNS} FROM inputs WHERE name = ? OR id = ?",
+                (name_or_id, name_or_id),
+            )
+            .fetchone()
+        )
+        return _input(row) if row else None
+
+    def list_inputs(self) -> list[Input]:
+        """Every input, oldest first."""
+        rows = self._conn().execute(
+            f"SELECT {_INPUT_COLUMNS} FROM inputs ORDER BY created_at_ms, name"
+        )
+        return [_input(r) for r in rows]
+
+    def set_input_enabled(self, input_id: str, enabled: bool) -> None:
+        """Enable or disable an input."""
+        self._write("UPDATE inputs SET enabled = ? WHERE id = ?", (int(enabled), input_id))
+
+    def set_rate_limit(self, input_id: str, rate_limit: float) -> None:
+        """Change an input's rate limit."""
+        self._write("UPDATE inputs SET rate_limit = ? WHERE id = ?", (rate_limit, input_id))
+
+    def add_credential(self, credential: Credential) -> None:
+        """Add a key to an input."""
+        conn = self._conn()
+        with self._write_lock:
+            self._insert_credential(conn, credential)
+
+    def set_credential_enabled(self, key: str, enabled: bool) -> None:
+        """Enable or disable one key."""
+        self._write("UPDATE credentials SET enabled = ? WHERE key = ?", (int(enabled), key))
+
+    def credentials(self, input_id: str) -> list[Credential]:
+        """The keys of an input, oldest first."""
+        rows = self._conn().execute(
+            f"SELECT {_CREDENTIAL_COLUMNS} FROM credentials WHERE input_id = ?"
+            " ORDER BY created_at_ms, rowid",
+            (input_id,),
+        )
+        return [_credential(r) for r in rows]
+
+    def find_credential(self, key: str) -> tuple[Credential, Input] | None:
+        """The credential with this key and its input."""
+        row = (
+            self._conn()
+            .execute(
+                "SELECT c.key, c.input_id, c.secret_hash, c.created_at_ms, c.enabled,"
+                " i.id, i.name, i.type, i.rate_limit, i.enabled, i.created_at_ms"
+                " FROM credentials c JOIN inputs i ON i.id = c.input_id WHERE c.key = ?",
+                (key,),
+            )
+            .fetchone()
+        )
+        if row is None:
+            return None
+        return _credential(row[:5]), _input(row[5:])
+
+    # -- plumbing --------------------------------------------------------------------
+
+    @staticmethod
+    def _insert_credential(conn: sqlite3.Connection, credential: Credential) -> None:
+        conn.execute(
+            f"INSERT INTO credentials ({_CREDENTIAL_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+            (
+                credential.key,
+                credential.input_id,
+                credential.secret_hash,
+                credential.created_at_ms,
+                int(credential.enabled),
+            ),
+        )
+
+    def _write(self, sql: str, params: tuple[object, ...]) -> int:
+        conn = self._conn()
+        with self._write_lock:
+            return conn.execute(sql, params).rowcount
+
+    def close(self) -> None:
+        """Close every connection this store opened."""
+        with self._connections_lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+
+def _input(row: Sequence[object]) -> Input:
+    return Input(
+        id=str(row[0]),
+        name=str(row[1]),
+        type=str(row[2]),
+        rate_limit=float(row[3]),  # type: ignore[arg-type]
+        enabled=bool(row[4]),
+        created_at_ms=int(row[5]),  # type: ignore[call-overload]
+    )
+
+
+def _credential(row: Sequence[object]) -> Credential:
+    return Credential(
+        key=str(row[0]),
+        input_id=str(row[1]),
+        secret_hash=str(row[2]),
+        created_at_ms=int(row[3]),  # type: ignore[call-overload]
+        enabled=bool(row[4]),
+    )
