@@ -1,0 +1,203 @@
+"""Fixtures shared by the test suite: data files, a store, and a real ``patchbay serve``."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from patchbay.store.base import StoredBatch
+from patchbay.store.sqlite import SqliteStore
+
+DATA = Path(__file__).parent / "data"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_cli(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``patchbay ARGS --data-dir DATA_DIR`` and return the finished process."""
+    return subprocess.run(
+        [sys.executable, "-m", "patchbay", *args, "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@dataclass
+class Credentials:
+    """An input's id, key and secret, as ``patchbay inputs add --json`` prints them."""
+
+    id: str
+    key: str
+    secret: str
+
+    @property
+    def basic(self) -> str:
+        """The ``Authorization`` header value."""
+        token = base64.b64encode(f"{self.key}:{self.secret}".encode()).decode()
+        return f"Basic {token}"
+
+
+def add_input(
+    data_dir: Path, name: str, type_: str = "server", rate_limit: float = 0
+) -> Credentials:
+    """Create an input with the real CLI."""
+    done = run_cli(
+        "inputs",
+        "add",
+        name,
+        "--type",
+        type_,
+        "--rate-limit",
+        str(rate_limit),
+        "--json",
+        data_dir=data_dir,
+    )
+    assert done.returncode == 0, done.stderr
+    fields = json.loads(done.stdout)
+    return Credentials(fields["id"], fields["key"], fields["secret"])
+
+
+@dataclass
+class Server:
+    """A running ``patchbay serve`` process with one input (unlimited rate)."""
+
+    url: str
+    port: int
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+    credentials: Credentials
+    log_path: Path
+    extra_args: list[str] = field(default_factory=list)
+
+    def post(
+        self,
+        path: str,
+        body: bytes,
+        headers: dict[str, str] | None = None,
+        auth: str | None = "default",
+    ) -> tuple[int, dict[str, str], bytes]:
+        """POST ``body`` to ``path``; returns status, headers and body (errors included)."""
+        all_headers = {"Content-Type": "application/json"}
+        if auth == "default":
+            all_headers["Authorization"] = self.credentials.basic
+        elif auth is not None:
+            all_headers["Authorization"] = auth
+        all_headers.update(headers or {})
+        request = urllib.request.Request(self.url + path, data=body, headers=all_headers)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers), exc.read()
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        """GET ``path``; returns status and body."""
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=30) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def stored(self) -> list[StoredBatch]:
+        """Every batch in the server's log, read straight from its store."""
+        store = SqliteStore(self.data_dir)
+        try:
+            return store.read(0, 1_000_000)
+        finally:
+            store.close()
+
+    def alive(self) -> bool:
+        """Whether the process still runs."""
+        return self.process.poll() is None
+
+
+def start_server(data_dir: Path, *extra_args: str, port: int | None = None) -> Server:
+    """Start ``patchbay serve`` on a free port and wait until ``/healthz`` answers."""
+    port = port or free_port()
+    log_path = data_dir.parent / f"serve-{port}.log"
+    with log_path.open("ab") as log_file:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "patchbay",
+                "serve",
+                "--data-dir",
+                str(data_dir),
+                "--port",
+                str(port),
+                *extra_args,
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=1) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"patchbay serve did not start:\n{log_path.read_text()}")
+        time.sleep(0.05)
+    return Server(url, port, data_dir, process, Credentials("", "", ""), log_path, list(extra_args))
+
+
+def stop_server(server: Server) -> None:
+    """Stop the server gracefully (SIGTERM), killing it if it hangs."""
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGTERM)
+        try:
+            server.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """A fresh, empty data directory."""
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def store(data_dir: Path) -> Iterator[SqliteStore]:
+    """A SQLite store in a fresh data directory."""
+    opened = SqliteStore(data_dir)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def server(data_dir: Path) -> Iterator[Server]:
+    """A running ``patchbay serve`` with an input of unlimited rate in ``server.credentials``."""
+    credentials = add_input(data_dir, "test-server")
+    running = start_server(data_dir)
+    running.credentials = credentials
+    yield running
+    stop_server(running)
