@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Creates .venv with Python >= 3.11 and installs Patchbay into it.
+# Usage: scripts/setup.sh [--dev]   (--dev adds the test and lint tools)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python=${PYTHON:-}
+if [[ -z $python ]]; then
+  for candidate in python3.11 python3.12 python3.13 python3; do
+    if command -v "$candidate" >/dev/null 2>&1 &&
+       "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+      python=$candidate
+      break
+    fi
+  done
+fi
+if [[ -z $python ]]; then
+  echo "setup: Python 3.11 or newer is needed (set PYTHON=/path/to/python3.11)" >&2
+  exit 1
+fi
+
+if [[ ! -x .venv/bin/python ]]; then
+  if ! "$python" -m venv .venv 2>/dev/null; then
+    # Debian ships venv separately.
+    rm -rf .venv
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+      apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+      "$python" -m venv .venv
+    else
+      echo "setup: '$python -m venv' failed; install python3-venv (sudo apt-get install python3-venv)" >&2
+      exit 1
+    fi
+  fi
+fi
+
+extras=""
+[[ ${1:-} == --dev ]] && extras="[dev]"
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}"
