@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -22,6 +22,8 @@ _BULK = msgspec.json.Decoder(BulkBody)
 _ANY = msgspec.json.Decoder()
 
 ROOT = "$"
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,16 +43,7 @@ class BadInput(Exception):
 
 def decode_batch(body: bytes) -> Batch:
     """Decode and validate one batch (the body of ``/v2/events``)."""
-    try:
-        batch = _BATCH.decode(body)
-    except msgspec.ValidationError as exc:
-        raise _explain(str(exc), body) from None
-    except msgspec.DecodeError as exc:
-        raise BadInput(ROOT, _malformed(str(exc))) from None
-    except UnicodeDecodeError:
-        raise BadInput(ROOT, "the body is not valid UTF-8") from None
-    except RecursionError:
-        raise BadInput(ROOT, "the JSON is nested too deeply") from None
+    batch = _decode(_BATCH, body)
     if isinstance(batch.mpid, str):
         try:
             parse_mpid(batch.mpid)
@@ -61,19 +54,26 @@ def decode_batch(body: bytes) -> Batch:
 
 def split_bulk(body: bytes, max_batches: int) -> list[bytes]:
     """Split a bulk body (a JSON array of batches) into the raw bytes of each batch."""
+    items = _decode(_BULK, body, "expected an array of batches")
+    if len(items) > max_batches:
+        raise BadInput(ROOT, f"{len(items)} batches in one request: at most {max_batches}")
+    return [bytes(item) for item in items]
+
+
+def _decode(decoder: msgspec.json.Decoder[T], body: bytes, wrong_type: str | None = None) -> T:
+    """Decode ``body``; every failure becomes a :class:`BadInput` naming its path."""
     try:
-        items = _BULK.decode(body)
-    except msgspec.ValidationError:
-        raise BadInput(ROOT, "expected an array of batches") from None
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        if wrong_type is not None:
+            raise BadInput(ROOT, wrong_type) from None
+        raise _explain(str(exc), body) from None
     except msgspec.DecodeError as exc:
         raise BadInput(ROOT, _malformed(str(exc))) from None
     except UnicodeDecodeError:
         raise BadInput(ROOT, "the body is not valid UTF-8") from None
     except RecursionError:
         raise BadInput(ROOT, "the JSON is nested too deeply") from None
-    if len(items) > max_batches:
-        raise BadInput(ROOT, f"{len(items)} batches in one request: at most {max_batches}")
-    return [bytes(item) for item in items]
 
 
 def _malformed(message: str) -> str:
