@@ -141,10 +141,7 @@ def serve(
         server_header=False,
         timeout_graceful_shutdown=10,
     )
-    try:
-        uvicorn.Server(config).run()
-    finally:
-        store.close()
+    uvicorn.Server(config).run()  # the app's lifespan closes the store on shutdown
 
 
 @main.group()

@@ -28,7 +28,7 @@ DEDUP_PURGE_INTERVAL_S = 3600.0
 
 
 def create_app(settings: Settings, store: Store, clock: Clock | None = None) -> Starlette:
-    """The Patchbay ASGI app over ``store``; it owns the appender thread it starts."""
+    """The Patchbay ASGI app over ``store``; on shutdown it closes the store too."""
     clock = clock or SystemClock()
     metrics = Metrics()
     appender = GroupCommitAppender(store)
@@ -64,6 +64,7 @@ def create_app(settings: Settings, store: Store, clock: Clock | None = None) -> 
         finally:
             purger.cancel()
             await asyncio.to_thread(appender.close)
+            store.close()
             log.info("stopped")
 
     routes = [

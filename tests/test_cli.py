@@ -1,0 +1,400 @@
+"""The ``patchbay`` command line, run as a real process (``python -m patchbay``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import queue
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from patchbay.store.sqlite import DB_FILE
+from tests.conftest import Credentials, Server, add_input, run_cli, start_server, stop_server
+
+pytestmark = pytest.mark.slow
+
+STAMP_KEYS = [
+    "offset",
+    "batch_id",
+    "input_id",
+    "received_at_ms",
+    "channel",
+    "ip",
+    "historical",
+    "batch",
+]
+
+
+def ok(*args: str, data_dir: Path) -> str:
+    """Run the CLI, require success, return its stdout."""
+    done = run_cli(*args, data_dir=data_dir)
+    assert done.returncode == 0, (args, done.stdout, done.stderr)
+    return done.stdout
+
+
+def fails(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    """Run the CLI and require it to fail."""
+    done = run_cli(*args, data_dir=data_dir)
+    assert done.returncode != 0, (args, done.stdout)
+    return done
+
+
+def listed(data_dir: Path) -> list[dict[str, Any]]:
+    return [
+        json.loads(line) for line in ok("inputs", "list", "--json", data_dir=data_dir).splitlines()
+    ]
+
+
+def rotate(data_dir: Path, name: str, *flags: str) -> Credentials:
+    fields = json.loads(ok("inputs", "rotate", name, *flags, "--json", data_dir=data_dir))
+    assert set(fields) == {"id", "key", "secret"}
+    return Credentials(fields["id"], fields["key"], fields["secret"])
+
+
+def post_one(server: Server, credentials: Credentials, body: bytes = b'{"events": []}') -> int:
+    status, _, _ = server.post("/v2/events", body, auth=credentials.basic)
+    return status
+
+
+# -- inputs ---------------------------------------------------------------------------------
+
+
+def test_inputs_add_json_prints_id_key_and_secret(data_dir: Path) -> None:
+    out = ok("inputs", "add", "web-app", "--type", "web", "--json", data_dir=data_dir)
+    fields = json.loads(out)
+    assert list(fields) == ["id", "key", "secret"]
+    assert uuid.UUID(fields["id"])
+    assert fields["key"].startswith("pk_")
+    assert fields["secret"].startswith("ps_")
+    assert fields["key"] != fields["secret"]
+    assert out.count("\n") == 1  # exactly one line of JSON
+
+
+def test_inputs_add_plain_shows_the_secret_once(data_dir: Path) -> None:
+    done = run_cli("inputs", "add", "ios-app", "--type", "ios", data_dir=data_dir)
+    assert done.returncode == 0, done.stderr
+    found = dict(re.findall(r"^(id|key|secret):\s+(\S+)$", done.stdout, re.MULTILINE))
+    assert set(found) == {"id", "key", "secret"}
+    assert "cannot be shown again" in done.stderr
+    (item,) = listed(data_dir)
+    assert (item["id"], item["name"], item["type"]) == (found["id"], "ios-app", "ios")
+    assert [k["key"] for k in item["keys"]] == [found["key"]]
+
+
+def test_inputs_add_unknown_type_fails_clearly(data_dir: Path) -> None:
+    done = fails("inputs", "add", "x", "--type", "mainframe", data_dir=data_dir)
+    assert "--type" in done.stderr
+    assert "mainframe" in done.stderr
+    for choice in ("server", "ios", "web", "feed"):
+        assert choice in done.stderr
+    assert done.stdout == ""
+    assert listed(data_dir) == []
+
+
+def test_inputs_add_empty_name_fails(data_dir: Path) -> None:
+    done = fails("inputs", "add", "", "--type", "server", data_dir=data_dir)
+    assert "the name must have 1 to 200 characters" in done.stderr
+    assert listed(data_dir) == []
+
+
+def test_inputs_add_negative_rate_limit_fails(data_dir: Path) -> None:
+    done = fails("inputs", "add", "x", "--type", "server", "--rate-limit", "-1", data_dir=data_dir)
+    assert "--rate-limit" in done.stderr
+    assert listed(data_dir) == []
+
+
+def test_inputs_add_duplicate_name_fails(data_dir: Path) -> None:
+    first = add_input(data_dir, "backend")
+    done = fails("inputs", "add", "backend", "--type", "web", "--json", data_dir=data_dir)
+    assert "an input named 'backend' already exists" in done.stderr
+    assert done.stdout == ""
+    (item,) = listed(data_dir)
+    assert (item["id"], item["type"]) == (first.id, "server")
+    assert [k["key"] for k in item["keys"]] == [first.key]
+
+
+def test_inputs_list_shows_keys_but_never_secrets(data_dir: Path) -> None:
+    server_creds = add_input(data_dir, "backend", rate_limit=50)
+    feed_creds = add_input(data_dir, "partner-feed", type_="feed")
+    rotated = rotate(data_dir, "backend", "--keep-old")
+    secrets = [server_creds.secret, feed_creds.secret, rotated.secret]
+
+    table = ok("inputs", "list", data_dir=data_dir)
+    lines = table.splitlines()
+    assert lines[0].split() == ["NAME", "TYPE", "RATE/S", "ENABLED", "KEYS"]
+    assert len(lines) == 3
+    assert lines[1].split()[:4] == ["backend", "server", "50", "yes"]
+    assert lines[2].split()[:4] == ["partner-feed", "feed", "unlimited", "yes"]
+    assert server_creds.key in lines[1] and rotated.key in lines[1]
+    assert feed_creds.key in lines[2]
+
+    as_json = ok("inputs", "list", "--json", data_dir=data_dir)
+    items = [json.loads(line) for line in as_json.splitlines()]
+    assert [i["name"] for i in items] == ["backend", "partner-feed"]
+    backend, feed = items
+    assert set(backend) == {"id", "name", "type", "rate_limit", "enabled", "created_at_ms", "keys"}
+    assert (backend["id"], backend["rate_limit"], backend["enabled"]) == (server_creds.id, 50, True)
+    assert [k["key"] for k in backend["keys"]] == [server_creds.key, rotated.key]
+    assert all(set(k) == {"key", "enabled", "created_at_ms"} for k in backend["keys"])
+    assert (feed["type"], feed["rate_limit"]) == ("feed", 0)
+
+    for output in (table, as_json):
+        for secret in secrets:
+            assert secret not in output
+        assert "sha256" not in output
+        assert "secret" not in output.lower()
+
+
+def test_secret_is_stored_only_as_a_hash(data_dir: Path) -> None:
+    created = add_input(data_dir, "backend")
+    rotated = rotate(data_dir, "backend", "--keep-old")
+    for creds in (created, rotated):
+        for path in data_dir.iterdir():  # the database, and its WAL if there is one
+            assert creds.secret.encode() not in path.read_bytes(), path
+    conn = sqlite3.connect(data_dir / DB_FILE)
+    try:
+        rows = dict(conn.execute("SELECT key, secret_hash FROM credentials").fetchall())
+    finally:
+        conn.close()
+    for creds in (created, rotated):
+        assert rows[creds.key] == "sha256:" + hashlib.sha256(creds.secret.encode()).hexdigest()
+
+
+def test_unknown_input_name_fails_clearly(data_dir: Path) -> None:
+    add_input(data_dir, "backend")
+    for args in (
+        ("inputs", "rotate", "nope"),
+        ("inputs", "disable", "nope"),
+        ("inputs", "enable", "nope"),
+        ("inputs", "set-rate-limit", "nope", "5"),
+    ):
+        done = fails(*args, data_dir=data_dir)
+        assert "no input named 'nope'" in done.stderr, args
+    done = fails("inputs", "disable-key", "pk_nope", data_dir=data_dir)
+    assert "no such key" in done.stderr
+
+
+def test_rotate_disables_the_old_key(server: Server) -> None:
+    old = server.credentials
+    assert post_one(server, old) == 202
+    new = rotate(server.data_dir, "test-server")
+    assert new.id == old.id
+    assert new.key != old.key and new.secret != old.secret
+    assert post_one(server, old) == 403
+    assert post_one(server, new) == 202
+    (item,) = listed(server.data_dir)
+    assert [(k["key"], k["enabled"]) for k in item["keys"]] == [(old.key, False), (new.key, True)]
+
+
+def test_rotate_keep_old_keeps_both_until_disable_key(server: Server) -> None:
+    old = server.credentials
+    new = rotate(server.data_dir, "test-server", "--keep-old")
+    assert post_one(server, old) == 202
+    assert post_one(server, new) == 202
+    # Someone guessing: the old key with the new secret does not work.
+    assert post_one(server, Credentials(old.id, old.key, new.secret)) == 403
+
+    out = ok("inputs", "disable-key", old.key, data_dir=server.data_dir)
+    assert "disabled" in out
+    assert post_one(server, old) == 403
+    assert post_one(server, new) == 202
+
+    newest = rotate(server.data_dir, "test-server")
+    assert post_one(server, new) == 403
+    assert post_one(server, newest) == 202
+    assert len(server.stored()) == 4
+
+
+def test_disable_and_enable(server: Server) -> None:
+    assert ok("inputs", "disable", "test-server", data_dir=server.data_dir).strip() == (
+        "input 'test-server' disabled"
+    )
+    status, _, body = server.post("/v2/events", b'{"events": []}')
+    assert status == 403, body
+    assert listed(server.data_dir)[0]["enabled"] is False
+    assert "no" in ok("inputs", "list", data_dir=server.data_dir).splitlines()[1].split()
+
+    assert ok("inputs", "enable", "test-server", data_dir=server.data_dir).strip() == (
+        "input 'test-server' enabled"
+    )
+    assert post_one(server, server.credentials) == 202
+    assert listed(server.data_dir)[0]["enabled"] is True
+    assert len(server.stored()) == 1
+
+
+def test_set_rate_limit(server: Server) -> None:
+    out = ok("inputs", "set-rate-limit", "test-server", "0.01", data_dir=server.data_dir)
+    assert out.strip() == "input 'test-server': 0.01 batches/s"
+    assert listed(server.data_dir)[0]["rate_limit"] == 0.01
+    # The running server applies the new limit: one batch passes, the next must wait.
+    assert post_one(server, server.credentials) == 202
+    status, headers, _ = server.post("/v2/events", b'{"events": []}')
+    assert status == 429
+    assert int({k.lower(): v for k, v in headers.items()}["retry-after"]) >= 1
+
+    out = ok("inputs", "set-rate-limit", "test-server", "0", data_dir=server.data_dir)
+    assert out.strip() == "input 'test-server': 0 batches/s"
+    assert listed(server.data_dir)[0]["rate_limit"] == 0
+    assert "unlimited" in ok("inputs", "list", data_dir=server.data_dir)
+    assert post_one(server, server.credentials) == 202
+    assert len(server.stored()) == 2
+
+    done = fails("inputs", "set-rate-limit", "test-server", "-5", data_dir=server.data_dir)
+    assert "BATCHES_PER_S" in done.stderr or "-5" in done.stderr
+
+
+# -- batches --------------------------------------------------------------------------------
+
+
+def post_batches(server: Server) -> list[bytes]:
+    """Three batches (one of them historical), as sent."""
+    bodies = [
+        b'{"events": [], "source_request_id": "one"}',
+        b'{"environment":"development","user_identities":{"email":"a@example.com"}}',
+    ]
+    for body in bodies:
+        assert post_one(server, server.credentials, body) == 202
+    historical = (
+        b'{"source_request_id": "old", "events": [{"event_type": "session_start",'
+        b' "data": {"timestamp_unixtime_ms": 1500000000000}}]}'
+    )
+    status, _, answer = server.post("/v2/bulkevents/historical", b"[" + historical + b"]")
+    assert status == 202, answer
+    return [*bodies, historical]
+
+
+def check_line(line: str, sent: bytes, server: Server) -> dict[str, Any]:
+    stamped = json.loads(line)
+    assert list(stamped) == STAMP_KEYS
+    assert stamped["input_id"] == server.credentials.id
+    assert stamped["channel"] == "server_to_server"
+    assert stamped["ip"] == "127.0.0.1"
+    assert uuid.UUID(stamped["batch_id"])
+    assert isinstance(stamped["received_at_ms"], int) and stamped["received_at_ms"] > 1.6e12
+    assert stamped["batch"] == json.loads(sent)
+    assert sent.decode() in line  # the batch is embedded byte for byte
+    return stamped
+
+
+def test_batches_limit_prints_oldest_first_with_stamps(server: Server) -> None:
+    sent = post_batches(server)
+    out = ok("batches", "--limit", "2", data_dir=server.data_dir)
+    lines = out.splitlines()
+    assert len(lines) == 2
+    first, second = (
+        check_line(line, body, server) for line, body in zip(lines, sent, strict=False)
+    )
+    assert first["offset"] < second["offset"]
+    assert (first["historical"], second["historical"]) == (False, False)
+
+    everything = ok("batches", data_dir=server.data_dir).splitlines()
+    assert everything[:2] == lines
+    assert len(everything) == 3
+    third = check_line(everything[2], sent[2], server)
+    assert third["historical"] is True
+    assert [json.loads(line)["offset"] for line in everything] == [
+        s.offset for s in server.stored()
+    ]
+
+    after = ok("batches", "--after", str(first["offset"]), data_dir=server.data_dir)
+    assert after.splitlines() == everything[1:]
+    assert ok("batches", "--after", str(third["offset"]), data_dir=server.data_dir) == ""
+    assert ok("batches", "--limit", "10", data_dir=server.data_dir).splitlines() == everything
+
+
+def test_batches_on_an_empty_store_prints_nothing(data_dir: Path) -> None:
+    assert ok("batches", "--limit", "5", data_dir=data_dir) == ""
+
+
+def test_batches_limit_must_be_positive(data_dir: Path) -> None:
+    done = fails("batches", "--limit", "0", data_dir=data_dir)
+    assert "--limit" in done.stderr
+
+
+def test_batches_follow_prints_new_batches(server: Server) -> None:
+    before = b'{"source_request_id": "before-follow"}'
+    assert post_one(server, server.credentials, before) == 202
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "patchbay",
+            "batches",
+            "--follow",
+            "--data-dir",
+            str(server.data_dir),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    lines: queue.Queue[bytes] = queue.Queue()
+    assert process.stdout is not None and process.stderr is not None
+    stdout = process.stdout
+
+    def read() -> None:
+        for line in stdout:
+            lines.put(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        check_line(lines.get(timeout=30).decode(), before, server)
+        # The follower is running and has printed everything so far; post one more.
+        after = b'{"source_request_id": "after-follow", "events": []}'
+        assert post_one(server, server.credentials, after) == 202
+        check_line(lines.get(timeout=30).decode(), after, server)
+        assert process.poll() is None  # still following
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+        reader.join(timeout=15)
+        stdout.close()
+        process.stderr.close()
+    assert lines.empty()
+
+
+# -- serve ----------------------------------------------------------------------------------
+
+
+def test_serve_creates_a_missing_data_dir(tmp_path: Path) -> None:
+    data_dir = tmp_path / "not-there-yet"
+    assert not data_dir.exists()
+    server = start_server(data_dir)
+    try:
+        assert data_dir.is_dir()
+        assert (data_dir / DB_FILE).is_file()
+        status, body = server.get("/healthz")
+        assert status == 200
+        assert json.loads(body) == {"status": "ok", "last_offset": 0}
+    finally:
+        stop_server(server)
+    # A graceful stop: uvicorn re-raises the SIGTERM it handled once it has shut down.
+    assert server.process.returncode in (0, -signal.SIGTERM)
+    assert '"event": "stopped"' in server.log_path.read_text()
+
+
+def test_version(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "patchbay", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0
+    assert done.stdout.startswith("patchbay, version ")
+
+
+@pytest.mark.parametrize("args", [["inputs", "list"], ["batches", "--limit", "1"]])
+def test_commands_do_not_need_an_existing_data_dir(tmp_path: Path, args: list[str]) -> None:
+    data_dir = tmp_path / "fresh"
+    assert ok(*args, data_dir=data_dir).splitlines()[1:] == []
