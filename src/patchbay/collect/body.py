@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(eq=False)  # not frozen: contextlib and add_note() set attributes on exceptions
 class BodyError(Exception):
     """A body that cannot be read: the HTTP status, an error code and a message."""
 
@@ -65,4 +65,6 @@ def gunzip(data: bytes, limit: int) -> bytes:
         )
     if not decompressor.eof:
         raise BodyError(400, "BAD_REQUEST", "$: the gzip data is cut short")
+    if decompressor.unused_data:
+        raise BodyError(400, "BAD_REQUEST", "$: data after the end of the gzip stream")
     return out

@@ -8,6 +8,7 @@ navigation, location, ...``), the form the Events API answers with.
 from __future__ import annotations
 
 import re
+import typing
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -26,7 +27,7 @@ ROOT = "$"
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(eq=False)  # not frozen: contextlib and add_note() set attributes on exceptions
 class BadInput(Exception):
     """Input that does not follow the batch format.
 
@@ -44,6 +45,10 @@ class BadInput(Exception):
 def decode_batch(body: bytes) -> Batch:
     """Decode and validate one batch (the body of ``/v2/events``)."""
     batch = _decode(_BATCH, body)
+    try:
+        body.decode("utf-8")  # msgspec skips unknown keys without checking their UTF-8
+    except UnicodeDecodeError:
+        raise BadInput(ROOT, "the body is not valid UTF-8") from None
     if isinstance(batch.mpid, str):
         try:
             parse_mpid(batch.mpid)
@@ -99,6 +104,8 @@ def _explain(message: str, body: bytes) -> BadInput:
         if field == "event_type":
             return BadInput(shown, 'Required event field "event_type" is missing or empty.')
         return BadInput(shown, f'missing required field "{field}"')
+    if path.endswith(".event_type") and what == "Invalid value ''":
+        return BadInput(shown, 'Required event field "event_type" is missing or empty.')
     if path.endswith(".event_type") and what.startswith("Invalid value"):
         value = what.removeprefix("Invalid value ")
         return BadInput(shown, f"unknown event type {value}: expected one of {_join(EVENT_TYPES)}")
@@ -125,7 +132,9 @@ def _choices_at(path: str, body: bytes) -> list[str]:
     except (msgspec.DecodeError, UnicodeDecodeError):
         return []
     types: list[Any] = [msgspec.inspect.type_info(Batch)]
+    declared: list[str] = []
     for key, index in _PATH_PART.findall(path.removeprefix("$")):
+        declared = []
         found: list[Any] = []
         for t in _flatten(types):
             if index and isinstance(t, msgspec.inspect.ListType):
@@ -136,7 +145,10 @@ def _choices_at(path: str, body: bytes) -> list[str]:
                 tagged = t.tag_field is not None and isinstance(data, dict)
                 if tagged and data.get(t.tag_field) != t.tag:
                     continue
-                found.extend(f.type for f in t.fields if f.encode_name == key)
+                for f in t.fields:
+                    if f.encode_name == key:
+                        found.append(f.type)
+                        declared.extend(_literal_values(typing.get_type_hints(t.cls)[f.name]))
         types = found
         if isinstance(data, dict):
             data = data.get(key)
@@ -144,12 +156,20 @@ def _choices_at(path: str, body: bytes) -> list[str]:
             data = data[int(index)]
         else:
             data = None
+    if declared:  # in the order the model declares them
+        return declared
     return [
         str(v)
         for t in _flatten(types)
         if isinstance(t, msgspec.inspect.LiteralType)
         for v in t.values
     ]
+
+
+def _literal_values(annotation: Any) -> list[str]:
+    if typing.get_origin(annotation) is typing.Literal:
+        return [str(v) for v in typing.get_args(annotation)]
+    return [v for arg in typing.get_args(annotation) for v in _literal_values(arg)]
 
 
 def _flatten(types: list[Any]) -> list[Any]:

@@ -64,8 +64,12 @@ def check_freeform(value: object, depth: int = 0) -> None:
 def parse_mpid(value: int | str) -> int:
     """Return an ``mpid`` sent as a number or as a numeric string as a signed 64-bit int."""
     if isinstance(value, str):
+        text = value.strip()
+        unsigned = text[1:] if text[:1] in ("+", "-") else text
         try:
-            number = int(value.strip())
+            if not (unsigned.isascii() and unsigned.isdigit()):  # int() takes "1_0", Arabic digits
+                raise ValueError
+            number = int(text)
         except ValueError:
             raise ValueError("expected a signed 64-bit integer or a numeric string") from None
     else:

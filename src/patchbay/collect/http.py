@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-from typing import Any
 
 import msgspec
 import structlog
@@ -192,6 +191,8 @@ class EventsApi:
             if not prepared.batches:
                 return self._all_rejected(route, prepared.rejected)
 
+        if not prepared.batches:  # an empty bulk request: nothing to limit or store
+            return self._accepted(0, 0, [], 0)
         decision = self._limiter.take(item.id, item.rate_limit, len(prepared.batches))
         if not decision.allowed:
             return self._reject(
@@ -223,10 +224,13 @@ class EventsApi:
         self._metrics.events.labels(item.name).inc(events)
         if result.duplicates:
             self._metrics.duplicates.labels(item.name).inc(result.duplicates)
-        body: Any = Accepted(result.stored, result.duplicates, prepared.rejected)
+        return self._accepted(result.stored, result.duplicates, prepared.rejected, percent_used)
+
+    @staticmethod
+    def _accepted(stored: int, duplicates: int, rejected: list[Rejection], used: int) -> Response:
         return Response(
-            _encode(body),
+            _encode(Accepted(stored, duplicates, rejected)),
             202,
-            {"X-mp-rate-limit-percentage-used": str(percent_used)},
+            {"X-mp-rate-limit-percentage-used": str(used)},
             media_type="application/json",
         )
