@@ -1,0 +1,164 @@
+"""The resolve stage: reads the batch log in order and turns batches into resolved batches.
+
+Each step takes the next chunk of batches after the state's committed offset, resolves
+every batch to a user and updates the profiles on a staged copy of the state, hands the
+resolved batches to the next stage, and then commits the state changes together with the
+offset of the chunk's last batch. A crash before the commit replays the chunk: MPIDs are
+derived from batch ids, so the replay decides the same, and the next stage may see a batch
+twice (at least once) but never misses one.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+
+from patchbay.collect.batch import Batch
+from patchbay.collect.decode import BadInput, decode_batch
+from patchbay.collect.events import UserIdentityChange
+from patchbay.resolve.identities import Identity, batch_identities, canonical_type
+from patchbay.resolve.profile import Profile, apply_batch
+from patchbay.resolve.resolver import Resolution, Resolver
+from patchbay.resolve.state import ProfileStore, StagedState
+from patchbay.store.base import BatchLog, StoredBatch
+
+log = structlog.get_logger("patchbay.resolve")
+
+
+@dataclass(frozen=True)
+class ResolvedBatch:
+    """A batch with its user: what the audience and forwarding stages receive."""
+
+    stored: StoredBatch
+    batch: Batch
+    resolution: Resolution
+    profile: Profile
+
+    @property
+    def mpid(self) -> int:
+        """The batch's user."""
+        return self.resolution.mpid
+
+
+class ResolvedSink(Protocol):
+    """The next stage: receives resolved batches in log order, at least once."""
+
+    def handle(self, batches: Sequence[ResolvedBatch]) -> None:
+        """Take a chunk of resolved batches; raising stops the stage before it commits."""
+        ...
+
+
+def _identity_changes(batch: Batch) -> list[tuple[Identity | None, Identity | None]]:
+    changes: list[tuple[Identity | None, Identity | None]] = []
+    for event in batch.events or ():
+        if not isinstance(event, UserIdentityChange):
+            continue
+        pair: list[Identity | None] = []
+        for side in (event.data.old, event.data.new):
+            kind = canonical_type(side.identity_type or "") if side else None
+            value = side.identity if side else None
+            pair.append(Identity(kind, value) if kind and value else None)
+        changes.append((pair[0], pair[1]))
+    return changes
+
+
+class ResolveStage:
+    """Resolves the batch log into profiles, a chunk at a time."""
+
+    def __init__(
+        self,
+        log_: BatchLog,
+        state: ProfileStore,
+        resolver: Resolver,
+        sink: ResolvedSink | None = None,
+        chunk: int = 1000,
+    ) -> None:
+        self._log = log_
+        self._state = state
+        self._resolver = resolver
+        self.sink = sink
+        self._chunk = chunk
+        self.processed = 0
+
+    def step(self) -> int:
+        """Resolve the next chunk and commit it; return how many batches it held."""
+        offset = self._state.committed_offset()
+        stored = self._log.read(offset, self._chunk)
+        if not stored:
+            return 0
+        staged = StagedState(self._state)
+        resolved = [r for s in stored if (r := self._resolve(staged, s)) is not None]
+        if self.sink is not None and resolved:
+            self.sink.handle(resolved)
+        self._state.commit(staged.changes, stored[-1].offset)
+        self.processed += len(stored)
+        return len(stored)
+
+    def run_until_caught_up(self) -> int:
+        """Step until the log is exhausted; return how many batches were resolved."""
+        total = 0
+        while n := self.step():
+            total += n
+        return total
+
+    def _resolve(self, staged: StagedState, stored: StoredBatch) -> ResolvedBatch | None:
+        try:
+            batch = decode_batch(stored.body)
+        except BadInput as exc:  # only possible if the model changed since it was stored
+            log.error("batch_unreadable", offset=stored.offset, error=str(exc))
+            return None
+        mpid = batch.user_id or None
+        resolution = self._resolver.resolve(
+            staged,
+            batch_identities(batch),
+            mpid,
+            seed=stored.batch_id,
+            seen_ms=stored.received_at_ms,
+            offset=stored.offset,
+        )
+        profile = staged.profile(resolution.mpid)
+        assert profile is not None
+        for old, new in _identity_changes(batch):
+            if old is not None and (new is None or new.type == old.type):
+                self._resolver.unlink_identity(staged, profile, old)
+            if new is not None:
+                self._resolver.link_identity(
+                    staged, profile, new, stored.received_at_ms, resolution.skipped
+                )
+        apply_batch(profile, batch, stored.input_id, stored.received_at_ms)
+        staged.put(profile)
+        return ResolvedBatch(stored, batch, resolution, profile)
+
+
+class StageRunner:
+    """Runs a :class:`ResolveStage` on a thread until stopped, polling when idle."""
+
+    def __init__(self, stage: ResolveStage, idle_sleep_s: float = 0.05) -> None:
+        self._stage = stage
+        self._idle = idle_sleep_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="patchbay-resolve", daemon=True)
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Finish the current chunk and stop."""
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self._stage.step() == 0:
+                    self._stop.wait(self._idle)
+            except Exception as exc:
+                self.error = exc
+                log.exception("resolve_failed")
+                self._stop.wait(1.0)

@@ -1,0 +1,132 @@
+"""The resolve stage's state: what it reads (a view), what it writes (a change set).
+
+The stage works on a :class:`StagedState`: the committed state of a :class:`ProfileStore`
+plus the changes of the batches processed since the last commit. The change set and the
+log offset it brings the state to are then committed in one transaction, so a crash never
+leaves state and offset out of step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import msgspec
+
+from patchbay.resolve.identities import Identity
+from patchbay.resolve.profile import Profile
+
+
+class MergeRecord(msgspec.Struct, frozen=True):
+    """Two users became one: ``from_mpid`` was folded into ``to_mpid``, and why."""
+
+    from_mpid: int
+    to_mpid: int
+    reason: str
+    at_ms: int
+    offset: int
+
+
+class StateView(Protocol):
+    """Read access to identities and profiles."""
+
+    def users_with(self, identity: Identity) -> list[int]:
+        """The MPIDs linked to ``identity``, oldest link first."""
+        ...
+
+    def profile(self, mpid: int) -> Profile | None:
+        """The profile stored under ``mpid`` (possibly a merged one), or ``None``."""
+        ...
+
+
+class ProfileStore(StateView, Protocol):
+    """Durable state of the resolve stage: profiles, identity links, merges, offset."""
+
+    def committed_offset(self) -> int:
+        """The log offset the stored state includes (0: nothing processed)."""
+        ...
+
+    def commit(self, changes: StateChanges, offset: int) -> None:
+        """Apply ``changes`` and record ``offset``, atomically and durably."""
+        ...
+
+    def merges(self, mpid: int) -> list[MergeRecord]:
+        """The merges into or out of ``mpid``, oldest first."""
+        ...
+
+    def reset(self) -> None:
+        """Forget every profile, link, merge and the offset (before a full replay)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+@dataclass
+class StateChanges:
+    """Profiles written, identity links added and removed, merges recorded."""
+
+    profiles: dict[int, Profile] = field(default_factory=dict)
+    linked: dict[Identity, list[int]] = field(default_factory=dict)
+    unlinked: dict[Identity, set[int]] = field(default_factory=dict)
+    merges: list[MergeRecord] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.profiles or self.linked or self.unlinked or self.merges)
+
+
+class StagedState:
+    """A :class:`StateView` of a store's committed state plus pending changes."""
+
+    def __init__(self, base: StateView) -> None:
+        self._base = base
+        self.changes = StateChanges()
+        self._users: dict[Identity, list[int]] = {}
+        self._profiles: dict[int, Profile] = {}
+
+    def users_with(self, identity: Identity) -> list[int]:
+        """Committed links plus pending ones, minus pending removals."""
+        cached = self._users.get(identity)
+        if cached is None:
+            cached = self._users[identity] = list(self._base.users_with(identity))
+        return cached
+
+    def profile(self, mpid: int) -> Profile | None:
+        """The profile as staged (a private copy: call :meth:`put` after changing it)."""
+        found = self._profiles.get(mpid)
+        if found is None:
+            found = self._base.profile(mpid)
+            if found is not None:
+                self._profiles[mpid] = found
+        return found
+
+    def put(self, profile: Profile) -> None:
+        """Write ``profile``."""
+        self._profiles[profile.mpid] = profile
+        self.changes.profiles[profile.mpid] = profile
+
+    def link(self, identity: Identity, mpid: int) -> None:
+        """Link ``identity`` to ``mpid``."""
+        users = self.users_with(identity)
+        if mpid in users:
+            return
+        users.append(mpid)
+        self.changes.linked.setdefault(identity, []).append(mpid)
+        self.changes.unlinked.get(identity, set()).discard(mpid)
+
+    def unlink(self, identity: Identity, mpid: int) -> None:
+        """Remove the link of ``identity`` to ``mpid``."""
+        users = self.users_with(identity)
+        if mpid not in users:
+            return
+        users.remove(mpid)
+        pending = self.changes.linked.get(identity)
+        if pending and mpid in pending:
+            pending.remove(mpid)
+        else:
+            self.changes.unlinked.setdefault(identity, set()).add(mpid)
+
+    def record_merge(self, merge: MergeRecord) -> None:
+        """Remember a merge."""
+        self.changes.merges.append(merge)

@@ -1,0 +1,162 @@
+"""The embedded backend of the resolve stage's state: ``state.db`` beside the batch log.
+
+A separate file from the log, so that ingestion and resolution never wait on each other's
+write lock. Profiles are stored as msgpack documents; identity links are a table indexed by
+(type, value); the resolve offset lives in the same file and is committed in the same
+transaction as the state it describes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import msgspec
+
+from patchbay.resolve.identities import Identity
+from patchbay.resolve.profile import Profile
+from patchbay.resolve.state import MergeRecord, StateChanges
+from patchbay.store.sqlite import Durability
+
+STATE_FILE = "state.db"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS profiles (
+    mpid INTEGER PRIMARY KEY,
+    doc BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS identity_links (
+    id INTEGER PRIMARY KEY,
+    type TEXT NOT NULL,
+    value TEXT NOT NULL,
+    mpid INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS identity_links_key ON identity_links (type, value, mpid);
+CREATE TABLE IF NOT EXISTS merges (
+    id INTEGER PRIMARY KEY,
+    from_mpid INTEGER NOT NULL,
+    to_mpid INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    log_offset INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS merges_from ON merges (from_mpid);
+CREATE INDEX IF NOT EXISTS merges_to ON merges (to_mpid);
+CREATE TABLE IF NOT EXISTS resolve_offset (
+    name TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode_profile = msgspec.msgpack.Decoder(Profile).decode
+
+
+class SqliteProfileStore:
+    """Profiles, identity links, merges and the resolve offset in one SQLite file."""
+
+    def __init__(self, data_dir: Path, durability: Durability = "full") -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = data_dir / STATE_FILE
+        self._synchronous = durability.upper()
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        with self._lock:
+            self._conn().executescript(_SCHEMA)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout = 30000")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            conn.execute("PRAGMA cache_size = -65536")
+            self._local.conn = conn
+            self._connections.append(conn)
+        return conn
+
+    def users_with(self, identity: Identity) -> list[int]:
+        """The MPIDs linked to ``identity``, oldest link first."""
+        rows = self._conn().execute(
+            "SELECT mpid FROM identity_links WHERE type = ? AND value = ? ORDER BY id",
+            (identity.type, identity.value),
+        )
+        return [int(r[0]) for r in rows]
+
+    def profile(self, mpid: int) -> Profile | None:
+        """The stored profile of ``mpid``."""
+        row = self._conn().execute("SELECT doc FROM profiles WHERE mpid = ?", (mpid,)).fetchone()
+        return _decode_profile(row[0]) if row else None
+
+    def committed_offset(self) -> int:
+        """The log offset included in the state."""
+        row = (
+            self._conn().execute("SELECT seq FROM resolve_offset WHERE name = 'resolve'").fetchone()
+        )
+        return int(row[0]) if row else 0
+
+    def commit(self, changes: StateChanges, offset: int) -> None:
+        """Write ``changes`` and ``offset`` in one transaction."""
+        conn = self._conn()
+        with self._lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO profiles (mpid, doc) VALUES (?, ?)",
+                    [(p.mpid, _encode(p)) for p in changes.profiles.values()],
+                )
+                conn.executemany(
+                    "DELETE FROM identity_links WHERE type = ? AND value = ? AND mpid = ?",
+                    [(i.type, i.value, m) for i, mpids in changes.unlinked.items() for m in mpids],
+                )
+                conn.executemany(
+                    "INSERT OR IGNORE INTO identity_links (type, value, mpid) VALUES (?, ?, ?)",
+                    [(i.type, i.value, m) for i, mpids in changes.linked.items() for m in mpids],
+                )
+                conn.executemany(
+                    "INSERT INTO merges (from_mpid, to_mpid, reason, at_ms, log_offset)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    [(m.from_mpid, m.to_mpid, m.reason, m.at_ms, m.offset) for m in changes.merges],
+                )
+                conn.execute(
+                    "INSERT INTO resolve_offset VALUES ('resolve', ?)"
+                    " ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
+                    (offset,),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def merges(self, mpid: int) -> list[MergeRecord]:
+        """Merges into or out of ``mpid``, oldest first."""
+        rows = self._conn().execute(
+            "SELECT from_mpid, to_mpid, reason, at_ms, log_offset FROM merges"
+            " WHERE from_mpid = ? OR to_mpid = ? ORDER BY id",
+            (mpid, mpid),
+        )
+        return [MergeRecord(*r) for r in rows]
+
+    def count_profiles(self) -> int:
+        """How many profiles are stored (merged ones included)."""
+        return int(self._conn().execute("SELECT count(*) FROM profiles").fetchone()[0])
+
+    def reset(self) -> None:
+        """Forget all state."""
+        conn = self._conn()
+        with self._lock:
+            conn.execute("BEGIN IMMEDIATE")
+            for table in ("profiles", "identity_links", "merges", "resolve_offset"):
+                conn.execute(f"DELETE FROM {table}")
+            conn.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close every connection."""
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()
