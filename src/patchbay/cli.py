@@ -23,6 +23,7 @@ from patchbay.collect.inputs import (
     rotate_credentials,
 )
 from patchbay.collect.stamp import stored_line
+from patchbay.resolve.strategy import load_strategy
 from patchbay.settings import (
     DEFAULT_DEDUP_WINDOW_S,
     DEFAULT_MAX_BATCHES,
@@ -31,6 +32,7 @@ from patchbay.settings import (
 )
 from patchbay.store.base import DuplicateName, Input
 from patchbay.store.sqlite import SqliteStore
+from patchbay.store.sqlite_profiles import SqliteProfileStore
 
 DEFAULT_DATA_DIR = Path("patchbay-data")
 
@@ -100,6 +102,12 @@ def main() -> None:
 @click.option(
     "--log-level", default="info", show_default=True, help="debug, info, warning or error."
 )
+@click.option(
+    "--identity-strategy",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="JSON file of the identity strategy (default: mParticle's default strategy).",
+)
 def serve(
     data_dir: Path,
     host: str,
@@ -109,6 +117,7 @@ def serve(
     dedup_window: float,
     durability: str,
     log_level: str,
+    identity_strategy: Path | None,
 ) -> None:
     """Run the Events API and every stage on the embedded store."""
     import uvicorn
@@ -128,7 +137,9 @@ def serve(
         log_level=log_level,
     )
     store = SqliteStore(data_dir, settings.durability)
-    app = create_app(settings, store)
+    profiles = SqliteProfileStore(data_dir, settings.durability)
+    strategy = load_strategy(identity_strategy) if identity_strategy else None
+    app = create_app(settings, store, profiles, strategy=strategy)
     config = uvicorn.Config(
         app,
         host=host,

@@ -17,6 +17,11 @@ from patchbay.clock import Clock, SystemClock
 from patchbay.collect.http import EventsApi
 from patchbay.metrics import CONTENT_TYPE_LATEST, Metrics
 from patchbay.openapi import build_openapi
+from patchbay.resolve.resolver import Resolver
+from patchbay.resolve.service import ResolveService
+from patchbay.resolve.stage import ResolveStage, StageRunner
+from patchbay.resolve.state import ProfileStore
+from patchbay.resolve.strategy import IdentityStrategy
 from patchbay.settings import Settings
 from patchbay.store.appender import GroupCommitAppender
 from patchbay.store.base import Store
@@ -27,12 +32,24 @@ log = structlog.get_logger("patchbay.server")
 DEDUP_PURGE_INTERVAL_S = 3600.0
 
 
-def create_app(settings: Settings, store: Store, clock: Clock | None = None) -> Starlette:
-    """The Patchbay ASGI app over ``store``; on shutdown it closes the store too."""
+def create_app(
+    settings: Settings,
+    store: Store,
+    profiles: ProfileStore,
+    clock: Clock | None = None,
+    strategy: IdentityStrategy | None = None,
+) -> Starlette:
+    """The Patchbay ASGI app: collect into ``store``, resolve into ``profiles``.
+
+    It runs the resolve stage on a thread, and on shutdown stops it and closes both stores.
+    """
     clock = clock or SystemClock()
     metrics = Metrics()
     appender = GroupCommitAppender(store)
     api = EventsApi(store, appender, settings, clock, metrics)
+    service = ResolveService(profiles, Resolver(strategy or IdentityStrategy()), clock)
+    stage = ResolveStage(store, profiles, service.resolver)
+    runner = StageRunner(lambda: service.step(stage))
     openapi = msgspec.json.encode(build_openapi())
 
     async def healthz(request: Request) -> Response:
@@ -58,13 +75,16 @@ def create_app(settings: Settings, store: Store, clock: Clock | None = None) -> 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         purger = asyncio.create_task(purge_dedup())
+        runner.start()
         log.info("serving", data_dir=str(settings.data_dir), last_offset=store.last_offset())
         try:
             yield
         finally:
             purger.cancel()
             await asyncio.to_thread(appender.close)
+            await asyncio.to_thread(runner.stop)
             store.close()
+            profiles.close()
             log.info("stopped")
 
     routes = [

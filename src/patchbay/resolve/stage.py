@@ -11,7 +11,7 @@ twice (at least once) but never misses one.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -135,10 +135,10 @@ class ResolveStage:
 
 
 class StageRunner:
-    """Runs a :class:`ResolveStage` on a thread until stopped, polling when idle."""
+    """Runs a stage's ``step`` on a thread until stopped, polling when idle."""
 
-    def __init__(self, stage: ResolveStage, idle_sleep_s: float = 0.05) -> None:
-        self._stage = stage
+    def __init__(self, step: Callable[[], int], idle_sleep_s: float = 0.05) -> None:
+        self._step = step
         self._idle = idle_sleep_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="patchbay-resolve", daemon=True)
@@ -156,7 +156,7 @@ class StageRunner:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                if self._stage.step() == 0:
+                if self._step() == 0:
                     self._stop.wait(self._idle)
             except Exception as exc:
                 self.error = exc

@@ -1,0 +1,228 @@
+"""Identity operations on the live state: what IDSync, the Profile API and the CLI call.
+
+The resolve stage and these operations change the same state, so both run under one lock.
+An operation that changes state (identify or login creating a user, modify) returns the
+batch that records it; the caller appends that batch to the log *before* calling
+:meth:`ResolveService.apply`, so that replaying the log reproduces the change.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import msgspec
+
+from patchbay.clock import Clock
+from patchbay.resolve.identities import IDSYNC_NAMES, Identity, is_device_type
+from patchbay.resolve.profile import Profile
+from patchbay.resolve.resolver import Resolver, live_mpid
+from patchbay.resolve.stage import ResolveStage
+from patchbay.resolve.state import MergeRecord, ProfileStore, StagedState
+
+
+@dataclass
+class IdentityAnswer:
+    """The user an identity request resolved to, and what it matched."""
+
+    mpid: int
+    matched: dict[str, str] = field(default_factory=dict)
+    created: bool = False
+    is_logged_in: bool = False
+    record: bytes | None = None  # the batch to append to the log, if state changed
+
+
+@dataclass
+class ChangeResult:
+    """One identity change of a modify request, as applied."""
+
+    identity_type: str
+    modified_mpid: int
+    applied: bool
+    reason: str | None = None
+
+
+@dataclass
+class Pending:
+    """A staged change awaiting :meth:`ResolveService.apply`."""
+
+    staged: StagedState
+    answer: IdentityAnswer
+
+
+class ResolveService:
+    """Identity look-ups and changes on the committed state, serialised with the stage."""
+
+    def __init__(self, state: ProfileStore, resolver: Resolver, clock: Clock) -> None:
+        self.state = state
+        self.resolver = resolver
+        self.clock = clock
+        self.lock = threading.RLock()
+
+    # -- reads -----------------------------------------------------------------------
+
+    def profile(self, mpid: int) -> Profile | None:
+        """The live profile of ``mpid`` (after following merges)."""
+        with self.lock:
+            staged = StagedState(self.state)
+            live = live_mpid(staged, mpid)
+            return staged.profile(live) if live is not None else None
+
+    def find(self, identity: Identity) -> Profile | None:
+        """The profile holding ``identity`` (the most recent, for a shared device id)."""
+        with self.lock:
+            staged = StagedState(self.state)
+            for mpid in reversed(staged.users_with(identity)):
+                live = live_mpid(staged, mpid)
+                if live is not None:
+                    return staged.profile(live)
+            return None
+
+    def merges(self, mpid: int) -> list[MergeRecord]:
+        """The merges into or out of ``mpid``."""
+        return self.state.merges(mpid)
+
+    def search(self, identities: Sequence[Identity]) -> IdentityAnswer | None:
+        """The user the identities point at, without creating or changing anything."""
+        with self.lock:
+            staged = StagedState(self.state)
+            ranked = sorted(identities, key=lambda i: self.resolver.strategy.rank(i.type))
+            for identity in ranked:
+                if self.resolver.strategy.is_blocked(identity.value):
+                    continue
+                for mpid in staged.users_with(identity):
+                    live = live_mpid(staged, mpid)
+                    if live is not None:
+                        return self._answer(staged, live, identities, created=False)
+            return None
+
+    # -- changes ---------------------------------------------------------------------
+
+    def identify(
+        self,
+        identities: Sequence[Identity],
+        seed: str,
+        previous_mpid: int | None = None,
+        login: bool = False,
+    ) -> Pending:
+        """Resolve (or create) the user of ``identities``; stage the links.
+
+        With ``login``, an anonymous ``previous_mpid`` is merged into the user found, as the
+        strategy's login rule says.
+        """
+        with self.lock:
+            staged = StagedState(self.state)
+            now = self.clock.now_ms()
+            resolution = self.resolver.resolve(staged, identities, None, seed, now)
+            mpid = resolution.mpid
+            previous = live_mpid(staged, previous_mpid) if previous_mpid is not None else None
+            if (
+                login
+                and previous is not None
+                and previous != mpid
+                and self.resolver.strategy.login == "merge"
+            ):
+                profile = staged.profile(previous)
+                if profile is not None and not profile.user_identities():
+                    self.resolver.merge(staged, previous, mpid, "login", now)
+            answer = self._answer(staged, mpid, identities, resolution.created)
+            answer.record = _record(mpid, identities) if staged.changes else None
+            return Pending(staged, answer)
+
+    def modify(
+        self, mpid: int, changes: Sequence[tuple[str, str | None, str | None]]
+    ) -> tuple[Pending, list[ChangeResult]] | None:
+        """Stage identity changes ``(type, old, new)`` on an existing user (``None`` if unknown)."""
+        with self.lock:
+            staged = StagedState(self.state)
+            live = live_mpid(staged, mpid)
+            if live is None:
+                return None
+            profile = staged.profile(live)
+            assert profile is not None
+            now = self.clock.now_ms()
+            results: list[ChangeResult] = []
+            events: list[dict[str, object]] = []
+            for identity_type, old, new in changes:
+                if old is not None:
+                    self.resolver.unlink_identity(staged, profile, Identity(identity_type, old))
+                applied, reason = True, None
+                if new is not None:
+                    skipped: list[tuple[Identity, str]] = []
+                    applied = self.resolver.link_identity(
+                        staged, profile, Identity(identity_type, new), now, skipped
+                    )
+                    reason = skipped[0][1] if skipped else None
+                results.append(ChangeResult(identity_type, live, applied, reason))
+                if applied:
+                    events.append(_change_event(identity_type, old, new, now))
+            staged.put(profile)
+            record = msgspec.json.encode({"mpid": live, "events": events}) if events else None
+            return Pending(staged, IdentityAnswer(live, record=record)), results
+
+    def alias(self, source_mpid: int, destination_mpid: int) -> Pending | None:
+        """Stage folding one user into another (``None`` if either is unknown)."""
+        with self.lock:
+            staged = StagedState(self.state)
+            source = live_mpid(staged, source_mpid)
+            destination = live_mpid(staged, destination_mpid)
+            if source is None or destination is None:
+                return None
+            self.resolver.merge(staged, source, destination, "alias", self.clock.now_ms())
+            return Pending(staged, IdentityAnswer(destination))
+
+    def apply(self, pending: Pending) -> None:
+        """Commit a staged change (after its record, if any, is in the log)."""
+        with self.lock:
+            if pending.staged.changes:
+                self.state.commit(pending.staged.changes, self.state.committed_offset())
+
+    def step(self, stage: ResolveStage) -> int:
+        """Run one step of the stage under the lock."""
+        with self.lock:
+            return stage.step()
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _answer(
+        self, staged: StagedState, mpid: int, identities: Sequence[Identity], created: bool
+    ) -> IdentityAnswer:
+        profile = staged.profile(mpid)
+        matched: dict[str, str] = {}
+        if profile is not None:
+            for identity in identities:
+                if profile.has(identity):
+                    matched[IDSYNC_NAMES.get(identity.type, identity.type)] = identity.value
+        logged_in = profile is not None and any(
+            r.type in self.resolver.strategy.unique for r in profile.identities
+        )
+        return IdentityAnswer(mpid, matched, created, logged_in)
+
+
+def _record(mpid: int, identities: Sequence[Identity]) -> bytes:
+    """A batch that recreates the user and links of an identity request on replay."""
+    user = {i.type: i.value for i in identities if not is_device_type(i.type)}
+    device = {
+        i.type: i.value
+        for i in identities
+        if is_device_type(i.type) and i.type != "device_application_stamp"
+    }
+    batch: dict[str, object] = {"mpid": mpid}
+    if user:
+        batch["user_identities"] = user
+    if device:
+        batch["device_info"] = device
+    stamp = next((i.value for i in identities if i.type == "device_application_stamp"), None)
+    if stamp:
+        batch["mp_deviceid"] = stamp
+    return msgspec.json.encode(batch)
+
+
+def _change_event(kind: str, old: str | None, new: str | None, now: int) -> dict[str, object]:
+    data: dict[str, object] = {"timestamp_unixtime_ms": now}
+    if old is not None:
+        data["old"] = {"identity_type": kind, "identity": old}
+    if new is not None:
+        data["new"] = {"identity_type": kind, "identity": new}
+    return {"event_type": "user_identity_change", "data": data}
