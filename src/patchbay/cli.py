@@ -5,9 +5,10 @@ The command names and their flags are a stable interface: scripts rely on them.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,15 @@ from patchbay.collect.inputs import (
     rotate_credentials,
 )
 from patchbay.collect.stamp import stored_line
-from patchbay.resolve.strategy import load_strategy
+from patchbay.locking import AlreadyRunning, data_dir_lock
+from patchbay.resolve.identities import ALL_IDENTITY_TYPES, Identity
+from patchbay.resolve.profile import Profile
+from patchbay.resolve.profile_view import merge_documents, profile_document
+from patchbay.resolve.resolver import Resolver
+from patchbay.resolve.service import ResolveService
+from patchbay.resolve.stage import ResolveStage
+from patchbay.resolve.state import StateChanges
+from patchbay.resolve.strategy import IdentityStrategy, load_strategy
 from patchbay.settings import (
     DEFAULT_DEDUP_WINDOW_S,
     DEFAULT_MAX_BATCHES,
@@ -55,6 +64,15 @@ def _find(store: SqliteStore, name: str) -> Input:
     if item is None:
         raise click.ClickException(f"no input named {name!r} (see `patchbay inputs list`)")
     return item
+
+
+@contextlib.contextmanager
+def _exclusive(data_dir: Path) -> Iterator[None]:
+    try:
+        with data_dir_lock(data_dir):
+            yield
+    except AlreadyRunning as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _print_json(value: Any) -> None:
@@ -152,7 +170,8 @@ def serve(
         server_header=False,
         timeout_graceful_shutdown=10,
     )
-    uvicorn.Server(config).run()  # the app's lifespan closes the store on shutdown
+    with _exclusive(data_dir):
+        uvicorn.Server(config).run()  # the app's lifespan closes the stores on shutdown
 
 
 @main.group()
@@ -328,3 +347,108 @@ def _iter_batches(
             return
         else:
             time.sleep(0.2)
+
+
+def _open_service(data_dir: Path) -> tuple[SqliteProfileStore, ResolveService]:
+    profiles = SqliteProfileStore(data_dir)
+    return profiles, ResolveService(profiles, Resolver(IdentityStrategy()), SystemClock())
+
+
+def _show_profile(service: ResolveService, profile: Profile) -> None:
+    document = profile_document(profile)
+    document["merges"] = merge_documents(service.merges(profile.mpid))
+    click.echo(msgspec.json.format(msgspec.json.encode(document), indent=2).decode())
+
+
+@main.group()
+def profiles() -> None:
+    """User profiles built by the resolve stage."""
+
+
+@profiles.command("show")
+@click.argument("mpid", type=int)
+@data_dir_option
+def profiles_show(mpid: int, data_dir: Path) -> None:
+    """Print the profile of MPID (following merges) as JSON, with its merge history."""
+    store, service = _open_service(data_dir)
+    try:
+        profile = service.profile(mpid)
+        if profile is None:
+            raise click.ClickException(f"no user {mpid}")
+        _show_profile(service, profile)
+    finally:
+        store.close()
+
+
+def _identity_options(function: Callable[..., None]) -> Callable[..., None]:
+    for identity_type in reversed(ALL_IDENTITY_TYPES):
+        flag = "--" + identity_type.replace("_", "-")
+        function = click.option(flag, identity_type, default=None, help=None)(function)
+    return function
+
+
+@profiles.command("find")
+@_identity_options
+@data_dir_option
+def profiles_find(data_dir: Path, **identities: str | None) -> None:
+    """Find the profile holding one identity: --email X, --customer-id X, --ios-idfv X..."""
+    given = [Identity(k, v) for k, v in identities.items() if v is not None]
+    if len(given) != 1:
+        raise click.UsageError("give exactly one identity, e.g. --email a@example.com")
+    store, service = _open_service(data_dir)
+    try:
+        profile = service.find(given[0])
+        if profile is None:
+            raise click.ClickException(f"no user has {given[0].type} {given[0].value!r}")
+        _show_profile(service, profile)
+    finally:
+        store.close()
+
+
+@main.command()
+@click.option(
+    "--from",
+    "from_offset",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Replay the log from this offset (0: everything).",
+)
+@data_dir_option
+@click.option(
+    "--identity-strategy",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="JSON file of the identity strategy.",
+)
+def reprocess(from_offset: int, data_dir: Path, identity_strategy: Path | None) -> None:
+    """Rebuild profiles from the batch log (stop `patchbay serve` first).
+
+    Every profile, identity link and merge is dropped, then the log is resolved again from
+    --from: MPIDs are derived from batch ids, so a full replay gives the same users.
+    """
+    strategy = load_strategy(identity_strategy) if identity_strategy else IdentityStrategy()
+    with _exclusive(data_dir):
+        log_store = SqliteStore(data_dir)
+        profiles_store = SqliteProfileStore(data_dir)
+        try:
+            last = log_store.last_offset()
+            profiles_store.reset()
+            if from_offset > 0:
+                profiles_store.commit(StateChanges(), from_offset - 1)
+            stage = ResolveStage(log_store, profiles_store, Resolver(strategy))
+            started = time.monotonic()
+            done = 0
+            while n := stage.step():
+                done += n
+                position = profiles_store.committed_offset()
+                click.echo(f"\rresolved up to offset {position} of {last}", nl=False, err=True)
+            elapsed = max(time.monotonic() - started, 1e-9)
+            click.echo(
+                f"\rresolved {done} batches in {elapsed:.1f}s ({done / elapsed:,.0f}/s);"
+                f" {profiles_store.count_profiles()} profiles",
+                err=True,
+            )
+        finally:
+            log_store.close()
+            profiles_store.close()

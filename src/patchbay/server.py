@@ -17,6 +17,7 @@ from patchbay.clock import Clock, SystemClock
 from patchbay.collect.http import EventsApi
 from patchbay.metrics import CONTENT_TYPE_LATEST, Metrics
 from patchbay.openapi import build_openapi
+from patchbay.resolve.profile_http import ProfileApi
 from patchbay.resolve.resolver import Resolver
 from patchbay.resolve.service import ResolveService
 from patchbay.resolve.stage import ResolveStage, StageRunner
@@ -50,6 +51,7 @@ def create_app(
     service = ResolveService(profiles, Resolver(strategy or IdentityStrategy()), clock)
     stage = ResolveStage(store, profiles, service.resolver)
     runner = StageRunner(lambda: service.step(stage))
+    profile_api = ProfileApi(store, service, clock)
     openapi = msgspec.json.encode(build_openapi())
 
     async def healthz(request: Request) -> Response:
@@ -89,6 +91,7 @@ def create_app(
 
     routes = [
         *api.routes(),
+        *profile_api.routes(),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", openapi_endpoint, methods=["GET"]),

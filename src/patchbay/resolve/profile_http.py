@@ -1,0 +1,199 @@
+"""The Profile API: a user's profile by MPID or by identity, in mParticle's shape.
+
+``GET /userprofile/v1/{org}/{account}/{workspace}/{mpid}?fields=...`` and
+``POST /userprofile/v1/resolve/{org}/{account}/{workspace}?fields=...`` with
+``{"environment_type": ..., "identity": {"type": "customer_id", "value": "..."}}``.
+The org, account and workspace ids are accepted and ignored (one Patchbay is one workspace).
+
+Authentication: mParticle's OAuth2 client-credentials flow (``POST /oauth/token`` with an
+input's key as ``client_id`` and its secret as ``client_secret``; the bearer token lasts
+8 hours and lives in memory only), or HTTP Basic with the same key and secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+import threading
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from patchbay.clock import Clock
+from patchbay.collect.http import error_response, parse_basic_auth
+from patchbay.collect.inputs import authenticate
+from patchbay.resolve.identities import Identity, canonical_type
+from patchbay.resolve.profile_view import PROFILE_FIELDS, profile_document
+from patchbay.resolve.service import ResolveService
+from patchbay.store.base import InputStore
+
+TOKEN_LIFETIME_S = 8 * 3600
+
+
+class TokenRequest(msgspec.Struct):
+    """The body of ``POST /oauth/token``."""
+
+    client_id: str
+    client_secret: str
+    grant_type: str = "client_credentials"
+    audience: str | None = None
+
+
+class ResolveIdentity(msgspec.Struct):
+    """The identity of a resolve request."""
+
+    type: str
+    value: str
+
+
+class ResolveRequest(msgspec.Struct):
+    """The body of ``POST /userprofile/v1/resolve/...``."""
+
+    identity: ResolveIdentity
+    environment_type: str | None = None
+
+
+class BearerTokens:
+    """Bearer tokens issued to inputs; only their hashes are kept, in memory."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._tokens: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def issue(self, input_id: str) -> str:
+        """A new token for ``input_id``."""
+        token = secrets.token_urlsafe(32)
+        expires = self._clock.monotonic() + TOKEN_LIFETIME_S
+        with self._lock:
+            now = self._clock.monotonic()
+            self._tokens = {k: v for k, v in self._tokens.items() if v[1] > now}
+            self._tokens[_hash(token)] = (input_id, expires)
+        return token
+
+    def check(self, token: str) -> str | None:
+        """The input a valid token belongs to."""
+        with self._lock:
+            found = self._tokens.get(_hash(token))
+        if found is None or found[1] <= self._clock.monotonic():
+            return None
+        return found[0]
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _json(value: object, status: int = 200) -> Response:
+    return Response(msgspec.json.encode(value), status, media_type="application/json")
+
+
+class ProfileApi:
+    """The Profile API's handlers."""
+
+    def __init__(self, inputs: InputStore, service: ResolveService, clock: Clock) -> None:
+        self._inputs = inputs
+        self._service = service
+        self._tokens = BearerTokens(clock)
+
+    def routes(self) -> list[Route]:
+        """The Starlette routes."""
+        return [
+            Route("/oauth/token", self.token, methods=["POST"]),
+            Route(
+                "/userprofile/v1/resolve/{org}/{account}/{workspace}",
+                self.resolve,
+                methods=["POST"],
+            ),
+            Route(
+                "/userprofile/v1/{org}/{account}/{workspace}/{mpid}",
+                self.by_mpid,
+                methods=["GET", "POST"],
+            ),
+        ]
+
+    async def token(self, request: Request) -> Response:
+        """``POST /oauth/token``: a bearer token for an input's key and secret."""
+        try:
+            body = msgspec.json.decode(await request.body(), type=TokenRequest)
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            return error_response(400, "BAD_REQUEST", f"$: {exc}")
+        if body.grant_type != "client_credentials":
+            return error_response(400, "BAD_REQUEST", "grant_type: expected client_credentials")
+        item = authenticate(self._inputs, body.client_id, body.client_secret)
+        if item is None:
+            return error_response(401, "UNAUTHORIZED", "client_id or client_secret is wrong")
+        token = self._tokens.issue(item.id)
+        return _json(
+            {"access_token": token, "expires_in": TOKEN_LIFETIME_S, "token_type": "Bearer"}
+        )
+
+    def _authorized(self, request: Request) -> Response | None:
+        header = request.headers.get("authorization", "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and value:
+            if self._tokens.check(value.strip()) is not None:
+                return None
+            return error_response(401, "UNAUTHORIZED", "Authorization: invalid or expired token")
+        credentials = parse_basic_auth(header)
+        if credentials is None:
+            return error_response(
+                401, "UNAUTHORIZED", "Authorization: use a bearer token from /oauth/token"
+            )
+        if authenticate(self._inputs, *credentials) is None:
+            return error_response(403, "FORBIDDEN", "Authorization: wrong key or secret")
+        return None
+
+    @staticmethod
+    def _fields(request: Request) -> tuple[str, ...] | Response:
+        raw = request.query_params.get("fields")
+        if raw is None:
+            return PROFILE_FIELDS
+        fields = tuple(f.strip() for f in raw.split(",") if f.strip())
+        unknown = [f for f in fields if f not in PROFILE_FIELDS]
+        if unknown:
+            allowed = ", ".join(PROFILE_FIELDS)
+            return error_response(
+                400, "BAD_REQUEST", f"fields: unknown {', '.join(unknown)}; expected {allowed}"
+            )
+        return fields
+
+    async def by_mpid(self, request: Request) -> Response:
+        """A profile by MPID."""
+        if (denied := self._authorized(request)) is not None:
+            return denied
+        fields = self._fields(request)
+        if isinstance(fields, Response):
+            return fields
+        try:
+            mpid = int(request.path_params["mpid"])
+        except ValueError:
+            return error_response(400, "BAD_REQUEST", "mpid: expected a signed 64-bit integer")
+        profile = await asyncio.to_thread(self._service.profile, mpid)
+        if profile is None:
+            return error_response(404, "NOT_FOUND", f"mpid: no user {mpid}")
+        return _json(profile_document(profile, fields))
+
+    async def resolve(self, request: Request) -> Response:
+        """A profile by an identity."""
+        if (denied := self._authorized(request)) is not None:
+            return denied
+        fields = self._fields(request)
+        if isinstance(fields, Response):
+            return fields
+        try:
+            body = msgspec.json.decode(await request.body(), type=ResolveRequest)
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            return error_response(400, "BAD_REQUEST", f"$: {exc}")
+        kind = canonical_type(body.identity.type)
+        if kind is None:
+            return error_response(
+                400, "BAD_REQUEST", f"identity.type: unknown identity type {body.identity.type!r}"
+            )
+        profile = await asyncio.to_thread(self._service.find, Identity(kind, body.identity.value))
+        if profile is None:
+            return error_response(404, "NOT_FOUND", "identity: no user has this identity")
+        return _json(profile_document(profile, fields))

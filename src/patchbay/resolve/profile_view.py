@@ -1,0 +1,81 @@
+"""How a profile is shown: the Profile API's JSON shape, also used by the CLI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from patchbay.resolve.profile import IdentityRecord, Profile
+from patchbay.resolve.state import MergeRecord
+
+#: The ``fields`` the Profile API can return (``mpid`` and the times always come).
+PROFILE_FIELDS = (
+    "device_identities",
+    "user_identities",
+    "user_attributes",
+    "audience_memberships",
+    "attribution",
+    "consent",
+)
+
+
+def _identities(records: list[IdentityRecord]) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": r.type,
+            "encoding": "none",
+            "value": r.value,
+            "created_timestamp_ms": r.first_seen_ms,
+            "last_seen_timestamp_ms": r.last_seen_ms,
+        }
+        for r in sorted(records, key=lambda r: (r.type, r.first_seen_ms, r.value))
+    ]
+
+
+def profile_document(profile: Profile, fields: tuple[str, ...] = PROFILE_FIELDS) -> dict[str, Any]:
+    """The profile in the Profile API's shape, with only the requested ``fields``."""
+    doc: dict[str, Any] = {
+        "mpid": profile.mpid,
+        "created_timestamp_ms": profile.created_at_ms,
+        "last_stored_timestamp_ms": profile.last_seen_ms,
+        "is_opted_out": profile.opted_out,
+        "limit_ad_tracking": False,
+        "inputs": list(profile.inputs),
+    }
+    if "device_identities" in fields:
+        doc["device_identities"] = _identities(profile.device_identities())
+    if "user_identities" in fields:
+        doc["user_identities"] = _identities(profile.user_identities())
+    if "user_attributes" in fields:
+        doc["user_attributes"] = dict(profile.user_attributes)
+    if "audience_memberships" in fields:
+        doc["audience_memberships"] = []  # filled by the audience stage when it exists
+    if "consent" in fields:
+        doc["consent_state"] = {
+            "gdpr": {k: _consent(v) for k, v in sorted(profile.gdpr.items())},
+            "ccpa": {k: _consent(v) for k, v in sorted(profile.ccpa.items())},
+        }
+    return doc
+
+
+def _consent(value: Any) -> dict[str, Any]:
+    return {
+        "consented": value.consented,
+        "timestamp_unixtime_ms": value.timestamp_unixtime_ms,
+        "document": value.document,
+        "location": value.location,
+        "hardware_id": value.hardware_id,
+    }
+
+
+def merge_documents(merges: list[MergeRecord]) -> list[dict[str, Any]]:
+    """The merge history of a profile."""
+    return [
+        {
+            "from_mpid": m.from_mpid,
+            "to_mpid": m.to_mpid,
+            "reason": m.reason,
+            "at_ms": m.at_ms,
+            "log_offset": m.offset,
+        }
+        for m in merges
+    ]
