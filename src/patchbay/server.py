@@ -17,6 +17,7 @@ from patchbay.clock import Clock, SystemClock
 from patchbay.collect.http import EventsApi
 from patchbay.metrics import CONTENT_TYPE_LATEST, Metrics
 from patchbay.openapi import build_openapi
+from patchbay.resolve.idsync_http import IdentityApi
 from patchbay.resolve.profile_http import ProfileApi
 from patchbay.resolve.resolver import Resolver
 from patchbay.resolve.service import ResolveService
@@ -52,6 +53,7 @@ def create_app(
     stage = ResolveStage(store, profiles, service.resolver)
     runner = StageRunner(lambda: service.step(stage))
     profile_api = ProfileApi(store, service, clock)
+    identity_api = IdentityApi(store, appender, service, clock, metrics)
     openapi = msgspec.json.encode(build_openapi())
 
     async def healthz(request: Request) -> Response:
@@ -92,6 +94,7 @@ def create_app(
     routes = [
         *api.routes(),
         *profile_api.routes(),
+        *identity_api.routes(),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", openapi_endpoint, methods=["GET"]),

@@ -44,7 +44,7 @@ class BadInput(Exception):
 
 def decode_batch(body: bytes) -> Batch:
     """Decode and validate one batch (the body of ``/v2/events``)."""
-    batch = _decode(_BATCH, body)
+    batch = decode_json(_BATCH, body)
     try:
         body.decode("utf-8")  # msgspec skips unknown keys without checking their UTF-8
     except UnicodeDecodeError:
@@ -59,20 +59,24 @@ def decode_batch(body: bytes) -> Batch:
 
 def split_bulk(body: bytes, max_batches: int) -> list[bytes]:
     """Split a bulk body (a JSON array of batches) into the raw bytes of each batch."""
-    items = _decode(_BULK, body, "expected an array of batches")
+    items = decode_json(_BULK, body, "expected an array of batches")
     if len(items) > max_batches:
         raise BadInput(ROOT, f"{len(items)} batches in one request: at most {max_batches}")
     return [bytes(item) for item in items]
 
 
-def _decode(decoder: msgspec.json.Decoder[T], body: bytes, wrong_type: str | None = None) -> T:
-    """Decode ``body``; every failure becomes a :class:`BadInput` naming its path."""
+def decode_json(decoder: msgspec.json.Decoder[T], body: bytes, wrong_type: str | None = None) -> T:
+    """Decode ``body`` with ``decoder``; every failure becomes a :class:`BadInput` naming its path.
+
+    Works for any model (the IDSync API uses it too): enum choices in messages are looked up
+    in the decoder's own type. ``wrong_type``, if given, replaces every validation message.
+    """
     try:
         return decoder.decode(body)
     except msgspec.ValidationError as exc:
         if wrong_type is not None:
             raise BadInput(ROOT, wrong_type) from None
-        raise _explain(str(exc), body) from None
+        raise _explain(str(exc), body, decoder.type) from None
     except msgspec.DecodeError as exc:
         raise BadInput(ROOT, _malformed(str(exc))) from None
     except UnicodeDecodeError:
@@ -94,7 +98,7 @@ _FIELD_PREFIX = re.compile(r"^(?P<field>[a-z_]+): (?P<reason>.*)$", re.DOTALL)
 _PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]")
 
 
-def _explain(message: str, body: bytes) -> BadInput:
+def _explain(message: str, body: bytes, root: Any) -> BadInput:
     match = _MESSAGE.match(message)
     assert match is not None  # the pattern matches any string
     what, path = match["what"], match["path"] or ROOT
@@ -110,7 +114,7 @@ def _explain(message: str, body: bytes) -> BadInput:
         value = what.removeprefix("Invalid value ")
         return BadInput(shown, f"unknown event type {value}: expected one of {_join(EVENT_TYPES)}")
     if what.startswith("Invalid enum value"):
-        choices = _choices_at(path, body)
+        choices = _choices_at(path, body, root)
         if choices:
             return BadInput(shown, f"expected one of {_join(choices)}")
     if (field := _FIELD_PREFIX.match(what)) is not None:  # from a __post_init__ check
@@ -125,13 +129,13 @@ def _join(values: tuple[str, ...] | list[str]) -> str:
     return ", ".join(values)
 
 
-def _choices_at(path: str, body: bytes) -> list[str]:
-    """The enum values allowed at ``path``, found by walking the model along the data."""
+def _choices_at(path: str, body: bytes, root: Any) -> list[str]:
+    """The enum values allowed at ``path``, found by walking the ``root`` model along the data."""
     try:
         data: Any = _ANY.decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError):
         return []
-    types: list[Any] = [msgspec.inspect.type_info(Batch)]
+    types: list[Any] = [msgspec.inspect.type_info(root)]
     declared: list[str] = []
     for key, index in _PATH_PART.findall(path.removeprefix("$")):
         declared = []

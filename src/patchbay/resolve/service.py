@@ -17,7 +17,7 @@ import msgspec
 from patchbay.clock import Clock
 from patchbay.resolve.identities import IDSYNC_NAMES, Identity, is_device_type
 from patchbay.resolve.profile import Profile
-from patchbay.resolve.resolver import Resolver, live_mpid
+from patchbay.resolve.resolver import Resolver, derived_mpid, live_mpid
 from patchbay.resolve.stage import ResolveStage
 from patchbay.resolve.state import MergeRecord, ProfileStore, StagedState
 
@@ -128,6 +128,38 @@ class ResolveService:
                     self.resolver.merge(staged, previous, mpid, "login", now)
             answer = self._answer(staged, mpid, identities, resolution.created)
             answer.record = _record(mpid, identities) if staged.changes else None
+            return Pending(staged, answer)
+
+    def logout(self, identities: Sequence[Identity], seed: str) -> Pending:
+        """The device's anonymous user after a logout; stage a new one if it has none.
+
+        Only the device identities count. The answer is the most recently linked live user
+        that holds one of them and no user identity; a logged-in user never is. Without one, a
+        new user holding the device identities is staged (its MPID derived from ``seed``), and
+        being the device's latest user, it is what the device's next identify finds.
+        """
+        with self.lock:
+            staged = StagedState(self.state)
+            strategy = self.resolver.strategy
+            device = sorted(
+                (i for i in dict.fromkeys(identities) if is_device_type(i.type)),
+                key=lambda i: strategy.rank(i.type),
+            )
+            for identity in device:
+                if strategy.is_blocked(identity.value):
+                    continue
+                for mpid in reversed(staged.users_with(identity)):
+                    live = live_mpid(staged, mpid)
+                    profile = staged.profile(live) if live is not None else None
+                    if live is not None and profile is not None and not profile.user_identities():
+                        return Pending(staged, self._answer(staged, live, device, created=False))
+            mpid, attempt = derived_mpid(seed), 0
+            while staged.profile(mpid) is not None:
+                attempt += 1
+                mpid = derived_mpid(seed, attempt)
+            self.resolver.resolve(staged, device, mpid, seed, self.clock.now_ms())
+            answer = self._answer(staged, mpid, device, created=True)
+            answer.record = _record(mpid, device)
             return Pending(staged, answer)
 
     def modify(

@@ -1,0 +1,575 @@
+"""The IDSync HTTP API: ``identify``, ``search``, ``login``, ``logout``, ``modify`` and alias.
+
+mParticle's identity API (``https://identity.mparticle.com/v1``) as the SDKs call it, under
+``/v1/...`` and under ``/identity/v1/...`` (the Web SDK's path when ``domain`` is set); the
+alias request under ``/v1/identity/{key}/Alias`` and ``/webevents/v1/identity/{key}/Alias``.
+See docs/api/idsync.md.
+
+A request goes: authenticate (401/403) -> read the body (413/415) -> decode and validate
+(400) -> ask the :class:`ResolveService` -> if the state changes, append the record of the
+change to the log, *then* commit the change -> answer. Appending first means a replay of
+the log rebuilds what was answered. The service lock is held from staging the change to
+committing it, so that neither the resolve stage nor another identity request changes the
+same users in between (the append itself runs on the event loop, which never takes the
+lock: every service call runs on a worker thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, TypeVar
+
+import msgspec
+import structlog
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from patchbay.clock import Clock
+from patchbay.collect.body import BodyError, read_body
+from patchbay.collect.decode import ROOT, BadInput, decode_json
+from patchbay.collect.fields import Int64, parse_mpid
+from patchbay.collect.http import error_response, parse_basic_auth
+from patchbay.collect.ingest import new_batch_ids
+from patchbay.collect.inputs import authenticate
+from patchbay.metrics import Metrics
+from patchbay.resolve.identities import (
+    ALL_IDENTITY_TYPES,
+    IDSYNC_NAMES,
+    Identity,
+    canonical_type,
+)
+from patchbay.resolve.service import ChangeResult, IdentityAnswer, Pending, ResolveService
+from patchbay.store.appender import GroupCommitAppender
+from patchbay.store.base import Input, InputStore, NewBatch
+
+log = structlog.get_logger("patchbay.idsync")
+
+#: The ``channel`` stamped on the batches that record identity changes.
+CHANNEL = "idsync"
+
+#: Identity request bodies are small; anything bigger is refused with a 413.
+MAX_BODY_BYTES = 64 * 1024
+
+#: Input types whose key alone may authenticate (the key of a client app is public).
+KEY_ONLY_EXCLUDED = ("server", "feed")
+
+#: The request headers a browser may send cross-origin (answer to a CORS preflight).
+CORS_ALLOW_HEADERS = "Accept, Authorization, Content-Type, Content-Encoding, X-MP-Key"
+
+_encode = msgspec.json.Encoder().encode
+
+T = TypeVar("T")
+
+Environment = Literal["production", "development"]
+
+#: Every identity name accepted in ``known_identities``, as IDSync spells it.
+IDSYNC_IDENTITY_NAMES: tuple[str, ...] = tuple(IDSYNC_NAMES.get(t, t) for t in ALL_IDENTITY_TYPES)
+
+
+# --- request and response models ------------------------------------------------------------
+
+
+class ClientSdk(msgspec.Struct, kw_only=True):
+    """The SDK that sent the request (informational)."""
+
+    platform: str | None = None
+    sdk_vendor: str | None = None
+    sdk_version: str | None = None
+
+
+class _BaseRequest(msgspec.Struct, kw_only=True):
+    environment: Environment
+    client_sdk: ClientSdk | None = None
+    context: str | None = None
+    request_id: str | None = None
+    request_timestamp_ms: Int64 | None = None
+
+
+class IdentityRequest(_BaseRequest, kw_only=True):
+    """The body of ``identify``, ``search``, ``login`` and ``logout``."""
+
+    known_identities: dict[str, Any]  # values checked by known_identities(), naming the key
+    previous_mpid: str | Int64 | None = None
+
+
+class IdentityChange(msgspec.Struct, kw_only=True):
+    """One change of a modify request: ``old_value`` null adds, ``new_value`` null removes."""
+
+    identity_type: str
+    old_value: str | None = None
+    new_value: str | None = None
+
+
+class ModifyRequest(_BaseRequest, kw_only=True):
+    """The body of ``/v1/{mpid}/modify``."""
+
+    identity_changes: list[IdentityChange]
+
+
+class AliasData(msgspec.Struct, kw_only=True):
+    """What to alias: the source user is folded into the destination user."""
+
+    source_mpid: Int64 | str
+    destination_mpid: Int64 | str
+    start_unixtime_ms: Int64 | None = None
+    end_unixtime_ms: Int64 | None = None
+    scope: Literal["device", "mpid"] | None = None
+    device_application_stamp: str | None = None
+
+
+class AliasRequest(msgspec.Struct, kw_only=True):
+    """The body of an alias request, as the Web SDK sends it."""
+
+    environment: Environment
+    data: AliasData
+    request_id: str | None = None
+    request_type: Literal["alias"] | None = None
+    api_key: str | None = None
+
+
+class IdentityResponse(msgspec.Struct):
+    """The 200 answer of ``identify``, ``search``, ``login`` and ``logout``."""
+
+    context: str
+    mpid: str
+    matched_identities: dict[str, str]
+    is_ephemeral: bool
+    is_logged_in: bool
+
+
+class ChangeResultBody(msgspec.Struct, omit_defaults=True):
+    """One entry of a modify answer's ``change_results``."""
+
+    identity_type: str
+    modified_mpid: str
+    applied: bool
+    reason: str | None = None
+
+
+class ModifyResponse(msgspec.Struct):
+    """The 200 answer of ``modify``."""
+
+    change_results: list[ChangeResultBody]
+
+
+_IDENTITY_REQUEST = msgspec.json.Decoder(IdentityRequest)
+_MODIFY_REQUEST = msgspec.json.Decoder(ModifyRequest)
+_ALIAS_REQUEST = msgspec.json.Decoder(AliasRequest)
+
+
+# --- decoding helpers -------------------------------------------------------------------------
+
+
+def _decode(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
+    value = decode_json(decoder, body)
+    try:
+        body.decode("utf-8")  # msgspec skips unknown keys without checking their UTF-8
+    except UnicodeDecodeError:
+        raise BadInput(ROOT, "the body is not valid UTF-8") from None
+    return value
+
+
+def _type_of(name: str, path: str) -> str:
+    kind = canonical_type(name)
+    if kind is None:
+        raise BadInput(
+            path,
+            f"unknown identity type {name!r}: expected one of {', '.join(IDSYNC_IDENTITY_NAMES)}",
+        )
+    return kind
+
+
+def known_identities(known: dict[str, Any]) -> list[Identity]:
+    """The identities of a request, canonical; null or empty values are left out.
+
+    Raises :class:`BadInput` for an unknown name, a value that is not a string or null, a type
+    given twice with different values, or no identity with a value.
+    """
+    if not known:
+        raise BadInput("known_identities", "at least one identity is required")
+    found: dict[str, str] = {}
+    for name, value in known.items():
+        kind = _type_of(name, f"known_identities.{name}")
+        if value is not None and not isinstance(value, str):
+            raise BadInput(f"known_identities.{name}", "expected a string or null")
+        if value is None or not value.strip():
+            continue
+        if found.setdefault(kind, value) != value:
+            raise BadInput(f"known_identities.{name}", f"a second, different value for {kind}")
+    if not found:
+        raise BadInput("known_identities", "at least one identity needs a value")
+    return [Identity(kind, value) for kind, value in found.items()]
+
+
+def _mpid(value: str | int | None, path: str) -> int | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        return parse_mpid(value)
+    except ValueError as exc:
+        raise BadInput(path, str(exc)) from None
+
+
+def _flag(value: str | None) -> bool:
+    return value is not None and value.strip().lower() in ("true", "1", "yes", "")
+
+
+def _context(mpid: int) -> str:
+    """The opaque ``context`` of an answer (clients echo it; Patchbay ignores it)."""
+    return base64.urlsafe_b64encode(f"patchbay:1:{mpid}".encode()).decode().rstrip("=")
+
+
+def _json(value: object) -> Response:
+    return Response(_encode(value), media_type="application/json")
+
+
+# --- the API ----------------------------------------------------------------------------------
+
+Handler = Callable[[Request, str], Awaitable[Response]]
+
+
+class IdentityApi:
+    """The request handlers of the IDSync API, bound to the inputs, the log and the state."""
+
+    def __init__(
+        self,
+        inputs: InputStore,
+        appender: GroupCommitAppender,
+        service: ResolveService,
+        clock: Clock,
+        metrics: Metrics,
+    ) -> None:
+        self._inputs = inputs
+        self._appender = appender
+        self._service = service
+        self._clock = clock
+        self._metrics = metrics
+
+    def routes(self) -> list[Route]:
+        """The Starlette routes: each endpoint under ``/v1`` and ``/identity/v1``."""
+        endpoints: list[tuple[str, Handler]] = [
+            ("/v1/identify", self._identify),
+            ("/v1/search", self._search),
+            ("/v1/login", self._login),
+            ("/v1/logout", self._logout),
+            ("/v1/{mpid}/modify", self._modify),
+            ("/v1/identity/{key}/Alias", self._alias),
+        ]
+        routes = [
+            Route(prefix + path, self._endpoint(path, handler), methods=["POST", "OPTIONS"])
+            for prefix in ("", "/identity")
+            for path, handler in endpoints
+        ]
+        alias = "/v1/identity/{key}/Alias"
+        routes.append(
+            Route(
+                "/webevents" + alias,
+                self._endpoint(alias, self._alias),
+                methods=["POST", "OPTIONS"],
+            )
+        )
+        return routes
+
+    def _endpoint(self, route: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            started = time.perf_counter()
+            if request.method == "OPTIONS":
+                response = _preflight()
+            else:
+                response = await handler(request, route)
+            response.headers["Access-Control-Allow-Origin"] = "*"
+            self._metrics.requests.labels(route, str(response.status_code)).inc()
+            self._metrics.latency.labels(route).observe(time.perf_counter() - started)
+            return response
+
+        return endpoint
+
+    # -- handlers ------------------------------------------------------------------------
+
+    async def _identify(self, request: Request, route: str) -> Response:
+        return await self._identity_call(request, route, "identify")
+
+    async def _login(self, request: Request, route: str) -> Response:
+        return await self._identity_call(request, route, "login")
+
+    async def _logout(self, request: Request, route: str) -> Response:
+        return await self._identity_call(request, route, "logout")
+
+    async def _search(self, request: Request, route: str) -> Response:
+        return await self._identity_call(request, route, "search")
+
+    async def _identity_call(
+        self, request: Request, route: str, kind: Literal["identify", "login", "logout", "search"]
+    ) -> Response:
+        item = self._authenticate(request, route)
+        if isinstance(item, Response):
+            return item
+        body = await self._body(request, route)
+        if isinstance(body, Response):
+            return body
+        try:
+            parsed = _decode(_IDENTITY_REQUEST, body)
+            identities = known_identities(parsed.known_identities)
+            previous = _mpid(parsed.previous_mpid, "previous_mpid")
+        except BadInput as exc:
+            return self._reject(route, 400, "BAD_REQUEST", str(exc), "bad_request")
+
+        service = self._service
+        if kind == "search":
+            found = await asyncio.to_thread(service.search, identities)
+            if found is None:
+                return self._reject(
+                    route, 404, "NOT_FOUND", "$: no user has these identities", "not_found"
+                )
+            return _json(_identity_response(found, ephemeral=False))
+
+        seed = new_batch_ids(1)[0]
+
+        def stage() -> tuple[Pending, None]:
+            if kind == "logout":
+                return service.logout(identities, seed), None
+            return service.identify(identities, seed, previous, login=kind == "login"), None
+
+        if _flag(request.query_params.get("read_only")):
+            pending, _ = await asyncio.to_thread(stage)
+            answer = pending.answer
+            return _json(_identity_response(answer, ephemeral=answer.created))
+        done = await self._commit(stage, item, seed, request)
+        assert done is not None
+        return _json(_identity_response(done[0].answer, ephemeral=False))
+
+    async def _modify(self, request: Request, route: str) -> Response:
+        item = self._authenticate(request, route)
+        if isinstance(item, Response):
+            return item
+        body = await self._body(request, route)
+        if isinstance(body, Response):
+            return body
+        try:
+            mpid = _mpid(request.path_params["mpid"], "mpid (in the path)")
+            if mpid is None:
+                raise BadInput("mpid (in the path)", "expected a signed 64-bit integer")
+            parsed = _decode(_MODIFY_REQUEST, body)
+            changes: list[tuple[str, str | None, str | None]] = []
+            for i, change in enumerate(parsed.identity_changes):
+                path = f"identity_changes[{i}]"
+                kind = _type_of(change.identity_type, f"{path}.identity_type")
+                if change.old_value is None and change.new_value is None:
+                    raise BadInput(path, "old_value and new_value are both null")
+                changes.append((kind, change.old_value, change.new_value))
+        except BadInput as exc:
+            return self._reject(route, 400, "BAD_REQUEST", str(exc), "bad_request")
+
+        service, target = self._service, mpid
+        done = await self._commit(
+            lambda: service.modify(target, changes), item, new_batch_ids(1)[0], request
+        )
+        if done is None:
+            return self._reject(route, 404, "NOT_FOUND", f"mpid: no user {mpid}", "not_found")
+        results: list[ChangeResult] = done[1]
+        return _json(
+            ModifyResponse(
+                [
+                    ChangeResultBody(
+                        change.identity_type, str(r.modified_mpid), r.applied, r.reason
+                    )
+                    for change, r in zip(parsed.identity_changes, results, strict=True)
+                ]
+            )
+        )
+
+    async def _alias(self, request: Request, route: str) -> Response:
+        item = self._authenticate(request, route, request.path_params["key"])
+        if isinstance(item, Response):
+            return item
+        body = await self._body(request, route)
+        if isinstance(body, Response):
+            return body
+        try:
+            data = _decode(_ALIAS_REQUEST, body).data
+            source = _mpid(data.source_mpid, "data.source_mpid")
+            destination = _mpid(data.destination_mpid, "data.destination_mpid")
+            if source is None:
+                raise BadInput("data.source_mpid", "expected an MPID")
+            if destination is None:
+                raise BadInput("data.destination_mpid", "expected an MPID")
+            if source == destination:
+                raise BadInput("data.source_mpid", "the same user as data.destination_mpid")
+            start, end = data.start_unixtime_ms, data.end_unixtime_ms
+            if start is not None and end is not None and end < start:
+                raise BadInput("data.end_unixtime_ms", "before data.start_unixtime_ms")
+        except BadInput as exc:
+            return self._reject(route, 400, "BAD_REQUEST", str(exc), "bad_request")
+
+        service = self._service
+
+        def stage() -> tuple[Pending, None] | None:
+            pending = service.alias(source, destination)
+            return None if pending is None else (pending, None)
+
+        if await self._commit(stage, item, new_batch_ids(1)[0], request) is None:
+            return self._reject(
+                route,
+                404,
+                "NOT_FOUND",
+                "data: no user with this source or destination mpid",
+                "not_found",
+            )
+        return Response(status_code=202)
+
+    # -- steps ---------------------------------------------------------------------------
+
+    async def _commit(
+        self,
+        stage: Callable[[], tuple[Pending, T] | None],
+        item: Input,
+        batch_id: str,
+        request: Request,
+    ) -> tuple[Pending, T] | None:
+        """Stage a change, append its record to the log, then commit it: under the lock."""
+        loop = asyncio.get_running_loop()
+        ip = request.client.host if request.client else None
+        service, appender = self._service, self._appender
+
+        def run() -> tuple[Pending, T] | None:
+            with service.lock:
+                staged = stage()
+                if staged is None:
+                    return None
+                record = staged[0].answer.record
+                if record is not None:
+                    now = self._clock.now_ms()
+                    batch = NewBatch(
+                        batch_id=batch_id,
+                        input_id=item.id,
+                        received_at_ms=now,
+                        channel=CHANNEL,
+                        body=record,
+                        ip=ip,
+                    )
+                    append = appender.append([batch], now)
+                    asyncio.run_coroutine_threadsafe(append, loop).result()
+                service.apply(staged[0])
+                return staged
+
+        return await asyncio.to_thread(run)
+
+    def _authenticate(
+        self, request: Request, route: str, path_key: str | None = None
+    ) -> Input | Response:
+        """The input of the request's credentials, or the 401/403 answer.
+
+        HTTP Basic (key and secret) first; otherwise the key alone, from ``x-mp-key`` or the
+        alias path, for client inputs only. HMAC signatures cannot be checked (see the docs).
+        """
+        header = request.headers.get("authorization")
+        if header is not None:
+            credentials = parse_basic_auth(header)
+            if credentials is None:
+                return self._unauthorized(
+                    route, "Authorization: use HTTP Basic with an input's key and secret"
+                )
+            item = authenticate(self._inputs, *credentials)
+            if item is None:
+                return self._forbidden(
+                    route, "Authorization: unknown or disabled key, or wrong secret"
+                )
+            return self._check_path_key(route, item, credentials[0], path_key)
+        if request.headers.get("x-mp-signature") is not None:
+            return self._unauthorized(
+                route,
+                "x-mp-signature: HMAC signatures are not supported (Patchbay keeps only a hash"
+                " of each secret, so it cannot compute one); use HTTP Basic, or x-mp-key alone"
+                " for a client input",
+            )
+        key = request.headers.get("x-mp-key") or path_key
+        if not key:
+            return self._unauthorized(
+                route,
+                "Authorization: use HTTP Basic with an input's key and secret, or x-mp-key",
+            )
+        found = self._inputs.find_credential(key)
+        if found is None or not found[0].enabled or not found[1].enabled:
+            return self._forbidden(route, "x-mp-key: unknown or disabled key")
+        item = found[1]
+        if item.type in KEY_ONLY_EXCLUDED:
+            return self._forbidden(
+                route,
+                f"x-mp-key: a key alone does not authenticate a {item.type} input;"
+                " use HTTP Basic with its secret",
+            )
+        return self._check_path_key(route, item, key, path_key)
+
+    def _check_path_key(
+        self, route: str, item: Input, key: str, path_key: str | None
+    ) -> Input | Response:
+        if path_key is None or path_key == key:
+            return item
+        found = self._inputs.find_credential(path_key)
+        if found is None or found[1].id != item.id:
+            return self._forbidden(route, "the key in the path is not a key of this input")
+        return item
+
+    async def _body(self, request: Request, route: str) -> bytes | Response:
+        try:
+            return await read_body(
+                request.stream(),
+                request.headers.get("content-length"),
+                request.headers.get("content-encoding"),
+                MAX_BODY_BYTES,
+            )
+        except BodyError as exc:
+            reason = {413: "too_large", 415: "unsupported_encoding"}.get(exc.status, "bad_request")
+            return self._reject(route, exc.status, exc.code, exc.message, reason)
+
+    def _unauthorized(self, route: str, message: str) -> Response:
+        return self._reject(
+            route,
+            401,
+            "UNAUTHORIZED",
+            message,
+            "unauthorized",
+            {"WWW-Authenticate": 'Basic realm="patchbay"'},
+        )
+
+    def _forbidden(self, route: str, message: str) -> Response:
+        return self._reject(route, 403, "FORBIDDEN", message, "forbidden")
+
+    def _reject(
+        self,
+        route: str,
+        status: int,
+        code: str,
+        message: str,
+        reason: str,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        self._metrics.rejects.labels(reason).inc()
+        log.info("request_rejected", route=route, status=status, reason=reason, error=message)
+        return error_response(status, code, message, headers)
+
+
+def _identity_response(answer: IdentityAnswer, ephemeral: bool) -> IdentityResponse:
+    return IdentityResponse(
+        context=_context(answer.mpid),
+        mpid=str(answer.mpid),
+        matched_identities=answer.matched,
+        is_ephemeral=ephemeral,
+        is_logged_in=answer.is_logged_in,
+    )
+
+
+def _preflight() -> Response:
+    """The answer to a CORS preflight: any origin may POST with the SDKs' headers."""
+    return Response(
+        status_code=204,
+        headers={
+            "Access-Control-Allow-Methods": "POST, OPTIONS",
+            "Access-Control-Allow-Headers": CORS_ALLOW_HEADERS,
+            "Access-Control-Max-Age": "86400",
+        },
+    )
