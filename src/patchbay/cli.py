@@ -365,7 +365,7 @@ def profiles() -> None:
     """User profiles built by the resolve stage."""
 
 
-@profiles.command("show")
+@profiles.command("show", context_settings={"ignore_unknown_options": True})
 @click.argument("mpid", type=int)
 @data_dir_option
 def profiles_show(mpid: int, data_dir: Path) -> None:

@@ -1053,6 +1053,30 @@ def test_idsync_changes_survive_a_restart_and_a_rebuild_from_the_log(servers: Se
     assert promoted["mpid"] == anonymous["mpid"]
     email = f"{uid()}@example.com"
     assert modify(server, user["mpid"], ("email", None, email))[0] == 200
+    # A login that folds an anonymous user into the known one, and an alias.
+    merged_device = uid("d-")
+    merged = identify(server, {"device_application_stamp": merged_device})
+    login = identify(
+        server,
+        {"customerid": customer, "device_application_stamp": merged_device},
+        path="/v1/login",
+        previous_mpid=merged["mpid"],
+    )
+    assert login["mpid"] == user["mpid"]
+    alias_device = uid("d-")
+    aliased = identify(server, {"device_application_stamp": alias_device})
+    status, _, answer = call(
+        server,
+        f"/v1/identity/{servers.credentials.key}/Alias",
+        {
+            "request_id": str(uuid.uuid4()),
+            "request_type": "alias",
+            "environment": "production",
+            "api_key": servers.credentials.key,
+            "data": {"destination_mpid": user["mpid"], "source_mpid": aliased["mpid"]},
+        },
+    )
+    assert status == 202, answer
     out = identify(server, {"device_application_stamp": device}, path="/v1/logout")
     assert out["mpid"] != user["mpid"]
 
@@ -1061,6 +1085,8 @@ def test_idsync_changes_survive_a_restart_and_a_rebuild_from_the_log(servers: Se
         ({"email": email}, user["mpid"]),
         ({"customerid": promoted["matched_identities"]["customerid"]}, promoted["mpid"]),
         ({"device_application_stamp": second_device}, promoted["mpid"]),
+        ({"device_application_stamp": merged_device}, user["mpid"]),
+        ({"device_application_stamp": alias_device}, user["mpid"]),
     ]
 
     def device_user(srv: Server) -> str:

@@ -43,13 +43,14 @@ from patchbay.resolve.identities import (
     canonical_type,
 )
 from patchbay.resolve.service import ChangeResult, IdentityAnswer, Pending, ResolveService
+from patchbay.resolve.stage import IDSYNC_CHANNEL
 from patchbay.store.appender import GroupCommitAppender
 from patchbay.store.base import Input, InputStore, NewBatch
 
 log = structlog.get_logger("patchbay.idsync")
 
 #: The ``channel`` stamped on the batches that record identity changes.
-CHANNEL = "idsync"
+CHANNEL = IDSYNC_CHANNEL
 
 #: Identity request bodies are small; anything bigger is refused with a 413.
 MAX_BODY_BYTES = 64 * 1024

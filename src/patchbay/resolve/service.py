@@ -91,7 +91,7 @@ class ResolveService:
             for identity in ranked:
                 if self.resolver.strategy.is_blocked(identity.value):
                     continue
-                for mpid in staged.users_with(identity):
+                for mpid in reversed(staged.users_with(identity)):  # newest, as identify
                     live = live_mpid(staged, mpid)
                     if live is not None:
                         return self._answer(staged, live, identities, created=False)
@@ -127,7 +127,10 @@ class ResolveService:
                 if profile is not None and not profile.user_identities():
                     self.resolver.merge(staged, previous, mpid, "login", now)
             answer = self._answer(staged, mpid, identities, resolution.created)
-            answer.record = _record(mpid, identities) if staged.changes else None
+            changes = staged.changes
+            if resolution.created or changes.linked or changes.unlinked or changes.merges:
+                merged = [m.from_mpid for m in changes.merges]
+                answer.record = _record(mpid, identities, merged, "login")
             return Pending(staged, answer)
 
     def logout(self, identities: Sequence[Identity], seed: str) -> Pending:
@@ -201,8 +204,9 @@ class ResolveService:
             destination = live_mpid(staged, destination_mpid)
             if source is None or destination is None:
                 return None
-            self.resolver.merge(staged, source, destination, "alias", self.clock.now_ms())
-            return Pending(staged, IdentityAnswer(destination))
+            merged = self.resolver.merge(staged, source, destination, "alias", self.clock.now_ms())
+            record = _record(destination, [], [source], "alias") if merged else None
+            return Pending(staged, IdentityAnswer(destination, record=record))
 
     def apply(self, pending: Pending) -> None:
         """Commit a staged change (after its record, if any, is in the log)."""
@@ -232,8 +236,13 @@ class ResolveService:
         return IdentityAnswer(mpid, matched, created, logged_in)
 
 
-def _record(mpid: int, identities: Sequence[Identity]) -> bytes:
-    """A batch that recreates the user and links of an identity request on replay."""
+def _record(
+    mpid: int,
+    identities: Sequence[Identity],
+    merged_from: Sequence[int] = (),
+    merge_reason: str = "login",
+) -> bytes:
+    """A batch that recreates the user, links and merges of an identity request on replay."""
     user = {i.type: i.value for i in identities if not is_device_type(i.type)}
     device = {
         i.type: i.value
@@ -248,6 +257,9 @@ def _record(mpid: int, identities: Sequence[Identity]) -> bytes:
     stamp = next((i.value for i in identities if i.type == "device_application_stamp"), None)
     if stamp:
         batch["mp_deviceid"] = stamp
+    if merged_from:
+        batch["patchbay_merged_from"] = list(merged_from)
+        batch["patchbay_merge_reason"] = merge_reason
     return msgspec.json.encode(batch)
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import msgspec
 import structlog
 
 from patchbay.collect.batch import Batch
@@ -22,11 +23,24 @@ from patchbay.collect.decode import BadInput, decode_batch
 from patchbay.collect.events import UserIdentityChange
 from patchbay.resolve.identities import Identity, batch_identities, canonical_type
 from patchbay.resolve.profile import Profile, apply_batch
-from patchbay.resolve.resolver import Resolution, Resolver
+from patchbay.resolve.resolver import Resolution, Resolver, live_mpid
 from patchbay.resolve.state import ProfileStore, StagedState
 from patchbay.store.base import BatchLog, StoredBatch
 
 log = structlog.get_logger("patchbay.resolve")
+
+#: The ``channel`` of the batches that record IDSync changes (see resolve/service.py).
+IDSYNC_CHANNEL = "idsync"
+
+
+class IdsyncRecord(msgspec.Struct):
+    """The extra keys of an IDSync record: the users merged into the record's ``mpid``."""
+
+    patchbay_merged_from: list[int] = []
+    patchbay_merge_reason: str = "login"
+
+
+_decode_record = msgspec.json.Decoder(IdsyncRecord).decode
 
 
 @dataclass(frozen=True)
@@ -120,6 +134,19 @@ class ResolveStage:
             seen_ms=stored.received_at_ms,
             offset=stored.offset,
         )
+        if stored.channel == IDSYNC_CHANNEL:
+            record = _decode_record(stored.body)
+            for absorbed in record.patchbay_merged_from:
+                live = live_mpid(staged, absorbed)
+                if live is not None and self._resolver.merge(
+                    staged,
+                    live,
+                    resolution.mpid,
+                    record.patchbay_merge_reason,
+                    stored.received_at_ms,
+                    stored.offset,
+                ):
+                    resolution.merged.append(live)
         profile = staged.profile(resolution.mpid)
         assert profile is not None
         for old, new in _identity_changes(batch):
