@@ -6,6 +6,7 @@ The HTTP layer reads and authenticates the request, calls :func:`prepare_single`
 
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import dataclass, field
 
@@ -76,9 +77,21 @@ def historical_problem(batch: Batch, now_ms: int) -> str | None:
     return None
 
 
-def _stamp(batch: Batch, body: bytes, stamps: RequestStamps) -> NewBatch:
+def new_batch_ids(count: int) -> list[str]:
+    """``count`` random version 4 UUIDs as strings.
+
+    One ``os.urandom`` call for all of them, not one per batch (as ``uuid.uuid4`` would):
+    ``os.urandom`` releases the GIL, and under load each release made the event loop wait
+    for the appender thread to hand it back (about a fifth of the loop's time on a
+    100-batch request).
+    """
+    raw = os.urandom(16 * count)
+    return [str(uuid.UUID(bytes=raw[i : i + 16], version=4)) for i in range(0, 16 * count, 16)]
+
+
+def _stamp(batch: Batch, body: bytes, stamps: RequestStamps, batch_id: str) -> NewBatch:
     return NewBatch(
-        batch_id=str(uuid.uuid4()),
+        batch_id=batch_id,
         input_id=stamps.input.id,
         received_at_ms=stamps.received_at_ms,
         channel=channel_of(stamps.input),
@@ -100,7 +113,8 @@ def _check(body: bytes, stamps: RequestStamps) -> Batch:
 def prepare_single(body: bytes, stamps: RequestStamps) -> Prepared:
     """The one batch of a ``/v2/events`` body; raises :class:`BadInput` if it is invalid."""
     batch = _check(body, stamps)
-    return Prepared(batches=[_stamp(batch, body, stamps)], events=[batch.event_count])
+    batch_id = new_batch_ids(1)[0]
+    return Prepared(batches=[_stamp(batch, body, stamps, batch_id)], events=[batch.event_count])
 
 
 def prepare_bulk(body: bytes, stamps: RequestStamps, max_batches: int) -> Prepared:
@@ -110,12 +124,14 @@ def prepare_bulk(body: bytes, stamps: RequestStamps, max_batches: int) -> Prepar
     batches).
     """
     prepared = Prepared()
-    for index, raw in enumerate(split_bulk(body, max_batches)):
+    raws = split_bulk(body, max_batches)
+    batch_ids = new_batch_ids(len(raws))
+    for index, raw in enumerate(raws):
         try:
             batch = _check(raw, stamps)
         except BadInput as exc:
             prepared.rejected.append(Rejection(index, "BAD_REQUEST", str(exc)))
             continue
-        prepared.batches.append(_stamp(batch, raw, stamps))
+        prepared.batches.append(_stamp(batch, raw, stamps, batch_ids[index]))
         prepared.events.append(batch.event_count)
     return prepared
