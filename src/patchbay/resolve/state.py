@@ -112,8 +112,9 @@ class StagedState:
         if mpid in users:
             return
         users.append(mpid)
+        # A pending removal of this link stays: the commit deletes the old row before it
+        # inserts the new one, so the link becomes the newest, as it is in ``users``.
         self.changes.linked.setdefault(identity, []).append(mpid)
-        self.changes.unlinked.get(identity, set()).discard(mpid)
 
     def unlink(self, identity: Identity, mpid: int) -> None:
         """Remove the link of ``identity`` to ``mpid``."""
