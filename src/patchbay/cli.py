@@ -452,3 +452,371 @@ def reprocess(from_offset: int, data_dir: Path, identity_strategy: Path | None) 
         finally:
             log_store.close()
             profiles_store.close()
+
+
+# -- partner modules (Firehose integrations) ---------------------------------------------
+
+
+def _target_options(function: Callable[..., None]) -> Callable[..., None]:
+    """The options that say where a partner is: --url [--token] or --lambda [--region]
+    [--endpoint-url]."""
+    options = [
+        click.option("--url", default=None, help="The partner's HTTPS endpoint."),
+        click.option(
+            "--token",
+            default=None,
+            envvar="PATCHBAY_PARTNER_TOKEN",
+            help="Token sent as 'Authorization: Token ...' (with --url; env"
+            " PATCHBAY_PARTNER_TOKEN).",
+        ),
+        click.option(
+            "--lambda", "function_name", default=None, help="The partner's Lambda function."
+        ),
+        click.option(
+            "--region", default=None, help="The function's AWS region (default us-east-1)."
+        ),
+        click.option(
+            "--endpoint-url", default=None, help="Lambda API endpoint (e.g. a local emulator)."
+        ),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _partner_target(
+    url: str | None,
+    token: str | None,
+    function_name: str | None,
+    region: str | None,
+    endpoint_url: str | None,
+) -> Any:
+    """The transport target the options describe (a UsageError when they conflict)."""
+    from patchbay.partner.transport import DEFAULT_LAMBDA_REGION, HttpTarget, LambdaTarget
+
+    if (url is None) == (function_name is None):
+        raise click.UsageError("give either --url URL or --lambda FUNCTION")
+    if url is not None:
+        if region is not None or endpoint_url is not None:
+            raise click.UsageError("--region and --endpoint-url go with --lambda, not --url")
+        return HttpTarget(url, token or None)
+    context = click.get_current_context(silent=True)
+    from_env = (
+        context is not None
+        and context.get_parameter_source("token") is click.core.ParameterSource.ENVIRONMENT
+    )
+    if token and not from_env:
+        raise click.UsageError("--token goes with --url (Lambda calls are authorized by AWS)")
+    assert function_name is not None
+    return LambdaTarget(function_name, region or DEFAULT_LAMBDA_REGION, endpoint_url)
+
+
+def _timeouts(timeout: float) -> Any:
+    from patchbay.partner.transport import Timeouts
+
+    return Timeouts(total=timeout, connect=min(timeout, 5.0))
+
+
+@main.group()
+def modules() -> None:
+    """Partner modules: the Firehose integrations this platform sends data to."""
+
+
+@modules.command("register")
+@click.argument("name")
+@_target_options
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds to wait for the registration.",
+)
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print the stored module as JSON.")
+def modules_register(
+    name: str,
+    url: str | None,
+    token: str | None,
+    function_name: str | None,
+    region: str | None,
+    endpoint_url: str | None,
+    timeout: float,
+    data_dir: Path,
+    as_json: bool,
+) -> None:
+    """Ask a partner for its registration, check it and store it as module NAME.
+
+    Registering NAME again replaces the module (its history is kept). The token is stored
+    for later calls and never printed.
+    """
+    import asyncio
+
+    from patchbay.partner.registration import (
+        RegistrationError,
+        check_module_name,
+        module_summary,
+        register,
+    )
+    from patchbay.partner.transport import TransportError
+    from patchbay.store.sqlite_modules import SqliteModuleStore
+
+    try:
+        check_module_name(name)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    target = _partner_target(url, token, function_name, region, endpoint_url)
+    store = SqliteModuleStore(data_dir)
+    try:
+        registered = asyncio.run(register(store, name, target, timeouts=_timeouts(timeout)))
+    except RegistrationError as exc:
+        for problem in exc.problems:
+            click.echo(f"{problem.severity}: {problem}", err=True)
+        errors = [p for p in exc.problems if p.severity == "error"]
+        raise click.ClickException(
+            f"registration of {name!r} rejected ({len(errors)} error(s)): {errors[0]}"
+            if errors
+            else f"registration of {name!r} rejected"
+        ) from None
+    except TransportError as exc:
+        raise click.ClickException(f"registration of {name!r} failed: {exc}") from None
+    finally:
+        store.close()
+    module = registered.module
+    for problem in registered.warnings:
+        click.echo(f"warning: {problem}", err=True)
+    if as_json:
+        _print_json(module_summary(module))
+        return
+    verb = "updated" if registered.replaced else "registered"
+    click.echo(
+        f"{verb} module {module.name!r}: {module.display_name} {module.version}"
+        f" ({registered.latency_ms:.0f} ms)"
+    )
+    _echo_module(module_summary(module))
+
+
+def _echo_module(summary: dict[str, Any]) -> None:
+    def line(key: str, value: Any) -> None:
+        click.echo(f"  {key + ':':37} {value}")
+
+    endpoint_keys = (
+        ("url", "token")
+        if summary["transport"] == "http"
+        else ("lambda_function", "lambda_region", "lambda_endpoint_url")
+    )
+    for key in ("display_name", "version", "description", "sdk_version", "transport"):
+        line(key, summary.get(key) or "-")
+    for key in endpoint_keys:
+        line(key, summary.get(key) or "-")
+    for key in (
+        "supported_event_types",
+        "supported_runtime_environments",
+        "supported_system_notification_types",
+        "supported_dsr_types",
+    ):
+        line(key, ", ".join(summary[key]) or "-")
+    line("audience", "yes" if summary["audience"] else "no")
+    line("dsr", "yes" if summary["dsr"] else "no")
+    permissions = summary["permissions"]
+    flags = [k for k, v in permissions.items() if v is True]
+    identities = [
+        f"{p['type']} ({p['encoding']}{', required' if p.get('required') else ''})"
+        for key in ("user_identities", "device_identities", "partner_identities")
+        for p in permissions.get(key, [])
+    ]
+    line("identities", ", ".join(identities) or "-")
+    line("permissions", ", ".join(flags) or "-")
+    for key in ("account_settings", "connection_settings", "audience_subscription_settings"):
+        settings = [
+            f"{s['id']} ({s.get('type')}"
+            + (", required" if s.get("required") else "")
+            + (", confidential" if s.get("confidential") else "")
+            + ")"
+            for s in summary[key]
+        ]
+        line(key, ", ".join(settings) or "-")
+    line("registered", f"{summary['created_at']}, updated {summary['updated_at']}")
+
+
+@modules.command("list")
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def modules_list(data_dir: Path, as_json: bool) -> None:
+    """List the registered modules (never their tokens)."""
+    from patchbay.partner.registration import module_summary
+    from patchbay.store.sqlite_modules import SqliteModuleStore
+
+    store = SqliteModuleStore(data_dir)
+    try:
+        summaries = [module_summary(m) for m in store.list_modules()]
+    finally:
+        store.close()
+    if as_json:
+        for summary in summaries:
+            _print_json(summary)
+        return
+    click.echo(f"{'NAME':20} {'VERSION':10} {'TRANSPORT':9} {'TOKEN':7} {'KINDS':20} ENDPOINT")
+    for s in summaries:
+        kinds = ",".join(
+            k
+            for k, on in (
+                ("events", bool(s["supported_event_types"])),
+                ("audience", s["audience"]),
+                ("dsr", s["dsr"]),
+            )
+            if on
+        )
+        if s["transport"] == "http":
+            endpoint, token = s["url"], s["token"]
+        else:
+            endpoint, token = f"{s['lambda_function']} ({s['lambda_region']})", "-"
+        click.echo(
+            f"{s['name']:20} {s['version']:10} {s['transport']:9} {token:7} {kinds or '-':20}"
+            f" {endpoint}"
+        )
+
+
+@modules.command("show")
+@click.argument("name")
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print the module and its registration.")
+def modules_show(name: str, data_dir: Path, as_json: bool) -> None:
+    """Show a registered module (its token only as set / not set)."""
+    from patchbay.partner.registration import module_summary
+    from patchbay.store.sqlite_modules import SqliteModuleStore
+
+    store = SqliteModuleStore(data_dir)
+    try:
+        module = store.get_module(name)
+        history = store.module_history(name) if module is not None else []
+    finally:
+        store.close()
+    if module is None:
+        raise click.ClickException(f"no module named {name!r} (see `patchbay modules list`)")
+    if as_json:
+        summary = module_summary(module, with_registration=True)
+        summary["registrations"] = len(history)
+        click.echo(msgspec.json.format(msgspec.json.encode(summary), indent=2).decode())
+        return
+    click.echo(f"module {module.name!r} ({len(history)} registration(s))")
+    _echo_module(module_summary(module))
+
+
+@main.group()
+def partner() -> None:
+    """Tools for partner integrations: check one the way the platform does."""
+
+
+@partner.command("verify")
+@_target_options
+@click.option(
+    "--module",
+    "module_name",
+    default=None,
+    help="Verify a registered module (its stored endpoint and token) instead.",
+)
+@data_dir_option
+@click.option(
+    "--report",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the results as JSON to this file.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    help="Seconds to wait for each answer.",
+)
+@click.option(
+    "--latency-budget-ms",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Latency budget (default: 100 ms over HTTP, 200 ms over Lambda).",
+)
+@click.option(
+    "--latency-samples",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    help="Extra verification requests sent to measure latency.",
+)
+def partner_verify(
+    url: str | None,
+    token: str | None,
+    function_name: str | None,
+    region: str | None,
+    endpoint_url: str | None,
+    module_name: str | None,
+    data_dir: Path,
+    report: Path | None,
+    timeout: float,
+    latency_budget_ms: float | None,
+    latency_samples: int,
+) -> None:
+    """Run the checks a platform runs before it lists an integration.
+
+    Registers the partner (without storing it), sends a request of every kind it
+    registered and checks each answer's type, shape and latency. Exits non-zero when a
+    check fails; warnings do not fail.
+    """
+    import asyncio
+
+    from patchbay.partner.verify import verify
+
+    if module_name is not None:
+        if url is not None or function_name is not None:
+            raise click.UsageError("give --module or a target (--url/--lambda), not both")
+        target = _module_target(module_name, data_dir)
+    else:
+        target = _partner_target(url, token, function_name, region, endpoint_url)
+    result = asyncio.run(
+        verify(
+            target,
+            timeouts=_timeouts(timeout),
+            latency_budget_ms=latency_budget_ms,
+            latency_samples=latency_samples,
+        )
+    )
+    rows = [
+        (
+            c.check,
+            c.status.value,
+            "-" if c.latency_ms is None else f"{c.latency_ms:.1f}",
+            c.detail,
+        )
+        for c in result.checks
+    ]
+    width = max(len("CHECK"), *(len(r[0]) for r in rows))
+    click.echo(f"verifying {result.target}")
+    click.echo(f"{'CHECK':{width}}  RESULT  {'LATENCY MS':>10}  DETAIL")
+    for check, status, latency, detail in rows:
+        click.echo(f"{check:{width}}  {status:6}  {latency:>10}  {detail}")
+    counts = result.to_dict()["counts"]
+    click.echo(
+        f"{result.result.value}: {counts['PASS']} passed, {counts['WARN']} warned,"
+        f" {counts['FAIL']} failed, {counts['SKIP']} skipped"
+    )
+    if report is not None:
+        document = msgspec.json.format(msgspec.json.encode(result.to_dict()), indent=2)
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_bytes(document + b"\n")
+        click.echo(f"report written to {report}", err=True)
+    if not result.passed:
+        raise SystemExit(1)
+
+
+def _module_target(name: str, data_dir: Path) -> Any:
+    from patchbay.partner.registration import target_of
+    from patchbay.store.sqlite_modules import SqliteModuleStore
+
+    store = SqliteModuleStore(data_dir)
+    try:
+        module = store.get_module(name)
+    finally:
+        store.close()
+    if module is None:
+        raise click.ClickException(f"no module named {name!r} (see `patchbay modules list`)")
+    return target_of(module)

@@ -15,6 +15,10 @@ Modules: ``messages`` (envelope and the ten messages), ``events``, ``environment
 (runtime environments), ``identities``, ``consent`` (consent state and system
 notifications), ``account``, ``audience``, ``dsr``, ``registration``, ``settings``,
 ``auth``, ``enums``, ``errors``, ``serialize``. See docs/firehose.md.
+
+The partner SDK: ``processor`` (``MessageProcessor``, re-exported here) and its adapters
+``lambda_handler`` (``lambda_handler(processor)``) and ``asgi`` (``asgi_app(processor,
+token=...)``), imported from their modules. See docs/partners.md.
 """
 
 from __future__ import annotations
@@ -100,6 +104,16 @@ from patchbay.firehose.messages import (
     ModuleRegistrationRequest,
     ModuleRegistrationResponse,
 )
+from patchbay.firehose.processor import (
+    HandlerError,
+    InvalidMessageError,
+    InvalidSettingsError,
+    MessageProcessor,
+    ProcessorError,
+    Settings,
+    UnregisteredSettingError,
+    UnsupportedMessageError,
+)
 from patchbay.firehose.registration import (
     AudienceProcessingRegistration,
     BulkConfiguration,
@@ -164,13 +178,17 @@ __all__ = [
     "GDPRConsent",
     "GDPRConsentStateNotification",
     "GenericRuntimeEnvironment",
+    "HandlerError",
     "Identity",
     "Impression",
     "ImpressionEvent",
     "IntegerSetting",
+    "InvalidMessageError",
+    "InvalidSettingsError",
     "IosRuntimeEnvironment",
     "Location",
     "Message",
+    "MessageProcessor",
     "ModuleRegistrationRequest",
     "ModuleRegistrationResponse",
     "OAuth2Authentication",
@@ -180,6 +198,7 @@ __all__ = [
     "Permissions",
     "PlatformFields",
     "PrivacySettingChangeEvent",
+    "ProcessorError",
     "Product",
     "ProductActionEvent",
     "Promotion",
@@ -195,6 +214,7 @@ __all__ = [
     "SessionStartEvent",
     "Setting",
     "SettingError",
+    "Settings",
     "SmartTvRuntimeEnvironment",
     "SystemNotification",
     "TextSetting",
@@ -202,6 +222,8 @@ __all__ = [
     "UnknownEnumValueError",
     "UnknownTypeError",
     "UnknownValueError",
+    "UnregisteredSettingError",
+    "UnsupportedMessageError",
     "UserAttributeAudienceEvent",
     "UserAttributeChangeEvent",
     "UserIdentity",

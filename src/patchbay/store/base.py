@@ -164,3 +164,88 @@ class Store(BatchLog, InputStore, Protocol):
 
 class DuplicateName(Exception):
     """An input with this name already exists."""
+
+
+class ModuleRecord(msgspec.Struct, frozen=True):
+    """A registered partner module (a Firehose integration): how to reach it, what it
+    declared in its ``module_registration_response``, and when it registered.
+
+    ``name`` is Patchbay's key for the module (the CLI's NAME); ``display_name`` is the
+    ``name`` the partner registered. ``transport`` is ``"http"`` (``url`` and ``token``) or
+    ``"lambda"`` (``lambda_function``, ``lambda_region``, ``lambda_endpoint_url``).
+    ``token`` is the secret sent as ``Authorization: Token <token>``: it is kept so the
+    platform can call the partner, hidden from ``repr``, and must never be printed.
+    Settings and permissions are the registration's JSON objects (see
+    ``patchbay.firehose.registration``); ``registration`` is the raw response as received.
+    """
+
+    name: str
+    display_name: str
+    version: str
+    transport: str
+    registration: bytes
+    created_at_ms: int
+    updated_at_ms: int
+    description: str | None = None
+    sdk_version: str | None = None
+    url: str | None = None
+    token: str | None = None
+    lambda_function: str | None = None
+    lambda_region: str | None = None
+    lambda_endpoint_url: str | None = None
+    permissions: dict[str, object] = {}
+    account_settings: list[dict[str, object]] = []
+    connection_settings: list[dict[str, object]] = []
+    audience_subscription_settings: list[dict[str, object]] = []
+    supported_event_types: list[str] = []
+    supported_runtime_environments: list[str] = []
+    supported_system_notification_types: list[str] = []
+    audience: bool = False
+    dsr: bool = False
+    supported_dsr_types: list[str] = []
+
+    def __repr__(self) -> str:
+        token = "<set>" if self.token else None
+        return (
+            f"ModuleRecord(name={self.name!r}, version={self.version!r},"
+            f" transport={self.transport!r}, token={token})"
+        )
+
+
+class ModuleRegistrationEntry(msgspec.Struct, frozen=True):
+    """One registration a module sent, kept as history."""
+
+    name: str
+    version: str
+    registered_at_ms: int
+    registration: bytes
+
+
+class ModuleStore(Protocol):
+    """Registered partner modules, keyed by name."""
+
+    def put_module(self, module: ModuleRecord) -> ModuleRecord:
+        """Store ``module``, replacing a module of the same name, and add its registration
+        to the history. Returns what was stored: ``created_at_ms`` is kept from the module it
+        replaces."""
+        ...
+
+    def get_module(self, name: str) -> ModuleRecord | None:
+        """The module with this name."""
+        ...
+
+    def list_modules(self) -> list[ModuleRecord]:
+        """Every module, by name."""
+        ...
+
+    def delete_module(self, name: str) -> bool:
+        """Remove a module and its history; whether it existed."""
+        ...
+
+    def module_history(self, name: str) -> list[ModuleRegistrationEntry]:
+        """The registrations a module sent, oldest first."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and files."""
+        ...

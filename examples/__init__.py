@@ -1,0 +1,1 @@
+"""Example partners built on the Patchbay partner SDK (``patchbay.firehose``)."""

@@ -1,0 +1,6 @@
+"""Partners: Firehose integrations (modules) the platform sends data to.
+
+``transport`` sends one Firehose message over HTTPS or AWS Lambda, ``registration`` asks a
+partner to describe itself and stores it as a module, and ``verify`` runs the checks a
+platform runs before it lists an integration. See docs/modules.md.
+"""

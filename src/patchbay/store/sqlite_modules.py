@@ -1,0 +1,232 @@
+"""The embedded backend of the module store: the ``modules`` table in ``patchbay.db``.
+
+One row per registered partner module, with the parts of its registration that the platform
+reads often in their own columns (JSON text for lists and objects), the raw registration
+response, and the transport including the partner's token. Every registration received is
+also appended to ``module_registrations`` (history). Tables are created if missing; the
+connection handling follows :mod:`patchbay.store.sqlite`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import msgspec
+
+from patchbay.store.base import ModuleRecord, ModuleRegistrationEntry
+from patchbay.store.sqlite import DB_FILE, Durability
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS modules (
+    name TEXT PRIMARY KEY,
+    display_name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    description TEXT,
+    sdk_version TEXT,
+    transport TEXT NOT NULL,
+    url TEXT,
+    token TEXT,
+    lambda_function TEXT,
+    lambda_region TEXT,
+    lambda_endpoint_url TEXT,
+    permissions TEXT NOT NULL,
+    account_settings TEXT NOT NULL,
+    connection_settings TEXT NOT NULL,
+    audience_subscription_settings TEXT NOT NULL,
+    supported_event_types TEXT NOT NULL,
+    supported_runtime_environments TEXT NOT NULL,
+    supported_system_notification_types TEXT NOT NULL,
+    audience INTEGER NOT NULL,
+    dsr INTEGER NOT NULL,
+    supported_dsr_types TEXT NOT NULL,
+    registration BLOB NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS module_registrations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    registered_at_ms INTEGER NOT NULL,
+    registration BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS module_registrations_name ON module_registrations (name, id);
+"""
+
+#: Columns in table order; the JSON ones are encoded with msgspec.
+_COLUMNS = (
+    "name",
+    "display_name",
+    "version",
+    "description",
+    "sdk_version",
+    "transport",
+    "url",
+    "token",
+    "lambda_function",
+    "lambda_region",
+    "lambda_endpoint_url",
+    "permissions",
+    "account_settings",
+    "connection_settings",
+    "audience_subscription_settings",
+    "supported_event_types",
+    "supported_runtime_environments",
+    "supported_system_notification_types",
+    "audience",
+    "dsr",
+    "supported_dsr_types",
+    "registration",
+    "created_at_ms",
+    "updated_at_ms",
+)
+_JSON_COLUMNS = frozenset(
+    {
+        "permissions",
+        "account_settings",
+        "connection_settings",
+        "audience_subscription_settings",
+        "supported_event_types",
+        "supported_runtime_environments",
+        "supported_system_notification_types",
+        "supported_dsr_types",
+    }
+)
+_BOOL_COLUMNS = frozenset({"audience", "dsr"})
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM modules"
+
+
+class SqliteModuleStore:
+    """Registered partner modules in the ``modules`` table of ``patchbay.db``."""
+
+    def __init__(self, data_dir: Path, durability: Durability = "full") -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = data_dir / DB_FILE
+        self._synchronous = durability.upper()
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        conn = self._conn()
+        with self._write_lock:
+            conn.executescript(_SCHEMA)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout = 30000")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            self._local.conn = conn
+            with self._connections_lock:
+                self._connections.append(conn)
+        return conn
+
+    def put_module(self, module: ModuleRecord) -> ModuleRecord:
+        """Insert or replace ``module`` (keeping the first ``created_at_ms``) and append its
+        registration to the history, in one transaction."""
+        conn = self._conn()
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute(
+                    "SELECT created_at_ms FROM modules WHERE name = ?", (module.name,)
+                ).fetchone()
+                if row is not None:
+                    module = msgspec.structs.replace(module, created_at_ms=int(row[0]))
+                placeholders = ", ".join("?" for _ in _COLUMNS)
+                conn.execute(
+                    f"INSERT OR REPLACE INTO modules ({', '.join(_COLUMNS)})"
+                    f" VALUES ({placeholders})",
+                    _row(module),
+                )
+                conn.execute(
+                    "INSERT INTO module_registrations (name, version, registered_at_ms,"
+                    " registration) VALUES (?, ?, ?, ?)",
+                    (module.name, module.version, module.updated_at_ms, module.registration),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return module
+
+    def get_module(self, name: str) -> ModuleRecord | None:
+        """The module with this name."""
+        row = self._conn().execute(f"{_SELECT} WHERE name = ?", (name,)).fetchone()
+        return _module(row) if row else None
+
+    def list_modules(self) -> list[ModuleRecord]:
+        """Every module, by name."""
+        return [_module(r) for r in self._conn().execute(f"{_SELECT} ORDER BY name")]
+
+    def delete_module(self, name: str) -> bool:
+        """Remove a module and its history."""
+        conn = self._conn()
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                deleted = conn.execute("DELETE FROM modules WHERE name = ?", (name,)).rowcount
+                conn.execute("DELETE FROM module_registrations WHERE name = ?", (name,))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return deleted > 0
+
+    def module_history(self, name: str) -> list[ModuleRegistrationEntry]:
+        """The registrations a module sent, oldest first."""
+        rows = self._conn().execute(
+            "SELECT name, version, registered_at_ms, registration FROM module_registrations"
+            " WHERE name = ? ORDER BY id",
+            (name,),
+        )
+        return [
+            ModuleRegistrationEntry(
+                name=str(r[0]),
+                version=str(r[1]),
+                registered_at_ms=int(r[2]),
+                registration=bytes(r[3]),
+            )
+            for r in rows
+        ]
+
+    def close(self) -> None:
+        """Close every connection this store opened."""
+        with self._connections_lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+
+def _row(module: ModuleRecord) -> tuple[object, ...]:
+    values: list[object] = []
+    for column in _COLUMNS:
+        value = getattr(module, column)
+        if column in _JSON_COLUMNS:
+            value = msgspec.json.encode(value).decode()
+        elif column in _BOOL_COLUMNS:
+            value = int(value)
+        values.append(value)
+    return tuple(values)
+
+
+def _module(row: Sequence[object]) -> ModuleRecord:
+    fields: dict[str, object] = {}
+    for column, value in zip(_COLUMNS, row, strict=True):
+        if column in _JSON_COLUMNS:
+            assert isinstance(value, str)
+            fields[column] = msgspec.json.decode(value)
+        elif column in _BOOL_COLUMNS:
+            fields[column] = bool(value)
+        elif column == "registration":
+            assert isinstance(value, bytes | memoryview)
+            fields[column] = bytes(value)
+        else:
+            fields[column] = value
+    return msgspec.convert(fields, ModuleRecord)
