@@ -1,0 +1,37 @@
+"""Stable ids: message and event UUIDs that stay the same on every retry and replay, and the
+``session_id`` derived from a ``session_uuid``."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Final
+
+#: The uuid5 namespace of every id Patchbay derives for Firehose messages.
+NAMESPACE: Final = uuid.uuid5(uuid.NAMESPACE_URL, "https://patchbay.dev/activate/firehose")
+
+_FNV_OFFSET: Final = 0xCBF29CE484222325
+_FNV_PRIME: Final = 0x100000001B3
+_MASK: Final = 2**64 - 1
+
+
+def message_id(output_id: str, batch_id: str) -> uuid.UUID:
+    """The ``id`` of the request that carries batch ``batch_id`` to output ``output_id``."""
+    return uuid.uuid5(NAMESPACE, f"{output_id}\x1f{batch_id}")
+
+
+def event_id(output_id: str, batch_id: str, index: int, part: str) -> uuid.UUID:
+    """The ``id`` of the Firehose event made from the ``index``-th inbound event of the batch.
+
+    ``part`` is the Firehose event type, so that the parts of one commerce event
+    (``product_action``, ``promotion_action``, ``impression``) get different ids.
+    """
+    return uuid.uuid5(NAMESPACE, f"{output_id}\x1f{batch_id}\x1f{index}\x1f{part}")
+
+
+def session_id_of(session_uuid: str) -> int:
+    """mParticle's ``session_id`` for a ``session_uuid``: FNV-1a 64-bit over the UTF-16LE
+    bytes of the string as received, read as a signed 64-bit integer (mapping §0.2)."""
+    h = _FNV_OFFSET
+    for byte in session_uuid.encode("utf-16-le"):
+        h = ((h ^ byte) * _FNV_PRIME) & _MASK
+    return h - 2**64 if h >= 2**63 else h
