@@ -820,3 +820,382 @@ def _module_target(name: str, data_dir: Path) -> Any:
     if module is None:
         raise click.ClickException(f"no module named {name!r} (see `patchbay modules list`)")
     return target_of(module)
+
+
+# --------------------------------------------------------------------------- activate
+
+
+@contextlib.contextmanager
+def _activate(data_dir: Path) -> Iterator[Any]:
+    """The outputs/connections/deliveries service over the stores of ``data_dir``."""
+    from patchbay.activate.service import ActivateError, ActivateService
+    from patchbay.store.sqlite_deliveries import SqliteDeliveryStore
+    from patchbay.store.sqlite_modules import SqliteModuleStore
+
+    deliveries = SqliteDeliveryStore(data_dir)
+    modules_store = SqliteModuleStore(data_dir)
+    store = SqliteStore(data_dir)
+    try:
+        yield ActivateService(deliveries, modules_store, store, SystemClock())
+    except ActivateError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        deliveries.close()
+        modules_store.close()
+        store.close()
+
+
+def _settings_of(items: tuple[str, ...]) -> dict[str, str]:
+    from patchbay.activate.outputs import SettingsError, parse_setting_args
+
+    try:
+        return parse_setting_args(items)
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _echo_mapping(summary: dict[str, Any], indent: str = "") -> None:
+    for key, value in summary.items():
+        if isinstance(value, dict) and value:
+            click.echo(f"{indent}{key}:")
+            _echo_mapping(value, indent + "  ")
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            click.echo(f"{indent}{key}:")
+            for item in value:
+                click.echo(f"{indent}  -")
+                _echo_mapping(item, indent + "    ")
+        else:
+            shown = ", ".join(map(str, value)) if isinstance(value, list) else value
+            click.echo(f"{indent}{key}: {'-' if shown in (None, '', {}) else shown}")
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> None:
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
+    click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+    for row in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+setting_option = click.option(
+    "--setting",
+    "settings",
+    multiple=True,
+    metavar="ID=VALUE",
+    help="A setting (repeat); checked against the module's registration.",
+)
+
+
+@main.group()
+def outputs() -> None:
+    """Outputs: where resolved data goes (Firehose modules, webhooks, JSON-lines files)."""
+
+
+@outputs.command("add")
+@click.argument("name")
+@click.option("--module", "module", default=None, help="A registered module (Firehose).")
+@click.option("--webhook", default=None, metavar="URL", help="POST each batch as JSON to URL.")
+@click.option("--file", "file_", default=None, metavar="PATH", help="Append JSON lines to PATH.")
+@setting_option
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print the output as JSON.")
+def outputs_add(
+    name: str,
+    module: str | None,
+    webhook: str | None,
+    file_: str | None,
+    settings: tuple[str, ...],
+    data_dir: Path,
+    as_json: bool,
+) -> None:
+    """Create output NAME: --module MODULE [--setting ID=VALUE]..., --webhook URL or
+    --file PATH. Confidential settings are never printed."""
+    if sum(x is not None for x in (module, webhook, file_)) != 1:
+        raise click.UsageError("give exactly one of --module, --webhook or --file")
+    with _activate(data_dir) as service:
+        summary = service.add_output(
+            name, module=module, webhook=webhook, file=file_, settings=_settings_of(settings)
+        )
+    if as_json:
+        _print_json(summary)
+        return
+    click.echo(f"created output {name!r}")
+    _echo_mapping(summary)
+
+
+@outputs.command("list")
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def outputs_list(data_dir: Path, as_json: bool) -> None:
+    """List the outputs."""
+    with _activate(data_dir) as service:
+        found = service.list_outputs()
+    if as_json:
+        for item in found:
+            _print_json(item)
+        return
+    rows = [
+        [
+            o["name"],
+            o["kind"],
+            str(o.get("module") or o.get("url") or o.get("path")),
+            "paused" if o["paused"] else "active",
+        ]
+        for o in found
+    ]
+    _table(["NAME", "KIND", "DESTINATION", "STATE"], rows)
+
+
+@outputs.command("show")
+@click.argument("name")
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print the output as JSON.")
+def outputs_show(name: str, data_dir: Path, as_json: bool) -> None:
+    """Show an output, its connections and its queue."""
+    with _activate(data_dir) as service:
+        summary = service.show_output(name)
+    if as_json:
+        _print_json(summary)
+    else:
+        _echo_mapping(summary)
+
+
+@outputs.command("pause")
+@click.argument("name")
+@data_dir_option
+def outputs_pause(name: str, data_dir: Path) -> None:
+    """Stop sending to an output; its deliveries wait in the outbox."""
+    with _activate(data_dir) as service:
+        service.set_paused(name, True)
+    click.echo(f"paused output {name!r}")
+
+
+@outputs.command("resume")
+@click.argument("name")
+@data_dir_option
+def outputs_resume(name: str, data_dir: Path) -> None:
+    """Send to a paused output again (also after a partner's suspend_subscription)."""
+    with _activate(data_dir) as service:
+        service.set_paused(name, False)
+    click.echo(f"resumed output {name!r}")
+
+
+@outputs.command("status")
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def outputs_status(data_dir: Path, as_json: bool) -> None:
+    """A table of the outputs: state, pending and parked deliveries, oldest pending age."""
+    with _activate(data_dir) as service:
+        rows = service.status()
+    if as_json:
+        for row in rows:
+            _print_json(row)
+        return
+    _table(
+        ["OUTPUT", "KIND", "STATE", "PENDING", "PARKED", "OLDEST S", "REASON"],
+        [
+            [
+                r["name"],
+                r["kind"],
+                r["state"],
+                str(r["pending"]),
+                str(r["parked"]),
+                "-" if r["oldest_pending_age_s"] is None else f"{r['oldest_pending_age_s']:g}",
+                r["paused_reason"] or "",
+            ]
+            for r in rows
+        ],
+    )
+
+
+def _split(value: str | None) -> list[str]:
+    return [x.strip() for x in (value or "").split(",") if x.strip()]
+
+
+@main.group()
+def connections() -> None:
+    """Connections: which input goes to which output, with settings and filters."""
+
+
+@connections.command("add")
+@click.option("--input", "input_", required=True, help="Input name or id.")
+@click.option("--output", "output", required=True, help="Output name.")
+@setting_option
+@click.option("--event-types", default=None, metavar="T1,T2", help="Forward only these types.")
+@click.option(
+    "--environment",
+    type=click.Choice(["production", "development"]),
+    default=None,
+    help="Forward only batches of this environment (none = production).",
+)
+@click.option("--event-names", default=None, metavar="N1,N2", help="Forward only these names.")
+@click.option("--drop-event-names", default=None, metavar="N1,N2", help="Drop these names.")
+@click.option("--attributes", default=None, metavar="A1,A2", help="Keep only these attributes.")
+@click.option("--drop-attributes", default=None, metavar="A1,A2", help="Drop these attributes.")
+@click.option(
+    "--sample-percent",
+    type=click.FloatRange(0, 100),
+    default=100.0,
+    show_default=True,
+    help="Forward this percentage of users (stable per mpid).",
+)
+@click.option(
+    "--consent-purpose",
+    "consent_purposes",
+    multiple=True,
+    help="Forward only when this GDPR purpose is consented (repeat).",
+)
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print the connection as JSON.")
+def connections_add(
+    input_: str,
+    output: str,
+    settings: tuple[str, ...],
+    event_types: str | None,
+    environment: str | None,
+    event_names: str | None,
+    drop_event_names: str | None,
+    attributes: str | None,
+    drop_attributes: str | None,
+    sample_percent: float,
+    consent_purposes: tuple[str, ...],
+    data_dir: Path,
+    as_json: bool,
+) -> None:
+    """Connect an input to an output."""
+    from patchbay.activate.store import Filters
+
+    filters = Filters(
+        environment=environment,
+        event_types=_split(event_types),
+        event_names_keep=_split(event_names),
+        event_names_drop=_split(drop_event_names),
+        attributes_keep=_split(attributes),
+        attributes_drop=_split(drop_attributes),
+        sample_percent=sample_percent,
+        consent_purposes=list(consent_purposes),
+    )
+    with _activate(data_dir) as service:
+        summary = service.add_connection(
+            input_=input_, output=output, settings=_settings_of(settings), filters=filters
+        )
+    if as_json:
+        _print_json(summary)
+        return
+    click.echo(f"connected {summary['input']!r} to {output!r} (connection {summary['id']})")
+
+
+@connections.command("list")
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def connections_list(data_dir: Path, as_json: bool) -> None:
+    """List the connections."""
+    with _activate(data_dir) as service:
+        found = service.list_connections()
+    if as_json:
+        for item in found:
+            _print_json(item)
+        return
+    rows = [
+        [
+            c["id"],
+            str(c["input"]),
+            c["output"],
+            ", ".join(f"{k}={v}" for k, v in c["filters"].items()) or "-",
+        ]
+        for c in found
+    ]
+    _table(["ID", "INPUT", "OUTPUT", "FILTERS"], rows)
+
+
+@connections.command("remove")
+@click.argument("connection_id", required=False)
+@click.option("--input", "input_", default=None, help="Input name or id (with --output).")
+@click.option("--output", "output", default=None, help="Output name (with --input).")
+@data_dir_option
+def connections_remove(
+    connection_id: str | None, input_: str | None, output: str | None, data_dir: Path
+) -> None:
+    """Remove a connection by ID, or by --input and --output. Deliveries already queued
+    are still sent."""
+    with _activate(data_dir) as service:
+        removed = service.remove_connection(connection_id, input_=input_, output=output)
+    click.echo(f"removed {removed} connection(s)")
+
+
+@main.group()
+def deliveries() -> None:
+    """Deliveries: the outbox; parked deliveries and their replay."""
+
+
+@deliveries.command("parked")
+@click.option("--output", default=None, help="Only this output's deliveries.")
+@click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True)
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def deliveries_parked(output: str | None, limit: int, data_dir: Path, as_json: bool) -> None:
+    """List parked deliveries with their last error."""
+    with _activate(data_dir) as service:
+        found = service.parked(output, limit)
+    if as_json:
+        for item in found:
+            _print_json(item)
+        return
+    _table(
+        ["ID", "OUTPUT", "OFFSET", "ATTEMPTS", "PARKED AT", "LAST ERROR"],
+        [
+            [
+                d["id"],
+                d["output"],
+                str(d["batch_offset"]),
+                str(d["attempts"]),
+                str(d["parked_at"]),
+                d["last_error"] or "",
+            ]
+            for d in found
+        ],
+    )
+
+
+@deliveries.command("replay")
+@click.option("--output", default=None, help="Replay this output's parked deliveries.")
+@click.option("--id", "ids", multiple=True, help="Replay this delivery (repeat).")
+@click.option("--all", "all_", is_flag=True, help="Replay every parked delivery.")
+@data_dir_option
+def deliveries_replay(output: str | None, ids: tuple[str, ...], all_: bool, data_dir: Path) -> None:
+    """Send parked deliveries again, with their original message ids (a running server
+    picks them up at once)."""
+    if not (output or ids or all_):
+        raise click.UsageError("give --output OUTPUT, --id ID or --all")
+    with _activate(data_dir) as service:
+        count = service.replay_all() if all_ else service.replay(output, list(ids))
+    click.echo(f"replaying {count} parked deliveries")
+
+
+def _add_admin_token_option() -> None:
+    """``serve --admin-token``: enables the admin HTTP API (passed on in the environment of
+    the server, never stored)."""
+    original = serve.callback
+    assert original is not None
+
+    def callback(admin_token: str | None, **kwargs: Any) -> Any:
+        import os
+
+        if admin_token:
+            os.environ["PATCHBAY_ADMIN_TOKEN"] = admin_token
+        return original(**kwargs)
+
+    serve.params.append(
+        click.Option(
+            ["--admin-token"],
+            default=None,
+            envvar="PATCHBAY_ADMIN_TOKEN",
+            help="Token of the admin HTTP API (Authorization: Bearer ...); without one the"
+            " admin API is disabled. Env PATCHBAY_ADMIN_TOKEN.",
+        )
+    )
+    serve.callback = callback
+
+
+_add_admin_token_option()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+import contextlib
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "DeliveryMetrics", "Metrics"]
 
 
 class Metrics:
@@ -54,3 +56,109 @@ class Metrics:
     def render(self) -> bytes:
         """The metrics in Prometheus' text format."""
         return generate_latest(self.registry)
+
+
+class DeliveryMetrics:
+    """Per-output delivery metrics of the activate stage, in a registry shared with
+    :class:`Metrics` (``/metrics``)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.sent = Counter(
+            "patchbay_delivery_attempts",
+            "Delivery attempts (sends), by output.",
+            ["output"],
+            registry=registry,
+        )
+        self.succeeded = Counter(
+            "patchbay_deliveries_succeeded",
+            "Deliveries the output accepted, by output.",
+            ["output"],
+            registry=registry,
+        )
+        self.failed = Counter(
+            "patchbay_delivery_failures",
+            "Failed delivery attempts, by output.",
+            ["output"],
+            registry=registry,
+        )
+        self.retrying = Counter(
+            "patchbay_delivery_retries",
+            "Failed attempts scheduled for a retry, by output.",
+            ["output"],
+            registry=registry,
+        )
+        self.parked_total = Counter(
+            "patchbay_deliveries_parked",
+            "Deliveries parked after their last attempt, by output.",
+            ["output"],
+            registry=registry,
+        )
+        self.pending = Gauge(
+            "patchbay_delivery_queue_depth",
+            "Deliveries waiting to be sent, by output.",
+            ["output"],
+            registry=registry,
+        )
+        self.parked_now = Gauge(
+            "patchbay_delivery_parked_current",
+            "Deliveries parked now, by output.",
+            ["output"],
+            registry=registry,
+        )
+        self.queue_age = Gauge(
+            "patchbay_delivery_queue_age_seconds",
+            "Age of the oldest delivery waiting to be sent, by output.",
+            ["output"],
+            registry=registry,
+        )
+        self.paused = Gauge(
+            "patchbay_output_paused",
+            "1 when the output is paused, by output.",
+            ["output"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "patchbay_delivery_duration_seconds",
+            "Time of one delivery attempt, by output.",
+            ["output"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            registry=registry,
+        )
+
+    def attempt(self, output: str, ok: bool, seconds: float) -> None:
+        """One attempt and its latency."""
+        self.sent.labels(output).inc()
+        (self.succeeded if ok else self.failed).labels(output).inc()
+        self.latency.labels(output).observe(seconds)
+
+    def retry(self, output: str) -> None:
+        """A failed attempt that will be retried."""
+        self.retrying.labels(output).inc()
+
+    def parked(self, output: str) -> None:
+        """A delivery parked."""
+        self.parked_total.labels(output).inc()
+
+    def queue(self, output: str, pending: int, parked: int, age_s: float, paused: bool) -> None:
+        """The state of an output's queue."""
+        self.pending.labels(output).set(pending)
+        self.parked_now.labels(output).set(parked)
+        self.queue_age.labels(output).set(age_s)
+        self.paused.labels(output).set(1 if paused else 0)
+
+    def forget(self, output: str) -> None:
+        """Drop the series of a removed output."""
+        for metric in (
+            self.sent,
+            self.succeeded,
+            self.failed,
+            self.retrying,
+            self.parked_total,
+            self.pending,
+            self.parked_now,
+            self.queue_age,
+            self.paused,
+            self.latency,
+        ):
+            with contextlib.suppress(KeyError):
+                metric.remove(output)

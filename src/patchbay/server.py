@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 
 import msgspec
@@ -13,9 +14,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from patchbay.activate.admin_http import ADMIN_TOKEN_ENV, AdminApi
+from patchbay.activate.engine import DeliveryEngine, EngineConfig
+from patchbay.activate.service import ActivateService
+from patchbay.activate.sink import ActivateSink
+from patchbay.activate.store import DeliveryStore
 from patchbay.clock import Clock, SystemClock
 from patchbay.collect.http import EventsApi
-from patchbay.metrics import CONTENT_TYPE_LATEST, Metrics
+from patchbay.metrics import CONTENT_TYPE_LATEST, DeliveryMetrics, Metrics
 from patchbay.openapi import build_openapi
 from patchbay.resolve.idsync_http import IdentityApi
 from patchbay.resolve.profile_http import ProfileApi
@@ -26,7 +32,9 @@ from patchbay.resolve.state import ProfileStore
 from patchbay.resolve.strategy import IdentityStrategy
 from patchbay.settings import Settings
 from patchbay.store.appender import GroupCommitAppender
-from patchbay.store.base import Store
+from patchbay.store.base import ModuleStore, Store
+from patchbay.store.sqlite_deliveries import SqliteDeliveryStore
+from patchbay.store.sqlite_modules import SqliteModuleStore
 
 log = structlog.get_logger("patchbay.server")
 
@@ -40,10 +48,17 @@ def create_app(
     profiles: ProfileStore,
     clock: Clock | None = None,
     strategy: IdentityStrategy | None = None,
+    deliveries: DeliveryStore | None = None,
+    modules: ModuleStore | None = None,
+    admin_token: str | None = None,
+    engine_config: EngineConfig | None = None,
 ) -> Starlette:
-    """The Patchbay ASGI app: collect into ``store``, resolve into ``profiles``.
+    """The Patchbay ASGI app: collect into ``store``, resolve into ``profiles``, deliver
+    through the outbox (``deliveries``, by default ``deliveries.db`` in the data dir).
 
-    It runs the resolve stage on a thread, and on shutdown stops it and closes both stores.
+    It runs the resolve stage on a thread and the delivery engine on the event loop, and on
+    shutdown stops them and closes the stores. The admin API is enabled by ``admin_token``
+    (default ``$PATCHBAY_ADMIN_TOKEN``).
     """
     clock = clock or SystemClock()
     metrics = Metrics()
@@ -51,6 +66,20 @@ def create_app(
     api = EventsApi(store, appender, settings, clock, metrics)
     service = ResolveService(profiles, Resolver(strategy or IdentityStrategy()), clock)
     stage = ResolveStage(store, profiles, service.resolver)
+    deliveries = deliveries or SqliteDeliveryStore(settings.data_dir, settings.durability)
+    modules = modules or SqliteModuleStore(settings.data_dir, settings.durability)
+    engine = DeliveryEngine(
+        deliveries,
+        modules,
+        clock,
+        engine_config or EngineConfig.from_env(),
+        DeliveryMetrics(metrics.registry),
+    )
+    stage.sink = ActivateSink(deliveries, modules, clock, engine.notify)
+    admin_api = AdminApi(
+        ActivateService(deliveries, modules, store, clock),
+        admin_token if admin_token is not None else os.environ.get(ADMIN_TOKEN_ENV) or None,
+    )
     runner = StageRunner(lambda: service.step(stage))
     profile_api = ProfileApi(store, service, clock)
     identity_api = IdentityApi(store, appender, service, clock, metrics)
@@ -79,6 +108,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         purger = asyncio.create_task(purge_dedup())
+        await engine.start()
         runner.start()
         log.info("serving", data_dir=str(settings.data_dir), last_offset=store.last_offset())
         try:
@@ -87,14 +117,18 @@ def create_app(
             purger.cancel()
             await asyncio.to_thread(appender.close)
             await asyncio.to_thread(runner.stop)
+            await engine.stop()
             store.close()
             profiles.close()
+            deliveries.close()
+            modules.close()
             log.info("stopped")
 
     routes = [
         *api.routes(),
         *profile_api.routes(),
         *identity_api.routes(),
+        *admin_api.routes(),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", openapi_endpoint, methods=["GET"]),

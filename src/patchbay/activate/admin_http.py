@@ -1,0 +1,209 @@
+"""The admin HTTP API: the ``outputs``, ``connections`` and ``deliveries`` commands over HTTP.
+
+Every route requires ``Authorization: Bearer <token>`` with the admin token given to
+``patchbay serve`` (``--admin-token`` or ``$PATCHBAY_ADMIN_TOKEN``; it is kept in memory
+only, as a SHA-256 digest, and compared in constant time). Without a configured token the
+admin API is disabled: every route answers 404 with a message saying how to enable it.
+
+Routes (JSON in and out)::
+
+    GET    /admin/v1/outputs                  POST /admin/v1/outputs
+    GET    /admin/v1/outputs/{name}           POST /admin/v1/outputs/{name}/pause|resume
+    GET    /admin/v1/outputs-status
+    GET    /admin/v1/connections              POST /admin/v1/connections
+    DELETE /admin/v1/connections/{id}
+    GET    /admin/v1/deliveries/parked[?output=NAME]
+    POST   /admin/v1/deliveries/replay        {"output": NAME} | {"ids": [...]} | {"all": true}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from patchbay.activate.service import ActivateError, ActivateService
+from patchbay.activate.store import Filters
+
+#: The environment variable holding the admin token.
+ADMIN_TOKEN_ENV = "PATCHBAY_ADMIN_TOKEN"
+
+PREFIX = "/admin/v1"
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class OutputBody(msgspec.Struct, forbid_unknown_fields=True):
+    """``POST /admin/v1/outputs``."""
+
+    name: str
+    module: str | None = None
+    webhook: str | None = None
+    file: str | None = None
+    settings: dict[str, str] = {}
+
+
+class ConnectionBody(msgspec.Struct, forbid_unknown_fields=True):
+    """``POST /admin/v1/connections``."""
+
+    input: str
+    output: str
+    settings: dict[str, str] = {}
+    filters: Filters = Filters()
+
+
+class ReplayBody(msgspec.Struct, forbid_unknown_fields=True):
+    """``POST /admin/v1/deliveries/replay``."""
+
+    output: str | None = None
+    ids: list[str] = []
+    all: bool = False
+
+
+def _json(value: Any, status: int = 200) -> Response:
+    return Response(msgspec.json.encode(value), status, media_type="application/json")
+
+
+def _error(message: str, status: int) -> Response:
+    return _json({"error": message}, status)
+
+
+class AdminApi:
+    """The admin routes over an :class:`ActivateService`."""
+
+    def __init__(self, service: ActivateService, token: str | None) -> None:
+        self._service = service
+        self._digest = hashlib.sha256(token.encode()).digest() if token else None
+
+    def _authorized(self, request: Request) -> Response | None:
+        if self._digest is None:
+            return _error(
+                "the admin API is disabled: start `patchbay serve` with --admin-token"
+                f" or ${ADMIN_TOKEN_ENV}",
+                404,
+            )
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        supplied = hashlib.sha256(given.strip().encode()).digest()
+        ok = scheme.lower() == "bearer" and hmac.compare_digest(supplied, self._digest)
+        if not ok:
+            return Response(
+                msgspec.json.encode({"error": "a valid admin token is required (Bearer)"}),
+                401,
+                media_type="application/json",
+                headers={"WWW-Authenticate": 'Bearer realm="patchbay-admin"'},
+            )
+        return None
+
+    def _guard(self, handler: Handler) -> Handler:
+        async def guarded(request: Request) -> Response:
+            refused = self._authorized(request)
+            if refused is not None:
+                return refused
+            try:
+                return await handler(request)
+            except ActivateError as exc:
+                return _error(str(exc), 404 if exc.not_found else 400)
+            except msgspec.ValidationError as exc:
+                return _error(f"invalid body: {exc}", 400)
+            except msgspec.DecodeError as exc:
+                return _error(f"the body is not JSON: {exc}", 400)
+
+        return guarded
+
+    async def _call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(function, *args, **kwargs)
+
+    async def list_outputs(self, request: Request) -> Response:
+        return _json(await self._call(self._service.list_outputs))
+
+    async def add_output(self, request: Request) -> Response:
+        body = msgspec.json.decode(await request.body(), type=OutputBody)
+        created = await self._call(
+            self._service.add_output,
+            body.name,
+            module=body.module,
+            webhook=body.webhook,
+            file=body.file,
+            settings=body.settings,
+        )
+        return _json(created, 201)
+
+    async def show_output(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        return _json(await self._call(self._service.show_output, name))
+
+    async def pause(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        return _json(await self._call(self._service.set_paused, name, True))
+
+    async def resume(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        return _json(await self._call(self._service.set_paused, name, False))
+
+    async def status(self, request: Request) -> Response:
+        return _json(await self._call(self._service.status))
+
+    async def list_connections(self, request: Request) -> Response:
+        return _json(await self._call(self._service.list_connections))
+
+    async def add_connection(self, request: Request) -> Response:
+        body = msgspec.json.decode(await request.body(), type=ConnectionBody)
+        created = await self._call(
+            self._service.add_connection,
+            input_=body.input,
+            output=body.output,
+            settings=body.settings,
+            filters=body.filters,
+        )
+        return _json(created, 201)
+
+    async def remove_connection(self, request: Request) -> Response:
+        connection_id = request.path_params["id"]
+        removed = await self._call(self._service.remove_connection, connection_id)
+        return _json({"removed": removed})
+
+    async def parked(self, request: Request) -> Response:
+        output = request.query_params.get("output")
+        return _json(await self._call(self._service.parked, output))
+
+    async def replay(self, request: Request) -> Response:
+        raw = await request.body()
+        body = msgspec.json.decode(raw, type=ReplayBody) if raw.strip() else ReplayBody()
+        if body.all:
+            count = await self._call(self._service.replay_all)
+        else:
+            count = await self._call(self._service.replay, body.output, body.ids)
+        return _json({"replayed": count})
+
+    async def not_found(self, request: Request) -> Response:
+        return _error(f"no admin route {request.method} {request.url.path}", 404)
+
+    def routes(self) -> list[Route]:
+        """The admin routes, each behind the token check."""
+        g = self._guard
+        return [
+            Route(f"{PREFIX}/outputs", g(self.list_outputs), methods=["GET"]),
+            Route(f"{PREFIX}/outputs", g(self.add_output), methods=["POST"]),
+            Route(f"{PREFIX}/outputs-status", g(self.status), methods=["GET"]),
+            Route(f"{PREFIX}/outputs/{{name}}", g(self.show_output), methods=["GET"]),
+            Route(f"{PREFIX}/outputs/{{name}}/pause", g(self.pause), methods=["POST"]),
+            Route(f"{PREFIX}/outputs/{{name}}/resume", g(self.resume), methods=["POST"]),
+            Route(f"{PREFIX}/connections", g(self.list_connections), methods=["GET"]),
+            Route(f"{PREFIX}/connections", g(self.add_connection), methods=["POST"]),
+            Route(f"{PREFIX}/connections/{{id}}", g(self.remove_connection), methods=["DELETE"]),
+            Route(f"{PREFIX}/deliveries/parked", g(self.parked), methods=["GET"]),
+            Route(f"{PREFIX}/deliveries/replay", g(self.replay), methods=["POST"]),
+            Route(
+                f"{PREFIX}/{{rest:path}}",
+                g(self.not_found),
+                methods=["GET", "POST", "PUT", "DELETE", "PATCH"],
+            ),
+        ]

@@ -1,0 +1,656 @@
+"""The delivery engine: one worker per output drains that output's queue in the outbox.
+
+* **Isolation.** Each output has its own asyncio task, its own bound on concurrent sends,
+  its own HTTP connection pool and its own threads (Lambda calls, file writes): a failing,
+  slow or paused output never delays another. The outbox is read and written on a small
+  thread pool of the engine's own.
+* **Retries.** Connection errors, timeouts, 408, 429 and 5xx (and a throttled Lambda) are
+  retried with exponential backoff and full jitter, never sooner than a ``Retry-After``,
+  until the delivery is older than the retry window (default 24 h); then, and at once for
+  any other error, the delivery is *parked* with its last error, until
+  ``patchbay deliveries replay``. See :func:`next_attempt`.
+* **At least once.** A delivery leaves the outbox only after the output accepted it, so a
+  crash at any point resends it (with the same message id) after the restart.
+* **suspend_subscription.** A module that answers ``suspend_subscription: true`` has its
+  output paused, with the reason shown by ``patchbay outputs status``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import email.utils
+import os
+import random
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import aiohttp
+import structlog
+
+from patchbay import __version__
+from patchbay.activate.store import Delivery, DeliveryStore, Output
+from patchbay.clock import Clock
+from patchbay.firehose import EventProcessingRequest, EventProcessingResponse, parse
+from patchbay.partner.transport import (
+    RETRYABLE_STATUSES,
+    HttpTarget,
+    HttpTransport,
+    LambdaTarget,
+    LambdaTransport,
+    PartnerFunctionError,
+    PartnerStatusError,
+    Target,
+    Timeouts,
+    Transport,
+    TransportError,
+    _Failure,
+    _lambda_error,
+    excerpt,
+)
+from patchbay.store.base import ModuleStore
+
+log = structlog.get_logger("patchbay.activate")
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- policy
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Backoff: ``base_delay_s * 2**(attempt-1)`` capped at ``max_delay_s``, with full
+    jitter; a delivery is parked once it has been failing for ``max_age_s``."""
+
+    base_delay_s: float = 1.0
+    max_delay_s: float = 300.0
+    max_age_s: float = 24 * 3600.0
+
+
+def next_attempt(
+    policy: RetryPolicy,
+    *,
+    attempts: int,
+    since_ms: int,
+    now_ms: int,
+    retryable: bool,
+    retry_after_s: float | None = None,
+    jitter: float = 1.0,
+) -> int | None:
+    """When to try a delivery again after its ``attempts``-th failed attempt, or ``None``
+    to park it.
+
+    ``jitter`` in [0, 1] picks the delay between half and all of the exponential delay
+    (pass ``random.random()``). A ``Retry-After`` is a lower bound. A delivery failing
+    since ``since_ms`` is parked when the next attempt would fall after the retry window.
+    """
+    if not retryable:
+        return None
+    exponent = min(max(attempts - 1, 0), 60)
+    delay = min(policy.max_delay_s, policy.base_delay_s * (2.0**exponent))
+    delay *= 0.5 + 0.5 * min(max(jitter, 0.0), 1.0)
+    if retry_after_s is not None:
+        delay = max(delay, retry_after_s)
+    at = now_ms + max(1, round(delay * 1000))
+    if at - since_ms > policy.max_age_s * 1000:
+        return None
+    return at
+
+
+def parse_retry_after(value: str | None, now_ms: int) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    with contextlib.suppress(ValueError):
+        return max(0.0, float(value))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now_ms / 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Tuning of the engine. ``concurrency``: sends in flight per output; ``poll_s``: how
+    often an idle worker looks at its queue (new deliveries also wake it at once)."""
+
+    concurrency: int = 8
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    poll_s: float = 0.25
+    refresh_s: float = 1.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> EngineConfig:
+        """The defaults, overridden by ``PATCHBAY_DELIVERY_*`` variables: CONCURRENCY,
+        TIMEOUT_S, CONNECT_TIMEOUT_S, BASE_DELAY_S, MAX_DELAY_S, MAX_AGE_S, POLL_S."""
+        env = os.environ if env is None else env
+
+        def number(name: str, default: float) -> float:
+            raw = env.get(f"PATCHBAY_DELIVERY_{name}")
+            return float(raw) if raw else default
+
+        defaults = cls()
+        return cls(
+            concurrency=max(1, int(number("CONCURRENCY", defaults.concurrency))),
+            timeouts=Timeouts(
+                total=number("TIMEOUT_S", defaults.timeouts.total),
+                connect=number("CONNECT_TIMEOUT_S", defaults.timeouts.connect),
+            ),
+            policy=RetryPolicy(
+                base_delay_s=number("BASE_DELAY_S", defaults.policy.base_delay_s),
+                max_delay_s=number("MAX_DELAY_S", defaults.policy.max_delay_s),
+                max_age_s=number("MAX_AGE_S", defaults.policy.max_age_s),
+            ),
+            poll_s=number("POLL_S", defaults.poll_s),
+        )
+
+
+# --------------------------------------------------------------------------- senders
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of one attempt."""
+
+    ok: bool
+    retryable: bool = False
+    error: str | None = None
+    retry_after_s: float | None = None
+    suspend: bool = False
+
+
+_retry_after_slot: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "patchbay_retry_after", default=None
+)
+
+
+async def _on_request_end(
+    session: aiohttp.ClientSession,
+    context: Any,
+    params: aiohttp.TraceRequestEndParams,
+) -> None:
+    """Keep the ``Retry-After`` of a module's answer for the attempt that asked for it (the
+    transport does not expose response headers)."""
+    slot = _retry_after_slot.get()
+    if slot is not None:
+        value = params.response.headers.get("Retry-After")
+        if value is not None:
+            slot["retry-after"] = value
+
+
+class Sender:
+    """Sends the payload of a delivery to one output."""
+
+    async def send(self, delivery: Delivery, now_ms: int) -> Outcome:
+        """One attempt."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Release connections and threads."""
+
+
+class WebhookSender(Sender):
+    """POSTs the JSON payload; any 2xx is success. ``token`` is sent as a bearer token."""
+
+    def __init__(
+        self, session: aiohttp.ClientSession, url: str, token: str | None, timeouts: Timeouts
+    ) -> None:
+        self._session = session
+        self._url = url
+        self._token = token
+        self._timeout = aiohttp.ClientTimeout(
+            total=timeouts.total, connect=timeouts.connect, sock_connect=timeouts.connect
+        )
+
+    async def send(self, delivery: Delivery, now_ms: int) -> Outcome:
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": f"patchbay/{__version__} (webhook)",
+            "X-Patchbay-Delivery-Id": delivery.id,
+        }
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        try:
+            async with self._session.post(
+                self._url,
+                data=delivery.payload,
+                headers=headers,
+                timeout=self._timeout,
+                allow_redirects=False,
+            ) as response:
+                body = await response.content.read(2048)
+                status = response.status
+                retry_after = response.headers.get("Retry-After")
+        except TimeoutError:
+            return Outcome(False, True, f"no answer from {self._url} in time")
+        except aiohttp.ClientError as exc:
+            return Outcome(False, True, f"cannot reach {self._url}: {exc or type(exc).__name__}")
+        if 200 <= status < 300:
+            return Outcome(True)
+        return Outcome(
+            False,
+            status in RETRYABLE_STATUSES,
+            f"{self._url} answered HTTP {status}: {excerpt(body) or '(empty body)'}",
+            parse_retry_after(retry_after, now_ms),
+        )
+
+
+class FileSender(Sender):
+    """Appends the payload as one line to a file (flushed and fsynced), on a thread of its
+    own."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="patchbay-file")
+
+    def _append(self, line: bytes) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        with self._path.open("ab") as handle:
+            handle.write(line + b"\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    async def send(self, delivery: Delivery, now_ms: int) -> Outcome:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._append, delivery.payload)
+        except OSError as exc:
+            return Outcome(False, True, f"cannot write {self._path}: {exc}")
+        return Outcome(True)
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class _OwnThreadsLambdaTransport(LambdaTransport):
+    """The Lambda transport, calling boto3 on the output's own threads instead of the
+    event loop's shared pool (so a slow function cannot starve other outputs)."""
+
+    def __init__(self, target: LambdaTarget, timeouts: Timeouts, threads: int) -> None:
+        super().__init__(target, timeouts=timeouts)
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="patchbay-lambda")
+
+    async def _exchange(self, body: bytes, authenticate: bool) -> tuple[int, bytes, float]:
+        loop = asyncio.get_running_loop()
+        outcome, latency_ms = await loop.run_in_executor(self._executor, self._timed_invoke, body)
+        if isinstance(outcome, _Failure):
+            raise outcome.error(latency_ms)
+        status, function_error, payload = outcome
+        if function_error:
+            error_type, error_message = _lambda_error(payload)
+            detail = ": ".join(x for x in (error_type, error_message) if x) or excerpt(payload)
+            raise PartnerFunctionError(
+                f"the function failed ({function_error}): {detail}",
+                target=self.target.describe(),
+                kind=function_error,
+                error_type=error_type,
+                error_message=error_message,
+                body=excerpt(payload),
+                latency_ms=latency_ms,
+            )
+        return status, payload, latency_ms
+
+    async def close(self) -> None:
+        await super().close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class ModuleSender(Sender):
+    """Sends the stored Firehose request over the module's transport."""
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+
+    async def send(self, delivery: Delivery, now_ms: int) -> Outcome:
+        try:
+            message = parse(delivery.payload, lenient=True)
+        except Exception as exc:  # noqa: BLE001 - a stored payload that no longer parses
+            return Outcome(False, False, f"the stored message cannot be read: {exc}")
+        assert isinstance(message, EventProcessingRequest)
+        slot: dict[str, str] = {}
+        token = _retry_after_slot.set(slot)
+        try:
+            reply = await self._transport.send(message, lenient=True)
+        except PartnerStatusError as exc:
+            return Outcome(
+                False,
+                exc.retryable,
+                str(exc),
+                parse_retry_after(slot.get("retry-after"), now_ms),
+            )
+        except TransportError as exc:
+            return Outcome(False, exc.retryable, str(exc))
+        finally:
+            _retry_after_slot.reset(token)
+        answer = reply.message
+        suspend = isinstance(answer, EventProcessingResponse) and answer.suspend_subscription
+        return Outcome(True, suspend=suspend)
+
+    async def close(self) -> None:
+        await self._transport.close()
+
+
+# --------------------------------------------------------------------------- engine
+
+
+class DeliveryMetricsLike(Protocol):
+    """The per-output metrics the engine updates (:class:`patchbay.metrics.DeliveryMetrics`)."""
+
+    def attempt(self, output: str, ok: bool, seconds: float) -> None:
+        """One attempt and its latency."""
+
+    def retry(self, output: str) -> None:
+        """A failed attempt that will be retried."""
+
+    def parked(self, output: str) -> None:
+        """A delivery parked."""
+
+    def queue(self, output: str, pending: int, parked: int, age_s: float, paused: bool) -> None:
+        """The state of an output's queue."""
+
+    def forget(self, output: str) -> None:
+        """An output removed."""
+
+
+class _NoMetrics:
+    def attempt(self, output: str, ok: bool, seconds: float) -> None:
+        pass
+
+    def retry(self, output: str) -> None:
+        pass
+
+    def parked(self, output: str) -> None:
+        pass
+
+    def queue(self, output: str, pending: int, parked: int, age_s: float, paused: bool) -> None:
+        pass
+
+    def forget(self, output: str) -> None:
+        pass
+
+
+class OutputWorker:
+    """Drains one output's queue with at most ``concurrency`` sends in flight."""
+
+    def __init__(self, engine: DeliveryEngine, name: str) -> None:
+        self.engine = engine
+        self.name = name
+        self.wake = asyncio.Event()
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._sender: Sender | None = None
+        self._sender_key: tuple[object, ...] | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the worker's task."""
+        self.task = asyncio.create_task(self._run(), name=f"patchbay-output-{self.name}")
+
+    async def stop(self) -> None:
+        """Cancel the worker and its sends (they stay pending in the outbox)."""
+        tasks = [t for t in (self.task, *self._inflight.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self._close_sender()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _run(self) -> None:
+        engine = self.engine
+        config = engine.config
+        while True:
+            try:
+                timeout = await self._dispatch()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("output_worker_failed", output=self.name)
+                timeout = max(config.poll_s, 1.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout)
+            self.wake.clear()
+
+    async def _dispatch(self) -> float:
+        """Start the sends that are due; return how long to wait before looking again."""
+        engine = self.engine
+        poll = engine.config.poll_s
+        output = await engine.db(engine.store.get_output, self.name)
+        if output is None:
+            return poll
+        if output.paused:
+            return poll
+        free = engine.config.concurrency - len(self._inflight)
+        if free <= 0:
+            return poll
+        now = engine.clock.now_ms()
+        due = await engine.db(engine.store.due, self.name, now, free, list(self._inflight))
+        if not due:
+            return poll
+        sender = await self._sender_for(output)
+        if sender is None:
+            return poll
+        for delivery in due:
+            task = asyncio.create_task(self._deliver(sender, delivery))
+            self._inflight[delivery.id] = task
+        return 0 if len(due) == free else poll
+
+    async def _sender_for(self, output: Output) -> Sender | None:
+        engine = self.engine
+        target: Target | None = None
+        key: tuple[object, ...]
+        if output.kind == "module":
+            from patchbay.partner.registration import target_of
+
+            assert output.module is not None
+            module = await engine.db(engine.modules.get_module, output.module)
+            if module is None:
+                log.warning("module_missing", output=self.name, module=output.module)
+                return None
+            target = target_of(module)
+            key = ("module", target)
+        elif output.kind == "webhook":
+            key = ("webhook", output.url, output.settings.get("token"))
+        else:
+            key = ("file", output.path)
+        if self._sender is not None and key == self._sender_key:
+            return self._sender
+        await self._close_sender()
+        config = engine.config
+        if output.kind == "file":
+            assert output.path is not None
+            sender: Sender = FileSender(Path(output.path))
+        elif output.kind == "webhook":
+            assert output.url is not None
+            sender = WebhookSender(
+                self._get_session(), output.url, output.settings.get("token"), config.timeouts
+            )
+        elif isinstance(target, HttpTarget):
+            sender = ModuleSender(
+                HttpTransport(target, timeouts=config.timeouts, session=self._get_session())
+            )
+        else:
+            assert isinstance(target, LambdaTarget)
+            sender = ModuleSender(
+                _OwnThreadsLambdaTransport(target, config.timeouts, config.concurrency)
+            )
+        self._sender, self._sender_key = sender, key
+        return sender
+
+    async def _close_sender(self) -> None:
+        if self._sender is not None:
+            old, self._sender = self._sender, None
+            # let the sends still using it finish with it
+            running = [t for t in self._inflight.values() if not t.done()]
+            if running:
+                await asyncio.wait(running)
+            await old.close()
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            trace = aiohttp.TraceConfig()
+            trace.on_request_end.append(_on_request_end)
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=self.engine.config.concurrency, ttl_dns_cache=300
+                ),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                trace_configs=[trace],
+            )
+        return self._session
+
+    async def _deliver(self, sender: Sender, delivery: Delivery) -> None:
+        engine = self.engine
+        try:
+            started = engine.clock.monotonic()
+            outcome = await sender.send(delivery, engine.clock.now_ms())
+            engine.metrics.attempt(self.name, outcome.ok, engine.clock.monotonic() - started)
+            await self._record(delivery, outcome)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("delivery_failed", output=self.name, delivery=delivery.id)
+        finally:
+            self._inflight.pop(delivery.id, None)
+            self.wake.set()
+
+    async def _record(self, delivery: Delivery, outcome: Outcome) -> None:
+        engine = self.engine
+        store = engine.store
+        now = engine.clock.now_ms()
+        if outcome.ok:
+            await engine.db(store.succeeded, delivery.id)
+            if outcome.suspend:
+                reason = "the partner answered suspend_subscription: true"
+                await engine.db(store.set_paused, self.name, True, reason, now)
+                log.warning("output_suspended", output=self.name, reason=reason)
+            return
+        attempts = delivery.attempts + 1
+        error = outcome.error or "failed"
+        at = next_attempt(
+            engine.config.policy,
+            attempts=attempts,
+            since_ms=delivery.since_ms,
+            now_ms=now,
+            retryable=outcome.retryable,
+            retry_after_s=outcome.retry_after_s,
+            jitter=engine.random(),
+        )
+        if at is None:
+            await engine.db(store.park, delivery.id, attempts, error, now)
+            engine.metrics.parked(self.name)
+            log.warning("delivery_parked", output=self.name, delivery=delivery.id, error=error)
+        else:
+            await engine.db(store.retry_at, delivery.id, attempts, at, error)
+            engine.metrics.retry(self.name)
+            log.info(
+                "delivery_retrying",
+                output=self.name,
+                delivery=delivery.id,
+                attempts=attempts,
+                retry_in_s=(at - now) / 1000,
+                error=error,
+            )
+
+
+class DeliveryEngine:
+    """Runs a worker per output; :meth:`notify` wakes the workers of new deliveries."""
+
+    def __init__(
+        self,
+        store: DeliveryStore,
+        modules: ModuleStore,
+        clock: Clock,
+        config: EngineConfig | None = None,
+        metrics: DeliveryMetricsLike | None = None,
+        random_: Callable[[], float] = random.random,
+    ) -> None:
+        self.store = store
+        self.modules = modules
+        self.clock = clock
+        self.config = config or EngineConfig()
+        self.metrics: DeliveryMetricsLike = metrics or _NoMetrics()
+        self.random = random_
+        self.workers: dict[str, OutputWorker] = {}
+        self._executor = ThreadPoolExecutor(4, thread_name_prefix="patchbay-outbox")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+
+    async def db(self, function: Callable[..., T], *args: Any) -> T:
+        """Run an outbox call on the engine's threads."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, partial(function, *args))
+
+    async def start(self) -> None:
+        """Start the workers of the current outputs and the task that follows changes."""
+        self._loop = asyncio.get_running_loop()
+        await self.refresh()
+        self._supervisor = asyncio.create_task(self._supervise(), name="patchbay-deliveries")
+
+    async def stop(self) -> None:
+        """Stop every worker (pending deliveries stay in the outbox)."""
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        for worker in list(self.workers.values()):
+            await worker.stop()
+        self.workers.clear()
+        self._loop = None
+        self._executor.shutdown(wait=True)
+
+    def notify(self, outputs: set[str]) -> None:
+        """Wake the workers of ``outputs`` (callable from any thread)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._wake, outputs)
+
+    def _wake(self, outputs: set[str]) -> None:
+        for name in outputs:
+            worker = self.workers.get(name)
+            if worker is not None:
+                worker.wake.set()
+
+    async def refresh(self) -> None:
+        """Start and stop workers to match the outputs, and update the queue gauges."""
+        outputs = {o.name: o for o in await self.db(self.store.list_outputs)}
+        for name in outputs:
+            if name not in self.workers:
+                worker = self.workers[name] = OutputWorker(self, name)
+                worker.start()
+        for name in [n for n in self.workers if n not in outputs]:
+            await self.workers.pop(name).stop()
+            self.metrics.forget(name)
+        stats = await self.db(self.store.stats)
+        now = self.clock.now_ms()
+        for name, output in outputs.items():
+            s = stats.get(name)
+            pending = s.pending if s else 0
+            parked = s.parked if s else 0
+            oldest = s.oldest_pending_ms if s else None
+            age = 0.0 if oldest is None else max(0.0, (now - oldest) / 1000)
+            self.metrics.queue(name, pending, parked, age, output.paused)
+
+    async def _supervise(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.refresh_s)
+            try:
+                await self.refresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("delivery_refresh_failed")

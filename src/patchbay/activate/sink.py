@@ -1,0 +1,188 @@
+"""The resolve stage's sink: filters each resolved batch for each connection of its input and
+enqueues the message for the output in the durable outbox.
+
+It runs on the resolve thread, before the stage commits its offset; the outbox commit comes
+first, so a crash between the two replays the chunk and the replay adds nothing (deliveries
+are keyed by their message id: ``INSERT OR IGNORE``). Connections and outputs are read
+again for every chunk, so changes made with the CLI or the admin API apply at once.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import msgspec
+import structlog
+
+from patchbay.activate.filters import apply_filters
+from patchbay.activate.ids import message_id
+from patchbay.activate.store import Connection, Delivery, DeliveryStore, Output
+from patchbay.clock import Clock
+from patchbay.collect.batch import Batch
+from patchbay.firehose import ModuleRegistrationResponse, dumps
+from patchbay.resolve.stage import IDSYNC_CHANNEL, ResolvedBatch
+from patchbay.store.base import ModuleRecord, ModuleStore
+
+log = structlog.get_logger("patchbay.activate")
+
+
+class WebhookPayload(msgspec.Struct):
+    """The JSON a webhook receives and a JSON-lines file stores: the stamped batch, its user
+    and the delivery's id (the same on every retry)."""
+
+    id: str
+    output: str
+    mpid: int
+    offset: int
+    batch_id: str
+    input_id: str
+    received_at_ms: int
+    channel: str
+    ip: str | None
+    historical: bool
+    batch: msgspec.Raw
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def webhook_payload(output: str, resolved: ResolvedBatch, batch: Batch) -> tuple[str, bytes]:
+    """The delivery id and JSON body of ``resolved`` (filtered to ``batch``) for ``output``."""
+    stored = resolved.stored
+    delivery_id = str(message_id(output, stored.batch_id))
+    body = stored.body if batch is resolved.batch else _encode(batch)
+    payload = WebhookPayload(
+        id=delivery_id,
+        output=output,
+        mpid=resolved.mpid,
+        offset=stored.offset,
+        batch_id=stored.batch_id,
+        input_id=stored.input_id,
+        received_at_ms=stored.received_at_ms,
+        channel=stored.channel,
+        ip=stored.ip,
+        historical=stored.historical,
+        batch=msgspec.Raw(body),
+    )
+    return delivery_id, _encode(payload)
+
+
+Translate = Callable[
+    [ResolvedBatch, ModuleRegistrationResponse, dict[str, str], dict[str, str], str], Any
+]
+
+
+def _load_translate() -> Translate:
+    module = importlib.import_module("patchbay.activate.translate")
+    function: Translate = module.translate
+    return function
+
+
+class ActivateSink:
+    """A :class:`patchbay.resolve.stage.ResolvedSink` that fills the outbox."""
+
+    def __init__(
+        self,
+        deliveries: DeliveryStore,
+        modules: ModuleStore,
+        clock: Clock,
+        notify: Callable[[set[str]], None] | None = None,
+        translate: Translate | None = None,
+    ) -> None:
+        self._deliveries = deliveries
+        self._modules = modules
+        self._clock = clock
+        self._notify = notify
+        self._translate = translate
+        self._registrations: dict[tuple[str, int], ModuleRegistrationResponse] = {}
+        self.enqueued = 0
+        self.skipped = 0
+
+    def handle(self, batches: Sequence[ResolvedBatch]) -> None:
+        """Enqueue the deliveries of ``batches``; raising stops the stage before it commits."""
+        connections = self._deliveries.list_connections()
+        if not connections:
+            return
+        outputs = {o.name: o for o in self._deliveries.list_outputs()}
+        by_input: dict[str, list[tuple[Connection, Output]]] = {}
+        for connection in connections:
+            output = outputs.get(connection.output)
+            if output is not None:
+                by_input.setdefault(connection.input_id, []).append((connection, output))
+        modules: dict[str, ModuleRecord | None] = {}
+        now = self._clock.now_ms()
+        found: list[Delivery] = []
+        for resolved in batches:
+            if resolved.stored.channel == IDSYNC_CHANNEL:
+                continue
+            for connection, output in by_input.get(resolved.stored.input_id, ()):
+                made = self._make(resolved, connection, output, modules)
+                if made is None:
+                    continue
+                delivery_id, payload = made
+                found.append(
+                    Delivery(
+                        id=delivery_id,
+                        output=output.name,
+                        connection_id=connection.id,
+                        batch_offset=resolved.stored.offset,
+                        payload=payload,
+                        created_at_ms=now,
+                        since_ms=now,
+                        next_attempt_ms=now,
+                    )
+                )
+        if not found:
+            return
+        added = self._deliveries.enqueue(found)
+        self.enqueued += added
+        if self._notify is not None:
+            self._notify({d.output for d in found})
+
+    def _make(
+        self,
+        resolved: ResolvedBatch,
+        connection: Connection,
+        output: Output,
+        modules: dict[str, ModuleRecord | None],
+    ) -> tuple[str, bytes] | None:
+        batch = apply_filters(resolved.batch, resolved.mpid, connection.filters)
+        if batch is None:
+            return None
+        if output.kind != "module":
+            return webhook_payload(output.name, resolved, batch)
+        assert output.module is not None
+        if output.module not in modules:
+            modules[output.module] = self._modules.get_module(output.module)
+        module = modules[output.module]
+        if module is None:
+            log.warning("module_missing", output=output.name, module=output.module)
+            self.skipped += 1
+            return None
+        registration = self._registration(module)
+        if self._translate is None:
+            self._translate = _load_translate()
+        filtered = resolved if batch is resolved.batch else replace(resolved, batch=batch)
+        try:
+            request = self._translate(
+                filtered, registration, output.settings, connection.settings, output.name
+            )
+        except Exception:  # a bug must not stop the resolve stage for every output
+            log.exception("translate_failed", output=output.name, offset=resolved.stored.offset)
+            self.skipped += 1
+            return None
+        if request is None:
+            return None
+        return str(request.id), dumps(request)
+
+    def _registration(self, module: ModuleRecord) -> ModuleRegistrationResponse:
+        from patchbay.partner.registration import registration_of
+
+        key = (module.name, module.updated_at_ms)
+        cached = self._registrations.get(key)
+        if cached is None:
+            cached = self._registrations[key] = registration_of(module)
+        return cached

@@ -1,0 +1,384 @@
+"""The embedded backend of the delivery outbox: ``deliveries.db`` in the data directory.
+
+A file of its own, so that a busy outbox never slows the batch log. Outputs, connections and
+deliveries live here; a delivery row is keyed by its message id, so enqueueing the same
+batch twice (a replayed resolve chunk) adds nothing. Connection handling follows
+:mod:`patchbay.store.sqlite`: one connection per thread, WAL, one writer lock, and
+``synchronous=FULL`` by default so that an enqueued delivery survives a crash.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import msgspec
+
+from patchbay.activate.store import (
+    Connection,
+    Delivery,
+    DuplicateOutput,
+    Filters,
+    Output,
+    QueueStats,
+)
+from patchbay.store.sqlite import Durability
+
+DELIVERIES_FILE = "deliveries.db"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outputs (
+    name TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    module TEXT,
+    url TEXT,
+    path TEXT,
+    settings TEXT NOT NULL,
+    paused INTEGER NOT NULL DEFAULT 0,
+    paused_reason TEXT,
+    created_at_ms INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS connections (
+    id TEXT PRIMARY KEY,
+    input_id TEXT NOT NULL,
+    output TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    filters TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    UNIQUE (input_id, output)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS deliveries (
+    id TEXT PRIMARY KEY,
+    output TEXT NOT NULL,
+    connection_id TEXT NOT NULL,
+    batch_offset INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    since_ms INTEGER NOT NULL,
+    next_attempt_ms INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    parked_at_ms INTEGER
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (output, state, next_attempt_ms);
+"""
+
+_OUTPUT_COLUMNS = (
+    "name, kind, module, url, path, settings, paused, paused_reason, created_at_ms, updated_at_ms"
+)
+_CONNECTION_COLUMNS = "id, input_id, output, settings, filters, created_at_ms"
+_DELIVERY_COLUMNS = (
+    "id, output, connection_id, batch_offset, payload, created_at_ms, since_ms,"
+    " next_attempt_ms, state, attempts, last_error, parked_at_ms"
+)
+
+_settings_decoder = msgspec.json.Decoder(dict[str, str])
+_filters_decoder = msgspec.json.Decoder(Filters)
+
+
+class SqliteDeliveryStore:
+    """Outputs, connections and deliveries in ``deliveries.db`` under ``data_dir``."""
+
+    def __init__(self, data_dir: Path, durability: Durability = "full") -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = data_dir / DELIVERIES_FILE
+        self._synchronous = durability.upper()
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        conn = self._conn()
+        with self._write_lock:
+            conn.executescript(_SCHEMA)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout = 30000")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            self._local.conn = conn
+            with self._connections_lock:
+                self._connections.append(conn)
+        return conn
+
+    def _write(self, sql: str, params: Sequence[object]) -> int:
+        conn = self._conn()
+        with self._write_lock:
+            return conn.execute(sql, params).rowcount
+
+    # -- outputs -------------------------------------------------------------------------
+
+    def add_output(self, output: Output) -> None:
+        """Create ``output``; raises :class:`DuplicateOutput` if the name is taken."""
+        try:
+            self._write(
+                f"INSERT INTO outputs ({_OUTPUT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    output.name,
+                    output.kind,
+                    output.module,
+                    output.url,
+                    output.path,
+                    msgspec.json.encode(output.settings).decode(),
+                    int(output.paused),
+                    output.paused_reason,
+                    output.created_at_ms,
+                    output.updated_at_ms,
+                ),
+            )
+        except sqlite3.IntegrityError:
+            raise DuplicateOutput(f"an output named {output.name!r} already exists") from None
+
+    def get_output(self, name: str) -> Output | None:
+        """The output with this name."""
+        row = (
+            self._conn()
+            .execute(f"SELECT {_OUTPUT_COLUMNS} FROM outputs WHERE name = ?", (name,))
+            .fetchone()
+        )
+        return _output(row) if row else None
+
+    def list_outputs(self) -> list[Output]:
+        """Every output, by name."""
+        rows = self._conn().execute(f"SELECT {_OUTPUT_COLUMNS} FROM outputs ORDER BY name")
+        return [_output(r) for r in rows]
+
+    def set_paused(self, name: str, paused: bool, reason: str | None, now_ms: int) -> bool:
+        """Pause or resume an output; whether it exists."""
+        changed = self._write(
+            "UPDATE outputs SET paused = ?, paused_reason = ?, updated_at_ms = ? WHERE name = ?",
+            (int(paused), reason if paused else None, now_ms, name),
+        )
+        return changed > 0
+
+    # -- connections ---------------------------------------------------------------------
+
+    def add_connection(self, connection: Connection) -> None:
+        """Create ``connection``; raises :class:`DuplicateOutput` if the input is already
+        connected to the output."""
+        try:
+            self._write(
+                f"INSERT INTO connections ({_CONNECTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    connection.id,
+                    connection.input_id,
+                    connection.output,
+                    msgspec.json.encode(connection.settings).decode(),
+                    msgspec.json.encode(connection.filters).decode(),
+                    connection.created_at_ms,
+                ),
+            )
+        except sqlite3.IntegrityError:
+            raise DuplicateOutput(
+                f"the input is already connected to {connection.output!r}"
+            ) from None
+
+    def list_connections(self) -> list[Connection]:
+        """Every connection, by input then output."""
+        rows = self._conn().execute(
+            f"SELECT {_CONNECTION_COLUMNS} FROM connections ORDER BY input_id, output"
+        )
+        return [
+            Connection(
+                id=str(r[0]),
+                input_id=str(r[1]),
+                output=str(r[2]),
+                settings=_settings_decoder.decode(r[3]),
+                filters=_filters_decoder.decode(r[4]),
+                created_at_ms=int(r[5]),
+            )
+            for r in rows
+        ]
+
+    def remove_connection(self, connection_id: str) -> bool:
+        """Remove a connection; whether it existed (its pending deliveries stay queued)."""
+        return self._write("DELETE FROM connections WHERE id = ?", (connection_id,)) > 0
+
+    # -- deliveries ----------------------------------------------------------------------
+
+    def enqueue(self, deliveries: Sequence[Delivery]) -> int:
+        """Add the deliveries whose id is new, in one transaction; return how many."""
+        if not deliveries:
+            return 0
+        conn = self._conn()
+        added = 0
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for d in deliveries:
+                    added += conn.execute(
+                        f"INSERT OR IGNORE INTO deliveries ({_DELIVERY_COLUMNS})"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        _delivery_row(d),
+                    ).rowcount
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return added
+
+    def due(
+        self, output: str, now_ms: int, limit: int, exclude: Sequence[str] = ()
+    ) -> list[Delivery]:
+        """Pending deliveries of ``output`` due at ``now_ms``, oldest due first."""
+        skip = set(exclude)
+        rows = self._conn().execute(
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries"
+            " WHERE output = ? AND state = 'pending' AND next_attempt_ms <= ?"
+            " ORDER BY next_attempt_ms, created_at_ms LIMIT ?",
+            (output, now_ms, limit + len(skip)),
+        )
+        found = [_delivery(r) for r in rows]
+        return [d for d in found if d.id not in skip][:limit]
+
+    def next_due_ms(self, output: str) -> int | None:
+        """When the next pending delivery of ``output`` is due."""
+        row = (
+            self._conn()
+            .execute(
+                "SELECT MIN(next_attempt_ms) FROM deliveries"
+                " WHERE output = ? AND state = 'pending'",
+                (output,),
+            )
+            .fetchone()
+        )
+        return None if row is None or row[0] is None else int(row[0])
+
+    def succeeded(self, delivery_id: str) -> None:
+        """Remove a delivery that was accepted."""
+        self._write("DELETE FROM deliveries WHERE id = ?", (delivery_id,))
+
+    def retry_at(self, delivery_id: str, attempts: int, next_attempt_ms: int, error: str) -> None:
+        """Record a failed attempt and when to try again."""
+        self._write(
+            "UPDATE deliveries SET attempts = ?, next_attempt_ms = ?, last_error = ?"
+            " WHERE id = ? AND state = 'pending'",
+            (attempts, next_attempt_ms, error, delivery_id),
+        )
+
+    def park(self, delivery_id: str, attempts: int, error: str, now_ms: int) -> None:
+        """Give up on a delivery for now, keeping it with its last error."""
+        self._write(
+            "UPDATE deliveries SET state = 'parked', attempts = ?, last_error = ?,"
+            " parked_at_ms = ? WHERE id = ?",
+            (attempts, error, now_ms, delivery_id),
+        )
+
+    def parked(self, output: str | None = None, limit: int = 1000) -> list[Delivery]:
+        """Parked deliveries, oldest first."""
+        where = "state = 'parked'" + (" AND output = ?" if output is not None else "")
+        params: tuple[object, ...] = (output, limit) if output is not None else (limit,)
+        rows = self._conn().execute(
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE {where}"
+            " ORDER BY parked_at_ms, created_at_ms LIMIT ?",
+            params,
+        )
+        return [_delivery(r) for r in rows]
+
+    def replay(self, now_ms: int, output: str | None = None, ids: Sequence[str] = ()) -> int:
+        """Make parked deliveries pending again, due now, with a new retry window."""
+        sql = (
+            "UPDATE deliveries SET state = 'pending', next_attempt_ms = ?, since_ms = ?,"
+            " attempts = 0, parked_at_ms = NULL WHERE state = 'parked'"
+        )
+        params: list[object] = [now_ms, now_ms]
+        if output is not None:
+            sql += " AND output = ?"
+            params.append(output)
+        if ids:
+            sql += f" AND id IN ({', '.join('?' for _ in ids)})"
+            params.extend(ids)
+        return self._write(sql, params)
+
+    def get_delivery(self, delivery_id: str) -> Delivery | None:
+        """One delivery."""
+        row = (
+            self._conn()
+            .execute(f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE id = ?", (delivery_id,))
+            .fetchone()
+        )
+        return _delivery(row) if row else None
+
+    def stats(self) -> dict[str, QueueStats]:
+        """Queue statistics by output."""
+        rows = self._conn().execute(
+            "SELECT output, SUM(state = 'pending'), SUM(state = 'parked'),"
+            " MIN(CASE WHEN state = 'pending' THEN created_at_ms END)"
+            " FROM deliveries GROUP BY output"
+        )
+        return {
+            str(r[0]): QueueStats(
+                pending=int(r[1] or 0),
+                parked=int(r[2] or 0),
+                oldest_pending_ms=None if r[3] is None else int(r[3]),
+            )
+            for r in rows
+        }
+
+    def close(self) -> None:
+        """Close every connection this store opened."""
+        with self._connections_lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+
+def _output(row: Sequence[object]) -> Output:
+    return msgspec.convert(
+        {
+            "name": row[0],
+            "kind": row[1],
+            "module": row[2],
+            "url": row[3],
+            "path": row[4],
+            "settings": _settings_decoder.decode(str(row[5])),
+            "paused": bool(row[6]),
+            "paused_reason": row[7],
+            "created_at_ms": row[8],
+            "updated_at_ms": row[9],
+        },
+        Output,
+    )
+
+
+def _delivery_row(d: Delivery) -> tuple[object, ...]:
+    return (
+        d.id,
+        d.output,
+        d.connection_id,
+        d.batch_offset,
+        d.payload,
+        d.created_at_ms,
+        d.since_ms,
+        d.next_attempt_ms,
+        d.state,
+        d.attempts,
+        d.last_error,
+        d.parked_at_ms,
+    )
+
+
+def _delivery(row: Sequence[object]) -> Delivery:
+    payload = row[4]
+    assert isinstance(payload, bytes | memoryview)
+    return Delivery(
+        id=str(row[0]),
+        output=str(row[1]),
+        connection_id=str(row[2]),
+        batch_offset=int(str(row[3])),
+        payload=bytes(payload),
+        created_at_ms=int(str(row[5])),
+        since_ms=int(str(row[6])),
+        next_attempt_ms=int(str(row[7])),
+        state="parked" if row[8] == "parked" else "pending",
+        attempts=int(str(row[9])),
+        last_error=None if row[10] is None else str(row[10]),
+        parked_at_ms=None if row[11] is None else int(str(row[11])),
+    )

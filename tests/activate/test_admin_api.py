@@ -1,0 +1,158 @@
+"""The admin HTTP API: token required (constant-time), disabled without one, and the
+outputs/connections/deliveries operations."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from patchbay.partner.lambda_local import BackgroundServer
+from patchbay.server import create_app
+from patchbay.settings import Settings
+from patchbay.store.sqlite import SqliteStore
+from patchbay.store.sqlite_profiles import SqliteProfileStore
+from tests.conftest import add_input
+
+TOKEN = "admin-token-xyz"
+
+
+@dataclass
+class Answer:
+    status_code: int
+    headers: dict[str, str]
+    text: str
+
+    def json(self) -> Any:
+        return msgspec.json.decode(self.text)
+
+
+class Client:
+    """A real server (uvicorn in a thread) running ``create_app``."""
+
+    def __init__(self, data_dir: Path, token: str | None) -> None:
+        store = SqliteStore(data_dir)
+        profiles = SqliteProfileStore(data_dir)
+        app = create_app(Settings(data_dir=data_dir), store, profiles, admin_token=token or "")
+        self.server = BackgroundServer(app)
+
+    def __enter__(self) -> Client:
+        self.server.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.stop()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Answer:
+        request = urllib.request.Request(
+            self.server.url + path, data=content, headers=headers or {}, method=method
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return Answer(
+                    response.status,
+                    {k.lower(): v for k, v in response.headers.items()},
+                    response.read().decode(),
+                )
+        except urllib.error.HTTPError as exc:
+            return Answer(
+                exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read().decode()
+            )
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> Answer:
+        return self.request("GET", path, headers=headers)
+
+
+def client_for(data_dir: Path, token: str | None) -> Client:
+    return Client(data_dir, token)
+
+
+@pytest.fixture
+def client(data_dir: Path) -> Iterator[Client]:
+    add_input(data_dir, "app")
+    with client_for(data_dir, TOKEN) as c:
+        yield c
+
+
+def auth(token: str = TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_disabled_without_a_token(data_dir: Path) -> None:
+    with client_for(data_dir, None) as c:
+        answer = c.get("/admin/v1/outputs", headers=auth())
+    assert answer.status_code == 404
+    assert "disabled" in answer.json()["error"]
+    assert "--admin-token" in answer.json()["error"]
+
+
+@pytest.mark.parametrize("header", [None, "Bearer wrong", f"Token {TOKEN}", "Bearer"])
+def test_every_route_requires_the_token(client: Client, header: str | None) -> None:
+    headers = {"Authorization": header} if header else {}
+    for method, path in [
+        ("GET", "/admin/v1/outputs"),
+        ("POST", "/admin/v1/outputs"),
+        ("GET", "/admin/v1/outputs/x"),
+        ("GET", "/admin/v1/outputs-status"),
+        ("GET", "/admin/v1/connections"),
+        ("DELETE", "/admin/v1/connections/x"),
+        ("GET", "/admin/v1/deliveries/parked"),
+        ("POST", "/admin/v1/deliveries/replay"),
+        ("GET", "/admin/v1/anything"),
+    ]:
+        answer = client.request(method, path, headers=headers)
+        assert answer.status_code == 401, (method, path)
+        assert answer.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_outputs_connections_and_deliveries(client: Client, tmp_path: Path) -> None:
+    def call(method: str, path: str, body: Any = None, status: int = 200) -> Any:
+        content = None if body is None else msgspec.json.encode(body)
+        answer = client.request(method, "/admin/v1" + path, content=content, headers=auth())
+        assert answer.status_code == status, answer.text
+        return answer.json()
+
+    created = call(
+        "POST",
+        "/outputs",
+        {"name": "hook", "webhook": "http://127.0.0.1:9/x", "settings": {"token": "s3cr3t"}},
+        201,
+    )
+    assert created["settings"] == {"token": "***"}
+    call("POST", "/outputs", {"name": "lines", "file": str(tmp_path / "x.jsonl")}, 201)
+    error = call("POST", "/outputs", {"name": "hook", "file": "y"}, status=400)
+    assert "already exists" in error["error"]
+    error = call("POST", "/outputs", {"name": "m", "module": "missing"}, status=404)
+    assert "no module" in error["error"]
+    assert "s3cr3t" not in msgspec.json.encode(call("GET", "/outputs")).decode()
+    connection = call(
+        "POST",
+        "/connections",
+        {"input": "app", "output": "hook", "filters": {"event_types": ["custom_event"]}},
+        201,
+    )
+    assert connection["input"] == "app"
+    assert connection["filters"]["event_types"] == ["custom_event"]
+    assert call("GET", "/outputs/hook")["connections"][0]["id"] == connection["id"]
+    assert call("POST", "/outputs/hook/pause")["paused"] is True
+    status = {r["name"]: r for r in call("GET", "/outputs-status")}
+    assert status["hook"]["state"] == "paused"
+    assert call("POST", "/outputs/hook/resume")["paused"] is False
+    assert call("GET", "/deliveries/parked") == []
+    assert call("POST", "/deliveries/replay", {"all": True}) == {"replayed": 0}
+    assert call("DELETE", f"/connections/{connection['id']}") == {"removed": 1}
+    call("DELETE", f"/connections/{connection['id']}", status=404)
+    call("GET", "/outputs/nope", status=404)
+    call("POST", "/connections", {"input": "app", "output": "hook", "bogus": 1}, status=400)

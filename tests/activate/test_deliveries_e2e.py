@@ -1,0 +1,431 @@
+"""End to end: a real ``patchbay serve`` forwards what is posted to /v2/bulkevents to the
+SQLite example partner, over HTTP (uvicorn) and through the local Lambda server, with the
+connections' filters applied; survives a partner outage and a SIGKILL; parks and replays;
+pauses on ``suspend_subscription``."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from examples.sqlite_partner.http import build_app
+from patchbay.activate.ids import message_id
+from patchbay.partner.lambda_local import BackgroundServer, LocalLambda
+from patchbay.store.sqlite_deliveries import SqliteDeliveryStore
+from tests.activate.test_engine_support import wait_for
+from tests.conftest import Server, add_input, run_cli, start_server, stop_server
+
+pytestmark = pytest.mark.slow
+
+PARTNER_TOKEN = "partner-secret-token"
+API_KEY = "acct-api-key-123"
+
+#: Fast retries for the tests (the defaults are 1 s doubling up to 5 min, for 24 h).
+FAST_RETRIES = {
+    "PATCHBAY_DELIVERY_BASE_DELAY_S": "0.1",
+    "PATCHBAY_DELIVERY_MAX_DELAY_S": "0.5",
+    "PATCHBAY_DELIVERY_POLL_S": "0.05",
+}
+
+
+class PartnerProxy:
+    """Wraps the partner's ASGI app: records the id of every event processing request it
+    receives and can add ``suspend_subscription: true`` to the answers."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.ids: list[str] = []
+        self.suspend = False
+        self._lock = threading.Lock()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        chunks = []
+        more = True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        try:
+            document = json.loads(body)
+        except ValueError:
+            document = {}
+        if document.get("type") == "event_processing_request":
+            with self._lock:
+                self.ids.append(str(document["id"]))
+        given = False
+
+        async def replay() -> Any:
+            nonlocal given
+            if not given:
+                given = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        if not self.suspend or document.get("type") != "event_processing_request":
+            await self.app(scope, replay, send)
+            return
+        start: dict[str, Any] = {}
+        parts: list[bytes] = []
+
+        async def capture(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+            else:
+                parts.append(message.get("body", b""))
+
+        await self.app(scope, replay, capture)
+        answer = json.loads(b"".join(parts))
+        answer["suspend_subscription"] = True
+        out = json.dumps(answer).encode()
+        headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+        headers.append((b"content-length", str(len(out)).encode()))
+        await send({**start, "headers": headers})
+        await send({"type": "http.response.body", "body": out})
+
+    def received(self) -> list[str]:
+        with self._lock:
+            return list(self.ids)
+
+
+def partner_rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
+    if not db.exists():
+        return []
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(sql).fetchall()
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        conn.close()
+
+
+def batch(
+    email: str, *, environment: str = "production", events: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    return {
+        "environment": environment,
+        "user_identities": {"email": email, "customer_id": email.split("@")[0]},
+        "events": events
+        if events is not None
+        else [
+            {
+                "event_type": "custom_event",
+                "data": {
+                    "event_name": "Play",
+                    "custom_event_type": "other",
+                    "custom_attributes": {"song": "x", "secret": "s"},
+                },
+            },
+            {"event_type": "session_start", "data": {}},
+        ],
+    }
+
+
+def post_batches(server: Server, batches: list[dict[str, Any]]) -> None:
+    status, _, body = server.post("/v2/bulkevents", json.dumps(batches).encode())
+    assert status == 202, body
+
+
+def cli(data_dir: Path, *args: str) -> str:
+    done = run_cli(*args, data_dir=data_dir)
+    assert done.returncode == 0, done.stderr + done.stdout
+    return done.stdout
+
+
+@dataclass
+class Setup:
+    data_dir: Path
+    partner: PartnerProxy
+    partner_db: Path
+    partner_server: BackgroundServer
+    partner_port: int
+
+
+@pytest.fixture
+def fast_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    for key, value in FAST_RETRIES.items():
+        monkeypatch.setenv(key, value)
+    empty = tmp_path_factory.mktemp("aws") / "none"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.fixture
+def setup(tmp_path: Path, data_dir: Path, fast_env: None) -> Iterator[Setup]:
+    partner_db = tmp_path / "partner-http.db"
+    proxy = PartnerProxy(build_app(str(partner_db), PARTNER_TOKEN))
+    server = BackgroundServer(proxy).start()
+    try:
+        yield Setup(data_dir, proxy, partner_db, server, server.port)
+    finally:
+        server.stop()
+
+
+def register_http_output(s: Setup, *connection_args: str) -> None:
+    url = f"http://127.0.0.1:{s.partner_port}/firehose"
+    cli(s.data_dir, "modules", "register", "sqlite-http", "--url", url, "--token", PARTNER_TOKEN)
+    cli(
+        s.data_dir,
+        "outputs",
+        "add",
+        "http",
+        "--module",
+        "sqlite-http",
+        "--setting",
+        f"apiKey={API_KEY}",
+    )
+    cli(s.data_dir, "connections", "add", "--input", "app", "--output", "http", *connection_args)
+
+
+def expected_ids(server: Server, output: str) -> set[str]:
+    return {str(message_id(output, b.batch_id)) for b in server.stored()}
+
+
+def test_http_and_lambda_partners_receive_filtered_batches(
+    setup: Setup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data_dir = setup.data_dir
+    credentials = add_input(data_dir, "app")
+    register_http_output(setup, "--event-types", "custom_event", "--drop-attributes", "secret")
+    lambda_db = tmp_path / "partner-lambda.db"
+    monkeypatch.setenv("SQLITE_PARTNER_DB", str(lambda_db))
+    functions = LocalLambda({"sqlite-fn": "examples.sqlite_partner.handler:handler"})
+    hook_file = tmp_path / "hook.jsonl"
+    with functions.serve() as lambda_server:
+        cli(
+            data_dir,
+            "modules",
+            "register",
+            "sqlite-fn",
+            "--lambda",
+            "sqlite-fn",
+            "--endpoint-url",
+            lambda_server.url,
+        )
+        cli(data_dir, "outputs", "add", "fn", "--module", "sqlite-fn", "--setting", "apiKey=K2")
+        cli(data_dir, "outputs", "add", "lines", "--file", str(hook_file))
+        cli(data_dir, "connections", "add", "--input", "app", "--output", "fn",
+            "--environment", "production", "--setting", "attributeLimit=5")  # fmt: skip
+        cli(data_dir, "connections", "add", "--input", "app", "--output", "lines",
+            "--event-types", "session_start")  # fmt: skip
+        server = start_server(data_dir)
+        server.credentials = credentials
+        try:
+            post_batches(
+                server,
+                [
+                    batch("a@example.com"),
+                    batch("b@example.com", environment="development"),
+                    batch(
+                        "c@example.com",
+                        events=[{"event_type": "screen_view", "data": {"screen_name": "Home"}}],
+                    ),
+                ],
+            )
+            # HTTP: custom events only (so the screen-view-only batch is not sent at all)
+            wait_for(
+                lambda: len(partner_rows(setup.partner_db, "SELECT * FROM batches")) == 2,
+                what="two batches at the HTTP partner",
+            )
+            # Lambda: production only
+            wait_for(
+                lambda: len(partner_rows(lambda_db, "SELECT * FROM batches")) == 2,
+                what="two batches at the Lambda partner",
+            )
+            wait_for(
+                lambda: hook_file.exists() and len(hook_file.read_bytes().splitlines()) == 2,
+                what="two lines in the file",
+            )
+            status = cli(data_dir, "outputs", "status")
+            code, metrics = server.get("/metrics")
+        finally:
+            stop_server(server)
+    http_events = partner_rows(setup.partner_db, "SELECT event_type, name, details FROM events")
+    assert sorted((t, n) for t, n, _ in http_events) == [
+        ("custom_event", "Play"),
+        ("custom_event", "Play"),
+    ]
+    assert all("secret" not in details for _, _, details in http_events)
+    lambda_events = partner_rows(lambda_db, "SELECT event_type, name FROM events")
+    assert sorted(lambda_events) == sorted(
+        [("custom_event", "Play"), ("session_start", None), ("screen_view", "Home")]
+    )
+    lines = [json.loads(line) for line in hook_file.read_bytes().splitlines()]
+    assert all(
+        [e["event_type"] for e in line["batch"]["events"]] == ["session_start"] for line in lines
+    )
+    assert all(isinstance(line["mpid"], int) for line in lines)
+    # every request carries the stable id of (output, batch)
+    assert set(setup.partner.received()) <= expected_ids(server, "http")
+    assert "http" in status and "active" in status
+    assert code == 200
+    text = metrics.decode()
+    assert 'patchbay_deliveries_succeeded_total{output="http"} 2.0' in text
+    assert 'patchbay_delivery_duration_seconds_count{output="fn"}' in text
+    assert 'patchbay_delivery_queue_depth{output="lines"}' in text
+
+
+def test_outage_and_sigkill_lose_nothing(setup: Setup) -> None:
+    data_dir = setup.data_dir
+    credentials = add_input(data_dir, "app")
+    register_http_output(setup)
+    setup.partner_server.stop()  # the partner goes down
+    server = start_server(data_dir)
+    server.credentials = credentials
+    try:
+        for i in range(10):
+            post_batches(server, [batch(f"u{i}-{j}@example.com") for j in range(3)])
+
+        def queued() -> int:
+            store = SqliteDeliveryStore(data_dir)
+            try:
+                stats = store.stats().get("http")
+                return stats.pending if stats else 0
+            finally:
+                store.close()
+
+        wait_for(lambda: queued() == 30, what="30 queued deliveries")
+        server.process.kill()  # SIGKILL in the middle of the retries
+        server.process.wait()
+        server = start_server(data_dir)
+        server.credentials = credentials
+        for i in range(10, 15):
+            post_batches(server, [batch(f"u{i}-{j}@example.com") for j in range(2)])
+        wait_for(lambda: queued() == 40, what="40 queued deliveries")
+        # the partner comes back on the same port
+        back = BackgroundServer(setup.partner, port=setup.partner_port).start()
+        try:
+            wait_for(
+                lambda: len(partner_rows(setup.partner_db, "SELECT * FROM batches")) == 40,
+                timeout_s=60,
+                what="every batch at the partner",
+            )
+            wait_for(lambda: queued() == 0, what="an empty outbox")
+        finally:
+            back.stop()
+    finally:
+        stop_server(server)
+    expected = expected_ids(server, "http")
+    assert len(expected) == 40
+    rows = {r[0] for r in partner_rows(setup.partner_db, "SELECT request_id FROM batches")}
+    assert rows == expected
+    # duplicates, if any, carry the same message ids
+    assert set(setup.partner.received()) == expected
+
+
+def test_parking_and_replay_with_the_cli(setup: Setup, tmp_path: Path) -> None:
+    data_dir = setup.data_dir
+    credentials = add_input(data_dir, "app")
+    # a module output with a wrong token: the partner answers 401, which is not retried
+    url = f"http://127.0.0.1:{setup.partner_port}/firehose"
+    cli(data_dir, "modules", "register", "sqlite-http", "--url", url, "--token", "wrong")
+    cli(data_dir, "outputs", "add", "http", "--module", "sqlite-http", "--setting", "apiKey=k")
+    cli(data_dir, "connections", "add", "--input", "app", "--output", "http")
+    server = start_server(data_dir)
+    server.credentials = credentials
+    try:
+        post_batches(server, [batch("a@example.com"), batch("b@example.com")])
+
+        def parked() -> list[dict[str, Any]]:
+            out = cli(data_dir, "deliveries", "parked", "--output", "http", "--json")
+            return [json.loads(line) for line in out.splitlines()]
+
+        wait_for(lambda: len(parked()) == 2, what="two parked deliveries")
+        first = parked()
+        assert all("401" in d["last_error"] for d in first)
+        assert "401" in cli(data_dir, "deliveries", "parked")
+        assert "2" in cli(data_dir, "outputs", "status")
+        # fix the token (register again), then replay
+        cli(data_dir, "modules", "register", "sqlite-http", "--url", url,
+            "--token", PARTNER_TOKEN)  # fmt: skip
+        assert "replaying 2" in cli(data_dir, "deliveries", "replay", "--output", "http")
+        wait_for(
+            lambda: len(partner_rows(setup.partner_db, "SELECT * FROM batches")) == 2,
+            what="the replayed batches",
+        )
+        assert parked() == []
+    finally:
+        stop_server(server)
+    ids = {r[0] for r in partner_rows(setup.partner_db, "SELECT request_id FROM batches")}
+    assert ids == {d["id"] for d in first}  # the original message ids
+
+
+def test_suspend_subscription_pauses_the_output(setup: Setup) -> None:
+    data_dir = setup.data_dir
+    credentials = add_input(data_dir, "app")
+    register_http_output(setup)
+    setup.partner.suspend = True
+    server = start_server(data_dir)
+    server.credentials = credentials
+    try:
+        post_batches(server, [batch("a@example.com")])
+
+        def state() -> dict[str, Any]:
+            line = cli(data_dir, "outputs", "status", "--json").splitlines()[0]
+            result: dict[str, Any] = json.loads(line)
+            return result
+
+        wait_for(lambda: state()["state"] == "paused", what="a paused output")
+        assert "suspend_subscription" in state()["paused_reason"]
+        assert "suspend_subscription" in cli(data_dir, "outputs", "status")
+        setup.partner.suspend = False
+        post_batches(server, [batch("b@example.com")])
+        wait_for(lambda: state()["pending"] == 1, what="a held delivery")
+        assert len(partner_rows(setup.partner_db, "SELECT * FROM batches")) == 1
+        cli(data_dir, "outputs", "resume", "http")
+        wait_for(
+            lambda: len(partner_rows(setup.partner_db, "SELECT * FROM batches")) == 2,
+            what="delivery after resume",
+        )
+    finally:
+        stop_server(server)
+
+
+def test_isolation_with_a_real_server(setup: Setup, tmp_path: Path) -> None:
+    """A webhook that answers 500 and one that sleeps 5 s do not hold up the partner."""
+    from tests.activate.test_engine_support import Recorder, serve
+
+    rec = Recorder()
+    rec.set("/broken", status=500)
+    rec.set("/slow", delay_s=5.0)
+    hooks = serve(rec.app)
+    data_dir = setup.data_dir
+    credentials = add_input(data_dir, "app")
+    register_http_output(setup)
+    for name in ("broken", "slow"):
+        cli(data_dir, "outputs", "add", name, "--webhook", f"{hooks.url}/{name}")
+        cli(data_dir, "connections", "add", "--input", "app", "--output", name)
+    env_concurrency = os.environ.get("PATCHBAY_DELIVERY_CONCURRENCY")
+    assert env_concurrency is None
+    server = start_server(data_dir)
+    server.credentials = credentials
+    try:
+        post_batches(server, [batch(f"u{i}@example.com") for i in range(40)])
+        wait_for(
+            lambda: len(partner_rows(setup.partner_db, "SELECT * FROM batches")) == 40,
+            what="every batch at the partner",
+        )
+        # the slow webhook is still working through its queue (8 at a time, 5 s each)
+        assert len(rec.at("/slow", handled=True)) < 40
+        assert rec.at("/broken", handled=True) == []
+        assert len(rec.at("/broken")) >= 1
+    finally:
+        stop_server(server)
+        hooks.stop()

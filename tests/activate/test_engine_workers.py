@@ -1,0 +1,259 @@
+"""The delivery engine in process, against a real HTTP endpoint: webhook and file outputs,
+retries, parking and replay, Retry-After, pausing, and per-output isolation."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from patchbay.activate.engine import DeliveryEngine, EngineConfig, RetryPolicy
+from patchbay.activate.store import Delivery, Output
+from patchbay.clock import Clock, ManualClock, SystemClock
+from patchbay.partner.transport import Timeouts
+from patchbay.store.sqlite_deliveries import SqliteDeliveryStore
+from patchbay.store.sqlite_modules import SqliteModuleStore
+from tests.activate.test_engine_support import Recorder, async_wait_for, serve
+
+FAST = EngineConfig(
+    concurrency=2,
+    timeouts=Timeouts(total=30.0, connect=5.0),
+    policy=RetryPolicy(base_delay_s=0.05, max_delay_s=0.2, max_age_s=3600.0),
+    poll_s=0.05,
+    refresh_s=0.1,
+)
+
+
+@pytest.fixture
+def recorder() -> Iterator[tuple[Recorder, str]]:
+    rec = Recorder()
+    server = serve(rec.app)
+    try:
+        yield rec, server.url
+    finally:
+        server.stop()
+
+
+def run_engine(
+    tmp_path: Path,
+    body: Callable[[DeliveryEngine, SqliteDeliveryStore], Awaitable[None]],
+    clock: Clock | None = None,
+    config: EngineConfig = FAST,
+) -> None:
+    store = SqliteDeliveryStore(tmp_path / "data")
+    modules = SqliteModuleStore(tmp_path / "data")
+
+    async def main() -> None:
+        engine = DeliveryEngine(store, modules, clock or SystemClock(), config)
+        await engine.start()
+        try:
+            await body(engine, store)
+        finally:
+            await engine.stop()
+
+    try:
+        asyncio.run(main())
+    finally:
+        store.close()
+        modules.close()
+
+
+def webhook(store: SqliteDeliveryStore, name: str, url: str, now: int = 0) -> None:
+    store.add_output(Output(name, "webhook", now, now, url=url, settings={"token": "sekret"}))
+
+
+def enqueue(store: SqliteDeliveryStore, output: str, count: int, now: int) -> list[str]:
+    ids = [f"{output}-{i}" for i in range(count)]
+    store.enqueue(
+        [
+            Delivery(i, output, "c", n, msgspec.json.encode({"id": i}), now, now, now)
+            for n, i in enumerate(ids)
+        ]
+    )
+    return ids
+
+
+def test_webhook_deliveries_arrive_and_leave_the_outbox(
+    tmp_path: Path, recorder: tuple[Recorder, str]
+) -> None:
+    rec, url = recorder
+
+    async def body(engine: DeliveryEngine, store: SqliteDeliveryStore) -> None:
+        webhook(store, "hook", url + "/hook")
+        await engine.refresh()
+        ids = enqueue(store, "hook", 5, engine.clock.now_ms())
+        engine.notify({"hook"})
+        await async_wait_for(lambda: len(rec.at("/hook")) >= 5, what="5 deliveries")
+        await async_wait_for(
+            lambda: not store.stats().get("hook", None) or not store.stats()["hook"].pending
+        )
+        got = rec.at("/hook")
+        assert sorted(r.headers["x-patchbay-delivery-id"] for r in got) == sorted(ids)
+        assert all(r.headers["authorization"] == "Bearer sekret" for r in got)
+        assert sorted(r.json()["id"] for r in got) == sorted(ids)
+
+    run_engine(tmp_path, body)
+
+
+def test_retryable_errors_are_retried_with_the_same_id(
+    tmp_path: Path, recorder: tuple[Recorder, str]
+) -> None:
+    rec, url = recorder
+    rec.set("/flaky", status=503)
+
+    async def body(engine: DeliveryEngine, store: SqliteDeliveryStore) -> None:
+        webhook(store, "flaky", url + "/flaky")
+        await engine.refresh()
+        enqueue(store, "flaky", 1, engine.clock.now_ms())
+        await async_wait_for(lambda: len(rec.at("/flaky")) >= 3, what="three attempts")
+        pending = store.get_delivery("flaky-0")
+        assert pending is not None and pending.state == "pending" and pending.attempts >= 1
+        assert "503" in (pending.last_error or "")
+        rec.set("/flaky", status=200)
+        await async_wait_for(lambda: len(rec.at("/flaky", handled=True)) == 1, what="success")
+        await async_wait_for(lambda: store.get_delivery("flaky-0") is None, what="removal")
+        assert {r.headers["x-patchbay-delivery-id"] for r in rec.at("/flaky")} == {"flaky-0"}
+
+    run_engine(tmp_path, body)
+
+
+def test_non_retryable_errors_park_at_once_and_replay_resends(
+    tmp_path: Path, recorder: tuple[Recorder, str]
+) -> None:
+    rec, url = recorder
+    rec.set("/bad", status=400, body=b'{"error": "no such list"}')
+
+    async def body(engine: DeliveryEngine, store: SqliteDeliveryStore) -> None:
+        webhook(store, "bad", url + "/bad")
+        await engine.refresh()
+        enqueue(store, "bad", 2, engine.clock.now_ms())
+        await async_wait_for(lambda: len(store.parked("bad")) == 2, what="parked")
+        assert len(rec.at("/bad")) == 2  # one attempt each
+        parked = store.parked("bad")
+        assert all(
+            "400" in (d.last_error or "") and "no such list" in (d.last_error or "") for d in parked
+        )
+        rec.set("/bad", status=200)
+        assert store.replay(engine.clock.now_ms(), output="bad") == 2
+        await async_wait_for(lambda: len(rec.at("/bad", handled=True)) == 2, what="replayed")
+        ids = [r.headers["x-patchbay-delivery-id"] for r in rec.at("/bad")]
+        assert sorted(ids) == ["bad-0", "bad-0", "bad-1", "bad-1"]
+
+    run_engine(tmp_path, body)
+
+
+def test_retries_stop_at_the_retry_window(tmp_path: Path, recorder: tuple[Recorder, str]) -> None:
+    rec, url = recorder
+    rec.set("/down", status=502)
+    config = EngineConfig(
+        concurrency=1,
+        policy=RetryPolicy(base_delay_s=0.05, max_delay_s=0.1, max_age_s=0.5),
+        poll_s=0.05,
+        refresh_s=0.1,
+    )
+
+    async def body(engine: DeliveryEngine, store: SqliteDeliveryStore) -> None:
+        webhook(store, "down", url + "/down")
+        await engine.refresh()
+        enqueue(store, "down", 1, engine.clock.now_ms())
+        await async_wait_for(lambda: len(store.parked("down")) == 1, what="parked")
+        parked = store.parked("down")[0]
+        assert parked.attempts >= 2 and "502" in (parked.last_error or "")
+
+    run_engine(tmp_path, body, config=config)
+
+
+def test_retry_after_is_honoured(tmp_path: Path, recorder: tuple[Recorder, str]) -> None:
+    rec, url = recorder
+    rec.set("/busy", status=429, headers={"Retry-After": "30"})
+    clock = ManualClock()
+
+    async def body(engine: DeliveryEngine, store: SqliteDeliveryStore) -> None:
+        webhook(store, "busy", url + "/busy")
+        await engine.refresh()
+        first_at = clock.now_ms()
+        enqueue(store, "busy", 1, first_at)
+        engine.notify({"busy"})
+        await async_wait_for(lambda: len(rec.at("/busy")) == 1, what="first attempt")
+
+        def retry_recorded() -> bool:
+            d = store.get_delivery("busy-0")
+            return d is not None and d.attempts == 1
+
+        await async_wait_for(retry_recorded, what="retry recorded")
+        delivery = store.get_delivery("busy-0")
+        assert delivery is not None and delivery.next_attempt_ms >= first_at + 30_000
+        rec.set("/busy", status=200)
+        clock.advance(29)
+        for _ in range(10):  # ten worker polls: nothing is due yet
+            engine.notify({"busy"})
+            await asyncio.sleep(FAST.poll_s)
+        assert len(rec.at("/busy")) == 1
+        clock.advance(1.01)
+        engine.notify({"busy"})
+        await async_wait_for(lambda: len(rec.at("/busy")) == 2, what="the retry")
+
+    run_engine(tmp_path, body, clock=clock)
+
+
+def test_paused_output_holds_its_queue(tmp_path: Path, recorder: tuple[Recorder, str]) -> None:
+    rec, url = recorder
+
+    async def body(engine: DeliveryEngine, store: SqliteDeliveryStore) -> None:
+        webhook(store, "held", url + "/held")
+        store.set_paused("held", True, "maintenance", 0)
+        await engine.refresh()
+        enqueue(store, "held", 3, engine.clock.now_ms())
+        for _ in range(10):
+            engine.notify({"held"})
+            await asyncio.sleep(FAST.poll_s)
+        assert rec.at("/held") == []
+        store.set_paused("held", False, None, 0)
+        await async_wait_for(lambda: len(rec.at("/held")) == 3, what="resumed deliveries")
+
+    run_engine(tmp_path, body)
+
+
+def test_file_output_appends_json_lines(tmp_path: Path) -> None:
+    path = tmp_path / "out" / "events.jsonl"
+
+    async def body(engine: DeliveryEngine, store: SqliteDeliveryStore) -> None:
+        store.add_output(Output("lines", "file", 0, 0, path=str(path)))
+        await engine.refresh()
+        enqueue(store, "lines", 4, engine.clock.now_ms())
+        await async_wait_for(
+            lambda: path.exists() and len(path.read_bytes().splitlines()) == 4, what="4 lines"
+        )
+
+    run_engine(tmp_path, body)
+    lines = [msgspec.json.decode(line) for line in path.read_bytes().splitlines()]
+    assert sorted(x["id"] for x in lines) == [f"lines-{i}" for i in range(4)]
+
+
+def test_a_slow_or_failing_output_does_not_delay_another(
+    tmp_path: Path, recorder: tuple[Recorder, str]
+) -> None:
+    rec, url = recorder
+    rec.set("/slow", delay_s=5.0)
+    rec.set("/broken", status=500)
+
+    async def body(engine: DeliveryEngine, store: SqliteDeliveryStore) -> None:
+        for name in ("slow", "broken", "good"):
+            webhook(store, name, f"{url}/{name}")
+        await engine.refresh()
+        now = engine.clock.now_ms()
+        enqueue(store, "slow", 20, now)
+        enqueue(store, "broken", 20, now)
+        await async_wait_for(lambda: len(rec.at("/slow")) >= 2, what="slow output busy")
+        await async_wait_for(lambda: len(rec.at("/broken")) >= 2, what="broken output busy")
+        enqueue(store, "good", 20, engine.clock.now_ms())
+        engine.notify({"good"})
+        await async_wait_for(lambda: len(rec.at("/good", handled=True)) == 20, what="good")
+        # the good output finished while the slow one is still far from done
+        assert len(rec.at("/slow", handled=True)) < 20
+        assert len(rec.at("/broken", handled=True)) == 0
+
+    run_engine(tmp_path, body)
