@@ -58,8 +58,10 @@ def derived_mpid(seed: str, attempt: int = 0) -> int:
 
 def live_mpid(state: StagedState, mpid: int) -> int | None:
     """``mpid`` after following merges, or ``None`` if no such user exists."""
-    seen: set[int] = set()
     profile = state.profile(mpid)
+    if profile is None or profile.merged_into is None:  # the common case: no merge
+        return None if profile is None else mpid
+    seen: set[int] = set()
     while profile is not None and profile.merged_into is not None and mpid not in seen:
         seen.add(mpid)
         mpid = profile.merged_into
@@ -196,8 +198,9 @@ class Resolver:
             if skipped is not None:
                 skipped.append((identity, "blocked value"))
             return False
-        owners = [m for u in state.users_with(identity) if (m := live_mpid(state, u)) is not None]
-        if identity.type in self.strategy.unique and any(o != profile.mpid for o in owners):
+        if identity.type in self.strategy.unique and any(
+            live_mpid(state, u) not in (None, profile.mpid) for u in state.users_with(identity)
+        ):
             if skipped is not None:
                 skipped.append((identity, "owned by another user"))
             return False

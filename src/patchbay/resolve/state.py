@@ -84,6 +84,7 @@ class StagedState:
         self.changes = StateChanges()
         self._users: dict[Identity, list[int]] = {}
         self._profiles: dict[int, Profile] = {}
+        self._missing: set[int] = set()  # MPIDs the base has no profile for
 
     def users_with(self, identity: Identity) -> list[int]:
         """Committed links plus pending ones, minus pending removals."""
@@ -95,9 +96,11 @@ class StagedState:
     def profile(self, mpid: int) -> Profile | None:
         """The profile as staged (a private copy: call :meth:`put` after changing it)."""
         found = self._profiles.get(mpid)
-        if found is None:
+        if found is None and mpid not in self._missing:
             found = self._base.profile(mpid)
-            if found is not None:
+            if found is None:
+                self._missing.add(mpid)  # a new user's MPID is looked up more than once
+            else:
                 self._profiles[mpid] = found
         return found
 
