@@ -72,6 +72,13 @@ _BATCH_COLUMNS = "seq, batch_id, input_id, received_at_ms, channel, body, ip, hi
 _INPUT_COLUMNS = "id, name, type, rate_limit, enabled, created_at_ms"
 _CREDENTIAL_COLUMNS = "key, input_id, secret_hash, created_at_ms, enabled"
 
+#: Keys per de-duplication look-up (a fixed count: one SQL text, one prepared statement).
+_DEDUP_CHUNK = 100
+_RECENT_KEYS = (
+    "SELECT source_request_id FROM dedup WHERE input_id = ? AND received_at_ms >= ?"
+    f" AND source_request_id IN ({', '.join('?' * _DEDUP_CHUNK)})"
+)
+
 
 class SqliteStore:
     """The batch log and the inputs in one SQLite database under ``data_dir``."""
@@ -107,15 +114,15 @@ class SqliteStore:
         conn = self._conn()
         offsets: list[int | None] = []
         seen: set[tuple[str, str]] = set()
+        dedup_rows: list[tuple[str, str, int, int]] = []
         with self._write_lock:
             conn.execute("BEGIN IMMEDIATE")
             try:
+                recent = self._recent_keys(conn, batches, dedup_since_ms)
                 for batch in batches:
                     key = batch.source_request_id
                     if key is not None:
-                        if (batch.input_id, key) in seen or self._is_duplicate(
-                            conn, batch.input_id, key, dedup_since_ms
-                        ):
+                        if (batch.input_id, key) in seen or (batch.input_id, key) in recent:
                             offsets.append(None)
                             continue
                         seen.add((batch.input_id, key))
@@ -136,10 +143,8 @@ class SqliteStore:
                     assert offset is not None
                     offsets.append(offset)
                     if key is not None:
-                        conn.execute(
-                            "INSERT OR REPLACE INTO dedup VALUES (?, ?, ?, ?)",
-                            (batch.input_id, key, offset, batch.received_at_ms),
-                        )
+                        dedup_rows.append((batch.input_id, key, offset, batch.received_at_ms))
+                conn.executemany("INSERT OR REPLACE INTO dedup VALUES (?, ?, ?, ?)", dedup_rows)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -147,12 +152,26 @@ class SqliteStore:
         return AppendResult(offsets)
 
     @staticmethod
-    def _is_duplicate(conn: sqlite3.Connection, input_id: str, key: str, since_ms: int) -> bool:
-        row = conn.execute(
-            "SELECT received_at_ms FROM dedup WHERE input_id = ? AND source_request_id = ?",
-            (input_id, key),
-        ).fetchone()
-        return row is not None and int(row[0]) >= since_ms
+    def _recent_keys(
+        conn: sqlite3.Connection, batches: Sequence[NewBatch], since_ms: int
+    ) -> set[tuple[str, str]]:
+        """The (input, ``source_request_id``) pairs of ``batches`` stored since ``since_ms``.
+
+        One query per input and 100 keys rather than one per batch: under load every query
+        hands the GIL over to the event loop and waits to get it back.
+        """
+        keys: dict[str, list[str]] = {}
+        for batch in batches:
+            if batch.source_request_id is not None:
+                keys.setdefault(batch.input_id, []).append(batch.source_request_id)
+        found: set[tuple[str, str]] = set()
+        for input_id, ids in keys.items():
+            for start in range(0, len(ids), _DEDUP_CHUNK):
+                chunk = ids[start : start + _DEDUP_CHUNK]
+                chunk += chunk[-1:] * (_DEDUP_CHUNK - len(chunk))  # same SQL, cached statement
+                rows = conn.execute(_RECENT_KEYS, (input_id, since_ms, *chunk))
+                found.update((input_id, str(row[0])) for row in rows)
+        return found
 
     def read(self, after: int, limit: int) -> list[StoredBatch]:
         """Batches after offset ``after``, oldest first."""
