@@ -10,10 +10,8 @@ a time anyway) and other processes (the CLI next to a running server) wait on
 from __future__ import annotations
 
 import sqlite3
-import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
 
 from patchbay.store.base import (
     AppendResult,
@@ -23,8 +21,7 @@ from patchbay.store.base import (
     NewBatch,
     StoredBatch,
 )
-
-Durability = Literal["full", "normal"]
+from patchbay.store.sqlite_db import Durability, SqliteDatabase
 
 DB_FILE = "patchbay.db"
 
@@ -84,71 +81,44 @@ class SqliteStore:
     """The batch log and the inputs in one SQLite database under ``data_dir``."""
 
     def __init__(self, data_dir: Path, durability: Durability = "full") -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / DB_FILE
-        self._synchronous = durability.upper()
-        self._local = threading.local()
-        self._write_lock = threading.Lock()
-        self._connections: list[sqlite3.Connection] = []
-        self._connections_lock = threading.Lock()
-        conn = self._conn()
-        with self._write_lock:
-            conn.executescript(_SCHEMA)
-
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA busy_timeout = 30000")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-            self._local.conn = conn
-            with self._connections_lock:
-                self._connections.append(conn)
-        return conn
+        self._db = SqliteDatabase(self.path, _SCHEMA, durability)
 
     # -- the batch log ---------------------------------------------------------------
 
     def append(self, batches: Sequence[NewBatch], dedup_since_ms: int) -> AppendResult:
         """Append ``batches`` in one transaction; see :class:`patchbay.store.base.BatchLog`."""
-        conn = self._conn()
         offsets: list[int | None] = []
         seen: set[tuple[str, str]] = set()
         dedup_rows: list[tuple[str, str, int, int]] = []
-        with self._write_lock:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                recent = self._recent_keys(conn, batches, dedup_since_ms)
-                for batch in batches:
-                    key = batch.source_request_id
-                    if key is not None:
-                        if (batch.input_id, key) in seen or (batch.input_id, key) in recent:
-                            offsets.append(None)
-                            continue
-                        seen.add((batch.input_id, key))
-                    cursor = conn.execute(
-                        "INSERT INTO batches (batch_id, input_id, received_at_ms, channel, ip,"
-                        " historical, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            batch.batch_id,
-                            batch.input_id,
-                            batch.received_at_ms,
-                            batch.channel,
-                            batch.ip,
-                            int(batch.historical),
-                            batch.body,
-                        ),
-                    )
-                    offset = cursor.lastrowid
-                    assert offset is not None
-                    offsets.append(offset)
-                    if key is not None:
-                        dedup_rows.append((batch.input_id, key, offset, batch.received_at_ms))
-                conn.executemany("INSERT OR REPLACE INTO dedup VALUES (?, ?, ?, ?)", dedup_rows)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        with self._db.transaction() as conn:
+            recent = self._recent_keys(conn, batches, dedup_since_ms)
+            for batch in batches:
+                key = batch.source_request_id
+                if key is not None:
+                    if (batch.input_id, key) in seen or (batch.input_id, key) in recent:
+                        offsets.append(None)
+                        continue
+                    seen.add((batch.input_id, key))
+                cursor = conn.execute(
+                    "INSERT INTO batches (batch_id, input_id, received_at_ms, channel, ip,"
+                    " historical, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        batch.batch_id,
+                        batch.input_id,
+                        batch.received_at_ms,
+                        batch.channel,
+                        batch.ip,
+                        int(batch.historical),
+                        batch.body,
+                    ),
+                )
+                offset = cursor.lastrowid
+                assert offset is not None
+                offsets.append(offset)
+                if key is not None:
+                    dedup_rows.append((batch.input_id, key, offset, batch.received_at_ms))
+            conn.executemany("INSERT OR REPLACE INTO dedup VALUES (?, ?, ?, ?)", dedup_rows)
         return AppendResult(offsets)
 
     @staticmethod
@@ -175,7 +145,7 @@ class SqliteStore:
 
     def read(self, after: int, limit: int) -> list[StoredBatch]:
         """Batches after offset ``after``, oldest first."""
-        rows = self._conn().execute(
+        rows = self._db.conn().execute(
             f"SELECT {_BATCH_COLUMNS} FROM batches WHERE seq > ? ORDER BY seq LIMIT ?",
             (after, limit),
         )
@@ -195,13 +165,13 @@ class SqliteStore:
 
     def last_offset(self) -> int:
         """The newest offset, 0 for an empty log."""
-        row = self._conn().execute("SELECT max(seq) FROM batches").fetchone()
+        row = self._db.conn().execute("SELECT max(seq) FROM batches").fetchone()
         return int(row[0] or 0)
 
     def committed(self, consumer: str) -> int:
         """The last offset ``consumer`` committed."""
         row = (
-            self._conn()
+            self._db.conn()
             .execute("SELECT seq FROM consumer_offsets WHERE consumer = ?", (consumer,))
             .fetchone()
         )
@@ -209,7 +179,7 @@ class SqliteStore:
 
     def commit(self, consumer: str, offset: int) -> None:
         """Record ``consumer``'s offset."""
-        self._write(
+        self._db.write(
             "INSERT INTO consumer_offsets VALUES (?, ?)"
             " ON CONFLICT (consumer) DO UPDATE SET seq = excluded.seq",
             (consumer, offset),
@@ -217,16 +187,14 @@ class SqliteStore:
 
     def forget_dedup_before(self, before_ms: int) -> int:
         """Drop old de-duplication entries."""
-        return self._write("DELETE FROM dedup WHERE received_at_ms < ?", (before_ms,))
+        return self._db.write("DELETE FROM dedup WHERE received_at_ms < ?", (before_ms,))
 
     # -- inputs ----------------------------------------------------------------------
 
     def add_input(self, item: Input, credential: Credential) -> None:
         """Store an input and its first credential."""
-        conn = self._conn()
-        with self._write_lock:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+        try:
+            with self._db.transaction() as conn:
                 conn.execute(
                     f"INSERT INTO inputs ({_INPUT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
                     (
@@ -239,18 +207,13 @@ class SqliteStore:
                     ),
                 )
                 self._insert_credential(conn, credential)
-                conn.execute("COMMIT")
-            except sqlite3.IntegrityError:
-                conn.execute("ROLLBACK")
-                raise DuplicateName(item.name) from None
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        except sqlite3.IntegrityError:
+            raise DuplicateName(item.name) from None
 
     def get_input(self, name_or_id: str) -> Input | None:
         """The input with this name or id."""
         row = (
-            self._conn()
+            self._db.conn()
             .execute(
                 f"SELECT {_INPUT_COLUMNS} FROM inputs WHERE name = ? OR id = ?",
                 (name_or_id, name_or_id),
@@ -261,32 +224,32 @@ class SqliteStore:
 
     def list_inputs(self) -> list[Input]:
         """Every input, oldest first."""
-        rows = self._conn().execute(
+        rows = self._db.conn().execute(
             f"SELECT {_INPUT_COLUMNS} FROM inputs ORDER BY created_at_ms, name"
         )
         return [_input(r) for r in rows]
 
     def set_input_enabled(self, input_id: str, enabled: bool) -> None:
         """Enable or disable an input."""
-        self._write("UPDATE inputs SET enabled = ? WHERE id = ?", (int(enabled), input_id))
+        self._db.write("UPDATE inputs SET enabled = ? WHERE id = ?", (int(enabled), input_id))
 
     def set_rate_limit(self, input_id: str, rate_limit: float) -> None:
         """Change an input's rate limit."""
-        self._write("UPDATE inputs SET rate_limit = ? WHERE id = ?", (rate_limit, input_id))
+        self._db.write("UPDATE inputs SET rate_limit = ? WHERE id = ?", (rate_limit, input_id))
 
     def add_credential(self, credential: Credential) -> None:
         """Add a key to an input."""
-        conn = self._conn()
-        with self._write_lock:
+        conn = self._db.conn()
+        with self._db.write_lock:
             self._insert_credential(conn, credential)
 
     def set_credential_enabled(self, key: str, enabled: bool) -> None:
         """Enable or disable one key."""
-        self._write("UPDATE credentials SET enabled = ? WHERE key = ?", (int(enabled), key))
+        self._db.write("UPDATE credentials SET enabled = ? WHERE key = ?", (int(enabled), key))
 
     def credentials(self, input_id: str) -> list[Credential]:
         """The keys of an input, oldest first."""
-        rows = self._conn().execute(
+        rows = self._db.conn().execute(
             f"SELECT {_CREDENTIAL_COLUMNS} FROM credentials WHERE input_id = ?"
             " ORDER BY created_at_ms, rowid",
             (input_id,),
@@ -296,7 +259,7 @@ class SqliteStore:
     def find_credential(self, key: str) -> tuple[Credential, Input] | None:
         """The credential with this key and its input."""
         row = (
-            self._conn()
+            self._db.conn()
             .execute(
                 "SELECT c.key, c.input_id, c.secret_hash, c.created_at_ms, c.enabled,"
                 " i.id, i.name, i.type, i.rate_limit, i.enabled, i.created_at_ms"
@@ -324,18 +287,9 @@ class SqliteStore:
             ),
         )
 
-    def _write(self, sql: str, params: tuple[object, ...]) -> int:
-        conn = self._conn()
-        with self._write_lock:
-            return conn.execute(sql, params).rowcount
-
     def close(self) -> None:
         """Close every connection this store opened."""
-        with self._connections_lock:
-            for conn in self._connections:
-                conn.close()
-            self._connections.clear()
-        self._local = threading.local()
+        self._db.close()
 
 
 def _input(row: Sequence[object]) -> Input:

@@ -10,7 +10,6 @@ batch twice (a replayed resolve chunk) adds nothing. Connection handling follows
 from __future__ import annotations
 
 import sqlite3
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from patchbay.activate.store import (
     Output,
     QueueStats,
 )
-from patchbay.store.sqlite import Durability
+from patchbay.store.sqlite_db import Durability, SqliteDatabase
 
 DELIVERIES_FILE = "deliveries.db"
 
@@ -84,40 +83,15 @@ class SqliteDeliveryStore:
     """Outputs, connections and deliveries in ``deliveries.db`` under ``data_dir``."""
 
     def __init__(self, data_dir: Path, durability: Durability = "full") -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / DELIVERIES_FILE
-        self._synchronous = durability.upper()
-        self._local = threading.local()
-        self._write_lock = threading.Lock()
-        self._connections: list[sqlite3.Connection] = []
-        self._connections_lock = threading.Lock()
-        conn = self._conn()
-        with self._write_lock:
-            conn.executescript(_SCHEMA)
-
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA busy_timeout = 30000")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-            self._local.conn = conn
-            with self._connections_lock:
-                self._connections.append(conn)
-        return conn
-
-    def _write(self, sql: str, params: Sequence[object]) -> int:
-        conn = self._conn()
-        with self._write_lock:
-            return conn.execute(sql, params).rowcount
+        self._db = SqliteDatabase(self.path, _SCHEMA, durability)
 
     # -- outputs -------------------------------------------------------------------------
 
     def add_output(self, output: Output) -> None:
         """Create ``output``; raises :class:`DuplicateOutput` if the name is taken."""
         try:
-            self._write(
+            self._db.write(
                 f"INSERT INTO outputs ({_OUTPUT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     output.name,
@@ -138,7 +112,7 @@ class SqliteDeliveryStore:
     def get_output(self, name: str) -> Output | None:
         """The output with this name."""
         row = (
-            self._conn()
+            self._db.conn()
             .execute(f"SELECT {_OUTPUT_COLUMNS} FROM outputs WHERE name = ?", (name,))
             .fetchone()
         )
@@ -146,12 +120,12 @@ class SqliteDeliveryStore:
 
     def list_outputs(self) -> list[Output]:
         """Every output, by name."""
-        rows = self._conn().execute(f"SELECT {_OUTPUT_COLUMNS} FROM outputs ORDER BY name")
+        rows = self._db.conn().execute(f"SELECT {_OUTPUT_COLUMNS} FROM outputs ORDER BY name")
         return [_output(r) for r in rows]
 
     def set_paused(self, name: str, paused: bool, reason: str | None, now_ms: int) -> bool:
         """Pause or resume an output; whether it exists."""
-        changed = self._write(
+        changed = self._db.write(
             "UPDATE outputs SET paused = ?, paused_reason = ?, updated_at_ms = ? WHERE name = ?",
             (int(paused), reason if paused else None, now_ms, name),
         )
@@ -163,7 +137,7 @@ class SqliteDeliveryStore:
         """Create ``connection``; raises :class:`DuplicateOutput` if the input is already
         connected to the output."""
         try:
-            self._write(
+            self._db.write(
                 f"INSERT INTO connections ({_CONNECTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
                 (
                     connection.id,
@@ -181,7 +155,7 @@ class SqliteDeliveryStore:
 
     def list_connections(self) -> list[Connection]:
         """Every connection, by input then output."""
-        rows = self._conn().execute(
+        rows = self._db.conn().execute(
             f"SELECT {_CONNECTION_COLUMNS} FROM connections ORDER BY input_id, output"
         )
         return [
@@ -198,7 +172,7 @@ class SqliteDeliveryStore:
 
     def remove_connection(self, connection_id: str) -> bool:
         """Remove a connection; whether it existed (its pending deliveries stay queued)."""
-        return self._write("DELETE FROM connections WHERE id = ?", (connection_id,)) > 0
+        return self._db.write("DELETE FROM connections WHERE id = ?", (connection_id,)) > 0
 
     # -- deliveries ----------------------------------------------------------------------
 
@@ -206,21 +180,14 @@ class SqliteDeliveryStore:
         """Add the deliveries whose id is new, in one transaction; return how many."""
         if not deliveries:
             return 0
-        conn = self._conn()
         added = 0
-        with self._write_lock:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for d in deliveries:
-                    added += conn.execute(
-                        f"INSERT OR IGNORE INTO deliveries ({_DELIVERY_COLUMNS})"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        _delivery_row(d),
-                    ).rowcount
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        with self._db.transaction() as conn:
+            for d in deliveries:
+                added += conn.execute(
+                    f"INSERT OR IGNORE INTO deliveries ({_DELIVERY_COLUMNS})"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    _delivery_row(d),
+                ).rowcount
         return added
 
     def due(
@@ -228,7 +195,7 @@ class SqliteDeliveryStore:
     ) -> list[Delivery]:
         """Pending deliveries of ``output`` due at ``now_ms``, oldest due first."""
         skip = set(exclude)
-        rows = self._conn().execute(
+        rows = self._db.conn().execute(
             f"SELECT {_DELIVERY_COLUMNS} FROM deliveries"
             " WHERE output = ? AND state = 'pending' AND next_attempt_ms <= ?"
             " ORDER BY next_attempt_ms, created_at_ms LIMIT ?",
@@ -240,7 +207,7 @@ class SqliteDeliveryStore:
     def next_due_ms(self, output: str) -> int | None:
         """When the next pending delivery of ``output`` is due."""
         row = (
-            self._conn()
+            self._db.conn()
             .execute(
                 "SELECT MIN(next_attempt_ms) FROM deliveries"
                 " WHERE output = ? AND state = 'pending'",
@@ -252,11 +219,11 @@ class SqliteDeliveryStore:
 
     def succeeded(self, delivery_id: str) -> None:
         """Remove a delivery that was accepted."""
-        self._write("DELETE FROM deliveries WHERE id = ?", (delivery_id,))
+        self._db.write("DELETE FROM deliveries WHERE id = ?", (delivery_id,))
 
     def retry_at(self, delivery_id: str, attempts: int, next_attempt_ms: int, error: str) -> None:
         """Record a failed attempt and when to try again."""
-        self._write(
+        self._db.write(
             "UPDATE deliveries SET attempts = ?, next_attempt_ms = ?, last_error = ?"
             " WHERE id = ? AND state = 'pending'",
             (attempts, next_attempt_ms, error, delivery_id),
@@ -264,7 +231,7 @@ class SqliteDeliveryStore:
 
     def park(self, delivery_id: str, attempts: int, error: str, now_ms: int) -> None:
         """Give up on a delivery for now, keeping it with its last error."""
-        self._write(
+        self._db.write(
             "UPDATE deliveries SET state = 'parked', attempts = ?, last_error = ?,"
             " parked_at_ms = ? WHERE id = ?",
             (attempts, error, now_ms, delivery_id),
@@ -274,7 +241,7 @@ class SqliteDeliveryStore:
         """Parked deliveries, oldest first."""
         where = "state = 'parked'" + (" AND output = ?" if output is not None else "")
         params: tuple[object, ...] = (output, limit) if output is not None else (limit,)
-        rows = self._conn().execute(
+        rows = self._db.conn().execute(
             f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE {where}"
             " ORDER BY parked_at_ms, created_at_ms LIMIT ?",
             params,
@@ -294,12 +261,12 @@ class SqliteDeliveryStore:
         if ids:
             sql += f" AND id IN ({', '.join('?' for _ in ids)})"
             params.extend(ids)
-        return self._write(sql, params)
+        return self._db.write(sql, params)
 
     def get_delivery(self, delivery_id: str) -> Delivery | None:
         """One delivery."""
         row = (
-            self._conn()
+            self._db.conn()
             .execute(f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE id = ?", (delivery_id,))
             .fetchone()
         )
@@ -307,7 +274,7 @@ class SqliteDeliveryStore:
 
     def stats(self) -> dict[str, QueueStats]:
         """Queue statistics by output."""
-        rows = self._conn().execute(
+        rows = self._db.conn().execute(
             "SELECT output, SUM(state = 'pending'), SUM(state = 'parked'),"
             " MIN(CASE WHEN state = 'pending' THEN created_at_ms END)"
             " FROM deliveries GROUP BY output"
@@ -323,11 +290,7 @@ class SqliteDeliveryStore:
 
     def close(self) -> None:
         """Close every connection this store opened."""
-        with self._connections_lock:
-            for conn in self._connections:
-                conn.close()
-            self._connections.clear()
-        self._local = threading.local()
+        self._db.close()
 
 
 def _output(row: Sequence[object]) -> Output:

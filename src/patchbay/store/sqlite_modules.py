@@ -9,15 +9,14 @@ connection handling follows :mod:`patchbay.store.sqlite`.
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
 
 from patchbay.store.base import ModuleRecord, ModuleRegistrationEntry
-from patchbay.store.sqlite import DB_FILE, Durability
+from patchbay.store.sqlite import DB_FILE
+from patchbay.store.sqlite_db import Durability, SqliteDatabase
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS modules (
@@ -103,84 +102,49 @@ class SqliteModuleStore:
     """Registered partner modules in the ``modules`` table of ``patchbay.db``."""
 
     def __init__(self, data_dir: Path, durability: Durability = "full") -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / DB_FILE
-        self._synchronous = durability.upper()
-        self._local = threading.local()
-        self._write_lock = threading.Lock()
-        self._connections: list[sqlite3.Connection] = []
-        self._connections_lock = threading.Lock()
-        conn = self._conn()
-        with self._write_lock:
-            conn.executescript(_SCHEMA)
-
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA busy_timeout = 30000")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-            self._local.conn = conn
-            with self._connections_lock:
-                self._connections.append(conn)
-        return conn
+        self._db = SqliteDatabase(self.path, _SCHEMA, durability)
 
     def put_module(self, module: ModuleRecord) -> ModuleRecord:
         """Insert or replace ``module`` (keeping the first ``created_at_ms``) and append its
         registration to the history, in one transaction."""
-        conn = self._conn()
-        with self._write_lock:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                row = conn.execute(
-                    "SELECT created_at_ms FROM modules WHERE name = ?", (module.name,)
-                ).fetchone()
-                if row is not None:
-                    module = msgspec.structs.replace(module, created_at_ms=int(row[0]))
-                placeholders = ", ".join("?" for _ in _COLUMNS)
-                conn.execute(
-                    f"INSERT OR REPLACE INTO modules ({', '.join(_COLUMNS)})"
-                    f" VALUES ({placeholders})",
-                    _row(module),
-                )
-                conn.execute(
-                    "INSERT INTO module_registrations (name, version, registered_at_ms,"
-                    " registration) VALUES (?, ?, ?, ?)",
-                    (module.name, module.version, module.updated_at_ms, module.registration),
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        with self._db.transaction() as conn:
+            row = conn.execute(
+                "SELECT created_at_ms FROM modules WHERE name = ?", (module.name,)
+            ).fetchone()
+            if row is not None:
+                module = msgspec.structs.replace(module, created_at_ms=int(row[0]))
+            placeholders = ", ".join("?" for _ in _COLUMNS)
+            conn.execute(
+                f"INSERT OR REPLACE INTO modules ({', '.join(_COLUMNS)}) VALUES ({placeholders})",
+                _row(module),
+            )
+            conn.execute(
+                "INSERT INTO module_registrations (name, version, registered_at_ms,"
+                " registration) VALUES (?, ?, ?, ?)",
+                (module.name, module.version, module.updated_at_ms, module.registration),
+            )
         return module
 
     def get_module(self, name: str) -> ModuleRecord | None:
         """The module with this name."""
-        row = self._conn().execute(f"{_SELECT} WHERE name = ?", (name,)).fetchone()
+        row = self._db.conn().execute(f"{_SELECT} WHERE name = ?", (name,)).fetchone()
         return _module(row) if row else None
 
     def list_modules(self) -> list[ModuleRecord]:
         """Every module, by name."""
-        return [_module(r) for r in self._conn().execute(f"{_SELECT} ORDER BY name")]
+        return [_module(r) for r in self._db.conn().execute(f"{_SELECT} ORDER BY name")]
 
     def delete_module(self, name: str) -> bool:
         """Remove a module and its history."""
-        conn = self._conn()
-        with self._write_lock:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                deleted = conn.execute("DELETE FROM modules WHERE name = ?", (name,)).rowcount
-                conn.execute("DELETE FROM module_registrations WHERE name = ?", (name,))
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        with self._db.transaction() as conn:
+            deleted = conn.execute("DELETE FROM modules WHERE name = ?", (name,)).rowcount
+            conn.execute("DELETE FROM module_registrations WHERE name = ?", (name,))
         return deleted > 0
 
     def module_history(self, name: str) -> list[ModuleRegistrationEntry]:
         """The registrations a module sent, oldest first."""
-        rows = self._conn().execute(
+        rows = self._db.conn().execute(
             "SELECT name, version, registered_at_ms, registration FROM module_registrations"
             " WHERE name = ? ORDER BY id",
             (name,),
@@ -197,11 +161,7 @@ class SqliteModuleStore:
 
     def close(self) -> None:
         """Close every connection this store opened."""
-        with self._connections_lock:
-            for conn in self._connections:
-                conn.close()
-            self._connections.clear()
-        self._local = threading.local()
+        self._db.close()
 
 
 def _row(module: ModuleRecord) -> tuple[object, ...]:

@@ -8,8 +8,6 @@ transaction as the state it describes.
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 from pathlib import Path
 
 import msgspec
@@ -17,7 +15,7 @@ import msgspec
 from patchbay.resolve.identities import Identity
 from patchbay.resolve.profile import Profile
 from patchbay.resolve.state import MergeRecord, StateChanges
-from patchbay.store.sqlite import Durability
+from patchbay.store.sqlite_db import Durability, SqliteDatabase
 
 STATE_FILE = "state.db"
 
@@ -57,34 +55,19 @@ class SqliteProfileStore:
     """Profiles, identity links, merges and the resolve offset in one SQLite file."""
 
     def __init__(self, data_dir: Path, durability: Durability = "full") -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / STATE_FILE
-        self._synchronous = durability.upper()
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._connections: list[sqlite3.Connection] = []
-        with self._lock:
-            self._conn().executescript(_SCHEMA)
-
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA busy_timeout = 30000")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-            conn.execute("PRAGMA cache_size = -65536")
-            # A chunk rewrites profiles all over the file: checkpoint every ~40 MiB of WAL
-            # rather than every 4 MiB (the default), so that pages written by several
-            # chunks are copied back once and most commits do not wait for a checkpoint.
-            conn.execute("PRAGMA wal_autocheckpoint = 10000")
-            self._local.conn = conn
-            self._connections.append(conn)
-        return conn
+        # A bigger page cache and rarer checkpoints (every ~40 MiB of WAL, not ~4 MiB): the
+        # stage commits a chunk at a time and the checkpoints were a third of its commits.
+        self._db = SqliteDatabase(
+            self.path,
+            _SCHEMA,
+            durability,
+            ("PRAGMA cache_size = -65536", "PRAGMA wal_autocheckpoint = 10000"),
+        )
 
     def users_with(self, identity: Identity) -> list[int]:
         """The MPIDs linked to ``identity``, oldest link first."""
-        rows = self._conn().execute(
+        rows = self._db.conn().execute(
             "SELECT mpid FROM identity_links WHERE type = ? AND value = ? ORDER BY id",
             (identity.type, identity.value),
         )
@@ -92,52 +75,47 @@ class SqliteProfileStore:
 
     def profile(self, mpid: int) -> Profile | None:
         """The stored profile of ``mpid``."""
-        row = self._conn().execute("SELECT doc FROM profiles WHERE mpid = ?", (mpid,)).fetchone()
+        row = self._db.conn().execute("SELECT doc FROM profiles WHERE mpid = ?", (mpid,)).fetchone()
         return _decode_profile(row[0]) if row else None
 
     def committed_offset(self) -> int:
         """The log offset included in the state."""
         row = (
-            self._conn().execute("SELECT seq FROM resolve_offset WHERE name = 'resolve'").fetchone()
+            self._db.conn()
+            .execute("SELECT seq FROM resolve_offset WHERE name = 'resolve'")
+            .fetchone()
         )
         return int(row[0]) if row else 0
 
     def commit(self, changes: StateChanges, offset: int) -> None:
         """Write ``changes`` and ``offset`` in one transaction."""
-        conn = self._conn()
-        with self._lock:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany(
-                    "INSERT OR REPLACE INTO profiles (mpid, doc) VALUES (?, ?)",
-                    [(p.mpid, _encode(p)) for p in changes.profiles.values()],
-                )
-                conn.executemany(
-                    "DELETE FROM identity_links WHERE type = ? AND value = ? AND mpid = ?",
-                    [(i.type, i.value, m) for i, mpids in changes.unlinked.items() for m in mpids],
-                )
-                conn.executemany(
-                    "INSERT OR IGNORE INTO identity_links (type, value, mpid) VALUES (?, ?, ?)",
-                    [(i.type, i.value, m) for i, mpids in changes.linked.items() for m in mpids],
-                )
-                conn.executemany(
-                    "INSERT INTO merges (from_mpid, to_mpid, reason, at_ms, log_offset)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    [(m.from_mpid, m.to_mpid, m.reason, m.at_ms, m.offset) for m in changes.merges],
-                )
-                conn.execute(
-                    "INSERT INTO resolve_offset VALUES ('resolve', ?)"
-                    " ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
-                    (offset,),
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        with self._db.transaction() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO profiles (mpid, doc) VALUES (?, ?)",
+                [(p.mpid, _encode(p)) for p in changes.profiles.values()],
+            )
+            conn.executemany(
+                "DELETE FROM identity_links WHERE type = ? AND value = ? AND mpid = ?",
+                [(i.type, i.value, m) for i, mpids in changes.unlinked.items() for m in mpids],
+            )
+            conn.executemany(
+                "INSERT OR IGNORE INTO identity_links (type, value, mpid) VALUES (?, ?, ?)",
+                [(i.type, i.value, m) for i, mpids in changes.linked.items() for m in mpids],
+            )
+            conn.executemany(
+                "INSERT INTO merges (from_mpid, to_mpid, reason, at_ms, log_offset)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(m.from_mpid, m.to_mpid, m.reason, m.at_ms, m.offset) for m in changes.merges],
+            )
+            conn.execute(
+                "INSERT INTO resolve_offset VALUES ('resolve', ?)"
+                " ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
+                (offset,),
+            )
 
     def merges(self, mpid: int) -> list[MergeRecord]:
         """Merges into or out of ``mpid``, oldest first."""
-        rows = self._conn().execute(
+        rows = self._db.conn().execute(
             "SELECT from_mpid, to_mpid, reason, at_ms, log_offset FROM merges"
             " WHERE from_mpid = ? OR to_mpid = ? ORDER BY id",
             (mpid, mpid),
@@ -146,21 +124,14 @@ class SqliteProfileStore:
 
     def count_profiles(self) -> int:
         """How many profiles are stored (merged ones included)."""
-        return int(self._conn().execute("SELECT count(*) FROM profiles").fetchone()[0])
+        return int(self._db.conn().execute("SELECT count(*) FROM profiles").fetchone()[0])
 
     def reset(self) -> None:
         """Forget all state."""
-        conn = self._conn()
-        with self._lock:
-            conn.execute("BEGIN IMMEDIATE")
+        with self._db.transaction() as conn:
             for table in ("profiles", "identity_links", "merges", "resolve_offset"):
                 conn.execute(f"DELETE FROM {table}")
-            conn.execute("COMMIT")
 
     def close(self) -> None:
         """Close every connection."""
-        with self._lock:
-            for conn in self._connections:
-                conn.close()
-            self._connections.clear()
-        self._local = threading.local()
+        self._db.close()

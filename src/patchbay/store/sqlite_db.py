@@ -1,0 +1,86 @@
+"""One SQLite database file as the embedded stores use it: WAL, a connection per thread.
+
+Every embedded store (the batch log, the resolve state, the modules, the outbox) opens its
+file through :class:`SqliteDatabase`, so connection handling, pragmas, durability and the
+write transaction live in one place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Literal
+
+#: ``full`` fsyncs every commit (survives power loss); ``normal`` survives a process crash.
+Durability = Literal["full", "normal"]
+
+
+class SqliteDatabase:
+    """A SQLite file in WAL mode with one connection per thread and one writer at a time.
+
+    Other processes (the CLI next to a running server) wait on ``busy_timeout``.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        schema: str,
+        durability: Durability = "full",
+        pragmas: Iterable[str] = (),
+    ) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._pragmas = (
+            "PRAGMA busy_timeout = 30000",
+            "PRAGMA journal_mode = WAL",
+            f"PRAGMA synchronous = {durability.upper()}",
+            *pragmas,
+        )
+        self._local = threading.local()
+        self.write_lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        with self.write_lock:
+            self.conn().executescript(schema)
+
+    def conn(self) -> sqlite3.Connection:
+        """This thread's connection (autocommit: transactions are explicit)."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            for pragma in self._pragmas:
+                conn.execute(pragma)
+            self._local.conn = conn
+            with self._connections_lock:
+                self._connections.append(conn)
+        return conn
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction: committed on exit, rolled back on any exception."""
+        conn = self.conn()
+        with self.write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def write(self, sql: str, params: Iterable[object] = ()) -> int:
+        """Run one write statement in its own transaction; return the rows it changed."""
+        conn = self.conn()
+        with self.write_lock:
+            return conn.execute(sql, tuple(params)).rowcount
+
+    def close(self) -> None:
+        """Close every connection opened so far."""
+        with self._connections_lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()
