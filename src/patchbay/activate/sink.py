@@ -22,6 +22,7 @@ from patchbay.activate.ids import message_id
 from patchbay.activate.store import Connection, Delivery, DeliveryStore, Output
 from patchbay.clock import Clock
 from patchbay.collect.batch import Batch
+from patchbay.collect.stamp import StampedBatch, stamp_fields
 from patchbay.firehose import ModuleRegistrationResponse, dumps
 from patchbay.resolve.stage import IDSYNC_CHANNEL, ResolvedBatch
 from patchbay.store.base import ModuleRecord, ModuleStore
@@ -29,21 +30,13 @@ from patchbay.store.base import ModuleRecord, ModuleStore
 log = structlog.get_logger("patchbay.activate")
 
 
-class WebhookPayload(msgspec.Struct):
+class WebhookPayload(StampedBatch, kw_only=True):
     """The JSON a webhook receives and a JSON-lines file stores: the stamped batch, its user
     and the delivery's id (the same on every retry)."""
 
     id: str
     output: str
     mpid: int
-    offset: int
-    batch_id: str
-    input_id: str
-    received_at_ms: int
-    channel: str
-    ip: str | None
-    historical: bool
-    batch: msgspec.Raw
 
 
 _encode = msgspec.json.Encoder().encode
@@ -58,14 +51,7 @@ def webhook_payload(output: str, resolved: ResolvedBatch, batch: Batch) -> tuple
         id=delivery_id,
         output=output,
         mpid=resolved.mpid,
-        offset=stored.offset,
-        batch_id=stored.batch_id,
-        input_id=stored.input_id,
-        received_at_ms=stored.received_at_ms,
-        channel=stored.channel,
-        ip=stored.ip,
-        historical=stored.historical,
-        batch=msgspec.Raw(body),
+        **stamp_fields(stored, body),  # type: ignore[arg-type]
     )
     return delivery_id, _encode(payload)
 
