@@ -63,9 +63,10 @@ def create_app(
     clock = clock or SystemClock()
     metrics = Metrics()
     appender = GroupCommitAppender(store)
-    api = EventsApi(store, appender, settings, clock, metrics)
     service = ResolveService(profiles, Resolver(strategy or IdentityStrategy()), clock)
     stage = ResolveStage(store, profiles, service.resolver)
+    runner = StageRunner(lambda: service.step(stage))
+    api = EventsApi(store, appender, settings, clock, metrics, on_append=runner.wake)
     deliveries = deliveries or SqliteDeliveryStore(settings.data_dir, settings.durability)
     modules = modules or SqliteModuleStore(settings.data_dir, settings.durability)
     engine = DeliveryEngine(
@@ -80,7 +81,6 @@ def create_app(
         ActivateService(deliveries, modules, store, clock),
         admin_token if admin_token is not None else os.environ.get(ADMIN_TOKEN_ENV) or None,
     )
-    runner = StageRunner(lambda: service.step(stage))
     profile_api = ProfileApi(store, service, clock)
     identity_api = IdentityApi(store, appender, service, clock, metrics)
     openapi = msgspec.json.encode(build_openapi())

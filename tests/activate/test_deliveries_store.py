@@ -112,3 +112,16 @@ def test_pending_deliveries_survive_reopening(tmp_path: Path) -> None:
         assert [d.id for d in store.due("hook", NOW, 10)] == ["d1"]
     finally:
         store.close()
+
+
+def test_succeeded_many_removes_in_one_transaction(outbox: SqliteDeliveryStore) -> None:
+    outbox.enqueue([delivery(i) for i in range(5)])
+    outbox.succeeded_many(["d0", "d2", "d4", "missing"])
+    outbox.succeeded_many([])
+    assert [d.id for d in outbox.due("hook", NOW, 10)] == ["d1", "d3"]
+
+
+def test_due_fills_the_limit_past_exclusions(outbox: SqliteDeliveryStore) -> None:
+    outbox.enqueue([delivery(i, at=NOW + i) for i in range(6)])
+    assert [d.id for d in outbox.due("hook", NOW + 10, 2, ["d0", "d1", "d3"])] == ["d2", "d4"]
+    assert outbox.due("hook", NOW + 10, 0) == []

@@ -89,3 +89,17 @@ def test_config_from_env() -> None:
     assert config.policy.max_age_s == 5
     assert config.concurrency == 2
     assert EngineConfig.from_env({}).policy.max_age_s == 24 * 3600
+
+
+def test_config_from_env_batching() -> None:
+    config = EngineConfig.from_env(
+        {
+            "PATCHBAY_DELIVERY_PAGE": "64",
+            "PATCHBAY_DELIVERY_ACK_DELAY_S": "0.02",
+            "PATCHBAY_DELIVERY_ACK_MAX": "100",
+        }
+    )
+    assert (config.page, config.ack_delay_s, config.ack_max) == (64, 0.02, 100)
+    defaults = EngineConfig.from_env({})
+    assert defaults.concurrency == 32
+    assert (defaults.page, defaults.ack_delay_s, defaults.ack_max) == (256, 0.005, 512)

@@ -10,7 +10,13 @@
   any other error, the delivery is *parked* with its last error, until
   ``patchbay deliveries replay``. See :func:`next_attempt`.
 * **At least once.** A delivery leaves the outbox only after the output accepted it, so a
-  crash at any point resends it (with the same message id) after the restart.
+  crash at any point resends it (with the same message id) after the restart. Successes
+  are acknowledged in groups (:class:`AckBatcher`): one transaction removes every delivery
+  accepted in the last few milliseconds. A crash before that commit only resends them.
+* **Reading the outbox.** A worker reads due deliveries a page at a time into a queue of
+  its own and reads again only when the queue runs low and there may be more (new
+  deliveries, a poll, a failed acknowledgement); the output and module records are read
+  again on every :meth:`DeliveryEngine.refresh` (each ``refresh_s``), not per send.
 * **suspend_subscription.** A module that answers ``suspend_subscription: true`` has its
   output paused, with the reason shown by ``patchbay outputs status``.
 """
@@ -23,6 +29,7 @@ import contextvars
 import email.utils
 import os
 import random
+from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,6 +38,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import aiohttp
+import msgspec
 import structlog
 
 from patchbay import __version__
@@ -53,7 +61,7 @@ from patchbay.partner.transport import (
     _lambda_error,
     excerpt,
 )
-from patchbay.store.base import ModuleStore
+from patchbay.store.base import ModuleRecord, ModuleStore
 
 log = structlog.get_logger("patchbay.activate")
 
@@ -120,18 +128,26 @@ def parse_retry_after(value: str | None, now_ms: int) -> float | None:
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
     """Tuning of the engine. ``concurrency``: sends in flight per output; ``poll_s``: how
-    often an idle worker looks at its queue (new deliveries also wake it at once)."""
+    often an idle worker looks at its queue (new deliveries also wake it at once);
+    ``refresh_s``: how often outputs (pause state, settings) and modules are read again;
+    ``page``: how many due deliveries a worker reads at once; ``ack_delay_s`` and
+    ``ack_max``: successes are removed from the outbox in one transaction at most
+    ``ack_delay_s`` after the first of them, or as soon as ``ack_max`` are waiting."""
 
-    concurrency: int = 8
+    concurrency: int = 32
     timeouts: Timeouts = field(default_factory=Timeouts)
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     poll_s: float = 0.25
     refresh_s: float = 1.0
+    page: int = 256
+    ack_delay_s: float = 0.005
+    ack_max: int = 512
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> EngineConfig:
         """The defaults, overridden by ``PATCHBAY_DELIVERY_*`` variables: CONCURRENCY,
-        TIMEOUT_S, CONNECT_TIMEOUT_S, BASE_DELAY_S, MAX_DELAY_S, MAX_AGE_S, POLL_S."""
+        TIMEOUT_S, CONNECT_TIMEOUT_S, BASE_DELAY_S, MAX_DELAY_S, MAX_AGE_S, POLL_S, PAGE,
+        ACK_DELAY_S, ACK_MAX."""
         env = os.environ if env is None else env
 
         def number(name: str, default: float) -> float:
@@ -151,6 +167,9 @@ class EngineConfig:
                 max_age_s=number("MAX_AGE_S", defaults.policy.max_age_s),
             ),
             poll_s=number("POLL_S", defaults.poll_s),
+            page=max(1, int(number("PAGE", defaults.page))),
+            ack_delay_s=max(0.0, number("ACK_DELAY_S", defaults.ack_delay_s)),
+            ack_max=max(1, int(number("ACK_MAX", defaults.ack_max))),
         )
 
 
@@ -378,14 +397,100 @@ class _NoMetrics:
         pass
 
 
-class OutputWorker:
-    """Drains one output's queue with at most ``concurrency`` sends in flight."""
+class AckBatcher:
+    """Removes accepted deliveries from the outbox in groups: one transaction (one fsync)
+    for every delivery accepted within ``delay_s`` of the first, or ``max_ids`` at once.
 
-    def __init__(self, engine: DeliveryEngine, name: str) -> None:
+    :meth:`add` returns the future of the group's commit: ``True`` once the deliveries are
+    gone, ``False`` if the commit failed (they stay pending and will be sent again). A crash
+    before the commit also leaves them pending, to be resent after the restart with the
+    same ids: at least once, never lost.
+    """
+
+    def __init__(self, engine: DeliveryEngine, delay_s: float, max_ids: int) -> None:
+        self._engine = engine
+        self._delay_s = delay_s
+        self._max = max(1, max_ids)
+        self._ids: list[str] = []
+        self._future: asyncio.Future[bool] | None = None
+        self._ready = asyncio.Event()
+        self._full = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.commits = 0
+
+    def start(self) -> None:
+        """Start the task that commits the groups."""
+        self._task = asyncio.create_task(self._run(), name="patchbay-acks")
+
+    def add(self, delivery_id: str) -> asyncio.Future[bool]:
+        """Queue the removal of an accepted delivery; the future of its group's commit."""
+        if self._future is None:
+            self._future = asyncio.get_running_loop().create_future()
+        self._ids.append(delivery_id)
+        self._ready.set()
+        if len(self._ids) >= self._max:
+            self._full.set()
+        return self._future
+
+    async def _run(self) -> None:
+        while True:
+            await self._ready.wait()
+            if len(self._ids) < self._max and self._delay_s > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), self._delay_s)
+            await self._flush()
+
+    async def _flush(self) -> None:
+        ids, future = self._ids, self._future
+        self._ids, self._future = [], None
+        self._ready.clear()
+        self._full.clear()
+        if not ids or future is None:
+            return
+        try:
+            await self._engine.db(self._engine.store.succeeded_many, ids)
+        except asyncio.CancelledError:
+            if not future.done():
+                future.set_result(False)
+            raise
+        except Exception:
+            log.exception("delivery_ack_failed", deliveries=len(ids))
+            if not future.done():
+                future.set_result(False)
+            return
+        self.commits += 1
+        if not future.done():
+            future.set_result(True)
+
+    async def close(self) -> None:
+        """Stop the task and commit what is waiting."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        with contextlib.suppress(Exception):
+            await self._flush()
+
+
+class OutputWorker:
+    """Drains one output's queue with at most ``concurrency`` sends in flight.
+
+    It keeps a page of due deliveries in memory (``_queue``) and excludes from every read
+    the deliveries it holds: queued, in flight, or accepted and waiting for their group's
+    acknowledgement (``_acking``)."""
+
+    def __init__(self, engine: DeliveryEngine, name: str, output: Output | None = None) -> None:
         self.engine = engine
         self.name = name
+        self.output = output
         self.wake = asyncio.Event()
+        self._queue: deque[Delivery] = deque()
         self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._acking: set[str] = set()
+        self._more = True
+        self._module: ModuleRecord | None = None
+        self._module_stale = True
         self._sender: Sender | None = None
         self._sender_key: tuple[object, ...] | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -395,6 +500,20 @@ class OutputWorker:
         """Start the worker's task."""
         self.task = asyncio.create_task(self._run(), name=f"patchbay-output-{self.name}")
 
+    def kick(self) -> None:
+        """There may be new due deliveries: read the outbox again."""
+        self._more = True
+        self.wake.set()
+
+    def update(self, output: Output) -> None:
+        """The output as just read (by :meth:`DeliveryEngine.refresh`); its module is read
+        again at the next send."""
+        resumed = self.output is not None and self.output.paused and not output.paused
+        self.output = output
+        self._module_stale = True
+        if resumed:
+            self.kick()
+
     async def stop(self) -> None:
         """Cancel the worker and its sends (they stay pending in the outbox)."""
         tasks = [t for t in (self.task, *self._inflight.values()) if t is not None]
@@ -403,6 +522,7 @@ class OutputWorker:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        self._queue.clear()
         await self._close_sender()
         if self._session is not None:
             await self._session.close()
@@ -418,34 +538,50 @@ class OutputWorker:
                 raise
             except Exception:
                 log.exception("output_worker_failed", output=self.name)
+                self._more = True
                 timeout = max(config.poll_s, 1.0)
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(self.wake.wait(), timeout)
+            except TimeoutError:
+                if timeout > 0:
+                    self._more = True  # retries come due, other processes change the outbox
             self.wake.clear()
+
+    def _holding(self) -> list[str]:
+        return [*(d.id for d in self._queue), *self._inflight, *self._acking]
 
     async def _dispatch(self) -> float:
         """Start the sends that are due; return how long to wait before looking again."""
         engine = self.engine
-        poll = engine.config.poll_s
-        output = await engine.db(engine.store.get_output, self.name)
-        if output is None:
+        config = engine.config
+        poll = config.poll_s
+        output = self.output
+        if output is None or output.paused:
             return poll
-        if output.paused:
+        if len(self._inflight) >= config.concurrency:
             return poll
-        free = engine.config.concurrency - len(self._inflight)
-        if free <= 0:
-            return poll
-        now = engine.clock.now_ms()
-        due = await engine.db(engine.store.due, self.name, now, free, list(self._inflight))
-        if not due:
+        if self._more and len(self._queue) < config.concurrency:
+            # cleared first: a notify during the read sets it again
+            self._more = False
+            page = max(config.page, config.concurrency)
+            now = engine.clock.now_ms()
+            found = await engine.db(engine.store.due, self.name, now, page, self._holding())
+            self._queue.extend(found)
+            if len(found) >= page:
+                self._more = True
+        if not self._queue:
             return poll
         sender = await self._sender_for(output)
         if sender is None:
             return poll
-        for delivery in due:
-            task = asyncio.create_task(self._deliver(sender, delivery))
-            self._inflight[delivery.id] = task
-        return 0 if len(due) == free else poll
+        if self.output is None or self.output.paused:
+            return poll
+        while self._queue and len(self._inflight) < config.concurrency:
+            delivery = self._queue.popleft()
+            self._inflight[delivery.id] = asyncio.create_task(self._deliver(sender, delivery))
+        if len(self._inflight) < config.concurrency and (self._queue or self._more):
+            return 0
+        return poll
 
     async def _sender_for(self, output: Output) -> Sender | None:
         engine = self.engine
@@ -455,7 +591,10 @@ class OutputWorker:
             from patchbay.partner.registration import target_of
 
             assert output.module is not None
-            module = await engine.db(engine.modules.get_module, output.module)
+            if self._module_stale or self._module is None or self._module.name != output.module:
+                self._module = await engine.db(engine.modules.get_module, output.module)
+                self._module_stale = False
+            module = self._module
             if module is None:
                 log.warning("module_missing", output=self.name, module=output.module)
                 return None
@@ -526,15 +665,26 @@ class OutputWorker:
             self._inflight.pop(delivery.id, None)
             self.wake.set()
 
+    def _acked(self, delivery_id: str, future: asyncio.Future[bool]) -> None:
+        self._acking.discard(delivery_id)
+        if future.cancelled() or not future.result():
+            self.kick()  # still pending in the outbox: read (and send) it again
+
     async def _record(self, delivery: Delivery, outcome: Outcome) -> None:
         engine = self.engine
         store = engine.store
         now = engine.clock.now_ms()
         if outcome.ok:
-            await engine.db(store.succeeded, delivery.id)
+            # held (excluded from reads) until its group's commit removes it
+            self._acking.add(delivery.id)
+            engine.acks.add(delivery.id).add_done_callback(partial(self._acked, delivery.id))
             if outcome.suspend:
                 reason = "the partner answered suspend_subscription: true"
                 await engine.db(store.set_paused, self.name, True, reason, now)
+                if self.output is not None:
+                    self.output = msgspec.structs.replace(
+                        self.output, paused=True, paused_reason=reason
+                    )
                 log.warning("output_suspended", output=self.name, reason=reason)
             return
         attempts = delivery.attempts + 1
@@ -587,6 +737,15 @@ class DeliveryEngine:
         self._executor = ThreadPoolExecutor(4, thread_name_prefix="patchbay-outbox")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._supervisor: asyncio.Task[None] | None = None
+        self._acks: AckBatcher | None = None
+
+    @property
+    def acks(self) -> AckBatcher:
+        """The group commit of successes (created by :meth:`start`)."""
+        if self._acks is None:
+            self._acks = AckBatcher(self, self.config.ack_delay_s, self.config.ack_max)
+            self._acks.start()
+        return self._acks
 
     async def db(self, function: Callable[..., T], *args: Any) -> T:
         """Run an outbox call on the engine's threads."""
@@ -596,6 +755,7 @@ class DeliveryEngine:
     async def start(self) -> None:
         """Start the workers of the current outputs and the task that follows changes."""
         self._loop = asyncio.get_running_loop()
+        _ = self.acks
         await self.refresh()
         self._supervisor = asyncio.create_task(self._supervise(), name="patchbay-deliveries")
 
@@ -608,6 +768,9 @@ class DeliveryEngine:
         for worker in list(self.workers.values()):
             await worker.stop()
         self.workers.clear()
+        if self._acks is not None:  # commit the successes still waiting
+            await self._acks.close()
+            self._acks = None
         self._loop = None
         self._executor.shutdown(wait=True)
 
@@ -623,15 +786,17 @@ class DeliveryEngine:
         for name in outputs:
             worker = self.workers.get(name)
             if worker is not None:
-                worker.wake.set()
+                worker.kick()
 
     async def refresh(self) -> None:
         """Start and stop workers to match the outputs, and update the queue gauges."""
         outputs = {o.name: o for o in await self.db(self.store.list_outputs)}
-        for name in outputs:
+        for name, output in outputs.items():
             if name not in self.workers:
-                worker = self.workers[name] = OutputWorker(self, name)
+                worker = self.workers[name] = OutputWorker(self, name, output)
                 worker.start()
+            else:
+                self.workers[name].update(output)
         for name in [n for n in self.workers if n not in outputs]:
             await self.workers.pop(name).stop()
             self.metrics.forget(name)

@@ -159,6 +159,10 @@ class DeliveryStore(Protocol):
         """Remove a delivery that was accepted."""
         ...
 
+    def succeeded_many(self, delivery_ids: Sequence[str]) -> None:
+        """Remove deliveries that were accepted, in one transaction."""
+        ...
+
     def retry_at(self, delivery_id: str, attempts: int, next_attempt_ms: int, error: str) -> None:
         """Record a failed attempt and when to try again."""
         ...

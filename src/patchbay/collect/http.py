@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import time
+from collections.abc import Callable
 
 import msgspec
 import structlog
@@ -96,8 +97,10 @@ class EventsApi:
         settings: Settings,
         clock: Clock,
         metrics: Metrics,
+        on_append: Callable[[], None] | None = None,
     ) -> None:
         self._inputs = inputs
+        self._on_append = on_append
         self._appender = appender
         self._settings = settings
         self._clock = clock
@@ -217,6 +220,8 @@ class EventsApi:
     async def _store(self, item: Input, prepared: Prepared, percent_used: int) -> Response:
         since = self._clock.now_ms() - int(self._settings.dedup_window_s * 1000)
         result = await self._appender.append(prepared.batches, since)
+        if result.stored and self._on_append is not None:
+            self._on_append()  # the batches are committed: wake the resolve stage
         events = sum(
             n for n, o in zip(prepared.events, result.offsets, strict=True) if o is not None
         )

@@ -169,12 +169,15 @@ class ResolveStage:
 
 
 class StageRunner:
-    """Runs a stage's ``step`` on a thread until stopped, polling when idle."""
+    """Runs a stage's ``step`` on a thread until stopped. When idle it waits for
+    :meth:`wake` (called after new batches are committed to the log), or at most
+    ``idle_sleep_s`` as a fallback for writers that do not call it."""
 
     def __init__(self, step: Callable[[], int], idle_sleep_s: float = 0.05) -> None:
         self._step = step
         self._idle = idle_sleep_s
         self._stop = threading.Event()
+        self._kick = threading.Event()
         self._thread = threading.Thread(target=self._run, name="patchbay-resolve", daemon=True)
         self.error: BaseException | None = None
 
@@ -185,13 +188,22 @@ class StageRunner:
     def stop(self) -> None:
         """Finish the current chunk and stop."""
         self._stop.set()
+        self._kick.set()
         self._thread.join()
+
+    def wake(self) -> None:
+        """New batches are in the log: step now rather than at the next poll (callable from
+        any thread)."""
+        self._kick.set()
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 if self._step() == 0:
-                    self._stop.wait(self._idle)
+                    # a wake-up between the step and here is kept by the event; one after
+                    # the wait is seen by the next step (the batches were committed first)
+                    self._kick.wait(self._idle)
+                    self._kick.clear()
             except Exception as exc:
                 self.error = exc
                 log.exception("resolve_failed")

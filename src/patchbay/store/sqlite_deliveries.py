@@ -193,7 +193,10 @@ class SqliteDeliveryStore:
     def due(
         self, output: str, now_ms: int, limit: int, exclude: Sequence[str] = ()
     ) -> list[Delivery]:
-        """Pending deliveries of ``output`` due at ``now_ms``, oldest due first."""
+        """Pending deliveries of ``output`` due at ``now_ms``, oldest due first, leaving out
+        the ids in ``exclude`` (those the caller already holds)."""
+        if limit <= 0:
+            return []
         skip = set(exclude)
         rows = self._db.conn().execute(
             f"SELECT {_DELIVERY_COLUMNS} FROM deliveries"
@@ -201,8 +204,17 @@ class SqliteDeliveryStore:
             " ORDER BY next_attempt_ms, created_at_ms LIMIT ?",
             (output, now_ms, limit + len(skip)),
         )
-        found = [_delivery(r) for r in rows]
-        return [d for d in found if d.id not in skip][:limit]
+        found: list[Delivery] = []
+        try:
+            for row in rows:
+                if row[0] in skip:
+                    continue
+                found.append(_delivery(row))
+                if len(found) >= limit:
+                    break
+        finally:
+            rows.close()  # end the read at once (a WAL snapshot must not stay open)
+        return found
 
     def next_due_ms(self, output: str) -> int | None:
         """When the next pending delivery of ``output`` is due."""
@@ -220,6 +232,13 @@ class SqliteDeliveryStore:
     def succeeded(self, delivery_id: str) -> None:
         """Remove a delivery that was accepted."""
         self._db.write("DELETE FROM deliveries WHERE id = ?", (delivery_id,))
+
+    def succeeded_many(self, delivery_ids: Sequence[str]) -> None:
+        """Remove deliveries that were accepted, in one transaction (one commit)."""
+        if not delivery_ids:
+            return
+        with self._db.transaction() as conn:
+            conn.executemany("DELETE FROM deliveries WHERE id = ?", [(i,) for i in delivery_ids])
 
     def retry_at(self, delivery_id: str, attempts: int, next_attempt_ms: int, error: str) -> None:
         """Record a failed attempt and when to try again."""
