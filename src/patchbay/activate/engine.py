@@ -516,12 +516,14 @@ class OutputWorker:
 
     async def stop(self) -> None:
         """Cancel the worker and its sends (they stay pending in the outbox)."""
-        tasks = [t for t in (self.task, *self._inflight.values()) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # Cancel until nothing is left: a dispatch running when the worker is cancelled may
+        # still have started sends after the first look.
+        while tasks := [
+            t for t in (self.task, *self._inflight.values()) if t is not None and not t.done()
+        ]:
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks, timeout=1.0)
         self._queue.clear()
         await self._close_sender()
         if self._session is not None:
