@@ -11,6 +11,7 @@ twice (at least once) but never misses one.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -173,9 +174,16 @@ class StageRunner:
     :meth:`wake` (called after new batches are committed to the log), or at most
     ``idle_sleep_s`` as a fallback for writers that do not call it."""
 
-    def __init__(self, step: Callable[[], int], idle_sleep_s: float = 0.05) -> None:
+    def __init__(
+        self, step: Callable[[], int], idle_sleep_s: float = 0.05, ingest_share: float = 0.5
+    ) -> None:
         self._step = step
         self._idle = idle_sleep_s
+        # While batches keep arriving, the stage pauses after each chunk for as long as the
+        # chunk took times this factor: one Python process runs every stage under one GIL,
+        # and collecting (the 202) comes first; the stage catches up when the load drops.
+        self._pause_factor = ingest_share / (1.0 - ingest_share) if ingest_share < 1 else 0.0
+        self._last_wake = 0.0
         self._stop = threading.Event()
         self._kick = threading.Event()
         self._thread = threading.Thread(target=self._run, name="patchbay-resolve", daemon=True)
@@ -194,12 +202,16 @@ class StageRunner:
     def wake(self) -> None:
         """New batches are in the log: step now rather than at the next poll (callable from
         any thread)."""
+        self._last_wake = time.monotonic()
         self._kick.set()
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                if self._step() == 0:
+                started = time.monotonic()
+                if (n := self._step()) > 0 and started - self._last_wake < 1.0:
+                    self._stop.wait((time.monotonic() - started) * self._pause_factor)
+                if n == 0:
                     # a wake-up between the step and here is kept by the event; one after
                     # the wait is seen by the next step (the batches were committed first)
                     self._kick.wait(self._idle)
