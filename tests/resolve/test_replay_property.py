@@ -24,7 +24,7 @@ import json
 import os
 import sqlite3
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -382,6 +382,12 @@ class CrashingState:
 
     def profile(self, mpid: int) -> Profile | None:
         return self.inner.profile(mpid)
+
+    def users_with_each(self, identities: Collection[Identity]) -> dict[Identity, list[int]]:
+        return self.inner.users_with_each(identities)
+
+    def profiles(self, mpids: Collection[int]) -> dict[int, Profile]:
+        return self.inner.profiles(mpids)
 
     def committed_offset(self) -> int:
         return self.inner.committed_offset()

@@ -12,7 +12,7 @@ from patchbay.collect.fields import UserAttributeValue
 from patchbay.resolve.identities import Identity, is_device_type
 
 
-class IdentityRecord(msgspec.Struct, frozen=True):
+class IdentityRecord(msgspec.Struct, frozen=True, gc=False):
     """An identity of a profile and when it was first and last seen."""
 
     type: str
@@ -21,7 +21,7 @@ class IdentityRecord(msgspec.Struct, frozen=True):
     last_seen_ms: int
 
 
-class Consent(msgspec.Struct, frozen=True, omit_defaults=True):
+class Consent(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     """The latest consent decision for one purpose."""
 
     consented: bool

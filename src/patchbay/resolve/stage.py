@@ -24,7 +24,7 @@ from patchbay.collect.decode import BadInput, decode_batch
 from patchbay.collect.events import UserIdentityChange
 from patchbay.resolve.identities import Identity, batch_identities, canonical_type
 from patchbay.resolve.profile import Profile, apply_batch
-from patchbay.resolve.resolver import Resolution, Resolver, live_mpid
+from patchbay.resolve.resolver import Resolution, Resolver, derived_mpid, live_mpid
 from patchbay.resolve.state import ProfileStore, StagedState
 from patchbay.store.base import BatchLog, StoredBatch
 
@@ -105,17 +105,14 @@ class ResolveStage:
         stored = self._log.read(offset, self._chunk)
         if not stored:
             return 0
+        decoded = [
+            (s, b, list(batch_identities(b))) for s in stored if (b := self._decode(s)) is not None
+        ]
         staged = StagedState(self._state)
-        if self.sink is None:
-            # Nobody takes the resolved batches: let each go at once rather than keep a
-            # chunk's decoded batches alive (the garbage collector would scan them again
-            # and again; that costs about a tenth of the stage).
-            for s in stored:
-                self._resolve(staged, s)
-        else:
-            resolved = [r for s in stored if (r := self._resolve(staged, s)) is not None]
-            if resolved:
-                self.sink.handle(resolved)
+        self._prefetch(staged, decoded)
+        resolved = [self._resolve(staged, s, batch, ids) for s, batch, ids in decoded]
+        if self.sink is not None and resolved:
+            self.sink.handle(resolved)
         self._state.commit(staged.changes, stored[-1].offset)
         self.processed += len(stored)
         return len(stored)
@@ -127,16 +124,39 @@ class ResolveStage:
             total += n
         return total
 
-    def _resolve(self, staged: StagedState, stored: StoredBatch) -> ResolvedBatch | None:
+    @staticmethod
+    def _prefetch(
+        staged: StagedState, decoded: list[tuple[StoredBatch, Batch, list[Identity]]]
+    ) -> None:
+        """Read what the chunk will look up in two bulk steps: the links of every identity,
+        then the profiles of the users they point at, of the batches' MPIDs, and of the MPIDs
+        that batches matching nobody would be given (checked for absence)."""
+        staged.prefetch_links(i for _, _, ids in decoded for i in ids)
+        mpids: set[int] = set()
+        for stored, batch, ids in decoded:
+            linked = [m for i in ids for m in staged.users_with(i)]
+            mpids.update(linked)
+            if batch.user_id:
+                mpids.add(batch.user_id)
+            elif not linked:
+                mpids.add(derived_mpid(stored.batch_id))
+        staged.prefetch_profiles(mpids)
+
+    @staticmethod
+    def _decode(stored: StoredBatch) -> Batch | None:
         try:
-            batch = decode_batch(stored.body)
+            return decode_batch(stored.body)
         except BadInput as exc:  # only possible if the model changed since it was stored
             log.error("batch_unreadable", offset=stored.offset, error=str(exc))
             return None
+
+    def _resolve(
+        self, staged: StagedState, stored: StoredBatch, batch: Batch, identities: list[Identity]
+    ) -> ResolvedBatch:
         mpid = batch.user_id or None
         resolution = self._resolver.resolve(
             staged,
-            batch_identities(batch),
+            identities,
             mpid,
             seed=stored.batch_id,
             seen_ms=stored.received_at_ms,

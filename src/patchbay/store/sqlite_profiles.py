@@ -8,7 +8,10 @@ transaction as the state it describes.
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
 
@@ -50,6 +53,16 @@ CREATE TABLE IF NOT EXISTS resolve_offset (
 _encode = msgspec.msgpack.Encoder().encode
 _decode_profile = msgspec.msgpack.Decoder(Profile).decode
 
+#: Keys per ``IN (...)`` list in the bulk look-ups.
+_IN_CHUNK = 500
+
+_T = TypeVar("_T")
+
+
+def _chunks(items: Sequence[_T]) -> Iterator[Sequence[_T]]:
+    for start in range(0, len(items), _IN_CHUNK):
+        yield items[start : start + _IN_CHUNK]
+
 
 class SqliteProfileStore:
     """Profiles, identity links, merges and the resolve offset in one SQLite file."""
@@ -78,6 +91,38 @@ class SqliteProfileStore:
         row = self._db.conn().execute("SELECT doc FROM profiles WHERE mpid = ?", (mpid,)).fetchone()
         return _decode_profile(row[0]) if row else None
 
+    def users_with_each(self, identities: Collection[Identity]) -> dict[Identity, list[int]]:
+        """:meth:`users_with` of many identities, a few statements in all (one per identity
+        type and 500 values); identities linked to nobody are left out."""
+        by_type: defaultdict[str, list[str]] = defaultdict(list)
+        for identity in identities:
+            by_type[identity.type].append(identity.value)
+        found: dict[Identity, list[int]] = {}
+        conn = self._db.conn()
+        for kind, values in by_type.items():
+            for part in _chunks(values):
+                rows = conn.execute(
+                    "SELECT value, mpid FROM identity_links WHERE type = ? AND value IN"
+                    f" ({', '.join('?' * len(part))}) ORDER BY id",
+                    (kind, *part),
+                )
+                for value, mpid in rows:
+                    found.setdefault(Identity(kind, value), []).append(int(mpid))
+        return found
+
+    def profiles(self, mpids: Collection[int]) -> dict[int, Profile]:
+        """The stored profiles among ``mpids``, a statement per 500."""
+        found: dict[int, Profile] = {}
+        conn = self._db.conn()
+        for part in _chunks(list(mpids)):
+            rows = conn.execute(
+                f"SELECT mpid, doc FROM profiles WHERE mpid IN ({', '.join('?' * len(part))})",
+                part,
+            )
+            for mpid, doc in rows:
+                found[int(mpid)] = _decode_profile(doc)
+        return found
+
     def committed_offset(self) -> int:
         """The log offset included in the state."""
         row = (
@@ -92,7 +137,8 @@ class SqliteProfileStore:
         with self._db.transaction() as conn:
             conn.executemany(
                 "INSERT OR REPLACE INTO profiles (mpid, doc) VALUES (?, ?)",
-                [(p.mpid, _encode(p)) for p in changes.profiles.values()],
+                # in key order: SQLite walks its B-tree once rather than jumping about
+                [(m, _encode(changes.profiles[m])) for m in sorted(changes.profiles)],
             )
             conn.executemany(
                 "DELETE FROM identity_links WHERE type = ? AND value = ? AND mpid = ?",
