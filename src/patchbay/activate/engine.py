@@ -44,7 +44,7 @@ import structlog
 from patchbay import __version__
 from patchbay.activate.store import Delivery, DeliveryStore, Output
 from patchbay.clock import Clock
-from patchbay.firehose import EventProcessingRequest, EventProcessingResponse, parse
+from patchbay.firehose import EventProcessingResponse
 from patchbay.partner.transport import (
     RETRYABLE_STATUSES,
     HttpTarget,
@@ -330,15 +330,13 @@ class ModuleSender(Sender):
         self._transport = transport
 
     async def send(self, delivery: Delivery, now_ms: int) -> Outcome:
-        try:
-            message = parse(delivery.payload, lenient=True)
-        except Exception as exc:  # noqa: BLE001 - a stored payload that no longer parses
-            return Outcome(False, False, f"the stored message cannot be read: {exc}")
-        assert isinstance(message, EventProcessingRequest)
         slot: dict[str, str] = {}
         token = _retry_after_slot.set(slot)
         try:
-            reply = await self._transport.send(message, lenient=True)
+            # the stored bytes as they are: written once by the sink, never parsed again
+            reply = await self._transport.send_serialized(
+                delivery.payload, EventProcessingResponse, lenient=True
+            )
         except PartnerStatusError as exc:
             return Outcome(
                 False,

@@ -331,37 +331,55 @@ class Transport(abc.ABC):
         ``check_type`` an answer of the wrong type raises
         :class:`UnexpectedResponseTypeError`.
         """
-        status, body, latency_ms = await self._exchange(dumps(message), authenticate)
+        return await self.send_serialized(
+            dumps(message),
+            _RESPONSE_TYPES.get(type(message)) if check_type else None,
+            authenticate=authenticate,
+            lenient=lenient,
+        )
+
+    async def send_serialized(
+        self,
+        body: bytes,
+        expected: type[BaseMessage] | None,
+        *,
+        authenticate: bool = True,
+        lenient: bool = False,
+    ) -> Reply:
+        """:meth:`send` of a message already written with :func:`patchbay.firehose.dumps`
+        (``body``, sent as it is); an answer that is not an ``expected`` raises
+        :class:`UnexpectedResponseTypeError` (``None``: any message type is taken)."""
+        expected_name = _type_name(expected)
+        status, answer_body, latency_ms = await self._exchange(body, authenticate)
         where = self.target.describe()
-        if not body.strip():
+        if not answer_body.strip():
             if status != 200 and isinstance(self.target, HttpTarget):
-                return Reply(None, latency_ms, status, body)  # accepted, answered later
+                return Reply(None, latency_ms, status, answer_body)  # accepted, answered later
             raise InvalidResponseError(
-                f"empty answer (status {status}): expected a {_expected_name(message)}",
+                f"empty answer (status {status}): expected a {expected_name}",
                 target=where,
                 body="",
                 status=status,
                 latency_ms=latency_ms,
             )
         try:
-            answer = parse(body, lenient=lenient)
+            answer = parse(answer_body, lenient=lenient)
         except FirehoseError as exc:
             raise InvalidResponseError(
                 f"the answer is not a Firehose message: {exc}",
                 target=where,
-                body=excerpt(body),
+                body=excerpt(answer_body),
                 status=status,
                 latency_ms=latency_ms,
                 cause=exc,
-                raw=body,
+                raw=answer_body,
             ) from None
-        reply = Reply(answer, latency_ms, status, body)
-        expected = _RESPONSE_TYPES.get(type(message))
-        if check_type and expected is not None and not isinstance(answer, expected):
+        reply = Reply(answer, latency_ms, status, answer_body)
+        if expected is not None and not isinstance(answer, expected):
             raise UnexpectedResponseTypeError(
-                f"expected {_expected_name(message)}, got {answer.type}",
+                f"expected {expected_name}, got {answer.type}",
                 target=where,
-                expected=_expected_name(message),
+                expected=expected_name,
                 got=str(answer.type),
                 reply=reply,
             )
@@ -387,8 +405,7 @@ class Transport(abc.ABC):
         await self.close()
 
 
-def _expected_name(request: BaseMessage) -> str:
-    expected = _RESPONSE_TYPES.get(type(request))
+def _type_name(expected: type[BaseMessage] | None) -> str:
     return str(expected.__struct_config__.tag) if expected is not None else "response"
 
 
