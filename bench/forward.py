@@ -330,13 +330,20 @@ def machine_cpu_s() -> float | None:
 
 
 def process_cpu_s(pid: int) -> float | None:
-    """User + system CPU seconds of process ``pid`` (all threads), Linux only."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+    """User + system CPU seconds of process ``pid`` (all threads) and of its running
+    children (``patchbay serve``'s delivery process), Linux only."""
+    total = 0.0
+    for stat_path in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            stat = stat_path.read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if stat_path.parent.name == str(pid) or fields[1] == str(pid):  # itself, or a child
+            total += int(fields[11]) + int(fields[12])
+    if not Path(f"/proc/{pid}").exists():
         return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -1072,7 +1079,8 @@ def main() -> int:
     print(
         "events/s: events delivered to the partner per second in phase 1 (all outputs);"
         " per output: the same / N; p50/p99: from a batch's 202 to the partner's receipt"
-        " (phase 1, backlog-bound); half ev/s: offered in phase 2; p99@half: its p99."
+        " (phase 1, backlog-bound); half ev/s: offered in phase 2; p99@half: its p99;"
+        " CPU: server = patchbay serve with its delivery process."
     )
     for r in rows:
         cpu = ", ".join(

@@ -126,6 +126,12 @@ def main() -> None:
     default=None,
     help="JSON file of the identity strategy (default: mParticle's default strategy).",
 )
+@click.option(
+    "--delivery-process/--no-delivery-process",
+    default=True,
+    show_default=True,
+    help="Run the delivery engine in a process of its own (a core of its own for sending).",
+)
 def serve(
     data_dir: Path,
     host: str,
@@ -136,6 +142,7 @@ def serve(
     durability: str,
     log_level: str,
     identity_strategy: Path | None,
+    delivery_process: bool,
 ) -> None:
     """Run the Events API and every stage on the embedded store."""
     import uvicorn
@@ -153,6 +160,7 @@ def serve(
         dedup_window_s=dedup_window,
         durability="full" if durability == "full" else "normal",
         log_level=log_level,
+        delivery_process=delivery_process,
     )
     store = SqliteStore(data_dir, settings.durability)
     profiles = SqliteProfileStore(data_dir, settings.durability)

@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from patchbay.activate.admin_http import ADMIN_TOKEN_ENV, AdminApi
 from patchbay.activate.engine import DeliveryEngine, EngineConfig
+from patchbay.activate.process import ChildConfig, DeliveryProcess
 from patchbay.activate.service import ActivateService
 from patchbay.activate.sink import ActivateSink
 from patchbay.activate.store import DeliveryStore
@@ -38,6 +39,10 @@ from patchbay.store.sqlite_modules import SqliteModuleStore
 
 log = structlog.get_logger("patchbay.server")
 
+#: Requests in flight from which collecting counts as busy: the resolve stage then pauses
+#: after each chunk as long as the chunk took (:class:`~patchbay.resolve.stage.StageRunner`).
+INGEST_BUSY_REQUESTS = 8
+
 #: How often expired de-duplication entries are dropped.
 DEDUP_PURGE_INTERVAL_S = 3600.0
 
@@ -56,8 +61,9 @@ def create_app(
     """The Patchbay ASGI app: collect into ``store``, resolve into ``profiles``, deliver
     through the outbox (``deliveries``, by default ``deliveries.db`` in the data dir).
 
-    It runs the resolve stage on a thread and the delivery engine on the event loop, and on
-    shutdown stops them and closes the stores. The admin API is enabled by ``admin_token``
+    It runs the resolve stage on a thread and the delivery engine on the event loop (or, with
+    ``settings.delivery_process``, in a child process: :mod:`patchbay.activate.process`),
+    and on shutdown stops them and closes the stores. The admin API is enabled by ``admin_token``
     (default ``$PATCHBAY_ADMIN_TOKEN``).
     """
     clock = clock or SystemClock()
@@ -65,18 +71,27 @@ def create_app(
     appender = GroupCommitAppender(store)
     service = ResolveService(profiles, Resolver(strategy or IdentityStrategy()), clock)
     stage = ResolveStage(store, profiles, service.resolver)
-    runner = StageRunner(lambda: service.step(stage))
-    api = EventsApi(store, appender, settings, clock, metrics, on_append=runner.wake)
+    api = EventsApi(store, appender, settings, clock, metrics)
+    runner = StageRunner(
+        lambda: service.step(stage), busy=lambda: api.in_flight >= INGEST_BUSY_REQUESTS
+    )
+    api.on_append = runner.wake
     deliveries = deliveries or SqliteDeliveryStore(settings.data_dir, settings.durability)
     modules = modules or SqliteModuleStore(settings.data_dir, settings.durability)
-    engine = DeliveryEngine(
-        deliveries,
-        modules,
-        clock,
-        engine_config or EngineConfig.from_env(),
-        DeliveryMetrics(metrics.registry),
-    )
-    stage.sink = ActivateSink(deliveries, modules, clock, engine.notify)
+    engine_config = engine_config or EngineConfig.from_env()
+    delivery_metrics = DeliveryMetrics(metrics.registry)
+    engine: DeliveryEngine | None = None
+    child: DeliveryProcess | None = None
+    if settings.delivery_process:
+        child = DeliveryProcess(
+            ChildConfig(settings.data_dir, settings.durability, settings.log_level, engine_config),
+            delivery_metrics,
+        )
+        notify = child.notify
+    else:
+        engine = DeliveryEngine(deliveries, modules, clock, engine_config, delivery_metrics)
+        notify = engine.notify
+    stage.sink = ActivateSink(deliveries, modules, clock, notify)
     admin_api = AdminApi(
         ActivateService(deliveries, modules, store, clock),
         admin_token if admin_token is not None else os.environ.get(ADMIN_TOKEN_ENV) or None,
@@ -108,7 +123,10 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         purger = asyncio.create_task(purge_dedup())
-        await engine.start()
+        if engine is not None:
+            await engine.start()
+        if child is not None:
+            child.start()
         runner.start()
         log.info("serving", data_dir=str(settings.data_dir), last_offset=store.last_offset())
         try:
@@ -117,7 +135,10 @@ def create_app(
             purger.cancel()
             await asyncio.to_thread(appender.close)
             await asyncio.to_thread(runner.stop)
-            await engine.stop()
+            if engine is not None:
+                await engine.stop()
+            if child is not None:
+                await asyncio.to_thread(child.stop)
             store.close()
             profiles.close()
             deliveries.close()

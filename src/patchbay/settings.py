@@ -26,3 +26,5 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     dedup_window_s: float = DEFAULT_DEDUP_WINDOW_S
     durability: Literal["full", "normal"] = "full"
     log_level: str = "info"
+    #: Run the delivery engine in a process of its own (``patchbay serve`` does by default).
+    delivery_process: bool = False

@@ -100,12 +100,14 @@ class EventsApi:
         on_append: Callable[[], None] | None = None,
     ) -> None:
         self._inputs = inputs
-        self._on_append = on_append
+        self.on_append = on_append
         self._appender = appender
         self._settings = settings
         self._clock = clock
         self._metrics = metrics
         self._limiter = RateLimiter(clock)
+        #: Requests being handled now (read by the resolve stage to yield to collecting).
+        self.in_flight = 0
 
     def routes(self) -> list[Route]:
         """The Starlette routes of the API."""
@@ -129,7 +131,11 @@ class EventsApi:
 
     async def _handle(self, request: Request, route: str, bulk: bool, historical: bool) -> Response:
         started = time.perf_counter()
-        response = await self._process(request, route, bulk, historical)
+        self.in_flight += 1
+        try:
+            response = await self._process(request, route, bulk, historical)
+        finally:
+            self.in_flight -= 1
         self._metrics.requests.labels(route, str(response.status_code)).inc()
         self._metrics.latency.labels(route).observe(time.perf_counter() - started)
         return response
@@ -220,8 +226,8 @@ class EventsApi:
     async def _store(self, item: Input, prepared: Prepared, percent_used: int) -> Response:
         since = self._clock.now_ms() - int(self._settings.dedup_window_s * 1000)
         result = await self._appender.append(prepared.batches, since)
-        if result.stored and self._on_append is not None:
-            self._on_append()  # the batches are committed: wake the resolve stage
+        if result.stored and self.on_append is not None:
+            self.on_append()  # the batches are committed: wake the resolve stage
         events = sum(
             n for n, o in zip(prepared.events, result.offsets, strict=True) if o is not None
         )

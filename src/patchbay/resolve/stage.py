@@ -192,17 +192,25 @@ class ResolveStage:
 class StageRunner:
     """Runs a stage's ``step`` on a thread until stopped. When idle it waits for
     :meth:`wake` (called after new batches are committed to the log), or at most
-    ``idle_sleep_s`` as a fallback for writers that do not call it."""
+    ``idle_sleep_s`` as a fallback for writers that do not call it.
+
+    While collecting is busy (``busy()``, by default: batches arrived within the last
+    second), the stage pauses after each chunk for as long as the chunk took times
+    ``ingest_share / (1 - ingest_share)``: the stages share one Python process and one GIL
+    with the Events API, and the 202 comes first; the stage catches up when the load drops.
+    """
 
     def __init__(
-        self, step: Callable[[], int], idle_sleep_s: float = 0.05, ingest_share: float = 0.5
+        self,
+        step: Callable[[], int],
+        idle_sleep_s: float = 0.05,
+        ingest_share: float = 0.5,
+        busy: Callable[[], bool] | None = None,
     ) -> None:
         self._step = step
         self._idle = idle_sleep_s
-        # While batches keep arriving, the stage pauses after each chunk for as long as the
-        # chunk took times this factor: one Python process runs every stage under one GIL,
-        # and collecting (the 202) comes first; the stage catches up when the load drops.
         self._pause_factor = ingest_share / (1.0 - ingest_share) if ingest_share < 1 else 0.0
+        self._busy = busy or self._woken_lately
         self._last_wake = 0.0
         self._stop = threading.Event()
         self._kick = threading.Event()
@@ -212,6 +220,9 @@ class StageRunner:
     def start(self) -> None:
         """Start the thread."""
         self._thread.start()
+
+    def _woken_lately(self) -> bool:
+        return time.monotonic() - self._last_wake < 1.0
 
     def stop(self) -> None:
         """Finish the current chunk and stop."""
@@ -229,7 +240,7 @@ class StageRunner:
         while not self._stop.is_set():
             try:
                 started = time.monotonic()
-                if (n := self._step()) > 0 and started - self._last_wake < 1.0:
+                if (n := self._step()) > 0 and self._pause_factor and self._busy():
                     self._stop.wait((time.monotonic() - started) * self._pause_factor)
                 if n == 0:
                     # a wake-up between the step and here is kept by the event; one after

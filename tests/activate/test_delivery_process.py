@@ -1,0 +1,115 @@
+"""``patchbay serve`` runs the delivery engine in a child process: it delivers, reports its
+metrics on the server's ``/metrics``, is started again when it dies, and dies with the server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+from tests.activate.test_engine_support import wait_for
+from tests.conftest import Server, add_input, run_cli, start_server, stop_server
+
+
+def delivery_children(pid: int) -> list[int]:
+    """The running children that ``multiprocessing`` spawned for process ``pid``."""
+    found = []
+    for stat_path in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_path.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat_path.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if fields[1] == str(pid) and fields[0] != "Z" and b"spawn_main" in cmdline:
+            found.append(int(stat_path.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def post(server: Server, email: str) -> None:
+    batch = {
+        "environment": "production",
+        "user_identities": {"email": email},
+        "events": [{"event_type": "custom_event", "data": {"event_name": "Play"}}],
+    }
+    status, _, body = server.post("/v2/bulkevents", json.dumps([batch]).encode())
+    assert status == 202, body
+
+
+def lines(path: Path) -> int:
+    return len(path.read_bytes().splitlines()) if path.exists() else 0
+
+
+def succeeded_metric(server: Server) -> float:
+    _, body = server.get("/metrics")
+    for line in body.decode().splitlines():
+        if line.startswith('patchbay_deliveries_succeeded_total{output="lines"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_the_child_delivers_reports_metrics_and_is_restarted(data_dir: Path) -> None:
+    credentials = add_input(data_dir, "app")
+    out = data_dir.parent / "out.jsonl"
+    for args in (
+        ("outputs", "add", "lines", "--file", str(out)),
+        ("connections", "add", "--input", "app", "--output", "lines"),
+    ):
+        assert run_cli(*args, data_dir=data_dir).returncode == 0
+    server = start_server(data_dir)
+    server.credentials = credentials
+    try:
+        wait_for(lambda: len(delivery_children(server.process.pid)) == 1, what="a child")
+        (first,) = delivery_children(server.process.pid)
+        post(server, "a@example.com")
+        wait_for(lambda: lines(out) == 1, what="the first delivery")
+        wait_for(lambda: succeeded_metric(server) == 1.0, what="the child's metrics")
+
+        os.kill(first, signal.SIGKILL)
+        wait_for(
+            lambda: [p for p in delivery_children(server.process.pid) if p != first] != [],
+            what="a new child",
+        )
+        post(server, "b@example.com")
+        wait_for(lambda: lines(out) == 2, what="a delivery by the new child")
+        wait_for(lambda: succeeded_metric(server) == 2.0, what="the new child's metrics")
+        children = delivery_children(server.process.pid)
+    finally:
+        stop_server(server)
+    wait_for(lambda: not any(alive(p) for p in children), 10, "the child stopped")
+
+
+def test_a_killed_server_takes_its_delivery_process_along(data_dir: Path) -> None:
+    server = start_server(data_dir)
+    try:
+        wait_for(lambda: len(delivery_children(server.process.pid)) == 1, what="a child")
+        (child,) = delivery_children(server.process.pid)
+        server.process.kill()
+        server.process.wait()
+        wait_for(lambda: not alive(child), 10, "the orphaned child to exit")
+    finally:
+        stop_server(server)
+
+
+def test_no_delivery_process_keeps_the_engine_in_the_server(data_dir: Path) -> None:
+    credentials = add_input(data_dir, "app")
+    out = data_dir.parent / "out.jsonl"
+    run_cli("outputs", "add", "lines", "--file", str(out), data_dir=data_dir)
+    run_cli("connections", "add", "--input", "app", "--output", "lines", data_dir=data_dir)
+    server = start_server(data_dir, "--no-delivery-process")
+    server.credentials = credentials
+    try:
+        post(server, "a@example.com")
+        wait_for(lambda: lines(out) == 1, what="the delivery")
+        assert delivery_children(server.process.pid) == []
+        assert succeeded_metric(server) == 1.0
+    finally:
+        stop_server(server)
