@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import uuid
+from functools import lru_cache
 from typing import Final
 
 #: The uuid5 namespace of every id Patchbay derives for Firehose messages.
@@ -28,6 +29,7 @@ def event_id(output_id: str, batch_id: str, index: int, part: str) -> uuid.UUID:
     return uuid.uuid5(NAMESPACE, f"{output_id}\x1f{batch_id}\x1f{index}\x1f{part}")
 
 
+@lru_cache(maxsize=4096)  # every event of a batch carries the same session
 def session_id_of(session_uuid: str) -> int:
     """mParticle's ``session_id`` for a ``session_uuid``: FNV-1a 64-bit over the UTF-16LE
     bytes of the string as received, read as a signed 64-bit integer (mapping §0.2)."""

@@ -322,22 +322,51 @@ def _plan(cls: type[msgspec.Struct]) -> _Plan:
 
 def _encode_struct(obj: msgspec.Struct) -> dict[str, Any]:
     """The single place where the Java SDK's inclusion rule is applied (see module doc)."""
-    tag_field, tag, fields = _plan(type(obj))
-    out: dict[str, Any] = {}
+    return _encoder(type(obj))(obj)
+
+
+@cache
+def _encoder(cls: type[msgspec.Struct]) -> Callable[[msgspec.Struct], dict[str, Any]]:
+    """The inclusion rule unrolled for ``cls``'s fields: for each field, in order,
+
+    * ``None`` is left out; a ``non_default`` field equal to its default is left out;
+    * a plain scalar (``str``, ``int``, ``float``, ``bool``, ``Decimal``) is written unless
+      it is ``""``;
+    * anything else is written (through :func:`_encode_value`) unless it is an empty
+      string, list or map, which only a ``keep_empty`` field writes.
+
+    Generated once per class, so that a message is written without looking its plan up
+    field by field (the outbox writes one message per batch and output).
+    """
+    tag_field, tag, fields = _plan(cls)
+    lines = ["def encode(obj):", "    out = {}"]
     if tag_field is not None:
-        out[tag_field] = tag
-    for name, key, mode, default in fields:
-        value = getattr(obj, name)
-        if value is None:
-            continue
-        if mode == "non_default" and value == default:
-            continue
-        if value.__class__ in _SCALARS:
-            if value != "":
-                out[key] = value
-        elif mode == "keep_empty" or not isinstance(value, str | list | tuple | dict) or value:
-            out[key] = _encode_value(value)
-    return out
+        lines.append("    out[tag_field] = tag")
+    for i, (name, _key, mode, _default) in enumerate(fields):
+        skip = "v is None" if mode != "non_default" else f"v is None or v == defaults[{i}]"
+        written = "True" if mode == "keep_empty" else "not isinstance(v, containers) or v"
+        lines += [
+            f"    v = obj.{name}",
+            f"    if not ({skip}):",
+            "        if v.__class__ in scalars:",
+            "            if v != '':",
+            f"                out[keys[{i}]] = v",
+            f"        elif {written}:",
+            f"            out[keys[{i}]] = encode_value(v)",
+        ]
+    lines.append("    return out")
+    namespace: dict[str, Any] = {
+        "tag_field": tag_field,
+        "tag": tag,
+        "keys": [key for _, key, _, _ in fields],
+        "defaults": [default for _, _, _, default in fields],
+        "scalars": _SCALARS,
+        "containers": (str, list, tuple, dict),
+        "encode_value": _encode_value,
+    }
+    exec("\n".join(lines), namespace)  # the code is built above from field names only
+    encode: Callable[[msgspec.Struct], dict[str, Any]] = namespace["encode"]
+    return encode
 
 
 #: Values written as they are.
@@ -353,7 +382,7 @@ def _encode_value(value: Any) -> Any:
     if cls is dict:
         return {_encode_value(key): _encode_value(item) for key, item in value.items()}
     if isinstance(value, msgspec.Struct):
-        return _encode_struct(value)
+        return _encoder(cls)(value)
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, uuid.UUID):
