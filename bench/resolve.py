@@ -336,7 +336,14 @@ class StageRun:
         self.done += n
         return n
 
+    def settle(self) -> None:
+        """Wait for the commit in flight (timed), before the floor takes its turn."""
+        began = time.perf_counter()
+        self.stage.settle()
+        self.seconds += time.perf_counter() - began
+
     def close(self) -> None:
+        self.stage.close()
         self.log.close()
         self.state.close()
 
@@ -438,6 +445,7 @@ def measure(
             for _ in range(segment):
                 if stage_more and not stage.step():
                     stage_more = False
+            stage.settle()
             if profiler is not None:
                 profiler.disable()
             for _ in range(segment):

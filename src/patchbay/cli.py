@@ -447,10 +447,13 @@ def reprocess(from_offset: int, data_dir: Path, identity_strategy: Path | None) 
             stage = ResolveStage(log_store, profiles_store, Resolver(strategy))
             started = time.monotonic()
             done = 0
-            while n := stage.step():
-                done += n
-                position = profiles_store.committed_offset()
-                click.echo(f"\rresolved up to offset {position} of {last}", nl=False, err=True)
+            try:
+                while n := stage.step():
+                    done += n
+                    position = profiles_store.committed_offset()
+                    click.echo(f"\rresolved up to offset {position} of {last}", nl=False, err=True)
+            finally:
+                stage.close()
             elapsed = max(time.monotonic() - started, 1e-9)
             click.echo(
                 f"\rresolved {done} batches in {elapsed:.1f}s ({done / elapsed:,.0f}/s);"

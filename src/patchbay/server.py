@@ -71,6 +71,7 @@ def create_app(
     appender = GroupCommitAppender(store)
     service = ResolveService(profiles, Resolver(strategy or IdentityStrategy()), clock)
     stage = ResolveStage(store, profiles, service.resolver)
+    service.attach(stage)
     api = EventsApi(store, appender, settings, clock, metrics)
     runner = StageRunner(
         lambda: service.step(stage), busy=lambda: api.in_flight >= INGEST_BUSY_REQUESTS
@@ -135,6 +136,7 @@ def create_app(
             purger.cancel()
             await asyncio.to_thread(appender.close)
             await asyncio.to_thread(runner.stop)
+            await asyncio.to_thread(stage.close)
             if engine is not None:
                 await engine.stop()
             if child is not None:

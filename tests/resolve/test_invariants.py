@@ -91,7 +91,9 @@ def test_resolver_invariants_hold_after_every_chunk(
         with opened(root / "log", root / "state") as (log, state):
             stage = ResolveStage(log, state, Resolver(strategy), None, chunk)
             while stage.step():
+                stage.settle()  # the chunk's commit may still be running
                 check_invariants(dump(root / "state"), strategy)
+            stage.close()
         final = dump(root / "state")
         assert final.offset == offsets[-1]
         check_invariants(final, strategy)

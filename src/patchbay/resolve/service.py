@@ -8,8 +8,9 @@ batch that records it; the caller appends that batch to the log *before* calling
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -59,19 +60,32 @@ class ResolveService:
         self.resolver = resolver
         self.clock = clock
         self.lock = threading.RLock()
+        self._stage: ResolveStage | None = None
+
+    def attach(self, stage: ResolveStage) -> None:
+        """Serialise with ``stage``: its steps run under :attr:`lock` (:meth:`step`), and
+        every other operation first waits for the stage's commit in flight."""
+        self._stage = stage
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self.lock:
+            if self._stage is not None:
+                self._stage.settle()
+            yield
 
     # -- reads -----------------------------------------------------------------------
 
     def profile(self, mpid: int) -> Profile | None:
         """The live profile of ``mpid`` (after following merges)."""
-        with self.lock:
+        with self._locked():
             staged = StagedState(self.state)
             live = live_mpid(staged, mpid)
             return staged.profile(live) if live is not None else None
 
     def find(self, identity: Identity) -> Profile | None:
         """The profile holding ``identity`` (the most recent, for a shared device id)."""
-        with self.lock:
+        with self._locked():
             staged = StagedState(self.state)
             for mpid in reversed(staged.users_with(identity)):
                 live = live_mpid(staged, mpid)
@@ -85,7 +99,7 @@ class ResolveService:
 
     def search(self, identities: Sequence[Identity]) -> IdentityAnswer | None:
         """The user the identities point at, without creating or changing anything."""
-        with self.lock:
+        with self._locked():
             staged = StagedState(self.state)
             ranked = sorted(identities, key=lambda i: self.resolver.strategy.rank(i.type))
             for identity in ranked:
@@ -111,7 +125,7 @@ class ResolveService:
         With ``login``, an anonymous ``previous_mpid`` is merged into the user found, as the
         strategy's login rule says.
         """
-        with self.lock:
+        with self._locked():
             staged = StagedState(self.state)
             now = self.clock.now_ms()
             resolution = self.resolver.resolve(staged, identities, None, seed, now)
@@ -141,7 +155,7 @@ class ResolveService:
         new user holding the device identities is staged (its MPID derived from ``seed``), and
         being the device's latest user, it is what the device's next identify finds.
         """
-        with self.lock:
+        with self._locked():
             staged = StagedState(self.state)
             strategy = self.resolver.strategy
             device = sorted(
@@ -169,7 +183,7 @@ class ResolveService:
         self, mpid: int, changes: Sequence[tuple[str, str | None, str | None]]
     ) -> tuple[Pending, list[ChangeResult]] | None:
         """Stage identity changes ``(type, old, new)`` on an existing user (``None`` if unknown)."""
-        with self.lock:
+        with self._locked():
             staged = StagedState(self.state)
             live = live_mpid(staged, mpid)
             if live is None:
@@ -198,7 +212,7 @@ class ResolveService:
 
     def alias(self, source_mpid: int, destination_mpid: int) -> Pending | None:
         """Stage folding one user into another (``None`` if either is unknown)."""
-        with self.lock:
+        with self._locked():
             staged = StagedState(self.state)
             source = live_mpid(staged, source_mpid)
             destination = live_mpid(staged, destination_mpid)
@@ -210,13 +224,13 @@ class ResolveService:
 
     def apply(self, pending: Pending) -> None:
         """Commit a staged change (after its record, if any, is in the log)."""
-        with self.lock:
+        with self._locked():
             if pending.staged.changes:
                 self.state.commit(pending.staged.changes, self.state.committed_offset())
 
     def step(self, stage: ResolveStage) -> int:
         """Run one step of the stage under the lock."""
-        with self.lock:
+        with self.lock:  # its commit may go on after the lock is released: see _locked
             return stage.step()
 
     # -- helpers ---------------------------------------------------------------------

@@ -10,9 +10,11 @@ twice (at least once) but never misses one.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -25,7 +27,7 @@ from patchbay.collect.events import UserIdentityChange
 from patchbay.resolve.identities import Identity, batch_identities, canonical_type
 from patchbay.resolve.profile import Profile, apply_batch
 from patchbay.resolve.resolver import Resolution, Resolver, derived_mpid, live_mpid
-from patchbay.resolve.state import ProfileStore, StagedState
+from patchbay.resolve.state import PendingOverlay, ProfileStore, StagedState
 from patchbay.store.base import BatchLog, StoredBatch
 
 log = structlog.get_logger("patchbay.resolve")
@@ -98,31 +100,72 @@ class ResolveStage:
         self.sink = sink
         self._chunk = chunk
         self.processed = 0
+        # The commit of the last chunk runs on this thread while the next chunk is resolved
+        # on top of it (``_overlay``); at most one commit is in flight.
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix="patchbay-resolve-commit")
+        self._commit: Future[None] | None = None
+        self._overlay: PendingOverlay | None = None
+        self._next_offset = 0
 
     def step(self) -> int:
-        """Resolve the next chunk and commit it; return how many batches it held."""
-        offset = self._state.committed_offset()
+        """Resolve the next chunk and start its commit (the previous chunk's commit is
+        waited for first); return how many batches it held. A step that finds nothing new
+        waits for the last commit, so when it returns 0 everything resolved is committed."""
+        offset = self._next_offset if self._commit is not None else self._state.committed_offset()
         stored = self._log.read(offset, self._chunk)
         if not stored:
+            self.settle()
             return 0
-        decoded = [
-            (s, b, list(batch_identities(b))) for s in stored if (b := self._decode(s)) is not None
-        ]
-        staged = StagedState(self._state)
-        self._prefetch(staged, decoded)
-        resolved = [self._resolve(staged, s, batch, ids) for s, batch, ids in decoded]
-        if self.sink is not None and resolved:
-            self.sink.handle(resolved)
-        self._state.commit(staged.changes, stored[-1].offset)
+        try:
+            decoded = [
+                (s, b, list(batch_identities(b)))
+                for s in stored
+                if (b := self._decode(s)) is not None
+            ]
+            staged = StagedState(self._overlay or self._state)
+            self._prefetch(staged, decoded)
+            resolved = [self._resolve(staged, s, batch, ids) for s, batch, ids in decoded]
+            if self.sink is not None and resolved:
+                self.sink.handle(resolved)
+        except BaseException:
+            with contextlib.suppress(Exception):  # no commit goes on after a failed step
+                self.settle()
+            raise
+        self.settle()
+        self._commit = self._committer.submit(self._state.commit, staged.changes, stored[-1].offset)
+        self._overlay = PendingOverlay(staged, self._state)
+        self._next_offset = stored[-1].offset
         self.processed += len(stored)
         return len(stored)
 
+    def settle(self) -> None:
+        """Wait for the commit in flight; raise its error (the next step then starts again
+        from the stored offset). Call before reading or writing the state elsewhere."""
+        commit, self._commit = self._commit, None
+        if commit is None:
+            return
+        try:
+            commit.result()
+        except BaseException:
+            self._overlay = None
+            raise
+        if self._overlay is not None:
+            self._overlay.detach()
+
     def run_until_caught_up(self) -> int:
-        """Step until the log is exhausted; return how many batches were resolved."""
+        """Step until the log is exhausted and committed; return how many batches were
+        resolved."""
         total = 0
         while n := self.step():
             total += n
         return total
+
+    def close(self) -> None:
+        """Wait for the last commit and stop the commit thread."""
+        try:
+            self.settle()
+        finally:
+            self._committer.shutdown(wait=True)
 
     @staticmethod
     def _prefetch(

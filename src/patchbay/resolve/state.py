@@ -85,6 +85,76 @@ class StateChanges:
         return bool(self.profiles or self.linked or self.unlinked or self.merges)
 
 
+_encode_profile = msgspec.msgpack.Encoder().encode
+_decode_profile = msgspec.msgpack.Decoder(Profile).decode
+
+
+def _copy_profile(profile: Profile) -> Profile:
+    """A deep copy (the resolver changes profiles in place)."""
+    return _decode_profile(_encode_profile(profile))
+
+
+class PendingOverlay:
+    """A :class:`StateView` of a store plus the changes of a chunk whose commit is still
+    running: what that chunk staged is read from it (copied), the rest from the store.
+
+    The resolve stage resolves the next chunk on top of this while the previous chunk's
+    commit runs on another thread; :meth:`detach` (once the commit is done) sends every
+    read to the store and lets the finished chunk's state go."""
+
+    def __init__(self, pending: StagedState, store: StateView) -> None:
+        self._pending: StagedState | None = pending
+        self._store = store
+
+    def detach(self) -> None:
+        """The pending chunk is committed: read the store only."""
+        self._pending = None
+
+    def users_with(self, identity: Identity) -> list[int]:
+        pending = self._pending
+        if pending is not None and (found := pending.staged_users(identity)) is not None:
+            return found
+        return self._store.users_with(identity)
+
+    def profile(self, mpid: int) -> Profile | None:
+        pending = self._pending
+        if pending is not None:
+            known, found = pending.staged_profile(mpid)
+            if known:
+                return found
+        return self._store.profile(mpid)
+
+    def users_with_each(self, identities: Collection[Identity]) -> dict[Identity, list[int]]:
+        pending = self._pending
+        if pending is None:
+            return self._store.users_with_each(identities)
+        found: dict[Identity, list[int]] = {}
+        rest = []
+        for identity in identities:
+            staged = pending.staged_users(identity)
+            if staged is None:
+                rest.append(identity)
+            elif staged:
+                found[identity] = staged
+        found.update(self._store.users_with_each(rest) if rest else {})
+        return found
+
+    def profiles(self, mpids: Collection[int]) -> dict[int, Profile]:
+        pending = self._pending
+        if pending is None:
+            return self._store.profiles(mpids)
+        found: dict[int, Profile] = {}
+        rest = []
+        for mpid in mpids:
+            known, profile = pending.staged_profile(mpid)
+            if not known:
+                rest.append(mpid)
+            elif profile is not None:
+                found[mpid] = profile
+        found.update(self._store.profiles(rest) if rest else {})
+        return found
+
+
 class StagedState:
     """A :class:`StateView` of a store's committed state plus pending changes."""
 
@@ -101,6 +171,20 @@ class StagedState:
         if cached is None:
             cached = self._users[identity] = list(self._base.users_with(identity))
         return cached
+
+    def staged_users(self, identity: Identity) -> list[int] | None:
+        """The links of ``identity`` as staged here, or ``None`` if this state never read
+        them (a copy: the caller may change it)."""
+        found = self._users.get(identity)
+        return None if found is None else list(found)
+
+    def staged_profile(self, mpid: int) -> tuple[bool, Profile | None]:
+        """``(True, profile or None)`` if this state read or wrote ``mpid`` (the profile
+        as a private copy), else ``(False, None)``."""
+        found = self._profiles.get(mpid)
+        if found is not None:
+            return True, _copy_profile(found)
+        return mpid in self._missing, None
 
     def prefetch_links(self, identities: Iterable[Identity]) -> None:
         """Load the links of ``identities`` in bulk (a chunk's look-ups in a few statements

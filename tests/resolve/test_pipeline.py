@@ -1,0 +1,162 @@
+"""The resolve stage commits a chunk on a thread while it resolves the next one on top of
+it (:class:`PendingOverlay`); everything else that touches the state waits for that commit."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection, Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from patchbay.clock import ManualClock
+from patchbay.resolve.identities import Identity
+from patchbay.resolve.profile import Profile, new_profile
+from patchbay.resolve.resolver import Resolver
+from patchbay.resolve.service import ResolveService
+from patchbay.resolve.stage import ResolveStage
+from patchbay.resolve.state import MergeRecord, PendingOverlay, StagedState, StateChanges
+from patchbay.resolve.strategy import IdentityStrategy
+from patchbay.store.base import NewBatch
+from patchbay.store.sqlite import SqliteStore
+from patchbay.store.sqlite_profiles import SqliteProfileStore
+
+
+class GatedCommits:
+    """A profile store whose commits wait until :attr:`gate` is set."""
+
+    def __init__(self, inner: SqliteProfileStore) -> None:
+        self.inner = inner
+        self.gate = threading.Event()
+        self.started = threading.Event()
+
+    def users_with(self, identity: Identity) -> list[int]:
+        return self.inner.users_with(identity)
+
+    def profile(self, mpid: int) -> Profile | None:
+        return self.inner.profile(mpid)
+
+    def users_with_each(self, identities: Collection[Identity]) -> dict[Identity, list[int]]:
+        return self.inner.users_with_each(identities)
+
+    def profiles(self, mpids: Collection[int]) -> dict[int, Profile]:
+        return self.inner.profiles(mpids)
+
+    def committed_offset(self) -> int:
+        return self.inner.committed_offset()
+
+    def merges(self, mpid: int) -> list[MergeRecord]:
+        return self.inner.merges(mpid)
+
+    def reset(self) -> None:
+        self.inner.reset()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def commit(self, changes: StateChanges, offset: int) -> None:
+        self.started.set()
+        assert self.gate.wait(30)
+        self.inner.commit(changes, offset)
+
+
+@pytest.fixture
+def stores(tmp_path: Path) -> Iterator[tuple[SqliteStore, GatedCommits]]:
+    log = SqliteStore(tmp_path, "normal")
+    state = GatedCommits(SqliteProfileStore(tmp_path, "normal"))
+    yield log, state
+    log.close()
+    state.close()
+
+
+def append(log: SqliteStore, batch_id: str, email: str, plan: str) -> None:
+    body = msgspec.json.encode(
+        {"user_identities": {"email": email}, "user_attributes": {"plan": plan}}
+    )
+    log.append([NewBatch(batch_id, "in", 1_000, "server_to_server", body)], 0)
+
+
+def test_the_next_chunk_sees_the_chunk_being_committed(
+    stores: tuple[SqliteStore, GatedCommits],
+) -> None:
+    log, state = stores
+    stage = ResolveStage(log, state, Resolver(IdentityStrategy()), chunk=1)
+    append(log, "b1", "a@example.com", "free")
+    append(log, "b2", "a@example.com", "pro")
+
+    assert stage.step() == 1  # b1 resolved, its commit waits at the gate
+    assert state.started.wait(10)
+    assert state.committed_offset() == 0
+    done = threading.Event()
+    second = threading.Thread(target=lambda: (stage.step(), done.set()))
+    second.start()  # b2 is resolved on top of b1, then waits for b1's commit
+    assert not done.wait(0.2)
+    state.gate.set()
+    second.join(10)
+    assert done.is_set()
+    assert stage.run_until_caught_up() == 0  # settles the last commit
+
+    (mpid,) = state.users_with(Identity("email", "a@example.com"))
+    profile = state.profile(mpid)
+    assert profile is not None and profile.user_attributes["plan"] == "pro"
+    assert state.committed_offset() == 2
+    stage.close()
+
+
+def test_identity_requests_wait_for_the_commit_in_flight(
+    stores: tuple[SqliteStore, GatedCommits],
+) -> None:
+    log, state = stores
+    resolver = Resolver(IdentityStrategy())
+    service = ResolveService(state, resolver, ManualClock(5_000))
+    stage = ResolveStage(log, state, resolver, chunk=10)
+    service.attach(stage)
+    append(log, "b1", "a@example.com", "free")
+    service.step(stage)
+    assert state.started.wait(10)
+
+    found: list[Profile | None] = []
+    reader = threading.Thread(
+        target=lambda: found.append(service.find(Identity("email", "a@example.com")))
+    )
+    reader.start()
+    reader.join(0.2)
+    assert reader.is_alive()  # waiting for the stage's commit, not reading stale state
+    state.gate.set()
+    reader.join(10)
+    assert found and found[0] is not None
+    assert found[0].user_attributes["plan"] == "free"
+    stage.close()
+
+
+def test_pending_overlay_reads_copies_then_the_store_once_detached(tmp_path: Path) -> None:
+    store = SqliteProfileStore(tmp_path, "normal")
+    try:
+        store.commit(StateChanges(profiles={1: new_profile(1, 10)}), 1)
+        pending = StagedState(store)
+        profile = pending.profile(1)
+        assert profile is not None
+        profile.user_attributes["plan"] = "pro"
+        pending.put(profile)
+        pending.link(Identity("email", "a@example.com"), 1)
+        pending.prefetch_profiles([2])  # known to be absent
+
+        overlay = PendingOverlay(pending, store)
+        copy = overlay.profile(1)
+        assert copy is not None and copy.user_attributes == {"plan": "pro"}
+        copy.user_attributes["plan"] = "changed"  # the pending chunk's profile is untouched
+        assert pending.profile(1).user_attributes == {"plan": "pro"}  # type: ignore[union-attr]
+        assert overlay.profile(2) is None
+        assert overlay.users_with(Identity("email", "a@example.com")) == [1]
+        assert overlay.users_with_each([Identity("email", "a@example.com")]) == {
+            Identity("email", "a@example.com"): [1]
+        }
+        assert overlay.profiles([1, 2, 3]).keys() == {1}
+
+        overlay.detach()  # the pending changes were never committed: the store is read
+        assert overlay.users_with(Identity("email", "a@example.com")) == []
+        stored = overlay.profile(1)
+        assert stored is not None and stored.user_attributes == {}
+    finally:
+        store.close()
