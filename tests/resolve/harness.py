@@ -4,16 +4,53 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+from patchbay.resolve.identities import Identity
 from patchbay.resolve.profile import Profile
 from patchbay.resolve.resolver import Resolver
 from patchbay.resolve.stage import ResolveStage
+from patchbay.resolve.state import MergeRecord, StateChanges
 from patchbay.resolve.strategy import IdentityStrategy
 from patchbay.store.base import NewBatch
 from patchbay.store.sqlite import SqliteStore
 from patchbay.store.sqlite_profiles import SqliteProfileStore
+
+
+class WrappedState:
+    """A :class:`SqliteProfileStore` seen through a wrapper whose ``commit`` a test changes."""
+
+    def __init__(self, inner: SqliteProfileStore) -> None:
+        self.inner = inner
+
+    def users_with(self, identity: Identity) -> list[int]:
+        return self.inner.users_with(identity)
+
+    def profile(self, mpid: int) -> Profile | None:
+        return self.inner.profile(mpid)
+
+    def users_with_each(self, identities: Collection[Identity]) -> dict[Identity, list[int]]:
+        return self.inner.users_with_each(identities)
+
+    def profiles(self, mpids: Collection[int]) -> dict[int, Profile]:
+        return self.inner.profiles(mpids)
+
+    def committed_offset(self) -> int:
+        return self.inner.committed_offset()
+
+    def merges(self, mpid: int) -> list[MergeRecord]:
+        return self.inner.merges(mpid)
+
+    def reset(self) -> None:
+        self.inner.reset()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def commit(self, changes: StateChanges, offset: int) -> None:
+        self.inner.commit(changes, offset)
 
 
 class World:

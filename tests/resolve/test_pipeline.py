@@ -4,7 +4,7 @@ it (:class:`PendingOverlay`); everything else that touches the state waits for t
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -16,44 +16,21 @@ from patchbay.resolve.profile import Profile, new_profile
 from patchbay.resolve.resolver import Resolver
 from patchbay.resolve.service import ResolveService
 from patchbay.resolve.stage import ResolveStage
-from patchbay.resolve.state import MergeRecord, PendingOverlay, StagedState, StateChanges
+from patchbay.resolve.state import PendingOverlay, StagedState, StateChanges
 from patchbay.resolve.strategy import IdentityStrategy
 from patchbay.store.base import NewBatch
 from patchbay.store.sqlite import SqliteStore
 from patchbay.store.sqlite_profiles import SqliteProfileStore
+from tests.resolve.harness import WrappedState
 
 
-class GatedCommits:
+class GatedCommits(WrappedState):
     """A profile store whose commits wait until :attr:`gate` is set."""
 
     def __init__(self, inner: SqliteProfileStore) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.gate = threading.Event()
         self.started = threading.Event()
-
-    def users_with(self, identity: Identity) -> list[int]:
-        return self.inner.users_with(identity)
-
-    def profile(self, mpid: int) -> Profile | None:
-        return self.inner.profile(mpid)
-
-    def users_with_each(self, identities: Collection[Identity]) -> dict[Identity, list[int]]:
-        return self.inner.users_with_each(identities)
-
-    def profiles(self, mpids: Collection[int]) -> dict[int, Profile]:
-        return self.inner.profiles(mpids)
-
-    def committed_offset(self) -> int:
-        return self.inner.committed_offset()
-
-    def merges(self, mpid: int) -> list[MergeRecord]:
-        return self.inner.merges(mpid)
-
-    def reset(self) -> None:
-        self.inner.reset()
-
-    def close(self) -> None:
-        self.inner.close()
 
     def commit(self, changes: StateChanges, offset: int) -> None:
         self.started.set()

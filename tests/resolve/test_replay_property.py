@@ -24,7 +24,7 @@ import json
 import os
 import sqlite3
 import tempfile
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +35,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from patchbay.collect.decode import decode_batch
-from patchbay.resolve.identities import Identity
 from patchbay.resolve.profile import Profile
 from patchbay.resolve.resolver import Resolver, derived_mpid
 from patchbay.resolve.stage import IDSYNC_CHANNEL, ResolvedBatch, ResolveStage
@@ -44,6 +43,7 @@ from patchbay.resolve.strategy import IdentityStrategy
 from patchbay.store.base import NewBatch
 from patchbay.store.sqlite import SqliteStore
 from patchbay.store.sqlite_profiles import STATE_FILE, SqliteProfileStore
+from tests.resolve.harness import WrappedState
 
 #: More examples for a deeper search: ``PATCHBAY_PROPERTY_EXAMPLES=2000 pytest tests/resolve``.
 EXAMPLES = int(os.environ.get("PATCHBAY_PROPERTY_EXAMPLES", "60"))
@@ -364,7 +364,7 @@ class _ExplodingList(list[MergeRecord]):
         raise Crash("inside the commit's transaction")
 
 
-class CrashingState:
+class CrashingState(WrappedState):
     """A :class:`SqliteProfileStore` whose ``commit`` crashes at its n-th call.
 
     ``before``: nothing written; ``inside``: profiles and links written in the transaction,
@@ -372,34 +372,10 @@ class CrashingState:
     """
 
     def __init__(self, inner: SqliteProfileStore, crash_at: int, mode: str) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.crash_at = crash_at
         self.mode = mode
         self.calls = 0
-
-    def users_with(self, identity: Identity) -> list[int]:
-        return self.inner.users_with(identity)
-
-    def profile(self, mpid: int) -> Profile | None:
-        return self.inner.profile(mpid)
-
-    def users_with_each(self, identities: Collection[Identity]) -> dict[Identity, list[int]]:
-        return self.inner.users_with_each(identities)
-
-    def profiles(self, mpids: Collection[int]) -> dict[int, Profile]:
-        return self.inner.profiles(mpids)
-
-    def committed_offset(self) -> int:
-        return self.inner.committed_offset()
-
-    def merges(self, mpid: int) -> list[MergeRecord]:
-        return self.inner.merges(mpid)
-
-    def reset(self) -> None:
-        self.inner.reset()
-
-    def close(self) -> None:
-        self.inner.close()
 
     def commit(self, changes: StateChanges, offset: int) -> None:
         self.calls += 1
