@@ -598,7 +598,8 @@ def start_profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes
         print("  (py-spy not found: no profile)", flush=True)
         return None
     command = [spy, "record", "-p", str(pid), "-d", str(max(1, int(seconds))), "-r", "200"]
-    command += ["-f", "raw", "--threads", "-o", str(out)]
+    # --gil: what holds the server's GIL (its CPU); --subprocesses: the delivery process too
+    command += ["-f", "raw", "--threads", "--gil", "--subprocesses", "-o", str(out)]
     return subprocess.Popen(
         command,
         stdout=subprocess.DEVNULL,
