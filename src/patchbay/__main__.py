@@ -2,4 +2,5 @@
 
 from patchbay.cli import main
 
-main()
+if __name__ == "__main__":  # not when a spawned child process imports it
+    main()

@@ -254,6 +254,16 @@ def test_http_and_lambda_partners_receive_filtered_batches(
                 what="two lines in the file",
             )
             status = cli(data_dir, "outputs", "status")
+            expected_metrics = (
+                'patchbay_deliveries_succeeded_total{output="http"} 2.0',
+                'patchbay_delivery_duration_seconds_count{output="fn"}',
+                'patchbay_delivery_queue_depth{output="lines"}',
+            )
+            # the delivery process reports its metrics a few times a second
+            wait_for(
+                lambda: all(m in server.get("/metrics")[1].decode() for m in expected_metrics),
+                what="the delivery metrics on /metrics",
+            )
             code, metrics = server.get("/metrics")
         finally:
             stop_server(server)
@@ -277,9 +287,7 @@ def test_http_and_lambda_partners_receive_filtered_batches(
     assert "http" in status and "active" in status
     assert code == 200
     text = metrics.decode()
-    assert 'patchbay_deliveries_succeeded_total{output="http"} 2.0' in text
-    assert 'patchbay_delivery_duration_seconds_count{output="fn"}' in text
-    assert 'patchbay_delivery_queue_depth{output="lines"}' in text
+    assert all(m in text for m in expected_metrics)
 
 
 def test_outage_and_sigkill_lose_nothing(setup: Setup) -> None:
