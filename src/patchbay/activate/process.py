@@ -167,7 +167,11 @@ class DeliveryProcess:
                 if self._stopping.is_set():
                     return
                 self._process.join(5.0)
-                log.error("delivery_process_exited", exit_code=self._process.exitcode)
+                code = self._process.exitcode
+                # 0: it stopped on a SIGTERM of its own (e.g. a service manager signalling the
+                # whole process group); anything else is a crash. Either way a new one starts,
+                # and the server's own stop will stop that one.
+                (log.info if code == 0 else log.error)("delivery_process_exited", exit_code=code)
                 time.sleep(RESTART_DELAY_S)
                 if self._stopping.is_set():
                     return
