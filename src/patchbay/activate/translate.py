@@ -382,7 +382,10 @@ class _Events:
         for index, event in enumerate(events):
             if self.oldest_ms is not None and self._timestamp(event.data) < self.oldest_ms:
                 continue
-            out.extend(e for e in self._convert(index, event) if e.type in supported)
+            # the tag, not ``e.type``: that builds an EventType for every event
+            out.extend(
+                e for e in self._convert(index, event) if type(e).__struct_config__.tag in supported
+            )
         return out
 
     # common fields -------------------------------------------------------------------------
