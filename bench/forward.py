@@ -42,7 +42,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -58,6 +57,14 @@ from typing import Any
 import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # bench/common.py
+    free_port,
+    machine_cpu_s,
+    percentile,
+    process_cpu_s,
+    stop_process,
+    wait_http,
+)
 from ingest import Template, fill, make_pool, srid_prefix  # bench/ingest.py
 
 #: The issue's goals.
@@ -217,39 +224,6 @@ def partner_stats(port: int) -> dict[str, int]:
 # -- processes ----------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_http(url: str, process: subprocess.Popen[bytes], log_path: Path, what: str) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise SystemExit(f"{what} did not start:\n{log_path.read_text()[-3000:]}")
-        time.sleep(0.05)
-
-
-def stop(process: subprocess.Popen[bytes]) -> int:
-    """SIGTERM, then wait; 0 or -SIGTERM (uvicorn re-raises the signal once shut down) is clean."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    return process.returncode
-
-
 def patchbay_cli(*args: str) -> str:
     """Run a ``patchbay`` command in this process (the same click command as the shell's,
     without an interpreter start-up per command); its output, or SystemExit."""
@@ -317,42 +291,6 @@ def start_server(
         )
     wait_http(f"http://127.0.0.1:{port}/healthz", process, log_path, "patchbay serve")
     return process
-
-
-def machine_cpu_s() -> float | None:
-    """Busy CPU seconds of the whole machine since boot (all cores), Linux only."""
-    try:
-        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except OSError:
-        return None
-    idle = ticks[3] + ticks[4]
-    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def process_cpu_s(pid: int) -> float | None:
-    """User + system CPU seconds of process ``pid`` (all threads) and of its running
-    children (``patchbay serve``'s delivery process), Linux only."""
-    total = 0.0
-    for stat_path in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            stat = stat_path.read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if stat_path.parent.name == str(pid) or fields[1] == str(pid):  # itself, or a child
-            total += int(fields[11]) + int(fields[12])
-    if not Path(f"/proc/{pid}").exists():
-        return None
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The ``q``-th percentile (0-100) of ``values``, nearest rank."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
-    return ordered[rank]
 
 
 # -- the load client (its own process) ----------------------------------------------------
@@ -805,14 +743,14 @@ def run_outputs(ctx: Context, n: int, run: int) -> Row:
             f" drained in {waited:.1f}s",
             flush=True,
         )
-        code = stop(server)
+        code = stop_process(server)
         if code not in (0, -signal.SIGTERM):
             ctx.errors.append(f"[{n}] patchbay serve exited with {code}")
         server = None
     finally:
         if server is not None:
-            stop(server)
-        code = stop(partner)
+            stop_process(server)
+        code = stop_process(partner)
     if code not in (0, -signal.SIGTERM):
         ctx.errors.append(f"[{n}] the partner exited with {code}")
     dump = msgspec.json.decode(partner_out.read_bytes())
@@ -879,8 +817,8 @@ def analyse(
             duplicates += 1
             continue
         seen.add((output, key))
-        at = acked.get(key)
-        if at is None:
+        acked_at = acked.get(key)
+        if acked_at is None:
             unknown += 1
             continue
         matched += 1
@@ -888,10 +826,10 @@ def analyse(
             window_events += events
             window_messages += 1
             per_output[output] += events
-        if w0 <= at < w1:
-            first_lat.append((received - at) * 1000)
-        elif h0 <= at < h1:
-            half_lat.append((received - at) * 1000)
+        if w0 <= acked_at < w1:
+            first_lat.append((received - acked_at) * 1000)
+        elif h0 <= acked_at < h1:
+            half_lat.append((received - acked_at) * 1000)
     missing = len(acked) * n - matched
     if missing > 0:
         ctx.errors.append(
@@ -949,7 +887,7 @@ def run_floor_phase(ctx: Context) -> dict[str, float]:
         messages, n_events, latencies, errors = in_process(run_floor, cfg, 120)
         after = phase_cpu({"partner": partner.pid})
     finally:
-        code = stop(partner)
+        code = stop_process(partner)
     if code not in (0, -signal.SIGTERM):
         ctx.errors.append(f"floor: the partner exited with {code}")
     ctx.errors.extend(errors)

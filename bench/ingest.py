@@ -24,20 +24,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import multiprocessing
 import os
 import random
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from base64 import b64encode
 from dataclasses import asdict, dataclass, field
@@ -57,6 +54,16 @@ from patchbay.settings import (
     DEFAULT_MAX_REQUEST_BYTES,
 )
 from patchbay.store.sqlite import SqliteStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # bench/common.py
+    free_port,
+    machine_cpu_s,
+    percentile,
+    process_cpu_s,
+    stop_process,
+    wait_http,
+)
 
 #: The issue's goals.
 GOAL_EVENTS_PER_S = 100_000
@@ -452,15 +459,6 @@ class Row:
     p99_ms: float
 
 
-def percentile(values: list[float], q: float) -> float:
-    """The ``q``-th percentile (0-100) of ``values``, nearest rank."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(0, math.ceil(q / 100 * len(ordered)) - 1)
-    return ordered[rank]
-
-
 # -- the HTTP client (its own process) ----------------------------------------------------
 
 
@@ -492,26 +490,6 @@ class ClientResult:
     server_cpu_s: float | None = None
     client_cpu_s: float = 0.0
     machine_cpu_s: float | None = None
-
-
-def _machine_cpu_s() -> float | None:
-    """Busy CPU seconds of the whole machine since boot (all cores), Linux only."""
-    try:
-        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except OSError:
-        return None
-    idle = ticks[3] + ticks[4]  # idle + iowait
-    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def _process_cpu_s(pid: int) -> float | None:
-    """User + system CPU seconds of process ``pid`` (all threads), Linux only."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _client(cfg: ClientConfig) -> ClientResult:
@@ -569,11 +547,11 @@ async def _client(cfg: ClientConfig) -> ClientResult:
 
     async def sample_cpu() -> None:
         await asyncio.sleep(max(0.0, window_from - clock()))
-        server0, client0 = _process_cpu_s(cfg.server_pid), time.process_time()
-        machine0 = _machine_cpu_s()
+        server0, client0 = process_cpu_s(cfg.server_pid), time.process_time()
+        machine0 = machine_cpu_s()
         await asyncio.sleep(max(0.0, window_to - clock()))
-        server1, client1 = _process_cpu_s(cfg.server_pid), time.process_time()
-        machine1 = _machine_cpu_s()
+        server1, client1 = process_cpu_s(cfg.server_pid), time.process_time()
+        machine1 = machine_cpu_s()
         if server0 is not None and server1 is not None:
             result.server_cpu_s = server1 - server0
         if machine0 is not None and machine1 is not None:
@@ -678,12 +656,6 @@ def floor_decode(pool: list[Template], seconds: float) -> Row:
 # -- the server ---------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def patchbay(*args: str) -> list[str]:
     return [sys.executable, "-m", "patchbay", *args]
 
@@ -733,30 +705,8 @@ def start_server(
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
-                if r.status == 200:
-                    return process
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise SystemExit(f"patchbay serve did not start:\n{log_path.read_text()}")
-        time.sleep(0.05)
-
-
-def stop_server(process: subprocess.Popen[bytes]) -> int:
-    """SIGTERM, then wait; 0 or -SIGTERM (uvicorn re-raises the signal once shut down) is clean."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    return process.returncode
+    wait_http(f"http://127.0.0.1:{port}/healthz", process, log_path, "patchbay serve")
+    return process
 
 
 def resolved_offset(data_dir: Path) -> int | None:
@@ -839,10 +789,10 @@ def main() -> int:
             f" decode+append ({args.durability}) ...",
             flush=True,
         )
-        machine0, ours0, wall0 = _machine_cpu_s(), time.process_time(), time.perf_counter()
+        machine0, ours0, wall0 = machine_cpu_s(), time.process_time(), time.perf_counter()
         decode = floor_decode(pool, args.floor_duration)
         floor = floor_append(pool, args.durability, args.floor_duration, workdir, run)
-        machine1, ours1, wall1 = _machine_cpu_s(), time.process_time(), time.perf_counter()
+        machine1, ours1, wall1 = machine_cpu_s(), time.process_time(), time.perf_counter()
         floor_other = None
         if machine0 is not None and machine1 is not None:
             busy = (machine1 - machine0) - (ours1 - ours0)
@@ -883,7 +833,7 @@ def main() -> int:
             raise SystemExit(answer)
         res: ClientResult = answer
 
-        code = stop_server(server)
+        code = stop_process(server)
         if code not in (0, -signal.SIGTERM):
             errors.append(f"patchbay serve exited with {code}")
         check = SqliteStore(data_dir)
@@ -994,7 +944,7 @@ def main() -> int:
         return 0
     finally:
         if server is not None:
-            stop_server(server)
+            stop_process(server)
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -53,8 +53,12 @@ from patchbay.resolve.state import StateChanges
 from patchbay.resolve.strategy import IdentityStrategy
 from patchbay.store import sqlite_profiles
 from patchbay.store.base import NewBatch
-from patchbay.store.sqlite import Durability, SqliteStore
+from patchbay.store.sqlite import SqliteStore
+from patchbay.store.sqlite_db import Durability
 from patchbay.store.sqlite_profiles import STATE_FILE, SqliteProfileStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine_cpu_s  # bench/common.py
 
 #: The issue's goals.
 GOAL_BATCHES_PER_S = 20_000
@@ -278,16 +282,6 @@ def build_log(log_dir: Path, users: int, batches: int, seed: int) -> int:
 
 
 # -- the measurements -----------------------------------------------------------------------
-
-
-def machine_cpu_s() -> float | None:
-    """Busy CPU seconds of the whole machine since boot (all cores), Linux only."""
-    try:
-        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except OSError:
-        return None
-    idle = ticks[3] + ticks[4]  # idle + iowait
-    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 class OtherCpu:

@@ -1,0 +1,85 @@
+"""What the benchmarks share: ports, starting and stopping processes, CPU accounting,
+percentiles."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, process: subprocess.Popen[bytes], log_path: Path, what: str) -> None:
+    """Wait until ``url`` answers 200; exit with the end of the log if ``process`` dies or
+    30 s pass."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise SystemExit(f"{what} did not start:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.05)
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> int:
+    """SIGTERM, then wait; 0 or -SIGTERM (uvicorn re-raises the signal once shut down) is clean."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
+def machine_cpu_s() -> float | None:
+    """Busy CPU seconds of the whole machine since boot (all cores), Linux only."""
+    try:
+        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return None
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` (all threads) and of its running
+    children (``patchbay serve``'s delivery process), Linux only."""
+    if not Path(f"/proc/{pid}").exists():
+        return None
+    total = 0.0
+    for stat_path in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            stat = stat_path.read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if stat_path.parent.name == str(pid) or fields[1] == str(pid):  # itself, or a child
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) of ``values``, nearest rank."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(0, math.ceil(q / 100 * len(ordered)) - 1)
+    return ordered[rank]
