@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -35,6 +36,23 @@ def wait_http(url: str, process: subprocess.Popen[bytes], log_path: Path, what: 
             process.kill()
             raise SystemExit(f"{what} did not start:\n{log_path.read_text()[-3000:]}")
         time.sleep(0.05)
+
+
+def start_server(
+    data_dir: Path, port: int, durability: str, log_path: Path
+) -> subprocess.Popen[bytes]:
+    """``patchbay serve`` on ``port`` (warnings and errors to ``log_path``), once it answers."""
+    command = [sys.executable, "-m", "patchbay", "serve", "--data-dir", str(data_dir)]
+    command += ["--port", str(port), "--durability", durability, "--log-level", "warning"]
+    with log_path.open("ab") as log_file:
+        process = subprocess.Popen(
+            command,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    wait_http(f"http://127.0.0.1:{port}/healthz", process, log_path, "patchbay serve")
+    return process
 
 
 def stop_process(process: subprocess.Popen[bytes]) -> int:

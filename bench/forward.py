@@ -62,6 +62,7 @@ from common import (  # bench/common.py
     machine_cpu_s,
     percentile,
     process_cpu_s,
+    start_server,
     stop_process,
     wait_http,
 )
@@ -264,33 +265,6 @@ def setup(data_dir: Path, partner_port: int, n_outputs: int) -> dict[str, str]:
 
 def output_names(n: int) -> list[str]:
     return [f"out-{i:02d}" for i in range(n)]
-
-
-def start_server(
-    data_dir: Path, port: int, durability: str, log_path: Path
-) -> subprocess.Popen[bytes]:
-    with log_path.open("ab") as log_file:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "patchbay",
-                "serve",
-                "--data-dir",
-                str(data_dir),
-                "--port",
-                str(port),
-                "--durability",
-                durability,
-                "--log-level",
-                "warning",
-            ],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    wait_http(f"http://127.0.0.1:{port}/healthz", process, log_path, "patchbay serve")
-    return process
 
 
 # -- the load client (its own process) ----------------------------------------------------

@@ -61,8 +61,8 @@ from common import (  # bench/common.py
     machine_cpu_s,
     percentile,
     process_cpu_s,
+    start_server,
     stop_process,
-    wait_http,
 )
 
 #: The issue's goals.
@@ -683,30 +683,6 @@ def add_input(data_dir: Path) -> dict[str, str]:
         raise SystemExit(f"patchbay inputs add failed:\n{done.stderr}")
     fields: dict[str, str] = json.loads(done.stdout)
     return fields
-
-
-def start_server(
-    data_dir: Path, port: int, durability: str, log_path: Path
-) -> subprocess.Popen[bytes]:
-    with log_path.open("ab") as log_file:
-        process = subprocess.Popen(
-            patchbay(
-                "serve",
-                "--data-dir",
-                str(data_dir),
-                "--port",
-                str(port),
-                "--durability",
-                durability,
-                "--log-level",
-                "warning",
-            ),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    wait_http(f"http://127.0.0.1:{port}/healthz", process, log_path, "patchbay serve")
-    return process
 
 
 def resolved_offset(data_dir: Path) -> int | None:
