@@ -15,7 +15,10 @@ half for new ones) and measures, in one run:
   batches) and profile reads and writes (``profiles()`` of the chunk's users, ``commit()``
   of the changed profiles, new users' links and the offset, a chunk at a time) done
   directly on a copy of the same state store, with no resolver logic. Reading the log and
-  decoding the batches is timed apart and shown on a row of its own.
+  decoding the batches is timed apart and shown on a row of its own;
+* ceiling (``--no-ceiling`` skips it): the real stage again over the same log, its state held
+  in dicts (no I/O, no encoding): what the resolver's own work allows on this machine,
+  whatever the store costs.
 
 It prints a table, checks the goals (>= 20,000 batches/s, stage >= 50% of the floor) and
 verifies that the state's offset is the log's last offset and that the profiles grew by
@@ -35,9 +38,11 @@ import os
 import pstats
 import random
 import shutil
+import sqlite3
 import sys
 import tempfile
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +54,7 @@ from patchbay.resolve.identities import Identity, batch_identities
 from patchbay.resolve.profile import IdentityRecord, Profile, new_profile
 from patchbay.resolve.resolver import Resolver, derived_mpid
 from patchbay.resolve.stage import ResolveStage
-from patchbay.resolve.state import StateChanges
+from patchbay.resolve.state import MergeRecord, StateChanges
 from patchbay.resolve.strategy import IdentityStrategy
 from patchbay.store import sqlite_profiles
 from patchbay.store.base import NewBatch
@@ -398,6 +403,76 @@ class FloorRun:
         self.state.close()
 
 
+class MemoryState:
+    """A ``ProfileStore`` in dicts: no I/O, no encoding, profiles shared, not copied. The
+    stage over it shows what the resolver's own work (log read, decode, resolve, apply)
+    allows on this machine, whatever a store costs."""
+
+    def __init__(self, state_file: Path) -> None:
+        self.links: dict[Identity, list[int]] = {}
+        self.stored: dict[int, Profile] = {}
+        self.offset = 0
+        db = sqlite3.connect(state_file)
+        try:
+            decode = msgspec.msgpack.Decoder(Profile).decode
+            for mpid, doc in db.execute("SELECT mpid, doc FROM profiles"):
+                self.stored[mpid] = decode(doc)
+            for kind, value, mpid in db.execute(
+                "SELECT type, value, mpid FROM identity_links ORDER BY id"
+            ):
+                self.links.setdefault(Identity(kind, value), []).append(mpid)
+        finally:
+            db.close()
+
+    def users_with(self, identity: Identity) -> list[int]:
+        return list(self.links.get(identity, ()))
+
+    def profile(self, mpid: int) -> Profile | None:
+        return self.stored.get(mpid)
+
+    def users_with_each(self, identities: Collection[Identity]) -> dict[Identity, list[int]]:
+        return {i: list(self.links[i]) for i in identities if i in self.links}
+
+    def profiles(self, mpids: Collection[int]) -> dict[int, Profile]:
+        return {m: self.stored[m] for m in mpids if m in self.stored}
+
+    def committed_offset(self) -> int:
+        return self.offset
+
+    def commit(self, changes: StateChanges, offset: int) -> None:
+        self.stored.update(changes.profiles)
+        for identity, gone in changes.unlinked.items():
+            self.links[identity] = [m for m in self.links.get(identity, []) if m not in gone]
+        for identity, added in changes.linked.items():
+            self.links.setdefault(identity, []).extend(added)
+        self.offset = offset
+
+    def merges(self, mpid: int) -> list[MergeRecord]:
+        return []
+
+    def reset(self) -> None:
+        self.links.clear()
+        self.stored.clear()
+        self.offset = 0
+
+    def close(self) -> None:
+        pass
+
+
+def measure_ceiling(workdir: Path, state_file: Path, chunk: int, durability: Durability) -> Row:
+    """The real stage over the whole log, its state in dicts (:class:`MemoryState`)."""
+    state = MemoryState(state_file)
+    log = SqliteStore(workdir / "log", durability)
+    stage = ResolveStage(log, state, Resolver(IdentityStrategy()), None, chunk)
+    try:
+        began = time.perf_counter()
+        done = stage.run_until_caught_up()
+        return Row("ceiling: stage, state in dicts", done, time.perf_counter() - began)
+    finally:
+        stage.close()
+        log.close()
+
+
 @dataclass
 class Measured:
     """The rows, the stage's profile report, and the stage's state at the end."""
@@ -495,6 +570,12 @@ def parse_args() -> argparse.Namespace:
         default=5,
         help="chunks of the stage, then of the floor, in turn (5; 0: all of one, then the other)",
     )
+    parser.add_argument(
+        "--no-ceiling",
+        dest="ceiling",
+        action="store_false",
+        help="skip the ceiling row (the stage over a state held in dicts: loads every user)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a goal is missed")
@@ -545,8 +626,11 @@ def main() -> int:
             m = measure(workdir, args.chunk, args.durability, args.profile, args.segment)
         stage, floor, floor_read = m.stage, m.floor, m.floor_read
         offset, profiles, report = m.offset, m.profiles, m.report
-
         rows = [stage, floor, floor_read]
+        if args.ceiling:
+            print("ceiling: the stage again, its state in dicts ...", flush=True)
+            rows.append(measure_ceiling(workdir, cached, args.chunk, args.durability))
+
         print()
         print(fmt_table(rows, floor))
         print()
