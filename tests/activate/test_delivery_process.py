@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 from tests.activate.test_engine_support import wait_for
@@ -48,6 +50,12 @@ def lines(path: Path) -> int:
     return len(path.read_bytes().splitlines()) if path.exists() else 0
 
 
+def pending(data_dir: Path) -> int:
+    """Deliveries still in the outbox (not yet acknowledged)."""
+    with closing(sqlite3.connect(data_dir / "deliveries.db")) as db:
+        return int(db.execute("SELECT count(*) FROM deliveries").fetchone()[0])
+
+
 def succeeded_metric(server: Server) -> float:
     _, body = server.get("/metrics")
     for line in body.decode().splitlines():
@@ -72,6 +80,7 @@ def test_the_child_delivers_reports_metrics_and_is_restarted(data_dir: Path) -> 
         post(server, "a@example.com")
         wait_for(lambda: lines(out) == 1, what="the first delivery")
         wait_for(lambda: succeeded_metric(server) == 1.0, what="the child's metrics")
+        wait_for(lambda: pending(data_dir) == 0, what="the acknowledgement")
 
         os.kill(first, signal.SIGKILL)
         wait_for(
@@ -81,6 +90,7 @@ def test_the_child_delivers_reports_metrics_and_is_restarted(data_dir: Path) -> 
         post(server, "b@example.com")
         wait_for(lambda: lines(out) == 2, what="a delivery by the new child")
         wait_for(lambda: succeeded_metric(server) == 2.0, what="the new child's metrics")
+        assert lines(out) == 2  # nothing sent twice
         children = delivery_children(server.process.pid)
     finally:
         stop_server(server)
