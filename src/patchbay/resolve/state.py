@@ -111,18 +111,10 @@ class PendingOverlay:
         self._pending = None
 
     def users_with(self, identity: Identity) -> list[int]:
-        pending = self._pending
-        if pending is not None and (found := pending.staged_users(identity)) is not None:
-            return found
-        return self._store.users_with(identity)
+        return self.users_with_each((identity,)).get(identity, [])
 
     def profile(self, mpid: int) -> Profile | None:
-        pending = self._pending
-        if pending is not None:
-            known, found = pending.staged_profile(mpid)
-            if known:
-                return found
-        return self._store.profile(mpid)
+        return self.profiles((mpid,)).get(mpid)
 
     def users_with_each(self, identities: Collection[Identity]) -> dict[Identity, list[int]]:
         pending = self._pending

@@ -21,7 +21,7 @@ from patchbay.store.base import (
     NewBatch,
     StoredBatch,
 )
-from patchbay.store.sqlite_db import Durability, SqliteDatabase
+from patchbay.store.sqlite_db import Durability, SqliteDatabase, insert_rows
 
 DB_FILE = "patchbay.db"
 
@@ -76,17 +76,9 @@ _RECENT_KEYS = (
     f" AND source_request_id IN ({', '.join('?' * _DEDUP_CHUNK)})"
 )
 
-#: Rows per INSERT into ``batches``: 64 at a time, then halves for the rest (seven SQL
-#: texts, each prepared once; at most 448 parameters).
-_INSERT_SIZES = (64, 32, 16, 8, 4, 2, 1)
-_INSERT_BATCHES = {
-    n: "INSERT INTO batches (batch_id, input_id, received_at_ms, channel, ip, historical, body)"
-    " VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * n)
-    for n in _INSERT_SIZES
-}
-#: Rows per INSERT into ``dedup`` (a short last chunk repeats its last row: one SQL text).
-_DEDUP_ROWS = 64
-_INSERT_DEDUP = "INSERT OR REPLACE INTO dedup VALUES " + ", ".join(["(?, ?, ?, ?)"] * _DEDUP_ROWS)
+_INSERT_BATCHES = (
+    "INSERT INTO batches (batch_id, input_id, received_at_ms, channel, ip, historical, body)"
+)
 
 
 class SqliteStore:
@@ -107,6 +99,7 @@ class SqliteStore:
         offsets: list[int | None] = [None] * len(batches)
         seen: set[tuple[str, str]] = set()
         kept: list[int] = []  # the indexes of the batches to store
+        rows: list[tuple[object, ...]] = []
         dedup_rows: list[tuple[str, str, int, int]] = []
         with self._db.transaction() as conn:
             recent = self._recent_keys(conn, batches, dedup_since_ms)
@@ -117,15 +110,8 @@ class SqliteStore:
                         continue
                     seen.add((batch.input_id, key))
                 kept.append(index)
-            start = 0
-            while start < len(kept):
-                size = next(n for n in _INSERT_SIZES if n <= len(kept) - start)
-                chunk = kept[start : start + size]
-                start += size
-                params: list[object] = []
-                for index in chunk:
-                    batch = batches[index]
-                    params += (
+                rows.append(
+                    (
                         batch.batch_id,
                         batch.input_id,
                         batch.received_at_ms,
@@ -134,18 +120,17 @@ class SqliteStore:
                         int(batch.historical),
                         batch.body,
                     )
-                last = conn.execute(_INSERT_BATCHES[size], params).lastrowid
-                assert last is not None
+                )
+            placed = iter(kept)
+            for size, last in insert_rows(conn, _INSERT_BATCHES, rows):
                 # AUTOINCREMENT, one writer: the rows took consecutive offsets, in order.
-                for offset, index in enumerate(chunk, last - size + 1):
+                for offset in range(last - size + 1, last + 1):
+                    index = next(placed)
                     offsets[index] = offset
                     batch = batches[index]
                     if (key := batch.source_request_id) is not None:
                         dedup_rows.append((batch.input_id, key, offset, batch.received_at_ms))
-            for first in range(0, len(dedup_rows), _DEDUP_ROWS):
-                rows = dedup_rows[first : first + _DEDUP_ROWS]
-                rows += rows[-1:] * (_DEDUP_ROWS - len(rows))  # repeating a row changes nothing
-                conn.execute(_INSERT_DEDUP, [value for row in rows for value in row])
+            insert_rows(conn, "INSERT OR REPLACE INTO dedup", dedup_rows)
         return AppendResult(offsets)
 
     @staticmethod

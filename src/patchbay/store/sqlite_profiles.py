@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection, Iterator, Sequence
-from functools import cache
 from pathlib import Path
 from typing import TypeVar
 
@@ -19,7 +18,7 @@ import msgspec
 from patchbay.resolve.identities import Identity
 from patchbay.resolve.profile import Profile
 from patchbay.resolve.state import MergeRecord, StateChanges
-from patchbay.store.sqlite_db import Durability, SqliteDatabase
+from patchbay.store.sqlite_db import Durability, SqliteDatabase, insert_rows
 
 STATE_FILE = "state.db"
 
@@ -63,29 +62,6 @@ _T = TypeVar("_T")
 def _chunks(items: Sequence[_T]) -> Iterator[Sequence[_T]]:
     for start in range(0, len(items), _IN_CHUNK):
         yield items[start : start + _IN_CHUNK]
-
-
-#: Rows per multi-row INSERT of the commit.
-_ROWS_PER_INSERT = 200
-
-
-def _rows(values: Sequence[object], width: int) -> Iterator[Sequence[object]]:
-    """``values`` (rows of ``width`` flattened) in parts of at most 200 rows."""
-    step = _ROWS_PER_INSERT * width
-    for start in range(0, len(values), step):
-        yield values[start : start + step]
-
-
-@cache
-def _upsert_profiles(rows: int) -> str:
-    return "INSERT OR REPLACE INTO profiles (mpid, doc) VALUES " + ", ".join(["(?, ?)"] * rows)
-
-
-@cache
-def _insert_links(rows: int) -> str:
-    return "INSERT OR IGNORE INTO identity_links (type, value, mpid) VALUES " + ", ".join(
-        ["(?, ?, ?)"] * rows
-    )
 
 
 class SqliteProfileStore:
@@ -158,19 +134,17 @@ class SqliteProfileStore:
 
     def commit(self, changes: StateChanges, offset: int) -> None:
         """Write ``changes`` and ``offset`` in one transaction."""
-        # rows first, then a few multi-row statements: each statement hands the GIL over
-        # and waits to get it back, and the resolve stage runs this on a thread of its own
-        profiles = [v for m in sorted(changes.profiles) for v in (m, _encode(changes.profiles[m]))]
+        # rows first, then multi-row statements (the resolve stage runs this on a thread of
+        # its own, and the rows' Python would hold the GIL in the transaction)
+        profiles = [(m, _encode(changes.profiles[m])) for m in sorted(changes.profiles)]
         links = [(i.type, i.value, m) for i, mpids in changes.linked.items() for m in mpids]
         with self._db.transaction() as conn:
-            for part in _rows(profiles, 2):
-                conn.execute(_upsert_profiles(len(part) // 2), part)
+            insert_rows(conn, "INSERT OR REPLACE INTO profiles (mpid, doc)", profiles)
             conn.executemany(
                 "DELETE FROM identity_links WHERE type = ? AND value = ? AND mpid = ?",
                 [(i.type, i.value, m) for i, mpids in changes.unlinked.items() for m in mpids],
             )
-            for part in _rows([v for link in links for v in link], 3):
-                conn.execute(_insert_links(len(part) // 3), part)
+            insert_rows(conn, "INSERT OR IGNORE INTO identity_links (type, value, mpid)", links)
             conn.executemany(
                 "INSERT INTO merges (from_mpid, to_mpid, reason, at_ms, log_offset)"
                 " VALUES (?, ?, ?, ?, ?)",
