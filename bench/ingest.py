@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from patchbay.store.sqlite import SqliteStore
 
 from patchbay.clock import SystemClock
 from patchbay.collect.decode import decode_batch, split_bulk
@@ -53,7 +54,6 @@ from patchbay.settings import (
     DEFAULT_MAX_BATCHES,
     DEFAULT_MAX_REQUEST_BYTES,
 )
-from patchbay.store.sqlite import SqliteStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # bench/common.py

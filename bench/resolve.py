@@ -48,19 +48,18 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from patchbay.store import sqlite_profiles
+from patchbay.store.sqlite import SqliteStore
+from patchbay.store.sqlite_db import Durability
+from patchbay.store.sqlite_profiles import STATE_FILE, SqliteProfileStore
 
+from patchbay.backends.records import MergeRecord, NewBatch, StateChanges
 from patchbay.collect.decode import decode_batch
 from patchbay.resolve.identities import Identity, batch_identities
 from patchbay.resolve.profile import IdentityRecord, Profile, new_profile
 from patchbay.resolve.resolver import Resolver, derived_mpid
 from patchbay.resolve.stage import ResolveStage
-from patchbay.resolve.state import MergeRecord, StateChanges
 from patchbay.resolve.strategy import IdentityStrategy
-from patchbay.store import sqlite_profiles
-from patchbay.store.base import NewBatch
-from patchbay.store.sqlite import SqliteStore
-from patchbay.store.sqlite_db import Durability
-from patchbay.store.sqlite_profiles import STATE_FILE, SqliteProfileStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_cpu_s  # bench/common.py
@@ -404,7 +403,7 @@ class FloorRun:
 
 
 class MemoryState:
-    """A ``ProfileStore`` in dicts: no I/O, no encoding, profiles shared, not copied. The
+    """A ``StateStore`` in dicts: no I/O, no encoding, profiles shared, not copied. The
     stage over it shows what the resolver's own work (log read, decode, resolve, apply)
     allows on this machine, whatever a store costs."""
 

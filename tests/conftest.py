@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from patchbay.store.base import StoredBatch
-from patchbay.store.sqlite import SqliteStore
+from patchbay.backends.records import StoredBatch
+from patchbay.backends.sqlite import open_sqlite
 
 DATA = Path(__file__).parent / "data"
 
@@ -120,11 +120,11 @@ class Server:
 
     def stored(self) -> list[StoredBatch]:
         """Every batch in the server's log, read straight from its store."""
-        store = SqliteStore(self.data_dir)
+        backend = open_sqlite(self.data_dir)
         try:
-            return store.read(0, 1_000_000)
+            return backend.log.read(0, None, 1_000_000)
         finally:
-            store.close()
+            backend.close()
 
     def alive(self) -> bool:
         """Whether the process still runs."""
@@ -183,14 +183,6 @@ def stop_server(server: Server) -> None:
 def data_dir(tmp_path: Path) -> Path:
     """A fresh, empty data directory."""
     return tmp_path / "data"
-
-
-@pytest.fixture
-def store(data_dir: Path) -> Iterator[SqliteStore]:
-    """A SQLite store in a fresh data directory."""
-    opened = SqliteStore(data_dir)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

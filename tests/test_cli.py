@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from patchbay.store.sqlite import DB_FILE
+from patchbay.backends.sqlite import DB_FILE
 from tests.conftest import Credentials, Server, add_input, run_cli, start_server, stop_server
 
 pytestmark = pytest.mark.slow

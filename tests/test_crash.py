@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from patchbay.backends.sqlite import DB_FILE
 from patchbay.collect.decode import decode_batch
-from patchbay.store.sqlite import DB_FILE
 from tests.conftest import Credentials, Server, add_input, start_server, stop_server
 
 pytestmark = pytest.mark.slow

@@ -16,6 +16,9 @@ import click
 import msgspec
 
 from patchbay import __version__
+from patchbay.backends import Backend, open_backend
+from patchbay.backends.abstract import BatchLog, InputStore
+from patchbay.backends.records import DuplicateName, Input, LogPosition, StateChanges
 from patchbay.clock import SystemClock
 from patchbay.collect.inputs import (
     DEFAULT_RATE_LIMIT,
@@ -31,7 +34,6 @@ from patchbay.resolve.profile_view import merge_documents, profile_document
 from patchbay.resolve.resolver import Resolver
 from patchbay.resolve.service import ResolveService
 from patchbay.resolve.stage import ResolveStage
-from patchbay.resolve.state import StateChanges
 from patchbay.resolve.strategy import IdentityStrategy, load_strategy
 from patchbay.settings import (
     DEFAULT_DEDUP_WINDOW_S,
@@ -39,9 +41,6 @@ from patchbay.settings import (
     DEFAULT_MAX_REQUEST_BYTES,
     Settings,
 )
-from patchbay.store.base import DuplicateName, Input
-from patchbay.store.sqlite import SqliteStore
-from patchbay.store.sqlite_profiles import SqliteProfileStore
 
 DEFAULT_DATA_DIR = Path("patchbay-data")
 
@@ -55,11 +54,26 @@ data_dir_option = click.option(
 )
 
 
-def _open(data_dir: Path) -> SqliteStore:
-    return SqliteStore(data_dir)
+class _LogPositionType(click.ParamType[LogPosition, Any]):
+    name = "position"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> LogPosition:
+        if isinstance(value, LogPosition):
+            return value
+        try:
+            return LogPosition.parse(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
 
 
-def _find(store: SqliteStore, name: str) -> Input:
+LOG_POSITION = _LogPositionType()
+
+
+def _open(data_dir: Path) -> Backend:
+    return open_backend(Settings(data_dir=data_dir))
+
+
+def _find(store: InputStore, name: str) -> Input:
     item = store.get_input(name)
     if item is None:
         raise click.ClickException(f"no input named {name!r} (see `patchbay inputs list`)")
@@ -162,10 +176,8 @@ def serve(
         log_level=log_level,
         delivery_process=delivery_process,
     )
-    store = SqliteStore(data_dir, settings.durability)
-    profiles = SqliteProfileStore(data_dir, settings.durability)
     strategy = load_strategy(identity_strategy) if identity_strategy else None
-    app = create_app(settings, store, profiles, strategy=strategy)
+    app = create_app(settings, strategy=strategy)
     config = uvicorn.Config(
         app,
         host=host,
@@ -203,7 +215,8 @@ def inputs() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print {id, key, secret} as JSON.")
 def inputs_add(name: str, type_: str, rate_limit: float, data_dir: Path, as_json: bool) -> None:
     """Create an input and print its key and secret (the secret is shown only once)."""
-    store = _open(data_dir)
+    backend = _open(data_dir)
+    store = backend.inputs
     try:
         created = create_input(store, name, type_, rate_limit, SystemClock())
     except DuplicateName:
@@ -211,7 +224,7 @@ def inputs_add(name: str, type_: str, rate_limit: float, data_dir: Path, as_json
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     finally:
-        store.close()
+        backend.close()
     _show_credentials(created.id, created.key, created.secret, as_json)
 
 
@@ -228,11 +241,12 @@ def _show_credentials(input_id: str, key: str, secret: str, as_json: bool) -> No
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def inputs_list(data_dir: Path, as_json: bool) -> None:
     """List the inputs and their keys (never the secrets)."""
-    store = _open(data_dir)
+    backend = _open(data_dir)
+    store = backend.inputs
     try:
         rows = [(item, store.credentials(item.id)) for item in store.list_inputs()]
     finally:
-        store.close()
+        backend.close()
     if as_json:
         for item, creds in rows:
             keys = [
@@ -257,20 +271,22 @@ def inputs_list(data_dir: Path, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print {id, key, secret} as JSON.")
 def inputs_rotate(name: str, keep_old: bool, data_dir: Path, as_json: bool) -> None:
     """Give an input a new key and secret; its old keys stop working unless --keep-old."""
-    store = _open(data_dir)
+    backend = _open(data_dir)
+    store = backend.inputs
     try:
         created = rotate_credentials(store, _find(store, name), SystemClock(), keep_old)
     finally:
-        store.close()
+        backend.close()
     _show_credentials(created.id, created.key, created.secret, as_json)
 
 
 def _set_enabled(name: str, data_dir: Path, enabled: bool) -> None:
-    store = _open(data_dir)
+    backend = _open(data_dir)
+    store = backend.inputs
     try:
         store.set_input_enabled(_find(store, name).id, enabled)
     finally:
-        store.close()
+        backend.close()
     click.echo(f"input {name!r} {'enabled' if enabled else 'disabled'}")
 
 
@@ -295,13 +311,14 @@ def inputs_enable(name: str, data_dir: Path) -> None:
 @data_dir_option
 def inputs_disable_key(key: str, data_dir: Path) -> None:
     """Disable one key of an input (for example the old one after `rotate --keep-old`)."""
-    store = _open(data_dir)
+    backend = _open(data_dir)
+    store = backend.inputs
     try:
         if store.find_credential(key) is None:
             raise click.ClickException("no such key")
         store.set_credential_enabled(key, False)
     finally:
-        store.close()
+        backend.close()
     click.echo("key disabled")
 
 
@@ -311,25 +328,31 @@ def inputs_disable_key(key: str, data_dir: Path) -> None:
 @data_dir_option
 def inputs_set_rate_limit(name: str, batches_per_s: float, data_dir: Path) -> None:
     """Change an input's rate limit in batches per second (0: unlimited)."""
-    store = _open(data_dir)
+    backend = _open(data_dir)
+    store = backend.inputs
     try:
         store.set_rate_limit(_find(store, name).id, batches_per_s)
     finally:
-        store.close()
+        backend.close()
     click.echo(f"input {name!r}: {batches_per_s:g} batches/s")
 
 
 @main.command()
 @data_dir_option
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Print at most N batches.")
-@click.option("--after", type=click.IntRange(min=0), default=0, help="Start after this offset.")
+@click.option(
+    "--after",
+    type=LOG_POSITION,
+    default=None,
+    help="Start after this position: OFFSET, or PARTITION:OFFSET (default: the start).",
+)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing batches as they arrive.")
-def batches(data_dir: Path, limit: int | None, after: int, follow: bool) -> None:
+def batches(data_dir: Path, limit: int | None, after: LogPosition | None, follow: bool) -> None:
     """Print the stored batches as JSON lines, oldest first, with their stamps."""
-    store = _open(data_dir)
+    backend = _open(data_dir)
     out = sys.stdout.buffer
     try:
-        for line in _iter_batches(store, after, limit, follow):
+        for line in _iter_batches(backend.log, after, limit, follow):
             out.write(line + b"\n")
             out.flush()
     except KeyboardInterrupt:
@@ -337,29 +360,39 @@ def batches(data_dir: Path, limit: int | None, after: int, follow: bool) -> None
     except BrokenPipeError:
         sys.stderr.close()  # the reader went away (e.g. `| head`)
     finally:
-        store.close()
+        backend.close()
 
 
 def _iter_batches(
-    store: SqliteStore, after: int, limit: int | None, follow: bool
+    log: BatchLog, after: LogPosition | None, limit: int | None, follow: bool
 ) -> Iterator[bytes]:
+    """The batches after ``after`` (in its partition; every partition from the start when
+    ``None``), a partition at a time, then the new ones as they arrive with ``follow``."""
     printed = 0
+    partitions = [after.partition] if after is not None else list(range(log.partitions))
+    positions: dict[int, LogPosition | None] = {p: after for p in partitions}
     while limit is None or printed < limit:
-        page = store.read(after, min(500, limit - printed) if limit else 500)
-        for stored in page:
-            yield stored_line(stored)
-        printed += len(page)
-        if page:
-            after = page[-1].offset
-        elif not follow:
-            return
-        else:
+        got = 0
+        for partition in partitions:
+            want = min(500, limit - printed) if limit else 500
+            if want <= 0:
+                return
+            page = log.read(partition, positions[partition], want)
+            for stored in page:
+                yield stored_line(stored)
+            printed += len(page)
+            got += len(page)
+            if page:
+                positions[partition] = page[-1].position
+        if not got:
+            if not follow:
+                return
             time.sleep(0.2)
 
 
-def _open_service(data_dir: Path) -> tuple[SqliteProfileStore, ResolveService]:
-    profiles = SqliteProfileStore(data_dir)
-    return profiles, ResolveService(profiles, Resolver(IdentityStrategy()), SystemClock())
+def _open_service(data_dir: Path) -> tuple[Backend, ResolveService]:
+    backend = _open(data_dir)
+    return backend, ResolveService(backend.state, Resolver(IdentityStrategy()), SystemClock())
 
 
 def _show_profile(service: ResolveService, profile: Profile) -> None:
@@ -378,14 +411,14 @@ def profiles() -> None:
 @data_dir_option
 def profiles_show(mpid: int, data_dir: Path) -> None:
     """Print the profile of MPID (following merges) as JSON, with its merge history."""
-    store, service = _open_service(data_dir)
+    backend, service = _open_service(data_dir)
     try:
         profile = service.profile(mpid)
         if profile is None:
             raise click.ClickException(f"no user {mpid}")
         _show_profile(service, profile)
     finally:
-        store.close()
+        backend.close()
 
 
 def _identity_options(function: Callable[..., None]) -> Callable[..., None]:
@@ -403,24 +436,23 @@ def profiles_find(data_dir: Path, **identities: str | None) -> None:
     given = [Identity(k, v) for k, v in identities.items() if v is not None]
     if len(given) != 1:
         raise click.UsageError("give exactly one identity, e.g. --email a@example.com")
-    store, service = _open_service(data_dir)
+    backend, service = _open_service(data_dir)
     try:
         profile = service.find(given[0])
         if profile is None:
             raise click.ClickException(f"no user has {given[0].type} {given[0].value!r}")
         _show_profile(service, profile)
     finally:
-        store.close()
+        backend.close()
 
 
 @main.command()
 @click.option(
     "--from",
-    "from_offset",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Replay the log from this offset (0: everything).",
+    "from_position",
+    type=LOG_POSITION,
+    default=None,
+    help="Replay the log from this position, OFFSET or PARTITION:OFFSET (default: everything).",
 )
 @data_dir_option
 @click.option(
@@ -429,7 +461,9 @@ def profiles_find(data_dir: Path, **identities: str | None) -> None:
     default=None,
     help="JSON file of the identity strategy.",
 )
-def reprocess(from_offset: int, data_dir: Path, identity_strategy: Path | None) -> None:
+def reprocess(
+    from_position: LogPosition | None, data_dir: Path, identity_strategy: Path | None
+) -> None:
     """Rebuild profiles from the batch log (stop `patchbay serve` first).
 
     Every profile, identity link and merge is dropped, then the log is resolved again from
@@ -437,32 +471,35 @@ def reprocess(from_offset: int, data_dir: Path, identity_strategy: Path | None) 
     """
     strategy = load_strategy(identity_strategy) if identity_strategy else IdentityStrategy()
     with _exclusive(data_dir):
-        log_store = SqliteStore(data_dir)
-        profiles_store = SqliteProfileStore(data_dir)
+        backend = _open(data_dir)
         try:
-            last = log_store.last_offset()
-            profiles_store.reset()
-            if from_offset > 0:
-                profiles_store.commit(StateChanges(), from_offset - 1)
-            stage = ResolveStage(log_store, profiles_store, Resolver(strategy))
+            log, state = backend.log, backend.state
+            ends = {p: e for p in range(log.partitions) if (e := log.end(p)) is not None}
+            state.reset()
+            if from_position is not None:
+                start = from_position.offset - 1
+                if start >= 0:
+                    begin = LogPosition(from_position.partition, start)
+                    state.commit(StateChanges(), {begin.partition: begin})
+            stage = ResolveStage(log, state, Resolver(strategy))
             started = time.monotonic()
             done = 0
             try:
                 while n := stage.step():
                     done += n
-                    position = profiles_store.committed_offset()
-                    click.echo(f"\rresolved up to offset {position} of {last}", nl=False, err=True)
+                    reached = ", ".join(str(p) for p in state.checkpoint().values())
+                    total = ", ".join(str(p) for p in ends.values())
+                    click.echo(f"\rresolved up to {reached} of {total}", nl=False, err=True)
             finally:
                 stage.close()
             elapsed = max(time.monotonic() - started, 1e-9)
             click.echo(
                 f"\rresolved {done} batches in {elapsed:.1f}s ({done / elapsed:,.0f}/s);"
-                f" {profiles_store.count_profiles()} profiles",
+                f" {state.count_profiles()} profiles",
                 err=True,
             )
         finally:
-            log_store.close()
-            profiles_store.close()
+            backend.close()
 
 
 # -- partner modules (Firehose integrations) ---------------------------------------------
@@ -570,14 +607,14 @@ def modules_register(
         register,
     )
     from patchbay.partner.transport import TransportError
-    from patchbay.store.sqlite_modules import SqliteModuleStore
 
     try:
         check_module_name(name)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     target = _partner_target(url, token, function_name, region, endpoint_url)
-    store = SqliteModuleStore(data_dir)
+    backend = _open(data_dir)
+    store = backend.modules
     try:
         registered = asyncio.run(register(store, name, target, timeouts=_timeouts(timeout)))
     except RegistrationError as exc:
@@ -592,7 +629,7 @@ def modules_register(
     except TransportError as exc:
         raise click.ClickException(f"registration of {name!r} failed: {exc}") from None
     finally:
-        store.close()
+        backend.close()
     module = registered.module
     for problem in registered.warnings:
         click.echo(f"warning: {problem}", err=True)
@@ -656,13 +693,13 @@ def _echo_module(summary: dict[str, Any]) -> None:
 def modules_list(data_dir: Path, as_json: bool) -> None:
     """List the registered modules (never their tokens)."""
     from patchbay.partner.registration import module_summary
-    from patchbay.store.sqlite_modules import SqliteModuleStore
 
-    store = SqliteModuleStore(data_dir)
+    backend = _open(data_dir)
+    store = backend.modules
     try:
         summaries = [module_summary(m) for m in store.list_modules()]
     finally:
-        store.close()
+        backend.close()
     if as_json:
         for summary in summaries:
             _print_json(summary)
@@ -695,14 +732,14 @@ def modules_list(data_dir: Path, as_json: bool) -> None:
 def modules_show(name: str, data_dir: Path, as_json: bool) -> None:
     """Show a registered module (its token only as set / not set)."""
     from patchbay.partner.registration import module_summary
-    from patchbay.store.sqlite_modules import SqliteModuleStore
 
-    store = SqliteModuleStore(data_dir)
+    backend = _open(data_dir)
+    store = backend.modules
     try:
         module = store.get_module(name)
         history = store.module_history(name) if module is not None else []
     finally:
-        store.close()
+        backend.close()
     if module is None:
         raise click.ClickException(f"no module named {name!r} (see `patchbay modules list`)")
     if as_json:
@@ -821,13 +858,13 @@ def partner_verify(
 
 def _module_target(name: str, data_dir: Path) -> Any:
     from patchbay.partner.registration import target_of
-    from patchbay.store.sqlite_modules import SqliteModuleStore
 
-    store = SqliteModuleStore(data_dir)
+    backend = _open(data_dir)
+    store = backend.modules
     try:
         module = store.get_module(name)
     finally:
-        store.close()
+        backend.close()
     if module is None:
         raise click.ClickException(f"no module named {name!r} (see `patchbay modules list`)")
     return target_of(module)
@@ -840,20 +877,14 @@ def _module_target(name: str, data_dir: Path) -> Any:
 def _activate(data_dir: Path) -> Iterator[Any]:
     """The outputs/connections/deliveries service over the stores of ``data_dir``."""
     from patchbay.activate.service import ActivateError, ActivateService
-    from patchbay.store.sqlite_deliveries import SqliteDeliveryStore
-    from patchbay.store.sqlite_modules import SqliteModuleStore
 
-    deliveries = SqliteDeliveryStore(data_dir)
-    modules_store = SqliteModuleStore(data_dir)
-    store = SqliteStore(data_dir)
+    backend = _open(data_dir)
     try:
-        yield ActivateService(deliveries, modules_store, store, SystemClock())
+        yield ActivateService(backend, SystemClock())
     except ActivateError as exc:
         raise click.ClickException(str(exc)) from None
     finally:
-        deliveries.close()
-        modules_store.close()
-        store.close()
+        backend.close()
 
 
 def _settings_of(items: tuple[str, ...]) -> dict[str, str]:
@@ -1075,7 +1106,7 @@ def connections_add(
     as_json: bool,
 ) -> None:
     """Connect an input to an output."""
-    from patchbay.activate.store import Filters
+    from patchbay.backends.records import Filters
 
     filters = Filters(
         environment=environment,

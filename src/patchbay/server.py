@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import msgspec
 import structlog
@@ -18,24 +18,20 @@ from patchbay.activate.admin_http import ADMIN_TOKEN_ENV, AdminApi
 from patchbay.activate.engine import DeliveryEngine, EngineConfig
 from patchbay.activate.process import ChildConfig, DeliveryProcess
 from patchbay.activate.service import ActivateService
-from patchbay.activate.sink import ActivateSink
-from patchbay.activate.store import DeliveryStore
+from patchbay.activate.stage import ActivateStage
+from patchbay.backends import Backend, open_backend
 from patchbay.clock import Clock, SystemClock
+from patchbay.collect.appender import GroupCommitAppender
 from patchbay.collect.http import EventsApi
 from patchbay.metrics import CONTENT_TYPE_LATEST, DeliveryMetrics, Metrics
 from patchbay.openapi import build_openapi
+from patchbay.pipeline import Pipeline, Stage
 from patchbay.resolve.idsync_http import IdentityApi
 from patchbay.resolve.profile_http import ProfileApi
 from patchbay.resolve.resolver import Resolver
 from patchbay.resolve.service import ResolveService
-from patchbay.resolve.stage import ResolveStage, StageRunner
-from patchbay.resolve.state import ProfileStore
 from patchbay.resolve.strategy import IdentityStrategy
 from patchbay.settings import Settings
-from patchbay.store.appender import GroupCommitAppender
-from patchbay.store.base import ModuleStore, Store
-from patchbay.store.sqlite_deliveries import SqliteDeliveryStore
-from patchbay.store.sqlite_modules import SqliteModuleStore
 
 log = structlog.get_logger("patchbay.server")
 
@@ -49,60 +45,63 @@ DEDUP_PURGE_INTERVAL_S = 3600.0
 
 def create_app(
     settings: Settings,
-    store: Store,
-    profiles: ProfileStore,
+    backend: Backend | None = None,
     clock: Clock | None = None,
     strategy: IdentityStrategy | None = None,
-    deliveries: DeliveryStore | None = None,
-    modules: ModuleStore | None = None,
     admin_token: str | None = None,
     engine_config: EngineConfig | None = None,
+    extra_stages: Sequence[Stage] = (),
 ) -> Starlette:
-    """The Patchbay ASGI app: collect into ``store``, resolve into ``profiles``, deliver
-    through the outbox (``deliveries``, by default ``deliveries.db`` in the data dir).
+    """The Patchbay ASGI app over ``backend`` (by default the one ``settings`` names): the
+    HTTP APIs, and the pipeline (collect -> resolve -> activate, plus ``extra_stages``).
 
-    It runs the resolve stage on a thread and the delivery engine on the event loop (or, with
-    ``settings.delivery_process``, in a child process: :mod:`patchbay.activate.process`),
-    and on shutdown stops them and closes the stores. The admin API is enabled by ``admin_token``
-    (default ``$PATCHBAY_ADMIN_TOKEN``).
+    It runs the resolve stage and each later stage on threads of their own, and the
+    delivery engine on the event loop (or, with ``settings.delivery_process``, in a child
+    process: :mod:`patchbay.activate.process`); on shutdown it stops them and closes the
+    backend. The admin API is enabled by ``admin_token`` (default ``$PATCHBAY_ADMIN_TOKEN``).
     """
+    if backend is None:
+        backend = open_backend(settings)
+    if settings.delivery_process and backend.name == "memory":
+        raise ValueError("the memory backend cannot be shared with a delivery process")
     clock = clock or SystemClock()
     metrics = Metrics()
-    appender = GroupCommitAppender(store)
-    service = ResolveService(profiles, Resolver(strategy or IdentityStrategy()), clock)
-    stage = ResolveStage(store, profiles, service.resolver)
-    service.attach(stage)
-    api = EventsApi(store, appender, settings, clock, metrics)
-    runner = StageRunner(
-        lambda: service.step(stage), busy=lambda: api.in_flight >= INGEST_BUSY_REQUESTS
-    )
-    api.on_append = runner.wake
-    deliveries = deliveries or SqliteDeliveryStore(settings.data_dir, settings.durability)
-    modules = modules or SqliteModuleStore(settings.data_dir, settings.durability)
+    appender = GroupCommitAppender(backend.log, backend.dedup)
+    service = ResolveService(backend.state, Resolver(strategy or IdentityStrategy()), clock)
+    api = EventsApi(backend.inputs, appender, settings, clock, metrics)
     engine_config = engine_config or EngineConfig.from_env()
     delivery_metrics = DeliveryMetrics(metrics.registry)
     engine: DeliveryEngine | None = None
     child: DeliveryProcess | None = None
     if settings.delivery_process:
-        child = DeliveryProcess(
-            ChildConfig(settings.data_dir, settings.durability, settings.log_level, engine_config),
-            delivery_metrics,
-        )
+        child = DeliveryProcess(ChildConfig(settings, engine_config), delivery_metrics)
         notify = child.notify
     else:
-        engine = DeliveryEngine(deliveries, modules, clock, engine_config, delivery_metrics)
+        engine = DeliveryEngine(backend, clock, engine_config, delivery_metrics)
         notify = engine.notify
-    stage.sink = ActivateSink(deliveries, modules, clock, notify)
+    # The pipeline: every stage after resolve, each with its own checkpoint and thread.
+    stages: list[Stage] = [
+        ActivateStage(backend.outputs, backend.outbox, backend.modules, clock, notify),
+        *extra_stages,
+    ]
+    pipeline = Pipeline(
+        backend, service, stages, busy=lambda: api.in_flight >= INGEST_BUSY_REQUESTS
+    )
+    api.on_append = pipeline.wake
     admin_api = AdminApi(
-        ActivateService(deliveries, modules, store, clock),
+        ActivateService(backend, clock),
         admin_token if admin_token is not None else os.environ.get(ADMIN_TOKEN_ENV) or None,
     )
-    profile_api = ProfileApi(store, service, clock)
-    identity_api = IdentityApi(store, appender, service, clock, metrics)
+    profile_api = ProfileApi(backend.inputs, service, clock)
+    identity_api = IdentityApi(backend.inputs, appender, service, clock, metrics)
     openapi = msgspec.json.encode(build_openapi())
 
+    def last_offset() -> int:
+        ends = [backend.log.end(p) for p in range(backend.log.partitions)]
+        return sum(e.offset for e in ends if e is not None)
+
     async def healthz(request: Request) -> Response:
-        offset = await asyncio.to_thread(store.last_offset)
+        offset = await asyncio.to_thread(last_offset)
         return Response(
             msgspec.json.encode({"status": "ok", "last_offset": offset}),
             media_type="application/json",
@@ -118,7 +117,7 @@ def create_app(
         while True:
             await asyncio.sleep(DEDUP_PURGE_INTERVAL_S)
             before = clock.now_ms() - int(settings.dedup_window_s * 1000)
-            dropped = await asyncio.to_thread(store.forget_dedup_before, before)
+            dropped = await asyncio.to_thread(backend.dedup.forget_before, before)
             log.info("dedup_purged", entries=dropped)
 
     @contextlib.asynccontextmanager
@@ -128,23 +127,19 @@ def create_app(
             await engine.start()
         if child is not None:
             child.start()
-        runner.start()
-        log.info("serving", data_dir=str(settings.data_dir), last_offset=store.last_offset())
+        pipeline.start()
+        log.info("serving", backend=backend.name, last_offset=last_offset())
         try:
             yield
         finally:
             purger.cancel()
             await asyncio.to_thread(appender.close)
-            await asyncio.to_thread(runner.stop)
-            await asyncio.to_thread(stage.close)
+            await asyncio.to_thread(pipeline.stop)
             if engine is not None:
                 await engine.stop()
             if child is not None:
                 await asyncio.to_thread(child.stop)
-            store.close()
-            profiles.close()
-            deliveries.close()
-            modules.close()
+            backend.close()
             log.info("stopped")
 
     routes = [

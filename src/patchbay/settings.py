@@ -18,6 +18,8 @@ DEFAULT_DEDUP_WINDOW_S = 30 * 24 * 3600.0
 class Settings(msgspec.Struct, kw_only=True, frozen=True):
     """Everything ``patchbay serve`` can be told; each has a flag and a default."""
 
+    #: Where state is kept: ``sqlite`` (files in ``data_dir``) or ``memory`` (tests only).
+    backend: Literal["sqlite", "memory"] = "sqlite"
     data_dir: Path = Path("patchbay-data")
     host: str = "127.0.0.1"
     port: int = 8080

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from patchbay.backends.records import StoredBatch
 from patchbay.collect.decode import decode_batch
 from patchbay.firehose import (
     DeviceIdentityPermission,
@@ -23,9 +24,7 @@ from patchbay.firehose.enums import (
     UserIdentityType,
 )
 from patchbay.resolve.profile import new_profile
-from patchbay.resolve.resolver import Resolution
 from patchbay.resolve.stage import ResolvedBatch
-from patchbay.store.base import StoredBatch
 
 DATA = Path(__file__).parent.parent / "data" / "activate"
 
@@ -64,7 +63,7 @@ def resolved(
         historical=historical,
     )
     user = mpid if mpid is not None else (batch.user_id or 42)
-    return ResolvedBatch(stored, batch, Resolution(mpid=user), new_profile(user, received_at_ms))
+    return ResolvedBatch(stored, batch, user, new_profile(user, received_at_ms))
 
 
 def registration(

@@ -16,8 +16,6 @@ import pytest
 from patchbay.partner.lambda_local import BackgroundServer
 from patchbay.server import create_app
 from patchbay.settings import Settings
-from patchbay.store.sqlite import SqliteStore
-from patchbay.store.sqlite_profiles import SqliteProfileStore
 from tests.conftest import add_input
 
 TOKEN = "admin-token-xyz"
@@ -37,9 +35,7 @@ class Client:
     """A real server (uvicorn in a thread) running ``create_app``."""
 
     def __init__(self, data_dir: Path, token: str | None) -> None:
-        store = SqliteStore(data_dir)
-        profiles = SqliteProfileStore(data_dir)
-        app = create_app(Settings(data_dir=data_dir), store, profiles, admin_token=token or "")
+        app = create_app(Settings(data_dir=data_dir), admin_token=token or "")
         self.server = BackgroundServer(app)
 
     def __enter__(self) -> Client:

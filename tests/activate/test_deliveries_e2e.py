@@ -18,8 +18,8 @@ import pytest
 
 from examples.sqlite_partner.http import build_app
 from patchbay.activate.ids import message_id
+from patchbay.backends.sqlite import open_sqlite
 from patchbay.partner.lambda_local import BackgroundServer, LocalLambda
-from patchbay.store.sqlite_deliveries import SqliteDeliveryStore
 from tests.activate.test_engine_support import wait_for
 from tests.conftest import Server, add_input, run_cli, start_server, stop_server
 
@@ -302,12 +302,12 @@ def test_outage_and_sigkill_lose_nothing(setup: Setup) -> None:
             post_batches(server, [batch(f"u{i}-{j}@example.com") for j in range(3)])
 
         def queued() -> int:
-            store = SqliteDeliveryStore(data_dir)
+            backend = open_sqlite(data_dir)
             try:
-                stats = store.stats().get("http")
+                stats = backend.outbox.stats().get("http")
                 return stats.pending if stats else 0
             finally:
-                store.close()
+                backend.close()
 
         wait_for(lambda: queued() == 30, what="30 queued deliveries")
         server.process.kill()  # SIGKILL in the middle of the retries

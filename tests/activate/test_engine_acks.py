@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 
 from patchbay.activate.engine import DeliveryEngine
+from patchbay.backends.sqlite import DELIVERIES_FILE, open_sqlite
+from patchbay.backends.sqlite.db import SqliteDatabase
+from patchbay.backends.sqlite.outbox import SqliteOutbox
 from patchbay.clock import SystemClock
 from patchbay.resolve.stage import StageRunner
-from patchbay.store.sqlite_deliveries import SqliteDeliveryStore
-from patchbay.store.sqlite_modules import SqliteModuleStore
 from tests.activate.test_engine_support import Recorder, async_wait_for, serve, wait_for
 from tests.activate.test_engine_workers import FAST, enqueue, run_engine, webhook
 
@@ -38,7 +39,7 @@ def recorder() -> Iterator[tuple[Recorder, str]]:
         server.stop()
 
 
-def pending(store: SqliteDeliveryStore, output: str) -> int:
+def pending(store: SqliteOutbox, output: str) -> int:
     stats = store.stats().get(output)
     return stats.pending if stats else 0
 
@@ -47,7 +48,7 @@ def test_successes_are_removed_in_groups(tmp_path: Path, recorder: tuple[Recorde
     rec, url = recorder
     config = replace(FAST, concurrency=8, page=4, ack_delay_s=0.3, ack_max=1000)
 
-    async def body(engine: DeliveryEngine, store: SqliteDeliveryStore) -> None:
+    async def body(engine: DeliveryEngine, store: SqliteOutbox) -> None:
         webhook(store, "hook", url + "/hook")
         await engine.refresh()
         ids = enqueue(store, "hook", 40, engine.clock.now_ms())
@@ -67,7 +68,7 @@ def test_a_full_group_commits_at_once(tmp_path: Path, recorder: tuple[Recorder, 
     # one send at a time, so that a group holds exactly ack_max successes
     config = replace(FAST, concurrency=1, ack_delay_s=3600.0, ack_max=5)
 
-    async def body(engine: DeliveryEngine, store: SqliteDeliveryStore) -> None:
+    async def body(engine: DeliveryEngine, store: SqliteOutbox) -> None:
         webhook(store, "hook", url + "/hook")
         await engine.refresh()
         enqueue(store, "hook", 10, engine.clock.now_ms())
@@ -78,7 +79,7 @@ def test_a_full_group_commits_at_once(tmp_path: Path, recorder: tuple[Recorder, 
     run_engine(tmp_path, body, config=config)
 
 
-class FailingAcks(SqliteDeliveryStore):
+class FailingAcks(SqliteOutbox):
     """An outbox whose first group commits fail."""
 
     failures = 2
@@ -94,12 +95,13 @@ def test_a_failed_group_commit_resends_and_loses_nothing(
     tmp_path: Path, recorder: tuple[Recorder, str]
 ) -> None:
     rec, url = recorder
-    store = FailingAcks(tmp_path / "data")
-    modules = SqliteModuleStore(tmp_path / "data")
+    backend = open_sqlite(tmp_path / "data")
+    store = FailingAcks(SqliteDatabase(tmp_path / "data" / DELIVERIES_FILE))
+    backend.outputs = backend.outbox = store
     config = replace(FAST, concurrency=4, ack_delay_s=0.05)
 
     async def main() -> None:
-        engine = DeliveryEngine(store, modules, SystemClock(), config)
+        engine = DeliveryEngine(backend, SystemClock(), config)
         await engine.start()
         try:
             webhook(store, "hook", url + "/hook")
@@ -116,8 +118,7 @@ def test_a_failed_group_commit_resends_and_loses_nothing(
     try:
         asyncio.run(main())
     finally:
-        store.close()
-        modules.close()
+        backend.close()
 
 
 _CRASHING_ENGINE = """
@@ -125,16 +126,13 @@ import asyncio, sys
 from pathlib import Path
 from patchbay.activate.engine import DeliveryEngine, EngineConfig
 from patchbay.clock import SystemClock
-from patchbay.store.sqlite_deliveries import SqliteDeliveryStore
-from patchbay.store.sqlite_modules import SqliteModuleStore
-from patchbay.store.sqlite_modules import SqliteModuleStore
+from patchbay.backends.sqlite import open_sqlite
 
 async def main() -> None:
     data = Path(sys.argv[1])
     config = EngineConfig(concurrency=4, poll_s=0.05, refresh_s=0.1,
                           ack_delay_s=3600.0, ack_max=1_000_000)
-    engine = DeliveryEngine(SqliteDeliveryStore(data), SqliteModuleStore(data), SystemClock(),
-                            config)
+    engine = DeliveryEngine(open_sqlite(data), SystemClock(), config)
     await engine.start()
     await asyncio.sleep(3600)
 
@@ -147,7 +145,8 @@ def test_sigkill_before_the_group_commit_resends_with_the_same_ids(
 ) -> None:
     rec, url = recorder
     data = tmp_path / "data"
-    store = SqliteDeliveryStore(data)
+    backend = open_sqlite(data)
+    store = backend.outbox
     try:
         webhook(store, "hook", url + "/hook")
         ids = enqueue(store, "hook", 8, int(time.time() * 1000))
@@ -163,9 +162,9 @@ def test_sigkill_before_the_group_commit_resends_with_the_same_ids(
         # accepted, but the group was never committed: all still pending
         assert pending(store, "hook") == 8
     finally:
-        store.close()
+        backend.close()
 
-    async def body(engine: DeliveryEngine, store: SqliteDeliveryStore) -> None:
+    async def body(engine: DeliveryEngine, store: SqliteOutbox) -> None:
         await async_wait_for(lambda: pending(store, "hook") == 0, what="an empty outbox")
 
     run_engine(tmp_path, body)

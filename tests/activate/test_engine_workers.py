@@ -11,11 +11,11 @@ import msgspec
 import pytest
 
 from patchbay.activate.engine import DeliveryEngine, EngineConfig, RetryPolicy
-from patchbay.activate.store import Delivery, Output
+from patchbay.backends.records import Delivery, Output
+from patchbay.backends.sqlite import open_sqlite
+from patchbay.backends.sqlite.outbox import SqliteOutbox
 from patchbay.clock import Clock, ManualClock, SystemClock
 from patchbay.partner.transport import Timeouts
-from patchbay.store.sqlite_deliveries import SqliteDeliveryStore
-from patchbay.store.sqlite_modules import SqliteModuleStore
 from tests.activate.test_engine_support import Recorder, async_wait_for, serve
 
 FAST = EngineConfig(
@@ -39,15 +39,15 @@ def recorder() -> Iterator[tuple[Recorder, str]]:
 
 def run_engine(
     tmp_path: Path,
-    body: Callable[[DeliveryEngine, SqliteDeliveryStore], Awaitable[None]],
+    body: Callable[[DeliveryEngine, SqliteOutbox], Awaitable[None]],
     clock: Clock | None = None,
     config: EngineConfig = FAST,
 ) -> None:
-    store = SqliteDeliveryStore(tmp_path / "data")
-    modules = SqliteModuleStore(tmp_path / "data")
+    backend = open_sqlite(tmp_path / "data")
+    store = backend.outbox
 
     async def main() -> None:
-        engine = DeliveryEngine(store, modules, clock or SystemClock(), config)
+        engine = DeliveryEngine(backend, clock or SystemClock(), config)
         await engine.start()
         try:
             await body(engine, store)
@@ -57,15 +57,14 @@ def run_engine(
     try:
         asyncio.run(main())
     finally:
-        store.close()
-        modules.close()
+        backend.close()
 
 
-def webhook(store: SqliteDeliveryStore, name: str, url: str, now: int = 0) -> None:
+def webhook(store: SqliteOutbox, name: str, url: str, now: int = 0) -> None:
     store.add_output(Output(name, "webhook", now, now, url=url, settings={"token": "sekret"}))
 
 
-def enqueue(store: SqliteDeliveryStore, output: str, count: int, now: int) -> list[str]:
+def enqueue(store: SqliteOutbox, output: str, count: int, now: int) -> list[str]:
     ids = [f"{output}-{i}" for i in range(count)]
     store.enqueue(
         [
@@ -81,7 +80,7 @@ def test_webhook_deliveries_arrive_and_leave_the_outbox(
 ) -> None:
     rec, url = recorder
 
-    async def body(engine: DeliveryEngine, store: SqliteDeliveryStore) -> None:
+    async def body(engine: DeliveryEngine, store: SqliteOutbox) -> None:
         webhook(store, "hook", url + "/hook")
         await engine.refresh()
         ids = enqueue(store, "hook", 5, engine.clock.now_ms())
@@ -104,7 +103,7 @@ def test_retryable_errors_are_retried_with_the_same_id(
     rec, url = recorder
     rec.set("/flaky", status=503)
 
-    async def body(engine: DeliveryEngine, store: SqliteDeliveryStore) -> None:
+    async def body(engine: DeliveryEngine, store: SqliteOutbox) -> None:
         webhook(store, "flaky", url + "/flaky")
         await engine.refresh()
         enqueue(store, "flaky", 1, engine.clock.now_ms())
@@ -126,7 +125,7 @@ def test_non_retryable_errors_park_at_once_and_replay_resends(
     rec, url = recorder
     rec.set("/bad", status=400, body=b'{"error": "no such list"}')
 
-    async def body(engine: DeliveryEngine, store: SqliteDeliveryStore) -> None:
+    async def body(engine: DeliveryEngine, store: SqliteOutbox) -> None:
         webhook(store, "bad", url + "/bad")
         await engine.refresh()
         enqueue(store, "bad", 2, engine.clock.now_ms())
@@ -155,7 +154,7 @@ def test_retries_stop_at_the_retry_window(tmp_path: Path, recorder: tuple[Record
         refresh_s=0.1,
     )
 
-    async def body(engine: DeliveryEngine, store: SqliteDeliveryStore) -> None:
+    async def body(engine: DeliveryEngine, store: SqliteOutbox) -> None:
         webhook(store, "down", url + "/down")
         await engine.refresh()
         enqueue(store, "down", 1, engine.clock.now_ms())
@@ -171,7 +170,7 @@ def test_retry_after_is_honoured(tmp_path: Path, recorder: tuple[Recorder, str])
     rec.set("/busy", status=429, headers={"Retry-After": "30"})
     clock = ManualClock()
 
-    async def body(engine: DeliveryEngine, store: SqliteDeliveryStore) -> None:
+    async def body(engine: DeliveryEngine, store: SqliteOutbox) -> None:
         webhook(store, "busy", url + "/busy")
         await engine.refresh()
         first_at = clock.now_ms()
@@ -202,7 +201,7 @@ def test_retry_after_is_honoured(tmp_path: Path, recorder: tuple[Recorder, str])
 def test_paused_output_holds_its_queue(tmp_path: Path, recorder: tuple[Recorder, str]) -> None:
     rec, url = recorder
 
-    async def body(engine: DeliveryEngine, store: SqliteDeliveryStore) -> None:
+    async def body(engine: DeliveryEngine, store: SqliteOutbox) -> None:
         webhook(store, "held", url + "/held")
         store.set_paused("held", True, "maintenance", 0)
         await engine.refresh()
@@ -220,7 +219,7 @@ def test_paused_output_holds_its_queue(tmp_path: Path, recorder: tuple[Recorder,
 def test_file_output_appends_json_lines(tmp_path: Path) -> None:
     path = tmp_path / "out" / "events.jsonl"
 
-    async def body(engine: DeliveryEngine, store: SqliteDeliveryStore) -> None:
+    async def body(engine: DeliveryEngine, store: SqliteOutbox) -> None:
         store.add_output(Output("lines", "file", 0, 0, path=str(path)))
         await engine.refresh()
         enqueue(store, "lines", 4, engine.clock.now_ms())
@@ -241,7 +240,7 @@ def test_a_slow_or_failing_output_does_not_delay_another(
     rec.set("/slow", delay_s=12.0)
     rec.set("/broken", status=500)
 
-    async def body(engine: DeliveryEngine, store: SqliteDeliveryStore) -> None:
+    async def body(engine: DeliveryEngine, store: SqliteOutbox) -> None:
         for name in ("slow", "broken", "good"):
             webhook(store, name, f"{url}/{name}")
         await engine.refresh()

@@ -14,7 +14,7 @@ from patchbay.activate.outputs import (
     validate_settings,
 )
 from patchbay.activate.service import check_filters
-from patchbay.activate.store import Filters, Output
+from patchbay.backends.records import Filters, Output
 from patchbay.collect.batch import Batch
 from patchbay.collect.decode import decode_batch
 from patchbay.firehose.settings import BooleanSetting, IntegerSetting, TextSetting

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from patchbay.backends.sqlite import open_sqlite
 from patchbay.clock import SystemClock
 from patchbay.collect.inputs import create_input
-from patchbay.store.sqlite import SqliteStore
 from tests.conftest import DATA, Credentials, Server, start_server, stop_server
 
 INBOUND = DATA / "inbound"
@@ -156,11 +156,11 @@ def samples_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
 
 def new_input(data_dir: Path, name: str) -> Credentials:
     """A fresh input (so that de-duplication is scoped to one test) in ``data_dir``."""
-    store = SqliteStore(data_dir)
+    backend = open_sqlite(data_dir)
     try:
-        created = create_input(store, name, "server", 0, SystemClock())
+        created = create_input(backend.inputs, name, "server", 0, SystemClock())
     finally:
-        store.close()
+        backend.close()
     return Credentials(created.id, created.key, created.secret)
 
 

@@ -22,9 +22,9 @@ import pytest
 from mparticle.models.user_attribute_change_event import UserAttributeChangeEvent
 from mparticle.rest import ApiException, RESTClientObject
 
+from patchbay.backends.sqlite import open_sqlite
 from patchbay.clock import SystemClock
 from patchbay.collect.inputs import create_input
-from patchbay.store.sqlite import SqliteStore
 from tests.conftest import Credentials, Server, start_server, stop_server
 
 pytestmark = pytest.mark.slow
@@ -488,11 +488,11 @@ def sdk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def new_input(data_dir: Any, name: str, rate_limit: float = 0) -> Credentials:
-    store = SqliteStore(data_dir)
+    backend = open_sqlite(data_dir)
     try:
-        created = create_input(store, name, "server", rate_limit, SystemClock())
+        created = create_input(backend.inputs, name, "server", rate_limit, SystemClock())
     finally:
-        store.close()
+        backend.close()
     return Credentials(created.id, created.key, created.secret)
 
 

@@ -8,21 +8,20 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+from patchbay.backends.abstract import StateStore
+from patchbay.backends.records import Checkpoint, LogPosition, MergeRecord, NewBatch, StateChanges
+from patchbay.backends.sqlite import open_sqlite
 from patchbay.resolve.identities import Identity
 from patchbay.resolve.profile import Profile
 from patchbay.resolve.resolver import Resolver
-from patchbay.resolve.stage import ResolveStage
-from patchbay.resolve.state import MergeRecord, StateChanges
+from patchbay.resolve.stage import ResolvedChunk, ResolveStage
 from patchbay.resolve.strategy import IdentityStrategy
-from patchbay.store.base import NewBatch
-from patchbay.store.sqlite import SqliteStore
-from patchbay.store.sqlite_profiles import SqliteProfileStore
 
 
 class WrappedState:
-    """A :class:`SqliteProfileStore` seen through a wrapper whose ``commit`` a test changes."""
+    """A :class:`StateStore` seen through a wrapper whose ``commit`` a test changes."""
 
-    def __init__(self, inner: SqliteProfileStore) -> None:
+    def __init__(self, inner: StateStore) -> None:
         self.inner = inner
 
     def users_with(self, identity: Identity) -> list[int]:
@@ -37,8 +36,19 @@ class WrappedState:
     def profiles(self, mpids: Collection[int]) -> dict[int, Profile]:
         return self.inner.profiles(mpids)
 
-    def committed_offset(self) -> int:
-        return self.inner.committed_offset()
+    def checkpoint(self) -> Checkpoint:
+        return self.inner.checkpoint()
+
+    def resolved(
+        self, partition: int, after: LogPosition | None, limit: int
+    ) -> list[tuple[LogPosition, int]]:
+        return self.inner.resolved(partition, after, limit)
+
+    def forget_resolved(self, upto: Checkpoint) -> int:
+        return self.inner.forget_resolved(upto)
+
+    def count_profiles(self) -> int:
+        return self.inner.count_profiles()
 
     def merges(self, mpid: int) -> list[MergeRecord]:
         return self.inner.merges(mpid)
@@ -49,23 +59,27 @@ class WrappedState:
     def close(self) -> None:
         self.inner.close()
 
-    def commit(self, changes: StateChanges, offset: int) -> None:
-        self.inner.commit(changes, offset)
+    def commit(self, changes: StateChanges, checkpoint: Checkpoint) -> None:
+        self.inner.commit(changes, checkpoint)
 
 
 class World:
     """A batch log, a state store and a resolve stage in one data directory."""
 
     def __init__(self, data_dir: Path, strategy: IdentityStrategy | None = None) -> None:
-        self.log = SqliteStore(data_dir, "normal")
-        self.state = SqliteProfileStore(data_dir, "normal")
-        self.stage = ResolveStage(self.log, self.state, Resolver(strategy or IdentityStrategy()))
+        self.backend = open_sqlite(data_dir, "normal")
+        self.log = self.backend.log
+        self.state = self.backend.state
+        self.captured: list[ResolvedChunk] = []
+        self.stage = ResolveStage(
+            self.log, self.state, Resolver(strategy or IdentityStrategy()), [self]
+        )
         self.clock_ms = 1_700_000_000_000
 
     def send(self, batch: dict[str, Any], input_id: str = "in-1") -> int:
         """Append one batch, resolve everything pending, return the batch's MPID."""
         self.clock_ms += 1000
-        result = self.log.append(
+        (position,) = self.log.append(
             [
                 NewBatch(
                     batch_id=str(uuid.uuid4()),
@@ -75,19 +89,15 @@ class World:
                     body=json.dumps(batch).encode(),
                 )
             ],
-            0,
         )
-        offset = result.offsets[0]
-        assert offset is not None
-        captured: list[int] = []
-
-        class Sink:
-            def handle(self, batches: Any) -> None:
-                captured.extend(b.mpid for b in batches if b.stored.offset == offset)
-
-        self.stage.sink = Sink()
+        self.captured.clear()
         self.stage.run_until_caught_up()
-        return captured[-1]
+        found = [b.mpid for c in self.captured for b in c.batches if b.stored.position == position]
+        return found[-1]
+
+    def offer(self, chunk: ResolvedChunk) -> None:
+        """Keep each resolved chunk (the stage's listener)."""
+        self.captured.append(chunk)
 
     def profile(self, mpid: int) -> Profile:
         """The stored profile (following merges)."""
@@ -99,6 +109,5 @@ class World:
         return found
 
     def close(self) -> None:
-        """Close both stores."""
-        self.log.close()
-        self.state.close()
+        """Close the stores."""
+        self.backend.close()

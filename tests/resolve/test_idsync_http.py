@@ -24,12 +24,12 @@ from typing import Any, TypeVar
 
 import pytest
 
+from patchbay.backends.sqlite import open_sqlite
 from patchbay.clock import SystemClock
 from patchbay.resolve.profile_view import merge_documents, profile_document
 from patchbay.resolve.resolver import Resolver
 from patchbay.resolve.service import ResolveService
 from patchbay.resolve.strategy import IdentityStrategy
-from patchbay.store.sqlite_profiles import SqliteProfileStore
 from tests.conftest import DATA, Credentials, Server, add_input, start_server, stop_server
 
 pytestmark = pytest.mark.slow
@@ -143,16 +143,16 @@ def log_size(server: Server) -> int:
 
 def show_profile(server: Server, mpid: str) -> dict[str, Any]:
     """The profile of ``mpid`` (following merges) and its merges, read from the state file."""
-    store = SqliteProfileStore(server.data_dir)
+    backend = open_sqlite(server.data_dir)
     try:
-        service = ResolveService(store, Resolver(IdentityStrategy()), SystemClock())
+        service = ResolveService(backend.state, Resolver(IdentityStrategy()), SystemClock())
         profile = service.profile(int(mpid))
         assert profile is not None, mpid
         doc = profile_document(profile)
         doc["merges"] = merge_documents(service.merges(profile.mpid))
         return doc
     finally:
-        store.close()
+        backend.close()
 
 
 def eventually(check: Callable[[], T | None], what: str, timeout_s: float = 30) -> T:

@@ -89,7 +89,7 @@ def test_resolver_invariants_hold_after_every_chunk(
         root = Path(tmp)
         offsets = write_log(root / "log", spec)
         with opened(root / "log", root / "state") as (log, state):
-            stage = ResolveStage(log, state, Resolver(strategy), None, chunk)
+            stage = ResolveStage(log, state, Resolver(strategy), (), chunk)
             while stage.step():
                 stage.settle()  # the chunk's commit may still be running
                 check_invariants(dump(root / "state"), strategy)

@@ -10,52 +10,50 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from patchbay.backends.abstract import BatchLog, StateStore
+from patchbay.backends.records import Checkpoint, LogPosition, NewBatch, StateChanges
+from patchbay.backends.sqlite import open_sqlite
 from patchbay.clock import ManualClock
 from patchbay.resolve.identities import Identity
 from patchbay.resolve.profile import Profile, new_profile
 from patchbay.resolve.resolver import Resolver
 from patchbay.resolve.service import ResolveService
 from patchbay.resolve.stage import ResolveStage
-from patchbay.resolve.state import PendingOverlay, StagedState, StateChanges
+from patchbay.resolve.state import PendingOverlay, StagedState
 from patchbay.resolve.strategy import IdentityStrategy
-from patchbay.store.base import NewBatch
-from patchbay.store.sqlite import SqliteStore
-from patchbay.store.sqlite_profiles import SqliteProfileStore
 from tests.resolve.harness import WrappedState
 
 
 class GatedCommits(WrappedState):
     """A profile store whose commits wait until :attr:`gate` is set."""
 
-    def __init__(self, inner: SqliteProfileStore) -> None:
+    def __init__(self, inner: StateStore) -> None:
         super().__init__(inner)
         self.gate = threading.Event()
         self.started = threading.Event()
 
-    def commit(self, changes: StateChanges, offset: int) -> None:
+    def commit(self, changes: StateChanges, checkpoint: Checkpoint) -> None:
         self.started.set()
         assert self.gate.wait(30)
-        self.inner.commit(changes, offset)
+        self.inner.commit(changes, checkpoint)
 
 
 @pytest.fixture
-def stores(tmp_path: Path) -> Iterator[tuple[SqliteStore, GatedCommits]]:
-    log = SqliteStore(tmp_path, "normal")
-    state = GatedCommits(SqliteProfileStore(tmp_path, "normal"))
-    yield log, state
-    log.close()
-    state.close()
+def stores(tmp_path: Path) -> Iterator[tuple[BatchLog, GatedCommits]]:
+    backend = open_sqlite(tmp_path, "normal")
+    yield backend.log, GatedCommits(backend.state)
+    backend.close()
 
 
-def append(log: SqliteStore, batch_id: str, email: str, plan: str) -> None:
+def append(log: BatchLog, batch_id: str, email: str, plan: str) -> None:
     body = msgspec.json.encode(
         {"user_identities": {"email": email}, "user_attributes": {"plan": plan}}
     )
-    log.append([NewBatch(batch_id, "in", 1_000, "server_to_server", body)], 0)
+    log.append([NewBatch(batch_id, "in", 1_000, "server_to_server", body)])
 
 
 def test_the_next_chunk_sees_the_chunk_being_committed(
-    stores: tuple[SqliteStore, GatedCommits],
+    stores: tuple[BatchLog, GatedCommits],
 ) -> None:
     log, state = stores
     stage = ResolveStage(log, state, Resolver(IdentityStrategy()), chunk=1)
@@ -64,7 +62,7 @@ def test_the_next_chunk_sees_the_chunk_being_committed(
 
     assert stage.step() == 1  # b1 resolved, its commit waits at the gate
     assert state.started.wait(10)
-    assert state.committed_offset() == 0
+    assert state.checkpoint() == {}
     done = threading.Event()
     second = threading.Thread(target=lambda: (stage.step(), done.set()))
     second.start()  # b2 is resolved on top of b1, then waits for b1's commit
@@ -77,12 +75,12 @@ def test_the_next_chunk_sees_the_chunk_being_committed(
     (mpid,) = state.users_with(Identity("email", "a@example.com"))
     profile = state.profile(mpid)
     assert profile is not None and profile.user_attributes["plan"] == "pro"
-    assert state.committed_offset() == 2
+    assert state.checkpoint() == {0: LogPosition(0, 2)}
     stage.close()
 
 
 def test_identity_requests_wait_for_the_commit_in_flight(
-    stores: tuple[SqliteStore, GatedCommits],
+    stores: tuple[BatchLog, GatedCommits],
 ) -> None:
     log, state = stores
     resolver = Resolver(IdentityStrategy())
@@ -108,9 +106,10 @@ def test_identity_requests_wait_for_the_commit_in_flight(
 
 
 def test_pending_overlay_reads_copies_then_the_store_once_detached(tmp_path: Path) -> None:
-    store = SqliteProfileStore(tmp_path, "normal")
+    backend = open_sqlite(tmp_path, "normal")
+    store = backend.state
     try:
-        store.commit(StateChanges(profiles={1: new_profile(1, 10)}), 1)
+        store.commit(StateChanges(profiles={1: new_profile(1, 10)}), {0: LogPosition(0, 1)})
         pending = StagedState(store)
         profile = pending.profile(1)
         assert profile is not None
@@ -136,4 +135,4 @@ def test_pending_overlay_reads_copies_then_the_store_once_detached(tmp_path: Pat
         stored = overlay.profile(1)
         assert stored is not None and stored.user_attributes == {}
     finally:
-        store.close()
+        backend.close()

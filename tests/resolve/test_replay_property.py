@@ -34,15 +34,14 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from patchbay.backends.abstract import BatchLog, StateStore
+from patchbay.backends.records import Checkpoint, MergeRecord, NewBatch, StateChanges
+from patchbay.backends.sqlite import STATE_FILE, open_sqlite
 from patchbay.collect.decode import decode_batch
 from patchbay.resolve.profile import Profile
 from patchbay.resolve.resolver import Resolver, derived_mpid
-from patchbay.resolve.stage import IDSYNC_CHANNEL, ResolvedBatch, ResolveStage
-from patchbay.resolve.state import MergeRecord, StateChanges
+from patchbay.resolve.stage import IDSYNC_CHANNEL, ResolvedBatch, ResolvedChunk, ResolveStage
 from patchbay.resolve.strategy import IdentityStrategy
-from patchbay.store.base import NewBatch
-from patchbay.store.sqlite import SqliteStore
-from patchbay.store.sqlite_profiles import STATE_FILE, SqliteProfileStore
 from tests.resolve.harness import WrappedState
 
 #: More examples for a deeper search: ``PATCHBAY_PROPERTY_EXAMPLES=2000 pytest tests/resolve``.
@@ -326,12 +325,12 @@ def new_batches(spec: Spec) -> list[NewBatch]:
 
 def write_log(log_dir: Path, spec: Spec) -> list[int]:
     """Append the spec's batches to a new log under ``log_dir``; return their offsets."""
-    log = SqliteStore(log_dir, "normal")
+    backend = open_sqlite(log_dir, "normal")
     try:
-        result = log.append(new_batches(spec), 0)
+        positions = backend.log.append(new_batches(spec))
     finally:
-        log.close()
-    offsets = [o for o in result.offsets if o is not None]
+        backend.close()
+    offsets = [p.offset for p in positions]
     assert len(offsets) == len(spec.bodies)
     return offsets
 
@@ -350,6 +349,10 @@ class Recorder:
         self.crash_at = crash_at
         self.seen = 0
         self.mpids: dict[int, int] = {}
+
+    def offer(self, chunk: ResolvedChunk) -> None:
+        """Take a chunk as the stage's listener."""
+        self.handle(chunk.batches)
 
     def handle(self, batches: Sequence[ResolvedBatch]) -> None:
         if self.crash_at is not None and self.seen + len(batches) > self.crash_at:
@@ -371,13 +374,13 @@ class CrashingState(WrappedState):
     then an error (the store must roll back); ``after``: committed, then the crash.
     """
 
-    def __init__(self, inner: SqliteProfileStore, crash_at: int, mode: str) -> None:
+    def __init__(self, inner: StateStore, crash_at: int, mode: str) -> None:
         super().__init__(inner)
         self.crash_at = crash_at
         self.mode = mode
         self.calls = 0
 
-    def commit(self, changes: StateChanges, offset: int) -> None:
+    def commit(self, changes: StateChanges, offset: Checkpoint) -> None:
         self.calls += 1
         if self.calls != self.crash_at:
             self.inner.commit(changes, offset)
@@ -395,15 +398,15 @@ class CrashingState(WrappedState):
 
 
 @contextmanager
-def opened(log_dir: Path, state_dir: Path) -> Iterator[tuple[SqliteStore, SqliteProfileStore]]:
+def opened(log_dir: Path, state_dir: Path) -> Iterator[tuple[BatchLog, StateStore]]:
     """The log and a state store, opened (as a restarted process would) and closed after."""
-    log = SqliteStore(log_dir, "normal")
-    state = SqliteProfileStore(state_dir, "normal")
+    logs = open_sqlite(log_dir, "normal")
+    states = open_sqlite(state_dir, "normal")
     try:
-        yield log, state
+        yield logs.log, states.state
     finally:
-        log.close()
-        state.close()
+        logs.close()
+        states.close()
 
 
 def one_pass(
@@ -414,7 +417,7 @@ def one_pass(
     with opened(log_dir, state_dir) as (log, state):
         if reset:
             state.reset()
-        ResolveStage(log, state, Resolver(strategy), sink, chunk).run_until_caught_up()
+        ResolveStage(log, state, Resolver(strategy), [sink], chunk).run_until_caught_up()
     return sink.mpids
 
 
@@ -460,7 +463,7 @@ def run_with_crashes(
         sink = Recorder(plan.at if plan.mode == "sink" else None)
         with opened(log_dir, state_dir) as (log, inner):
             state = CrashingState(inner, plan.at if plan.mode != "sink" else 0, plan.mode)
-            stage = ResolveStage(log, state, Resolver(strategy), sink, chunk)
+            stage = ResolveStage(log, state, Resolver(strategy), [sink], chunk)
             try:
                 stage.run_until_caught_up()
             except Crash:

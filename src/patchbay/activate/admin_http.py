@@ -30,7 +30,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from patchbay.activate.service import ActivateError, ActivateService
-from patchbay.activate.store import Filters
+from patchbay.backends.records import Filters
 
 #: The environment variable holding the admin token.
 ADMIN_TOKEN_ENV = "PATCHBAY_ADMIN_TOKEN"

@@ -42,7 +42,8 @@ import msgspec
 import structlog
 
 from patchbay import __version__
-from patchbay.activate.store import Delivery, DeliveryStore, Output
+from patchbay.backends.abstract import Backend
+from patchbay.backends.records import Delivery, ModuleRecord, Output
 from patchbay.clock import Clock
 from patchbay.firehose import EventProcessingResponse
 from patchbay.partner.transport import (
@@ -61,7 +62,6 @@ from patchbay.partner.transport import (
     _lambda_error,
     excerpt,
 )
-from patchbay.store.base import ModuleRecord, ModuleStore
 
 log = structlog.get_logger("patchbay.activate")
 
@@ -446,7 +446,7 @@ class AckBatcher:
         if not ids or future is None:
             return
         try:
-            await self._engine.db(self._engine.store.succeeded_many, ids)
+            await self._engine.db(self._engine.outbox.succeeded_many, ids)
         except asyncio.CancelledError:
             if not future.done():
                 future.set_result(False)
@@ -565,7 +565,7 @@ class OutputWorker:
             self._more = False
             page = max(config.page, config.concurrency)
             now = engine.clock.now_ms()
-            found = await engine.db(engine.store.due, self.name, now, page, self._holding())
+            found = await engine.db(engine.outbox.due, self.name, now, page, self._holding())
             self._queue.extend(found)
             if len(found) >= page:
                 self._more = True
@@ -672,7 +672,6 @@ class OutputWorker:
 
     async def _record(self, delivery: Delivery, outcome: Outcome) -> None:
         engine = self.engine
-        store = engine.store
         now = engine.clock.now_ms()
         if outcome.ok:
             # held (excluded from reads) until its group's commit removes it
@@ -680,7 +679,7 @@ class OutputWorker:
             engine.acks.add(delivery.id).add_done_callback(partial(self._acked, delivery.id))
             if outcome.suspend:
                 reason = "the partner answered suspend_subscription: true"
-                await engine.db(store.set_paused, self.name, True, reason, now)
+                await engine.db(engine.outputs.set_paused, self.name, True, reason, now)
                 if self.output is not None:
                     self.output = msgspec.structs.replace(
                         self.output, paused=True, paused_reason=reason
@@ -699,11 +698,11 @@ class OutputWorker:
             jitter=engine.random(),
         )
         if at is None:
-            await engine.db(store.park, delivery.id, attempts, error, now)
+            await engine.db(engine.outbox.park, delivery.id, attempts, error, now)
             engine.metrics.parked(self.name)
             log.warning("delivery_parked", output=self.name, delivery=delivery.id, error=error)
         else:
-            await engine.db(store.retry_at, delivery.id, attempts, at, error)
+            await engine.db(engine.outbox.retry_at, delivery.id, attempts, at, error)
             engine.metrics.retry(self.name)
             log.info(
                 "delivery_retrying",
@@ -720,15 +719,15 @@ class DeliveryEngine:
 
     def __init__(
         self,
-        store: DeliveryStore,
-        modules: ModuleStore,
+        backend: Backend,
         clock: Clock,
         config: EngineConfig | None = None,
         metrics: DeliveryMetricsLike | None = None,
         random_: Callable[[], float] = random.random,
     ) -> None:
-        self.store = store
-        self.modules = modules
+        self.outputs = backend.outputs
+        self.outbox = backend.outbox
+        self.modules = backend.modules
         self.clock = clock
         self.config = config or EngineConfig()
         self.metrics: DeliveryMetricsLike = metrics or _NoMetrics()
@@ -790,7 +789,7 @@ class DeliveryEngine:
 
     async def refresh(self) -> None:
         """Start and stop workers to match the outputs, and update the queue gauges."""
-        outputs = {o.name: o for o in await self.db(self.store.list_outputs)}
+        outputs = {o.name: o for o in await self.db(self.outputs.list_outputs)}
         for name, output in outputs.items():
             if name not in self.workers:
                 worker = self.workers[name] = OutputWorker(self, name, output)
@@ -800,7 +799,7 @@ class DeliveryEngine:
         for name in [n for n in self.workers if n not in outputs]:
             await self.workers.pop(name).stop()
             self.metrics.forget(name)
-        stats = await self.db(self.store.stats)
+        stats = await self.db(self.outbox.stats)
         now = self.clock.now_ms()
         for name, output in outputs.items():
             s = stats.get(name)

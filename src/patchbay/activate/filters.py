@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from patchbay.activate.store import Filters
+from patchbay.backends.records import Filters
 from patchbay.collect.batch import Batch
 from patchbay.collect.events import CustomEvent, Event, ScreenView
 

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from patchbay.activate.store import Connection, Filters, Output, QueueStats
+from patchbay.backends.records import Connection, Filters, Output, QueueStats
 from patchbay.firehose import ModuleRegistrationResponse
 from patchbay.firehose.settings import (
     BooleanSetting,

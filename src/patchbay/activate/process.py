@@ -1,8 +1,9 @@
 """The delivery engine in a process of its own, so that sending uses a core of its own.
 
 Everything else of ``patchbay serve`` (collecting, resolving, translating into the outbox)
-shares one Python process and one GIL; the delivery engine only needs the outbox, which is
-a SQLite file any process can open. :class:`DeliveryProcess` starts the engine in a child
+shares one Python process and one GIL; the delivery engine only needs the outbox, which
+the child opens itself from the backend settings it is given (the embedded backend's files
+can be opened by any process). :class:`DeliveryProcess` starts the engine in a child
 process (``spawn``: a fresh interpreter) and talks to it over a pipe:
 
 * to the child: ``("wake", outputs)`` when the sink enqueued deliveries for those outputs
@@ -28,12 +29,12 @@ import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import structlog
 
 from patchbay.activate.engine import DeliveryEngine, DeliveryMetricsLike, EngineConfig
+from patchbay.settings import Settings
 
 log = structlog.get_logger("patchbay.activate")
 
@@ -49,11 +50,9 @@ _METRIC_CALLS = frozenset({"attempt", "retry", "parked", "queue", "forget"})
 
 @dataclass(frozen=True)
 class ChildConfig:
-    """What the child needs to open the outbox and run the engine."""
+    """What the child needs: the settings it opens the backend from, and the engine's."""
 
-    data_dir: Path
-    durability: Literal["full", "normal"]
-    log_level: str
+    settings: Settings
     engine: EngineConfig
 
 
@@ -191,7 +190,7 @@ def run_child(config: ChildConfig, conn: Connection) -> None:
     """The child process's entry point."""
     from patchbay.logs import configure_logging
 
-    configure_logging(config.log_level)
+    configure_logging(config.settings.log_level)
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
     try:
@@ -203,14 +202,12 @@ def run_child(config: ChildConfig, conn: Connection) -> None:
 
 
 async def _run_engine(config: ChildConfig, conn: Connection) -> None:
+    from patchbay.backends import open_backend
     from patchbay.clock import SystemClock
-    from patchbay.store.sqlite_deliveries import SqliteDeliveryStore
-    from patchbay.store.sqlite_modules import SqliteModuleStore
 
-    deliveries = SqliteDeliveryStore(config.data_dir, config.durability)
-    modules = SqliteModuleStore(config.data_dir, config.durability)
+    backend = open_backend(config.settings)
     metrics = ForwardingMetrics(conn, threading.Lock())
-    engine = DeliveryEngine(deliveries, modules, SystemClock(), config.engine, metrics)
+    engine = DeliveryEngine(backend, SystemClock(), config.engine, metrics)
     loop = asyncio.get_running_loop()
     stopped = asyncio.Event()
     terminated = False
@@ -236,7 +233,7 @@ async def _run_engine(config: ChildConfig, conn: Connection) -> None:
 
     await engine.start()
     threading.Thread(target=read, name="patchbay-delivery-pipe", daemon=True).start()
-    log.info("delivery_engine_started", data_dir=str(config.data_dir))
+    log.info("delivery_engine_started", backend=backend.name)
 
     async def flush_metrics() -> None:
         while True:
@@ -250,8 +247,7 @@ async def _run_engine(config: ChildConfig, conn: Connection) -> None:
         flusher.cancel()
         await engine.stop()
         metrics.flush()
-        deliveries.close()
-        modules.close()
+        backend.close()
         log.info("delivery_engine_stopped", terminated=terminated)
 
 

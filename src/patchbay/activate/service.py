@@ -24,22 +24,16 @@ from patchbay.activate.outputs import (
     status_row,
     validate_settings,
 )
-from patchbay.activate.store import (
-    Connection,
-    Delivery,
-    DeliveryStore,
-    DuplicateOutput,
-    Filters,
-    Output,
-)
+from patchbay.backends.abstract import Backend
+from patchbay.backends.records import Connection, Delivery, DuplicateName, Filters, Output
 from patchbay.clock import Clock
 from patchbay.collect.events import EVENT_TYPES
+from patchbay.errors import PatchbayError
 from patchbay.firehose import ModuleRegistrationResponse
 from patchbay.firehose.settings import Setting
-from patchbay.store.base import InputStore, ModuleStore
 
 
-class ActivateError(Exception):
+class ActivateError(PatchbayError):
     """A refused operation; ``not_found`` when the output, input or module is missing."""
 
     def __init__(self, message: str, *, not_found: bool = False) -> None:
@@ -50,16 +44,11 @@ class ActivateError(Exception):
 class ActivateService:
     """Outputs, connections and deliveries over the stores."""
 
-    def __init__(
-        self,
-        deliveries: DeliveryStore,
-        modules: ModuleStore,
-        inputs: InputStore,
-        clock: Clock,
-    ) -> None:
-        self.deliveries = deliveries
-        self.modules = modules
-        self.inputs = inputs
+    def __init__(self, backend: Backend, clock: Clock) -> None:
+        self.outputs = backend.outputs
+        self.outbox = backend.outbox
+        self.modules = backend.modules
+        self.inputs = backend.inputs
         self.clock = clock
 
     # -- helpers -------------------------------------------------------------------------
@@ -78,7 +67,7 @@ class ActivateService:
         return registration
 
     def _output(self, name: str) -> Output:
-        output = self.deliveries.get_output(name)
+        output = self.outputs.get_output(name)
         if output is None:
             raise ActivateError(
                 f"no output named {name!r} (see `patchbay outputs list`)", not_found=True
@@ -139,14 +128,14 @@ class ActivateService:
         except SettingsError as exc:
             raise ActivateError(str(exc)) from None
         try:
-            self.deliveries.add_output(output)
-        except DuplicateOutput as exc:
+            self.outputs.add_output(output)
+        except DuplicateName as exc:
             raise ActivateError(str(exc)) from None
         return self.show_output(name)
 
     def list_outputs(self) -> list[dict[str, Any]]:
         """Every output."""
-        return [output_summary(o, self._secret(o)[0]) for o in self.deliveries.list_outputs()]
+        return [output_summary(o, self._secret(o)[0]) for o in self.outputs.list_outputs()]
 
     def show_output(self, name: str) -> dict[str, Any]:
         """One output, with its connections and queue."""
@@ -155,26 +144,24 @@ class ActivateService:
         summary = output_summary(output, account_secret)
         summary["connections"] = [
             connection_summary(c, self._input_name(c.input_id), connection_secret)
-            for c in self.deliveries.list_connections()
+            for c in self.outputs.list_connections()
             if c.output == name
         ]
-        summary["queue"] = status_row(
-            output, self.deliveries.stats().get(name), self.clock.now_ms()
-        )
+        summary["queue"] = status_row(output, self.outbox.stats().get(name), self.clock.now_ms())
         return summary
 
     def set_paused(self, name: str, paused: bool) -> dict[str, Any]:
         """Pause or resume an output."""
         self._output(name)
         reason = "paused by an operator" if paused else None
-        self.deliveries.set_paused(name, paused, reason, self.clock.now_ms())
+        self.outputs.set_paused(name, paused, reason, self.clock.now_ms())
         return self.show_output(name)
 
     def status(self) -> list[dict[str, Any]]:
         """One row per output: state, queue depth, parked, oldest pending age."""
-        stats = self.deliveries.stats()
+        stats = self.outbox.stats()
         now = self.clock.now_ms()
-        return [status_row(o, stats.get(o.name), now) for o in self.deliveries.list_outputs()]
+        return [status_row(o, stats.get(o.name), now) for o in self.outputs.list_outputs()]
 
     # -- connections ---------------------------------------------------------------------
 
@@ -215,16 +202,16 @@ class ActivateService:
             filters=filters,
         )
         try:
-            self.deliveries.add_connection(connection)
-        except DuplicateOutput:
+            self.outputs.add_connection(connection)
+        except DuplicateName:
             raise ActivateError(f"input {item.name!r} is already connected to {output!r}") from None
         return connection_summary(connection, item.name, confidential_ids(definitions))
 
     def list_connections(self) -> list[dict[str, Any]]:
         """Every connection."""
         found = []
-        for c in self.deliveries.list_connections():
-            output = self.deliveries.get_output(c.output)
+        for c in self.outputs.list_connections():
+            output = self.outputs.get_output(c.output)
             secret = self._secret(output)[1] if output else set()
             found.append(connection_summary(c, self._input_name(c.input_id), secret))
         return found
@@ -243,12 +230,12 @@ class ActivateService:
             item = self.inputs.get_input(input_)
             matches = [
                 c.id
-                for c in self.deliveries.list_connections()
+                for c in self.outputs.list_connections()
                 if item is not None and c.input_id == item.id and c.output == output
             ]
         else:
             matches = [connection_id]
-        removed = sum(self.deliveries.remove_connection(i) for i in matches)
+        removed = sum(self.outputs.remove_connection(i) for i in matches)
         if not removed:
             raise ActivateError(
                 "no such connection (see `patchbay connections list`)", not_found=True
@@ -261,7 +248,7 @@ class ActivateService:
         """Parked deliveries, oldest first."""
         if output is not None:
             self._output(output)
-        return [delivery_summary(d) for d in self.deliveries.parked(output, limit)]
+        return [delivery_summary(d) for d in self.outbox.parked(output, limit)]
 
     def replay(self, output: str | None = None, ids: Sequence[str] = ()) -> int:
         """Send parked deliveries again (same message ids); return how many."""
@@ -269,11 +256,11 @@ class ActivateService:
             self._output(output)
         if output is None and not ids:
             raise ActivateError("give --output OUTPUT, --id ID or --all")
-        return self.deliveries.replay(self.clock.now_ms(), output, ids)
+        return self.outbox.replay(self.clock.now_ms(), output, ids)
 
     def replay_all(self) -> int:
         """Send every parked delivery again."""
-        return self.deliveries.replay(self.clock.now_ms())
+        return self.outbox.replay(self.clock.now_ms())
 
 
 def delivery_summary(d: Delivery) -> dict[str, Any]:

@@ -19,7 +19,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from patchbay.backends.abstract import InputStore
+from patchbay.backends.records import Input
 from patchbay.clock import Clock
+from patchbay.collect.appender import GroupCommitAppender
 from patchbay.collect.body import BodyError, read_body
 from patchbay.collect.decode import BadInput
 from patchbay.collect.ingest import (
@@ -33,8 +36,6 @@ from patchbay.collect.inputs import authenticate
 from patchbay.collect.ratelimit import RateLimiter
 from patchbay.metrics import Metrics
 from patchbay.settings import Settings
-from patchbay.store.appender import GroupCommitAppender
-from patchbay.store.base import Input, InputStore
 
 log = structlog.get_logger("patchbay.collect")
 
@@ -229,7 +230,7 @@ class EventsApi:
         if result.stored and self.on_append is not None:
             self.on_append()  # the batches are committed: wake the resolve stage
         events = sum(
-            n for n, o in zip(prepared.events, result.offsets, strict=True) if o is not None
+            n for n, p in zip(prepared.events, result.positions, strict=True) if p is not None
         )
         self._metrics.batches.labels(item.name).inc(result.stored)
         self._metrics.events.labels(item.name).inc(events)

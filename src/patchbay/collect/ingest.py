@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from patchbay.backends.records import Input, NewBatch
 from patchbay.collect.batch import Batch
 from patchbay.collect.decode import BadInput, decode_batch, split_bulk
-from patchbay.store.base import Input, NewBatch
 
 #: Historical batches must be at least this old (mParticle: 72 hours).
 HISTORICAL_MIN_AGE_MS = 72 * 3600 * 1000

@@ -14,8 +14,9 @@ import uuid
 
 import msgspec
 
+from patchbay.backends.abstract import InputStore
+from patchbay.backends.records import Credential, Input
 from patchbay.clock import Clock
-from patchbay.store.base import Credential, Input, InputStore
 
 #: Input types: mParticle's platforms, plus ``feed`` for partner feeds (inbound integrations).
 PLATFORM_TYPES = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from patchbay.store.base import StoredBatch
+from patchbay.backends.records import StoredBatch
 
 
 class StampedBatch(msgspec.Struct):

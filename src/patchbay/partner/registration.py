@@ -39,6 +39,8 @@ from typing import Any, Final, Literal
 
 import msgspec
 
+from patchbay.backends.abstract import ModuleStore
+from patchbay.backends.records import ModuleRecord
 from patchbay.firehose import (
     AudienceProcessingRegistration,
     DsrProcessingRegistration,
@@ -78,7 +80,6 @@ from patchbay.partner.transport import (
     Transport,
     open_transport,
 )
-from patchbay.store.base import ModuleRecord, ModuleStore
 
 __all__ = [
     "MAX_DESCRIPTION_CHARS",

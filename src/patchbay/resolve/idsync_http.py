@@ -28,7 +28,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from patchbay.backends.abstract import InputStore
+from patchbay.backends.records import Input, NewBatch
 from patchbay.clock import Clock
+from patchbay.collect.appender import GroupCommitAppender
 from patchbay.collect.body import BodyError, read_body
 from patchbay.collect.decode import ROOT, BadInput, decode_json
 from patchbay.collect.fields import Int64, parse_mpid
@@ -44,8 +47,6 @@ from patchbay.resolve.identities import (
 )
 from patchbay.resolve.service import ChangeResult, IdentityAnswer, Pending, ResolveService
 from patchbay.resolve.stage import IDSYNC_CHANNEL
-from patchbay.store.appender import GroupCommitAppender
-from patchbay.store.base import Input, InputStore, NewBatch
 
 log = structlog.get_logger("patchbay.idsync")
 

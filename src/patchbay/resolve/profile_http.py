@@ -22,13 +22,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from patchbay.backends.abstract import InputStore
 from patchbay.clock import Clock
 from patchbay.collect.http import error_response, parse_basic_auth
 from patchbay.collect.inputs import authenticate
 from patchbay.resolve.identities import Identity, canonical_type
 from patchbay.resolve.profile_view import PROFILE_FIELDS, profile_document
 from patchbay.resolve.service import ResolveService
-from patchbay.store.base import InputStore
 
 TOKEN_LIFETIME_S = 8 * 3600
 

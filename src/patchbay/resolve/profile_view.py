@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from patchbay.backends.records import MergeRecord
 from patchbay.resolve.profile import IdentityRecord, Profile
-from patchbay.resolve.state import MergeRecord
 
 #: The ``fields`` the Profile API can return (``mpid`` and the times always come).
 PROFILE_FIELDS = (

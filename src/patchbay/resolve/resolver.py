@@ -24,6 +24,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from patchbay.backends.records import MergeRecord
 from patchbay.resolve.identities import Identity, is_device_type
 from patchbay.resolve.profile import (
     Profile,
@@ -32,7 +33,7 @@ from patchbay.resolve.profile import (
     new_profile,
     remove_identity,
 )
-from patchbay.resolve.state import MergeRecord, StagedState
+from patchbay.resolve.state import StagedState
 from patchbay.resolve.strategy import IdentityStrategy
 
 _INT64_MIN = -(2**63)

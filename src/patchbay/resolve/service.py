@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from patchbay.backends.abstract import StateStore
+from patchbay.backends.records import MergeRecord
 from patchbay.clock import Clock
 from patchbay.resolve.identities import IDSYNC_NAMES, Identity, is_device_type
 from patchbay.resolve.profile import Profile
 from patchbay.resolve.resolver import Resolver, derived_mpid, live_mpid
 from patchbay.resolve.stage import ResolveStage
-from patchbay.resolve.state import MergeRecord, ProfileStore, StagedState
+from patchbay.resolve.state import StagedState
 
 
 @dataclass
@@ -55,7 +57,7 @@ class Pending:
 class ResolveService:
     """Identity look-ups and changes on the committed state, serialised with the stage."""
 
-    def __init__(self, state: ProfileStore, resolver: Resolver, clock: Clock) -> None:
+    def __init__(self, state: StateStore, resolver: Resolver, clock: Clock) -> None:
         self.state = state
         self.resolver = resolver
         self.clock = clock
@@ -226,7 +228,7 @@ class ResolveService:
         """Commit a staged change (after its record, if any, is in the log)."""
         with self._locked():
             if pending.staged.changes:
-                self.state.commit(pending.staged.changes, self.state.committed_offset())
+                self.state.commit(pending.staged.changes, {})
 
     def step(self, stage: ResolveStage) -> int:
         """Run one step of the stage under the lock."""

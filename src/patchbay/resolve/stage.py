@@ -1,11 +1,12 @@
 """The resolve stage: reads the batch log in order and turns batches into resolved batches.
 
-Each step takes the next chunk of batches after the state's committed offset, resolves
-every batch to a user and updates the profiles on a staged copy of the state, hands the
-resolved batches to the next stage, and then commits the state changes together with the
-offset of the chunk's last batch. A crash before the commit replays the chunk: MPIDs are
-derived from batch ids, so the replay decides the same, and the next stage may see a batch
-twice (at least once) but never misses one.
+Each step takes the next chunk of batches of a partition after the state's checkpoint,
+resolves every batch to a user and updates the profiles on a staged copy of the state,
+offers the resolved chunk to the stages after it (:mod:`patchbay.pipeline`), and commits
+the state changes, the user of each batch and the chunk's last position together. A crash
+before the commit replays the chunk: MPIDs are derived from batch ids, so the replay
+decides the same, and a later stage may see a batch twice (at least once) but never misses
+one: what it did not take from memory it reads back from the committed resolved users.
 """
 
 from __future__ import annotations
@@ -21,14 +22,15 @@ from typing import Protocol
 import msgspec
 import structlog
 
+from patchbay.backends.abstract import BatchLog, StateStore
+from patchbay.backends.records import Checkpoint, LogPosition, StoredBatch
 from patchbay.collect.batch import Batch
 from patchbay.collect.decode import BadInput, decode_batch
 from patchbay.collect.events import UserIdentityChange
 from patchbay.resolve.identities import Identity, batch_identities, canonical_type
 from patchbay.resolve.profile import Profile, apply_batch
-from patchbay.resolve.resolver import Resolution, Resolver, derived_mpid, live_mpid
-from patchbay.resolve.state import PendingOverlay, ProfileStore, StagedState
-from patchbay.store.base import BatchLog, StoredBatch
+from patchbay.resolve.resolver import Resolver, derived_mpid, live_mpid
+from patchbay.resolve.state import PendingOverlay, StagedState
 
 log = structlog.get_logger("patchbay.resolve")
 
@@ -48,24 +50,33 @@ _decode_record = msgspec.json.Decoder(IdsyncRecord).decode
 
 @dataclass(frozen=True)
 class ResolvedBatch:
-    """A batch with its user: what the audience and forwarding stages receive."""
+    """A batch with its user: what the stages after resolve receive. ``profile`` is the
+    user's profile once the batch was applied (read back as it is now when a stage catches
+    up from storage)."""
 
     stored: StoredBatch
     batch: Batch
-    resolution: Resolution
-    profile: Profile
-
-    @property
-    def mpid(self) -> int:
-        """The batch's user."""
-        return self.resolution.mpid
+    mpid: int
+    profile: Profile | None = None
 
 
-class ResolvedSink(Protocol):
-    """The next stage: receives resolved batches in log order, at least once."""
+@dataclass(frozen=True)
+class ResolvedChunk:
+    """Consecutive resolved batches of one partition: those after ``after`` up to and
+    including ``last`` (a batch that could not be read has no entry)."""
 
-    def handle(self, batches: Sequence[ResolvedBatch]) -> None:
-        """Take a chunk of resolved batches; raising stops the stage before it commits."""
+    partition: int
+    after: LogPosition | None
+    last: LogPosition
+    batches: Sequence[ResolvedBatch]
+
+
+class ChunkListener(Protocol):
+    """Whoever takes resolved chunks as they are made (the pipeline's stage feeds)."""
+
+    def offer(self, chunk: ResolvedChunk) -> None:
+        """Take ``chunk`` without blocking (a listener that cannot keep it catches up from
+        the committed resolved users later)."""
         ...
 
 
@@ -89,15 +100,15 @@ class ResolveStage:
     def __init__(
         self,
         log_: BatchLog,
-        state: ProfileStore,
+        state: StateStore,
         resolver: Resolver,
-        sink: ResolvedSink | None = None,
+        listeners: Sequence[ChunkListener] = (),
         chunk: int = 1000,
     ) -> None:
         self._log = log_
         self._state = state
         self._resolver = resolver
-        self.sink = sink
+        self._listeners = tuple(listeners)
         self._chunk = chunk
         self.processed = 0
         # The commit of the last chunk runs on this thread while the next chunk is resolved
@@ -105,17 +116,20 @@ class ResolveStage:
         self._committer = ThreadPoolExecutor(1, thread_name_prefix="patchbay-resolve-commit")
         self._commit: Future[None] | None = None
         self._overlay: PendingOverlay | None = None
-        self._next_offset = 0
+        self._checkpoint: Checkpoint = {}
+        self._next_partition = 0
 
     def step(self) -> int:
         """Resolve the next chunk and start its commit (the previous chunk's commit is
         waited for first); return how many batches it held. A step that finds nothing new
         waits for the last commit, so when it returns 0 everything resolved is committed."""
-        offset = self._next_offset if self._commit is not None else self._state.committed_offset()
-        stored = self._log.read(offset, self._chunk)
+        if self._commit is None:
+            self._checkpoint = self._state.checkpoint()
+        partition, stored = self._next_chunk()
         if not stored:
             self.settle()
             return 0
+        after = self._checkpoint.get(partition)
         try:
             decoded = [
                 (s, b, list(batch_identities(b)))
@@ -125,22 +139,37 @@ class ResolveStage:
             staged = StagedState(self._overlay or self._state)
             self._prefetch(staged, decoded)
             resolved = [self._resolve(staged, s, batch, ids) for s, batch, ids in decoded]
-            if self.sink is not None and resolved:
-                self.sink.handle(resolved)
+            staged.changes.resolved = [(r.stored.position, r.mpid) for r in resolved]
+            chunk = ResolvedChunk(partition, after, stored[-1].position, resolved)
+            for listener in self._listeners:
+                listener.offer(chunk)
         except BaseException:
             with contextlib.suppress(Exception):  # no commit goes on after a failed step
                 self.settle()
             raise
         self.settle()
-        self._commit = self._committer.submit(self._state.commit, staged.changes, stored[-1].offset)
+        self._checkpoint = {**self._checkpoint, partition: chunk.last}
+        self._commit = self._committer.submit(
+            self._state.commit, staged.changes, {partition: chunk.last}
+        )
         self._overlay = PendingOverlay(staged, self._state)
-        self._next_offset = stored[-1].offset
         self.processed += len(stored)
         return len(stored)
 
+    def _next_chunk(self) -> tuple[int, list[StoredBatch]]:
+        """The next batches to resolve, taking the partitions in turn."""
+        count = self._log.partitions
+        for turn in range(count):
+            partition = (self._next_partition + turn) % count
+            stored = self._log.read(partition, self._checkpoint.get(partition), self._chunk)
+            if stored:
+                self._next_partition = (partition + 1) % count
+                return partition, stored
+        return 0, []
+
     def settle(self) -> None:
         """Wait for the commit in flight; raise its error (the next step then starts again
-        from the stored offset). Call before reading or writing the state elsewhere."""
+        from the stored checkpoint). Call before reading or writing the state elsewhere."""
         commit, self._commit = self._commit, None
         if commit is None:
             return
@@ -190,7 +219,7 @@ class ResolveStage:
         try:
             return decode_batch(stored.body)
         except BadInput as exc:  # only possible if the model changed since it was stored
-            log.error("batch_unreadable", offset=stored.offset, error=str(exc))
+            log.error("batch_unreadable", position=str(stored.position), error=str(exc))
             return None
 
     def _resolve(
@@ -229,7 +258,7 @@ class ResolveStage:
                 )
         apply_batch(profile, batch, stored.input_id, stored.received_at_ms)
         staged.put(profile)
-        return ResolvedBatch(stored, batch, resolution, profile)
+        return ResolvedBatch(stored, batch, resolution.mpid, profile)
 
 
 class StageRunner:

@@ -1,89 +1,21 @@
-"""The resolve stage's state: what it reads (a view), what it writes (a change set).
+"""The resolve stage's working state: what it reads (a view), what it writes (a change set).
 
-The stage works on a :class:`StagedState`: the committed state of a :class:`ProfileStore`
-plus the changes of the batches processed since the last commit. The change set and the
-log offset it brings the state to are then committed in one transaction, so a crash never
-leaves state and offset out of step.
+The stage works on a :class:`StagedState`: the committed state of a
+:class:`~patchbay.backends.abstract.StateStore` plus the changes of the batches processed
+since the last commit. The change set and the log checkpoint it brings the state to are
+then committed in one transaction, so a crash never leaves state and checkpoint out of step.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass, field
-from typing import Protocol
 
 import msgspec
 
+from patchbay.backends.abstract import StateView
+from patchbay.backends.records import MergeRecord, StateChanges
 from patchbay.resolve.identities import Identity
 from patchbay.resolve.profile import Profile
-
-
-class MergeRecord(msgspec.Struct, frozen=True):
-    """Two users became one: ``from_mpid`` was folded into ``to_mpid``, and why."""
-
-    from_mpid: int
-    to_mpid: int
-    reason: str
-    at_ms: int
-    offset: int
-
-
-class StateView(Protocol):
-    """Read access to identities and profiles."""
-
-    def users_with(self, identity: Identity) -> list[int]:
-        """The MPIDs linked to ``identity``, oldest link first."""
-        ...
-
-    def profile(self, mpid: int) -> Profile | None:
-        """The profile stored under ``mpid`` (possibly a merged one), or ``None``."""
-        ...
-
-    def users_with_each(self, identities: Collection[Identity]) -> dict[Identity, list[int]]:
-        """:meth:`users_with` of many identities at once; those linked to nobody left out."""
-        ...
-
-    def profiles(self, mpids: Collection[int]) -> dict[int, Profile]:
-        """:meth:`profile` of many MPIDs at once; those with no profile left out."""
-        ...
-
-
-class ProfileStore(StateView, Protocol):
-    """Durable state of the resolve stage: profiles, identity links, merges, offset."""
-
-    def committed_offset(self) -> int:
-        """The log offset the stored state includes (0: nothing processed)."""
-        ...
-
-    def commit(self, changes: StateChanges, offset: int) -> None:
-        """Apply ``changes`` and record ``offset``, atomically and durably."""
-        ...
-
-    def merges(self, mpid: int) -> list[MergeRecord]:
-        """The merges into or out of ``mpid``, oldest first."""
-        ...
-
-    def reset(self) -> None:
-        """Forget every profile, link, merge and the offset (before a full replay)."""
-        ...
-
-    def close(self) -> None:
-        """Release connections."""
-        ...
-
-
-@dataclass
-class StateChanges:
-    """Profiles written, identity links added and removed, merges recorded."""
-
-    profiles: dict[int, Profile] = field(default_factory=dict)
-    linked: dict[Identity, list[int]] = field(default_factory=dict)
-    unlinked: dict[Identity, set[int]] = field(default_factory=dict)
-    merges: list[MergeRecord] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.profiles or self.linked or self.unlinked or self.merges)
-
 
 _encode_profile = msgspec.msgpack.Encoder().encode
 _decode_profile = msgspec.msgpack.Decoder(Profile).decode

@@ -1,26 +1,31 @@
-"""The embedded backend of the resolve stage's state: ``state.db`` beside the batch log.
+"""The embedded resolve state: ``state.db`` beside the batch log.
 
 A separate file from the log, so that ingestion and resolution never wait on each other's
 write lock. Profiles are stored as msgpack documents; identity links are a table indexed by
-(type, value); the resolve offset lives in the same file and is committed in the same
-transaction as the state it describes.
+(type, value); the user each batch resolved to and the resolve checkpoint live in the same
+file and are committed in the same transaction as the state they describe. The checkpoints
+of the later stages (:class:`SqliteStagePositions`) are kept here too.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection, Iterator, Sequence
-from pathlib import Path
 from typing import TypeVar
 
 import msgspec
 
+from patchbay.backends.records import Checkpoint, LogPosition, MergeRecord, StateChanges
+from patchbay.backends.sqlite.db import SqliteDatabase, insert_rows
 from patchbay.resolve.identities import Identity
 from patchbay.resolve.profile import Profile
-from patchbay.resolve.state import MergeRecord, StateChanges
-from patchbay.store.sqlite_db import Durability, SqliteDatabase, insert_rows
 
 STATE_FILE = "state.db"
+
+#: Pragmas of ``state.db``: a bigger page cache and rarer checkpoints (every ~40 MiB of WAL,
+#: not ~4 MiB): the stage commits a chunk at a time and the checkpoints were a third of its
+#: commits.
+STATE_PRAGMAS = ("PRAGMA cache_size = -65536", "PRAGMA wal_autocheckpoint = 10000")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS profiles (
@@ -48,6 +53,18 @@ CREATE TABLE IF NOT EXISTS resolve_offset (
     name TEXT PRIMARY KEY,
     seq INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS resolved (
+    part INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    mpid INTEGER NOT NULL,
+    PRIMARY KEY (part, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS stage_positions (
+    stage TEXT NOT NULL,
+    part INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (stage, part)
+) WITHOUT ROWID;
 """
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -64,19 +81,16 @@ def _chunks(items: Sequence[_T]) -> Iterator[Sequence[_T]]:
         yield items[start : start + _IN_CHUNK]
 
 
-class SqliteProfileStore:
-    """Profiles, identity links, merges and the resolve offset in one SQLite file."""
+def _checkpoint(rows: Iterator[tuple[int, int]]) -> Checkpoint:
+    return {int(p): LogPosition(int(p), int(o)) for p, o in rows}
 
-    def __init__(self, data_dir: Path, durability: Durability = "full") -> None:
-        self.path = data_dir / STATE_FILE
-        # A bigger page cache and rarer checkpoints (every ~40 MiB of WAL, not ~4 MiB): the
-        # stage commits a chunk at a time and the checkpoints were a third of its commits.
-        self._db = SqliteDatabase(
-            self.path,
-            _SCHEMA,
-            durability,
-            ("PRAGMA cache_size = -65536", "PRAGMA wal_autocheckpoint = 10000"),
-        )
+
+class SqliteStateStore:
+    """Profiles, identity links, merges, resolved users and the resolve checkpoint."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
+        db.create(_SCHEMA)
 
     def users_with(self, identity: Identity) -> list[int]:
         """The MPIDs linked to ``identity``, oldest link first."""
@@ -123,17 +137,17 @@ class SqliteProfileStore:
                 found[int(mpid)] = _decode_profile(doc)
         return found
 
-    def committed_offset(self) -> int:
-        """The log offset included in the state."""
-        row = (
-            self._db.conn()
-            .execute("SELECT seq FROM resolve_offset WHERE name = 'resolve'")
-            .fetchone()
+    def checkpoint(self) -> Checkpoint:
+        """The log positions included in the state (``resolve/P`` rows; the embedded log's
+        one partition was once stored as ``resolve``)."""
+        rows = self._db.conn().execute(
+            "SELECT CASE name WHEN 'resolve' THEN 0 ELSE substr(name, 9) END, seq"
+            " FROM resolve_offset WHERE name = 'resolve' OR name LIKE 'resolve/%'"
         )
-        return int(row[0]) if row else 0
+        return _checkpoint(rows)
 
-    def commit(self, changes: StateChanges, offset: int) -> None:
-        """Write ``changes`` and ``offset`` in one transaction."""
+    def commit(self, changes: StateChanges, checkpoint: Checkpoint) -> None:
+        """Write ``changes`` and ``checkpoint`` in one transaction."""
         # rows first, then multi-row statements (the resolve stage runs this on a thread of
         # its own, and the rows' Python would hold the GIL in the transaction)
         profiles = [(m, _encode(changes.profiles[m])) for m in sorted(changes.profiles)]
@@ -150,10 +164,34 @@ class SqliteProfileStore:
                 " VALUES (?, ?, ?, ?, ?)",
                 [(m.from_mpid, m.to_mpid, m.reason, m.at_ms, m.offset) for m in changes.merges],
             )
-            conn.execute(
-                "INSERT INTO resolve_offset VALUES ('resolve', ?)"
-                " ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
-                (offset,),
+            insert_rows(
+                conn,
+                "INSERT OR REPLACE INTO resolved (part, seq, mpid)",
+                [(p.partition, p.offset, m) for p, m in changes.resolved],
+            )
+            conn.executemany(
+                "INSERT OR REPLACE INTO resolve_offset VALUES (?, ?)",
+                [(_partition_key(p), pos.offset) for p, pos in checkpoint.items()],
+            )
+
+    def resolved(
+        self, partition: int, after: LogPosition | None, limit: int
+    ) -> list[tuple[LogPosition, int]]:
+        """Resolved users after ``after``, in log order."""
+        rows = self._db.conn().execute(
+            "SELECT seq, mpid FROM resolved WHERE part = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (partition, -1 if after is None else after.offset, limit),
+        )
+        return [(LogPosition(partition, int(o)), int(m)) for o, m in rows]
+
+    def forget_resolved(self, upto: Checkpoint) -> int:
+        """Drop resolved users at or before ``upto``."""
+        with self._db.transaction() as conn:
+            return sum(
+                conn.execute(
+                    "DELETE FROM resolved WHERE part = ? AND seq <= ?", (p, pos.offset)
+                ).rowcount
+                for p, pos in upto.items()
             )
 
     def merges(self, mpid: int) -> list[MergeRecord]:
@@ -172,9 +210,40 @@ class SqliteProfileStore:
     def reset(self) -> None:
         """Forget all state."""
         with self._db.transaction() as conn:
-            for table in ("profiles", "identity_links", "merges", "resolve_offset"):
+            for table in ("profiles", "identity_links", "merges", "resolve_offset", "resolved"):
                 conn.execute(f"DELETE FROM {table}")
 
     def close(self) -> None:
         """Close every connection."""
+        self._db.close()
+
+
+def _partition_key(partition: int) -> str:
+    return "resolve" if partition == 0 else f"resolve/{partition}"
+
+
+class SqliteStagePositions:
+    """The checkpoints of the stages after resolve, in ``state.db``."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
+        db.create(_SCHEMA)
+
+    def get(self, stage: str) -> Checkpoint:
+        """``stage``'s checkpoint."""
+        rows = self._db.conn().execute(
+            "SELECT part, seq FROM stage_positions WHERE stage = ?", (stage,)
+        )
+        return _checkpoint(rows)
+
+    def commit(self, stage: str, checkpoint: Checkpoint) -> None:
+        """Record ``stage``'s checkpoint."""
+        with self._db.transaction() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO stage_positions VALUES (?, ?, ?)",
+                [(stage, p, pos.offset) for p, pos in checkpoint.items()],
+            )
+
+    def close(self) -> None:
+        """Close every connection of the database."""
         self._db.close()

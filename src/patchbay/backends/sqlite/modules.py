@@ -4,19 +4,17 @@ One row per registered partner module, with the parts of its registration that t
 reads often in their own columns (JSON text for lists and objects), the raw registration
 response, and the transport including the partner's token. Every registration received is
 also appended to ``module_registrations`` (history). Tables are created if missing; the
-connection handling follows :mod:`patchbay.store.sqlite`.
+database is shared with the log (:mod:`patchbay.backends.sqlite.db`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import msgspec
 
-from patchbay.store.base import ModuleRecord, ModuleRegistrationEntry
-from patchbay.store.sqlite import DB_FILE
-from patchbay.store.sqlite_db import Durability, SqliteDatabase
+from patchbay.backends.records import ModuleRecord, ModuleRegistrationEntry
+from patchbay.backends.sqlite.db import SqliteDatabase
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS modules (
@@ -101,9 +99,9 @@ _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM modules"
 class SqliteModuleStore:
     """Registered partner modules in the ``modules`` table of ``patchbay.db``."""
 
-    def __init__(self, data_dir: Path, durability: Durability = "full") -> None:
-        self.path = data_dir / DB_FILE
-        self._db = SqliteDatabase(self.path, _SCHEMA, durability)
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
+        db.create(_SCHEMA)
 
     def put_module(self, module: ModuleRecord) -> ModuleRecord:
         """Insert or replace ``module`` (keeping the first ``created_at_ms``) and append its

@@ -1,8 +1,9 @@
 """One SQLite database file as the embedded stores use it: WAL, a connection per thread.
 
-Every embedded store (the batch log, the resolve state, the modules, the outbox) opens its
-file through :class:`SqliteDatabase`, so connection handling, pragmas, durability and the
-write transaction live in one place.
+Every embedded store (the batch log, the resolve state, the modules, the outbox) works on
+its file through :class:`SqliteDatabase`, so connection handling, pragmas, durability and
+the write transaction live in one place. Several stores may share one database (the log,
+the inputs and the modules are all in ``patchbay.db``); each creates its own tables.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ class SqliteDatabase:
     def __init__(
         self,
         path: Path,
-        schema: str,
         durability: Durability = "full",
         pragmas: Iterable[str] = (),
     ) -> None:
@@ -44,6 +44,9 @@ class SqliteDatabase:
         self.write_lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
+
+    def create(self, schema: str) -> None:
+        """Create what ``schema`` describes (``CREATE ... IF NOT EXISTS`` statements)."""
         with self.write_lock:
             self.conn().executescript(schema)
 

@@ -1,9 +1,11 @@
 """Group commit: many concurrent appends share one durable transaction.
 
 Requests hand their batches to :meth:`GroupCommitAppender.append` and wait. One thread
-takes every append waiting at that moment, writes them to the log in one transaction (one
-fsync), and wakes each request with its own offsets. Under load this turns N fsyncs into
-one; with a single client it costs nothing extra.
+takes every append waiting at that moment, drops the batches the de-duplication index has
+seen, writes the rest to the log in one transaction (one fsync), records their keys, and
+wakes each request with its own positions. Under load this turns N fsyncs into one; with a
+single client it costs nothing extra. The keys are recorded after the append: a crash in
+between can store a retried batch twice, never lose one.
 """
 
 from __future__ import annotations
@@ -12,11 +14,59 @@ import asyncio
 import queue
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from patchbay.store.base import AppendResult, BatchLog, NewBatch
+from patchbay.backends.abstract import BatchLog, DedupIndex
+from patchbay.backends.records import DedupKey, LogPosition, NewBatch
 
 _STOP = object()
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """What an append did: the position of each batch, in order, or ``None`` where it was
+    a duplicate of a batch already stored (same input and ``source_request_id`` within the
+    window, or earlier in the same append)."""
+
+    positions: list[LogPosition | None] = field(default_factory=list)
+
+    @property
+    def stored(self) -> int:
+        """How many batches were written."""
+        return sum(1 for p in self.positions if p is not None)
+
+    @property
+    def duplicates(self) -> int:
+        """How many batches were skipped as duplicates."""
+        return len(self.positions) - self.stored
+
+
+def append_new(
+    log: BatchLog, dedup: DedupIndex, batches: Sequence[NewBatch], dedup_since_ms: int
+) -> AppendResult:
+    """Append the batches of ``batches`` that are not duplicates; see the module docs."""
+    keys: list[DedupKey | None] = [
+        None if b.source_request_id is None else (b.input_id, b.source_request_id) for b in batches
+    ]
+    wanted = {k for k in keys if k is not None}
+    seen = dedup.seen(wanted, dedup_since_ms) if wanted else set()
+    kept: list[int] = []
+    for index, key in enumerate(keys):
+        if key is not None:
+            if key in seen:
+                continue
+            seen.add(key)
+        kept.append(index)
+    positions: list[LogPosition | None] = [None] * len(batches)
+    if kept:
+        written = log.append([batches[i] for i in kept])
+        entries: list[tuple[DedupKey, int, LogPosition]] = []
+        for index, position in zip(kept, written, strict=True):
+            positions[index] = position
+            if (key := keys[index]) is not None:
+                entries.append((key, batches[index].received_at_ms, position))
+        dedup.record(entries)
+    return AppendResult(positions)
 
 
 @dataclass(slots=True)
@@ -30,8 +80,9 @@ class _Pending:
 class GroupCommitAppender:
     """Appends to a :class:`BatchLog` from asyncio code, committing in groups."""
 
-    def __init__(self, log: BatchLog, max_group_batches: int = 5000) -> None:
+    def __init__(self, log: BatchLog, dedup: DedupIndex, max_group_batches: int = 5000) -> None:
         self._log = log
+        self._dedup = dedup
         self._max = max_group_batches
         self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="patchbay-appender", daemon=True)
@@ -75,7 +126,7 @@ class GroupCommitAppender:
         batches = [b for p in group for b in p.batches]
         since = min(p.dedup_since_ms for p in group)
         try:
-            result = self._log.append(batches, since)
+            result = append_new(self._log, self._dedup, batches, since)
         except BaseException as exc:  # noqa: BLE001 - every waiter must hear of the failure
             for p in group:
                 p.loop.call_soon_threadsafe(_fail, p.future, exc)
@@ -83,7 +134,7 @@ class GroupCommitAppender:
         start = 0
         for p in group:
             end = start + len(p.batches)
-            part = AppendResult(result.offsets[start:end])
+            part = AppendResult(result.positions[start:end])
             p.loop.call_soon_threadsafe(_succeed, p.future, part)
             start = end
 

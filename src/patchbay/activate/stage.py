@@ -1,10 +1,11 @@
-"""The resolve stage's sink: filters each resolved batch for each connection of its input and
+"""The activate stage: filters each resolved batch for each connection of its input and
 enqueues the message for the output in the durable outbox.
 
-It runs on the resolve thread, before the stage commits its offset; the outbox commit comes
-first, so a crash between the two replays the chunk and the replay adds nothing (deliveries
-are keyed by their message id: ``INSERT OR IGNORE``). Connections and outputs are read
-again for every chunk, so changes made with the CLI or the admin API apply at once.
+It is a stage of the pipeline (:mod:`patchbay.pipeline`) with a checkpoint of its own; the
+outbox commit comes before the checkpoint's, so a crash between the two hands the chunk
+over again and that adds nothing (deliveries are keyed by their message id). Connections
+and outputs are read again for every chunk, so changes made with the CLI or the admin API
+apply at once. The delivery engine (:mod:`patchbay.activate.engine`) sends from the outbox.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ import structlog
 
 from patchbay.activate.filters import apply_filters
 from patchbay.activate.ids import message_id
-from patchbay.activate.store import Connection, Delivery, DeliveryStore, Output
+from patchbay.backends.abstract import ModuleStore, Outbox, OutputStore
+from patchbay.backends.records import Connection, Delivery, ModuleRecord, Output
 from patchbay.clock import Clock
 from patchbay.collect.batch import Batch
 from patchbay.collect.stamp import StampedBatch, stamp_fields
 from patchbay.firehose import ModuleRegistrationResponse, dumps
 from patchbay.resolve.stage import IDSYNC_CHANNEL, ResolvedBatch
-from patchbay.store.base import ModuleRecord, ModuleStore
 
 log = structlog.get_logger("patchbay.activate")
 
@@ -67,18 +68,22 @@ def _load_translate() -> Translate:
     return function
 
 
-class ActivateSink:
-    """A :class:`patchbay.resolve.stage.ResolvedSink` that fills the outbox."""
+class ActivateStage:
+    """The pipeline stage that fills the outbox."""
+
+    name = "activate"
 
     def __init__(
         self,
-        deliveries: DeliveryStore,
+        outputs: OutputStore,
+        outbox: Outbox,
         modules: ModuleStore,
         clock: Clock,
         notify: Callable[[set[str]], None] | None = None,
         translate: Translate | None = None,
     ) -> None:
-        self._deliveries = deliveries
+        self._outputs = outputs
+        self._outbox = outbox
         self._modules = modules
         self._clock = clock
         self._notify = notify
@@ -88,11 +93,11 @@ class ActivateSink:
         self.skipped = 0
 
     def handle(self, batches: Sequence[ResolvedBatch]) -> None:
-        """Enqueue the deliveries of ``batches``; raising stops the stage before it commits."""
-        connections = self._deliveries.list_connections()
+        """Enqueue the deliveries of ``batches`` (durably, before returning)."""
+        connections = self._outputs.list_connections()
         if not connections:
             return
-        outputs = {o.name: o for o in self._deliveries.list_outputs()}
+        outputs = {o.name: o for o in self._outputs.list_outputs()}
         by_input: dict[str, list[tuple[Connection, Output]]] = {}
         for connection in connections:
             output = outputs.get(connection.output)
@@ -123,7 +128,7 @@ class ActivateSink:
                 )
         if not found:
             return
-        added = self._deliveries.enqueue(found)
+        added = self._outbox.enqueue(found)
         self.enqueued += added
         if self._notify is not None:
             self._notify({d.output for d in found})

@@ -2,28 +2,28 @@
 
 A file of its own, so that a busy outbox never slows the batch log. Outputs, connections and
 deliveries live here; a delivery row is keyed by its message id, so enqueueing the same
-batch twice (a replayed resolve chunk) adds nothing. Connection handling follows
-:mod:`patchbay.store.sqlite`: one connection per thread, WAL, one writer lock, and
-``synchronous=FULL`` by default so that an enqueued delivery survives a crash.
+batch twice (a replayed resolve chunk) adds nothing. ``synchronous=FULL`` by default, so
+that an enqueued delivery survives a crash. One class serves as both the
+:class:`~patchbay.backends.abstract.OutputStore` and the
+:class:`~patchbay.backends.abstract.Outbox`.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from pathlib import Path
 
 import msgspec
 
-from patchbay.activate.store import (
+from patchbay.backends.records import (
     Connection,
     Delivery,
-    DuplicateOutput,
+    DuplicateName,
     Filters,
     Output,
     QueueStats,
 )
-from patchbay.store.sqlite_db import Durability, SqliteDatabase
+from patchbay.backends.sqlite.db import SqliteDatabase
 
 DELIVERIES_FILE = "deliveries.db"
 
@@ -79,17 +79,17 @@ _settings_decoder = msgspec.json.Decoder(dict[str, str])
 _filters_decoder = msgspec.json.Decoder(Filters)
 
 
-class SqliteDeliveryStore:
-    """Outputs, connections and deliveries in ``deliveries.db`` under ``data_dir``."""
+class SqliteOutbox:
+    """Outputs, connections and deliveries in ``deliveries.db``."""
 
-    def __init__(self, data_dir: Path, durability: Durability = "full") -> None:
-        self.path = data_dir / DELIVERIES_FILE
-        self._db = SqliteDatabase(self.path, _SCHEMA, durability)
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
+        db.create(_SCHEMA)
 
     # -- outputs -------------------------------------------------------------------------
 
     def add_output(self, output: Output) -> None:
-        """Create ``output``; raises :class:`DuplicateOutput` if the name is taken."""
+        """Create ``output``; raises :class:`DuplicateName` if the name is taken."""
         try:
             self._db.write(
                 f"INSERT INTO outputs ({_OUTPUT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -107,7 +107,7 @@ class SqliteDeliveryStore:
                 ),
             )
         except sqlite3.IntegrityError:
-            raise DuplicateOutput(f"an output named {output.name!r} already exists") from None
+            raise DuplicateName(f"an output named {output.name!r} already exists") from None
 
     def get_output(self, name: str) -> Output | None:
         """The output with this name."""
@@ -134,7 +134,7 @@ class SqliteDeliveryStore:
     # -- connections ---------------------------------------------------------------------
 
     def add_connection(self, connection: Connection) -> None:
-        """Create ``connection``; raises :class:`DuplicateOutput` if the input is already
+        """Create ``connection``; raises :class:`DuplicateName` if the input is already
         connected to the output."""
         try:
             self._db.write(
@@ -149,7 +149,7 @@ class SqliteDeliveryStore:
                 ),
             )
         except sqlite3.IntegrityError:
-            raise DuplicateOutput(
+            raise DuplicateName(
                 f"the input is already connected to {connection.output!r}"
             ) from None
 

@@ -1,0 +1,33 @@
+"""The in-memory backend: every store in Python dicts and lists, behind the same interfaces.
+
+A real implementation, not a mock: the contract suites run on it like on SQLite, so tests
+that need no durability use it for speed, and the benchmarks use it for their floors (the
+same stage code with the cost of storage taken away). Nothing survives the process.
+"""
+
+from __future__ import annotations
+
+from patchbay.backends.abstract import Backend
+from patchbay.backends.memory.inputs import MemoryInputStore
+from patchbay.backends.memory.log import MemoryBatchLog, MemoryDedupIndex
+from patchbay.backends.memory.modules import MemoryModuleStore
+from patchbay.backends.memory.outbox import MemoryOutbox
+from patchbay.backends.memory.state import MemoryStagePositions, MemoryStateStore
+
+__all__ = ["open_memory"]
+
+
+def open_memory(partitions: int = 1) -> Backend:
+    """New, empty in-memory stores (the log with ``partitions`` partitions)."""
+    outbox = MemoryOutbox()
+    return Backend(
+        name="memory",
+        log=MemoryBatchLog(partitions),
+        dedup=MemoryDedupIndex(),
+        inputs=MemoryInputStore(),
+        state=MemoryStateStore(),
+        positions=MemoryStagePositions(),
+        modules=MemoryModuleStore(),
+        outputs=outbox,
+        outbox=outbox,
+    )

@@ -1,0 +1,98 @@
+"""The batch log and the de-duplication index in memory."""
+
+from __future__ import annotations
+
+import threading
+import zlib
+from collections.abc import Collection, Sequence
+
+from patchbay.backends.records import DedupKey, LogPosition, NewBatch, StoredBatch
+
+
+class MemoryBatchLog:
+    """A partitioned log in lists; a batch goes to the partition of a hash of its input
+    (one input's batches stay in order). Offsets start at 1 in every partition."""
+
+    def __init__(self, partitions: int = 1) -> None:
+        if partitions < 1:
+            raise ValueError("a log needs at least one partition")
+        self._parts: list[list[StoredBatch]] = [[] for _ in range(partitions)]
+        self._lock = threading.Lock()
+
+    @property
+    def partitions(self) -> int:
+        """How many partitions the log has."""
+        return len(self._parts)
+
+    def append(self, batches: Sequence[NewBatch]) -> list[LogPosition]:
+        """Append ``batches`` (all or nothing: they are built before any is added)."""
+        with self._lock:
+            sizes = [len(p) for p in self._parts]
+            placed: list[tuple[int, StoredBatch]] = []
+            for b in batches:
+                part = zlib.crc32(b.input_id.encode()) % len(self._parts)
+                sizes[part] += 1
+                stored = StoredBatch(
+                    offset=sizes[part],
+                    batch_id=b.batch_id,
+                    input_id=b.input_id,
+                    received_at_ms=b.received_at_ms,
+                    channel=b.channel,
+                    body=b.body,
+                    ip=b.ip,
+                    historical=b.historical,
+                    partition=part,
+                )
+                placed.append((part, stored))
+            for part, stored in placed:
+                self._parts[part].append(stored)
+        return [stored.position for _, stored in placed]
+
+    def read(self, partition: int, after: LogPosition | None, limit: int) -> list[StoredBatch]:
+        """Batches of ``partition`` after ``after``, oldest first."""
+        if not 0 <= partition < len(self._parts):
+            return []
+        start = 0 if after is None else max(after.offset, 0)  # offset n is at index n - 1
+        with self._lock:
+            return self._parts[partition][start : start + max(limit, 0)]
+
+    def end(self, partition: int) -> LogPosition | None:
+        """The newest position of ``partition``."""
+        if not 0 <= partition < len(self._parts):
+            return None
+        with self._lock:
+            part = self._parts[partition]
+            return part[-1].position if part else None
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class MemoryDedupIndex:
+    """Recent keys in a dict."""
+
+    def __init__(self) -> None:
+        self._keys: dict[DedupKey, int] = {}
+        self._lock = threading.Lock()
+
+    def seen(self, keys: Collection[DedupKey], since_ms: int) -> set[DedupKey]:
+        """The keys recorded since ``since_ms``."""
+        with self._lock:
+            return {k for k in keys if self._keys.get(k, since_ms - 1) >= since_ms}
+
+    def record(self, entries: Sequence[tuple[DedupKey, int, LogPosition]]) -> None:
+        """Remember the keys."""
+        with self._lock:
+            for key, received_at_ms, _ in entries:
+                self._keys[key] = received_at_ms
+
+    def forget_before(self, before_ms: int) -> int:
+        """Drop old keys."""
+        with self._lock:
+            old = [k for k, at in self._keys.items() if at < before_ms]
+            for key in old:
+                del self._keys[key]
+            return len(old)
+
+    def close(self) -> None:
+        """Nothing to release."""

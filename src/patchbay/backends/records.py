@@ -1,0 +1,304 @@
+"""The records the storage interfaces (:mod:`patchbay.backends.abstract`) take and return.
+
+Plain msgspec structs with no behaviour beyond small conveniences: every backend stores and
+returns exactly these, so a stage never sees which backend it runs on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import msgspec
+
+from patchbay.errors import PatchbayError
+from patchbay.resolve.identities import Identity
+from patchbay.resolve.profile import Profile
+
+# -- the batch log -------------------------------------------------------------------------
+
+
+class LogPosition(msgspec.Struct, frozen=True, order=True, array_like=True):
+    """Where a batch is in the log: a partition and an offset within it.
+
+    Offsets compare only within one partition and callers never compute with them (a log
+    may skip offsets, and a partitioned log numbers each partition on its own). Written
+    ``P:O``; the embedded log has the one partition 0.
+    """
+
+    partition: int
+    offset: int
+
+    def __str__(self) -> str:
+        return f"{self.partition}:{self.offset}"
+
+    @classmethod
+    def parse(cls, text: str) -> LogPosition:
+        """``P:O``, or ``O`` alone for partition 0; ``ValueError`` for anything else."""
+        partition, _, offset = text.rpartition(":")
+        try:
+            parsed = cls(int(partition or 0), int(offset))
+        except ValueError:
+            raise ValueError(
+                f"not a log position: {text!r} (expected OFFSET or P:OFFSET)"
+            ) from None
+        if parsed.partition < 0 or parsed.offset < 0:
+            raise ValueError(f"not a log position: {text!r} (negative)")
+        return parsed
+
+
+#: How far a consumer got: the last position it finished, by partition.
+Checkpoint = dict[int, LogPosition]
+
+
+def advance(checkpoint: Checkpoint, positions: list[LogPosition]) -> Checkpoint:
+    """``checkpoint`` moved past ``positions`` (each partition to its highest)."""
+    moved = dict(checkpoint)
+    for position in positions:
+        current = moved.get(position.partition)
+        if current is None or position > current:
+            moved[position.partition] = position
+    return moved
+
+
+class NewBatch(msgspec.Struct, frozen=True):
+    """A validated batch about to be appended, with the stamps of its request."""
+
+    batch_id: str
+    input_id: str
+    received_at_ms: int
+    channel: str
+    body: bytes
+    ip: str | None = None
+    source_request_id: str | None = None
+    historical: bool = False
+
+
+class StoredBatch(msgspec.Struct, frozen=True):
+    """A batch in the log: its offset (in ``partition``), stamps and the JSON as received."""
+
+    offset: int
+    batch_id: str
+    input_id: str
+    received_at_ms: int
+    channel: str
+    body: bytes
+    ip: str | None = None
+    historical: bool = False
+    partition: int = 0
+
+    @property
+    def position(self) -> LogPosition:
+        """Where the batch is in the log."""
+        return LogPosition(self.partition, self.offset)
+
+
+#: A batch's de-duplication key: its input and its ``source_request_id``.
+DedupKey = tuple[str, str]
+
+
+# -- inputs --------------------------------------------------------------------------------
+
+
+class Input(msgspec.Struct, frozen=True):
+    """A source of data: a platform input (``ios``, ``web``, ``server``...) or a partner feed."""
+
+    id: str
+    name: str
+    type: str
+    rate_limit: float
+    enabled: bool
+    created_at_ms: int
+
+
+class Credential(msgspec.Struct, frozen=True):
+    """An input's API key and the hash of its secret."""
+
+    key: str
+    input_id: str
+    secret_hash: str
+    created_at_ms: int
+    enabled: bool
+
+
+class DuplicateName(PatchbayError):
+    """An input, output or connection with this name already exists."""
+
+
+# -- partner modules -----------------------------------------------------------------------
+
+
+class ModuleRecord(msgspec.Struct, frozen=True):
+    """A registered partner module (a Firehose integration): how to reach it, what it
+    declared in its ``module_registration_response``, and when it registered.
+
+    ``name`` is Patchbay's key for the module (the CLI's NAME); ``display_name`` is the
+    ``name`` the partner registered. ``transport`` is ``"http"`` (``url`` and ``token``) or
+    ``"lambda"`` (``lambda_function``, ``lambda_region``, ``lambda_endpoint_url``).
+    ``token`` is the secret sent as ``Authorization: Token <token>``: it is kept so the
+    platform can call the partner, hidden from ``repr``, and must never be printed.
+    Settings and permissions are the registration's JSON objects (see
+    ``patchbay.firehose.registration``); ``registration`` is the raw response as received.
+    """
+
+    name: str
+    display_name: str
+    version: str
+    transport: str
+    registration: bytes
+    created_at_ms: int
+    updated_at_ms: int
+    description: str | None = None
+    sdk_version: str | None = None
+    url: str | None = None
+    token: str | None = None
+    lambda_function: str | None = None
+    lambda_region: str | None = None
+    lambda_endpoint_url: str | None = None
+    permissions: dict[str, object] = {}
+    account_settings: list[dict[str, object]] = []
+    connection_settings: list[dict[str, object]] = []
+    audience_subscription_settings: list[dict[str, object]] = []
+    supported_event_types: list[str] = []
+    supported_runtime_environments: list[str] = []
+    supported_system_notification_types: list[str] = []
+    audience: bool = False
+    dsr: bool = False
+    supported_dsr_types: list[str] = []
+
+    def __repr__(self) -> str:
+        token = "<set>" if self.token else None
+        return (
+            f"ModuleRecord(name={self.name!r}, version={self.version!r},"
+            f" transport={self.transport!r}, token={token})"
+        )
+
+
+class ModuleRegistrationEntry(msgspec.Struct, frozen=True):
+    """One registration a module sent, kept as history."""
+
+    name: str
+    version: str
+    registered_at_ms: int
+    registration: bytes
+
+
+# -- outputs, connections and the outbox ---------------------------------------------------
+
+#: What an output is: a registered Firehose module, a generic webhook, or a JSON-lines file.
+OutputKind = Literal["module", "webhook", "file"]
+
+#: A delivery waits (``pending``) until it succeeds (and is removed) or is ``parked``.
+DeliveryState = Literal["pending", "parked"]
+
+
+class Filters(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What a connection forwards (see :mod:`patchbay.activate.filters`).
+
+    Empty lists mean "no rule". ``environment``: forward only batches of that environment (a
+    batch without one counts as ``production``). ``event_types``: keep only these event
+    types. ``event_names_keep``/``event_names_drop``: by event name (custom events) or screen
+    name (screen views). ``attributes_keep``/``attributes_drop``: event custom attribute
+    names. ``sample_percent``: forward this percentage of users, chosen by a hash of the
+    mpid. ``consent_purposes``: forward only when every named GDPR purpose is consented.
+    """
+
+    environment: str | None = None
+    event_types: list[str] = []
+    event_names_keep: list[str] = []
+    event_names_drop: list[str] = []
+    attributes_keep: list[str] = []
+    attributes_drop: list[str] = []
+    sample_percent: float = 100.0
+    consent_purposes: list[str] = []
+
+
+class Output(msgspec.Struct, frozen=True):
+    """A configured destination. ``module``: the registered module (kind ``module``);
+    ``url``: the webhook URL; ``path``: the JSON-lines file. ``settings`` are the account
+    settings (module) or the webhook's options, as strings; confidential values must never
+    be printed. ``paused_reason`` says why a paused output is paused."""
+
+    name: str
+    kind: OutputKind
+    created_at_ms: int
+    updated_at_ms: int
+    module: str | None = None
+    url: str | None = None
+    path: str | None = None
+    settings: dict[str, str] = {}
+    paused: bool = False
+    paused_reason: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Output(name={self.name!r}, kind={self.kind!r}, paused={self.paused})"
+
+
+class Connection(msgspec.Struct, frozen=True):
+    """An input joined to an output, with connection settings and filters."""
+
+    id: str
+    input_id: str
+    output: str
+    created_at_ms: int
+    settings: dict[str, str] = {}
+    filters: Filters = Filters()
+
+    def __repr__(self) -> str:
+        return f"Connection(id={self.id!r}, input_id={self.input_id!r}, output={self.output!r})"
+
+
+class Delivery(msgspec.Struct, frozen=True):
+    """One message for one output. ``payload`` is the body sent (JSON). ``since_ms`` starts
+    the retry window (reset by a replay); ``next_attempt_ms`` is when it is due.
+    ``batch_offset`` is the offset of the batch it came from (informational)."""
+
+    id: str
+    output: str
+    connection_id: str
+    batch_offset: int
+    payload: bytes
+    created_at_ms: int
+    since_ms: int
+    next_attempt_ms: int
+    state: DeliveryState = "pending"
+    attempts: int = 0
+    last_error: str | None = None
+    parked_at_ms: int | None = None
+
+
+class QueueStats(msgspec.Struct, frozen=True):
+    """An output's queue: pending and parked deliveries and the oldest pending one."""
+
+    pending: int = 0
+    parked: int = 0
+    oldest_pending_ms: int | None = None
+
+
+# -- the resolve state ---------------------------------------------------------------------
+
+
+class MergeRecord(msgspec.Struct, frozen=True):
+    """Two users became one: ``from_mpid`` was folded into ``to_mpid``, and why.
+    ``offset`` is the log offset of the batch that caused it."""
+
+    from_mpid: int
+    to_mpid: int
+    reason: str
+    at_ms: int
+    offset: int
+
+
+@dataclass
+class StateChanges:
+    """Profiles written, identity links added and removed, merges recorded, and the user
+    each resolved batch went to (``resolved``: log position and MPID, in log order)."""
+
+    profiles: dict[int, Profile] = field(default_factory=dict)
+    linked: dict[Identity, list[int]] = field(default_factory=dict)
+    unlinked: dict[Identity, set[int]] = field(default_factory=dict)
+    merges: list[MergeRecord] = field(default_factory=list)
+    resolved: list[tuple[LogPosition, int]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.profiles or self.linked or self.unlinked or self.merges or self.resolved)

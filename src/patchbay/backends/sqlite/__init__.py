@@ -1,0 +1,49 @@
+"""The embedded backend: SQLite files in the data directory, the default.
+
+* ``patchbay.db``: the batch log, the de-duplication index, inputs and modules;
+* ``state.db``: the resolve state (profiles, identity links, merges, resolved users, the
+  checkpoints of every stage), apart so that collecting and resolving never share a lock;
+* ``deliveries.db``: outputs, connections and the outbox, apart so that a busy outbox never
+  slows the log.
+
+Every file is in WAL mode with ``synchronous=FULL`` by default (``durability="normal"``
+survives a crash of the process, not of the machine).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from patchbay.backends.abstract import Backend
+from patchbay.backends.sqlite.db import Durability, SqliteDatabase
+from patchbay.backends.sqlite.dedup import SqliteDedupIndex
+from patchbay.backends.sqlite.inputs import SqliteInputStore
+from patchbay.backends.sqlite.log import DB_FILE, SqliteBatchLog
+from patchbay.backends.sqlite.modules import SqliteModuleStore
+from patchbay.backends.sqlite.outbox import DELIVERIES_FILE, SqliteOutbox
+from patchbay.backends.sqlite.state import (
+    STATE_FILE,
+    STATE_PRAGMAS,
+    SqliteStagePositions,
+    SqliteStateStore,
+)
+
+__all__ = ["DB_FILE", "DELIVERIES_FILE", "STATE_FILE", "open_sqlite"]
+
+
+def open_sqlite(data_dir: Path, durability: Durability = "full") -> Backend:
+    """Open (creating what is missing) the embedded stores in ``data_dir``."""
+    main = SqliteDatabase(data_dir / DB_FILE, durability)
+    state = SqliteDatabase(data_dir / STATE_FILE, durability, STATE_PRAGMAS)
+    outbox = SqliteOutbox(SqliteDatabase(data_dir / DELIVERIES_FILE, durability))
+    return Backend(
+        name="sqlite",
+        log=SqliteBatchLog(main),
+        dedup=SqliteDedupIndex(SqliteDatabase(data_dir / DB_FILE, "normal")),
+        inputs=SqliteInputStore(main),
+        state=SqliteStateStore(state),
+        positions=SqliteStagePositions(state),
+        modules=SqliteModuleStore(main),
+        outputs=outbox,
+        outbox=outbox,
+    )

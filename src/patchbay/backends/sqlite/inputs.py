@@ -1,0 +1,162 @@
+"""The embedded input store: the ``inputs`` and ``credentials`` tables of ``patchbay.db``."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+from patchbay.backends.records import Credential, DuplicateName, Input
+from patchbay.backends.sqlite.db import SqliteDatabase
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS inputs (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    type TEXT NOT NULL,
+    rate_limit REAL NOT NULL,
+    enabled INTEGER NOT NULL,
+    created_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS credentials (
+    key TEXT PRIMARY KEY,
+    input_id TEXT NOT NULL REFERENCES inputs (id),
+    secret_hash TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    enabled INTEGER NOT NULL
+);
+"""
+
+_INPUT_COLUMNS = "id, name, type, rate_limit, enabled, created_at_ms"
+_CREDENTIAL_COLUMNS = "key, input_id, secret_hash, created_at_ms, enabled"
+
+
+class SqliteInputStore:
+    """Inputs and their credentials in SQLite."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
+        db.create(SCHEMA)
+
+    def add_input(self, item: Input, credential: Credential) -> None:
+        """Store an input and its first credential."""
+        try:
+            with self._db.transaction() as conn:
+                conn.execute(
+                    f"INSERT INTO inputs ({_INPUT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        item.id,
+                        item.name,
+                        item.type,
+                        item.rate_limit,
+                        int(item.enabled),
+                        item.created_at_ms,
+                    ),
+                )
+                self._insert_credential(conn, credential)
+        except sqlite3.IntegrityError:
+            raise DuplicateName(item.name) from None
+
+    def get_input(self, name_or_id: str) -> Input | None:
+        """The input with this name or id."""
+        row = (
+            self._db.conn()
+            .execute(
+                f"SELECT {_INPUT_COLUMNS} FROM inputs WHERE name = ? OR id = ?",
+                (name_or_id, name_or_id),
+            )
+            .fetchone()
+        )
+        return _input(row) if row else None
+
+    def list_inputs(self) -> list[Input]:
+        """Every input, oldest first."""
+        rows = self._db.conn().execute(
+            f"SELECT {_INPUT_COLUMNS} FROM inputs ORDER BY created_at_ms, name"
+        )
+        return [_input(r) for r in rows]
+
+    def set_input_enabled(self, input_id: str, enabled: bool) -> None:
+        """Enable or disable an input."""
+        self._db.write("UPDATE inputs SET enabled = ? WHERE id = ?", (int(enabled), input_id))
+
+    def set_rate_limit(self, input_id: str, rate_limit: float) -> None:
+        """Change an input's rate limit."""
+        self._db.write("UPDATE inputs SET rate_limit = ? WHERE id = ?", (rate_limit, input_id))
+
+    def add_credential(self, credential: Credential) -> None:
+        """Add a key to an input; raises :class:`DuplicateName` if the key exists."""
+        conn = self._db.conn()
+        try:
+            with self._db.write_lock:
+                self._insert_credential(conn, credential)
+        except sqlite3.IntegrityError:
+            raise DuplicateName(f"key {credential.key!r} exists") from None
+
+    def set_credential_enabled(self, key: str, enabled: bool) -> None:
+        """Enable or disable one key."""
+        self._db.write("UPDATE credentials SET enabled = ? WHERE key = ?", (int(enabled), key))
+
+    def credentials(self, input_id: str) -> list[Credential]:
+        """The keys of an input, oldest first."""
+        rows = self._db.conn().execute(
+            f"SELECT {_CREDENTIAL_COLUMNS} FROM credentials WHERE input_id = ?"
+            " ORDER BY created_at_ms, rowid",
+            (input_id,),
+        )
+        return [_credential(r) for r in rows]
+
+    def find_credential(self, key: str) -> tuple[Credential, Input] | None:
+        """The credential with this key and its input."""
+        row = (
+            self._db.conn()
+            .execute(
+                "SELECT c.key, c.input_id, c.secret_hash, c.created_at_ms, c.enabled,"
+                " i.id, i.name, i.type, i.rate_limit, i.enabled, i.created_at_ms"
+                " FROM credentials c JOIN inputs i ON i.id = c.input_id WHERE c.key = ?",
+                (key,),
+            )
+            .fetchone()
+        )
+        if row is None:
+            return None
+        return _credential(row[:5]), _input(row[5:])
+
+    # -- plumbing --------------------------------------------------------------------
+
+    @staticmethod
+    def _insert_credential(conn: sqlite3.Connection, credential: Credential) -> None:
+        conn.execute(
+            f"INSERT INTO credentials ({_CREDENTIAL_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+            (
+                credential.key,
+                credential.input_id,
+                credential.secret_hash,
+                credential.created_at_ms,
+                int(credential.enabled),
+            ),
+        )
+
+    def close(self) -> None:
+        """Close every connection this store opened."""
+        self._db.close()
+
+
+def _input(row: Sequence[object]) -> Input:
+    return Input(
+        id=str(row[0]),
+        name=str(row[1]),
+        type=str(row[2]),
+        rate_limit=float(row[3]),  # type: ignore[arg-type]
+        enabled=bool(row[4]),
+        created_at_ms=int(row[5]),  # type: ignore[call-overload]
+    )
+
+
+def _credential(row: Sequence[object]) -> Credential:
+    return Credential(
+        key=str(row[0]),
+        input_id=str(row[1]),
+        secret_hash=str(row[2]),
+        created_at_ms=int(row[3]),  # type: ignore[call-overload]
+        enabled=bool(row[4]),
+    )

@@ -1,0 +1,254 @@
+"""The pipeline: collect -> resolve -> the stages after it, assembled in one place.
+
+Collect appends batches to the log; the resolve stage reads the log and commits, with its
+state, the user each batch resolved to. Every stage after resolve (activate now, segment
+next) is a :class:`Stage` run by a :class:`StageFeed` of its own: a thread, a bounded
+buffer of resolved chunks and a checkpoint in the backend's ``StagePositions``.
+
+* Resolve offers each chunk to every feed without waiting. A feed whose buffer is full
+  drops the chunk, so a slow or failing stage never holds resolve or another stage up
+  beyond its buffer.
+* A feed that finds a gap between its checkpoint and the next chunk (a dropped chunk, a
+  restart, a stage that failed) reads what it misses back from storage: the batches from
+  the log and their users from the resolved users resolve committed. So each stage gets
+  every resolved batch, at least once, in log order within a partition.
+* The resolved users every stage has passed are pruned (:meth:`Pipeline.prune`).
+
+Adding a stage is a module with a :class:`Stage` and one entry in the list given to
+:class:`Pipeline` where the server assembles it (:func:`patchbay.server.create_app`).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import structlog
+
+from patchbay.backends.abstract import Backend
+from patchbay.backends.records import Checkpoint, LogPosition, StoredBatch
+from patchbay.collect.batch import Batch
+from patchbay.collect.decode import BadInput, decode_batch
+from patchbay.resolve.service import ResolveService
+from patchbay.resolve.stage import ResolvedBatch, ResolvedChunk, ResolveStage, StageRunner
+
+log = structlog.get_logger("patchbay.pipeline")
+
+#: Resolved chunks a stage may have waiting before further chunks are read back later.
+DEFAULT_BUFFER_CHUNKS = 16
+#: How long a stage that caught a gap waits for resolve to commit what lies in it.
+GAP_WAIT_S = 5.0
+#: How often the resolved users every stage has passed are pruned.
+PRUNE_INTERVAL_S = 10.0
+
+
+class Stage(Protocol):
+    """A stage after resolve."""
+
+    #: The stage's name: the key of its checkpoint (never change it once deployed).
+    name: str
+
+    def handle(self, batches: Sequence[ResolvedBatch]) -> None:
+        """Take resolved batches in log order, durably before returning (raising leaves
+        them to be offered again)."""
+        ...
+
+
+def _before(a: LogPosition | None, b: LogPosition | None) -> bool:
+    """Whether position ``a`` comes before ``b`` (``None``: before the first batch)."""
+    if b is None:
+        return False
+    return a is None or a < b
+
+
+class StageFeed:
+    """Runs one :class:`Stage` on a thread of its own; see the module documentation."""
+
+    def __init__(
+        self,
+        stage: Stage,
+        backend: Backend,
+        buffer_chunks: int = DEFAULT_BUFFER_CHUNKS,
+        idle_s: float = 0.2,
+        page: int = 1000,
+    ) -> None:
+        self.stage = stage
+        self.name = stage.name
+        self._backend = backend
+        self._queue: queue.Queue[ResolvedChunk | None] = queue.Queue(buffer_chunks)
+        self._idle = idle_s
+        self._page = page
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"patchbay-{self.name}")
+        self.checkpoint: Checkpoint = backend.positions.get(self.name)
+        self.dropped = 0
+        self.handled = 0
+        self.error: BaseException | None = None
+
+    def offer(self, chunk: ResolvedChunk) -> None:
+        """Buffer ``chunk``, or drop it when the buffer is full (read back later)."""
+        try:
+            self._queue.put_nowait(chunk)
+        except queue.Full:
+            self.dropped += 1
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Finish the buffered chunks and stop."""
+        self._stopping.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not (self._stopping.is_set() and self._queue.empty()):
+            try:
+                chunk = self._queue.get(timeout=self._idle)
+            except queue.Empty:
+                chunk = None
+            try:
+                if chunk is None:
+                    if not self._stopping.is_set():
+                        self._catch_up_all()
+                else:
+                    self._take(chunk)
+            except Exception as exc:
+                self.error = exc
+                log.exception("stage_failed", stage=self.name)
+                self._stopping.wait(1.0)  # what it missed is read back from storage
+
+    def _take(self, chunk: ResolvedChunk) -> None:
+        partition = chunk.partition
+        if _before(self.checkpoint.get(partition), chunk.after):
+            self._catch_up(partition, chunk.after, wait_s=GAP_WAIT_S)
+        mine = self.checkpoint.get(partition)
+        if _before(mine, chunk.after) or not _before(mine, chunk.last):
+            return  # the gap is still open (read back later), or the chunk is done already
+        fresh = [b for b in chunk.batches if _before(mine, b.stored.position)]
+        self._handle(partition, fresh, chunk.last)
+
+    def _handle(self, partition: int, batches: Sequence[ResolvedBatch], last: LogPosition) -> None:
+        if batches:
+            self.stage.handle(batches)
+        self.checkpoint = {**self.checkpoint, partition: last}
+        self._backend.positions.commit(self.name, {partition: last})
+        self.handled += len(batches)
+
+    def _catch_up_all(self) -> None:
+        """Read back whatever resolve committed that this stage has not handled."""
+        for partition, committed in self._backend.state.checkpoint().items():
+            if _before(self.checkpoint.get(partition), committed):
+                self._catch_up(partition, committed, wait_s=0.0)
+
+    def _catch_up(self, partition: int, upto: LogPosition | None, wait_s: float) -> None:
+        """Handle the batches of ``partition`` after the checkpoint up to ``upto`` from
+        storage, waiting up to ``wait_s`` for resolve to commit them."""
+        deadline = time.monotonic() + wait_s
+        while _before(self.checkpoint.get(partition), upto) and not self._stopping.is_set():
+            committed = self._backend.state.checkpoint().get(partition)
+            target = upto if not _before(committed, upto) else committed
+            if not _before(self.checkpoint.get(partition), target):
+                if time.monotonic() >= deadline:
+                    return
+                time.sleep(0.01)
+                continue
+            self._read_back(partition, target)
+
+    def _read_back(self, partition: int, upto: LogPosition | None) -> None:
+        """One page of the log after the checkpoint (up to ``upto``) with its users."""
+        mine = self.checkpoint.get(partition)
+        page = [
+            s
+            for s in self._backend.log.read(partition, mine, self._page)
+            if not _before(upto, s.position)
+        ]
+        if not page:
+            return
+        users = dict(self._backend.state.resolved(partition, mine, len(page)))
+        profiles = self._backend.state.profiles({m for m in users.values()})
+        batches = []
+        for stored in page:
+            mpid = users.get(stored.position)
+            batch = _decode(stored) if mpid is not None else None
+            if mpid is not None and batch is not None:
+                batches.append(ResolvedBatch(stored, batch, mpid, profiles.get(mpid)))
+        self._handle(partition, batches, page[-1].position)
+
+
+def _decode(stored: StoredBatch) -> Batch | None:
+    try:
+        return decode_batch(stored.body)
+    except BadInput:  # resolve logged it and gave it no user
+        return None
+
+
+class Pipeline:
+    """The resolve stage and a feed for each stage after it, started and stopped together.
+
+    ``stages`` are the stages after resolve, in no particular order: each runs on its own.
+    ``busy`` tells the resolve stage that collecting is busy (it then yields the GIL after
+    each chunk; see :class:`~patchbay.resolve.stage.StageRunner`).
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        service: ResolveService,
+        stages: Sequence[Stage],
+        busy: Callable[[], bool] | None = None,
+        chunk: int = 1000,
+        buffer_chunks: int = DEFAULT_BUFFER_CHUNKS,
+    ) -> None:
+        self._backend = backend
+        self.feeds = [StageFeed(s, backend, buffer_chunks) for s in stages]
+        self.resolve = ResolveStage(backend.log, backend.state, service.resolver, self.feeds, chunk)
+        service.attach(self.resolve)
+        self._service = service
+        self._runner = StageRunner(self._step, busy=busy)
+        self._pruned_at = time.monotonic()
+
+    def _step(self) -> int:
+        done = self._service.step(self.resolve)
+        if time.monotonic() - self._pruned_at >= PRUNE_INTERVAL_S:
+            self.prune()
+        return done
+
+    def prune(self) -> int:
+        """Drop the resolved users every stage has handled; return how many."""
+        self._pruned_at = time.monotonic()
+        upto = self._backend.state.checkpoint()
+        for feed in self.feeds:
+            upto = {
+                p: min(pos, mine)
+                for p, pos in upto.items()
+                if (mine := feed.checkpoint.get(p)) is not None
+            }
+        return self._backend.state.forget_resolved(upto) if upto else 0
+
+    @property
+    def error(self) -> BaseException | None:
+        """The last error of the resolve stage."""
+        return self._runner.error
+
+    def wake(self) -> None:
+        """New batches are in the log (callable from any thread)."""
+        self._runner.wake()
+
+    def start(self) -> None:
+        """Start the stages after resolve, then resolve."""
+        for feed in self.feeds:
+            feed.start()
+        self._runner.start()
+
+    def stop(self) -> None:
+        """Stop resolve (its last commit included), then every stage after it."""
+        try:
+            self._runner.stop()
+            self.resolve.close()
+        finally:
+            for feed in self.feeds:
+                feed.stop()
