@@ -22,9 +22,11 @@ from patchbay.activate.sink import ActivateSink
 from patchbay.activate.store import DeliveryStore
 from patchbay.clock import Clock, SystemClock
 from patchbay.collect.http import EventsApi
+from patchbay.http import EXCEPTION_HANDLERS, middleware
+from patchbay.http.cors import CorsPolicy
 from patchbay.metrics import CONTENT_TYPE_LATEST, DeliveryMetrics, Metrics
 from patchbay.openapi import build_openapi
-from patchbay.resolve.idsync_http import IdentityApi
+from patchbay.resolve.idsync_http import BROWSER_PATH_PREFIXES, IdentityApi
 from patchbay.resolve.profile_http import ProfileApi
 from patchbay.resolve.resolver import Resolver
 from patchbay.resolve.service import ResolveService
@@ -156,4 +158,9 @@ def create_app(
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", openapi_endpoint, methods=["GET"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=middleware(metrics, CorsPolicy(BROWSER_PATH_PREFIXES)),
+        exception_handlers=EXCEPTION_HANDLERS,
+    )

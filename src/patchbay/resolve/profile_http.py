@@ -23,8 +23,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from patchbay.clock import Clock
-from patchbay.collect.http import error_response, parse_basic_auth
+from patchbay.collect.http import parse_basic_auth
 from patchbay.collect.inputs import authenticate
+from patchbay.http.errors import error_response
 from patchbay.resolve.identities import Identity, canonical_type
 from patchbay.resolve.profile_view import PROFILE_FIELDS, profile_document
 from patchbay.resolve.service import ResolveService
