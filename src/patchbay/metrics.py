@@ -17,13 +17,13 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "patchbay_http_requests",
-            "HTTP requests by route and status code.",
+            "HTTP requests by route template and status code (patchbay.http.request_metrics).",
             ["route", "status"],
             registry=self.registry,
         )
         self.latency = Histogram(
             "patchbay_http_request_duration_seconds",
-            "Time from request to response, by route.",
+            "Time from request to response sent, by route template.",
             ["route"],
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
             registry=self.registry,

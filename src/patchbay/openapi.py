@@ -8,7 +8,8 @@ import msgspec
 
 from patchbay import __version__
 from patchbay.collect.batch import Batch
-from patchbay.collect.http import Accepted, ErrorBody
+from patchbay.collect.http import Accepted
+from patchbay.http.errors import ErrorBody
 
 _REF = "#/components/schemas/{name}"
 

@@ -23,10 +23,12 @@ from patchbay.backends import Backend, open_backend
 from patchbay.clock import Clock, SystemClock
 from patchbay.collect.appender import GroupCommitAppender
 from patchbay.collect.http import EventsApi
+from patchbay.http import EXCEPTION_HANDLERS, middleware
+from patchbay.http.cors import CorsPolicy
 from patchbay.metrics import CONTENT_TYPE_LATEST, DeliveryMetrics, Metrics
 from patchbay.openapi import build_openapi
 from patchbay.pipeline import Pipeline, Stage
-from patchbay.resolve.idsync_http import IdentityApi
+from patchbay.resolve.idsync_http import BROWSER_PATH_PREFIXES, IdentityApi
 from patchbay.resolve.profile_http import ProfileApi
 from patchbay.resolve.resolver import Resolver
 from patchbay.resolve.service import ResolveService
@@ -151,4 +153,9 @@ def create_app(
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", openapi_endpoint, methods=["GET"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=middleware(metrics, CorsPolicy(BROWSER_PATH_PREFIXES)),
+        exception_handlers=EXCEPTION_HANDLERS,
+    )

@@ -31,6 +31,7 @@ from starlette.routing import Route
 
 from patchbay.activate.service import ActivateError, ActivateService
 from patchbay.backends.records import Filters
+from patchbay.http.errors import error_response, status_code
 
 #: The environment variable holding the admin token.
 ADMIN_TOKEN_ENV = "PATCHBAY_ADMIN_TOKEN"
@@ -71,8 +72,9 @@ def _json(value: Any, status: int = 200) -> Response:
     return Response(msgspec.json.encode(value), status, media_type="application/json")
 
 
-def _error(message: str, status: int) -> Response:
-    return _json({"error": message}, status)
+def _error(message: str, status: int, headers: dict[str, str] | None = None) -> Response:
+    """An error in the one shape, plus the ``error`` field this API answered with before."""
+    return error_response(status, status_code(status), message, headers, legacy=True)
 
 
 class AdminApi:
@@ -94,11 +96,10 @@ class AdminApi:
         supplied = hashlib.sha256(given.strip().encode()).digest()
         ok = scheme.lower() == "bearer" and hmac.compare_digest(supplied, self._digest)
         if not ok:
-            return Response(
-                msgspec.json.encode({"error": "a valid admin token is required (Bearer)"}),
+            return _error(
+                "a valid admin token is required (Bearer)",
                 401,
-                media_type="application/json",
-                headers={"WWW-Authenticate": 'Bearer realm="patchbay-admin"'},
+                {"WWW-Authenticate": 'Bearer realm="patchbay-admin"'},
             )
         return None
 

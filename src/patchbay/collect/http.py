@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import time
 from collections.abc import Callable
 
 import msgspec
@@ -34,6 +33,7 @@ from patchbay.collect.ingest import (
 )
 from patchbay.collect.inputs import authenticate
 from patchbay.collect.ratelimit import RateLimiter
+from patchbay.http.errors import ApiError, ErrorBody, error_response
 from patchbay.metrics import Metrics
 from patchbay.settings import Settings
 
@@ -48,27 +48,6 @@ class Accepted(msgspec.Struct):
     accepted: int
     duplicates: int
     rejected: list[Rejection]
-
-
-class ApiError(msgspec.Struct):
-    """One error, as mParticle's Events API reports it."""
-
-    code: str
-    message: str
-
-
-class ErrorBody(msgspec.Struct):
-    """The body of every error response."""
-
-    errors: list[ApiError]
-
-
-def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> Response:
-    """An error response in the Events API's shape."""
-    body = ErrorBody([ApiError(code, message)])
-    return Response(_encode(body), status, headers, media_type="application/json")
 
 
 def parse_basic_auth(header: str | None) -> tuple[str, str] | None:
@@ -131,15 +110,11 @@ class EventsApi:
         return await self._handle(request, "/v2/bulkevents/historical", bulk=True, historical=True)
 
     async def _handle(self, request: Request, route: str, bulk: bool, historical: bool) -> Response:
-        started = time.perf_counter()
         self.in_flight += 1
         try:
-            response = await self._process(request, route, bulk, historical)
+            return await self._process(request, route, bulk, historical)
         finally:
             self.in_flight -= 1
-        self._metrics.requests.labels(route, str(response.status_code)).inc()
-        self._metrics.latency.labels(route).observe(time.perf_counter() - started)
-        return response
 
     def _reject(
         self, route: str, status: int, code: str, message: str, reason: str, **headers: str

@@ -3,7 +3,7 @@
 :func:`register` sends a ``module_registration_request`` (without the token: the
 registration call must work unauthenticated, spec §3.1), checks the
 ``module_registration_response`` strictly with :func:`validate_registration`, and stores the
-module in a :class:`~patchbay.store.base.ModuleStore`. Re-registering a name replaces the
+module in a :class:`~patchbay.backends.abstract.ModuleStore`. Re-registering a name replaces the
 module (its first registration time is kept and every registration is kept as history).
 
 The checks (spec §3, docs/firehose.md D5: the wire format accepts incomplete registrations,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
@@ -35,9 +34,10 @@ from patchbay.collect.appender import GroupCommitAppender
 from patchbay.collect.body import BodyError, read_body
 from patchbay.collect.decode import ROOT, BadInput, decode_json
 from patchbay.collect.fields import Int64, parse_mpid
-from patchbay.collect.http import error_response, parse_basic_auth
+from patchbay.collect.http import parse_basic_auth
 from patchbay.collect.ingest import new_batch_ids
 from patchbay.collect.inputs import authenticate
+from patchbay.http.errors import error_response
 from patchbay.metrics import Metrics
 from patchbay.resolve.identities import (
     ALL_IDENTITY_TYPES,
@@ -59,8 +59,8 @@ MAX_BODY_BYTES = 64 * 1024
 #: Input types whose key alone may authenticate (the key of a client app is public).
 KEY_ONLY_EXCLUDED = ("server", "feed")
 
-#: The request headers a browser may send cross-origin (answer to a CORS preflight).
-CORS_ALLOW_HEADERS = "Accept, Authorization, Content-Type, Content-Encoding, X-MP-Key"
+#: The path prefixes of the routes below, which the Web SDK calls cross-origin (CORS).
+BROWSER_PATH_PREFIXES = ("/v1/", "/identity/v1/", "/webevents/v1/")
 
 _encode = msgspec.json.Encoder().encode
 
@@ -262,7 +262,7 @@ class IdentityApi:
             ("/v1/identity/{key}/Alias", self._alias),
         ]
         routes = [
-            Route(prefix + path, self._endpoint(path, handler), methods=["POST", "OPTIONS"])
+            Route(prefix + path, self._endpoint(path, handler), methods=["POST"])
             for prefix in ("", "/identity")
             for path, handler in endpoints
         ]
@@ -271,22 +271,14 @@ class IdentityApi:
             Route(
                 "/webevents" + alias,
                 self._endpoint(alias, self._alias),
-                methods=["POST", "OPTIONS"],
+                methods=["POST"],
             )
         )
         return routes
 
     def _endpoint(self, route: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
-            started = time.perf_counter()
-            if request.method == "OPTIONS":
-                response = _preflight()
-            else:
-                response = await handler(request, route)
-            response.headers["Access-Control-Allow-Origin"] = "*"
-            self._metrics.requests.labels(route, str(response.status_code)).inc()
-            self._metrics.latency.labels(route).observe(time.perf_counter() - started)
-            return response
+            return await handler(request, route)
 
         return endpoint
 
@@ -562,16 +554,4 @@ def _identity_response(answer: IdentityAnswer, ephemeral: bool) -> IdentityRespo
         matched_identities=answer.matched,
         is_ephemeral=ephemeral,
         is_logged_in=answer.is_logged_in,
-    )
-
-
-def _preflight() -> Response:
-    """The answer to a CORS preflight: any origin may POST with the SDKs' headers."""
-    return Response(
-        status_code=204,
-        headers={
-            "Access-Control-Allow-Methods": "POST, OPTIONS",
-            "Access-Control-Allow-Headers": CORS_ALLOW_HEADERS,
-            "Access-Control-Max-Age": "86400",
-        },
     )

@@ -24,8 +24,9 @@ from starlette.routing import Route
 
 from patchbay.backends.abstract import InputStore
 from patchbay.clock import Clock
-from patchbay.collect.http import error_response, parse_basic_auth
+from patchbay.collect.http import parse_basic_auth
 from patchbay.collect.inputs import authenticate
+from patchbay.http.errors import HttpError, error_response
 from patchbay.resolve.identities import Identity, canonical_type
 from patchbay.resolve.profile_view import PROFILE_FIELDS, profile_document
 from patchbay.resolve.service import ResolveService
@@ -92,7 +93,8 @@ def _json(value: object, status: int = 200) -> Response:
 
 
 class ProfileApi:
-    """The Profile API's handlers."""
+    """The Profile API's handlers (errors raised as :class:`HttpError` need the app's
+    :data:`~patchbay.http.EXCEPTION_HANDLERS`)."""
 
     def __init__(self, inputs: InputStore, service: ResolveService, clock: Clock) -> None:
         self._inputs = inputs
@@ -131,24 +133,25 @@ class ProfileApi:
             {"access_token": token, "expires_in": TOKEN_LIFETIME_S, "token_type": "Bearer"}
         )
 
-    def _authorized(self, request: Request) -> Response | None:
+    def _authorize(self, request: Request) -> None:
+        """Raise the 401 or 403 of a request without a valid token or key and secret."""
         header = request.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "bearer" and value:
             if self._tokens.check(value.strip()) is not None:
-                return None
-            return error_response(401, "UNAUTHORIZED", "Authorization: invalid or expired token")
+                return
+            raise HttpError(401, "UNAUTHORIZED", "Authorization: invalid or expired token")
         credentials = parse_basic_auth(header)
         if credentials is None:
-            return error_response(
+            raise HttpError(
                 401, "UNAUTHORIZED", "Authorization: use a bearer token from /oauth/token"
             )
         if authenticate(self._inputs, *credentials) is None:
-            return error_response(403, "FORBIDDEN", "Authorization: wrong key or secret")
-        return None
+            raise HttpError(403, "FORBIDDEN", "Authorization: wrong key or secret")
 
     @staticmethod
-    def _fields(request: Request) -> tuple[str, ...] | Response:
+    def _fields(request: Request) -> tuple[str, ...]:
+        """The ``fields`` asked for (all by default); a 400 for an unknown one."""
         raw = request.query_params.get("fields")
         if raw is None:
             return PROFILE_FIELDS
@@ -156,18 +159,15 @@ class ProfileApi:
         unknown = [f for f in fields if f not in PROFILE_FIELDS]
         if unknown:
             allowed = ", ".join(PROFILE_FIELDS)
-            return error_response(
+            raise HttpError(
                 400, "BAD_REQUEST", f"fields: unknown {', '.join(unknown)}; expected {allowed}"
             )
         return fields
 
     async def by_mpid(self, request: Request) -> Response:
         """A profile by MPID."""
-        if (denied := self._authorized(request)) is not None:
-            return denied
+        self._authorize(request)
         fields = self._fields(request)
-        if isinstance(fields, Response):
-            return fields
         try:
             mpid = int(request.path_params["mpid"])
         except ValueError:
@@ -179,11 +179,8 @@ class ProfileApi:
 
     async def resolve(self, request: Request) -> Response:
         """A profile by an identity."""
-        if (denied := self._authorized(request)) is not None:
-            return denied
+        self._authorize(request)
         fields = self._fields(request)
-        if isinstance(fields, Response):
-            return fields
         try:
             body = msgspec.json.decode(await request.body(), type=ResolveRequest)
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:

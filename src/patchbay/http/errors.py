@@ -1,0 +1,105 @@
+"""The one error shape of every HTTP API, and the handlers that answer in it.
+
+``{"errors": [{"code": "NOT_FOUND", "message": "..."}]}``: the Events API's shape, which
+IDSync and the Profile API share (see docs/api/errors.md). ``code`` is the HTTP status' name
+(``BAD_REQUEST``, ``METHOD_NOT_ALLOWED``, ...) unless an API documents a finer one.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+import msgspec
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ExceptionHandler
+
+_encode = msgspec.json.Encoder().encode
+
+
+class ApiError(msgspec.Struct):
+    """One error, as mParticle's Events API reports it."""
+
+    code: str
+    message: str
+
+
+class ErrorBody(msgspec.Struct):
+    """The body of every error response."""
+
+    errors: list[ApiError]
+
+
+class LegacyErrorBody(ErrorBody):
+    """:class:`ErrorBody` plus ``error``, the first message: the admin API's earlier shape."""
+
+    error: str
+
+
+class HttpError(Exception):
+    """An error a handler raises to answer with :func:`error_response`."""
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers
+
+
+def status_code(status: int) -> str:
+    """The error code of an HTTP status: its name, e.g. ``METHOD_NOT_ALLOWED``."""
+    try:
+        return HTTPStatus(status).name
+    except ValueError:
+        return "ERROR"
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    *,
+    legacy: bool = False,
+) -> Response:
+    """An error response in the one shape; ``legacy`` adds the admin API's ``error``."""
+    errors = [ApiError(code, message)]
+    body = LegacyErrorBody(errors, message) if legacy else ErrorBody(errors)
+    return Response(_encode(body), status, headers, media_type="application/json")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HttpError)
+    return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own errors: an unknown route (404), a wrong method (405, with ``Allow``)."""
+    assert isinstance(exc, HTTPException)
+    where = f"{request.method} {request.url.path}"
+    if exc.status_code == 404:
+        message = f"{where}: no such route"
+    elif exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        message = f"{where}: method not allowed (allowed: {allowed})"
+    else:
+        message = f"{where}: {exc.detail}"
+    headers = dict(exc.headers) if exc.headers else None
+    return error_response(exc.status_code, status_code(exc.status_code), message, headers)
+
+
+async def _unhandled(request: Request, exc: Exception) -> Response:
+    """A 500 that names no internals (Starlette re-raises the exception: the server logs it)."""
+    return error_response(500, status_code(500), "internal error")
+
+
+#: The app's exception handlers (``Starlette(exception_handlers=...)``).
+EXCEPTION_HANDLERS: dict[int | type[Exception], ExceptionHandler] = {
+    HttpError: _http_error,
+    HTTPException: _http_exception,
+    Exception: _unhandled,
+}
