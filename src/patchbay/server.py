@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator
 
 import msgspec
@@ -14,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from patchbay.activate.admin_http import ADMIN_TOKEN_ENV, AdminApi
+from patchbay.activate.admin_http import AdminApi
 from patchbay.activate.engine import DeliveryEngine, EngineConfig
 from patchbay.activate.process import ChildConfig, DeliveryProcess
 from patchbay.activate.service import ActivateService
@@ -56,7 +55,6 @@ def create_app(
     deliveries: DeliveryStore | None = None,
     modules: ModuleStore | None = None,
     admin_token: str | None = None,
-    engine_config: EngineConfig | None = None,
 ) -> Starlette:
     """The Patchbay ASGI app: collect into ``store``, resolve into ``profiles``, deliver
     through the outbox (``deliveries``, by default ``deliveries.db`` in the data dir).
@@ -64,7 +62,7 @@ def create_app(
     It runs the resolve stage on a thread and the delivery engine on the event loop (or, with
     ``settings.delivery_process``, in a child process: :mod:`patchbay.activate.process`),
     and on shutdown stops them and closes the stores. The admin API is enabled by ``admin_token``
-    (default ``$PATCHBAY_ADMIN_TOKEN``).
+    (default ``settings.admin_token``; ``""`` disables it).
     """
     clock = clock or SystemClock()
     metrics = Metrics()
@@ -79,24 +77,20 @@ def create_app(
     api.on_append = runner.wake
     deliveries = deliveries or SqliteDeliveryStore(settings.data_dir, settings.durability)
     modules = modules or SqliteModuleStore(settings.data_dir, settings.durability)
-    engine_config = engine_config or EngineConfig.from_env()
     delivery_metrics = DeliveryMetrics(metrics.registry)
     engine: DeliveryEngine | None = None
     child: DeliveryProcess | None = None
     if settings.delivery_process:
-        child = DeliveryProcess(
-            ChildConfig(settings.data_dir, settings.durability, settings.log_level, engine_config),
-            delivery_metrics,
-        )
+        child = DeliveryProcess(ChildConfig(settings), delivery_metrics)
         notify = child.notify
     else:
+        engine_config = EngineConfig.from_settings(settings)
         engine = DeliveryEngine(deliveries, modules, clock, engine_config, delivery_metrics)
         notify = engine.notify
     stage.sink = ActivateSink(deliveries, modules, clock, notify)
-    admin_api = AdminApi(
-        ActivateService(deliveries, modules, store, clock),
-        admin_token if admin_token is not None else os.environ.get(ADMIN_TOKEN_ENV) or None,
-    )
+    if admin_token is None and settings.admin_token is not None:
+        admin_token = settings.admin_token.reveal()
+    admin_api = AdminApi(ActivateService(deliveries, modules, store, clock), admin_token)
     profile_api = ProfileApi(store, service, clock)
     identity_api = IdentityApi(store, appender, service, clock, metrics)
     openapi = msgspec.json.encode(build_openapi())

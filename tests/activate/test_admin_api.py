@@ -39,7 +39,8 @@ class Client:
     def __init__(self, data_dir: Path, token: str | None) -> None:
         store = SqliteStore(data_dir)
         profiles = SqliteProfileStore(data_dir)
-        app = create_app(Settings(data_dir=data_dir), store, profiles, admin_token=token or "")
+        settings = Settings(data_dir=data_dir, delivery_process=False)
+        app = create_app(settings, store, profiles, admin_token=token or "")
         self.server = BackgroundServer(app)
 
     def __enter__(self) -> Client:

@@ -28,12 +28,12 @@ import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import structlog
 
 from patchbay.activate.engine import DeliveryEngine, DeliveryMetricsLike, EngineConfig
+from patchbay.settings import Settings
 
 log = structlog.get_logger("patchbay.activate")
 
@@ -49,12 +49,9 @@ _METRIC_CALLS = frozenset({"attempt", "retry", "parked", "queue", "forget"})
 
 @dataclass(frozen=True)
 class ChildConfig:
-    """What the child needs to open the outbox and run the engine."""
+    """What the child needs to open the outbox and run the engine (pickled for ``spawn``)."""
 
-    data_dir: Path
-    durability: Literal["full", "normal"]
-    log_level: str
-    engine: EngineConfig
+    settings: Settings
 
 
 class ForwardingMetrics:
@@ -191,7 +188,7 @@ def run_child(config: ChildConfig, conn: Connection) -> None:
     """The child process's entry point."""
     from patchbay.logs import configure_logging
 
-    configure_logging(config.log_level)
+    configure_logging(config.settings.log_level)
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
     try:
@@ -207,10 +204,12 @@ async def _run_engine(config: ChildConfig, conn: Connection) -> None:
     from patchbay.store.sqlite_deliveries import SqliteDeliveryStore
     from patchbay.store.sqlite_modules import SqliteModuleStore
 
-    deliveries = SqliteDeliveryStore(config.data_dir, config.durability)
-    modules = SqliteModuleStore(config.data_dir, config.durability)
+    settings = config.settings
+    deliveries = SqliteDeliveryStore(settings.data_dir, settings.durability)
+    modules = SqliteModuleStore(settings.data_dir, settings.durability)
     metrics = ForwardingMetrics(conn, threading.Lock())
-    engine = DeliveryEngine(deliveries, modules, SystemClock(), config.engine, metrics)
+    engine_config = EngineConfig.from_settings(settings)
+    engine = DeliveryEngine(deliveries, modules, SystemClock(), engine_config, metrics)
     loop = asyncio.get_running_loop()
     stopped = asyncio.Event()
     terminated = False
@@ -236,7 +235,7 @@ async def _run_engine(config: ChildConfig, conn: Connection) -> None:
 
     await engine.start()
     threading.Thread(target=read, name="patchbay-delivery-pipe", daemon=True).start()
-    log.info("delivery_engine_started", data_dir=str(config.data_dir))
+    log.info("delivery_engine_started", data_dir=str(settings.data_dir))
 
     async def flush_metrics() -> None:
         while True:
