@@ -81,7 +81,9 @@ def create_app(
     engine: DeliveryEngine | None = None
     child: DeliveryProcess | None = None
     if settings.delivery_process:
-        child = DeliveryProcess(ChildConfig(settings), delivery_metrics)
+        # the child needs no admin token
+        child_settings = msgspec.structs.replace(settings, admin_token=None)
+        child = DeliveryProcess(ChildConfig(child_settings), delivery_metrics)
         notify = child.notify
     else:
         engine_config = EngineConfig.from_settings(settings)
