@@ -6,7 +6,7 @@ import contextlib
 import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 import click
 import msgspec
@@ -103,33 +103,34 @@ class Stores:
         self.settings = settings
         self._opened: list[Closeable] = []
 
-    def _keep(self, store: C) -> C:
+    def _open(self, kind: Callable[[Path, Literal["full", "normal"]], C]) -> C:
+        store = kind(self.settings.data_dir, self.settings.durability)
         self._opened.append(store)
         return store
 
     @functools.cached_property
     def log(self) -> SqliteStore:
         """The batch log and the inputs."""
-        return self._keep(SqliteStore(self.settings.data_dir, self.settings.durability))
+        return self._open(SqliteStore)
 
     @functools.cached_property
     def profiles(self) -> SqliteProfileStore:
         """The resolve stage's profiles, links and merges."""
-        return self._keep(SqliteProfileStore(self.settings.data_dir, self.settings.durability))
+        return self._open(SqliteProfileStore)
 
     @functools.cached_property
     def modules(self) -> SqliteModuleStore:
         """The registered partner modules."""
         from patchbay.store.sqlite_modules import SqliteModuleStore
 
-        return self._keep(SqliteModuleStore(self.settings.data_dir, self.settings.durability))
+        return self._open(SqliteModuleStore)
 
     @functools.cached_property
     def deliveries(self) -> SqliteDeliveryStore:
         """Outputs, connections and the delivery outbox."""
         from patchbay.store.sqlite_deliveries import SqliteDeliveryStore
 
-        return self._keep(SqliteDeliveryStore(self.settings.data_dir, self.settings.durability))
+        return self._open(SqliteDeliveryStore)
 
     def close(self) -> None:
         """Close the stores opened so far, newest first."""
