@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator, Sequence
 
 import msgspec
@@ -14,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from patchbay.activate.admin_http import ADMIN_TOKEN_ENV, AdminApi
+from patchbay.activate.admin_http import AdminApi
 from patchbay.activate.engine import DeliveryEngine, EngineConfig
 from patchbay.activate.process import ChildConfig, DeliveryProcess
 from patchbay.activate.service import ActivateService
@@ -51,7 +50,6 @@ def create_app(
     clock: Clock | None = None,
     strategy: IdentityStrategy | None = None,
     admin_token: str | None = None,
-    engine_config: EngineConfig | None = None,
     extra_stages: Sequence[Stage] = (),
 ) -> Starlette:
     """The Patchbay ASGI app over ``backend`` (by default the one ``settings`` names): the
@@ -60,7 +58,8 @@ def create_app(
     It runs the resolve stage and each later stage on threads of their own, and the
     delivery engine on the event loop (or, with ``settings.delivery_process``, in a child
     process: :mod:`patchbay.activate.process`); on shutdown it stops them and closes the
-    backend. The admin API is enabled by ``admin_token`` (default ``$PATCHBAY_ADMIN_TOKEN``).
+    backend. The admin API is enabled by ``admin_token`` (default ``settings.admin_token``;
+    ``""`` disables it).
     """
     if backend is None:
         backend = open_backend(settings)
@@ -71,14 +70,16 @@ def create_app(
     appender = GroupCommitAppender(backend.log, backend.dedup)
     service = ResolveService(backend.state, Resolver(strategy or IdentityStrategy()), clock)
     api = EventsApi(backend.inputs, appender, settings, clock, metrics)
-    engine_config = engine_config or EngineConfig.from_env()
     delivery_metrics = DeliveryMetrics(metrics.registry)
     engine: DeliveryEngine | None = None
     child: DeliveryProcess | None = None
     if settings.delivery_process:
-        child = DeliveryProcess(ChildConfig(settings, engine_config), delivery_metrics)
+        # the child needs no admin token
+        child_settings = msgspec.structs.replace(settings, admin_token=None)
+        child = DeliveryProcess(ChildConfig(child_settings), delivery_metrics)
         notify = child.notify
     else:
+        engine_config = EngineConfig.from_settings(settings)
         engine = DeliveryEngine(backend, clock, engine_config, delivery_metrics)
         notify = engine.notify
     # The pipeline: every stage after resolve, each with its own checkpoint and thread.
@@ -90,10 +91,9 @@ def create_app(
         backend, service, stages, busy=lambda: api.in_flight >= INGEST_BUSY_REQUESTS
     )
     api.on_append = pipeline.wake
-    admin_api = AdminApi(
-        ActivateService(backend, clock),
-        admin_token if admin_token is not None else os.environ.get(ADMIN_TOKEN_ENV) or None,
-    )
+    if admin_token is None and settings.admin_token is not None:
+        admin_token = settings.admin_token.reveal()
+    admin_api = AdminApi(ActivateService(backend, clock), admin_token)
     profile_api = ProfileApi(backend.inputs, service, clock)
     identity_api = IdentityApi(backend.inputs, appender, service, clock, metrics)
     openapi = msgspec.json.encode(build_openapi())

@@ -1,9 +1,10 @@
-"""Settings of a Patchbay server, with their defaults."""
+"""Settings of Patchbay, with their defaults: one frozen object for the server, every
+command and the delivery process (filled by :func:`patchbay.config.load_settings`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -14,19 +15,62 @@ DEFAULT_MAX_BATCHES = 100
 #: How long a ``source_request_id`` is remembered (mParticle keeps it 30 to 60 days).
 DEFAULT_DEDUP_WINDOW_S = 30 * 24 * 3600.0
 
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+Seconds = Annotated[float, msgspec.Meta(ge=0)]
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+
+
+class Secret:
+    """A secret value: shown as ``***`` by ``repr`` and ``str``, read with :meth:`reveal`."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret itself."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __reduce__(self) -> tuple[type[Secret], tuple[str]]:
+        return (Secret, (self._value,))
+
 
 class Settings(msgspec.Struct, kw_only=True, frozen=True):
-    """Everything ``patchbay serve`` can be told; each has a flag and a default."""
+    """Everything Patchbay can be told (docs/configuration.md lists each one)."""
 
     #: Where state is kept: ``sqlite`` (files in ``data_dir``) or ``memory`` (tests only).
     backend: Literal["sqlite", "memory"] = "sqlite"
     data_dir: Path = Path("patchbay-data")
     host: str = "127.0.0.1"
-    port: int = 8080
-    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
-    max_batches_per_request: int = DEFAULT_MAX_BATCHES
-    dedup_window_s: float = DEFAULT_DEDUP_WINDOW_S
+    port: Port = 8080
+    max_request_bytes: Positive = DEFAULT_MAX_REQUEST_BYTES
+    max_batches_per_request: Positive = DEFAULT_MAX_BATCHES
+    dedup_window_s: Seconds = DEFAULT_DEDUP_WINDOW_S
     durability: Literal["full", "normal"] = "full"
     log_level: str = "info"
-    #: Run the delivery engine in a process of its own (``patchbay serve`` does by default).
-    delivery_process: bool = False
+    identity_strategy: Path | None = None
+    #: Run the delivery engine in a process of its own.
+    delivery_process: bool = True
+    #: Enables the admin HTTP API; never shown.
+    admin_token: Secret | None = None
+    # The delivery engine (patchbay.activate.engine.EngineConfig.from_settings).
+    delivery_concurrency: Positive = 32
+    delivery_timeout_s: Seconds = 10.0
+    delivery_connect_timeout_s: Seconds = 5.0
+    delivery_base_delay_s: Seconds = 1.0
+    delivery_max_delay_s: Seconds = 300.0
+    delivery_max_age_s: Seconds = 24 * 3600.0
+    delivery_poll_s: Seconds = 0.25
+    delivery_page: Positive = 256
+    delivery_ack_delay_s: Seconds = 0.005
+    delivery_ack_max: Positive = 512

@@ -35,7 +35,8 @@ class Client:
     """A real server (uvicorn in a thread) running ``create_app``."""
 
     def __init__(self, data_dir: Path, token: str | None) -> None:
-        app = create_app(Settings(data_dir=data_dir), admin_token=token or "")
+        settings = Settings(data_dir=data_dir, delivery_process=False)
+        app = create_app(settings, admin_token=token or "")
         self.server = BackgroundServer(app)
 
     def __enter__(self) -> Client:

@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from patchbay.activate.engine import EngineConfig, RetryPolicy, next_attempt, parse_retry_after
+from patchbay.config import load_settings
 
 POLICY = RetryPolicy(base_delay_s=1.0, max_delay_s=60.0, max_age_s=3600.0)
 NOW = 1_700_000_000_000
@@ -82,17 +83,20 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after(date, NOW) == 10.0
 
 
+def from_env(env: dict[str, str]) -> EngineConfig:
+    """The engine's tuning as ``patchbay serve`` builds it from these variables."""
+    return EngineConfig.from_settings(load_settings({}, env))
+
+
 def test_config_from_env() -> None:
-    config = EngineConfig.from_env(
-        {"PATCHBAY_DELIVERY_MAX_AGE_S": "5", "PATCHBAY_DELIVERY_CONCURRENCY": "2"}
-    )
+    config = from_env({"PATCHBAY_DELIVERY_MAX_AGE_S": "5", "PATCHBAY_DELIVERY_CONCURRENCY": "2"})
     assert config.policy.max_age_s == 5
     assert config.concurrency == 2
-    assert EngineConfig.from_env({}).policy.max_age_s == 24 * 3600
+    assert from_env({}).policy.max_age_s == 24 * 3600
 
 
 def test_config_from_env_batching() -> None:
-    config = EngineConfig.from_env(
+    config = from_env(
         {
             "PATCHBAY_DELIVERY_PAGE": "64",
             "PATCHBAY_DELIVERY_ACK_DELAY_S": "0.02",
@@ -100,6 +104,6 @@ def test_config_from_env_batching() -> None:
         }
     )
     assert (config.page, config.ack_delay_s, config.ack_max) == (64, 0.02, 100)
-    defaults = EngineConfig.from_env({})
+    defaults = from_env({})
     assert defaults.concurrency == 32
     assert (defaults.page, defaults.ack_delay_s, defaults.ack_max) == (256, 0.005, 512)

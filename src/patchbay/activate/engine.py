@@ -30,7 +30,7 @@ import email.utils
 import os
 import random
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -62,6 +62,7 @@ from patchbay.partner.transport import (
     _lambda_error,
     excerpt,
 )
+from patchbay.settings import Settings
 
 log = structlog.get_logger("patchbay.activate")
 
@@ -144,32 +145,22 @@ class EngineConfig:
     ack_max: int = 512
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> EngineConfig:
-        """The defaults, overridden by ``PATCHBAY_DELIVERY_*`` variables: CONCURRENCY,
-        TIMEOUT_S, CONNECT_TIMEOUT_S, BASE_DELAY_S, MAX_DELAY_S, MAX_AGE_S, POLL_S, PAGE,
-        ACK_DELAY_S, ACK_MAX."""
-        env = os.environ if env is None else env
-
-        def number(name: str, default: float) -> float:
-            raw = env.get(f"PATCHBAY_DELIVERY_{name}")
-            return float(raw) if raw else default
-
-        defaults = cls()
+    def from_settings(cls, settings: Settings) -> EngineConfig:
+        """The engine's tuning given by the ``delivery_*`` settings."""
         return cls(
-            concurrency=max(1, int(number("CONCURRENCY", defaults.concurrency))),
+            concurrency=settings.delivery_concurrency,
             timeouts=Timeouts(
-                total=number("TIMEOUT_S", defaults.timeouts.total),
-                connect=number("CONNECT_TIMEOUT_S", defaults.timeouts.connect),
+                total=settings.delivery_timeout_s, connect=settings.delivery_connect_timeout_s
             ),
             policy=RetryPolicy(
-                base_delay_s=number("BASE_DELAY_S", defaults.policy.base_delay_s),
-                max_delay_s=number("MAX_DELAY_S", defaults.policy.max_delay_s),
-                max_age_s=number("MAX_AGE_S", defaults.policy.max_age_s),
+                base_delay_s=settings.delivery_base_delay_s,
+                max_delay_s=settings.delivery_max_delay_s,
+                max_age_s=settings.delivery_max_age_s,
             ),
-            poll_s=number("POLL_S", defaults.poll_s),
-            page=max(1, int(number("PAGE", defaults.page))),
-            ack_delay_s=max(0.0, number("ACK_DELAY_S", defaults.ack_delay_s)),
-            ack_max=max(1, int(number("ACK_MAX", defaults.ack_max))),
+            poll_s=settings.delivery_poll_s,
+            page=settings.delivery_page,
+            ack_delay_s=settings.delivery_ack_delay_s,
+            ack_max=settings.delivery_ack_max,
         )
 
 

@@ -50,10 +50,9 @@ _METRIC_CALLS = frozenset({"attempt", "retry", "parked", "queue", "forget"})
 
 @dataclass(frozen=True)
 class ChildConfig:
-    """What the child needs: the settings it opens the backend from, and the engine's."""
+    """What the child needs: the settings it opens the backend from (pickled for ``spawn``)."""
 
     settings: Settings
-    engine: EngineConfig
 
 
 class ForwardingMetrics:
@@ -205,9 +204,11 @@ async def _run_engine(config: ChildConfig, conn: Connection) -> None:
     from patchbay.backends import open_backend
     from patchbay.clock import SystemClock
 
-    backend = open_backend(config.settings)
+    settings = config.settings
+    backend = open_backend(settings)
     metrics = ForwardingMetrics(conn, threading.Lock())
-    engine = DeliveryEngine(backend, SystemClock(), config.engine, metrics)
+    engine_config = EngineConfig.from_settings(settings)
+    engine = DeliveryEngine(backend, SystemClock(), engine_config, metrics)
     loop = asyncio.get_running_loop()
     stopped = asyncio.Event()
     terminated = False

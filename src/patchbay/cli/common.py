@@ -1,0 +1,189 @@
+"""What the commands share: the settings options, the backend, output helpers."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+import msgspec
+from click.core import ParameterSource
+
+from patchbay.backends import Backend, open_backend
+from patchbay.backends.records import LogPosition
+from patchbay.clock import SystemClock
+from patchbay.config import FLAGS, ConfigError, settings_from_process
+from patchbay.locking import AlreadyRunning, data_dir_lock
+from patchbay.resolve.strategy import IdentityStrategy, load_strategy
+from patchbay.settings import Settings
+
+if TYPE_CHECKING:
+    from patchbay.activate.service import ActivateService
+
+#: The defaults, as ``--help`` shows them.
+DEFAULTS = Settings()
+#: The click parameter of each setting that has a flag (``max_batches``: the setting
+#: ``max_batches_per_request``).
+SETTING_PARAMS = {
+    flag.split("/")[0].removeprefix("--").replace("-", "_"): field for field, flag in FLAGS.items()
+}
+
+
+def data_dir_option(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``--data-dir`` and ``--config``, the settings options of every command."""
+    function = click.option(
+        "--config",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="TOML file of settings (default: $PATCHBAY_CONFIG); see docs/configuration.md.",
+    )(function)
+    return click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=DEFAULTS.data_dir,
+        show_default=True,
+        help="Directory of the embedded store (created if missing).",
+    )(function)
+
+
+def pass_settings(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Give the command ``settings`` instead of its settings options (``--config`` and the
+    flags of :data:`SETTING_PARAMS`): the flags given, else the environment, else the file."""
+
+    @functools.wraps(function)
+    def command(**kwargs: Any) -> Any:
+        context = click.get_current_context()
+        file = kwargs.pop("config")
+        flags = {}
+        for param, field in SETTING_PARAMS.items():
+            if param in kwargs:
+                value = kwargs.pop(param)
+                if context.get_parameter_source(param) is ParameterSource.COMMANDLINE:
+                    flags[field] = value
+        try:
+            settings = settings_from_process(flags, file)
+        except ConfigError as exc:
+            raise click.UsageError(str(exc)) from None
+        return function(settings=settings, **kwargs)
+
+    return command
+
+
+def identity_strategy(settings: Settings) -> IdentityStrategy:
+    """The identity strategy the settings name (mParticle's default strategy without one)."""
+    if settings.identity_strategy is None:
+        return IdentityStrategy()
+    try:
+        return load_strategy(settings.identity_strategy)
+    except (OSError, ValueError, msgspec.ValidationError) as exc:
+        raise click.BadParameter(str(exc), param_hint="identity_strategy") from None
+
+
+# -- the backend ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def opened(settings: Settings) -> Iterator[Backend]:
+    """The stores of the backend ``settings`` names, closed on the way out."""
+    backend = open_backend(settings)
+    try:
+        yield backend
+    finally:
+        backend.close()
+
+
+class LogPositionType(click.ParamType[LogPosition, Any]):
+    """A log position on the command line: ``OFFSET`` or ``PARTITION:OFFSET``."""
+
+    name = "position"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> LogPosition:
+        if isinstance(value, LogPosition):
+            return value
+        try:
+            return LogPosition.parse(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+LOG_POSITION = LogPositionType()
+
+
+@contextlib.contextmanager
+def activate_service(settings: Settings) -> Iterator[ActivateService]:
+    """The outputs/connections/deliveries service; its errors become CLI errors."""
+    from patchbay.activate.service import ActivateError, ActivateService
+
+    with opened(settings) as backend:
+        try:
+            yield ActivateService(backend, SystemClock())
+        except ActivateError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@contextlib.contextmanager
+def exclusive(data_dir: Path) -> Iterator[None]:
+    """Hold the data directory's lock (a CLI error if a server holds it)."""
+    try:
+        with data_dir_lock(data_dir):
+            yield
+    except AlreadyRunning as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+# -- output --------------------------------------------------------------------------------
+
+
+def print_json(value: Any) -> None:
+    """One line of JSON."""
+    click.echo(msgspec.json.encode(value).decode())
+
+
+def echo_mapping(summary: dict[str, Any], indent: str = "") -> None:
+    """A summary as indented ``key: value`` lines."""
+    for key, value in summary.items():
+        if isinstance(value, dict) and value:
+            click.echo(f"{indent}{key}:")
+            echo_mapping(value, indent + "  ")
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            click.echo(f"{indent}{key}:")
+            for item in value:
+                click.echo(f"{indent}  -")
+                echo_mapping(item, indent + "    ")
+        else:
+            shown = ", ".join(map(str, value)) if isinstance(value, list) else value
+            click.echo(f"{indent}{key}: {'-' if shown in (None, '', {}) else shown}")
+
+
+def table(headers: list[str], rows: list[list[str]]) -> None:
+    """Columns padded to their widest cell."""
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
+    click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+    for row in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+# -- module settings of outputs and connections ----------------------------------------------
+
+setting_option = click.option(
+    "--setting",
+    "settings_args",
+    multiple=True,
+    metavar="ID=VALUE",
+    help="A setting (repeat); checked against the module's registration.",
+)
+
+
+def parse_settings_args(items: tuple[str, ...]) -> dict[str, str]:
+    """``--setting ID=VALUE`` options as a mapping (a usage error when malformed)."""
+    from patchbay.activate.outputs import SettingsError, parse_setting_args
+
+    try:
+        return parse_setting_args(items)
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from None

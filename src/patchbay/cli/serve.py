@@ -1,0 +1,101 @@
+"""``patchbay serve``: every stage and API on the embedded store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from patchbay.cli.common import (
+    DEFAULTS,
+    data_dir_option,
+    exclusive,
+    identity_strategy,
+    pass_settings,
+)
+from patchbay.settings import Settings
+
+
+@click.command()
+@pass_settings
+@data_dir_option
+@click.option("--host", default=DEFAULTS.host, show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", default=DEFAULTS.port, show_default=True, type=int, help="Port to listen on."
+)
+@click.option(
+    "--max-request-bytes",
+    default=DEFAULTS.max_request_bytes,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Largest request body, before and after gzip decompression.",
+)
+@click.option(
+    "--max-batches",
+    default=DEFAULTS.max_batches_per_request,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Most batches in one bulk request.",
+)
+@click.option(
+    "--dedup-window",
+    default=DEFAULTS.dedup_window_s,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds a source_request_id is remembered for de-duplication.",
+)
+@click.option(
+    "--durability",
+    type=click.Choice(["full", "normal"]),
+    default=DEFAULTS.durability,
+    show_default=True,
+    help="full: fsync every commit (survives power loss); normal: survives a process crash.",
+)
+@click.option(
+    "--log-level",
+    default=DEFAULTS.log_level,
+    show_default=True,
+    help="debug, info, warning or error.",
+)
+@click.option(
+    "--identity-strategy",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="JSON file of the identity strategy (default: mParticle's default strategy).",
+)
+@click.option(
+    "--delivery-process/--no-delivery-process",
+    default=DEFAULTS.delivery_process,
+    show_default=True,
+    help="Run the delivery engine in a process of its own (a core of its own for sending).",
+)
+@click.option(
+    "--admin-token",
+    default=None,
+    help="Token of the admin HTTP API (Authorization: Bearer ...); without one the"
+    " admin API is disabled. Env PATCHBAY_ADMIN_TOKEN.",
+)
+def serve(settings: Settings) -> None:
+    """Run the Events API and every stage on the embedded store."""
+    import uvicorn
+
+    from patchbay.logs import configure_logging
+    from patchbay.server import create_app
+
+    configure_logging(settings.log_level)
+    strategy = identity_strategy(settings)
+    app = create_app(settings, strategy=strategy)  # its lifespan closes the backend
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_config=None,
+        log_level=settings.log_level.lower(),
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
+    with exclusive(settings.data_dir):
+        uvicorn.Server(config).run()

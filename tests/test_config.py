@@ -1,0 +1,176 @@
+"""Settings from flags, ``PATCHBAY_*`` variables and a TOML file (patchbay.config)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from patchbay.activate.engine import EngineConfig
+from patchbay.activate.process import ChildConfig
+from patchbay.config import CONFIG_ENV, FIELDS, FLAGS, ConfigError, env_var, load_settings
+from patchbay.settings import Secret, Settings
+
+DOC = Path(__file__).parent.parent / "docs" / "configuration.md"
+
+
+def toml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "patchbay.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults() -> None:
+    assert load_settings({}, {}) == Settings()
+
+
+def test_flag_over_env_over_file_over_default(tmp_path: Path) -> None:
+    file = toml(tmp_path, 'port = 1\nhost = "file"\nlog_level = "debug"\n')
+    env = {"PATCHBAY_PORT": "2", "PATCHBAY_HOST": "env"}
+    settings = load_settings({"port": 3}, env, file)
+    assert settings.port == 3  # flag
+    assert settings.host == "env"  # variable
+    assert settings.log_level == "debug"  # file
+    assert settings.durability == "full"  # default
+
+
+def test_env_values_are_parsed_and_empty_ones_ignored() -> None:
+    settings = load_settings(
+        {},
+        {
+            "PATCHBAY_DATA_DIR": "/srv/data",
+            "PATCHBAY_DELIVERY_PROCESS": "false",
+            "PATCHBAY_DEDUP_WINDOW_S": "60",
+            "PATCHBAY_DELIVERY_CONCURRENCY": "4",
+            "PATCHBAY_PORT": "",
+        },
+    )
+    assert settings.data_dir == Path("/srv/data")
+    assert settings.delivery_process is False
+    assert settings.dedup_window_s == 60.0
+    assert settings.delivery_concurrency == 4
+    assert settings.port == 8080
+
+
+def test_config_file_from_patchbay_config(tmp_path: Path) -> None:
+    file = toml(tmp_path, 'data_dir = "from-file"\ndelivery_page = 64\n')
+    settings = load_settings({}, {CONFIG_ENV: str(file)})
+    assert settings.data_dir == Path("from-file")
+    assert EngineConfig.from_settings(settings).page == 64
+    other = toml(tmp_path, 'data_dir = "given"\n')  # --config wins over PATCHBAY_CONFIG
+    assert load_settings({}, {CONFIG_ENV: "/nowhere.toml"}, other).data_dir == Path("given")
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "named"),
+    [
+        ({}, {"PATCHBAY_PORT": "eighty"}, "PATCHBAY_PORT: Expected `int`"),
+        ({}, {"PATCHBAY_DURABILITY": "sometimes"}, "PATCHBAY_DURABILITY"),
+        ({}, {"PATCHBAY_DELIVERY_PAGE": "0"}, "PATCHBAY_DELIVERY_PAGE: Expected `int` >= 1"),
+        ({}, {"PATCHBAY_DELIVERY_PROCESS": "perhaps"}, "PATCHBAY_DELIVERY_PROCESS"),
+        ({"max_batches_per_request": "100"}, {}, "--max-batches: Expected `int`"),
+        ({"colour": "blue"}, {}, "unknown setting 'colour'"),
+    ],
+)
+def test_wrong_values_name_their_source(
+    flags: dict[str, object], env: dict[str, str], named: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        load_settings(flags, env)
+
+
+def test_file_type_errors_name_the_key(tmp_path: Path) -> None:
+    file = toml(tmp_path, 'port = "8080"\n')  # a string is not an integer in the file
+    with pytest.raises(ConfigError, match=re.escape(f"{file}: port: Expected `int`, got `str`")):
+        load_settings({}, {}, file)
+
+
+def test_unknown_file_keys_are_refused(tmp_path: Path) -> None:
+    file = toml(tmp_path, "prot = 8080\n")
+    with pytest.raises(ConfigError, match="unknown setting 'prot'"):
+        load_settings({}, {}, file)
+    with pytest.raises(ConfigError, match="unknown setting 'delivery'"):
+        load_settings({}, {}, toml(tmp_path, "[delivery]\nconcurrency = 4\n"))
+
+
+def test_unreadable_or_malformed_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"config file .*missing\.toml"):
+        load_settings({}, {}, tmp_path / "missing.toml")
+    with pytest.raises(ConfigError, match="config file"):
+        load_settings({}, {}, toml(tmp_path, "port = \n"))
+
+
+def test_admin_token_is_never_shown() -> None:
+    settings = load_settings({}, {"PATCHBAY_ADMIN_TOKEN": "hunter2"})
+    assert settings.admin_token == Secret("hunter2")
+    assert "hunter2" not in repr(settings)
+    assert "hunter2" not in str(settings.admin_token)
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"admin_token": 12345}, {})
+    assert "12345" not in str(caught.value)
+
+
+def test_child_config_survives_pickling() -> None:
+    config = ChildConfig(load_settings({}, {"PATCHBAY_DELIVERY_MAX_AGE_S": "5"}))
+    copy = pickle.loads(pickle.dumps(config))
+    assert copy == config
+    assert EngineConfig.from_settings(copy.settings).policy.max_age_s == 5
+
+
+def documented() -> dict[str, list[str]]:
+    """The rows of the settings table in docs/configuration.md, by setting name."""
+    rows = {}
+    for line in DOC.read_text().splitlines():
+        cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
+        if line.startswith("| `") and len(cells) == 5:
+            rows[cells[0]] = cells
+    return rows
+
+
+def test_every_setting_is_documented() -> None:
+    rows = documented()
+    assert sorted(rows) == sorted(FIELDS), "docs/configuration.md and Settings differ"
+    for field, (_, flag, variable, _default, meaning) in rows.items():
+        assert flag == FLAGS.get(field, "-"), field
+        assert variable == env_var(field), field
+        assert meaning, field
+
+
+@pytest.mark.slow
+def patchbay(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in ``cwd`` with no ``PATCHBAY_*`` variable set."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PATCHBAY_")}
+    return subprocess.run(
+        [sys.executable, "-m", "patchbay", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=cwd,
+        env=env,
+    )
+
+
+@pytest.mark.slow
+def test_command_uses_a_setting_given_only_in_the_file(tmp_path: Path) -> None:
+    data_dir = tmp_path / "from-file"
+    file = toml(tmp_path, f"data_dir = {str(data_dir)!r}\n")
+    done = patchbay("inputs", "add", "app", "--type", "web", "--config", str(file), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (data_dir / "patchbay.db").exists()
+    assert not (tmp_path / "patchbay-data").exists()
+    listed = patchbay("inputs", "list", "--config", str(file), cwd=tmp_path)
+    assert listed.stdout.splitlines()[1].startswith("app ")
+
+
+@pytest.mark.slow
+def test_command_names_a_wrong_setting(tmp_path: Path) -> None:
+    done = patchbay("inputs", "list", "--config", str(tmp_path / "no"), cwd=tmp_path)
+    assert done.returncode == 2
+    assert "config file" in done.stderr
+    assert "Traceback" not in done.stderr
