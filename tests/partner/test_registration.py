@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from patchbay.backends.abstract import ModuleStore
+from patchbay.backends.sqlite import open_sqlite
 from patchbay.firehose import ModuleRegistrationResponse, to_dict
 from patchbay.firehose.asgi import asgi_app
 from patchbay.firehose.lambda_handler import lambda_handler
@@ -29,8 +31,6 @@ from patchbay.partner.transport import (
     PartnerConnectionError,
     UnexpectedResponseTypeError,
 )
-from patchbay.store.sqlite import SqliteStore
-from patchbay.store.sqlite_modules import SqliteModuleStore
 from tests.conftest import free_port, run_cli
 from tests.partner.partners import (
     TOKEN,
@@ -46,10 +46,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def modules(data_dir: Path) -> Iterator[SqliteModuleStore]:
-    store = SqliteModuleStore(data_dir)
-    yield store
-    store.close()
+def modules(data_dir: Path) -> Iterator[ModuleStore]:
+    backend = open_sqlite(data_dir)
+    yield backend.modules
+    backend.close()
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def _registration_dict() -> dict[str, Any]:
 # --------------------------------------------------------------------------- storing
 
 
-def test_register_over_http_stores_the_module(modules: SqliteModuleStore, partner_url: str) -> None:
+def test_register_over_http_stores_the_module(modules: ModuleStore, partner_url: str) -> None:
     target = HttpTarget(partner_url, TOKEN)
     done = asyncio.run(register(modules, "demo", target, now_ms=1_700_000_000_000))
     assert not done.replaced
@@ -126,7 +126,7 @@ def test_register_over_http_stores_the_module(modules: SqliteModuleStore, partne
     assert target_of(stored) == target
 
 
-def test_register_over_lambda(aws_env: None, modules: SqliteModuleStore, lambda_url: str) -> None:
+def test_register_over_lambda(aws_env: None, modules: ModuleStore, lambda_url: str) -> None:
     target = LambdaTarget("demo", region="eu-west-1", endpoint_url=lambda_url)
     done = asyncio.run(register(modules, "demo-lambda", target))
     stored = modules.get_module("demo-lambda")
@@ -154,16 +154,16 @@ def test_register_with_the_cli_over_lambda(aws_env: None, data_dir: Path, lambda
     assert done.returncode == 0, done.stderr
     assert "registered module 'demo-fn': Demo Partner 2.1.0" in done.stdout
     assert "lambda_function:" in done.stdout
-    store = SqliteModuleStore(data_dir)
+    backend = open_sqlite(data_dir)
     try:
-        stored = store.get_module("demo-fn")
+        stored = backend.modules.get_module("demo-fn")
     finally:
-        store.close()
+        backend.close()
     assert stored is not None
     assert (stored.lambda_function, stored.lambda_region) == ("demo", "us-east-1")
 
 
-def test_reregistering_updates_the_module(modules: SqliteModuleStore) -> None:
+def test_reregistering_updates_the_module(modules: ModuleStore) -> None:
     registration = _registration_dict()
     partner = ScriptedPartner(demo_script(registration=registration))
     with serving(partner) as url:
@@ -186,7 +186,7 @@ def test_reregistering_updates_the_module(modules: SqliteModuleStore) -> None:
     assert [m.name for m in modules.list_modules()] == ["demo"]
 
 
-def test_the_registration_request_carries_no_token(modules: SqliteModuleStore) -> None:
+def test_the_registration_request_carries_no_token(modules: ModuleStore) -> None:
     partner = ScriptedPartner(demo_script())
     with serving(partner) as url:
         asyncio.run(register(modules, "demo", HttpTarget(url, TOKEN)))
@@ -195,19 +195,7 @@ def test_the_registration_request_carries_no_token(modules: SqliteModuleStore) -
     assert "authorization" not in headers
 
 
-def test_module_store_shares_patchbay_db(data_dir: Path, modules: SqliteModuleStore) -> None:
-    log = SqliteStore(data_dir)
-    try:
-        assert log.path == modules.path
-        assert log.last_offset() == 0
-    finally:
-        log.close()
-    assert modules.list_modules() == []
-    assert modules.get_module("nope") is None
-    assert not modules.delete_module("nope")
-
-
-def test_delete_module(modules: SqliteModuleStore, partner_url: str) -> None:
+def test_delete_module(modules: ModuleStore, partner_url: str) -> None:
     asyncio.run(register(modules, "a", HttpTarget(partner_url)))
     asyncio.run(register(modules, "b", HttpTarget(partner_url)))
     assert [m.name for m in modules.list_modules()] == ["a", "b"]
@@ -409,7 +397,7 @@ def test_not_a_registration() -> None:
     assert str(problems[0]).startswith("$: not JSON")
 
 
-def test_register_rejects_and_stores_nothing(modules: SqliteModuleStore) -> None:
+def test_register_rejects_and_stores_nothing(modules: ModuleStore) -> None:
     registration = _registration_dict()
     del registration["name"]
     registration[_EPR]["supported_event_types"].append("page_view")
@@ -421,7 +409,7 @@ def test_register_rejects_and_stores_nothing(modules: SqliteModuleStore) -> None
     assert modules.get_module("demo") is None
 
 
-def test_register_needs_a_registration_answer(modules: SqliteModuleStore) -> None:
+def test_register_needs_a_registration_answer(modules: ModuleStore) -> None:
     wrong = ScriptedPartner(
         lambda request, headers: answer_json({"type": "event_processing_response"})
     )
@@ -510,11 +498,11 @@ def test_cli_never_shows_the_token(data_dir: Path, partner_url: str) -> None:
     assert json.loads(outputs[5].stdout)["token"] == "set"
     assert "demo" in outputs[1].stdout and "set" in outputs[1].stdout
     # the token is stored, for the platform's later calls
-    store = SqliteModuleStore(data_dir)
+    backend = open_sqlite(data_dir)
     try:
-        module = store.get_module("demo")
+        module = backend.modules.get_module("demo")
     finally:
-        store.close()
+        backend.close()
     assert module is not None and module.token == TOKEN
     assert TOKEN not in repr(module)
     assert TOKEN not in json.dumps(module_summary(module, with_registration=True))
@@ -528,11 +516,11 @@ def test_cli_token_from_the_environment(
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["token"] == "set"
     assert TOKEN not in done.stdout + done.stderr
-    store = SqliteModuleStore(data_dir)
+    backend = open_sqlite(data_dir)
     try:
-        module = store.get_module("demo")
+        module = backend.modules.get_module("demo")
     finally:
-        store.close()
+        backend.close()
     assert module is not None and module.token == TOKEN
 
 

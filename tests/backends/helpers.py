@@ -1,0 +1,76 @@
+"""Builders and readers shared by the contract suites."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Iterable, Sequence
+
+from patchbay.backends.abstract import BatchLog
+from patchbay.backends.records import LogPosition, NewBatch, StoredBatch
+
+#: More than any test appends: a read that returns everything.
+ALL = 1_000_000
+
+
+def batch(
+    tag: str = "",
+    *,
+    input_id: str = "input-1",
+    srid: str | None = None,
+    at: int = 1_000,
+    ip: str | None = None,
+    historical: bool = False,
+    channel: str = "server_to_server",
+    body: bytes | None = None,
+) -> NewBatch:
+    """A new batch; its body names ``tag`` so that it can be recognised when read back."""
+    return NewBatch(
+        batch_id=str(uuid.uuid4()),
+        input_id=input_id,
+        received_at_ms=at,
+        channel=channel,
+        body=body if body is not None else f'{{"tag":"{tag}"}}'.encode(),
+        ip=ip,
+        source_request_id=srid,
+        historical=historical,
+    )
+
+
+def as_stored(position: LogPosition, new: NewBatch) -> StoredBatch:
+    """What the log must return for ``new`` appended at ``position``."""
+    return StoredBatch(
+        offset=position.offset,
+        batch_id=new.batch_id,
+        input_id=new.input_id,
+        received_at_ms=new.received_at_ms,
+        channel=new.channel,
+        body=new.body,
+        ip=new.ip,
+        historical=new.historical,
+        partition=position.partition,
+    )
+
+
+def everything(log: BatchLog) -> list[StoredBatch]:
+    """Every batch of the log, partition by partition, each in log order."""
+    return [b for p in range(log.partitions) for b in log.read(p, None, ALL)]
+
+
+def bodies(log: BatchLog) -> list[bytes]:
+    """The bodies of every batch (in log order when everything is in one partition)."""
+    return [b.body for b in everything(log)]
+
+
+def increasing_per_partition(positions: Iterable[LogPosition]) -> bool:
+    """Whether, within each partition, ``positions`` strictly increase."""
+    by_partition: dict[int, list[LogPosition]] = {}
+    for position in positions:
+        by_partition.setdefault(position.partition, []).append(position)
+    return all(a < b for part in by_partition.values() for a, b in itertools.pairwise(part))
+
+
+def stored(positions: Sequence[LogPosition | None]) -> list[LogPosition]:
+    """The positions of an append in which nothing was a duplicate."""
+    assert None not in positions
+    return [p for p in positions if p is not None]

@@ -1,0 +1,153 @@
+"""The contract of :class:`~patchbay.backends.abstract.ModuleStore`, on every backend."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from patchbay.backends.abstract import Backend, ModuleStore
+from patchbay.backends.records import ModuleRecord, ModuleRegistrationEntry
+from patchbay.backends.sqlite import DB_FILE, open_sqlite
+from tests.backends.conftest import Stores
+
+
+@pytest.fixture
+def modules(backend: Backend) -> ModuleStore:
+    return backend.modules
+
+
+def http_module(name: str, version: str = "1.0.0", at: int = 1_000) -> ModuleRecord:
+    """A module over HTTP with every field set."""
+    return ModuleRecord(
+        name=name,
+        display_name=f"Partner {name} ✓",
+        version=version,
+        transport="http",
+        registration=b'{"type":"module_registration_response","version":"%s"}' % version.encode(),
+        created_at_ms=at,
+        updated_at_ms=at,
+        description="Sends events",
+        sdk_version="2.9.0",
+        url=f"https://{name}.example.com/firehose",
+        token="s3cret-token",
+        permissions={"device_identities": [{"type": "ios_advertising_id"}], "allow_ip": True},
+        account_settings=[{"id": "apiKey", "type": "text", "confidential": True}],
+        connection_settings=[{"id": "region", "type": "text"}],
+        audience_subscription_settings=[{"id": "list", "type": "text"}],
+        supported_event_types=["custom_event", "screen_view"],
+        supported_runtime_environments=["ios", "android"],
+        supported_system_notification_types=["gdpr_consent_state"],
+        audience=True,
+        dsr=True,
+        supported_dsr_types=["erasure"],
+    )
+
+
+def lambda_module(name: str) -> ModuleRecord:
+    """A module over Lambda with only the required fields and its transport."""
+    return ModuleRecord(
+        name=name,
+        display_name=name,
+        version="0.1",
+        transport="lambda",
+        registration=b"{}",
+        created_at_ms=5,
+        updated_at_ms=5,
+        lambda_function="demo",
+        lambda_region="us-east-1",
+        lambda_endpoint_url="http://127.0.0.1:9001",
+    )
+
+
+def entry(module: ModuleRecord) -> ModuleRegistrationEntry:
+    return ModuleRegistrationEntry(
+        module.name, module.version, module.updated_at_ms, module.registration
+    )
+
+
+def test_empty_store(modules: ModuleStore) -> None:
+    """A new store has no module and no history; deleting a missing module says so."""
+    assert modules.list_modules() == []
+    assert modules.get_module("nope") is None
+    assert modules.module_history("nope") == []
+    assert not modules.delete_module("nope")
+
+
+def test_every_field_round_trips(modules: ModuleStore) -> None:
+    """A module comes back exactly as stored, both transports, token included."""
+    for module in (http_module("demo"), lambda_module("aws")):
+        assert modules.put_module(module) == module
+        assert modules.get_module(module.name) == module
+
+
+def test_list_by_name(modules: ModuleStore) -> None:
+    """Modules are listed by name, whatever the order they were stored in."""
+    for name in ("charlie", "alpha", "bravo"):
+        modules.put_module(http_module(name))
+    assert [m.name for m in modules.list_modules()] == ["alpha", "bravo", "charlie"]
+
+
+def test_put_replaces_keeping_created_at(modules: ModuleStore) -> None:
+    """Storing a module of a taken name replaces it, keeping the first ``created_at_ms``
+    (in what is returned and stored), and adds to the history, oldest first."""
+    first = http_module("demo", "2.1.0", at=1_000)
+    second = msgspec.structs.replace(
+        http_module("demo", "2.2.0", at=5_000),
+        supported_event_types=["custom_event", "error"],
+        token=None,
+    )
+    modules.put_module(first)
+    stored = modules.put_module(second)
+    assert stored == msgspec.structs.replace(second, created_at_ms=1_000)
+    assert modules.get_module("demo") == stored
+    assert modules.list_modules() == [stored]
+    assert modules.module_history("demo") == [entry(first), entry(second)]
+    assert [(h.version, h.registered_at_ms) for h in modules.module_history("demo")] == [
+        ("2.1.0", 1_000),
+        ("2.2.0", 5_000),
+    ]
+
+
+def test_delete_removes_the_module_and_its_history(modules: ModuleStore) -> None:
+    """Deleting removes one module and its history; a module stored again under the name
+    starts a new history."""
+    modules.put_module(http_module("a"))
+    modules.put_module(http_module("b"))
+    assert modules.delete_module("a")
+    assert not modules.delete_module("a")
+    assert [m.name for m in modules.list_modules()] == ["b"]
+    assert modules.get_module("a") is None
+    assert modules.module_history("a") == []
+    assert modules.module_history("b") == [entry(http_module("b"))]
+    again = http_module("a", "3.0", at=9_000)
+    assert modules.put_module(again) == again  # created anew: its own created_at_ms
+    assert modules.module_history("a") == [entry(again)]
+
+
+@pytest.mark.persists
+def test_modules_persist_across_reopen(stores: Stores, backend: Backend) -> None:
+    """Modules and their history are there after reopening."""
+    first = http_module("demo", "1", at=1)
+    backend.modules.put_module(first)
+    stored = backend.modules.put_module(http_module("demo", "2", at=2))
+    backend.modules.put_module(lambda_module("aws"))
+    modules = stores.reopen(backend).modules
+    assert modules.list_modules() == [lambda_module("aws"), stored]
+    assert [h.version for h in modules.module_history("demo")] == ["1", "2"]
+
+
+def test_sqlite_keeps_modules_in_patchbay_db(tmp_path: Path) -> None:
+    """The embedded backend keeps modules in ``patchbay.db``, beside the log."""
+    backend = open_sqlite(tmp_path)
+    try:
+        backend.modules.put_module(lambda_module("aws"))
+        assert backend.log.end(0) is None
+    finally:
+        backend.close()
+    with sqlite3.connect(tmp_path / DB_FILE) as db:
+        assert db.execute("SELECT name FROM modules").fetchall() == [("aws",)]
+        assert db.execute("SELECT count(*) FROM batches").fetchone() == (0,)
+    db.close()

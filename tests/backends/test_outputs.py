@@ -1,0 +1,115 @@
+"""The contract of :class:`~patchbay.backends.abstract.OutputStore`, on every backend."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from patchbay.backends.abstract import Backend, OutputStore
+from patchbay.backends.records import Connection, DuplicateName, Filters, Output
+from tests.backends.conftest import Stores
+
+NOW = 1_700_000_000_000
+
+
+@pytest.fixture
+def outputs(backend: Backend) -> OutputStore:
+    return backend.outputs
+
+
+def webhook(name: str = "hook", **changes: object) -> Output:
+    output = Output(name, "webhook", NOW, NOW, url="http://x", settings={"token": "hunter2"})
+    return msgspec.structs.replace(output, **changes)
+
+
+def test_empty_store(outputs: OutputStore) -> None:
+    """A new store has no output and no connection."""
+    assert outputs.list_outputs() == []
+    assert outputs.get_output("hook") is None
+    assert outputs.list_connections() == []
+    assert not outputs.remove_connection("c1")
+    assert not outputs.set_paused("hook", True, None, NOW)
+
+
+def test_outputs_add_get_list_by_name(outputs: OutputStore) -> None:
+    """Outputs of every kind come back as stored, listed by name; ``repr`` hides their
+    settings."""
+    hook = webhook("m-hook")
+    file = Output("a-file", "file", NOW, NOW + 1, path="/tmp/out.jsonl")
+    module = Output("z-module", "module", NOW, NOW, module="demo", settings={"apiKey": "k"})
+    for output in (hook, file, module):
+        outputs.add_output(output)
+    assert outputs.get_output("m-hook") == hook
+    assert outputs.get_output("missing") is None
+    assert outputs.list_outputs() == [file, hook, module]
+    assert "hunter2" not in repr(hook)
+
+
+def test_duplicate_output_name(outputs: OutputStore) -> None:
+    """An output with a taken name raises ``DuplicateName`` and changes nothing."""
+    outputs.add_output(webhook())
+    with pytest.raises(DuplicateName):
+        outputs.add_output(webhook(url="http://other", kind="file"))
+    assert outputs.list_outputs() == [webhook()]
+
+
+def test_pause_and_resume(outputs: OutputStore) -> None:
+    """Pausing records the reason and the time; resuming clears the reason; only the named
+    output changes; a missing output says so."""
+    outputs.add_output(webhook())
+    outputs.add_output(webhook("other"))
+    assert outputs.set_paused("hook", True, "because", NOW + 1)
+    assert outputs.get_output("hook") == webhook(
+        paused=True, paused_reason="because", updated_at_ms=NOW + 1
+    )
+    assert outputs.set_paused("hook", False, "ignored", NOW + 2)
+    assert outputs.get_output("hook") == webhook(updated_at_ms=NOW + 2)
+    assert outputs.get_output("other") == webhook("other")
+    assert not outputs.set_paused("missing", True, None, NOW)
+
+
+def test_connections_add_list_remove(outputs: OutputStore) -> None:
+    """Connections come back with their settings and filters, listed by input then output;
+    removing says whether one existed."""
+    filters = Filters(environment="production", event_types=["custom_event"], sample_percent=50)
+    c1 = Connection("c1", "input-b", "hook", NOW, {"a": "1"}, filters)
+    c2 = Connection("c2", "input-a", "z-out", NOW)
+    c3 = Connection("c3", "input-b", "a-out", NOW + 5)
+    c4 = Connection("c4", "input-a", "hook", NOW)
+    for connection in (c1, c2, c3, c4):
+        outputs.add_connection(connection)
+    assert outputs.list_connections() == [c4, c2, c3, c1]
+    assert outputs.remove_connection("c1")
+    assert not outputs.remove_connection("c1")
+    assert outputs.list_connections() == [c4, c2, c3]
+
+
+def test_duplicate_connection(outputs: OutputStore) -> None:
+    """Connecting an input to an output twice, or reusing a connection id, raises
+    ``DuplicateName`` and changes nothing; once removed, the pair may connect again."""
+    first = Connection("c1", "input-1", "hook", NOW)
+    outputs.add_connection(first)
+    with pytest.raises(DuplicateName):
+        outputs.add_connection(Connection("c2", "input-1", "hook", NOW))
+    with pytest.raises(DuplicateName):
+        outputs.add_connection(Connection("c1", "input-2", "other", NOW))
+    assert outputs.list_connections() == [first]
+    outputs.remove_connection("c1")
+    again = Connection("c2", "input-1", "hook", NOW)
+    outputs.add_connection(again)
+    assert outputs.list_connections() == [again]
+
+
+@pytest.mark.persists
+def test_outputs_and_connections_persist_across_reopen(stores: Stores, backend: Backend) -> None:
+    """Outputs, their paused state and connections are there after reopening."""
+    filters = Filters(event_names_keep=["a"], consent_purposes=["marketing"])
+    connection = Connection("c1", "input-1", "hook", NOW, {"k": "v"}, filters)
+    backend.outputs.add_output(webhook())
+    backend.outputs.set_paused("hook", True, "because", NOW + 1)
+    backend.outputs.add_connection(connection)
+    outputs = stores.reopen(backend).outputs
+    assert outputs.list_outputs() == [
+        webhook(paused=True, paused_reason="because", updated_at_ms=NOW + 1)
+    ]
+    assert outputs.list_connections() == [connection]
