@@ -1,0 +1,227 @@
+"""The pipeline of stages after resolve (:mod:`patchbay.pipeline`): every stage gets every
+resolved batch, at least once and in log order, whatever another stage does; what a stage
+could not take from memory it reads back from storage."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from patchbay.activate.stage import ActivateStage
+from patchbay.backends import Backend
+from patchbay.backends.memory import open_memory
+from patchbay.backends.records import (
+    Connection,
+    Delivery,
+    LogPosition,
+    NewBatch,
+    Output,
+)
+from patchbay.backends.sqlite import open_sqlite
+from patchbay.clock import ManualClock
+from patchbay.collect.appender import append_new
+from patchbay.pipeline import Pipeline, StageFeed
+from patchbay.resolve.resolver import Resolver
+from patchbay.resolve.service import ResolveService
+from patchbay.resolve.stage import ResolvedBatch
+from patchbay.resolve.strategy import IdentityStrategy
+
+INPUT = "input-1"
+
+
+def new_batch(n: int) -> NewBatch:
+    body = {
+        "environment": "production",
+        "user_identities": {"customer_id": f"c{n % 7}"},
+        "events": [{"event_type": "custom_event", "data": {"event_name": f"e{n}"}}],
+    }
+    return NewBatch(
+        str(uuid.uuid4()), INPUT, 1_000 + n, "server_to_server", json.dumps(body).encode()
+    )
+
+
+def append(backend: Backend, count: int, start: int = 0) -> list[LogPosition]:
+    result = append_new(backend.log, backend.dedup, [new_batch(start + i) for i in range(count)], 0)
+    return [p for p in result.positions if p is not None]
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+class Recording:
+    """A stage that remembers every batch it was handed (and may fail its first calls)."""
+
+    def __init__(self, name: str = "recording", fail_first: int = 0) -> None:
+        self.name = name
+        self.fail_first = fail_first
+        self.calls = 0
+        self.seen: list[ResolvedBatch] = []
+        self.lock = threading.Lock()
+
+    def handle(self, batches: Sequence[ResolvedBatch]) -> None:
+        with self.lock:
+            self.calls += 1
+            if self.calls <= self.fail_first:
+                raise RuntimeError("the stage failed")
+            self.seen.extend(batches)
+
+    def positions(self) -> list[LogPosition]:
+        with self.lock:
+            return [b.stored.position for b in self.seen]
+
+
+class GatedOutbox:
+    """The memory outbox, with enqueues held at a gate: activate stalled."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.inner = backend.outbox
+        self.gate = threading.Event()
+        self.waiting = threading.Event()
+
+    def enqueue(self, deliveries: Sequence[Delivery]) -> int:
+        self.waiting.set()
+        assert self.gate.wait(60)
+        return self.inner.enqueue(deliveries)
+
+
+def pipeline(backend: Backend, stages: Sequence[object], **options: int) -> Pipeline:
+    service = ResolveService(backend.state, Resolver(IdentityStrategy()), ManualClock(5_000))
+    return Pipeline(backend, service, stages, **options)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def memory() -> Iterator[Backend]:
+    backend = open_memory()
+    yield backend
+    backend.close()
+
+
+def connect_webhook(backend: Backend) -> None:
+    backend.outputs.add_output(Output("hook", "webhook", 0, 0, url="https://example.com/h"))
+    backend.outputs.add_connection(Connection("c1", INPUT, "hook", 0))
+
+
+def test_a_stage_gets_every_batch_while_activate_is_stalled(memory: Backend) -> None:
+    connect_webhook(memory)
+    gated = GatedOutbox(memory)
+    activate = ActivateStage(memory.outputs, gated, memory.modules, ManualClock(5_000))  # type: ignore[arg-type]
+    recording = Recording()
+    # small chunks and buffers: the stalled stage's buffer overflows many times over
+    running = pipeline(memory, [activate, recording], chunk=5, buffer_chunks=2)
+    running.start()
+    try:
+        positions = append(memory, 100)
+        running.wake()
+        wait_for(lambda: recording.positions() == positions, "the recording stage")
+        assert gated.waiting.is_set() and not gated.gate.is_set()  # activate is still stuck
+        assert memory.outbox.stats() == {}
+
+        gated.gate.set()  # activate resumes: it reads back what overflowed its buffer
+        wait_for(lambda: memory.outbox.stats().get("hook") is not None, "deliveries")
+        wait_for(lambda: memory.outbox.stats()["hook"].pending == 100, "every delivery")
+    finally:
+        gated.gate.set()
+        running.stop()
+    activate_feed = next(f for f in running.feeds if f.name == "activate")
+    assert activate_feed.dropped > 0  # the read-back path was taken
+    assert activate_feed.checkpoint == {0: positions[-1]}
+    # every batch reached the recording stage once, in log order, with its user
+    assert len({b.mpid for b in recording.seen}) == 7
+    assert all(b.profile is not None for b in recording.seen)
+
+
+def test_a_failing_stage_reads_back_what_it_missed(memory: Backend) -> None:
+    failing = Recording("failing", fail_first=2)
+    steady = Recording("steady")
+    running = pipeline(memory, [failing, steady], chunk=10)
+    running.start()
+    try:
+        positions = append(memory, 40)
+        running.wake()
+        wait_for(lambda: steady.positions() == positions, "the steady stage")
+        wait_for(lambda: sorted(set(failing.positions())) == positions, "the failing stage")
+    finally:
+        running.stop()
+    got = failing.positions()
+    assert got == sorted(got)  # in log order, nothing skipped
+    feed = next(f for f in running.feeds if f.name == "failing")
+    assert isinstance(feed.error, RuntimeError)
+    # what a stage reads back carries the user it resolved to and the profile as it is now
+    mpids = {b.stored.position: b.mpid for b in steady.seen}
+    assert all(mpids[b.stored.position] == b.mpid for b in failing.seen)
+
+
+def test_a_restarted_pipeline_resumes_each_stage_at_its_checkpoint(tmp_path: Path) -> None:
+    backend = open_sqlite(tmp_path / "data", "normal")
+    first = Recording("a")
+    running = pipeline(backend, [first])
+    running.start()
+    positions = append(backend, 30)
+    running.wake()
+    wait_for(lambda: first.positions() == positions, "stage a")
+    running.stop()
+    backend.close()
+
+    # more batches arrive while nothing runs; a stage "b" is added
+    backend = open_sqlite(tmp_path / "data", "normal")
+    more = append(backend, 20, start=30)
+    again, added = Recording("a"), Recording("b")
+    running = pipeline(backend, [again, added])
+    running.start()
+    try:
+        running.wake()
+        wait_for(lambda: again.positions() == more, "stage a, from its checkpoint")
+        wait_for(lambda: added.positions() == positions + more, "the new stage, from the start")
+    finally:
+        running.stop()
+        backend.close()
+
+
+def test_resolved_users_are_pruned_once_every_stage_has_them(memory: Backend) -> None:
+    slow, fast = Recording("slow"), Recording("fast")
+    running = pipeline(memory, [slow, fast])
+    hold = threading.Event()
+    original = slow.handle
+
+    def held(batches: Sequence[ResolvedBatch]) -> None:
+        assert hold.wait(30)
+        original(batches)
+
+    slow.handle = held  # type: ignore[method-assign]
+    running.start()
+    try:
+        positions = append(memory, 10)
+        running.wake()
+        wait_for(lambda: fast.positions() == positions, "the fast stage")
+        assert running.prune() == 0  # the slow stage has none of them yet
+        assert len(memory.state.resolved(0, None, 100)) == 10
+        hold.set()
+        wait_for(lambda: slow.positions() == positions, "the slow stage")
+        assert running.prune() == 10
+        assert memory.state.resolved(0, None, 100) == []
+    finally:
+        hold.set()
+        running.stop()
+
+
+def test_a_full_buffer_drops_without_blocking(memory: Backend) -> None:
+    stage = Recording()
+    feed = StageFeed(stage, memory, buffer_chunks=1)
+    # not started: nothing takes from the buffer, so the second offer finds it full
+    from patchbay.resolve.stage import ResolvedChunk
+
+    chunk = ResolvedChunk(0, None, LogPosition(0, 1), [])
+    feed.offer(chunk)
+    feed.offer(chunk)
+    assert feed.dropped == 1
