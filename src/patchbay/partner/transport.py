@@ -640,7 +640,13 @@ class LambdaTransport(Transport):
             return self._client
 
     def _make_client(self) -> Any:
-        boto3 = importlib.import_module("boto3")
+        try:
+            boto3 = importlib.import_module("boto3")
+        except ModuleNotFoundError:
+            raise TransportConfigError(
+                "calling AWS Lambda needs boto3: pip install 'patchbay[lambda]'",
+                target=self.target.describe(),
+            ) from None
         botocore = importlib.import_module("botocore")
         config_module = importlib.import_module("botocore.config")
         session = boto3.session.Session(region_name=self.target.region)
