@@ -170,6 +170,12 @@ def test_retries_stop_at_the_retry_window(tmp_path: Path, recorder: tuple[Record
     run_engine(tmp_path, body, config=config)
 
 
+def attempts(store: SqliteDeliveryStore, delivery_id: str) -> int | None:
+    """The failed attempts recorded for a pending delivery (``None``: not in the outbox)."""
+    delivery = store.get_delivery(delivery_id)
+    return None if delivery is None else delivery.attempts
+
+
 def test_retry_after_is_honoured(tmp_path: Path, recorder: tuple[Recorder, str]) -> None:
     rec, url = recorder
     rec.set("/busy", status=429, headers={"Retry-After": "30"})
@@ -183,11 +189,7 @@ def test_retry_after_is_honoured(tmp_path: Path, recorder: tuple[Recorder, str])
         engine.notify({"busy"})
         await async_wait_for(lambda: len(rec.at("/busy")) == 1, what="first attempt")
 
-        def retry_recorded() -> bool:
-            d = store.get_delivery("busy-0")
-            return d is not None and d.attempts == 1
-
-        await async_wait_for(retry_recorded, what="retry recorded")
+        await async_wait_for(lambda: attempts(store, "busy-0") == 1, what="retry recorded")
         delivery = store.get_delivery("busy-0")
         assert delivery is not None and delivery.next_attempt_ms >= first_at + 30_000
         rec.set("/busy", status=200)
@@ -339,11 +341,7 @@ def test_a_module_retry_after_is_honoured(tmp_path: Path, recorder: tuple[Record
         first_at = clock.now_ms()
         enqueue(store, "busy", 1, first_at)
 
-        def retry_recorded() -> bool:
-            d = store.get_delivery("busy-0")
-            return d is not None and d.attempts == 1
-
-        await async_wait_for(retry_recorded, what="retry recorded")
+        await async_wait_for(lambda: attempts(store, "busy-0") == 1, what="retry recorded")
         delivery = store.get_delivery("busy-0")
         assert delivery is not None and delivery.next_attempt_ms >= first_at + 30_000
         assert "503" in (delivery.last_error or "")

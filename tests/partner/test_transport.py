@@ -221,6 +221,11 @@ def test_http_answer_too_large() -> None:
         asyncio.run(run(url))
 
 
+async def _send_capped(url: str, limit: int) -> None:
+    async with HttpTransport(HttpTarget(url), max_response_bytes=limit) as transport:
+        await transport.send(_request())
+
+
 def test_http_reply_carries_status_headers_and_body() -> None:
     answer = answer_json(to_dict(EventProcessingResponse()))
     answer.headers["X-Partner-Trace"] = "t-1"
@@ -249,12 +254,8 @@ def test_http_error_answer_over_the_cap_is_cut_at_the_cap() -> None:
     huge = b"x" * 200_000
     partner = ScriptedPartner(lambda request, headers: Answer(500, huge))
 
-    async def run(url: str) -> None:
-        async with HttpTransport(HttpTarget(url), max_response_bytes=100_000) as transport:
-            await transport.send(_request())
-
     with serving(partner) as url, pytest.raises(PartnerStatusError) as caught:
-        asyncio.run(run(url))
+        asyncio.run(_send_capped(url, 100_000))
     assert caught.value.retryable  # still the status error, not an invalid answer
     assert caught.value.response is not None
     assert caught.value.response.body == huge[:100_000]
@@ -264,12 +265,8 @@ def test_http_answer_too_large_keeps_the_capped_start() -> None:
     huge = b'{"type": "event_processing_response", "pad": "' + b"x" * 200_000 + b'"}'
     partner = ScriptedPartner(lambda request, headers: Answer(200, huge))
 
-    async def run(url: str) -> None:
-        async with HttpTransport(HttpTarget(url), max_response_bytes=100_000) as transport:
-            await transport.send(_request())
-
     with serving(partner) as url, pytest.raises(InvalidResponseError) as caught:
-        asyncio.run(run(url))
+        asyncio.run(_send_capped(url, 100_000))
     assert caught.value.status == 200
     assert caught.value.raw == huge[:100_000]
 
@@ -421,7 +418,8 @@ async def _throttling_lambda(scope: dict[str, Any], receive: Any, send: Any) -> 
     await send({"type": "http.response.body", "body": body})
 
 
-def test_lambda_throttling(aws_env: None) -> None:
+def _throttled() -> PartnerThrottledError:
+    """The error of a call to a throttled Lambda function."""
     server = BackgroundServer(_throttling_lambda).start()
     try:
         target = LambdaTarget("demo", endpoint_url=server.url)
@@ -429,21 +427,20 @@ def test_lambda_throttling(aws_env: None) -> None:
             asyncio.run(_send(target, _request()))
     finally:
         server.stop()
-    assert caught.value.status == 429
-    assert caught.value.retryable
-    assert "TooManyRequestsException" in str(caught.value)
+    return caught.value
+
+
+def test_lambda_throttling(aws_env: None) -> None:
+    error = _throttled()
+    assert error.status == 429
+    assert error.retryable
+    assert "TooManyRequestsException" in str(error)
 
 
 def test_lambda_throttling_carries_the_retry_after(aws_env: None) -> None:
-    server = BackgroundServer(_throttling_lambda).start()
-    try:
-        target = LambdaTarget("demo", endpoint_url=server.url)
-        with pytest.raises(PartnerThrottledError) as caught:
-            asyncio.run(_send(target, _request()))
-    finally:
-        server.stop()
-    assert caught.value.headers["retry-after"] == "1"
-    assert caught.value.response is not None and caught.value.response.status == 429
+    error = _throttled()
+    assert error.headers["retry-after"] == "1"
+    assert error.response is not None and error.response.status == 429
 
 
 class _FakeLambdaClient:
