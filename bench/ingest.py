@@ -43,9 +43,11 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from patchbay.store.sqlite import SqliteStore
 
+from patchbay.backends import Backend
+from patchbay.backends.sqlite import STATE_FILE, open_sqlite
 from patchbay.clock import SystemClock
+from patchbay.collect.appender import append_new
 from patchbay.collect.decode import decode_batch, split_bulk
 from patchbay.collect.ingest import RequestStamps, prepare_bulk
 from patchbay.collect.inputs import create_input
@@ -586,11 +588,12 @@ def run_client(cfg: ClientConfig, conn: Connection) -> None:
 def floor_append(
     pool: list[Template], durability: str, seconds: float, workdir: Path, run: int
 ) -> Row:
-    """prepare_bulk + SqliteStore.append of the bodies, sequentially, on a fresh store."""
-    store = SqliteStore(workdir / "floor", "full" if durability == "full" else "normal")
+    """prepare_bulk + append (de-duplication check, log append, keys recorded) of the bodies,
+    sequentially, on a fresh store."""
+    backend = open_sqlite(workdir / "floor", "full" if durability == "full" else "normal")
     try:
-        create_input(store, "bench", "server", 0, SystemClock())
-        item = store.get_input("bench")
+        create_input(backend.inputs, "bench", "server", 0, SystemClock())
+        item = backend.inputs.get_input("bench")
         assert item is not None
         prefix = srid_prefix(run, 0xFFFF)
         counter = n = batches = events = 0
@@ -606,16 +609,17 @@ def floor_append(
             now_ms = int(time.time() * 1000)
             stamps = RequestStamps(input=item, ip="127.0.0.1", received_at_ms=now_ms)
             prepared = prepare_bulk(body, stamps, DEFAULT_MAX_BATCHES)
-            result = store.append(prepared.batches, now_ms - int(DEFAULT_DEDUP_WINDOW_S * 1000))
+            since = now_ms - int(DEFAULT_DEDUP_WINDOW_S * 1000)
+            result = append_new(backend.log, backend.dedup, prepared.batches, since)
             took = time.perf_counter() - began
             busy += took
             latencies.append(took * 1000)
-            stored = [e for e, o in zip(prepared.events, result.offsets, strict=True) if o]
+            stored = [e for e, p in zip(prepared.events, result.positions, strict=True) if p]
             batches += len(stored)
             events += sum(stored)
-        assert store.last_offset() == batches, "the floor lost batches"
+        assert last_offset(backend) == batches, "the floor lost batches"
     finally:
-        store.close()
+        backend.close()
         shutil.rmtree(workdir / "floor", ignore_errors=True)
     return Row(
         "floor: decode+append",
@@ -685,19 +689,22 @@ def add_input(data_dir: Path) -> dict[str, str]:
     return fields
 
 
+def last_offset(backend: Backend) -> int:
+    """The newest offset of the embedded log's one partition (its number of batches)."""
+    end = backend.log.end(0)
+    return 0 if end is None else end.offset
+
+
 def resolved_offset(data_dir: Path) -> int | None:
-    """How far the server's resolve stage got in the log, if this version has one."""
-    try:
-        from patchbay.store.sqlite_profiles import STATE_FILE, SqliteProfileStore
-    except ImportError:
-        return None
+    """How far the server's resolve stage got in the log."""
     if not (data_dir / STATE_FILE).exists():
         return None
-    profiles = SqliteProfileStore(data_dir)
+    backend = open_sqlite(data_dir)
     try:
-        return profiles.committed_offset()
+        done = backend.state.checkpoint().get(0)
+        return 0 if done is None else done.offset
     finally:
-        profiles.close()
+        backend.close()
 
 
 # -- main ---------------------------------------------------------------------------------
@@ -812,9 +819,9 @@ def main() -> int:
         code = stop_process(server)
         if code not in (0, -signal.SIGTERM):
             errors.append(f"patchbay serve exited with {code}")
-        check = SqliteStore(data_dir)
+        check = open_sqlite(data_dir)
         try:
-            stored = check.last_offset()
+            stored = last_offset(check)
         finally:
             check.close()
         resolved = resolved_offset(data_dir)

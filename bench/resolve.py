@@ -42,18 +42,18 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import msgspec
-from patchbay.store import sqlite_profiles
-from patchbay.store.sqlite import SqliteStore
-from patchbay.store.sqlite_db import Durability
-from patchbay.store.sqlite_profiles import STATE_FILE, SqliteProfileStore
 
-from patchbay.backends.records import MergeRecord, NewBatch, StateChanges
+from patchbay.backends import Backend
+from patchbay.backends.memory import open_memory
+from patchbay.backends.records import LogPosition, NewBatch, StateChanges
+from patchbay.backends.sqlite import STATE_FILE, open_sqlite
+from patchbay.backends.sqlite import state as sqlite_state
+from patchbay.backends.sqlite.db import Durability
 from patchbay.collect.decode import decode_batch
 from patchbay.resolve.identities import Identity, batch_identities
 from patchbay.resolve.profile import IdentityRecord, Profile, new_profile
@@ -126,7 +126,7 @@ def known_profile(i: int, mpid: int | None = None) -> Profile:
 def cache_dir(users: int) -> Path:
     """Where the state store with ``users`` known users is kept between runs."""
     key = hashlib.sha256(
-        f"{USERS_VERSION}|{sqlite_profiles._SCHEMA}|{Profile.__struct_fields__}".encode()
+        f"{USERS_VERSION}|{sqlite_state._SCHEMA}|{Profile.__struct_fields__}".encode()
     ).hexdigest()[:10]
     return Path(tempfile.gettempdir()) / f"patchbay-bench-resolve-{users}-{key}"
 
@@ -146,13 +146,14 @@ def build_state(users: int) -> tuple[Path, float | None]:
     shutil.rmtree(partial, ignore_errors=True)
     mpids = [known_mpid(i) for i in range(users)]
     by_mpid = sorted(range(users), key=mpids.__getitem__)
-    store = SqliteProfileStore(partial, "normal")
+    backend = open_sqlite(partial, "normal")
+    store = backend.state
     try:
         for start in range(0, users, BUILD_CHUNK):
             changes = StateChanges()
             for i in by_mpid[start : start + BUILD_CHUNK]:
                 changes.profiles[mpids[i]] = known_profile(i, mpids[i])
-            store.commit(changes, 0)
+            store.commit(changes, {})
             print(f"\r  profiles {start + len(changes.profiles):,} / {users:,}", end="", flush=True)
         print()
         for kind, value in KNOWN_IDENTITIES.items():
@@ -160,12 +161,12 @@ def build_state(users: int) -> tuple[Path, float | None]:
                 changes = StateChanges()
                 for i in range(start, min(users, start + BUILD_CHUNK)):
                     changes.linked[Identity(kind, value(i))] = [mpids[i]]
-                store.commit(changes, 0)
+                store.commit(changes, {})
                 print(f"\r  {kind} links {start + len(changes.linked):,}", end="", flush=True)
             print()
         assert store.count_profiles() == users
     finally:
-        store.close()  # the last connection checkpoints the WAL into state.db
+        backend.close()  # the last connection checkpoints the WAL into state.db
     partial.rename(final)
     return final / STATE_FILE, time.perf_counter() - began
 
@@ -257,7 +258,8 @@ def build_log(log_dir: Path, users: int, batches: int, seed: int) -> int:
     """Append ``batches`` batches to a new log; return how many were of new users."""
     rng = random.Random(seed)
     encode = msgspec.json.Encoder().encode
-    log = SqliteStore(log_dir, "normal")
+    backend = open_sqlite(log_dir, "normal")
+    log = backend.log
     new_users = 0
     try:
         pending: list[NewBatch] = []
@@ -277,11 +279,11 @@ def build_log(log_dir: Path, users: int, batches: int, seed: int) -> int:
                 )
             )
             if len(pending) == APPEND_CHUNK or n == batches - 1:
-                log.append(pending, 0)
+                log.append(pending)
                 pending = []
-        assert log.last_offset() == batches
+        assert log.end(0) == LogPosition(0, batches)
     finally:
-        log.close()
+        backend.close()
     return new_users
 
 
@@ -321,9 +323,14 @@ class StageRun:
     """The real stage on its own copy of the state, a chunk per :meth:`step`."""
 
     def __init__(self, log_dir: Path, state_dir: Path, chunk: int, durability: Durability):
-        self.log = SqliteStore(log_dir, durability)
-        self.state = SqliteProfileStore(state_dir, durability)
-        self.stage = ResolveStage(self.log, self.state, Resolver(IdentityStrategy()), None, chunk)
+        self.logs, self.states = (
+            open_sqlite(log_dir, durability),
+            open_sqlite(state_dir, durability),
+        )
+        self.state = self.states.state
+        self.stage = ResolveStage(
+            self.logs.log, self.state, Resolver(IdentityStrategy()), (), chunk
+        )
         self.done = 0
         self.seconds = 0.0
 
@@ -342,25 +349,28 @@ class StageRun:
 
     def close(self) -> None:
         self.stage.close()
-        self.log.close()
-        self.state.close()
+        self.logs.close()
+        self.states.close()
 
 
 class FloorRun:
     """The stage's look-ups and writes, done directly on another copy of the state."""
 
     def __init__(self, log_dir: Path, state_dir: Path, chunk: int, durability: Durability):
-        self.log = SqliteStore(log_dir, durability)
-        self.state = SqliteProfileStore(state_dir, durability)
+        self.logs, self.states = (
+            open_sqlite(log_dir, durability),
+            open_sqlite(state_dir, durability),
+        )
+        self.log, self.state = self.logs.log, self.states.state
         self.chunk = chunk
-        self.offset = 0
+        self.position: LogPosition | None = None
         self.done = 0
         self.store_s = 0.0  # look-ups and writes
         self.read_s = 0.0  # reading the log and decoding the batches
 
     def step(self) -> int:
         t0 = time.perf_counter()
-        stored = self.log.read(self.offset, self.chunk)
+        stored = self.log.read(0, self.position, self.chunk)
         decoded = [(s, list(batch_identities(decode_batch(s.body)))) for s in stored]
         t1 = time.perf_counter()
         self.read_s += t1 - t0
@@ -391,85 +401,50 @@ class FloorRun:
                 for identity in identities:
                     changes.linked[identity] = [found.mpid]
             changes.profiles[found.mpid] = found
-        state.commit(changes, stored[-1].offset)
-        self.offset = stored[-1].offset
+            changes.resolved.append((s.position, found.mpid))
+        state.commit(changes, {0: stored[-1].position})
+        self.position = stored[-1].position
         self.done += len(stored)
         self.store_s += time.perf_counter() - t1
         return len(stored)
 
     def close(self) -> None:
-        self.log.close()
-        self.state.close()
+        self.logs.close()
+        self.states.close()
 
 
-class MemoryState:
-    """A ``StateStore`` in dicts: no I/O, no encoding, profiles shared, not copied. The
-    stage over it shows what the resolver's own work (log read, decode, resolve, apply)
-    allows on this machine, whatever a store costs."""
-
-    def __init__(self, state_file: Path) -> None:
-        self.links: dict[Identity, list[int]] = {}
-        self.stored: dict[int, Profile] = {}
-        self.offset = 0
-        db = sqlite3.connect(state_file)
-        try:
-            decode = msgspec.msgpack.Decoder(Profile).decode
-            for mpid, doc in db.execute("SELECT mpid, doc FROM profiles"):
-                self.stored[mpid] = decode(doc)
-            for kind, value, mpid in db.execute(
-                "SELECT type, value, mpid FROM identity_links ORDER BY id"
-            ):
-                self.links.setdefault(Identity(kind, value), []).append(mpid)
-        finally:
-            db.close()
-
-    def users_with(self, identity: Identity) -> list[int]:
-        return list(self.links.get(identity, ()))
-
-    def profile(self, mpid: int) -> Profile | None:
-        return self.stored.get(mpid)
-
-    def users_with_each(self, identities: Collection[Identity]) -> dict[Identity, list[int]]:
-        return {i: list(self.links[i]) for i in identities if i in self.links}
-
-    def profiles(self, mpids: Collection[int]) -> dict[int, Profile]:
-        return {m: self.stored[m] for m in mpids if m in self.stored}
-
-    def committed_offset(self) -> int:
-        return self.offset
-
-    def commit(self, changes: StateChanges, offset: int) -> None:
-        self.stored.update(changes.profiles)
-        for identity, gone in changes.unlinked.items():
-            self.links[identity] = [m for m in self.links.get(identity, []) if m not in gone]
-        for identity, added in changes.linked.items():
-            self.links.setdefault(identity, []).extend(added)
-        self.offset = offset
-
-    def merges(self, mpid: int) -> list[MergeRecord]:
-        return []
-
-    def reset(self) -> None:
-        self.links.clear()
-        self.stored.clear()
-        self.offset = 0
-
-    def close(self) -> None:
-        pass
+def memory_state(state_file: Path) -> Backend:
+    """The memory backend holding the profiles and links of ``state_file``."""
+    backend = open_memory()
+    db = sqlite3.connect(state_file)
+    try:
+        changes = StateChanges()
+        decode = msgspec.msgpack.Decoder(Profile).decode
+        for mpid, doc in db.execute("SELECT mpid, doc FROM profiles"):
+            changes.profiles[mpid] = decode(doc)
+        for kind, value, mpid in db.execute(
+            "SELECT type, value, mpid FROM identity_links ORDER BY id"
+        ):
+            changes.linked.setdefault(Identity(kind, value), []).append(mpid)
+        backend.state.commit(changes, {})
+    finally:
+        db.close()
+    return backend
 
 
 def measure_ceiling(workdir: Path, state_file: Path, chunk: int, durability: Durability) -> Row:
-    """The real stage over the whole log, its state in dicts (:class:`MemoryState`)."""
-    state = MemoryState(state_file)
-    log = SqliteStore(workdir / "log", durability)
-    stage = ResolveStage(log, state, Resolver(IdentityStrategy()), None, chunk)
+    """The real stage over the whole log, its state in the memory backend (no I/O)."""
+    memory = memory_state(state_file)
+    logs = open_sqlite(workdir / "log", durability)
+    stage = ResolveStage(logs.log, memory.state, Resolver(IdentityStrategy()), (), chunk)
     try:
         began = time.perf_counter()
         done = stage.run_until_caught_up()
-        return Row("ceiling: stage, state in dicts", done, time.perf_counter() - began)
+        return Row("ceiling: stage, state in memory", done, time.perf_counter() - began)
     finally:
         stage.close()
-        log.close()
+        logs.close()
+        memory.close()
 
 
 @dataclass
@@ -535,7 +510,7 @@ def measure(
             Row("floor: direct look-ups + writes", floor.done, floor.store_s),
             Row("floor: + log read + decode", floor.done, floor.store_s + floor.read_s),
             report,
-            stage.state.committed_offset(),
+            sum(p.offset for p in stage.state.checkpoint().values()),
             stage.state.count_profiles(),
         )
     finally:

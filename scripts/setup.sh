@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates .venv with Python >= 3.11 and installs Patchbay into it.
-# Usage: scripts/setup.sh [--dev]   (--dev adds the test and lint tools)
+# Usage: scripts/setup.sh [--dev]   (installs .[server,lambda]; --dev installs .[dev]: the
+# same and the test and lint tools)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,7 +34,7 @@ if [[ ! -x .venv/bin/python ]]; then
   fi
 fi
 
-extras=""
+extras="[server,lambda]"
 [[ ${1:-} == --dev ]] && extras="[dev]"
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}"

@@ -154,17 +154,9 @@ class Setup:
 
 
 @pytest.fixture
-def fast_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+def fast_env(monkeypatch: pytest.MonkeyPatch, aws_env: None) -> None:
     for key, value in FAST_RETRIES.items():
         monkeypatch.setenv(key, value)
-    empty = tmp_path_factory.mktemp("aws") / "none"
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
 
 @pytest.fixture

@@ -6,15 +6,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 
 from patchbay.activate.engine import DeliveryEngine, EngineConfig, RetryPolicy
-from patchbay.backends.records import Delivery, Output
+from patchbay.backends.abstract import ModuleStore
+from patchbay.backends.records import Delivery, ModuleRecord, Output
 from patchbay.backends.sqlite import open_sqlite
 from patchbay.backends.sqlite.outbox import SqliteOutbox
 from patchbay.clock import Clock, ManualClock, SystemClock
+from patchbay.firehose import EventProcessingResponse, dumps
+from patchbay.partner.lambda_local import LocalLambda
 from patchbay.partner.transport import Timeouts
 from tests.activate.test_engine_support import Recorder, async_wait_for, serve
 
@@ -165,6 +169,12 @@ def test_retries_stop_at_the_retry_window(tmp_path: Path, recorder: tuple[Record
     run_engine(tmp_path, body, config=config)
 
 
+def attempts(store: SqliteOutbox, delivery_id: str) -> int | None:
+    """The failed attempts recorded for a pending delivery (``None``: not in the outbox)."""
+    delivery = store.get_delivery(delivery_id)
+    return None if delivery is None else delivery.attempts
+
+
 def test_retry_after_is_honoured(tmp_path: Path, recorder: tuple[Recorder, str]) -> None:
     rec, url = recorder
     rec.set("/busy", status=429, headers={"Retry-After": "30"})
@@ -178,11 +188,7 @@ def test_retry_after_is_honoured(tmp_path: Path, recorder: tuple[Recorder, str])
         engine.notify({"busy"})
         await async_wait_for(lambda: len(rec.at("/busy")) == 1, what="first attempt")
 
-        def retry_recorded() -> bool:
-            d = store.get_delivery("busy-0")
-            return d is not None and d.attempts == 1
-
-        await async_wait_for(retry_recorded, what="retry recorded")
+        await async_wait_for(lambda: attempts(store, "busy-0") == 1, what="retry recorded")
         delivery = store.get_delivery("busy-0")
         assert delivery is not None and delivery.next_attempt_ms >= first_at + 30_000
         rec.set("/busy", status=200)
@@ -257,3 +263,84 @@ def test_a_slow_or_failing_output_does_not_delay_another(
         assert len(rec.at("/broken", handled=True)) == 0
 
     run_engine(tmp_path, body)
+
+
+# --------------------------------------------------------------------------- module outputs
+
+#: An answer just over the transport's cap (4 MiB): the attempt must fail, not read it whole.
+OVERSIZED = b'{"type": "event_processing_response", "pad": "' + b"x" * (4 << 20) + b'"}'
+ACCEPTED = dumps(EventProcessingResponse())
+
+
+def module_output(store: SqliteOutbox, modules: ModuleStore, name: str, **where: str) -> None:
+    """A module ``name`` reached at ``where`` (``url=`` or ``lambda_function=`` and
+    ``lambda_endpoint_url=``), and an output of the same name sending to it."""
+    transport = "http" if "url" in where else "lambda"
+    modules.put_module(ModuleRecord(name, name, "1.0", transport, b"{}", 0, 0, **where))
+    store.add_output(Output(name, "module", 0, 0, module=name))
+
+
+def test_a_module_answer_over_the_cap_fails_the_attempt(
+    tmp_path: Path, recorder: tuple[Recorder, str]
+) -> None:
+    rec, url = recorder
+    rec.set("/big", body=OVERSIZED)
+
+    async def body(engine: DeliveryEngine, store: SqliteOutbox) -> None:
+        module_output(store, engine.modules, "big", url=url + "/big")
+        await engine.refresh()
+        enqueue(store, "big", 1, engine.clock.now_ms())
+        await async_wait_for(lambda: len(store.parked("big")) == 1, what="parked")
+        assert "too large" in (store.parked("big")[0].last_error or "")
+        # the worker goes on: the same delivery, replayed, is accepted
+        rec.set("/big", body=ACCEPTED)
+        assert store.replay(engine.clock.now_ms(), output="big") == 1
+        await async_wait_for(lambda: store.get_delivery("big-0") is None, what="delivered")
+
+    run_engine(tmp_path, body)
+
+
+def test_a_lambda_module_answer_over_the_cap_fails_the_attempt(
+    tmp_path: Path, aws_env: None
+) -> None:
+    answers = {"size": "big"}
+
+    def handler(event: Any, context: Any) -> dict[str, Any]:
+        if answers["size"] == "big":
+            return {"type": "event_processing_response", "pad": "x" * (4 << 20)}
+        return {"type": "event_processing_response"}
+
+    with LocalLambda({"fn": handler}).serve() as server:
+
+        async def body(engine: DeliveryEngine, store: SqliteOutbox) -> None:
+            module_output(
+                store, engine.modules, "fn", lambda_function="fn", lambda_endpoint_url=server.url
+            )
+            await engine.refresh()
+            enqueue(store, "fn", 1, engine.clock.now_ms())
+            await async_wait_for(lambda: len(store.parked("fn")) == 1, what="parked")
+            assert "too large" in (store.parked("fn")[0].last_error or "")
+            answers["size"] = "small"
+            assert store.replay(engine.clock.now_ms(), output="fn") == 1
+            await async_wait_for(lambda: store.get_delivery("fn-0") is None, what="delivered")
+
+        run_engine(tmp_path, body)
+
+
+def test_a_module_retry_after_is_honoured(tmp_path: Path, recorder: tuple[Recorder, str]) -> None:
+    rec, url = recorder
+    rec.set("/busy", status=503, headers={"Retry-After": "30"})
+    clock = ManualClock()
+
+    async def body(engine: DeliveryEngine, store: SqliteOutbox) -> None:
+        module_output(store, engine.modules, "busy", url=url + "/busy")
+        await engine.refresh()
+        first_at = clock.now_ms()
+        enqueue(store, "busy", 1, first_at)
+
+        await async_wait_for(lambda: attempts(store, "busy-0") == 1, what="retry recorded")
+        delivery = store.get_delivery("busy-0")
+        assert delivery is not None and delivery.next_attempt_ms >= first_at + 30_000
+        assert "503" in (delivery.last_error or "")
+
+    run_engine(tmp_path, body, clock=clock)

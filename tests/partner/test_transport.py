@@ -4,7 +4,9 @@ HTTP, and the local Lambda Invoke API server through boto3."""
 from __future__ import annotations
 
 import asyncio
+import io
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -219,6 +221,76 @@ def test_http_answer_too_large() -> None:
         asyncio.run(run(url))
 
 
+async def _send_capped(url: str, limit: int) -> None:
+    async with HttpTransport(HttpTarget(url), max_response_bytes=limit) as transport:
+        await transport.send(_request())
+
+
+def test_http_reply_carries_status_headers_and_body() -> None:
+    answer = answer_json(to_dict(EventProcessingResponse()))
+    answer.headers["X-Partner-Trace"] = "t-1"
+    partner = ScriptedPartner(lambda request, headers: answer)
+    with serving(partner) as url:
+        reply = asyncio.run(_send(HttpTarget(url), _request()))
+    assert reply.status == reply.response.status == 200
+    assert reply.headers["x-partner-trace"] == "t-1"
+    assert reply.response.header("X-Partner-Trace") == "t-1"
+    assert reply.body == answer.body
+
+
+def test_http_status_error_carries_the_answer_and_its_retry_after() -> None:
+    body = b'{"error": "busy"}'
+    partner = ScriptedPartner(lambda request, headers: Answer(503, body, {"Retry-After": "7"}))
+    with serving(partner) as url, pytest.raises(PartnerStatusError) as caught:
+        asyncio.run(_send(HttpTarget(url), _request()))
+    response = caught.value.response
+    assert response is not None
+    assert (response.status, response.body) == (503, body)
+    assert caught.value.headers["retry-after"] == "7"
+    assert caught.value.latency_ms == response.latency_ms
+
+
+def test_http_error_answer_over_the_cap_is_cut_at_the_cap() -> None:
+    huge = b"x" * 200_000
+    partner = ScriptedPartner(lambda request, headers: Answer(500, huge))
+
+    with serving(partner) as url, pytest.raises(PartnerStatusError) as caught:
+        asyncio.run(_send_capped(url, 100_000))
+    assert caught.value.retryable  # still the status error, not an invalid answer
+    assert caught.value.response is not None
+    assert caught.value.response.body == huge[:100_000]
+
+
+def test_http_answer_too_large_keeps_the_capped_start() -> None:
+    huge = b'{"type": "event_processing_response", "pad": "' + b"x" * 200_000 + b'"}'
+    partner = ScriptedPartner(lambda request, headers: Answer(200, huge))
+
+    with serving(partner) as url, pytest.raises(InvalidResponseError) as caught:
+        asyncio.run(_send_capped(url, 100_000))
+    assert caught.value.status == 200
+    assert caught.value.raw == huge[:100_000]
+
+
+def test_http_post_sends_any_body_with_the_given_headers() -> None:
+    partner = ScriptedPartner(lambda request, headers: Answer(204, b""))
+
+    async def run(url: str) -> Any:
+        async with HttpTransport(HttpTarget(url, TOKEN)) as transport:
+            return await transport.post(
+                b'{"id": "d-1"}',
+                headers={"Authorization": "Bearer hook", "X-Delivery": "d-1"},
+                authenticate=False,
+            )
+
+    with serving(partner) as url:
+        response = asyncio.run(run(url))
+    assert (response.status, response.body) == (204, b"")
+    [(headers, request)] = partner.requests
+    assert request == {"id": "d-1"}
+    assert headers["authorization"] == "Bearer hook"
+    assert headers["x-delivery"] == "d-1"
+
+
 def test_http_rejects_other_schemes() -> None:
     with pytest.raises(TransportConfigError):
         HttpTransport(HttpTarget("ftp://example.com/x"))
@@ -346,7 +418,8 @@ async def _throttling_lambda(scope: dict[str, Any], receive: Any, send: Any) -> 
     await send({"type": "http.response.body", "body": body})
 
 
-def test_lambda_throttling(aws_env: None) -> None:
+def _throttled() -> PartnerThrottledError:
+    """The error of a call to a throttled Lambda function."""
     server = BackgroundServer(_throttling_lambda).start()
     try:
         target = LambdaTarget("demo", endpoint_url=server.url)
@@ -354,9 +427,63 @@ def test_lambda_throttling(aws_env: None) -> None:
             asyncio.run(_send(target, _request()))
     finally:
         server.stop()
-    assert caught.value.status == 429
-    assert caught.value.retryable
-    assert "TooManyRequestsException" in str(caught.value)
+    return caught.value
+
+
+def test_lambda_throttling(aws_env: None) -> None:
+    error = _throttled()
+    assert error.status == 429
+    assert error.retryable
+    assert "TooManyRequestsException" in str(error)
+
+
+def test_lambda_throttling_carries_the_retry_after(aws_env: None) -> None:
+    error = _throttled()
+    assert error.headers["retry-after"] == "1"
+    assert error.response is not None and error.response.status == 429
+
+
+class _FakeLambdaClient:
+    """A boto3 Lambda client stand-in that answers ``payload`` and notes its threads."""
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+        self.threads: list[str] = []
+
+    def invoke(self, **call: Any) -> dict[str, Any]:
+        self.threads.append(threading.current_thread().name)
+        return {
+            "StatusCode": 200,
+            "Payload": io.BytesIO(self.payload),
+            "ResponseMetadata": {"HTTPHeaders": {"x-amz-executed-version": "$LATEST"}},
+        }
+
+
+def test_lambda_transport_on_threads_of_its_own() -> None:
+    client = _FakeLambdaClient(answer_json(to_dict(EventProcessingResponse())).body)
+
+    async def run() -> Any:
+        transport = LambdaTransport(LambdaTarget("demo"), client=client, threads=2)
+        async with transport:
+            return await transport.send(_request())
+
+    reply = asyncio.run(run())
+    assert isinstance(reply.message, EventProcessingResponse)
+    assert reply.headers["x-amz-executed-version"] == "$LATEST"
+    assert [name.startswith("patchbay-lambda") for name in client.threads] == [True]
+
+
+def test_lambda_answer_too_large() -> None:
+    client = _FakeLambdaClient(b'{"pad": "' + b"x" * 200_000 + b'"}')
+
+    async def run() -> Any:
+        transport = LambdaTransport(LambdaTarget("demo"), client=client, max_response_bytes=1000)
+        async with transport:
+            return await transport.send(_request())
+
+    with pytest.raises(InvalidResponseError, match="too large") as caught:
+        asyncio.run(run())
+    assert caught.value.raw == client.payload[:1000]
 
 
 def test_lambda_transport_uses_given_client(aws_env: None, lambda_url: str) -> None:

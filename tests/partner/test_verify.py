@@ -26,7 +26,9 @@ from patchbay.firehose.lambda_handler import lambda_handler
 from patchbay.partner.lambda_local import LocalLambda
 from patchbay.partner.transport import HttpTarget
 from patchbay.partner.verify import (
+    CheckResult,
     Status,
+    VerifyReport,
     audience_membership_change_request,
     dsr_processing_request,
     event_processing_request,
@@ -398,3 +400,19 @@ def test_minimal_registration_gets_minimal_requests() -> None:
     assert request.user_identities == []
     assert request.runtime_environment is not None
     assert request.runtime_environment.type == "unknown"
+
+
+def test_the_text_report() -> None:
+    report = VerifyReport("https://partner.example/fh", "http", 100.0, started_at_ms=0)
+    report.checks += [
+        CheckResult("transport", Status.PASS, "HTTPS endpoint"),
+        CheckResult("event_processing", Status.FAIL, "HTTP 500: boom", 12.345),
+    ]
+    assert report.to_text() == [
+        "verifying https://partner.example/fh",
+        "CHECK             RESULT  LATENCY MS  DETAIL",
+        "transport         PASS             -  HTTPS endpoint",
+        "event_processing  FAIL          12.3  HTTP 500: boom",
+        "FAIL: 1 passed, 0 warned, 1 failed, 0 skipped",
+    ]
+    assert report.counts() == report.to_dict()["counts"]

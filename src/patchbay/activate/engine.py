@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import email.utils
 import os
 import random
@@ -37,7 +36,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-import aiohttp
 import msgspec
 import structlog
 
@@ -46,21 +44,13 @@ from patchbay.backends.abstract import Backend
 from patchbay.backends.records import Delivery, ModuleRecord, Output
 from patchbay.clock import Clock
 from patchbay.firehose import EventProcessingResponse
+from patchbay.partner.targets import HttpTarget, Target
 from patchbay.partner.transport import (
-    RETRYABLE_STATUSES,
-    HttpTarget,
     HttpTransport,
-    LambdaTarget,
-    LambdaTransport,
-    PartnerFunctionError,
-    PartnerStatusError,
-    Target,
     Timeouts,
     Transport,
     TransportError,
-    _Failure,
-    _lambda_error,
-    excerpt,
+    open_transport,
 )
 from patchbay.settings import Settings
 
@@ -178,25 +168,6 @@ class Outcome:
     suspend: bool = False
 
 
-_retry_after_slot: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
-    "patchbay_retry_after", default=None
-)
-
-
-async def _on_request_end(
-    session: aiohttp.ClientSession,
-    context: Any,
-    params: aiohttp.TraceRequestEndParams,
-) -> None:
-    """Keep the ``Retry-After`` of a module's answer for the attempt that asked for it (the
-    transport does not expose response headers)."""
-    slot = _retry_after_slot.get()
-    if slot is not None:
-        value = params.response.headers.get("Retry-After")
-        if value is not None:
-            slot["retry-after"] = value
-
-
 class Sender:
     """Sends the payload of a delivery to one output."""
 
@@ -208,50 +179,44 @@ class Sender:
         """Release connections and threads."""
 
 
-class WebhookSender(Sender):
-    """POSTs the JSON payload; any 2xx is success. ``token`` is sent as a bearer token."""
+def _failed(error: TransportError, now_ms: int) -> Outcome:
+    """The outcome of an attempt that raised ``error`` (with the answer's ``Retry-After``)."""
+    retry_after = parse_retry_after(error.headers.get("retry-after"), now_ms)
+    return Outcome(False, error.retryable, str(error), retry_after)
 
-    def __init__(
-        self, session: aiohttp.ClientSession, url: str, token: str | None, timeouts: Timeouts
-    ) -> None:
-        self._session = session
-        self._url = url
+
+class TransportSender(Sender):
+    """A sender over a :mod:`patchbay.partner.transport` transport (closed with it)."""
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+
+    async def close(self) -> None:
+        await self._transport.close()
+
+
+class WebhookSender(TransportSender):
+    """POSTs the JSON payload with the HTTP transport (same timeouts, answer cap, no
+    redirects); any 2xx is success. ``token`` is sent as a bearer token."""
+
+    _transport: HttpTransport
+
+    def __init__(self, transport: HttpTransport, token: str | None) -> None:
+        super().__init__(transport)
         self._token = token
-        self._timeout = aiohttp.ClientTimeout(
-            total=timeouts.total, connect=timeouts.connect, sock_connect=timeouts.connect
-        )
 
     async def send(self, delivery: Delivery, now_ms: int) -> Outcome:
         headers = {
-            "Content-Type": "application/json",
             "User-Agent": f"patchbay/{__version__} (webhook)",
             "X-Patchbay-Delivery-Id": delivery.id,
         }
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
         try:
-            async with self._session.post(
-                self._url,
-                data=delivery.payload,
-                headers=headers,
-                timeout=self._timeout,
-                allow_redirects=False,
-            ) as response:
-                body = await response.content.read(2048)
-                status = response.status
-                retry_after = response.headers.get("Retry-After")
-        except TimeoutError:
-            return Outcome(False, True, f"no answer from {self._url} in time")
-        except aiohttp.ClientError as exc:
-            return Outcome(False, True, f"cannot reach {self._url}: {exc or type(exc).__name__}")
-        if 200 <= status < 300:
-            return Outcome(True)
-        return Outcome(
-            False,
-            status in RETRYABLE_STATUSES,
-            f"{self._url} answered HTTP {status}: {excerpt(body) or '(empty body)'}",
-            parse_retry_after(retry_after, now_ms),
-        )
+            await self._transport.post(delivery.payload, headers=headers, authenticate=False)
+        except TransportError as exc:
+            return _failed(exc, now_ms)
+        return Outcome(True)
 
 
 class FileSender(Sender):
@@ -281,70 +246,20 @@ class FileSender(Sender):
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-class _OwnThreadsLambdaTransport(LambdaTransport):
-    """The Lambda transport, calling boto3 on the output's own threads instead of the
-    event loop's shared pool (so a slow function cannot starve other outputs)."""
-
-    def __init__(self, target: LambdaTarget, timeouts: Timeouts, threads: int) -> None:
-        super().__init__(target, timeouts=timeouts)
-        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="patchbay-lambda")
-
-    async def _exchange(self, body: bytes, authenticate: bool) -> tuple[int, bytes, float]:
-        loop = asyncio.get_running_loop()
-        outcome, latency_ms = await loop.run_in_executor(self._executor, self._timed_invoke, body)
-        if isinstance(outcome, _Failure):
-            raise outcome.error(latency_ms)
-        status, function_error, payload = outcome
-        if function_error:
-            error_type, error_message = _lambda_error(payload)
-            detail = ": ".join(x for x in (error_type, error_message) if x) or excerpt(payload)
-            raise PartnerFunctionError(
-                f"the function failed ({function_error}): {detail}",
-                target=self.target.describe(),
-                kind=function_error,
-                error_type=error_type,
-                error_message=error_message,
-                body=excerpt(payload),
-                latency_ms=latency_ms,
-            )
-        return status, payload, latency_ms
-
-    async def close(self) -> None:
-        await super().close()
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
-
-class ModuleSender(Sender):
+class ModuleSender(TransportSender):
     """Sends the stored Firehose request over the module's transport."""
 
-    def __init__(self, transport: Transport) -> None:
-        self._transport = transport
-
     async def send(self, delivery: Delivery, now_ms: int) -> Outcome:
-        slot: dict[str, str] = {}
-        token = _retry_after_slot.set(slot)
         try:
             # the stored bytes as they are: written once by the sink, never parsed again
             reply = await self._transport.send_serialized(
                 delivery.payload, EventProcessingResponse, lenient=True
             )
-        except PartnerStatusError as exc:
-            return Outcome(
-                False,
-                exc.retryable,
-                str(exc),
-                parse_retry_after(slot.get("retry-after"), now_ms),
-            )
         except TransportError as exc:
-            return Outcome(False, exc.retryable, str(exc))
-        finally:
-            _retry_after_slot.reset(token)
+            return _failed(exc, now_ms)
         answer = reply.message
         suspend = isinstance(answer, EventProcessingResponse) and answer.suspend_subscription
         return Outcome(True, suspend=suspend)
-
-    async def close(self) -> None:
-        await self._transport.close()
 
 
 # --------------------------------------------------------------------------- engine
@@ -482,7 +397,6 @@ class OutputWorker:
         self._module_stale = True
         self._sender: Sender | None = None
         self._sender_key: tuple[object, ...] | None = None
-        self._session: aiohttp.ClientSession | None = None
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -515,9 +429,6 @@ class OutputWorker:
             await asyncio.wait(tasks, timeout=1.0)
         self._queue.clear()
         await self._close_sender()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
     async def _run(self) -> None:
         engine = self.engine
@@ -604,17 +515,20 @@ class OutputWorker:
             sender: Sender = FileSender(Path(output.path))
         elif output.kind == "webhook":
             assert output.url is not None
-            sender = WebhookSender(
-                self._get_session(), output.url, output.settings.get("token"), config.timeouts
+            transport = HttpTransport(
+                HttpTarget(output.url), timeouts=config.timeouts, connections=config.concurrency
             )
-        elif isinstance(target, HttpTarget):
-            sender = ModuleSender(
-                HttpTransport(target, timeouts=config.timeouts, session=self._get_session())
-            )
+            sender = WebhookSender(transport, output.settings.get("token"))
         else:
-            assert isinstance(target, LambdaTarget)
+            assert target is not None
+            # HTTP: one pool of `concurrency` connections; Lambda: as many threads of its own
             sender = ModuleSender(
-                _OwnThreadsLambdaTransport(target, config.timeouts, config.concurrency)
+                open_transport(
+                    target,
+                    timeouts=config.timeouts,
+                    connections=config.concurrency,
+                    threads=config.concurrency,
+                )
             )
         self._sender, self._sender_key = sender, key
         return sender
@@ -627,19 +541,6 @@ class OutputWorker:
             if running:
                 await asyncio.wait(running)
             await old.close()
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            trace = aiohttp.TraceConfig()
-            trace.on_request_end.append(_on_request_end)
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(
-                    limit=self.engine.config.concurrency, ttl_dns_cache=300
-                ),
-                cookie_jar=aiohttp.DummyCookieJar(),
-                trace_configs=[trace],
-            )
-        return self._session
 
     async def _deliver(self, sender: Sender, delivery: Delivery) -> None:
         engine = self.engine

@@ -2,16 +2,21 @@
 
 Both transports take a request message, write it with :func:`patchbay.firehose.dumps`, send it
 once (no retries: retrying is the caller's policy, see :attr:`TransportError.retryable`) and
-return a :class:`Reply`: the parsed response message, the latency and the raw body.
+return a :class:`Reply`: the parsed response message and the :class:`Response` it came in
+(status, headers, body up to ``max_response_bytes``, latency). Errors carry the
+:class:`Response` too when there was one (``TransportError.response``), e.g. for a
+``Retry-After``. The targets (:class:`HttpTarget`, :class:`LambdaTarget`) live in
+:mod:`patchbay.partner.targets` and are re-exported here.
 
 * :class:`HttpTransport` POSTs the JSON with ``aiohttp`` (spec §5.2): ``Content-Type:
   application/json`` and, when the target has a token, ``Authorization: Token <token>``.
   Redirects are not followed (the token must not travel to another host). One
   ``aiohttp.ClientSession`` is reused for every call; pass your own to share a pool.
 * :class:`LambdaTransport` calls the Lambda Invoke API synchronously (``RequestResponse``,
-  spec §5.1) with boto3, in a worker thread (``asyncio.to_thread``). ``endpoint_url`` points it
-  at a local Lambda emulator; with an endpoint and no AWS credentials configured, requests are
-  sent unsigned.
+  spec §5.1) with boto3 (imported when the first call is made), in a worker thread: the event
+  loop's default pool, or a pool of the transport's own (``threads``). ``endpoint_url`` points
+  it at a local Lambda emulator; with an endpoint and no AWS credentials configured, requests
+  are sent unsigned.
 
 Failures raise typed :class:`TransportError` subclasses. Messages never contain the token.
 """
@@ -20,12 +25,14 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import importlib
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, ClassVar, Final
 from urllib.parse import urlsplit
 
@@ -50,6 +57,7 @@ from patchbay.firehose import (
     dumps,
     parse,
 )
+from patchbay.partner.targets import DEFAULT_LAMBDA_REGION, HttpTarget, LambdaTarget, Target
 
 __all__ = [
     "DEFAULT_LAMBDA_REGION",
@@ -65,6 +73,7 @@ __all__ = [
     "PartnerThrottledError",
     "PartnerTimeoutError",
     "Reply",
+    "Response",
     "Target",
     "Timeouts",
     "Transport",
@@ -75,9 +84,6 @@ __all__ = [
     "open_transport",
     "response_type_for",
 ]
-
-#: mParticle's Lambda integrations live in us-east-1 (spec §5.1).
-DEFAULT_LAMBDA_REGION: Final = "us-east-1"
 
 #: HTTP statuses the newer mParticle docs retry (spec §5.2); everything else is final.
 RETRYABLE_STATUSES: Final = frozenset({408, 429, 500, 502, 503, 504})
@@ -112,41 +118,6 @@ def excerpt(body: bytes | str, limit: int = _EXCERPT_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-# --------------------------------------------------------------------------- targets
-
-
-class HttpTarget(msgspec.Struct, frozen=True):
-    """A partner's HTTPS endpoint and the token sent as ``Authorization: Token <token>``."""
-
-    url: str
-    token: str | None = None
-
-    def describe(self) -> str:
-        """The endpoint, for messages (never the token)."""
-        return self.url
-
-    def __repr__(self) -> str:
-        token = "<set>" if self.token else None
-        return f"HttpTarget(url={self.url!r}, token={token})"
-
-
-class LambdaTarget(msgspec.Struct, frozen=True):
-    """A partner's AWS Lambda function (name, ARN or ``name:alias``)."""
-
-    function: str
-    region: str = DEFAULT_LAMBDA_REGION
-    endpoint_url: str | None = None
-
-    def describe(self) -> str:
-        """The function, for messages."""
-        where = f" at {self.endpoint_url}" if self.endpoint_url else ""
-        return f"lambda:{self.function} ({self.region}){where}"
-
-
-#: Where a partner is reached.
-Target = HttpTarget | LambdaTarget
-
-
 @dataclass(frozen=True, slots=True)
 class Timeouts:
     """Seconds to wait: ``connect`` to open a connection, ``total`` for the whole call
@@ -157,18 +128,57 @@ class Timeouts:
 
 
 @dataclass(frozen=True, slots=True)
+class Response:
+    """What a partner answered, as received.
+
+    ``status`` is the HTTP status, or the Lambda ``StatusCode``; ``headers`` the response
+    headers with lower-cased names (repeated headers joined with ``", "``; for Lambda, those
+    of the Invoke API); ``body`` the answer, at most the transport's ``max_response_bytes``
+    (for a Lambda service error, its code and message). ``latency_ms`` covers sending the
+    request and reading the answer.
+    """
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    latency_ms: float
+
+    def header(self, name: str) -> str | None:
+        """The value of header ``name`` (any case), if the answer has it."""
+        return self.headers.get(name.lower())
+
+
+@dataclass(frozen=True, slots=True)
 class Reply:
-    """A partner's answer.
+    """A partner's answer to a Firehose request: the parsed ``message`` and the
+    :class:`Response` it came in.
 
     ``message`` is ``None`` only when an HTTP partner accepted the request with a non-200
-    success status (e.g. 202) and an empty body. ``status`` is the HTTP status, or the
-    Lambda ``StatusCode``. ``latency_ms`` covers sending the request and reading the answer.
+    success status (e.g. 202) and an empty body.
     """
 
     message: Message | None
-    latency_ms: float
-    status: int
-    body: bytes
+    response: Response
+
+    @property
+    def status(self) -> int:
+        """The HTTP status, or the Lambda ``StatusCode``."""
+        return self.response.status
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The response headers, names lower-cased."""
+        return self.response.headers
+
+    @property
+    def body(self) -> bytes:
+        """The raw answer."""
+        return self.response.body
+
+    @property
+    def latency_ms(self) -> float:
+        """Sending the request and reading the answer, in milliseconds."""
+        return self.response.latency_ms
 
     def json(self) -> dict[str, Any] | None:
         """The answer as decoded JSON (``None`` for an empty body)."""
@@ -180,18 +190,36 @@ class Reply:
 
 # --------------------------------------------------------------------------- errors
 
+_NO_HEADERS: Final[Mapping[str, str]] = MappingProxyType({})
+
 
 class TransportError(Exception):
     """A call to a partner failed. ``target`` describes the partner (never its token),
-    ``latency_ms`` is how long the call took when it got that far, and ``retryable``
-    says whether sending the same message again may succeed."""
+    ``latency_ms`` is how long the call took when it got that far, ``response`` is the
+    partner's answer when one was received (status, headers, capped body), and
+    ``retryable`` says whether sending the same message again may succeed."""
 
     _RETRYABLE: ClassVar[bool] = False
 
-    def __init__(self, message: str, *, target: str, latency_ms: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        target: str,
+        latency_ms: float | None = None,
+        response: Response | None = None,
+    ) -> None:
         super().__init__(message)
         self.target = target
+        if latency_ms is None and response is not None:
+            latency_ms = response.latency_ms
         self.latency_ms = latency_ms
+        self.response = response
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The headers of the answer (names lower-cased); empty when there was none."""
+        return self.response.headers if self.response is not None else _NO_HEADERS
 
     @property
     def retryable(self) -> bool:
@@ -217,7 +245,7 @@ class PartnerTimeoutError(TransportError):
 
 class PartnerStatusError(TransportError):
     """The partner answered with an error status (HTTP non-2xx, or a Lambda service error).
-    ``body`` is an excerpt of the answer."""
+    ``body`` is an excerpt of the answer (``response.body``: the answer up to the cap)."""
 
     def __init__(
         self,
@@ -227,8 +255,9 @@ class PartnerStatusError(TransportError):
         status: int,
         body: str,
         latency_ms: float | None = None,
+        response: Response | None = None,
     ) -> None:
-        super().__init__(message, target=target, latency_ms=latency_ms)
+        super().__init__(message, target=target, latency_ms=latency_ms, response=response)
         self.status = status
         self.body = body
 
@@ -257,8 +286,9 @@ class PartnerFunctionError(TransportError):
         error_message: str | None,
         body: str,
         latency_ms: float | None = None,
+        response: Response | None = None,
     ) -> None:
-        super().__init__(message, target=target, latency_ms=latency_ms)
+        super().__init__(message, target=target, latency_ms=latency_ms, response=response)
         self.kind = kind
         self.error_type = error_type
         self.error_message = error_message
@@ -266,9 +296,9 @@ class PartnerFunctionError(TransportError):
 
 
 class InvalidResponseError(TransportError):
-    """The answer is not a Firehose message (not JSON, unknown type, invalid field...).
-    ``body`` is an excerpt, ``raw`` the whole answer when it was read; ``cause`` is the
-    parse error, if any."""
+    """The answer is not a Firehose message (not JSON, unknown type, invalid field, too
+    large...). ``body`` is an excerpt, ``raw`` the answer as read (up to the cap); ``cause``
+    is the parse error, if any."""
 
     def __init__(
         self,
@@ -280,8 +310,9 @@ class InvalidResponseError(TransportError):
         latency_ms: float | None = None,
         cause: FirehoseError | None = None,
         raw: bytes = b"",
+        response: Response | None = None,
     ) -> None:
-        super().__init__(message, target=target, latency_ms=latency_ms)
+        super().__init__(message, target=target, latency_ms=latency_ms, response=response)
         self.body = body
         self.status = status
         self.cause = cause
@@ -298,12 +329,29 @@ class UnexpectedResponseTypeError(InvalidResponseError):
             target=target,
             body=excerpt(reply.body),
             status=reply.status,
-            latency_ms=reply.latency_ms,
             raw=reply.body,
+            response=reply.response,
         )
         self.expected = expected
         self.got = got
         self.reply = reply
+
+
+def _invalid(message: str, where: str, response: Response, **extra: Any) -> InvalidResponseError:
+    """An :class:`InvalidResponseError` about ``response``."""
+    return InvalidResponseError(
+        message,
+        target=where,
+        body=excerpt(response.body),
+        status=response.status,
+        raw=response.body,
+        response=response,
+        **extra,
+    )
+
+
+def _too_large(limit: int) -> str:
+    return f"the answer is too large (more than {limit} bytes)"
 
 
 # --------------------------------------------------------------------------- transports
@@ -350,31 +398,23 @@ class Transport(abc.ABC):
         (``body``, sent as it is); an answer that is not an ``expected`` raises
         :class:`UnexpectedResponseTypeError` (``None``: any message type is taken)."""
         expected_name = _type_name(expected)
-        status, answer_body, latency_ms = await self._exchange(body, authenticate)
+        response = await self._exchange(body, authenticate)
         where = self.target.describe()
-        if not answer_body.strip():
-            if status != 200 and isinstance(self.target, HttpTarget):
-                return Reply(None, latency_ms, status, answer_body)  # accepted, answered later
-            raise InvalidResponseError(
-                f"empty answer (status {status}): expected a {expected_name}",
-                target=where,
-                body="",
-                status=status,
-                latency_ms=latency_ms,
+        if not response.body.strip():
+            if response.status != 200 and isinstance(self.target, HttpTarget):
+                return Reply(None, response)  # accepted, answered later
+            raise _invalid(
+                f"empty answer (status {response.status}): expected a {expected_name}",
+                where,
+                response,
             )
         try:
-            answer = parse(answer_body, lenient=lenient)
+            answer = parse(response.body, lenient=lenient)
         except FirehoseError as exc:
-            raise InvalidResponseError(
-                f"the answer is not a Firehose message: {exc}",
-                target=where,
-                body=excerpt(answer_body),
-                status=status,
-                latency_ms=latency_ms,
-                cause=exc,
-                raw=answer_body,
+            raise _invalid(
+                f"the answer is not a Firehose message: {exc}", where, response, cause=exc
             ) from None
-        reply = Reply(answer, latency_ms, status, answer_body)
+        reply = Reply(answer, response)
         if expected is not None and not isinstance(answer, expected):
             raise UnexpectedResponseTypeError(
                 f"expected {expected_name}, got {answer.type}",
@@ -386,8 +426,8 @@ class Transport(abc.ABC):
         return reply
 
     @abc.abstractmethod
-    async def _exchange(self, body: bytes, authenticate: bool) -> tuple[int, bytes, float]:
-        """Send ``body``; return the success status, the answer and the latency in ms."""
+    async def _exchange(self, body: bytes, authenticate: bool) -> Response:
+        """Send ``body``; return the partner's successful answer (errors are raised)."""
 
     @abc.abstractmethod
     async def close(self) -> None:
@@ -409,11 +449,22 @@ def _type_name(expected: type[BaseMessage] | None) -> str:
     return str(expected.__struct_config__.tag) if expected is not None else "response"
 
 
+def _header_dict(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Headers with lower-cased names, repeated ones joined with ``", "``."""
+    headers: dict[str, str] = {}
+    for name, value in pairs:
+        key = name.lower()
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    return headers
+
+
 class HttpTransport(Transport):
-    """POSTs messages to an HTTP(S) endpoint with ``aiohttp``.
+    """POSTs messages to an HTTP(S) endpoint with ``aiohttp`` (TLS verified, redirects not
+    followed, answers capped at ``max_response_bytes``).
 
     ``session``: an ``aiohttp.ClientSession`` to use (and not close); by default one is
-    created on first use and closed by :meth:`close`.
+    created on first use, with at most ``connections`` connections, and closed by
+    :meth:`close`. :meth:`post` sends any body (e.g. a webhook's).
     """
 
     target: HttpTarget
@@ -425,6 +476,7 @@ class HttpTransport(Transport):
         timeouts: Timeouts | None = None,
         session: aiohttp.ClientSession | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        connections: int = 100,
     ) -> None:
         super().__init__(target)
         parts = urlsplit(target.url)
@@ -435,6 +487,7 @@ class HttpTransport(Transport):
         self.timeouts = timeouts or Timeouts()
         self._session = session
         self._owns_session = session is None
+        self._connections = connections
         self._max = max_response_bytes
         self._headers = {
             "Content-Type": "application/json",
@@ -447,15 +500,31 @@ class HttpTransport(Transport):
             if not self._owns_session:
                 raise TransportConfigError("the given session is closed", target=self.target.url)
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=100, ttl_dns_cache=300),
+                connector=aiohttp.TCPConnector(limit=self._connections, ttl_dns_cache=300),
                 cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session
 
-    async def _exchange(self, body: bytes, authenticate: bool) -> tuple[int, bytes, float]:
-        headers = dict(self._headers)
+    async def _exchange(self, body: bytes, authenticate: bool) -> Response:
+        return await self.post(body, authenticate=authenticate)
+
+    async def post(
+        self,
+        body: bytes,
+        *,
+        headers: Mapping[str, str] | None = None,
+        authenticate: bool = True,
+    ) -> Response:
+        """POST ``body`` once and return the 2xx answer.
+
+        ``headers`` are added to (or replace) the JSON and Firehose ones; with
+        ``authenticate`` the target's token is sent. A non-2xx answer raises
+        :class:`PartnerStatusError` (its ``response`` holds the answer up to the cap), a
+        2xx answer over the cap :class:`InvalidResponseError`.
+        """
+        sent = {**self._headers, **(headers or {})}
         if authenticate and self.target.token:
-            headers["Authorization"] = f"Token {self.target.token}"
+            sent["Authorization"] = f"Token {self.target.token}"
         timeout = aiohttp.ClientTimeout(
             total=self.timeouts.total,
             connect=self.timeouts.connect,
@@ -466,14 +535,12 @@ class HttpTransport(Transport):
         started = time.perf_counter()
         try:
             async with session.post(
-                self.target.url,
-                data=body,
-                headers=headers,
-                timeout=timeout,
-                allow_redirects=False,
-            ) as response:
-                answer = await self._read(response, where, started)
-                status = response.status
+                where, data=body, headers=sent, timeout=timeout, allow_redirects=False
+            ) as answer:
+                content, complete = await self._read(answer)
+                response = Response(
+                    answer.status, _header_dict(answer.headers.items()), content, _since(started)
+                )
         except TimeoutError:
             raise PartnerTimeoutError(
                 f"no answer from {where} within {self.timeouts.total:g} s",
@@ -486,42 +553,34 @@ class HttpTransport(Transport):
                 target=where,
                 latency_ms=_since(started),
             ) from None
-        latency_ms = _since(started)
+        status = response.status
         if not 200 <= status < 300:
             error = PartnerThrottledError if status == 429 else PartnerStatusError
             raise error(
-                f"{where} answered HTTP {status}: {excerpt(answer) or '(empty body)'}",
+                f"{where} answered HTTP {status}: {excerpt(content) or '(empty body)'}",
                 target=where,
                 status=status,
-                body=excerpt(answer),
-                latency_ms=latency_ms,
+                body=excerpt(content),
+                response=response,
             )
-        return status, answer, latency_ms
+        if not complete:
+            raise _invalid(_too_large(self._max), where, response)
+        return response
 
-    async def _read(self, response: aiohttp.ClientResponse, where: str, started: float) -> bytes:
+    async def _read(self, response: aiohttp.ClientResponse) -> tuple[bytes, bool]:
+        """The answer up to the cap, and whether that is all of it."""
         declared = response.content_length
         if declared is not None and declared > self._max:
-            raise InvalidResponseError(
-                f"the answer is too large ({declared} bytes, at most {self._max})",
-                target=where,
-                body="",
-                status=response.status,
-                latency_ms=_since(started),
-            )
+            return b"", False
         chunks: list[bytes] = []
         size = 0
         async for chunk in response.content.iter_chunked(64 * 1024):
             size += len(chunk)
             if size > self._max:
-                raise InvalidResponseError(
-                    f"the answer is too large (more than {self._max} bytes)",
-                    target=where,
-                    body=excerpt(b"".join(chunks)),
-                    status=response.status,
-                    latency_ms=_since(started),
-                )
+                chunks.append(chunk[: len(chunk) - (size - self._max)])
+                return b"".join(chunks), False
             chunks.append(chunk)
-        return b"".join(chunks)
+        return b"".join(chunks), True
 
     async def close(self) -> None:
         """Close the session this transport created."""
@@ -543,10 +602,12 @@ def _since(started: float) -> float:
 
 
 class LambdaTransport(Transport):
-    """Invokes an AWS Lambda function synchronously with boto3.
+    """Invokes an AWS Lambda function synchronously with boto3 (imported on first use).
 
     ``client``: a boto3 ``lambda`` client to use; by default one is made for the target's
-    region and endpoint with the transport's timeouts and no automatic retries.
+    region and endpoint with the transport's timeouts and no automatic retries. The blocking
+    calls run on the event loop's default threads, or with ``threads`` on a pool of that
+    many threads of the transport's own (so that a slow function cannot starve others).
     """
 
     target: LambdaTarget
@@ -558,6 +619,7 @@ class LambdaTransport(Transport):
         timeouts: Timeouts | None = None,
         client: Any = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        threads: int | None = None,
     ) -> None:
         super().__init__(target)
         self.timeouts = timeouts or Timeouts()
@@ -565,6 +627,9 @@ class LambdaTransport(Transport):
         self._owns_client = client is None
         self._client: Any = client
         self._client_lock = threading.Lock()
+        self._executor = (
+            ThreadPoolExecutor(threads, thread_name_prefix="patchbay-lambda") if threads else None
+        )
 
     def _get_client(self) -> Any:
         """The boto3 client, made on first use (in a worker thread: finding credentials may
@@ -575,7 +640,13 @@ class LambdaTransport(Transport):
             return self._client
 
     def _make_client(self) -> Any:
-        boto3 = importlib.import_module("boto3")
+        try:
+            boto3 = importlib.import_module("boto3")
+        except ModuleNotFoundError:
+            raise TransportConfigError(
+                "calling AWS Lambda needs boto3: pip install 'patchbay[lambda]'",
+                target=self.target.describe(),
+            ) from None
         botocore = importlib.import_module("botocore")
         config_module = importlib.import_module("botocore.config")
         session = boto3.session.Session(region_name=self.target.region)
@@ -599,86 +670,68 @@ class LambdaTransport(Transport):
                 f"cannot create a Lambda client: {exc}", target=self.target.describe()
             ) from None
 
-    async def _exchange(self, body: bytes, authenticate: bool) -> tuple[int, bytes, float]:
-        outcome, latency_ms = await asyncio.to_thread(self._timed_invoke, body)
-        if isinstance(outcome, _Failure):
-            raise outcome.error(latency_ms)
-        status, function_error, payload = outcome
-        where = self.target.describe()
-        if function_error:
-            error_type, error_message = _lambda_error(payload)
-            detail = ": ".join(x for x in (error_type, error_message) if x) or excerpt(payload)
-            raise PartnerFunctionError(
-                f"the function failed ({function_error}): {detail}",
-                target=where,
-                kind=function_error,
-                error_type=error_type,
-                error_message=error_message,
-                body=excerpt(payload),
-                latency_ms=latency_ms,
-            )
-        if len(payload) > self._max:
-            raise InvalidResponseError(
-                f"the answer is too large ({len(payload)} bytes, at most {self._max})",
-                target=where,
-                body=excerpt(payload),
-                status=status,
-                latency_ms=latency_ms,
-            )
-        return status, payload, latency_ms
+    async def _exchange(self, body: bytes, authenticate: bool) -> Response:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._invoke, body)
 
-    def _timed_invoke(self, body: bytes) -> tuple[tuple[int, str | None, bytes] | _Failure, float]:
-        """The blocking call, in a worker thread: its outcome and latency (without making
-        the client). Errors are returned, not raised, so the latency goes with them."""
-        try:
-            client = self._get_client()
-        except TransportConfigError as exc:
-            return _Failure(TransportConfigError, str(exc), exc.target), 0.0
-        started = time.perf_counter()
-        outcome = self._invoke(client, body)
-        return outcome, _since(started)
-
-    def _invoke(self, client: Any, body: bytes) -> tuple[int, str | None, bytes] | _Failure:
+    def _invoke(self, body: bytes) -> Response:
+        """The blocking call, in a worker thread: the function's answer, or a raised
+        :class:`TransportError` (making the client does not count in the latency)."""
+        client = self._get_client()
         exceptions = importlib.import_module("botocore.exceptions")
         where = self.target.describe()
+        started = time.perf_counter()
         try:
-            response = client.invoke(
+            answer = client.invoke(
                 FunctionName=self.target.function,
                 InvocationType="RequestResponse",
                 Payload=body,
             )
-            payload: bytes = response["Payload"].read()
-            return int(response.get("StatusCode", 200)), response.get("FunctionError"), payload
+            stream = answer["Payload"]
+            try:
+                payload: bytes = stream.read(self._max + 1)
+            finally:
+                stream.close()
         except exceptions.ClientError as exc:
-            error = exc.response.get("Error", {})
-            code = str(error.get("Code", "Error"))
-            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-            text = f"{code}: {error.get('Message', '')}".rstrip(": ")
-            kind = (
-                PartnerThrottledError
-                if code == "TooManyRequestsException" or status == 429
-                else PartnerStatusError
-            )
-            return _Failure(kind, f"Lambda answered {status} {text}", where, status, text)
+            raise _lambda_status_error(exc.response, where, _since(started)) from None
         except (exceptions.ReadTimeoutError, exceptions.ConnectTimeoutError):
-            return _Failure(
-                PartnerTimeoutError,
+            raise PartnerTimeoutError(
                 f"no answer from {where} within {self.timeouts.total:g} s",
-                where,
-            )
+                target=where,
+                latency_ms=_since(started),
+            ) from None
         except (exceptions.EndpointConnectionError, exceptions.HTTPClientError) as exc:
-            return _Failure(PartnerConnectionError, f"cannot reach {where}: {exc}", where)
+            raise PartnerConnectionError(
+                f"cannot reach {where}: {exc}", target=where, latency_ms=_since(started)
+            ) from None
         except exceptions.NoCredentialsError:
-            return _Failure(
-                TransportConfigError,
+            raise TransportConfigError(
                 "no AWS credentials (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile)",
-                where,
-            )
+                target=where,
+                latency_ms=_since(started),
+            ) from None
         except exceptions.BotoCoreError as exc:
-            return _Failure(TransportConfigError, f"cannot call {where}: {exc}", where)
+            raise TransportConfigError(
+                f"cannot call {where}: {exc}", target=where, latency_ms=_since(started)
+            ) from None
+        headers = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        response = Response(
+            int(answer.get("StatusCode", 200)),
+            _header_dict(headers.items()),
+            payload[: self._max],
+            _since(started),
+        )
+        function_error = answer.get("FunctionError")
+        if function_error:
+            raise _function_error(str(function_error), where, response)
+        if len(payload) > self._max:
+            raise _invalid(_too_large(self._max), where, response)
+        return response
 
     async def close(self) -> None:
-        """Close the boto3 client this transport created."""
+        """Close the boto3 client this transport created, and its own threads."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
         if not self._owns_client:
             return
         with self._client_lock:
@@ -687,38 +740,49 @@ class LambdaTransport(Transport):
             client.close()
 
 
-@dataclass(frozen=True, slots=True)
-class _Failure:
-    kind: type[TransportError]
-    message: str
-    target: str
-    status: int = 0
-    body: str = ""
+def _lambda_status_error(
+    answer: Mapping[str, Any], where: str, latency_ms: float
+) -> PartnerStatusError:
+    """The error for a Lambda service error (botocore's ``ClientError.response``)."""
+    error = answer.get("Error", {})
+    code = str(error.get("Code", "Error"))
+    metadata = answer.get("ResponseMetadata", {})
+    status = int(metadata.get("HTTPStatusCode", 0))
+    text = f"{code}: {error.get('Message', '')}".rstrip(": ")
+    kind = (
+        PartnerThrottledError
+        if code == "TooManyRequestsException" or status == 429
+        else PartnerStatusError
+    )
+    headers = _header_dict(metadata.get("HTTPHeaders", {}).items())
+    return kind(
+        f"Lambda answered {status} {text}",
+        target=where,
+        status=status,
+        body=text,
+        response=Response(status, headers, text.encode(), latency_ms),
+    )
 
-    def error(self, latency_ms: float) -> TransportError:
-        if issubclass(self.kind, PartnerStatusError):
-            return self.kind(
-                self.message,
-                target=self.target,
-                status=self.status,
-                body=self.body,
-                latency_ms=latency_ms,
-            )
-        return self.kind(self.message, target=self.target, latency_ms=latency_ms)
 
-
-def _lambda_error(payload: bytes) -> tuple[str | None, str | None]:
-    """``errorType`` and ``errorMessage`` of a Lambda error payload, when it has them."""
-    try:
-        value = msgspec.json.decode(payload)
-    except msgspec.DecodeError:
-        return None, None
-    if not isinstance(value, Mapping):
-        return None, None
-    error_type, error_message = value.get("errorType"), value.get("errorMessage")
-    return (
-        str(error_type) if error_type is not None else None,
-        excerpt(str(error_message)) if error_message is not None else None,
+def _function_error(kind: str, where: str, response: Response) -> PartnerFunctionError:
+    """The error for a function that failed, from its ``errorType``/``errorMessage``."""
+    error_type: str | None = None
+    error_message: str | None = None
+    with contextlib.suppress(msgspec.DecodeError):
+        value = msgspec.json.decode(response.body)
+        if isinstance(value, Mapping):
+            error_type = str(value["errorType"]) if value.get("errorType") is not None else None
+            if value.get("errorMessage") is not None:
+                error_message = excerpt(str(value["errorMessage"]))
+    detail = ": ".join(x for x in (error_type, error_message) if x) or excerpt(response.body)
+    return PartnerFunctionError(
+        f"the function failed ({kind}): {detail}",
+        target=where,
+        kind=kind,
+        error_type=error_type,
+        error_message=error_message,
+        body=excerpt(response.body),
+        response=response,
     )
 
 
@@ -727,8 +791,11 @@ def open_transport(
     *,
     timeouts: Timeouts | None = None,
     session: aiohttp.ClientSession | None = None,
+    connections: int = 100,
+    threads: int | None = None,
 ) -> Transport:
-    """The transport for ``target``. ``session`` is used by HTTP targets only."""
+    """The transport for ``target``. ``session`` and ``connections`` are used by HTTP
+    targets only, ``threads`` (see :class:`LambdaTransport`) by Lambda targets only."""
     if isinstance(target, HttpTarget):
-        return HttpTransport(target, timeouts=timeouts, session=session)
-    return LambdaTransport(target, timeouts=timeouts)
+        return HttpTransport(target, timeouts=timeouts, session=session, connections=connections)
+    return LambdaTransport(target, timeouts=timeouts, threads=threads)

@@ -1,0 +1,48 @@
+"""Where a partner (a module) is reached: an HTTPS endpoint or an AWS Lambda function.
+
+Plain msgspec structs with no dependency beyond msgspec, so that the storage layer can hold
+a module's target without importing a transport.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+
+__all__ = ["DEFAULT_LAMBDA_REGION", "HttpTarget", "LambdaTarget", "Target"]
+
+#: mParticle's Lambda integrations live in us-east-1 (spec §5.1).
+DEFAULT_LAMBDA_REGION: Final = "us-east-1"
+
+
+class HttpTarget(msgspec.Struct, frozen=True):
+    """A partner's HTTPS endpoint and the token sent as ``Authorization: Token <token>``."""
+
+    url: str
+    token: str | None = None
+
+    def describe(self) -> str:
+        """The endpoint, for messages (never the token)."""
+        return self.url
+
+    def __repr__(self) -> str:
+        token = "<set>" if self.token else None
+        return f"HttpTarget(url={self.url!r}, token={token})"
+
+
+class LambdaTarget(msgspec.Struct, frozen=True):
+    """A partner's AWS Lambda function (name, ARN or ``name:alias``)."""
+
+    function: str
+    region: str = DEFAULT_LAMBDA_REGION
+    endpoint_url: str | None = None
+
+    def describe(self) -> str:
+        """The function, for messages."""
+        where = f" at {self.endpoint_url}" if self.endpoint_url else ""
+        return f"lambda:{self.function} ({self.region}){where}"
+
+
+#: Where a partner is reached.
+Target = HttpTarget | LambdaTarget
