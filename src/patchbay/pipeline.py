@@ -43,6 +43,10 @@ DEFAULT_BUFFER_CHUNKS = 16
 GAP_WAIT_S = 5.0
 #: How often the resolved users every stage has passed are pruned.
 PRUNE_INTERVAL_S = 10.0
+#: How often at most a busy stage commits its checkpoint (an idle or stopping one at once):
+#: a crash hands the chunks since over again (at least once), at no more than ten commits a
+#: second per stage.
+CHECKPOINT_INTERVAL_S = 0.1
 
 
 class Stage(Protocol):
@@ -83,7 +87,10 @@ class StageFeed:
         self._page = page
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"patchbay-{self.name}")
+        #: What the stage has handled, and what of it is committed (pruning goes by that).
         self.checkpoint: Checkpoint = backend.positions.get(self.name)
+        self.committed: Checkpoint = dict(self.checkpoint)
+        self._committed_at = 0.0
         self.dropped = 0
         self.handled = 0
         self.error: BaseException | None = None
@@ -112,6 +119,7 @@ class StageFeed:
                 chunk = None
             try:
                 if chunk is None:
+                    self._commit()
                     if not self._stopping.is_set():
                         self._catch_up_all()
                 else:
@@ -120,6 +128,14 @@ class StageFeed:
                 self.error = exc
                 log.exception("stage_failed", stage=self.name)
                 self._stopping.wait(1.0)  # what it missed is read back from storage
+        self._commit()
+
+    def _commit(self) -> None:
+        """Commit the checkpoint if it moved since the last commit."""
+        if self.checkpoint != self.committed:
+            self._backend.positions.commit(self.name, self.checkpoint)
+            self.committed = dict(self.checkpoint)
+            self._committed_at = time.monotonic()
 
     def _take(self, chunk: ResolvedChunk) -> None:
         partition = chunk.partition
@@ -135,8 +151,9 @@ class StageFeed:
         if batches:
             self.stage.handle(batches)
         self.checkpoint = {**self.checkpoint, partition: last}
-        self._backend.positions.commit(self.name, {partition: last})
         self.handled += len(batches)
+        if time.monotonic() - self._committed_at >= CHECKPOINT_INTERVAL_S:
+            self._commit()
 
     def _catch_up_all(self) -> None:
         """Read back whatever resolve committed that this stage has not handled."""
@@ -225,7 +242,7 @@ class Pipeline:
             upto = {
                 p: min(pos, mine)
                 for p, pos in upto.items()
-                if (mine := feed.checkpoint.get(p)) is not None
+                if (mine := feed.committed.get(p)) is not None
             }
         return self._backend.state.forget_resolved(upto) if upto else 0
 
