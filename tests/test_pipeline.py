@@ -22,6 +22,7 @@ from patchbay.backends.records import (
     LogPosition,
     NewBatch,
     Output,
+    WebhookDestination,
 )
 from patchbay.backends.sqlite import open_sqlite
 from patchbay.clock import ManualClock
@@ -108,7 +109,7 @@ def memory() -> Iterator[Backend]:
 
 
 def connect_webhook(backend: Backend) -> None:
-    backend.outputs.add_output(Output("hook", "webhook", 0, 0, url="https://example.com/h"))
+    backend.outputs.add_output(Output("hook", WebhookDestination("https://example.com/h"), 0, 0))
     backend.outputs.add_connection(Connection("c1", INPUT, "hook", 0))
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from patchbay.errors import PatchbayError
 from patchbay.settings import Secret, Settings
 
 #: The environment variable naming the TOML file (``--config`` wins over it).
@@ -37,7 +38,7 @@ FLAGS: dict[str, str] = {
 }
 
 
-class ConfigError(Exception):
+class ConfigError(PatchbayError):
     """A setting that cannot be used; the message names the flag, variable or key."""
 
 

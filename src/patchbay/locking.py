@@ -8,10 +8,12 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from patchbay.errors import PatchbayError
+
 LOCK_FILE = "patchbay.lock"
 
 
-class AlreadyRunning(Exception):
+class AlreadyRunning(PatchbayError):
     """Another process holds the data directory's lock."""
 
 

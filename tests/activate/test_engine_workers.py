@@ -13,12 +13,20 @@ import pytest
 
 from patchbay.activate.engine import DeliveryEngine, EngineConfig, RetryPolicy
 from patchbay.backends.abstract import ModuleStore
-from patchbay.backends.records import Delivery, ModuleRecord, Output
+from patchbay.backends.records import (
+    Delivery,
+    FileDestination,
+    ModuleDestination,
+    ModuleRecord,
+    Output,
+    WebhookDestination,
+)
 from patchbay.backends.sqlite import open_sqlite
 from patchbay.backends.sqlite.outbox import SqliteOutbox
 from patchbay.clock import Clock, ManualClock, SystemClock
 from patchbay.firehose import EventProcessingResponse, dumps
 from patchbay.partner.lambda_local import LocalLambda
+from patchbay.partner.targets import HttpTarget, LambdaTarget, Target
 from patchbay.partner.transport import Timeouts
 from tests.activate.test_engine_support import Recorder, async_wait_for, serve
 
@@ -49,6 +57,7 @@ def run_engine(
 ) -> None:
     backend = open_sqlite(tmp_path / "data")
     store = backend.outbox
+    assert isinstance(store, SqliteOutbox)
 
     async def main() -> None:
         engine = DeliveryEngine(backend, clock or SystemClock(), config)
@@ -65,7 +74,7 @@ def run_engine(
 
 
 def webhook(store: SqliteOutbox, name: str, url: str, now: int = 0) -> None:
-    store.add_output(Output(name, "webhook", now, now, url=url, settings={"token": "sekret"}))
+    store.add_output(Output(name, WebhookDestination(url), now, now, settings={"token": "sekret"}))
 
 
 def enqueue(store: SqliteOutbox, output: str, count: int, now: int) -> list[str]:
@@ -226,7 +235,7 @@ def test_file_output_appends_json_lines(tmp_path: Path) -> None:
     path = tmp_path / "out" / "events.jsonl"
 
     async def body(engine: DeliveryEngine, store: SqliteOutbox) -> None:
-        store.add_output(Output("lines", "file", 0, 0, path=str(path)))
+        store.add_output(Output("lines", FileDestination(str(path)), 0, 0))
         await engine.refresh()
         enqueue(store, "lines", 4, engine.clock.now_ms())
         await async_wait_for(
@@ -272,12 +281,11 @@ OVERSIZED = b'{"type": "event_processing_response", "pad": "' + b"x" * (4 << 20)
 ACCEPTED = dumps(EventProcessingResponse())
 
 
-def module_output(store: SqliteOutbox, modules: ModuleStore, name: str, **where: str) -> None:
-    """A module ``name`` reached at ``where`` (``url=`` or ``lambda_function=`` and
-    ``lambda_endpoint_url=``), and an output of the same name sending to it."""
-    transport = "http" if "url" in where else "lambda"
-    modules.put_module(ModuleRecord(name, name, "1.0", transport, b"{}", 0, 0, **where))
-    store.add_output(Output(name, "module", 0, 0, module=name))
+def module_output(store: SqliteOutbox, modules: ModuleStore, name: str, target: Target) -> None:
+    """A module ``name`` reached at ``target``, and an output of the same name sending to
+    it."""
+    modules.put_module(ModuleRecord(name, name, "1.0", target, b"{}", 0, 0))
+    store.add_output(Output(name, ModuleDestination(name), 0, 0))
 
 
 def test_a_module_answer_over_the_cap_fails_the_attempt(
@@ -287,7 +295,7 @@ def test_a_module_answer_over_the_cap_fails_the_attempt(
     rec.set("/big", body=OVERSIZED)
 
     async def body(engine: DeliveryEngine, store: SqliteOutbox) -> None:
-        module_output(store, engine.modules, "big", url=url + "/big")
+        module_output(store, engine.modules, "big", HttpTarget(url + "/big"))
         await engine.refresh()
         enqueue(store, "big", 1, engine.clock.now_ms())
         await async_wait_for(lambda: len(store.parked("big")) == 1, what="parked")
@@ -313,9 +321,7 @@ def test_a_lambda_module_answer_over_the_cap_fails_the_attempt(
     with LocalLambda({"fn": handler}).serve() as server:
 
         async def body(engine: DeliveryEngine, store: SqliteOutbox) -> None:
-            module_output(
-                store, engine.modules, "fn", lambda_function="fn", lambda_endpoint_url=server.url
-            )
+            module_output(store, engine.modules, "fn", LambdaTarget("fn", endpoint_url=server.url))
             await engine.refresh()
             enqueue(store, "fn", 1, engine.clock.now_ms())
             await async_wait_for(lambda: len(store.parked("fn")) == 1, what="parked")
@@ -333,7 +339,7 @@ def test_a_module_retry_after_is_honoured(tmp_path: Path, recorder: tuple[Record
     clock = ManualClock()
 
     async def body(engine: DeliveryEngine, store: SqliteOutbox) -> None:
-        module_output(store, engine.modules, "busy", url=url + "/busy")
+        module_output(store, engine.modules, "busy", HttpTarget(url + "/busy"))
         await engine.refresh()
         first_at = clock.now_ms()
         enqueue(store, "busy", 1, first_at)

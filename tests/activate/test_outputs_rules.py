@@ -7,19 +7,19 @@ import pytest
 
 from patchbay.activate.filters import apply_filters, sampled_in
 from patchbay.activate.outputs import (
-    SettingsError,
     masked,
     output_summary,
     parse_setting_args,
     validate_settings,
 )
 from patchbay.activate.service import check_filters
-from patchbay.backends.records import Filters, Output
+from patchbay.backends.records import Filters, ModuleDestination, Output
 from patchbay.collect.batch import Batch
 from patchbay.collect.decode import decode_batch
-from patchbay.firehose.settings import BooleanSetting, IntegerSetting, TextSetting
+from patchbay.firehose.errors import SettingError
+from patchbay.firehose.settings import BooleanSetting, IntegerSetting, Setting, TextSetting
 
-DEFINITIONS = [
+DEFINITIONS: list[Setting] = [
     TextSetting(id="apiKey", name="API key", required=True, confidential=True),
     BooleanSetting(id="flag", name="Flag", default_value=True),
     IntegerSetting(id="limit", name="Limit", min_value=0, max_value=100, default_value=20),
@@ -35,17 +35,18 @@ def test_valid_settings_get_defaults() -> None:
 
 
 def test_every_problem_is_reported_without_the_secret() -> None:
-    with pytest.raises(SettingsError) as caught:
+    with pytest.raises(SettingError) as caught:
         validate_settings(DEFINITIONS, {"limit": "500", "flag": "maybe", "nope": "1"})
     text = str(caught.value)
     assert "unknown account setting 'nope'" in text
     assert "'apiKey'" in text and "required" in text
     assert "at most 100" in text
     assert "true or false" in text
+    assert len(caught.value.problems) == 4 and text == "; ".join(caught.value.problems)
 
 
 def test_masking() -> None:
-    output = Output("o", "module", 0, 0, module="m", settings={"apiKey": "hunter2", "x": "1"})
+    output = Output("o", ModuleDestination("m"), 0, 0, settings={"apiKey": "hunter2", "x": "1"})
     summary = output_summary(output, {"apiKey"})
     assert summary["settings"] == {"apiKey": "***", "x": "1"}
     assert "hunter2" not in msgspec.json.encode(summary).decode()
@@ -54,7 +55,7 @@ def test_masking() -> None:
 
 def test_setting_args() -> None:
     assert parse_setting_args(["a=b=c", "x="]) == {"a": "b=c", "x": ""}
-    with pytest.raises(SettingsError):
+    with pytest.raises(SettingError):
         parse_setting_args(["novalue"])
 
 

@@ -11,6 +11,7 @@ import pytest
 from patchbay.backends.abstract import Backend, ModuleStore
 from patchbay.backends.records import ModuleRecord, ModuleRegistrationEntry
 from patchbay.backends.sqlite import DB_FILE, open_sqlite
+from patchbay.partner.targets import HttpTarget, LambdaTarget
 from tests.backends.conftest import Stores
 
 
@@ -25,14 +26,12 @@ def http_module(name: str, version: str = "1.0.0", at: int = 1_000) -> ModuleRec
         name=name,
         display_name=f"Partner {name} ✓",
         version=version,
-        transport="http",
+        target=HttpTarget(f"https://{name}.example.com/firehose", "s3cret-token"),
         registration=b'{"type":"module_registration_response","version":"%s"}' % version.encode(),
         created_at_ms=at,
         updated_at_ms=at,
         description="Sends events",
         sdk_version="2.9.0",
-        url=f"https://{name}.example.com/firehose",
-        token="s3cret-token",
         permissions={"device_identities": [{"type": "ios_advertising_id"}], "allow_ip": True},
         account_settings=[{"id": "apiKey", "type": "text", "confidential": True}],
         connection_settings=[{"id": "region", "type": "text"}],
@@ -52,13 +51,10 @@ def lambda_module(name: str) -> ModuleRecord:
         name=name,
         display_name=name,
         version="0.1",
-        transport="lambda",
+        target=LambdaTarget("demo", "us-east-1", "http://127.0.0.1:9001"),
         registration=b"{}",
         created_at_ms=5,
         updated_at_ms=5,
-        lambda_function="demo",
-        lambda_region="us-east-1",
-        lambda_endpoint_url="http://127.0.0.1:9001",
     )
 
 
@@ -97,7 +93,7 @@ def test_put_replaces_keeping_created_at(modules: ModuleStore) -> None:
     second = msgspec.structs.replace(
         http_module("demo", "2.2.0", at=5_000),
         supported_event_types=["custom_event", "error"],
-        token=None,
+        target=HttpTarget("https://demo.example.com/firehose"),
     )
     modules.put_module(first)
     stored = modules.put_module(second)
@@ -151,3 +147,30 @@ def test_sqlite_keeps_modules_in_patchbay_db(tmp_path: Path) -> None:
         assert db.execute("SELECT name FROM modules").fetchall() == [("aws",)]
         assert db.execute("SELECT count(*) FROM batches").fetchone() == (0,)
     db.close()
+
+
+def test_sqlite_keeps_the_target_in_its_columns(tmp_path: Path) -> None:
+    """The target is stored in the ``transport``, ``url``/``token`` and ``lambda_*`` columns
+    (data directories written before the target was a type read the same); a Lambda row
+    without a region gets the default one."""
+    backend = open_sqlite(tmp_path)
+    try:
+        backend.modules.put_module(http_module("demo"))
+        backend.modules.put_module(lambda_module("aws"))
+    finally:
+        backend.close()
+    columns = "transport, url, token, lambda_function, lambda_region, lambda_endpoint_url"
+    with sqlite3.connect(tmp_path / DB_FILE) as db:
+        rows = db.execute(f"SELECT name, {columns} FROM modules ORDER BY name").fetchall()
+        assert rows == [
+            ("aws", "lambda", None, None, "demo", "us-east-1", "http://127.0.0.1:9001"),
+            ("demo", "http", "https://demo.example.com/firehose", "s3cret-token", None, None, None),
+        ]
+        db.execute("UPDATE modules SET lambda_region = NULL WHERE name = 'aws'")
+    db.close()
+    backend = open_sqlite(tmp_path)
+    try:
+        assert backend.modules.get_module("aws") == lambda_module("aws")
+        assert backend.modules.get_module("demo") == http_module("demo")
+    finally:
+        backend.close()

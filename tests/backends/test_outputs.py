@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
 import msgspec
 import pytest
 
 from patchbay.backends.abstract import Backend, OutputStore
-from patchbay.backends.records import Connection, DuplicateName, Filters, Output
+from patchbay.backends.records import (
+    Connection,
+    DuplicateName,
+    FileDestination,
+    Filters,
+    ModuleDestination,
+    Output,
+    WebhookDestination,
+)
+from patchbay.backends.sqlite import open_sqlite
+from patchbay.backends.sqlite.outbox import DELIVERIES_FILE
 from tests.backends.conftest import Stores
 
 NOW = 1_700_000_000_000
@@ -18,7 +31,7 @@ def outputs(backend: Backend) -> OutputStore:
 
 
 def webhook(name: str = "hook", **changes: object) -> Output:
-    output = Output(name, "webhook", NOW, NOW, url="http://x", settings={"token": "hunter2"})
+    output = Output(name, WebhookDestination("http://x"), NOW, NOW, settings={"token": "hunter2"})
     return msgspec.structs.replace(output, **changes)
 
 
@@ -35,8 +48,8 @@ def test_outputs_add_get_list_by_name(outputs: OutputStore) -> None:
     """Outputs of every kind come back as stored, listed by name; ``repr`` hides their
     settings."""
     hook = webhook("m-hook")
-    file = Output("a-file", "file", NOW, NOW + 1, path="/tmp/out.jsonl")
-    module = Output("z-module", "module", NOW, NOW, module="demo", settings={"apiKey": "k"})
+    file = Output("a-file", FileDestination("/tmp/out.jsonl"), NOW, NOW + 1)
+    module = Output("z-module", ModuleDestination("demo"), NOW, NOW, settings={"apiKey": "k"})
     for output in (hook, file, module):
         outputs.add_output(output)
     assert outputs.get_output("m-hook") == hook
@@ -49,7 +62,7 @@ def test_duplicate_output_name(outputs: OutputStore) -> None:
     """An output with a taken name raises ``DuplicateName`` and changes nothing."""
     outputs.add_output(webhook())
     with pytest.raises(DuplicateName):
-        outputs.add_output(webhook(url="http://other", kind="file"))
+        outputs.add_output(webhook(destination=FileDestination("/tmp/other.jsonl")))
     assert outputs.list_outputs() == [webhook()]
 
 
@@ -113,3 +126,32 @@ def test_outputs_and_connections_persist_across_reopen(stores: Stores, backend: 
         webhook(paused=True, paused_reason="because", updated_at_ms=NOW + 1)
     ]
     assert outputs.list_connections() == [connection]
+
+
+def test_sqlite_keeps_the_destination_in_its_columns(tmp_path: Path) -> None:
+    """The destination is stored in the ``kind``, ``module``, ``url`` and ``path`` columns,
+    as before it was a type (existing data directories read the same)."""
+    backend = open_sqlite(tmp_path)
+    try:
+        backend.outputs.add_output(webhook("hook"))
+        backend.outputs.add_output(Output("lines", FileDestination("/tmp/o.jsonl"), NOW, NOW))
+        backend.outputs.add_output(Output("mod", ModuleDestination("demo"), NOW, NOW))
+    finally:
+        backend.close()
+    with sqlite3.connect(tmp_path / DELIVERIES_FILE) as db:
+        rows = db.execute("SELECT name, kind, module, url, path FROM outputs ORDER BY name")
+        assert rows.fetchall() == [
+            ("hook", "webhook", None, "http://x", None),
+            ("lines", "file", None, None, "/tmp/o.jsonl"),
+            ("mod", "module", "demo", None, None),
+        ]
+    db.close()
+    backend = open_sqlite(tmp_path)
+    try:
+        assert [o.destination for o in backend.outputs.list_outputs()] == [
+            WebhookDestination("http://x"),
+            FileDestination("/tmp/o.jsonl"),
+            ModuleDestination("demo"),
+        ]
+    finally:
+        backend.close()

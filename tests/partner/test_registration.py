@@ -22,7 +22,6 @@ from patchbay.partner.registration import (
     module_summary,
     register,
     registration_of,
-    target_of,
     validate_registration,
 )
 from patchbay.partner.transport import (
@@ -83,8 +82,7 @@ def test_register_over_http_stores_the_module(modules: ModuleStore, partner_url:
     assert (stored.name, stored.display_name, stored.version) == ("demo", "Demo Partner", "2.1.0")
     assert stored.description == "Sends <b>events</b> and audiences to Demo."
     assert stored.sdk_version == "3.2.0"
-    assert (stored.transport, stored.url, stored.token) == ("http", partner_url, TOKEN)
-    assert stored.lambda_function is None
+    assert stored.target == HttpTarget(partner_url, TOKEN)
     assert stored.supported_event_types == [
         "session_start",
         "custom_event",
@@ -123,7 +121,7 @@ def test_register_over_http_stores_the_module(modules: ModuleStore, partner_url:
     assert raw["name"] == "Demo Partner"
     # the stored registration reads back into the model, and the target is callable again
     assert registration_of(stored).permissions == demo_registration().permissions
-    assert target_of(stored) == target
+    assert stored.target == target
 
 
 def test_register_over_lambda(aws_env: None, modules: ModuleStore, lambda_url: str) -> None:
@@ -132,12 +130,8 @@ def test_register_over_lambda(aws_env: None, modules: ModuleStore, lambda_url: s
     stored = modules.get_module("demo-lambda")
     assert stored == done.module
     assert stored is not None
-    assert stored.transport == "lambda"
-    assert (stored.lambda_function, stored.lambda_region) == ("demo", "eu-west-1")
-    assert stored.lambda_endpoint_url == lambda_url
-    assert stored.url is None and stored.token is None
+    assert stored.target == LambdaTarget("demo", "eu-west-1", lambda_url)
     assert stored.display_name == "Demo Partner"
-    assert target_of(stored) == target
 
 
 def test_register_with_the_cli_over_lambda(aws_env: None, data_dir: Path, lambda_url: str) -> None:
@@ -160,7 +154,7 @@ def test_register_with_the_cli_over_lambda(aws_env: None, data_dir: Path, lambda
     finally:
         backend.close()
     assert stored is not None
-    assert (stored.lambda_function, stored.lambda_region) == ("demo", "us-east-1")
+    assert stored.target == LambdaTarget("demo", "us-east-1", lambda_url)
 
 
 def test_reregistering_updates_the_module(modules: ModuleStore) -> None:
@@ -176,7 +170,7 @@ def test_reregistering_updates_the_module(modules: ModuleStore) -> None:
     assert stored is not None
     assert stored.version == "2.2.0"
     assert stored.supported_event_types[-1] == "error"
-    assert stored.token == TOKEN
+    assert stored.target == HttpTarget(url, TOKEN)
     assert (stored.created_at_ms, stored.updated_at_ms) == (1_000, 5_000)
     history = modules.module_history("demo")
     assert [(h.version, h.registered_at_ms) for h in history] == [
@@ -503,7 +497,7 @@ def test_cli_never_shows_the_token(data_dir: Path, partner_url: str) -> None:
         module = backend.modules.get_module("demo")
     finally:
         backend.close()
-    assert module is not None and module.token == TOKEN
+    assert module is not None and module.target == HttpTarget(partner_url, TOKEN)
     assert TOKEN not in repr(module)
     assert TOKEN not in json.dumps(module_summary(module, with_registration=True))
 
@@ -521,7 +515,7 @@ def test_cli_token_from_the_environment(
         module = backend.modules.get_module("demo")
     finally:
         backend.close()
-    assert module is not None and module.token == TOKEN
+    assert module is not None and module.target == HttpTarget(partner_url, TOKEN)
 
 
 def test_cli_without_token_says_not_set(data_dir: Path, partner_url: str) -> None:

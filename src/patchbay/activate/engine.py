@@ -41,7 +41,14 @@ import structlog
 
 from patchbay import __version__
 from patchbay.backends.abstract import Backend
-from patchbay.backends.records import Delivery, ModuleRecord, Output
+from patchbay.backends.records import (
+    Delivery,
+    FileDestination,
+    ModuleDestination,
+    ModuleRecord,
+    Output,
+    WebhookDestination,
+)
 from patchbay.clock import Clock
 from patchbay.firehose import EventProcessingResponse
 from patchbay.partner.targets import HttpTarget, Target
@@ -205,6 +212,15 @@ class WebhookSender(TransportSender):
         super().__init__(transport)
         self._token = token
 
+    @classmethod
+    def to(cls, url: str, token: str | None, config: EngineConfig) -> WebhookSender:
+        """A sender to ``url`` with a pool of ``config.concurrency`` connections."""
+        target = HttpTarget(url)
+        return cls(
+            HttpTransport(target, timeouts=config.timeouts, connections=config.concurrency),
+            token,
+        )
+
     async def send(self, delivery: Delivery, now_ms: int) -> Outcome:
         headers = {
             "User-Agent": f"patchbay/{__version__} (webhook)",
@@ -248,6 +264,19 @@ class FileSender(Sender):
 
 class ModuleSender(TransportSender):
     """Sends the stored Firehose request over the module's transport."""
+
+    @classmethod
+    def to(cls, target: Target, config: EngineConfig) -> ModuleSender:
+        """A sender to ``target``. HTTP: one pool of ``config.concurrency`` connections;
+        Lambda: as many threads of its own."""
+        return cls(
+            open_transport(
+                target,
+                timeouts=config.timeouts,
+                connections=config.concurrency,
+                threads=config.concurrency,
+            )
+        )
 
     async def send(self, delivery: Delivery, now_ms: int) -> Outcome:
         try:
@@ -486,50 +515,34 @@ class OutputWorker:
         return poll
 
     async def _sender_for(self, output: Output) -> Sender | None:
+        """The sender for where ``output`` sends: the one in use while that is unchanged
+        (for a module: its target), else a new one (the old one closed)."""
         engine = self.engine
-        target: Target | None = None
+        config = engine.config
         key: tuple[object, ...]
-        if output.kind == "module":
-            from patchbay.partner.registration import target_of
-
-            assert output.module is not None
-            if self._module_stale or self._module is None or self._module.name != output.module:
-                self._module = await engine.db(engine.modules.get_module, output.module)
-                self._module_stale = False
-            module = self._module
-            if module is None:
-                log.warning("module_missing", output=self.name, module=output.module)
-                return None
-            target = target_of(module)
-            key = ("module", target)
-        elif output.kind == "webhook":
-            key = ("webhook", output.url, output.settings.get("token"))
-        else:
-            key = ("file", output.path)
+        make: Callable[[], Sender]
+        match output.destination:
+            case ModuleDestination(module=name):
+                if self._module_stale or self._module is None or self._module.name != name:
+                    self._module = await engine.db(engine.modules.get_module, name)
+                    self._module_stale = False
+                if self._module is None:
+                    log.warning("module_missing", output=self.name, module=name)
+                    return None
+                target = self._module.target
+                key = ("module", target)
+                make = partial(ModuleSender.to, target, config)
+            case WebhookDestination(url=url):
+                token = output.settings.get("token")
+                key = ("webhook", url, token)
+                make = partial(WebhookSender.to, url, token, config)
+            case FileDestination(path=path):
+                key = ("file", path)
+                make = partial(FileSender, Path(path))
         if self._sender is not None and key == self._sender_key:
             return self._sender
         await self._close_sender()
-        config = engine.config
-        if output.kind == "file":
-            assert output.path is not None
-            sender: Sender = FileSender(Path(output.path))
-        elif output.kind == "webhook":
-            assert output.url is not None
-            transport = HttpTransport(
-                HttpTarget(output.url), timeouts=config.timeouts, connections=config.concurrency
-            )
-            sender = WebhookSender(transport, output.settings.get("token"))
-        else:
-            assert target is not None
-            # HTTP: one pool of `concurrency` connections; Lambda: as many threads of its own
-            sender = ModuleSender(
-                open_transport(
-                    target,
-                    timeouts=config.timeouts,
-                    connections=config.concurrency,
-                    threads=config.concurrency,
-                )
-            )
+        sender = make()
         self._sender, self._sender_key = sender, key
         return sender
 

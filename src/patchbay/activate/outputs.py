@@ -22,6 +22,7 @@ import msgspec
 
 from patchbay.backends.records import Connection, Filters, Output, QueueStats
 from patchbay.firehose import ModuleRegistrationResponse
+from patchbay.firehose.errors import SettingError
 from patchbay.firehose.settings import (
     BooleanSetting,
     FloatSetting,
@@ -41,20 +42,10 @@ WEBHOOK_SETTINGS: Final[tuple[Setting, ...]] = (
 MASK: Final = "***"
 
 
-class SettingsError(ValueError):
-    """Settings that do not match their definitions: one line per problem."""
-
-    def __init__(self, problems: Sequence[str]) -> None:
-        super().__init__("; ".join(problems))
-        self.problems = list(problems)
-
-
 def check_name(name: str) -> str:
     """``name`` if it is a valid output name."""
     if not NAME_PATTERN.match(name):
-        raise SettingsError(
-            [f"invalid name {name!r}: letters, digits, '_', '.' and '-' (at most 64)"]
-        )
+        raise SettingError(f"invalid name {name!r}: letters, digits, '_', '.' and '-' (at most 64)")
     return name
 
 
@@ -64,7 +55,7 @@ def parse_setting_args(items: Iterable[str]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise SettingsError([f"a setting is ID=VALUE, not {item!r}"])
+            raise SettingError(f"a setting is ID=VALUE, not {item!r}")
         settings[key.strip()] = value
     return settings
 
@@ -137,8 +128,8 @@ def validate_settings(
 ) -> dict[str, str]:
     """The settings to store: ``given`` checked against ``definitions`` plus defaults.
 
-    Raises :class:`SettingsError` listing every problem (values of confidential settings
-    are never quoted).
+    Raises :class:`~patchbay.firehose.errors.SettingError` listing every problem (values of
+    confidential settings are never quoted).
     """
     by_id = {s.id: s for s in definitions}
     problems: list[str] = []
@@ -166,7 +157,7 @@ def validate_settings(
                 f" --setting {setting.id}=VALUE"
             )
     if problems:
-        raise SettingsError(problems)
+        raise SettingError(*problems)
     return result
 
 
@@ -184,7 +175,7 @@ def check_webhook_url(url: str) -> str:
     """``url`` if it is an http(s) URL."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise SettingsError([f"not an http(s) URL: {url!r}"])
+        raise SettingError(f"not an http(s) URL: {url!r}")
     return url
 
 
@@ -196,13 +187,7 @@ def iso_ms(ms: int | None) -> str | None:
 
 def output_summary(output: Output, secret: set[str]) -> dict[str, Any]:
     """What ``outputs list/show`` and the admin API show: confidential settings masked."""
-    summary: dict[str, Any] = {"name": output.name, "kind": output.kind}
-    if output.kind == "module":
-        summary["module"] = output.module
-    elif output.kind == "webhook":
-        summary["url"] = output.url
-    else:
-        summary["path"] = output.path
+    summary: dict[str, Any] = {"name": output.name, **msgspec.to_builtins(output.destination)}
     summary.update(
         {
             "settings": masked(output.settings, secret),

@@ -12,7 +12,6 @@ from typing import Any
 from patchbay.activate.filters import ENVIRONMENTS
 from patchbay.activate.outputs import (
     WEBHOOK_SETTINGS,
-    SettingsError,
     account_settings_of,
     check_name,
     check_webhook_url,
@@ -25,11 +24,22 @@ from patchbay.activate.outputs import (
     validate_settings,
 )
 from patchbay.backends.abstract import Backend
-from patchbay.backends.records import Connection, Delivery, DuplicateName, Filters, Output
+from patchbay.backends.records import (
+    Connection,
+    Delivery,
+    Destination,
+    DuplicateName,
+    FileDestination,
+    Filters,
+    ModuleDestination,
+    Output,
+    WebhookDestination,
+)
 from patchbay.clock import Clock
 from patchbay.collect.events import EVENT_TYPES
 from patchbay.errors import PatchbayError
 from patchbay.firehose import ModuleRegistrationResponse
+from patchbay.firehose.errors import SettingError
 from patchbay.firehose.settings import Setting
 
 
@@ -76,18 +86,19 @@ class ActivateService:
 
     def _definitions(self, output: Output) -> tuple[list[Setting], list[Setting]]:
         """(account or webhook settings, connection settings) of an output."""
-        if output.kind == "module":
-            assert output.module is not None
-            module = self.modules.get_module(output.module)
-            if module is None:
-                return [], []
-            from patchbay.partner.registration import registration_of
+        match output.destination:
+            case ModuleDestination(module=name):
+                module = self.modules.get_module(name)
+                if module is None:
+                    return [], []
+                from patchbay.partner.registration import registration_of
 
-            registration = registration_of(module)
-            return account_settings_of(registration), connection_settings_of(registration)
-        if output.kind == "webhook":
-            return list(WEBHOOK_SETTINGS), []
-        return [], []
+                registration = registration_of(module)
+                return account_settings_of(registration), connection_settings_of(registration)
+            case WebhookDestination():
+                return list(WEBHOOK_SETTINGS), []
+            case FileDestination():
+                return [], []
 
     def _secret(self, output: Output) -> tuple[set[str], set[str]]:
         account, connection = self._definitions(output)
@@ -111,21 +122,21 @@ class ActivateService:
         now = self.clock.now_ms()
         try:
             check_name(name)
+            destination: Destination
             if module is not None:
                 registration = self._registration(module)
                 values = validate_settings(account_settings_of(registration), given, "account")
-                output = Output(name, "module", now, now, module=module, settings=values)
+                destination = ModuleDestination(module)
             elif webhook is not None:
                 values = validate_settings(WEBHOOK_SETTINGS, given, "webhook")
                 values = {k: v for k, v in values.items() if v}
-                output = Output(
-                    name, "webhook", now, now, url=check_webhook_url(webhook), settings=values
-                )
+                destination = WebhookDestination(check_webhook_url(webhook))
             else:
                 assert file is not None
-                validate_settings([], given, "file")
-                output = Output(name, "file", now, now, path=str(Path(file).absolute()))
-        except SettingsError as exc:
+                values = validate_settings([], given, "file")
+                destination = FileDestination(str(Path(file).absolute()))
+            output = Output(name, destination, now, now, settings=values)
+        except SettingError as exc:
             raise ActivateError(str(exc)) from None
         try:
             self.outputs.add_output(output)
@@ -191,7 +202,7 @@ class ActivateService:
         _, definitions = self._definitions(target)
         try:
             values = validate_settings(definitions, dict(settings or {}), "connection")
-        except SettingsError as exc:
+        except SettingError as exc:
             raise ActivateError(str(exc)) from None
         connection = Connection(
             id=uuid.uuid4().hex[:12],

@@ -21,7 +21,13 @@ import structlog
 from patchbay.activate.filters import apply_filters
 from patchbay.activate.ids import message_id
 from patchbay.backends.abstract import ModuleStore, Outbox, OutputStore
-from patchbay.backends.records import Connection, Delivery, ModuleRecord, Output
+from patchbay.backends.records import (
+    Connection,
+    Delivery,
+    ModuleDestination,
+    ModuleRecord,
+    Output,
+)
 from patchbay.clock import Clock
 from patchbay.collect.batch import Batch
 from patchbay.collect.stamp import StampedBatch, stamp_fields
@@ -143,14 +149,14 @@ class ActivateStage:
         batch = apply_filters(resolved.batch, resolved.mpid, connection.filters)
         if batch is None:
             return None
-        if output.kind != "module":
+        if not isinstance(output.destination, ModuleDestination):
             return webhook_payload(output.name, resolved, batch)
-        assert output.module is not None
-        if output.module not in modules:
-            modules[output.module] = self._modules.get_module(output.module)
-        module = modules[output.module]
+        name = output.destination.module
+        if name not in modules:
+            modules[name] = self._modules.get_module(name)
+        module = modules[name]
         if module is None:
-            log.warning("module_missing", output=output.name, module=output.module)
+            log.warning("module_missing", output=output.name, module=name)
             self.skipped += 1
             return None
         registration = self._registration(module)

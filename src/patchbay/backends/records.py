@@ -7,11 +7,12 @@ returns exactly these, so a stage never sees which backend it runs on.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 import msgspec
 
 from patchbay.errors import PatchbayError
+from patchbay.partner.targets import Target
 from patchbay.resolve.identities import Identity
 from patchbay.resolve.profile import Profile
 
@@ -133,28 +134,24 @@ class ModuleRecord(msgspec.Struct, frozen=True):
     declared in its ``module_registration_response``, and when it registered.
 
     ``name`` is Patchbay's key for the module (the CLI's NAME); ``display_name`` is the
-    ``name`` the partner registered. ``transport`` is ``"http"`` (``url`` and ``token``) or
-    ``"lambda"`` (``lambda_function``, ``lambda_region``, ``lambda_endpoint_url``).
-    ``token`` is the secret sent as ``Authorization: Token <token>``: it is kept so the
-    platform can call the partner, hidden from ``repr``, and must never be printed.
-    Settings and permissions are the registration's JSON objects (see
+    ``name`` the partner registered. ``target`` is where the partner is reached: an
+    :class:`~patchbay.partner.targets.HttpTarget` (``url`` and ``token``) or a
+    :class:`~patchbay.partner.targets.LambdaTarget` (``function``, ``region``,
+    ``endpoint_url``). The HTTP ``token`` is the secret sent as ``Authorization: Token
+    <token>``: it is kept so the platform can call the partner, hidden from ``repr``, and
+    must never be printed. Settings and permissions are the registration's JSON objects (see
     ``patchbay.firehose.registration``); ``registration`` is the raw response as received.
     """
 
     name: str
     display_name: str
     version: str
-    transport: str
+    target: Target
     registration: bytes
     created_at_ms: int
     updated_at_ms: int
     description: str | None = None
     sdk_version: str | None = None
-    url: str | None = None
-    token: str | None = None
-    lambda_function: str | None = None
-    lambda_region: str | None = None
-    lambda_endpoint_url: str | None = None
     permissions: dict[str, object] = {}
     account_settings: list[dict[str, object]] = []
     connection_settings: list[dict[str, object]] = []
@@ -167,11 +164,7 @@ class ModuleRecord(msgspec.Struct, frozen=True):
     supported_dsr_types: list[str] = []
 
     def __repr__(self) -> str:
-        token = "<set>" if self.token else None
-        return (
-            f"ModuleRecord(name={self.name!r}, version={self.version!r},"
-            f" transport={self.transport!r}, token={token})"
-        )
+        return f"ModuleRecord(name={self.name!r}, version={self.version!r}, target={self.target!r})"
 
 
 class ModuleRegistrationEntry(msgspec.Struct, frozen=True):
@@ -184,9 +177,6 @@ class ModuleRegistrationEntry(msgspec.Struct, frozen=True):
 
 
 # -- outputs, connections and the outbox ---------------------------------------------------
-
-#: What an output is: a registered Firehose module, a generic webhook, or a JSON-lines file.
-OutputKind = Literal["module", "webhook", "file"]
 
 #: A delivery waits (``pending``) until it succeeds (and is removed) or is ``parked``.
 DeliveryState = Literal["pending", "parked"]
@@ -213,22 +203,56 @@ class Filters(msgspec.Struct, frozen=True, omit_defaults=True):
     consent_purposes: list[str] = []
 
 
+#: What an output is: a registered Firehose module, a generic webhook, or a JSON-lines file.
+OutputKind = Literal["module", "webhook", "file"]
+
+
+class _Destination(msgspec.Struct, frozen=True, tag_field="kind"):
+    @property
+    def kind(self) -> OutputKind:
+        """``"module"``, ``"webhook"`` or ``"file"``: the destination's tag."""
+        return cast(OutputKind, self.__struct_config__.tag)
+
+
+class ModuleDestination(_Destination, frozen=True, tag="module"):
+    """Firehose requests to the registered module named ``module``."""
+
+    module: str
+
+
+class WebhookDestination(_Destination, frozen=True, tag="webhook"):
+    """The resolved batches POSTed as JSON to ``url``."""
+
+    url: str
+
+
+class FileDestination(_Destination, frozen=True, tag="file"):
+    """The resolved batches appended as JSON lines to the file at ``path``."""
+
+    path: str
+
+
+#: Where an output sends (tagged by ``kind`` when encoded).
+Destination = ModuleDestination | WebhookDestination | FileDestination
+
+
 class Output(msgspec.Struct, frozen=True):
-    """A configured destination. ``module``: the registered module (kind ``module``);
-    ``url``: the webhook URL; ``path``: the JSON-lines file. ``settings`` are the account
-    settings (module) or the webhook's options, as strings; confidential values must never
-    be printed. ``paused_reason`` says why a paused output is paused."""
+    """A configured destination: ``destination`` says where it sends. ``settings`` are the
+    account settings (module) or the webhook's options, as strings; confidential values must
+    never be printed. ``paused_reason`` says why a paused output is paused."""
 
     name: str
-    kind: OutputKind
+    destination: Destination
     created_at_ms: int
     updated_at_ms: int
-    module: str | None = None
-    url: str | None = None
-    path: str | None = None
     settings: dict[str, str] = {}
     paused: bool = False
     paused_reason: str | None = None
+
+    @property
+    def kind(self) -> OutputKind:
+        """What the output is (its destination's tag)."""
+        return self.destination.kind
 
     def __repr__(self) -> str:
         return f"Output(name={self.name!r}, kind={self.kind!r}, paused={self.paused})"

@@ -181,9 +181,10 @@ setting_option = click.option(
 
 def parse_settings_args(items: tuple[str, ...]) -> dict[str, str]:
     """``--setting ID=VALUE`` options as a mapping (a usage error when malformed)."""
-    from patchbay.activate.outputs import SettingsError, parse_setting_args
+    from patchbay.activate.outputs import parse_setting_args
+    from patchbay.firehose.errors import SettingError
 
     try:
         return parse_setting_args(items)
-    except SettingsError as exc:
+    except SettingError as exc:
         raise click.UsageError(str(exc)) from None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import msgspec
@@ -15,6 +15,9 @@ from patchbay.cli.common import (
 )
 from patchbay.cli.partner import partner_target, target_options, timeouts_of
 from patchbay.settings import Settings
+
+if TYPE_CHECKING:
+    from patchbay.backends.records import ModuleRecord
 
 
 @click.group()
@@ -93,18 +96,24 @@ def modules_register(
         f"{verb} module {module.name!r}: {module.display_name} {module.version}"
         f" ({registered.latency_ms:.0f} ms)"
     )
-    _echo_module(module_summary(module))
+    _echo_module(module)
 
 
-def _echo_module(summary: dict[str, Any]) -> None:
+def _echo_module(module: ModuleRecord) -> None:
+    from patchbay.partner.registration import module_summary
+    from patchbay.partner.targets import HttpTarget, LambdaTarget
+
+    summary = module_summary(module)
+
     def line(key: str, value: Any) -> None:
         click.echo(f"  {key + ':':37} {value}")
 
-    endpoint_keys = (
-        ("url", "token")
-        if summary["transport"] == "http"
-        else ("lambda_function", "lambda_region", "lambda_endpoint_url")
-    )
+    endpoint_keys: tuple[str, ...]
+    match module.target:
+        case HttpTarget():
+            endpoint_keys = ("url", "token")
+        case LambdaTarget():
+            endpoint_keys = ("lambda_function", "lambda_region", "lambda_endpoint_url")
     for key in ("display_name", "version", "description", "sdk_version", "transport"):
         line(key, summary.get(key) or "-")
     for key in endpoint_keys:
@@ -146,15 +155,17 @@ def _echo_module(summary: dict[str, Any]) -> None:
 def modules_list(settings: Settings, as_json: bool) -> None:
     """List the registered modules (never their tokens)."""
     from patchbay.partner.registration import module_summary
+    from patchbay.partner.targets import HttpTarget, LambdaTarget
 
     with opened(settings) as backend:
-        summaries = [module_summary(m) for m in backend.modules.list_modules()]
+        found = backend.modules.list_modules()
     if as_json:
-        for summary in summaries:
-            print_json(summary)
+        for module in found:
+            print_json(module_summary(module))
         return
     click.echo(f"{'NAME':20} {'VERSION':10} {'TRANSPORT':9} {'TOKEN':7} {'KINDS':20} ENDPOINT")
-    for s in summaries:
+    for module in found:
+        s = module_summary(module)
         kinds = ",".join(
             k
             for k, on in (
@@ -164,10 +175,11 @@ def modules_list(settings: Settings, as_json: bool) -> None:
             )
             if on
         )
-        if s["transport"] == "http":
-            endpoint, token = s["url"], s["token"]
-        else:
-            endpoint, token = f"{s['lambda_function']} ({s['lambda_region']})", "-"
+        match module.target:
+            case HttpTarget(url=url):
+                endpoint, token = url, s["token"]
+            case LambdaTarget(function=function, region=region):
+                endpoint, token = f"{function} ({region})", "-"
         click.echo(
             f"{s['name']:20} {s['version']:10} {s['transport']:9} {token:7} {kinds or '-':20}"
             f" {endpoint}"
@@ -194,4 +206,4 @@ def modules_show(name: str, settings: Settings, as_json: bool) -> None:
         click.echo(msgspec.json.format(msgspec.json.encode(summary), indent=2).decode())
         return
     click.echo(f"module {module.name!r} ({len(history)} registration(s))")
-    _echo_module(module_summary(module))
+    _echo_module(module)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import msgspec
@@ -15,6 +15,9 @@ from patchbay.cli.common import (
     pass_settings,
 )
 from patchbay.settings import Settings
+
+if TYPE_CHECKING:
+    from patchbay.partner.targets import Target
 
 
 def target_options(function: Callable[..., None]) -> Callable[..., None]:
@@ -50,9 +53,9 @@ def partner_target(
     function_name: str | None,
     region: str | None,
     endpoint_url: str | None,
-) -> Any:
+) -> Target:
     """The transport target the options describe (a UsageError when they conflict)."""
-    from patchbay.partner.transport import DEFAULT_LAMBDA_REGION, HttpTarget, LambdaTarget
+    from patchbay.partner.targets import DEFAULT_LAMBDA_REGION, HttpTarget, LambdaTarget
 
     if (url is None) == (function_name is None):
         raise click.UsageError("give either --url URL or --lambda FUNCTION")
@@ -183,11 +186,9 @@ def partner_verify(
         raise SystemExit(1)
 
 
-def _module_target(name: str, settings: Settings) -> Any:
-    from patchbay.partner.registration import target_of
-
+def _module_target(name: str, settings: Settings) -> Target:
     with opened(settings) as backend:
         module = backend.modules.get_module(name)
     if module is None:
         raise click.ClickException(f"no module named {name!r} (see `patchbay modules list`)")
-    return target_of(module)
+    return module.target

@@ -6,9 +6,11 @@ import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from patchbay.errors import PatchbayError
+
 
 @dataclass(eq=False)  # not frozen: contextlib and add_note() set attributes on exceptions
-class BodyError(Exception):
+class BodyError(PatchbayError):
     """A body that cannot be read: the HTTP status, an error code and a message."""
 
     status: int

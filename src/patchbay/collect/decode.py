@@ -17,6 +17,7 @@ import msgspec
 from patchbay.collect.batch import Batch, BulkBody
 from patchbay.collect.events import EVENT_TYPES
 from patchbay.collect.fields import parse_mpid
+from patchbay.errors import PatchbayError
 
 _BATCH = msgspec.json.Decoder(Batch)
 _BULK = msgspec.json.Decoder(BulkBody)
@@ -28,7 +29,7 @@ T = TypeVar("T")
 
 
 @dataclass(eq=False)  # not frozen: contextlib and add_note() set attributes on exceptions
-class BadInput(Exception):
+class BadInput(PatchbayError):
     """Input that does not follow the batch format.
 
     ``path`` is where the first bad value is (``events[0].data``; ``$`` for the whole body)

@@ -1,11 +1,14 @@
-"""Exceptions raised by the Firehose models and serializer. All are ``ValueError``s."""
+"""Exceptions raised by the Firehose models and serializer. All are ``ValueError``s, and
+:class:`~patchbay.errors.PatchbayError`s (a module that imports nothing)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from patchbay.errors import PatchbayError
 
-class FirehoseError(ValueError):
+
+class FirehoseError(PatchbayError, ValueError):
     """Base of every Firehose error."""
 
 
@@ -51,4 +54,14 @@ class UnknownTypeError(UnknownValueError):
 
 
 class SettingError(FirehoseError):
-    """An account setting is missing while required, or does not parse as the asked type."""
+    """A setting is wrong: missing while required, not of its type, unknown, malformed...
+
+    ``problems`` lists what is wrong, one line each; the message joins them with ``"; "``.
+    Raised by the ``Account.get_*_setting`` helpers (one problem), and by the platform when
+    the settings of an output or a connection do not match their definitions (every
+    problem found).
+    """
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = list(problems)

@@ -49,6 +49,7 @@ from typing import Any, ClassVar, Final, cast, overload
 
 import msgspec
 
+from patchbay.errors import PatchbayError
 from patchbay.firehose._base import now_ms
 from patchbay.firehose.audience import Audience
 from patchbay.firehose.consent import (
@@ -105,7 +106,7 @@ logger = logging.getLogger(__name__)
 # --------------------------------------------------------------------------- errors
 
 
-class ProcessorError(Exception):
+class ProcessorError(PatchbayError):
     """A request could not be processed. ``status`` is the HTTP status an adapter answers
     with and ``code`` a short machine-readable name; :meth:`to_dict` is the JSON error body.
 
@@ -158,7 +159,7 @@ class HandlerError(ProcessorError):
     code = "processing_failed"
 
 
-class UnregisteredSettingError(LookupError):
+class UnregisteredSettingError(PatchbayError, LookupError):
     """A setting was read that the registration does not declare for this kind of message,
     or read with the accessor of another type: a bug in the partner's code (so a 500)."""
 

@@ -15,6 +15,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ExceptionHandler
 
+from patchbay.errors import PatchbayError
+
 _encode = msgspec.json.Encoder().encode
 
 
@@ -37,7 +39,7 @@ class LegacyErrorBody(ErrorBody):
     error: str
 
 
-class HttpError(Exception):
+class HttpError(PatchbayError):
     """An error a handler raises to answer with :func:`error_response`."""
 
     def __init__(

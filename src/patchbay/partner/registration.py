@@ -41,6 +41,7 @@ import msgspec
 
 from patchbay.backends.abstract import ModuleStore
 from patchbay.backends.records import ModuleRecord
+from patchbay.errors import PatchbayError
 from patchbay.firehose import (
     AudienceProcessingRegistration,
     DsrProcessingRegistration,
@@ -71,7 +72,6 @@ from patchbay.firehose.enums import (
     UserIdentityType,
 )
 from patchbay.partner.transport import (
-    DEFAULT_LAMBDA_REGION,
     HttpTarget,
     InvalidResponseError,
     LambdaTarget,
@@ -94,7 +94,6 @@ __all__ = [
     "module_summary",
     "register",
     "registration_of",
-    "target_of",
     "validate_registration",
 ]
 
@@ -121,7 +120,7 @@ class Problem:
         return f"{self.path}: {self.message}"
 
 
-class RegistrationError(Exception):
+class RegistrationError(PatchbayError):
     """The partner's registration was rejected; ``problems`` lists every finding."""
 
     def __init__(self, problems: Sequence[Problem]) -> None:
@@ -655,18 +654,11 @@ def module_record(
     ):
         known = {s.id for s in account}
         account.extend(s for s in group if s.id not in known)
-    transport: dict[str, Any]
-    if isinstance(target, HttpTarget):
-        transport = {"transport": "http", "url": target.url, "token": target.token or None}
-    else:
-        transport = {
-            "transport": "lambda",
-            "lambda_function": target.function,
-            "lambda_region": target.region,
-            "lambda_endpoint_url": target.endpoint_url,
-        }
+    if isinstance(target, HttpTarget) and not target.token:
+        target = HttpTarget(target.url)
     return ModuleRecord(
         name=name,
+        target=target,
         display_name=(response.name or "").strip(),
         version=(response.version or "").strip(),
         description=response.description,
@@ -692,20 +684,6 @@ def module_record(
         audience=audience is not None,
         dsr=dsr is not None,
         supported_dsr_types=list(dsr.supported_dsr_types) if dsr else [],
-        **transport,
-    )
-
-
-def target_of(module: ModuleRecord) -> Target:
-    """Where the platform reaches a stored module (with its token)."""
-    if module.transport == "http":
-        assert module.url is not None
-        return HttpTarget(module.url, module.token)
-    assert module.lambda_function is not None
-    return LambdaTarget(
-        module.lambda_function,
-        module.lambda_region or DEFAULT_LAMBDA_REGION,
-        module.lambda_endpoint_url,
     )
 
 
@@ -733,15 +711,16 @@ def module_summary(module: ModuleRecord, *, with_registration: bool = False) -> 
         "version": module.version,
         "description": module.description,
         "sdk_version": module.sdk_version,
-        "transport": module.transport,
+        "transport": module.target.transport,
     }
-    if module.transport == "http":
-        summary["url"] = module.url
-        summary["token"] = "set" if module.token else "not set"
-    else:
-        summary["lambda_function"] = module.lambda_function
-        summary["lambda_region"] = module.lambda_region
-        summary["lambda_endpoint_url"] = module.lambda_endpoint_url
+    match module.target:
+        case HttpTarget(url=url, token=token):
+            summary["url"] = url
+            summary["token"] = "set" if token else "not set"
+        case LambdaTarget(function=function, region=region, endpoint_url=endpoint_url):
+            summary["lambda_function"] = function
+            summary["lambda_region"] = region
+            summary["lambda_endpoint_url"] = endpoint_url
     summary.update(
         {
             "supported_event_types": module.supported_event_types,

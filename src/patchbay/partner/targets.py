@@ -1,23 +1,37 @@
 """Where a partner (a module) is reached: an HTTPS endpoint or an AWS Lambda function.
 
 Plain msgspec structs with no dependency beyond msgspec, so that the storage layer can hold
-a module's target without importing a transport.
+a module's target without importing a transport. :data:`Target` is a tagged union: encoded,
+a target carries ``"transport": "http"`` or ``"transport": "lambda"`` (its
+:attr:`~HttpTarget.transport`).
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, Literal, cast
 
 import msgspec
 
-__all__ = ["DEFAULT_LAMBDA_REGION", "HttpTarget", "LambdaTarget", "Target"]
+__all__ = ["DEFAULT_LAMBDA_REGION", "HttpTarget", "LambdaTarget", "Target", "TransportName"]
 
 #: mParticle's Lambda integrations live in us-east-1 (spec §5.1).
 DEFAULT_LAMBDA_REGION: Final = "us-east-1"
 
 
-class HttpTarget(msgspec.Struct, frozen=True):
-    """A partner's HTTPS endpoint and the token sent as ``Authorization: Token <token>``."""
+#: How a partner is reached: the tag of its :data:`Target`.
+TransportName = Literal["http", "lambda"]
+
+
+class _Target(msgspec.Struct, frozen=True, tag_field="transport"):
+    @property
+    def transport(self) -> TransportName:
+        """``"http"`` or ``"lambda"``: the target's tag."""
+        return cast(TransportName, self.__struct_config__.tag)
+
+
+class HttpTarget(_Target, frozen=True, tag="http"):
+    """A partner's HTTPS endpoint and the token sent as ``Authorization: Token <token>``
+    (kept out of ``repr``)."""
 
     url: str
     token: str | None = None
@@ -31,7 +45,7 @@ class HttpTarget(msgspec.Struct, frozen=True):
         return f"HttpTarget(url={self.url!r}, token={token})"
 
 
-class LambdaTarget(msgspec.Struct, frozen=True):
+class LambdaTarget(_Target, frozen=True, tag="lambda"):
     """A partner's AWS Lambda function (name, ARN or ``name:alias``)."""
 
     function: str

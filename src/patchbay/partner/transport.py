@@ -40,6 +40,7 @@ import aiohttp
 import msgspec
 
 from patchbay import __version__
+from patchbay.errors import PatchbayError
 from patchbay.firehose import (
     AudienceMembershipChangeRequest,
     AudienceMembershipChangeResponse,
@@ -193,7 +194,7 @@ class Reply:
 _NO_HEADERS: Final[Mapping[str, str]] = MappingProxyType({})
 
 
-class TransportError(Exception):
+class TransportError(PatchbayError):
     """A call to a partner failed. ``target`` describes the partner (never its token),
     ``latency_ms`` is how long the call took when it got that far, ``response`` is the
     partner's answer when one was received (status, headers, capped body), and

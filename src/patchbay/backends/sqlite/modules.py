@@ -2,9 +2,11 @@
 
 One row per registered partner module, with the parts of its registration that the platform
 reads often in their own columns (JSON text for lists and objects), the raw registration
-response, and the transport including the partner's token. Every registration received is
-also appended to ``module_registrations`` (history). Tables are created if missing; the
-database is shared with the log (:mod:`patchbay.backends.sqlite.db`).
+response, and the target including the partner's token (``transport`` and the target's
+fields in columns of their own, mapped by :func:`_target_columns` and :func:`_target`).
+Every registration received is also appended to ``module_registrations`` (history). Tables
+are created if missing; the database is shared with the log
+(:mod:`patchbay.backends.sqlite.db`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import msgspec
 
 from patchbay.backends.records import ModuleRecord, ModuleRegistrationEntry
 from patchbay.backends.sqlite.db import SqliteDatabase
+from patchbay.partner.targets import Target
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS modules (
@@ -93,6 +96,14 @@ _JSON_COLUMNS = frozenset(
     }
 )
 _BOOL_COLUMNS = frozenset({"audience", "dsr"})
+#: The columns that hold the target (``transport`` is its tag), by the target's field name.
+_TARGET_COLUMNS = {
+    "url": "url",
+    "token": "token",
+    "function": "lambda_function",
+    "region": "lambda_region",
+    "endpoint_url": "lambda_endpoint_url",
+}
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM modules"
 
 
@@ -162,9 +173,33 @@ class SqliteModuleStore:
         self._db.close()
 
 
+def _target_columns(target: Target) -> dict[str, object]:
+    """The ``transport`` column and the target columns of ``target`` (``None`` where it has
+    no such field)."""
+    fields = msgspec.structs.asdict(target)
+    columns: dict[str, object] = {"transport": target.transport}
+    columns.update({column: fields.get(name) for name, column in _TARGET_COLUMNS.items()})
+    return columns
+
+
+def _target(columns: dict[str, object]) -> Target:
+    """The target the ``transport`` and target columns hold (a missing region: the default)."""
+    fields = {"transport": columns.pop("transport")}
+    for name, column in _TARGET_COLUMNS.items():
+        value = columns.pop(column)
+        if value is not None:
+            fields[name] = value
+    target: Target = msgspec.convert(fields, Target)
+    return target
+
+
 def _row(module: ModuleRecord) -> tuple[object, ...]:
+    target = _target_columns(module.target)
     values: list[object] = []
     for column in _COLUMNS:
+        if column in target:
+            values.append(target[column])
+            continue
         value = getattr(module, column)
         if column in _JSON_COLUMNS:
             value = msgspec.json.encode(value).decode()
@@ -187,4 +222,5 @@ def _module(row: Sequence[object]) -> ModuleRecord:
             fields[column] = bytes(value)
         else:
             fields[column] = value
+    fields["target"] = _target(fields)
     return msgspec.convert(fields, ModuleRecord)

@@ -18,6 +18,7 @@ import msgspec
 from patchbay.backends.records import (
     Connection,
     Delivery,
+    Destination,
     DuplicateName,
     Filters,
     Output,
@@ -66,6 +67,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (output, state, next_attempt_ms);
 """
 
+#: ``kind, module, url, path``: the destination (see :func:`_destination_columns`).
 _OUTPUT_COLUMNS = (
     "name, kind, module, url, path, settings, paused, paused_reason, created_at_ms, updated_at_ms"
 )
@@ -95,10 +97,7 @@ class SqliteOutbox:
                 f"INSERT INTO outputs ({_OUTPUT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     output.name,
-                    output.kind,
-                    output.module,
-                    output.url,
-                    output.path,
+                    *_destination_columns(output.destination),
                     msgspec.json.encode(output.settings).decode(),
                     int(output.paused),
                     output.paused_reason,
@@ -312,14 +311,21 @@ class SqliteOutbox:
         self._db.close()
 
 
+#: The columns that hold an output's destination: ``kind`` (its tag), then one column for
+#: each kind's field (``NULL`` in the others).
+_DESTINATION_COLUMNS = ("kind", "module", "url", "path")
+
+
+def _destination_columns(destination: Destination) -> tuple[object, ...]:
+    fields = msgspec.to_builtins(destination)
+    return tuple(fields.get(column) for column in _DESTINATION_COLUMNS)
+
+
 def _output(row: Sequence[object]) -> Output:
     return msgspec.convert(
         {
             "name": row[0],
-            "kind": row[1],
-            "module": row[2],
-            "url": row[3],
-            "path": row[4],
+            "destination": dict(zip(_DESTINATION_COLUMNS, row[1:5], strict=True)),
             "settings": _settings_decoder.decode(str(row[5])),
             "paused": bool(row[6]),
             "paused_reason": row[7],
