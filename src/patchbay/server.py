@@ -20,7 +20,7 @@ from patchbay.activate.service import ActivateService
 from patchbay.activate.stage import ActivateStage
 from patchbay.backends import Backend, open_backend
 from patchbay.clock import Clock, SystemClock
-from patchbay.collect.appender import GroupCommitAppender
+from patchbay.collect.appender import GroupCommitAppender, recover_dedup
 from patchbay.collect.http import EventsApi
 from patchbay.http import EXCEPTION_HANDLERS, middleware
 from patchbay.http.cors import CorsPolicy
@@ -67,6 +67,9 @@ def create_app(
         raise ValueError("the memory backend cannot be shared with a delivery process")
     clock = clock or SystemClock()
     metrics = Metrics()
+    recovered = recover_dedup(backend.log, backend.dedup)
+    if recovered:
+        log.info("dedup_recovered", keys=recovered)
     appender = GroupCommitAppender(backend.log, backend.dedup)
     service = ResolveService(backend.state, Resolver(strategy or IdentityStrategy()), clock)
     api = EventsApi(backend.inputs, appender, settings, clock, metrics)

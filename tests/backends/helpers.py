@@ -49,6 +49,7 @@ def as_stored(position: LogPosition, new: NewBatch) -> StoredBatch:
         ip=new.ip,
         historical=new.historical,
         partition=position.partition,
+        source_request_id=new.source_request_id,
     )
 
 

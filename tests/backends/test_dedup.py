@@ -16,7 +16,12 @@ from hypothesis import strategies as st
 
 from patchbay.backends.abstract import Backend, BatchLog, DedupIndex
 from patchbay.backends.records import DedupKey, LogPosition, NewBatch, StoredBatch
-from patchbay.collect.appender import AppendResult, GroupCommitAppender, append_new
+from patchbay.collect.appender import (
+    AppendResult,
+    GroupCommitAppender,
+    append_new,
+    recover_dedup,
+)
 from tests.backends.conftest import BACKENDS, PARTITIONED, BackendSpec, Stores, spec_of
 from tests.backends.helpers import (
     as_stored,
@@ -53,13 +58,13 @@ def test_empty_index(dedup: DedupIndex) -> None:
     assert dedup.seen([("input-1", "a")], 0) == set()
     assert dedup.seen([], 0) == set()
     assert dedup.forget_before(10**15) == 0
-    dedup.record([])
+    dedup.record([], {})
     assert dedup.seen([("input-1", "a")], 0) == set()
 
 
 def test_seen_since_is_inclusive(dedup: DedupIndex) -> None:
     """A key counts as seen from ``since_ms`` at or before the time it was recorded."""
-    dedup.record([(("input-1", "a"), 1_000, POSITION)])
+    dedup.record([(("input-1", "a"), 1_000, POSITION)], {})
     assert dedup.seen([("input-1", "a")], 999) == {("input-1", "a")}
     assert dedup.seen([("input-1", "a")], 1_000) == {("input-1", "a")}
     assert dedup.seen([("input-1", "a")], 1_001) == set()
@@ -69,7 +74,7 @@ def test_seen_is_per_input_and_returns_only_recorded_keys(dedup: DedupIndex) -> 
     """Keys are (input, request id) pairs; only those asked about and recorded come back,
     however many are asked at once."""
     recorded: list[DedupKey] = [(f"input-{i % 3}", f"r{i}") for i in range(0, 500, 2)]
-    dedup.record([(k, 1_000, POSITION) for k in recorded])
+    dedup.record([(k, 1_000, POSITION) for k in recorded], {})
     asked: list[DedupKey] = [(f"input-{i % 3}", f"r{i}") for i in range(300)]
     asked += [("input-9", "r0"), ("input-1", "r0")]  # r0 was recorded for input-0 only
     assert dedup.seen(asked, 0) == set(recorded[:150])
@@ -78,12 +83,12 @@ def test_seen_is_per_input_and_returns_only_recorded_keys(dedup: DedupIndex) -> 
 def test_recording_a_key_again_keeps_the_newest(dedup: DedupIndex) -> None:
     """Recording a key twice (in two calls or in one) keeps the last time recorded."""
     key = ("input-1", "a")
-    dedup.record([(key, 1_000, POSITION)])
-    dedup.record([(key, 5_000, POSITION)])
+    dedup.record([(key, 1_000, POSITION)], {})
+    dedup.record([(key, 5_000, POSITION)], {})
     assert dedup.seen([key], 3_000) == {key}
     assert dedup.forget_before(3_000) == 0
     other = ("input-1", "b")
-    dedup.record([(other, 5_000, POSITION), (other, 1_000, POSITION)])
+    dedup.record([(other, 5_000, POSITION), (other, 1_000, POSITION)], {})
     assert dedup.seen([other], 3_000) == set()
     assert dedup.forget_before(3_000) == 1
     assert dedup.seen([key, other], 0) == {key}
@@ -91,7 +96,7 @@ def test_recording_a_key_again_keeps_the_newest(dedup: DedupIndex) -> None:
 
 def test_forget_before_drops_strictly_older_keys(dedup: DedupIndex) -> None:
     """``forget_before`` drops the keys received strictly before it, and counts them."""
-    dedup.record([((f"input-{t}", "r"), t, POSITION) for t in (1_000, 2_000, 3_000)])
+    dedup.record([((f"input-{t}", "r"), t, POSITION) for t in (1_000, 2_000, 3_000)], {})
     assert dedup.forget_before(1_000) == 0
     assert dedup.forget_before(2_000) == 1
     assert dedup.forget_before(2_000) == 0
@@ -103,10 +108,59 @@ def test_forget_before_drops_strictly_older_keys(dedup: DedupIndex) -> None:
 @pytest.mark.persists
 def test_keys_persist_across_reopen(stores: Stores, backend: Backend) -> None:
     """Recorded keys are still seen after reopening."""
-    backend.dedup.record([(("input-1", "a"), 1_000, POSITION)])
+    backend.dedup.record([(("input-1", "a"), 1_000, POSITION)], {})
     backend.log.append([batch("commit")])  # the log's commit makes the keys durable too
     reopened = stores.reopen(backend)
     assert reopened.dedup.seen([("input-1", "a"), ("input-1", "b")], 0) == {("input-1", "a")}
+
+
+def test_recorded_progress_only_moves_forward(dedup: DedupIndex) -> None:
+    """``record`` keeps, per partition, the furthest position the log is recorded up to."""
+    assert dedup.recorded() == {}
+    dedup.record([], {0: LogPosition(0, 5)})
+    dedup.record([(("input-1", "a"), 1_000, LogPosition(1, 2))], {1: LogPosition(1, 2)})
+    dedup.record([], {0: LogPosition(0, 3)})  # an older position does not move it back
+    assert dedup.recorded() == {0: LogPosition(0, 5), 1: LogPosition(1, 2)}
+
+
+def test_append_new_records_progress_past_batches_without_keys(backend: Backend) -> None:
+    """The progress covers every appended batch, keyed or not."""
+    positions = stored(append(backend, [batch("a"), batch("b", srid="s")], 0).positions)
+    recorded = backend.dedup.recorded()
+    for position in positions:
+        assert recorded[position.partition] >= position
+
+
+def test_recover_dedup_records_what_an_append_left_unrecorded(backend: Backend) -> None:
+    """Keys of batches appended without being recorded (a crash in between) are recorded
+    from the log, and only those after the progress are read."""
+    append(backend, [batch("first", srid="s1")], 0)
+    lost = [batch(f"lost{i}", srid=f"l{i}", at=2_000 + i) for i in range(3)] + [batch("nokey")]
+    backend.log.append(lost)  # appended, then "crashed" before recording
+    assert backend.dedup.seen([("input-1", "l0")], 0) == set()
+    assert recover_dedup(backend.log, backend.dedup, page=2) == 3
+    assert backend.dedup.seen([("input-1", f"l{i}") for i in range(3)], 2_000) == {
+        ("input-1", "l0"),
+        ("input-1", "l1"),
+        ("input-1", "l2"),
+    }
+    assert backend.dedup.seen([("input-1", "l0")], 2_001) == set()  # with its own time
+    assert recover_dedup(backend.log, backend.dedup) == 0  # nothing left to record
+    again = append(backend, [batch("retry", srid="l1", at=9_000)], 0)
+    assert again.duplicates == 1
+
+
+@pytest.mark.persists
+def test_recover_dedup_after_reopen(stores: Stores, backend: Backend) -> None:
+    """The progress persists: after a reopen only the unrecorded tail is read."""
+    append(backend, [batch(f"b{i}", srid=f"s{i}") for i in range(4)], 0)
+    backend.log.append([batch("tail", srid="t")])
+    reopened = stores.reopen(backend)
+    assert recover_dedup(reopened.log, reopened.dedup) == 1
+    assert reopened.dedup.seen([("input-1", "t"), ("input-1", "s0")], 0) == {
+        ("input-1", "t"),
+        ("input-1", "s0"),
+    }
 
 
 # -- append_new ----------------------------------------------------------------------------

@@ -77,15 +77,23 @@ class BatchLog(Protocol):
 
 class DedupIndex(Protocol):
     """Which (input, ``source_request_id``) keys were stored recently: batches sent again
-    within the window are skipped. Collect asks before it appends and records after, so a
-    crash in between can store a batch twice but never lose one."""
+    within the window are skipped. It is an index of the log: collect asks before it appends
+    and records after, and the keys of batches appended but not recorded (a crash in
+    between) are recorded again from the log at start (``collect.appender.recover_dedup``)."""
 
     def seen(self, keys: Collection[DedupKey], since_ms: int) -> set[DedupKey]:
         """Those of ``keys`` recorded at or after ``since_ms``."""
         ...
 
-    def record(self, entries: Sequence[tuple[DedupKey, int, LogPosition]]) -> None:
-        """Remember each key with the time it was received and where the batch went."""
+    def record(
+        self, entries: Sequence[tuple[DedupKey, int, LogPosition]], upto: Checkpoint
+    ) -> None:
+        """Remember each key with the time it was received and where the batch went, and
+        that the log's keys are recorded up to ``upto`` (batches without a key included)."""
+        ...
+
+    def recorded(self) -> Checkpoint:
+        """How far the log's keys are recorded, by partition."""
         ...
 
     def forget_before(self, before_ms: int) -> int:

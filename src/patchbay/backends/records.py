@@ -87,6 +87,7 @@ class StoredBatch(msgspec.Struct, frozen=True):
     ip: str | None = None
     historical: bool = False
     partition: int = 0
+    source_request_id: str | None = None
 
     @property
     def position(self) -> LogPosition:

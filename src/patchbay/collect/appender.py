@@ -4,8 +4,9 @@ Requests hand their batches to :meth:`GroupCommitAppender.append` and wait. One 
 takes every append waiting at that moment, drops the batches the de-duplication index has
 seen, writes the rest to the log in one transaction (one fsync), records their keys, and
 wakes each request with its own positions. Under load this turns N fsyncs into one; with a
-single client it costs nothing extra. The keys are recorded after the append: a crash in
-between can store a retried batch twice, never lose one.
+single client it costs nothing extra. The keys are recorded after the append (recording
+them first could lose a batch whose append then failed); :func:`recover_dedup` records at
+start the keys a crash left unrecorded, so a retry after a crash is still recognised.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from patchbay.backends.abstract import BatchLog, DedupIndex
-from patchbay.backends.records import DedupKey, LogPosition, NewBatch
+from patchbay.backends.records import DedupKey, LogPosition, NewBatch, advance
 
 _STOP = object()
 
@@ -65,8 +66,26 @@ def append_new(
             positions[index] = position
             if (key := keys[index]) is not None:
                 entries.append((key, batches[index].received_at_ms, position))
-        dedup.record(entries)
+        dedup.record(entries, advance({}, written))
     return AppendResult(positions)
+
+
+def recover_dedup(log: BatchLog, dedup: DedupIndex, page: int = 1000) -> int:
+    """Record the keys of the batches appended after the index's progress (a crash between
+    an append and its keys); return how many. Run before collecting starts."""
+    recovered = 0
+    for partition in range(log.partitions):
+        after = dedup.recorded().get(partition)
+        while stored := log.read(partition, after, page):
+            entries = [
+                ((s.input_id, s.source_request_id), s.received_at_ms, s.position)
+                for s in stored
+                if s.source_request_id is not None
+            ]
+            after = stored[-1].position
+            dedup.record(entries, {partition: after})
+            recovered += len(entries)
+    return recovered
 
 
 @dataclass(slots=True)

@@ -6,7 +6,14 @@ import threading
 import zlib
 from collections.abc import Collection, Sequence
 
-from patchbay.backends.records import DedupKey, LogPosition, NewBatch, StoredBatch
+from patchbay.backends.records import (
+    Checkpoint,
+    DedupKey,
+    LogPosition,
+    NewBatch,
+    StoredBatch,
+    advance,
+)
 
 
 class MemoryBatchLog:
@@ -42,6 +49,7 @@ class MemoryBatchLog:
                     ip=b.ip,
                     historical=b.historical,
                     partition=part,
+                    source_request_id=b.source_request_id,
                 )
                 placed.append((part, stored))
             for part, stored in placed:
@@ -73,6 +81,7 @@ class MemoryDedupIndex:
 
     def __init__(self) -> None:
         self._keys: dict[DedupKey, int] = {}
+        self._recorded: Checkpoint = {}
         self._lock = threading.Lock()
 
     def seen(self, keys: Collection[DedupKey], since_ms: int) -> set[DedupKey]:
@@ -80,11 +89,19 @@ class MemoryDedupIndex:
         with self._lock:
             return {k for k in keys if self._keys.get(k, since_ms - 1) >= since_ms}
 
-    def record(self, entries: Sequence[tuple[DedupKey, int, LogPosition]]) -> None:
-        """Remember the keys."""
+    def record(
+        self, entries: Sequence[tuple[DedupKey, int, LogPosition]], upto: Checkpoint
+    ) -> None:
+        """Remember the keys, and how far the log is recorded."""
         with self._lock:
             for key, received_at_ms, _ in entries:
                 self._keys[key] = received_at_ms
+            self._recorded = advance(self._recorded, list(upto.values()))
+
+    def recorded(self) -> Checkpoint:
+        """How far the log's keys are recorded."""
+        with self._lock:
+            return dict(self._recorded)
 
     def forget_before(self, before_ms: int) -> int:
         """Drop old keys."""

@@ -24,14 +24,18 @@ CREATE TABLE IF NOT EXISTS batches (
     channel TEXT NOT NULL,
     ip TEXT,
     historical INTEGER NOT NULL DEFAULT 0,
-    body BLOB NOT NULL
+    body BLOB NOT NULL,
+    source_request_id TEXT
 );
 """
 
-_BATCH_COLUMNS = "seq, batch_id, input_id, received_at_ms, channel, body, ip, historical"
+_BATCH_COLUMNS = (
+    "seq, batch_id, input_id, received_at_ms, channel, body, ip, historical, source_request_id"
+)
 
 _INSERT_BATCHES = (
-    "INSERT INTO batches (batch_id, input_id, received_at_ms, channel, ip, historical, body)"
+    "INSERT INTO batches (batch_id, input_id, received_at_ms, channel, ip, historical, body,"
+    " source_request_id)"
 )
 
 
@@ -43,6 +47,9 @@ class SqliteBatchLog:
     def __init__(self, db: SqliteDatabase) -> None:
         self._db = db
         db.create(SCHEMA)
+        columns = {row[1] for row in db.conn().execute("PRAGMA table_info(batches)")}
+        if "source_request_id" not in columns:  # a log written before the column existed
+            db.write("ALTER TABLE batches ADD COLUMN source_request_id TEXT")
 
     def append(self, batches: Sequence[NewBatch]) -> list[LogPosition]:
         """Append ``batches`` in one transaction; see :class:`~patchbay.backends.abstract.BatchLog`.
@@ -51,7 +58,16 @@ class SqliteBatchLog:
         batch: under load each statement hands the GIL over and waits to get it back.
         """
         rows = [
-            (b.batch_id, b.input_id, b.received_at_ms, b.channel, b.ip, int(b.historical), b.body)
+            (
+                b.batch_id,
+                b.input_id,
+                b.received_at_ms,
+                b.channel,
+                b.ip,
+                int(b.historical),
+                b.body,
+                b.source_request_id,
+            )
             for b in batches
         ]
         positions: list[LogPosition] = []
@@ -79,6 +95,7 @@ class SqliteBatchLog:
                 body=bytes(r[5]),
                 ip=r[6],
                 historical=bool(r[7]),
+                source_request_id=r[8],
             )
             for r in rows
         ]
