@@ -12,6 +12,19 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Literal
+
+from patchbay.backends import Backend, open_backend
+from patchbay.settings import Settings
+
+
+def open_store(data_dir: Path | None, durability: str = "full") -> Backend:
+    """The backend a benchmark works on, opened as every composition root opens one: the
+    embedded store in ``data_dir``, or the in-memory backend when ``data_dir`` is None."""
+    if data_dir is None:
+        return open_backend(Settings(backend="memory", delivery_process=False))
+    level: Literal["full", "normal"] = "full" if durability == "full" else "normal"
+    return open_backend(Settings(data_dir=data_dir, durability=level))
 
 
 def free_port() -> int:

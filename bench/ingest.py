@@ -45,7 +45,7 @@ from typing import Any
 import msgspec
 
 from patchbay.backends import Backend
-from patchbay.backends.sqlite import STATE_FILE, open_sqlite
+from patchbay.backends.sqlite import STATE_FILE
 from patchbay.clock import SystemClock
 from patchbay.collect.appender import append_new
 from patchbay.collect.decode import decode_batch, split_bulk
@@ -61,6 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # bench/common.py
     free_port,
     machine_cpu_s,
+    open_store,
     percentile,
     process_cpu_s,
     start_server,
@@ -590,7 +591,7 @@ def floor_append(
 ) -> Row:
     """prepare_bulk + append (de-duplication check, log append, keys recorded) of the bodies,
     sequentially, on a fresh store."""
-    backend = open_sqlite(workdir / "floor", "full" if durability == "full" else "normal")
+    backend = open_store(workdir / "floor", durability)
     try:
         create_input(backend.inputs, "bench", "server", 0, SystemClock())
         item = backend.inputs.get_input("bench")
@@ -699,7 +700,7 @@ def resolved_offset(data_dir: Path) -> int | None:
     """How far the server's resolve stage got in the log."""
     if not (data_dir / STATE_FILE).exists():
         return None
-    backend = open_sqlite(data_dir)
+    backend = open_store(data_dir)
     try:
         done = backend.state.checkpoint().get(0)
         return 0 if done is None else done.offset
@@ -819,7 +820,7 @@ def main() -> int:
         code = stop_process(server)
         if code not in (0, -signal.SIGTERM):
             errors.append(f"patchbay serve exited with {code}")
-        check = open_sqlite(data_dir)
+        check = open_store(data_dir)
         try:
             stored = last_offset(check)
         finally:

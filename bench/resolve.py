@@ -49,9 +49,8 @@ from typing import Any
 import msgspec
 
 from patchbay.backends import Backend
-from patchbay.backends.memory import open_memory
 from patchbay.backends.records import LogPosition, NewBatch, StateChanges
-from patchbay.backends.sqlite import STATE_FILE, open_sqlite
+from patchbay.backends.sqlite import STATE_FILE
 from patchbay.backends.sqlite import state as sqlite_state
 from patchbay.backends.sqlite.db import Durability
 from patchbay.collect.decode import decode_batch
@@ -62,7 +61,7 @@ from patchbay.resolve.stage import ResolveStage
 from patchbay.resolve.strategy import IdentityStrategy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_cpu_s  # bench/common.py
+from common import machine_cpu_s, open_store  # bench/common.py
 
 #: The issue's goals.
 GOAL_BATCHES_PER_S = 20_000
@@ -146,7 +145,7 @@ def build_state(users: int) -> tuple[Path, float | None]:
     shutil.rmtree(partial, ignore_errors=True)
     mpids = [known_mpid(i) for i in range(users)]
     by_mpid = sorted(range(users), key=mpids.__getitem__)
-    backend = open_sqlite(partial, "normal")
+    backend = open_store(partial, "normal")
     store = backend.state
     try:
         for start in range(0, users, BUILD_CHUNK):
@@ -258,7 +257,7 @@ def build_log(log_dir: Path, users: int, batches: int, seed: int) -> int:
     """Append ``batches`` batches to a new log; return how many were of new users."""
     rng = random.Random(seed)
     encode = msgspec.json.Encoder().encode
-    backend = open_sqlite(log_dir, "normal")
+    backend = open_store(log_dir, "normal")
     log = backend.log
     new_users = 0
     try:
@@ -324,8 +323,8 @@ class StageRun:
 
     def __init__(self, log_dir: Path, state_dir: Path, chunk: int, durability: Durability):
         self.logs, self.states = (
-            open_sqlite(log_dir, durability),
-            open_sqlite(state_dir, durability),
+            open_store(log_dir, durability),
+            open_store(state_dir, durability),
         )
         self.state = self.states.state
         self.stage = ResolveStage(
@@ -358,8 +357,8 @@ class FloorRun:
 
     def __init__(self, log_dir: Path, state_dir: Path, chunk: int, durability: Durability):
         self.logs, self.states = (
-            open_sqlite(log_dir, durability),
-            open_sqlite(state_dir, durability),
+            open_store(log_dir, durability),
+            open_store(state_dir, durability),
         )
         self.log, self.state = self.logs.log, self.states.state
         self.chunk = chunk
@@ -415,7 +414,7 @@ class FloorRun:
 
 def memory_state(state_file: Path) -> Backend:
     """The memory backend holding the profiles and links of ``state_file``."""
-    backend = open_memory()
+    backend = open_store(None)
     db = sqlite3.connect(state_file)
     try:
         changes = StateChanges()
@@ -435,7 +434,7 @@ def memory_state(state_file: Path) -> Backend:
 def measure_ceiling(workdir: Path, state_file: Path, chunk: int, durability: Durability) -> Row:
     """The real stage over the whole log, its state in the memory backend (no I/O)."""
     memory = memory_state(state_file)
-    logs = open_sqlite(workdir / "log", durability)
+    logs = open_store(workdir / "log", durability)
     stage = ResolveStage(logs.log, memory.state, Resolver(IdentityStrategy()), (), chunk)
     try:
         began = time.perf_counter()

@@ -42,7 +42,6 @@ def ids(deliveries: list[Delivery]) -> list[str]:
 def test_empty_outbox(outbox: Outbox) -> None:
     """A new outbox has nothing due, parked or counted; unknown ids change nothing."""
     assert outbox.due("hook", NOW, 10) == []
-    assert outbox.next_due_ms("hook") is None
     assert outbox.parked() == []
     assert outbox.stats() == {}
     assert outbox.get_delivery("d1") is None
@@ -78,8 +77,6 @@ def test_due_respects_time_limit_output_and_exclusions(outbox: Outbox) -> None:
     assert ids(outbox.due("hook", NOW + 5000, 10, ["d1"])) == ["d2"]
     assert ids(outbox.due("other", NOW, 10)) == ["d3"]
     assert outbox.due("missing", NOW, 10) == []
-    assert outbox.next_due_ms("hook") == NOW
-    assert outbox.next_due_ms("nothing") is None
 
 
 def test_due_oldest_due_first_then_created(outbox: Outbox) -> None:
@@ -93,7 +90,6 @@ def test_due_oldest_due_first_then_created(outbox: Outbox) -> None:
         ]
     )
     assert ids(outbox.due("hook", NOW + 10, 10)) == ["d4", "d3", "d2", "d1"]
-    assert outbox.next_due_ms("hook") == NOW
 
 
 def test_due_fills_the_limit_past_exclusions(outbox: Outbox) -> None:
@@ -128,7 +124,6 @@ def test_retry_park_replay(outbox: Outbox) -> None:
         )
     ]
     assert outbox.due("hook", NOW + 10_000, 10) == [delivery(2)]
-    assert outbox.next_due_ms("hook") == NOW
     assert outbox.parked("other") == []
     assert outbox.stats()["hook"] == QueueStats(pending=1, parked=1, oldest_pending_ms=NOW)
     outbox.retry_at("d1", 5, NOW, "ignored")  # a parked delivery is not retried

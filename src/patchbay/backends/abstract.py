@@ -308,10 +308,6 @@ class Outbox(Protocol):
         """Pending deliveries of ``output`` due at ``now_ms``, oldest due first."""
         ...
 
-    def next_due_ms(self, output: str) -> int | None:
-        """When the next pending delivery of ``output`` is due."""
-        ...
-
     def succeeded(self, delivery_id: str) -> None:
         """Remove a delivery that was accepted."""
         ...

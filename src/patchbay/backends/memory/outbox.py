@@ -99,16 +99,6 @@ class MemoryOutbox:
         found.sort(key=lambda d: (d.next_attempt_ms, d.created_at_ms))
         return found[: max(limit, 0)]
 
-    def next_due_ms(self, output: str) -> int | None:
-        """When the next pending delivery of ``output`` is due."""
-        with self._lock:
-            due = [
-                d.next_attempt_ms
-                for d in self._deliveries.values()
-                if d.output == output and d.state == "pending"
-            ]
-        return min(due, default=None)
-
     def succeeded(self, delivery_id: str) -> None:
         """Remove a delivery that was accepted."""
         self.succeeded_many((delivery_id,))

@@ -215,19 +215,6 @@ class SqliteOutbox:
             rows.close()  # end the read at once (a WAL snapshot must not stay open)
         return found
 
-    def next_due_ms(self, output: str) -> int | None:
-        """When the next pending delivery of ``output`` is due."""
-        row = (
-            self._db.conn()
-            .execute(
-                "SELECT MIN(next_attempt_ms) FROM deliveries"
-                " WHERE output = ? AND state = 'pending'",
-                (output,),
-            )
-            .fetchone()
-        )
-        return None if row is None or row[0] is None else int(row[0])
-
     def succeeded(self, delivery_id: str) -> None:
         """Remove a delivery that was accepted."""
         self._db.write("DELETE FROM deliveries WHERE id = ?", (delivery_id,))
