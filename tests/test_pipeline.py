@@ -27,10 +27,11 @@ from patchbay.backends.records import (
 from patchbay.backends.sqlite import open_sqlite
 from patchbay.clock import ManualClock
 from patchbay.collect.appender import append_new
-from patchbay.pipeline import Pipeline, StageFeed
+from patchbay.collect.decode import decode_batch
+from patchbay.pipeline import Fanout, Pipeline, StageFeed
 from patchbay.resolve.resolver import Resolver
 from patchbay.resolve.service import ResolveService
-from patchbay.resolve.stage import ResolvedBatch
+from patchbay.resolve.stage import ResolvedBatch, ResolvedChunk
 from patchbay.resolve.strategy import IdentityStrategy
 
 INPUT = "input-1"
@@ -205,6 +206,7 @@ def test_resolved_users_are_pruned_once_every_stage_has_them(memory: Backend) ->
         positions = append(memory, 10)
         running.wake()
         wait_for(lambda: fast.positions() == positions, "the fast stage")
+        wait_for(lambda: len(memory.state.resolved(0, None, 100)) == 10, "resolve's commit")
         assert running.prune() == 0  # the slow stage has none of them yet
         assert len(memory.state.resolved(0, None, 100)) == 10
         hold.set()
@@ -220,9 +222,45 @@ def test_a_full_buffer_drops_without_blocking(memory: Backend) -> None:
     stage = Recording()
     feed = StageFeed(stage, memory, buffer_chunks=1)
     # not started: nothing takes from the buffer, so the second offer finds it full
-    from patchbay.resolve.stage import ResolvedChunk
-
     chunk = ResolvedChunk(0, None, LogPosition(0, 1), [])
     feed.offer(chunk)
     feed.offer(chunk)
     assert feed.dropped == 1
+
+
+def test_resolve_waits_for_a_stage_that_keeps_up_and_not_for_a_stuck_one(
+    memory: Backend,
+) -> None:
+    """The fan-out returns once every stage that keeps up is done with the chunk (they run
+    on resolve's time, not beside it); a stage that does not finish in time is not waited
+    for again until it caught up."""
+    steady, stuck = Recording("steady"), Recording("stuck")
+    gate = threading.Event()
+    original = stuck.handle
+
+    def held(batches: Sequence[ResolvedBatch]) -> None:
+        assert gate.wait(30)
+        original(batches)
+
+    stuck.handle = held  # type: ignore[method-assign]
+    feeds = [StageFeed(steady, memory), StageFeed(stuck, memory)]
+    fanout = Fanout(feeds, wait_s=0.5)
+    for feed in feeds:
+        feed.start()
+    try:
+        (position,) = append(memory, 1)
+        stored = memory.log.read(0, None, 1)
+        batch = ResolvedBatch(stored[0], decode_batch(stored[0].body), 7)
+        chunk = ResolvedChunk(0, None, position, [batch])
+        fanout.offer(chunk)
+        assert steady.positions() == [position]  # done before the fan-out returned
+        assert stuck.positions() == []
+        later = ResolvedChunk(0, position, LogPosition(0, 2), [])
+        assert feeds[1].offer(later) is None  # behind: not waited for
+        assert feeds[0].offer(later) is not None  # still in step
+        gate.set()
+        wait_for(lambda: stuck.positions() == [position], "the stuck stage, released")
+    finally:
+        gate.set()
+        for feed in feeds:
+            feed.stop()

@@ -5,9 +5,12 @@ state, the user each batch resolved to. Every stage after resolve (activate now,
 next) is a :class:`Stage` run by a :class:`StageFeed` of its own: a thread, a bounded
 buffer of resolved chunks and a checkpoint in the backend's ``StagePositions``.
 
-* Resolve offers each chunk to every feed without waiting. A feed whose buffer is full
-  drops the chunk, so a slow or failing stage never holds resolve or another stage up
-  beyond its buffer.
+* Resolve offers each chunk to every feed (:class:`Fanout`) and waits, at most
+  :data:`HANDOFF_WAIT_S`, for the stages that keep up to be done with it: they share one
+  GIL with resolve, and running beside it would only make both wait for the GIL at every
+  I/O call. A stage that is not done in time, fails, or whose buffer is full is not waited
+  for again until it caught up, and drops what does not fit its buffer: a slow or failing
+  stage never holds resolve or another stage up for good.
 * A feed that finds a gap between its checkpoint and the next chunk (a dropped chunk, a
   restart, a stage that failed) reads what it misses back from storage: the batches from
   the log and their users from the resolved users resolve committed. So each stage gets
@@ -20,6 +23,7 @@ Adding a stage is a module with a :class:`Stage` and one entry in the list given
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -41,6 +45,8 @@ log = structlog.get_logger("patchbay.pipeline")
 DEFAULT_BUFFER_CHUNKS = 16
 #: How long a stage that caught a gap waits for resolve to commit what lies in it.
 GAP_WAIT_S = 5.0
+#: How long resolve waits for a stage that keeps up to finish a chunk before it goes on.
+HANDOFF_WAIT_S = 1.0
 #: How often the resolved users every stage has passed are pruned.
 PRUNE_INTERVAL_S = 10.0
 #: How often at most a busy stage commits its checkpoint (an idle or stopping one at once):
@@ -82,7 +88,8 @@ class StageFeed:
         self.stage = stage
         self.name = stage.name
         self._backend = backend
-        self._queue: queue.Queue[ResolvedChunk | None] = queue.Queue(buffer_chunks)
+        self._queue: queue.Queue[tuple[ResolvedChunk, threading.Event]] = queue.Queue(buffer_chunks)
+        self._in_sync = True
         self._idle = idle_s
         self._page = page
         self._stopping = threading.Event()
@@ -95,12 +102,22 @@ class StageFeed:
         self.handled = 0
         self.error: BaseException | None = None
 
-    def offer(self, chunk: ResolvedChunk) -> None:
-        """Buffer ``chunk``, or drop it when the buffer is full (read back later)."""
+    def offer(self, chunk: ResolvedChunk) -> threading.Event | None:
+        """Buffer ``chunk``, or drop it when the buffer is full (read back later). Returns
+        what is set once the stage is done with it, when the stage keeps up (resolve then
+        waits for it: see :class:`Fanout`)."""
+        done = threading.Event()
         try:
-            self._queue.put_nowait(chunk)
+            self._queue.put_nowait((chunk, done))
         except queue.Full:
             self.dropped += 1
+            self._in_sync = False
+            return None
+        return done if self._in_sync else None
+
+    def fell_behind(self) -> None:
+        """The stage did not finish a chunk in time: stop waiting for it until it caught up."""
+        self._in_sync = False
 
     def start(self) -> None:
         """Start the thread."""
@@ -113,10 +130,10 @@ class StageFeed:
 
     def _run(self) -> None:
         while not (self._stopping.is_set() and self._queue.empty()):
-            try:
-                chunk = self._queue.get(timeout=self._idle)
-            except queue.Empty:
-                chunk = None
+            chunk: ResolvedChunk | None = None
+            done: threading.Event | None = None
+            with contextlib.suppress(queue.Empty):
+                chunk, done = self._queue.get(timeout=self._idle)
             try:
                 if chunk is None:
                     self._commit()
@@ -124,10 +141,16 @@ class StageFeed:
                         self._catch_up_all()
                 else:
                     self._take(chunk)
+                    if self._queue.empty():
+                        self._in_sync = True  # caught up with resolve
             except Exception as exc:
                 self.error = exc
+                self._in_sync = False
                 log.exception("stage_failed", stage=self.name)
                 self._stopping.wait(1.0)  # what it missed is read back from storage
+            finally:
+                if done is not None:
+                    done.set()
         self._commit()
 
     def _commit(self) -> None:
@@ -203,6 +226,29 @@ def _decode(stored: StoredBatch) -> Batch | None:
         return None
 
 
+class Fanout:
+    """What the resolve stage offers its chunks to: every feed, then a wait (up to
+    ``wait_s`` in all) until the feeds that keep up are done with the chunk.
+
+    Waiting runs the stages after resolve on its time rather than beside it: they share one
+    GIL, and two busy threads would each wait for it at every I/O call. A stage that is not
+    done in time, fails, or whose buffer is full is not waited for again until it caught up
+    (it reads back from storage what it dropped), so it holds resolve up once, for at most
+    ``wait_s``, never for good."""
+
+    def __init__(self, feeds: Sequence[StageFeed], wait_s: float = HANDOFF_WAIT_S) -> None:
+        self._feeds = tuple(feeds)
+        self._wait_s = wait_s
+
+    def offer(self, chunk: ResolvedChunk) -> None:
+        """Offer ``chunk`` to every feed and wait for those that keep up."""
+        waiting = [(f, done) for f in self._feeds if (done := f.offer(chunk)) is not None]
+        deadline = time.monotonic() + self._wait_s
+        for feed, done in waiting:
+            if not done.wait(max(0.0, deadline - time.monotonic())):
+                feed.fell_behind()
+
+
 class Pipeline:
     """The resolve stage and a feed for each stage after it, started and stopped together.
 
@@ -222,7 +268,9 @@ class Pipeline:
     ) -> None:
         self._backend = backend
         self.feeds = [StageFeed(s, backend, buffer_chunks) for s in stages]
-        self.resolve = ResolveStage(backend.log, backend.state, service.resolver, self.feeds, chunk)
+        self.resolve = ResolveStage(
+            backend.log, backend.state, service.resolver, [Fanout(self.feeds)], chunk
+        )
         service.attach(self.resolve)
         self._service = service
         self._runner = StageRunner(self._step, busy=busy)

@@ -90,7 +90,7 @@ class SqliteDatabase:
         self._local = threading.local()
 
 
-#: Rows per statement of :func:`insert_rows` (at most 64 x 7 = 448 parameters in the stores).
+#: Rows per statement of :func:`insert_rows` (at most 64 x 12 = 768 parameters in the stores).
 ROWS_PER_INSERT = 64
 
 

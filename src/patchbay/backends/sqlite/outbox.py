@@ -24,7 +24,7 @@ from patchbay.backends.records import (
     Output,
     QueueStats,
 )
-from patchbay.backends.sqlite.db import SqliteDatabase
+from patchbay.backends.sqlite.db import SqliteDatabase, insert_rows
 
 DELIVERIES_FILE = "deliveries.db"
 
@@ -176,18 +176,17 @@ class SqliteOutbox:
     # -- deliveries ----------------------------------------------------------------------
 
     def enqueue(self, deliveries: Sequence[Delivery]) -> int:
-        """Add the deliveries whose id is new, in one transaction; return how many."""
+        """Add the deliveries whose id is new, in one transaction; return how many.
+
+        Multi-row INSERTs: a statement per row would hand the GIL over and wait to get it
+        back once per delivery while the resolve stage runs on another thread."""
         if not deliveries:
             return 0
-        added = 0
+        rows = [_delivery_row(d) for d in deliveries]
         with self._db.transaction() as conn:
-            for d in deliveries:
-                added += conn.execute(
-                    f"INSERT OR IGNORE INTO deliveries ({_DELIVERY_COLUMNS})"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    _delivery_row(d),
-                ).rowcount
-        return added
+            before = conn.total_changes
+            insert_rows(conn, f"INSERT OR IGNORE INTO deliveries ({_DELIVERY_COLUMNS})", rows)
+            return conn.total_changes - before
 
     def due(
         self, output: str, now_ms: int, limit: int, exclude: Sequence[str] = ()
