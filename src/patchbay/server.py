@@ -22,6 +22,7 @@ from patchbay.backends import Backend, open_backend
 from patchbay.clock import Clock, SystemClock
 from patchbay.collect.appender import GroupCommitAppender, recover_dedup
 from patchbay.collect.http import EventsApi
+from patchbay.config import ConfigError
 from patchbay.http import EXCEPTION_HANDLERS, middleware
 from patchbay.http.cors import CorsPolicy
 from patchbay.metrics import CONTENT_TYPE_LATEST, DeliveryMetrics, Metrics
@@ -64,7 +65,10 @@ def create_app(
     if backend is None:
         backend = open_backend(settings)
     if settings.delivery_process and backend.name == "memory":
-        raise ValueError("the memory backend cannot be shared with a delivery process")
+        raise ConfigError(
+            "backend = memory cannot be shared with the delivery process:"
+            " set delivery_process = false (--no-delivery-process)"
+        )
     clock = clock or SystemClock()
     metrics = Metrics()
     recovered = recover_dedup(backend.log, backend.dedup)

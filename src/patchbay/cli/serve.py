@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -13,6 +14,7 @@ from patchbay.cli.common import (
     identity_strategy,
     pass_settings,
 )
+from patchbay.errors import PatchbayError
 from patchbay.settings import Settings
 
 
@@ -77,14 +79,22 @@ from patchbay.settings import Settings
 )
 def serve(settings: Settings) -> None:
     """Run the Events API and every stage on the embedded store."""
-    import uvicorn
-
     from patchbay.logs import configure_logging
     from patchbay.server import create_app
 
     configure_logging(settings.log_level)
     strategy = identity_strategy(settings)
-    app = create_app(settings, strategy=strategy)  # its lifespan closes the backend
+    with exclusive(settings.data_dir):  # before the backend is opened (and recovered)
+        try:
+            app = create_app(settings, strategy=strategy)  # its lifespan closes the backend
+        except PatchbayError as exc:
+            raise click.ClickException(str(exc)) from None
+        _run(app, settings)
+
+
+def _run(app: Any, settings: Settings) -> None:
+    import uvicorn
+
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -97,5 +107,4 @@ def serve(settings: Settings) -> None:
         server_header=False,
         timeout_graceful_shutdown=10,
     )
-    with exclusive(settings.data_dir):
-        uvicorn.Server(config).run()
+    uvicorn.Server(config).run()
