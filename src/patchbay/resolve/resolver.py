@@ -5,9 +5,12 @@ The rules, in order:
 1. A batch whose ``mpid`` is known belongs to that user (following merges); an unknown
    ``mpid`` is adopted for a new user.
 2. Otherwise its identities are tried in the strategy's priority order. The first user
-   identity that matches a user decides; device identities are tried only when no user
-   identity matches, and a device's user is not taken when the batch carries a unique
-   identity that user already has with another value (another person on a shared device).
+   identity that matches a user decides, unless the batch carries a unique identity of
+   higher priority that this user has with another value (another customer of a household
+   sharing a value): then the next identity is tried. Device identities are tried only when
+   no user identity matches, and a device's user is not taken when the batch carries a
+   unique identity that user already has with another value (another person on a shared
+   device).
 3. With ``login = "merge"``, a batch whose user identities match a known user and whose
    device identities match an *anonymous* user (one with no user identities) folds the
    anonymous user into the known one.
@@ -144,7 +147,7 @@ class Resolver:
         device: bool,
         skipped: list[tuple[Identity, str]],
     ) -> int | None:
-        for identity in identities:
+        for index, identity in enumerate(identities):
             if is_device_type(identity.type) != device:
                 continue
             users = state.users_with(identity)
@@ -155,9 +158,16 @@ class Resolver:
                 skipped.append((identity, "linked to too many users"))
                 continue
             live = [m for u in users if (m := live_mpid(state, u)) is not None]
-            if live:
-                # The most recently linked user: on a shared device, the latest one.
-                return live[0] if unique else live[-1]
+            if not live:
+                continue
+            # The most recently linked user: on a shared device, the latest one.
+            found = live[0] if unique else live[-1]
+            if not device and self._conflicts(state, found, identities[:index]):
+                # another customer's: the batch names a higher-priority unique identity
+                # that this user has with another value (a household's shared value)
+                skipped.append((identity, "its user has another identity of higher priority"))
+                continue
+            return found
         return None
 
     def _is_anonymous(self, state: StagedState, mpid: int) -> bool:
@@ -165,7 +175,8 @@ class Resolver:
         return profile is not None and not profile.user_identities()
 
     def _conflicts(self, state: StagedState, mpid: int, identities: list[Identity]) -> bool:
-        """Whether the batch names a unique identity that ``mpid`` has with another value."""
+        """Whether ``identities`` hold a unique identity that ``mpid`` has with another
+        value."""
         profile = state.profile(mpid)
         if profile is None:
             return False
