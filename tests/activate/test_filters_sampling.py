@@ -7,6 +7,7 @@ over a fixed set of MPIDs (no randomness), so each one passes or fails the same 
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 from collections.abc import Mapping
@@ -97,3 +98,24 @@ def test_filters_forward_exactly_the_sampled_users(percent: float) -> None:
     forwarded = {u for u in users if apply_filters(batch, u, filters) is not None}
     assert forwarded == {u for u in users if sampled_in(u, percent)}
     assert all(apply_filters(batch, u, filters) is batch for u in forwarded)
+
+
+def test_a_percentage_is_not_widened_by_floating_point() -> None:
+    """0.07 % and 1.1 % take exactly 7 and 110 of the 10,000 buckets (0.07 * 100 is
+    7.000000000000001 in floating point, which once took an 8th bucket)."""
+    buckets_of = {
+        m: int.from_bytes(hashlib.sha256(str(m).encode()).digest()[:8], "big") % 10_000
+        for m in range(1, 100_001)
+    }
+    for percent, buckets in ((0.07, 7), (1.1, 110), (0.29, 29)):
+        exact = {m for m, b in buckets_of.items() if b < buckets}
+        assert {m for m in buckets_of if sampled_in(m, percent)} == exact
+
+
+def test_a_sample_finer_than_the_buckets_is_refused() -> None:
+    """A connection cannot ask for 0.001 %: it would get 0.01 %, ten times as many users."""
+    from patchbay.activate.service import check_filters
+
+    assert any("steps of 0.01" in p for p in check_filters(Filters(sample_percent=0.001)))
+    assert check_filters(Filters(sample_percent=0.01)) == []
+    assert check_filters(Filters(sample_percent=12.34)) == []

@@ -21,6 +21,10 @@ from patchbay.collect.events import CustomEvent, Event, ScreenView
 ENVIRONMENTS = ("production", "development")
 
 
+#: Users fall in one of this many buckets by a hash of their MPID: samples go in 0.01 % steps.
+SAMPLE_BUCKETS = 10_000
+
+
 def sampled_in(mpid: int, percent: float) -> bool:
     """Whether user ``mpid`` is in a ``percent`` sample: the same answer every time, and a
     user in a smaller sample is in every larger one."""
@@ -29,8 +33,9 @@ def sampled_in(mpid: int, percent: float) -> bool:
     if percent <= 0:
         return False
     digest = hashlib.sha256(str(mpid).encode()).digest()
-    bucket = int.from_bytes(digest[:8], "big") % 10_000  # 0.01 % steps
-    return bucket < percent * 100
+    bucket = int.from_bytes(digest[:8], "big") % SAMPLE_BUCKETS  # 0.01 % steps
+    # rounded: 0.07 * 100 is 7.000000000000001 in floating point, which took an 8th bucket
+    return bucket < round(percent * SAMPLE_BUCKETS / 100, 6)
 
 
 def consented(batch: Batch, purposes: Sequence[str]) -> bool:

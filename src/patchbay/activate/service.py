@@ -4,6 +4,7 @@ HTTP API. Every answer is plain JSON data with confidential settings masked; pro
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -301,6 +302,11 @@ def check_filters(filters: Filters) -> list[str]:
         )
     if not 0 <= filters.sample_percent <= 100:
         problems.append("sample percent must be between 0 and 100")
+    elif not math.isclose(round(steps := filters.sample_percent * 100), steps, abs_tol=1e-6):
+        problems.append(
+            f"sample percent goes in steps of 0.01 ({filters.sample_percent} is finer:"
+            " a sample would be larger than asked)"
+        )
     if filters.event_names_keep and filters.event_names_drop:
         problems.append("give event names to keep or to drop, not both")
     if filters.attributes_keep and filters.attributes_drop:
