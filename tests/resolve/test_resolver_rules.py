@@ -275,3 +275,17 @@ def test_a_user_changing_a_lower_priority_identity_keeps_its_user() -> None:
     again = desk.resolve(cid("c1"), Identity("email", "new@example.com")).mpid
     assert again == first
     assert desk.profile(first).identity("email") == "new@example.com"
+
+
+def test_a_conflicting_match_is_reported_and_the_next_identity_tried() -> None:
+    """The email belongs to customer a (another customer id than the batch's): skipped with
+    its reason, and the lower ``other`` identity, whose user has no customer id, decides."""
+    desk = Desk()
+    a = desk.resolve(cid("a"), email("a@example.com")).mpid
+    b = desk.resolve(other("b-household")).mpid
+    resolution = desk.resolve(cid("new"), email("a@example.com"), other("b-household"))
+    assert resolution.mpid == b != a
+    assert (
+        email("a@example.com"),
+        "its user has another identity of higher priority",
+    ) in resolution.skipped
