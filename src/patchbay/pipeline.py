@@ -33,11 +33,15 @@ from typing import Protocol
 import structlog
 
 from patchbay.backends.abstract import Backend
-from patchbay.backends.records import Checkpoint, LogPosition, StoredBatch
-from patchbay.collect.batch import Batch
-from patchbay.collect.decode import BadInput, decode_batch
+from patchbay.backends.records import Checkpoint, LogPosition
 from patchbay.resolve.service import ResolveService
-from patchbay.resolve.stage import ResolvedBatch, ResolvedChunk, ResolveStage, StageRunner
+from patchbay.resolve.stage import (
+    ResolvedBatch,
+    ResolvedChunk,
+    ResolveStage,
+    StageRunner,
+    decode_stored,
+)
 
 log = structlog.get_logger("patchbay.pipeline")
 
@@ -99,7 +103,6 @@ class StageFeed:
         self.committed: Checkpoint = dict(self.checkpoint)
         self._committed_at = 0.0
         self.dropped = 0
-        self.handled = 0
         self.error: BaseException | None = None
 
     def offer(self, chunk: ResolvedChunk) -> threading.Event | None:
@@ -167,14 +170,17 @@ class StageFeed:
         mine = self.checkpoint.get(partition)
         if _before(mine, chunk.after) or not _before(mine, chunk.last):
             return  # the gap is still open (read back later), or the chunk is done already
-        fresh = [b for b in chunk.batches if _before(mine, b.stored.position)]
+        fresh = (
+            chunk.batches
+            if mine == chunk.after
+            else [b for b in chunk.batches if _before(mine, b.stored.position)]
+        )
         self._handle(partition, fresh, chunk.last)
 
     def _handle(self, partition: int, batches: Sequence[ResolvedBatch], last: LogPosition) -> None:
         if batches:
             self.stage.handle(batches)
         self.checkpoint = {**self.checkpoint, partition: last}
-        self.handled += len(batches)
         if time.monotonic() - self._committed_at >= CHECKPOINT_INTERVAL_S:
             self._commit()
 
@@ -213,17 +219,10 @@ class StageFeed:
         batches = []
         for stored in page:
             mpid = users.get(stored.position)
-            batch = _decode(stored) if mpid is not None else None
+            batch = decode_stored(stored) if mpid is not None else None
             if mpid is not None and batch is not None:
                 batches.append(ResolvedBatch(stored, batch, mpid, profiles.get(mpid)))
         self._handle(partition, batches, page[-1].position)
-
-
-def _decode(stored: StoredBatch) -> Batch | None:
-    try:
-        return decode_batch(stored.body)
-    except BadInput:  # resolve logged it and gave it no user
-        return None
 
 
 class Fanout:

@@ -18,8 +18,8 @@ The stages and what they use:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from patchbay.backends.records import (
@@ -360,8 +360,6 @@ class Backend:
     modules: ModuleStore
     outputs: OutputStore
     outbox: Outbox
-    #: Extra clean-up once every store is closed.
-    on_close: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:
         """Close every store (each once, even where one object serves several roles)."""
@@ -380,5 +378,3 @@ class Backend:
             if id(store) not in closed:
                 closed.add(id(store))
                 store.close()
-        for hook in self.on_close:
-            hook()

@@ -80,6 +80,16 @@ class ChunkListener(Protocol):
         ...
 
 
+def decode_stored(stored: StoredBatch) -> Batch | None:
+    """The batch a stored one holds, or ``None`` (logged) if it cannot be read: only possible
+    if the model changed since it was stored; such a batch gets no user."""
+    try:
+        return decode_batch(stored.body)
+    except BadInput as exc:
+        log.error("batch_unreadable", position=str(stored.position), error=str(exc))
+        return None
+
+
 def _identity_changes(batch: Batch) -> list[tuple[Identity | None, Identity | None]]:
     changes: list[tuple[Identity | None, Identity | None]] = []
     for event in batch.events or ():
@@ -134,7 +144,7 @@ class ResolveStage:
             decoded = [
                 (s, b, list(batch_identities(b)))
                 for s in stored
-                if (b := self._decode(s)) is not None
+                if (b := decode_stored(s)) is not None
             ]
             staged = StagedState(self._overlay or self._state)
             self._prefetch(staged, decoded)
@@ -213,14 +223,6 @@ class ResolveStage:
             elif not linked:
                 mpids.add(derived_mpid(stored.batch_id))
         staged.prefetch_profiles(mpids)
-
-    @staticmethod
-    def _decode(stored: StoredBatch) -> Batch | None:
-        try:
-            return decode_batch(stored.body)
-        except BadInput as exc:  # only possible if the model changed since it was stored
-            log.error("batch_unreadable", position=str(stored.position), error=str(exc))
-            return None
 
     def _resolve(
         self, staged: StagedState, stored: StoredBatch, batch: Batch, identities: list[Identity]
