@@ -13,6 +13,8 @@ The stages and what they use:
 * resolve: :class:`BatchLog` (read), :class:`StateStore` (profiles, links, its checkpoint);
 * downstream stages (activate, segment): :class:`StateStore` (resolved users) and
   :class:`StagePositions` (their own checkpoints);
+* segment: :class:`AudienceStore` (definitions, connections, per-user state, memberships
+  and the membership changes waiting to be sent);
 * activate: :class:`OutputStore`, :class:`ModuleStore` and :class:`Outbox`.
 """
 
@@ -23,7 +25,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from patchbay.backends.records import (
+    AudienceBuild,
+    AudienceConnection,
+    AudienceRecord,
     Checkpoint,
+    ConditionRecord,
     Connection,
     Credential,
     DedupKey,
@@ -35,7 +41,10 @@ from patchbay.backends.records import (
     ModuleRegistrationEntry,
     NewBatch,
     Output,
+    PendingChange,
     QueueStats,
+    SegmentChanges,
+    SegmentUser,
     StateChanges,
     StoredBatch,
 )
@@ -197,6 +206,11 @@ class StateStore(StateView, Protocol):
         """The merges into or out of ``mpid``, oldest first."""
         ...
 
+    def merged_into(self, mpids: Collection[int]) -> dict[int, list[int]]:
+        """For each of ``mpids`` that absorbed users, the MPIDs it absorbed (directly),
+        oldest merge first; the others left out."""
+        ...
+
     def count_profiles(self) -> int:
         """How many profiles are stored (merged ones included)."""
         ...
@@ -346,6 +360,137 @@ class Outbox(Protocol):
         ...
 
 
+class AudienceStore(Protocol):
+    """Audiences and everything the segment stage keeps about them.
+
+    The owner's records (audiences, their connections to outputs) are written by the CLI and
+    the admin API; the stage's records (conditions, builds, user states, memberships,
+    pending membership changes, its checkpoint) only by the segment stage, in
+    :meth:`commit`, so that what it derived and how far it got always agree. ``version``
+    changes with every change of the owner's records: the stage reloads them when it does.
+    """
+
+    # -- audiences (the owner's) --------------------------------------------------------
+
+    def add_audience(self, audience: AudienceRecord) -> AudienceRecord:
+        """Store a new audience, giving it the next id (``audience.id`` is ignored);
+        raises :class:`~patchbay.backends.records.DuplicateName` if the name is taken.
+        Returns what was stored."""
+        ...
+
+    def update_audience(self, audience: AudienceRecord) -> bool:
+        """Replace the audience with ``audience.id`` (name, description, definition,
+        version, ``updated_at_ms``); whether it existed. Raises
+        :class:`~patchbay.backends.records.DuplicateName` if it takes another's name."""
+        ...
+
+    def get_audience(self, name_or_id: str | int) -> AudienceRecord | None:
+        """The audience with this name (``str``) or id (``int``)."""
+        ...
+
+    def list_audiences(self) -> list[AudienceRecord]:
+        """Every audience, by id."""
+        ...
+
+    def delete_audience(self, audience_id: int) -> bool:
+        """Remove an audience with its connections, build, memberships and pending
+        membership changes; whether it existed. Its id is never given again."""
+        ...
+
+    def version(self) -> int:
+        """A number that changes whenever audiences or audience connections change."""
+        ...
+
+    # -- connections to outputs (the owner's; the partner's answer from delivery) --------
+
+    def put_audience_connection(self, connection: AudienceConnection) -> None:
+        """Create or replace the connection of ``connection.audience_id`` to
+        ``connection.output`` (``partner_settings`` and ``subscribed_at_ms`` are kept from
+        the connection it replaces)."""
+        ...
+
+    def list_audience_connections(self) -> list[AudienceConnection]:
+        """Every audience connection, by audience then output."""
+        ...
+
+    def remove_audience_connection(self, audience_id: int, output: str) -> bool:
+        """Remove a connection and its pending membership changes; whether it existed."""
+        ...
+
+    def subscribed(
+        self, audience_id: int, output: str, partner_settings: dict[str, str], at_ms: int
+    ) -> bool:
+        """Record that the output accepted the subscription, with the settings the partner
+        answered; whether the connection exists."""
+        ...
+
+    # -- the segment stage's state ------------------------------------------------------
+
+    def checkpoint(self) -> Checkpoint:
+        """The last log position the stage's state includes, by partition."""
+        ...
+
+    def conditions(self) -> list[ConditionRecord]:
+        """Every registered condition, by id."""
+        ...
+
+    def builds(self) -> list[AudienceBuild]:
+        """The build of every audience that has one, by audience id."""
+        ...
+
+    def users(self, mpids: Collection[int]) -> dict[int, SegmentUser]:
+        """The states of those of ``mpids`` that have one."""
+        ...
+
+    def scan_users(self, after: int | None, limit: int) -> list[SegmentUser]:
+        """Up to ``limit`` user states with an MPID above ``after``, by MPID."""
+        ...
+
+    def count_users(self) -> int:
+        """How many users have a state."""
+        ...
+
+    def due_users(self, now_ms: int, limit: int) -> list[int]:
+        """Up to ``limit`` MPIDs whose ``next_check_ms`` is at or before ``now_ms``,
+        earliest first."""
+        ...
+
+    def commit(self, changes: SegmentChanges, checkpoint: Checkpoint | None = None) -> None:
+        """Apply ``changes`` and, if given, record ``checkpoint``, atomically and durably.
+        Joins and leaves of audiences that no longer exist are ignored."""
+        ...
+
+    def members(self, audience_id: int, after: int | None, limit: int) -> list[int]:
+        """Up to ``limit`` MPIDs above ``after`` in the audience, ascending."""
+        ...
+
+    def sizes(self) -> dict[int, int]:
+        """How many members each audience has (audiences without members left out)."""
+        ...
+
+    def memberships(self, mpid: int) -> list[int]:
+        """The ids of the audiences ``mpid`` belongs to, ascending."""
+        ...
+
+    def pending(self, output: str, limit: int) -> list[PendingChange]:
+        """Up to ``limit`` membership changes waiting for ``output``, by seq."""
+        ...
+
+    def pending_outputs(self) -> dict[str, tuple[int, int]]:
+        """For each output with membership changes waiting: how many, and when the oldest
+        happened (``at_ms``)."""
+        ...
+
+    def reset(self) -> None:
+        """Forget every condition, build, user state, membership, pending change and the
+        checkpoint (the audiences and their connections stay): before a full replay."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
 @dataclass
 class Backend:
     """All the stores of one backend, opened together and closed together."""
@@ -360,6 +505,7 @@ class Backend:
     modules: ModuleStore
     outputs: OutputStore
     outbox: Outbox
+    audiences: AudienceStore
 
     def close(self) -> None:
         """Close every store (each once, even where one object serves several roles)."""
@@ -373,6 +519,7 @@ class Backend:
             self.modules,
             self.outputs,
             self.outbox,
+            self.audiences,
         )
         for store in stores:
             if id(store) not in closed:

@@ -327,3 +327,158 @@ class StateChanges:
 
     def __bool__(self) -> bool:
         return bool(self.profiles or self.linked or self.unlinked or self.merges or self.resolved)
+
+
+# -- audiences (the segment stage) ---------------------------------------------------------
+
+#: The largest audience id: ids are positive int32, as Firehose carries them.
+MAX_AUDIENCE_ID = 2**31 - 1
+
+
+class AudienceRecord(msgspec.Struct, frozen=True):
+    """An audience as defined by its owner (the CLI and the admin API write it; the segment
+    stage only reads it). ``definition`` is the definition document as JSON (normalised);
+    ``version`` grows with every change of its criteria, so that the stage knows to build
+    it again. Ids are positive int32 given by the store in increasing order, never reused."""
+
+    id: int
+    name: str
+    description: str
+    definition: bytes
+    created_at_ms: int
+    updated_at_ms: int
+    version: int = 1
+
+
+BuildPhase = Literal["scanning", "evaluating", "live"]
+
+
+class AudienceBuild(msgspec.Struct, frozen=True):
+    """How far the segment stage got with computing ``version`` of an audience over the
+    stored history (written only by the stage).
+
+    ``scanning``: its new conditions are being counted over the log (the progress is on the
+    conditions); ``evaluating``: every known user is being evaluated, in MPID order, up to
+    ``cursor``; ``live``: kept up to date as batches arrive."""
+
+    audience_id: int
+    version: int
+    phase: BuildPhase
+    started_at_ms: int
+    cursor: int | None = None
+    users_done: int = 0
+    users_total: int = 0
+    finished_at_ms: int | None = None
+
+
+ConditionStatus = Literal["building", "built"]
+
+
+class ConditionRecord(msgspec.Struct, frozen=True):
+    """An event condition the segment stage counts for every user (written only by the
+    stage). ``key`` is the condition's canonical JSON (what to match, the window and what
+    to add up), shared by every audience that uses the same one. A new condition is counted
+    over the log up to ``target`` (the stage's checkpoint when it was registered; batches
+    after it are counted live): ``reached`` is how far, ``scanned`` how many batches."""
+
+    id: int
+    key: str
+    status: ConditionStatus
+    target: Checkpoint = {}
+    reached: Checkpoint = {}
+    scanned: int = 0
+
+
+class Tally(msgspec.Struct, array_like=True, gc=False):
+    """A user's matching events for one condition: ``count`` and ``total`` (the sum of the
+    measured value) over all time, or, for a windowed condition, ``events`` as
+    ``[time_ms, value]`` pairs still inside the window, oldest first."""
+
+    count: int = 0
+    total: float = 0.0
+    events: list[tuple[int, float]] = []
+
+
+class SegmentUser(msgspec.Struct, kw_only=True):
+    """The segment stage's state of one user: the tallies of its event conditions (by
+    condition id), the environments it was seen in, the audiences it belongs to (ids,
+    sorted) and when its windows next change (``None``: never)."""
+
+    mpid: int
+    tallies: dict[int, Tally] = {}
+    environments: list[str] = []
+    audiences: list[int] = []
+    next_check_ms: int | None = None
+
+
+AudienceAction = Literal["add", "delete", "attribute_update"]
+
+
+class PendingChange(msgspec.Struct, frozen=True):
+    """A membership change waiting to be sent to an output: ``seq`` is given by the store,
+    increasing, never reused; ``at_ms`` is when it happened."""
+
+    seq: int
+    output: str
+    audience_id: int
+    mpid: int
+    action: AudienceAction
+    at_ms: int
+
+
+class NewPendingChange(msgspec.Struct, frozen=True):
+    """A membership change to record (the store gives it its ``seq``)."""
+
+    output: str
+    audience_id: int
+    mpid: int
+    action: AudienceAction
+    at_ms: int
+
+
+class AudienceConnection(msgspec.Struct, frozen=True):
+    """An audience sent to an output, with the subscription settings the customer gave
+    (``settings``), the user attributes to send with its members (``attributes``) and what
+    the partner answered to the subscription (``partner_settings``, sent back in every
+    membership change). Membership changes wait until the partner accepted the subscription
+    (``subscribed_at_ms``)."""
+
+    audience_id: int
+    output: str
+    created_at_ms: int
+    settings: dict[str, str] = {}
+    attributes: list[str] = []
+    partner_settings: dict[str, str] = {}
+    subscribed_at_ms: int | None = None
+
+    def __repr__(self) -> str:
+        return f"AudienceConnection(audience_id={self.audience_id}, output={self.output!r})"
+
+
+@dataclass
+class SegmentChanges:
+    """What one step of the segment stage changes, committed together with its checkpoint:
+    user states written (``users``) or dropped (merged away), memberships joined and left
+    (``(audience_id, mpid)``), membership changes to send (``pending``) and those sent
+    (``flushed``: their seqs), and the stage's own records of conditions and builds."""
+
+    users: list[SegmentUser] = field(default_factory=list)
+    dropped_users: list[int] = field(default_factory=list)
+    joined: list[tuple[int, int]] = field(default_factory=list)
+    left: list[tuple[int, int]] = field(default_factory=list)
+    pending: list[NewPendingChange] = field(default_factory=list)
+    flushed: list[int] = field(default_factory=list)
+    conditions: list[ConditionRecord] = field(default_factory=list)
+    builds: list[AudienceBuild] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.users
+            or self.dropped_users
+            or self.joined
+            or self.left
+            or self.pending
+            or self.flushed
+            or self.conditions
+            or self.builds
+        )
