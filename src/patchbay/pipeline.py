@@ -53,6 +53,8 @@ GAP_WAIT_S = 5.0
 HANDOFF_WAIT_S = 1.0
 #: How often the resolved users every stage has passed are pruned.
 PRUNE_INTERVAL_S = 10.0
+#: How often a stage's :meth:`Stage.tick` runs (idle or busy), when it has one.
+TICK_INTERVAL_S = 0.1
 #: How often at most a busy stage commits its checkpoint (an idle or stopping one at once):
 #: a crash hands the chunks since over again (at least once), at no more than ten commits a
 #: second per stage.
@@ -68,6 +70,20 @@ class Stage(Protocol):
     def handle(self, batches: Sequence[ResolvedBatch]) -> None:
         """Take resolved batches in log order, durably before returning (raising leaves
         them to be offered again)."""
+        ...
+
+
+class TimedStage(Stage, Protocol):
+    """A stage that also has work driven by time (the segment stage's window expiries,
+    audience builds and sends). Its feed calls :meth:`tick` on the stage's thread every
+    :data:`TICK_INTERVAL_S`, between chunks and when idle, so the stage never needs locks.
+    A stage that reads the history of resolved users (``keeps_history``) stops the
+    pipeline from pruning them."""
+
+    keeps_history: bool
+
+    def tick(self) -> None:
+        """Do the work that is due now."""
         ...
 
 
@@ -102,6 +118,8 @@ class StageFeed:
         self.checkpoint: Checkpoint = backend.positions.get(self.name)
         self.committed: Checkpoint = dict(self.checkpoint)
         self._committed_at = 0.0
+        self._ticked_at = 0.0
+        self._tick: Callable[[], None] | None = getattr(stage, "tick", None)
         self.dropped = 0
         self.error: BaseException | None = None
 
@@ -138,6 +156,7 @@ class StageFeed:
             with contextlib.suppress(queue.Empty):
                 chunk, done = self._queue.get(timeout=self._idle)
             try:
+                self._maybe_tick()
                 if chunk is None:
                     self._commit()
                     if not self._stopping.is_set():
@@ -155,6 +174,11 @@ class StageFeed:
                 if done is not None:
                     done.set()
         self._commit()
+
+    def _maybe_tick(self) -> None:
+        if self._tick is not None and time.monotonic() - self._ticked_at >= TICK_INTERVAL_S:
+            self._ticked_at = time.monotonic()
+            self._tick()
 
     def _commit(self) -> None:
         """Commit the checkpoint if it moved since the last commit."""
@@ -214,14 +238,17 @@ class StageFeed:
         ]
         if not page:
             return
-        users = dict(self._backend.state.resolved(partition, mine, len(page)))
-        profiles = self._backend.state.profiles({m for m in users.values()})
+        state = self._backend.state
+        users = dict(state.resolved(partition, mine, len(page)))
+        profiles = state.profiles({m for m in users.values()})
+        merged = state.merged_into(set(users.values()))
         batches = []
         for stored in page:
             mpid = users.get(stored.position)
             batch = decode_stored(stored) if mpid is not None else None
             if mpid is not None and batch is not None:
-                batches.append(ResolvedBatch(stored, batch, mpid, profiles.get(mpid)))
+                absorbed = tuple(merged.get(mpid, ()))
+                batches.append(ResolvedBatch(stored, batch, mpid, profiles.get(mpid), absorbed))
         self._handle(partition, batches, page[-1].position)
 
 
@@ -282,8 +309,11 @@ class Pipeline:
         return done
 
     def prune(self) -> int:
-        """Drop the resolved users every stage has handled; return how many."""
+        """Drop the resolved users every stage has handled; return how many. Nothing is
+        dropped while a stage keeps the history (it reads it to build what is new)."""
         self._pruned_at = time.monotonic()
+        if any(getattr(feed.stage, "keeps_history", False) for feed in self.feeds):
+            return 0
         upto = self._backend.state.checkpoint()
         for feed in self.feeds:
             upto = {

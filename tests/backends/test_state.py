@@ -131,6 +131,43 @@ def test_merges_into_or_out_of_a_user_oldest_first(state: StateStore) -> None:
     assert state.count_profiles() == 3
 
 
+def test_merged_into_lists_the_users_each_survivor_absorbed(state: StateStore) -> None:
+    """``merged_into`` gives, for each asked MPID that absorbed users, those it absorbed
+    directly, oldest merge first (not by MPID); absorbed or unrelated MPIDs are left out."""
+    state.commit(
+        StateChanges(
+            merges=[MergeRecord(3, 1, "email", 1_000, 1), MergeRecord(5, 6, "email", 1_100, 2)]
+        ),
+        {},
+    )
+    state.commit(
+        StateChanges(
+            merges=[
+                MergeRecord(2, 1, "customer_id", 1_200, 3),
+                MergeRecord(1, 4, "email", 1_300, 4),
+            ]
+        ),
+        {},
+    )
+    assert state.merged_into([1, 4, 6, 2, 3, 99]) == {1: [3, 2], 4: [1], 6: [5]}
+    assert state.merged_into([4, 4]) == state.merged_into({4}) == {4: [1]}
+    assert state.merged_into([2, 3, 5]) == {}
+    assert state.merged_into([]) == {}
+
+
+def test_merged_into_many_survivors(state: StateStore) -> None:
+    """``merged_into`` of more survivors than one query holds (negative MPIDs included)
+    agrees with ``merges``."""
+    merges = [MergeRecord(10_000 + i, i, "email", i, i) for i in range(-600, 700)]
+    merges += [MergeRecord(20_000 + i, i, "email", 5_000, 1) for i in range(0, 700, 7)]
+    state.commit(StateChanges(merges=merges), {})
+    found = state.merged_into(range(-700, 800))
+    assert found.keys() == set(range(-600, 700))
+    for survivor, absorbed in found.items():
+        assert absorbed == [m.from_mpid for m in state.merges(survivor) if m.to_mpid == survivor]
+    assert found[7] == [10_007, 20_007]
+
+
 def test_checkpoint_per_partition(state: StateStore) -> None:
     """The checkpoint is kept per partition: a commit moves the partitions it names and
     keeps the others; the returned checkpoint is a copy."""
@@ -196,6 +233,7 @@ def test_reset_forgets_everything(state: StateStore) -> None:
     assert state.count_profiles() == 0
     assert state.users_with(device) == []
     assert state.merges(1) == []
+    assert state.merged_into([1]) == {}
     assert state.resolved(0, None, 10) == state.resolved(1, None, 10) == []
     state.commit(StateChanges(linked={device: [5]}, resolved=[(at(0, 1), 5)]), {0: at(0, 1)})
     assert state.users_with(device) == [5]
@@ -246,6 +284,7 @@ def test_state_persists_across_reopen(stores: Stores, backend: Backend) -> None:
     assert state.profiles([1, 2, 3]) == {1: new_profile(1, 1), 2: new_profile(2, 2)}
     assert state.users_with(device) == [2, 1]
     assert state.merges(2) == [merge]
+    assert state.merged_into([1, 2]) == {1: [2]}
     assert state.resolved(0, None, 10) == [(at(0, 4), 1)]
     assert state.resolved(1, None, 10) == [(at(1, 2), 2)]
     assert state.count_profiles() == 2

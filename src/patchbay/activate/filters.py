@@ -15,7 +15,7 @@ import msgspec
 
 from patchbay.backends.records import Filters
 from patchbay.collect.batch import Batch
-from patchbay.collect.events import CustomEvent, Event, ScreenView
+from patchbay.collect.events import Event, event_name_of, event_type_of
 
 #: The environments a connection can be limited to.
 ENVIRONMENTS = ("production", "development")
@@ -46,20 +46,6 @@ def consented(batch: Batch, purposes: Sequence[str]) -> bool:
     gdpr = batch.consent_state.gdpr if batch.consent_state else None
     given = {name.lower(): bool(p.consented) for name, p in (gdpr or {}).items() if p is not None}
     return all(given.get(purpose.lower(), False) for purpose in purposes)
-
-
-def event_type_of(event: Event) -> str:
-    """The ``event_type`` of an inbound event."""
-    return str(type(event).__struct_config__.tag)
-
-
-def event_name_of(event: Event) -> str | None:
-    """The name a name rule matches: a custom event's name or a screen view's screen name."""
-    if isinstance(event, CustomEvent):
-        return event.data.event_name
-    if isinstance(event, ScreenView):
-        return event.data.screen_name
-    return None
 
 
 def _filter_attributes(event: Event, filters: Filters) -> Event:

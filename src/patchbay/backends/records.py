@@ -371,7 +371,7 @@ class AudienceBuild(msgspec.Struct, frozen=True):
     finished_at_ms: int | None = None
 
 
-ConditionStatus = Literal["building", "built"]
+ConditionStatus = Literal["building", "built", "retired"]
 
 
 class ConditionRecord(msgspec.Struct, frozen=True):
@@ -379,7 +379,9 @@ class ConditionRecord(msgspec.Struct, frozen=True):
     stage). ``key`` is the condition's canonical JSON (what to match, the window and what
     to add up), shared by every audience that uses the same one. A new condition is counted
     over the log up to ``target`` (the stage's checkpoint when it was registered; batches
-    after it are counted live): ``reached`` is how far, ``scanned`` how many batches."""
+    after it are counted live): ``reached`` is how far, ``scanned`` how many batches. A
+    condition no audience uses any more is ``retired`` (no longer counted; needed again, it
+    is registered anew under a new id)."""
 
     id: int
     key: str

@@ -537,3 +537,17 @@ Event = (
 
 #: Every ``event_type`` value Patchbay accepts.
 EVENT_TYPES: tuple[str, ...] = tuple(str(cls.__struct_config__.tag) for cls in Event.__args__)
+
+
+def event_type_of(event: Event) -> str:
+    """The ``event_type`` of an inbound event."""
+    return str(type(event).__struct_config__.tag)
+
+
+def event_name_of(event: Event) -> str | None:
+    """The name a name rule matches: a custom event's name or a screen view's screen name."""
+    if isinstance(event, CustomEvent):
+        return event.data.event_name
+    if isinstance(event, ScreenView):
+        return event.data.screen_name
+    return None

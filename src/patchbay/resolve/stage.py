@@ -52,12 +52,14 @@ _decode_record = msgspec.json.Decoder(IdsyncRecord).decode
 class ResolvedBatch:
     """A batch with its user: what the stages after resolve receive. ``profile`` is the
     user's profile once the batch was applied (read back as it is now when a stage catches
-    up from storage)."""
+    up from storage). ``merged`` are the users folded into ``mpid`` by this batch (read
+    back: every user ever folded into it)."""
 
     stored: StoredBatch
     batch: Batch
     mpid: int
     profile: Profile | None = None
+    merged: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -260,7 +262,7 @@ class ResolveStage:
                 )
         apply_batch(profile, batch, stored.input_id, stored.received_at_ms)
         staged.put(profile)
-        return ResolvedBatch(stored, batch, resolution.mpid, profile)
+        return ResolvedBatch(stored, batch, resolution.mpid, profile, tuple(resolution.merged))
 
 
 class StageRunner:

@@ -8,6 +8,7 @@ same stage code with the cost of storage taken away). Nothing survives the proce
 from __future__ import annotations
 
 from patchbay.backends.abstract import Backend
+from patchbay.backends.memory.audiences import MemoryAudienceStore
 from patchbay.backends.memory.inputs import MemoryInputStore
 from patchbay.backends.memory.log import MemoryBatchLog, MemoryDedupIndex
 from patchbay.backends.memory.modules import MemoryModuleStore
@@ -30,4 +31,5 @@ def open_memory(partitions: int = 1) -> Backend:
         modules=MemoryModuleStore(),
         outputs=outbox,
         outbox=outbox,
+        audiences=MemoryAudienceStore(),
     )

@@ -23,6 +23,7 @@ class MemoryStateStore:
         self._profiles: dict[int, bytes] = {}
         self._links: dict[Identity, list[int]] = {}
         self._merges: list[MergeRecord] = []
+        self._absorbed: dict[int, list[int]] = {}  # survivor -> absorbed, oldest merge first
         self._resolved: dict[int, dict[int, int]] = {}  # partition -> offset -> mpid
         self._checkpoint: Checkpoint = {}
         self._lock = threading.Lock()
@@ -66,6 +67,10 @@ class MemoryStateStore:
                 linked = self._links.setdefault(identity, [])
                 linked.extend(m for m in mpids if m not in linked)
             self._merges.extend(changes.merges)
+            for merge in changes.merges:
+                absorbed = self._absorbed.setdefault(merge.to_mpid, [])
+                if merge.from_mpid not in absorbed:
+                    absorbed.append(merge.from_mpid)
             for position, mpid in changes.resolved:
                 self._resolved.setdefault(position.partition, {})[position.offset] = mpid
             self._checkpoint.update(checkpoint)
@@ -97,6 +102,11 @@ class MemoryStateStore:
         with self._lock:
             return [m for m in self._merges if mpid in (m.from_mpid, m.to_mpid)]
 
+    def merged_into(self, mpids: Collection[int]) -> dict[int, list[int]]:
+        """The MPIDs each of ``mpids`` absorbed directly, oldest merge first (each once)."""
+        with self._lock:
+            return {m: list(self._absorbed[m]) for m in set(mpids) if m in self._absorbed}
+
     def count_profiles(self) -> int:
         """How many profiles are stored."""
         with self._lock:
@@ -108,6 +118,7 @@ class MemoryStateStore:
             self._profiles.clear()
             self._links.clear()
             self._merges.clear()
+            self._absorbed.clear()
             self._resolved.clear()
             self._checkpoint.clear()
 

@@ -4,7 +4,10 @@
 * ``state.db``: the resolve state (profiles, identity links, merges, resolved users, the
   checkpoints of every stage), apart so that collecting and resolving never share a lock;
 * ``deliveries.db``: outputs, connections and the outbox, apart so that a busy outbox never
-  slows the log.
+  slows the log;
+* ``segment.db``: audiences, their connections and the segment stage's state (conditions,
+  builds, user states, memberships, pending membership changes, its checkpoint), apart so
+  that the segment stage's commits never wait on the resolve stage's.
 
 Every file is in WAL mode with ``synchronous=FULL`` by default (``durability="normal"``
 survives a crash of the process, not of the machine).
@@ -15,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from patchbay.backends.abstract import Backend
+from patchbay.backends.sqlite.audiences import SEGMENT_FILE, SEGMENT_PRAGMAS, SqliteAudienceStore
 from patchbay.backends.sqlite.db import Durability, SqliteDatabase
 from patchbay.backends.sqlite.dedup import SqliteDedupIndex
 from patchbay.backends.sqlite.inputs import SqliteInputStore
@@ -28,7 +32,7 @@ from patchbay.backends.sqlite.state import (
     SqliteStateStore,
 )
 
-__all__ = ["DB_FILE", "DELIVERIES_FILE", "STATE_FILE", "open_sqlite"]
+__all__ = ["DB_FILE", "DELIVERIES_FILE", "SEGMENT_FILE", "STATE_FILE", "open_sqlite"]
 
 
 def open_sqlite(data_dir: Path, durability: Durability = "full") -> Backend:
@@ -36,6 +40,7 @@ def open_sqlite(data_dir: Path, durability: Durability = "full") -> Backend:
     main = SqliteDatabase(data_dir / DB_FILE, durability)
     state = SqliteDatabase(data_dir / STATE_FILE, durability, STATE_PRAGMAS)
     outbox = SqliteOutbox(SqliteDatabase(data_dir / DELIVERIES_FILE, durability))
+    segment = SqliteDatabase(data_dir / SEGMENT_FILE, durability, SEGMENT_PRAGMAS)
     return Backend(
         name="sqlite",
         log=SqliteBatchLog(main),
@@ -46,4 +51,5 @@ def open_sqlite(data_dir: Path, durability: Durability = "full") -> Backend:
         modules=SqliteModuleStore(main),
         outputs=outbox,
         outbox=outbox,
+        audiences=SqliteAudienceStore(segment),
     )

@@ -203,6 +203,23 @@ class SqliteStateStore:
         )
         return [MergeRecord(*r) for r in rows]
 
+    def merged_into(self, mpids: Collection[int]) -> dict[int, list[int]]:
+        """The MPIDs each of ``mpids`` absorbed directly, oldest merge first (each once), a
+        statement per 500 (by the ``merges_to`` index); those that absorbed none left out."""
+        found: dict[int, list[int]] = {}
+        conn = self._db.conn()
+        for part in _chunks(list(set(mpids))):
+            rows = conn.execute(
+                "SELECT to_mpid, from_mpid FROM merges"
+                f" WHERE to_mpid IN ({', '.join('?' * len(part))}) ORDER BY id",
+                part,
+            )
+            for to_mpid, from_mpid in rows:
+                absorbed = found.setdefault(int(to_mpid), [])
+                if int(from_mpid) not in absorbed:
+                    absorbed.append(int(from_mpid))
+        return found
+
     def count_profiles(self) -> int:
         """How many profiles are stored (merged ones included)."""
         return int(self._db.conn().execute("SELECT count(*) FROM profiles").fetchone()[0])

@@ -1,0 +1,513 @@
+"""The embedded audience store: ``segment.db`` in the data directory.
+
+A file of its own, so that the segment stage's commits (thousands of user states at a time)
+never wait on the resolve state's or the log's write lock. The owner's records (audiences,
+their connections to outputs) and the stage's records (conditions, builds, user states,
+memberships, pending membership changes, its checkpoint) live side by side, so that a
+commit of the stage can leave out what belongs to an audience deleted meanwhile.
+
+Audience ids come from an ``AUTOINCREMENT`` sequence (a deleted id is never given again)
+and stop at :data:`~patchbay.backends.records.MAX_AUDIENCE_ID`. The ``version`` row of
+``segment_meta`` grows with every write of the owner's records. Connections, conditions,
+builds and user states are msgpack documents; a user's ``next_check_ms`` is also a column
+with a partial index, for :meth:`SqliteAudienceStore.due_users`. Memberships are keyed by
+(audience, MPID), as :meth:`~SqliteAudienceStore.members` reads them, with an index by
+MPID; pending changes are numbered by an ``AUTOINCREMENT`` ``seq`` (never reused, also
+after a reset) and indexed by (output, seq).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Collection, Iterator, Sequence
+from typing import TypeVar, cast
+
+import msgspec
+
+from patchbay.backends.records import (
+    MAX_AUDIENCE_ID,
+    AudienceAction,
+    AudienceBuild,
+    AudienceConnection,
+    AudienceRecord,
+    Checkpoint,
+    ConditionRecord,
+    DuplicateName,
+    LogPosition,
+    PendingChange,
+    SegmentChanges,
+    SegmentUser,
+)
+from patchbay.backends.sqlite.db import SqliteDatabase, insert_rows
+from patchbay.errors import PatchbayError
+
+SEGMENT_FILE = "segment.db"
+
+#: Pragmas of ``segment.db``: like ``state.db``'s (a bigger page cache and rarer WAL
+#: checkpoints), as the segment stage also commits a chunk of users at a time.
+SEGMENT_PRAGMAS = ("PRAGMA cache_size = -65536", "PRAGMA wal_autocheckpoint = 10000")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audiences (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    description TEXT NOT NULL,
+    definition BLOB NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    version INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS segment_meta (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS audience_connections (
+    audience_id INTEGER NOT NULL,
+    output TEXT NOT NULL,
+    doc BLOB NOT NULL,
+    PRIMARY KEY (audience_id, output)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS segment_conditions (
+    id INTEGER PRIMARY KEY,
+    doc BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audience_builds (
+    audience_id INTEGER PRIMARY KEY,
+    doc BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS segment_users (
+    mpid INTEGER PRIMARY KEY,
+    doc BLOB NOT NULL,
+    next_check_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS segment_users_due ON segment_users (next_check_ms)
+    WHERE next_check_ms IS NOT NULL;
+CREATE TABLE IF NOT EXISTS memberships (
+    audience_id INTEGER NOT NULL,
+    mpid INTEGER NOT NULL,
+    PRIMARY KEY (audience_id, mpid)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS memberships_mpid ON memberships (mpid);
+CREATE TABLE IF NOT EXISTS pending_changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    output TEXT NOT NULL,
+    audience_id INTEGER NOT NULL,
+    mpid INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    at_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS pending_changes_output ON pending_changes (output, seq);
+CREATE TABLE IF NOT EXISTS segment_checkpoint (
+    part INTEGER PRIMARY KEY,
+    seq INTEGER NOT NULL
+);
+"""
+
+_AUDIENCE_COLUMNS = "id, name, description, definition, created_at_ms, updated_at_ms, version"
+_PENDING_COLUMNS = "seq, output, audience_id, mpid, action, at_ms"
+
+#: Every write of the owner's records runs this in its transaction.
+_BUMP_VERSION = (
+    "INSERT INTO segment_meta (name, value) VALUES ('version', 1)"
+    " ON CONFLICT (name) DO UPDATE SET value = value + 1"
+)
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode_user = msgspec.msgpack.Decoder(SegmentUser).decode
+_decode_connection = msgspec.msgpack.Decoder(AudienceConnection).decode
+_decode_condition = msgspec.msgpack.Decoder(ConditionRecord).decode
+_decode_build = msgspec.msgpack.Decoder(AudienceBuild).decode
+
+#: Keys per ``IN (...)`` list in the bulk look-ups.
+_IN_CHUNK = 500
+
+_T = TypeVar("_T")
+
+
+def _chunks(items: Sequence[_T]) -> Iterator[Sequence[_T]]:
+    for start in range(0, len(items), _IN_CHUNK):
+        yield items[start : start + _IN_CHUNK]
+
+
+class SqliteAudienceStore:
+    """Audiences, their connections and the segment stage's state in ``segment.db``."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
+        db.create(_SCHEMA)
+
+    # -- audiences -----------------------------------------------------------------------
+
+    def add_audience(self, audience: AudienceRecord) -> AudienceRecord:
+        """Store a new audience under the next id of the sequence; raises
+        :class:`DuplicateName` if the name is taken, :class:`PatchbayError` once the ids
+        reached :data:`MAX_AUDIENCE_ID`."""
+        try:
+            with self._db.transaction() as conn:
+                cursor = conn.execute(
+                    "INSERT INTO audiences (name, description, definition, created_at_ms,"
+                    " updated_at_ms, version) VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        audience.name,
+                        audience.description,
+                        audience.definition,
+                        audience.created_at_ms,
+                        audience.updated_at_ms,
+                        audience.version,
+                    ),
+                )
+                audience_id = int(cursor.lastrowid or 0)
+                if audience_id > MAX_AUDIENCE_ID:  # rolled back with the transaction
+                    raise PatchbayError(f"no audience id is left (ids stop at {MAX_AUDIENCE_ID})")
+                conn.execute(_BUMP_VERSION)
+        except sqlite3.IntegrityError:
+            raise DuplicateName(f"an audience named {audience.name!r} already exists") from None
+        return msgspec.structs.replace(audience, id=audience_id)
+
+    def update_audience(self, audience: AudienceRecord) -> bool:
+        """Replace the audience's name, description, definition, version and
+        ``updated_at_ms`` (``created_at_ms`` stays); whether it existed."""
+        try:
+            with self._db.transaction() as conn:
+                changed = conn.execute(
+                    "UPDATE audiences SET name = ?, description = ?, definition = ?,"
+                    " version = ?, updated_at_ms = ? WHERE id = ?",
+                    (
+                        audience.name,
+                        audience.description,
+                        audience.definition,
+                        audience.version,
+                        audience.updated_at_ms,
+                        audience.id,
+                    ),
+                ).rowcount
+                if changed:
+                    conn.execute(_BUMP_VERSION)
+        except sqlite3.IntegrityError:
+            raise DuplicateName(f"an audience named {audience.name!r} already exists") from None
+        return changed > 0
+
+    def get_audience(self, name_or_id: str | int) -> AudienceRecord | None:
+        """The audience with this name (``str``) or id (``int``)."""
+        column = "name" if isinstance(name_or_id, str) else "id"
+        row = (
+            self._db.conn()
+            .execute(f"SELECT {_AUDIENCE_COLUMNS} FROM audiences WHERE {column} = ?", (name_or_id,))
+            .fetchone()
+        )
+        return _audience(row) if row else None
+
+    def list_audiences(self) -> list[AudienceRecord]:
+        """Every audience, by id."""
+        rows = self._db.conn().execute(f"SELECT {_AUDIENCE_COLUMNS} FROM audiences ORDER BY id")
+        return [_audience(r) for r in rows]
+
+    def delete_audience(self, audience_id: int) -> bool:
+        """Remove an audience with its connections, build, memberships and pending changes,
+        in one transaction; whether it existed."""
+        with self._db.transaction() as conn:
+            deleted = conn.execute("DELETE FROM audiences WHERE id = ?", (audience_id,)).rowcount
+            if deleted:
+                for table in ("audience_connections", "audience_builds", "memberships"):
+                    conn.execute(f"DELETE FROM {table} WHERE audience_id = ?", (audience_id,))
+                conn.execute("DELETE FROM pending_changes WHERE audience_id = ?", (audience_id,))
+                conn.execute(_BUMP_VERSION)
+        return deleted > 0
+
+    def version(self) -> int:
+        """The count of the owner's writes so far (0: none)."""
+        row = (
+            self._db.conn()
+            .execute("SELECT value FROM segment_meta WHERE name = 'version'")
+            .fetchone()
+        )
+        return int(row[0]) if row else 0
+
+    # -- connections ---------------------------------------------------------------------
+
+    def put_audience_connection(self, connection: AudienceConnection) -> None:
+        """Create or replace a connection, keeping ``partner_settings`` and
+        ``subscribed_at_ms`` of the one it replaces; raises :class:`PatchbayError` if the
+        audience does not exist."""
+        with self._db.transaction() as conn:
+            if not conn.execute(
+                "SELECT 1 FROM audiences WHERE id = ?", (connection.audience_id,)
+            ).fetchone():
+                raise PatchbayError(f"no audience with id {connection.audience_id}")
+            row = conn.execute(
+                "SELECT doc FROM audience_connections WHERE audience_id = ? AND output = ?",
+                (connection.audience_id, connection.output),
+            ).fetchone()
+            if row is not None:
+                old = _decode_connection(row[0])
+                connection = msgspec.structs.replace(
+                    connection,
+                    partner_settings=old.partner_settings,
+                    subscribed_at_ms=old.subscribed_at_ms,
+                )
+            conn.execute(
+                "INSERT OR REPLACE INTO audience_connections (audience_id, output, doc)"
+                " VALUES (?, ?, ?)",
+                (connection.audience_id, connection.output, _encode(connection)),
+            )
+            conn.execute(_BUMP_VERSION)
+
+    def list_audience_connections(self) -> list[AudienceConnection]:
+        """Every audience connection, by audience then output."""
+        rows = self._db.conn().execute(
+            "SELECT doc FROM audience_connections ORDER BY audience_id, output"
+        )
+        return [_decode_connection(r[0]) for r in rows]
+
+    def remove_audience_connection(self, audience_id: int, output: str) -> bool:
+        """Remove a connection and its pending changes; whether it existed."""
+        with self._db.transaction() as conn:
+            removed = conn.execute(
+                "DELETE FROM audience_connections WHERE audience_id = ? AND output = ?",
+                (audience_id, output),
+            ).rowcount
+            if removed:
+                conn.execute(
+                    "DELETE FROM pending_changes WHERE output = ? AND audience_id = ?",
+                    (output, audience_id),
+                )
+                conn.execute(_BUMP_VERSION)
+        return removed > 0
+
+    def subscribed(
+        self, audience_id: int, output: str, partner_settings: dict[str, str], at_ms: int
+    ) -> bool:
+        """Record the partner's acceptance on the connection (a change of the connection:
+        the version moves); whether the connection exists."""
+        with self._db.transaction() as conn:
+            row = conn.execute(
+                "SELECT doc FROM audience_connections WHERE audience_id = ? AND output = ?",
+                (audience_id, output),
+            ).fetchone()
+            if row is None:
+                return False
+            connection = msgspec.structs.replace(
+                _decode_connection(row[0]),
+                partner_settings=dict(partner_settings),
+                subscribed_at_ms=at_ms,
+            )
+            conn.execute(
+                "UPDATE audience_connections SET doc = ? WHERE audience_id = ? AND output = ?",
+                (_encode(connection), audience_id, output),
+            )
+            conn.execute(_BUMP_VERSION)
+        return True
+
+    # -- the segment stage's state -------------------------------------------------------
+
+    def checkpoint(self) -> Checkpoint:
+        """The stage's checkpoint, by partition."""
+        rows = self._db.conn().execute("SELECT part, seq FROM segment_checkpoint")
+        return {int(p): LogPosition(int(p), int(o)) for p, o in rows}
+
+    def conditions(self) -> list[ConditionRecord]:
+        """Every registered condition, by id."""
+        rows = self._db.conn().execute("SELECT doc FROM segment_conditions ORDER BY id")
+        return [_decode_condition(r[0]) for r in rows]
+
+    def builds(self) -> list[AudienceBuild]:
+        """Every build, by audience id."""
+        rows = self._db.conn().execute("SELECT doc FROM audience_builds ORDER BY audience_id")
+        return [_decode_build(r[0]) for r in rows]
+
+    def users(self, mpids: Collection[int]) -> dict[int, SegmentUser]:
+        """The states of those of ``mpids`` that have one, a statement per 500."""
+        found: dict[int, SegmentUser] = {}
+        conn = self._db.conn()
+        for part in _chunks(list(mpids)):
+            rows = conn.execute(
+                f"SELECT mpid, doc FROM segment_users WHERE mpid IN ({', '.join('?' * len(part))})",
+                part,
+            )
+            for mpid, doc in rows:
+                found[int(mpid)] = _decode_user(doc)
+        return found
+
+    def scan_users(self, after: int | None, limit: int) -> list[SegmentUser]:
+        """Up to ``limit`` user states above ``after`` (from the lowest MPID when ``None``:
+        MPIDs may be negative), by MPID."""
+        if after is None:
+            sql = "SELECT doc FROM segment_users ORDER BY mpid LIMIT ?"
+            params: tuple[int, ...] = (max(limit, 0),)
+        else:
+            sql = "SELECT doc FROM segment_users WHERE mpid > ? ORDER BY mpid LIMIT ?"
+            params = (after, max(limit, 0))
+        return [_decode_user(r[0]) for r in self._db.conn().execute(sql, params)]
+
+    def count_users(self) -> int:
+        """How many users have a state."""
+        return int(self._db.conn().execute("SELECT count(*) FROM segment_users").fetchone()[0])
+
+    def due_users(self, now_ms: int, limit: int) -> list[int]:
+        """Up to ``limit`` MPIDs due at ``now_ms``, earliest first (then by MPID)."""
+        rows = self._db.conn().execute(
+            "SELECT mpid FROM segment_users WHERE next_check_ms <= ?"
+            " ORDER BY next_check_ms, mpid LIMIT ?",
+            (now_ms, max(limit, 0)),
+        )
+        return [int(r[0]) for r in rows]
+
+    def commit(self, changes: SegmentChanges, checkpoint: Checkpoint | None = None) -> None:
+        """Apply ``changes`` and ``checkpoint`` in one transaction: user states written,
+        then dropped; memberships joined and left (see :func:`net_memberships`); pending
+        changes added, then flushed; conditions and builds written; the checkpoint's
+        partitions moved. Joins, leaves and builds of audiences that do not exist, and
+        pending changes of connections that do not exist, are left out."""
+        if not changes and not checkpoint:
+            return
+        # rows first (the stage runs this on a thread of its own, and the rows' Python
+        # would hold the GIL in the transaction)
+        users = [(u.mpid, _encode(u), u.next_check_ms) for u in changes.users]
+        conditions = [(c.id, _encode(c)) for c in changes.conditions]
+        builds = [(b.audience_id, _encode(b)) for b in changes.builds]
+        joined, left = net_memberships(changes.joined, changes.left)
+        with self._db.transaction() as conn:
+            audiences = {int(r[0]) for r in conn.execute("SELECT id FROM audiences")}
+            connected: set[tuple[int, str]] = set()
+            if changes.pending:
+                rows = conn.execute("SELECT audience_id, output FROM audience_connections")
+                connected = {(int(a), str(o)) for a, o in rows}
+            insert_rows(
+                conn, "INSERT OR REPLACE INTO segment_users (mpid, doc, next_check_ms)", users
+            )
+            conn.executemany(
+                "DELETE FROM segment_users WHERE mpid = ?", [(m,) for m in changes.dropped_users]
+            )
+            insert_rows(
+                conn,
+                "INSERT OR IGNORE INTO memberships (audience_id, mpid)",
+                [(a, m) for a, m in joined if a in audiences],
+            )
+            conn.executemany(
+                "DELETE FROM memberships WHERE audience_id = ? AND mpid = ?",
+                [(a, m) for a, m in left if a in audiences],
+            )
+            insert_rows(
+                conn,
+                "INSERT INTO pending_changes (output, audience_id, mpid, action, at_ms)",
+                [
+                    (p.output, p.audience_id, p.mpid, p.action, p.at_ms)
+                    for p in changes.pending
+                    if (p.audience_id, p.output) in connected
+                ],
+            )
+            conn.executemany(
+                "DELETE FROM pending_changes WHERE seq = ?", [(s,) for s in changes.flushed]
+            )
+            insert_rows(conn, "INSERT OR REPLACE INTO segment_conditions (id, doc)", conditions)
+            insert_rows(
+                conn,
+                "INSERT OR REPLACE INTO audience_builds (audience_id, doc)",
+                [b for b in builds if b[0] in audiences],
+            )
+            conn.executemany(
+                "INSERT OR REPLACE INTO segment_checkpoint (part, seq) VALUES (?, ?)",
+                [(p, pos.offset) for p, pos in (checkpoint or {}).items()],
+            )
+
+    def members(self, audience_id: int, after: int | None, limit: int) -> list[int]:
+        """Up to ``limit`` members above ``after`` (from the lowest when ``None``),
+        ascending."""
+        if after is None:
+            sql = "SELECT mpid FROM memberships WHERE audience_id = ? ORDER BY mpid LIMIT ?"
+            params: tuple[int, ...] = (audience_id, max(limit, 0))
+        else:
+            sql = (
+                "SELECT mpid FROM memberships WHERE audience_id = ? AND mpid > ?"
+                " ORDER BY mpid LIMIT ?"
+            )
+            params = (audience_id, after, max(limit, 0))
+        return [int(r[0]) for r in self._db.conn().execute(sql, params)]
+
+    def sizes(self) -> dict[int, int]:
+        """How many members each audience has (those without members left out)."""
+        rows = self._db.conn().execute(
+            "SELECT audience_id, count(*) FROM memberships GROUP BY audience_id"
+        )
+        return {int(a): int(n) for a, n in rows}
+
+    def memberships(self, mpid: int) -> list[int]:
+        """The audiences ``mpid`` belongs to, ascending."""
+        rows = self._db.conn().execute(
+            "SELECT audience_id FROM memberships WHERE mpid = ? ORDER BY audience_id", (mpid,)
+        )
+        return [int(r[0]) for r in rows]
+
+    def pending(self, output: str, limit: int) -> list[PendingChange]:
+        """Up to ``limit`` changes waiting for ``output``, by seq."""
+        rows = self._db.conn().execute(
+            f"SELECT {_PENDING_COLUMNS} FROM pending_changes WHERE output = ? ORDER BY seq LIMIT ?",
+            (output, max(limit, 0)),
+        )
+        return [
+            PendingChange(
+                seq=int(r[0]),
+                output=str(r[1]),
+                audience_id=int(r[2]),
+                mpid=int(r[3]),
+                action=cast(AudienceAction, str(r[4])),
+                at_ms=int(r[5]),
+            )
+            for r in rows
+        ]
+
+    def pending_outputs(self) -> dict[str, tuple[int, int]]:
+        """For each output with changes waiting: how many, and the earliest ``at_ms``."""
+        rows = self._db.conn().execute(
+            "SELECT output, count(*), min(at_ms) FROM pending_changes GROUP BY output"
+        )
+        return {str(o): (int(n), int(at)) for o, n, at in rows}
+
+    def reset(self) -> None:
+        """Forget the stage's records (the audiences and their connections stay; the
+        sequence of pending seqs goes on)."""
+        with self._db.transaction() as conn:
+            for table in (
+                "segment_conditions",
+                "audience_builds",
+                "segment_users",
+                "memberships",
+                "pending_changes",
+                "segment_checkpoint",
+            ):
+                conn.execute(f"DELETE FROM {table}")
+
+    def close(self) -> None:
+        """Close every connection."""
+        self._db.close()
+
+
+def net_memberships(
+    joined: Sequence[tuple[int, int]], left: Sequence[tuple[int, int]]
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """The memberships a commit adds and removes, from the joins and leaves it lists.
+
+    One commit may cover several evaluations of a user, so a membership may be both joined
+    and left in it; its joins and leaves then alternate, in an order the lists do not keep.
+    The balance says where it ends: more joins, in; more leaves, out; as many, where it
+    was (out, in, out or in, out, in)."""
+    balance: dict[tuple[int, int], int] = {}
+    for pair in joined:
+        balance[pair] = balance.get(pair, 0) + 1
+    for pair in left:
+        balance[pair] = balance.get(pair, 0) - 1
+    return [p for p, n in balance.items() if n > 0], [p for p, n in balance.items() if n < 0]
+
+
+def _audience(row: Sequence[object]) -> AudienceRecord:
+    definition = row[3]
+    assert isinstance(definition, bytes | memoryview)
+    return AudienceRecord(
+        id=int(str(row[0])),
+        name=str(row[1]),
+        description=str(row[2]),
+        definition=bytes(definition),
+        created_at_ms=int(str(row[4])),
+        updated_at_ms=int(str(row[5])),
+        version=int(str(row[6])),
+    )

@@ -1,0 +1,215 @@
+"""The audiences compiled for evaluation: what each one reads, in which order they are
+evaluated, and which audiences a change to a user can affect.
+
+A :class:`Catalog` is built from the stored audiences and conditions whenever they change
+(:func:`compile_catalog`); it is read-only afterwards. Its index by *feature* is what keeps
+the work per batch proportional to the audiences that mention what the batch holds: a
+feature is one thing a batch can change about a user (a counted condition, a user
+attribute, the identities, the consent state, an input, an environment, the membership of
+another audience).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from patchbay.backends.records import AudienceConnection
+from patchbay.segment.criteria import (
+    AudienceRef,
+    Consent,
+    EnvironmentSeen,
+    EventCondition,
+    IdentityCondition,
+    InputSeen,
+    Node,
+    UserAttribute,
+    event_conditions,
+    walk,
+)
+from patchbay.segment.evaluate import MISSING, Facts, holds
+
+#: One thing a batch can change about a user: ``("cond", ID)``, ``("attr", KEY)``,
+#: ``("identity", "")``, ``("consent", "")``, ``("input", NAME)``, ``("env", NAME)`` or
+#: ``("audience", ID)``.
+Feature = tuple[str, str]
+IDENTITIES: Feature = ("identity", "")
+CONSENT: Feature = ("consent", "")
+
+
+def condition_key(condition: EventCondition) -> str:
+    """The canonical JSON of what a condition counts: equal keys share one tally."""
+    match = condition.match
+    document = {
+        "type": match.type,
+        "name": match.name,
+        "custom_event_type": match.custom_event_type,
+        "action": match.action,
+        "attributes": [[c.key, c.op, c.value] for c in match.attributes],
+        "within_ms": condition.window_ms,
+        "measure": condition.measure,
+    }
+    return json.dumps(document, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class CompiledAudience:
+    """One audience ready to evaluate."""
+
+    id: int
+    name: str
+    version: int
+    criteria: Node
+    #: The ids of the conditions it counts.
+    conditions: frozenset[int]
+    #: The ids of the audiences it refers to.
+    references: frozenset[int]
+    #: Whether it holds for a user nothing is known of (evaluated for every new user).
+    default: bool
+
+
+@dataclass(frozen=True)
+class Counter:
+    """A condition counted for every user: its id and what it counts."""
+
+    id: int
+    condition: EventCondition
+
+
+@dataclass
+class Catalog:
+    """The compiled audiences; see the module documentation."""
+
+    audiences: dict[int, CompiledAudience] = field(default_factory=dict)
+    by_name: dict[str, int] = field(default_factory=dict)
+    #: Audience ids, every audience after those it refers to.
+    order: list[int] = field(default_factory=list)
+    #: Condition id by condition, for every condition an audience uses.
+    condition_ids: dict[EventCondition, int] = field(default_factory=dict)
+    #: The counted conditions by event type.
+    counters: dict[str, list[Counter]] = field(default_factory=dict)
+    #: The audiences each feature can affect.
+    by_feature: dict[Feature, set[int]] = field(default_factory=dict)
+    #: The audiences that hold for a user nothing is known of.
+    defaults: frozenset[int] = frozenset()
+    #: The connections of each audience.
+    connections: dict[int, list[AudienceConnection]] = field(default_factory=dict)
+
+    def affected(self, features: Iterable[Feature]) -> set[int]:
+        """The audiences any of ``features`` can affect."""
+        found: set[int] = set()
+        for feature in features:
+            found |= self.by_feature.get(feature, set())
+        return found
+
+    def dependents(self, audience_id: int) -> set[int]:
+        """The audiences that refer to ``audience_id``."""
+        return self.by_feature.get(("audience", str(audience_id)), set())
+
+
+def features_of(node: Node, condition_ids: Mapping[EventCondition, int]) -> set[Feature]:
+    """What ``node`` reads, as features (audience references by name: resolved later)."""
+    found: set[Feature] = set()
+    for n in walk(node):
+        match n:
+            case EventCondition():
+                found.add(("cond", str(condition_ids[n])))
+            case UserAttribute(compare=c):
+                found.add(("attr", c.key))
+            case IdentityCondition():
+                found.add(IDENTITIES)
+            case Consent():
+                found.add(CONSENT)
+            case InputSeen(name):
+                found.add(("input", name))
+            case EnvironmentSeen(environment):
+                found.add(("env", environment))
+    return found
+
+
+class _Nothing(Facts):
+    """A user nothing is known of (for :attr:`CompiledAudience.default`)."""
+
+    def __init__(self, defaults: Mapping[str, bool]) -> None:
+        self._defaults = defaults
+
+    def events(self, condition: EventCondition) -> tuple[int, float]:
+        return 0, 0.0
+
+    def attribute(self, key: str) -> object:
+        return MISSING
+
+    def identities(self, identity_type: str) -> list[str]:
+        return []
+
+    def consent(self, regulation: str, purpose: str) -> bool | None:
+        return None
+
+    def seen_input(self, name: str) -> bool:
+        return False
+
+    def seen_environment(self, environment: str) -> bool:
+        return False
+
+    def member(self, audience: str) -> bool:
+        return self._defaults.get(audience, False)
+
+
+@dataclass(frozen=True)
+class AudienceSource:
+    """An audience to compile: its record's id, name and version, and parsed criteria."""
+
+    id: int
+    name: str
+    version: int
+    criteria: Node
+
+
+def compile_catalog(
+    sources: Iterable[AudienceSource],
+    order: list[str],
+    condition_ids: Mapping[str, int],
+    connections: Iterable[AudienceConnection] = (),
+) -> Catalog:
+    """Compile ``sources`` (``order``: their names, each after those it refers to;
+    ``condition_ids``: the id of every condition key they use)."""
+    catalog = Catalog()
+    by_name = {s.name: s for s in sources}
+    defaults: dict[str, bool] = {}
+    nothing = _Nothing(defaults)
+    for name in order:
+        source = by_name[name]
+        ids = {c: condition_ids[condition_key(c)] for c in event_conditions(source.criteria)}
+        catalog.condition_ids.update(ids)
+        features = features_of(source.criteria, ids)
+        references = {
+            by_name[n.name].id
+            for n in walk(source.criteria)
+            if isinstance(n, AudienceRef) and n.name in by_name
+        }
+        for ref in references:
+            features.add(("audience", str(ref)))
+        defaults[name] = holds(source.criteria, nothing)
+        catalog.audiences[source.id] = CompiledAudience(
+            id=source.id,
+            name=name,
+            version=source.version,
+            criteria=source.criteria,
+            conditions=frozenset(ids.values()),
+            references=frozenset(references),
+            default=defaults[name],
+        )
+        catalog.by_name[name] = source.id
+        catalog.order.append(source.id)
+        for feature in features:
+            catalog.by_feature.setdefault(feature, set()).add(source.id)
+    for condition, condition_id in catalog.condition_ids.items():
+        catalog.counters.setdefault(condition.match.type, []).append(
+            Counter(condition_id, condition)
+        )
+    catalog.defaults = frozenset(a for a, c in catalog.audiences.items() if c.default)
+    for connection in connections:
+        if connection.audience_id in catalog.audiences:
+            catalog.connections.setdefault(connection.audience_id, []).append(connection)
+    return catalog

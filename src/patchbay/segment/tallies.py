@@ -1,0 +1,81 @@
+"""A user's matching events for one condition (:class:`~patchbay.backends.records.Tally`):
+pure functions to add an event, drop what left the window, merge two users' tallies and
+read the count and sum at a moment.
+
+A condition over all time keeps a count and a sum. A windowed one keeps each matching
+event's time and value, oldest first, while it is inside the window (an event leaves it at
+``time + window``), at most :data:`MAX_EVENTS` of them (the newest): so counts are exact up
+to that many events in a window, which is also the largest count a definition may ask for.
+"""
+
+from __future__ import annotations
+
+import bisect
+
+from patchbay.backends.records import Tally
+from patchbay.segment.evaluate import in_window
+
+#: The most events a windowed tally keeps (the newest).
+MAX_EVENTS = 1000
+
+
+def add_event(tally: Tally, window_ms: int | None, time_ms: int, value: float, now_ms: int) -> bool:
+    """Count one matching event at ``time_ms`` worth ``value``; whether the tally changed
+    (an event already outside the window changes nothing)."""
+    if window_ms is None:
+        tally.count += 1
+        tally.total += value
+        return True
+    if not in_window(time_ms, window_ms, now_ms):
+        return False
+    events = tally.events
+    if len(events) >= MAX_EVENTS and time_ms < events[0][0]:
+        return False  # older than every event kept, and there is no room
+    bisect.insort(events, (time_ms, value))
+    if len(events) > MAX_EVENTS:
+        del events[: len(events) - MAX_EVENTS]
+    return True
+
+
+def expire(tally: Tally, window_ms: int | None, now_ms: int) -> bool:
+    """Drop the events that left the window by ``now_ms``; whether any did."""
+    if window_ms is None or not tally.events:
+        return False
+    events = tally.events
+    keep = 0
+    while keep < len(events) and not in_window(events[keep][0], window_ms, now_ms):
+        keep += 1
+    if keep:
+        del events[:keep]
+    return keep > 0
+
+
+def stats(tally: Tally | None, window_ms: int | None, now_ms: int) -> tuple[int, float]:
+    """The count and sum of the events inside the window at ``now_ms``."""
+    if tally is None:
+        return 0, 0.0
+    if window_ms is None:
+        return tally.count, tally.total
+    count, total = 0, 0.0
+    for time_ms, value in tally.events:
+        if in_window(time_ms, window_ms, now_ms):
+            count += 1
+            total += value
+    return count, total
+
+
+def next_change(tally: Tally, window_ms: int | None) -> int | None:
+    """When the next event leaves the window (``None``: never)."""
+    if window_ms is None or not tally.events:
+        return None
+    return tally.events[0][0] + window_ms
+
+
+def merge(into: Tally, other: Tally, window_ms: int | None) -> None:
+    """Add ``other``'s events to ``into`` (two users became one)."""
+    if window_ms is None:
+        into.count += other.count
+        into.total += other.total
+        return
+    events = sorted([*into.events, *other.events])
+    into.events = events[-MAX_EVENTS:]
