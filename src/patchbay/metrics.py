@@ -7,7 +7,7 @@ import contextlib
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["CONTENT_TYPE_LATEST", "DeliveryMetrics", "Metrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "DeliveryMetrics", "Metrics", "SegmentMetrics"]
 
 
 class Metrics:
@@ -162,3 +162,56 @@ class DeliveryMetrics:
         ):
             with contextlib.suppress(KeyError):
                 metric.remove(output)
+
+
+class SegmentMetrics:
+    """The segment stage's metrics, in a registry shared with :class:`Metrics`
+    (``/metrics``): memberships by audience, builds, and membership changes waiting."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.joins = Counter(
+            "patchbay_audience_joins",
+            "Users who joined an audience, by audience.",
+            ["audience"],
+            registry=registry,
+        )
+        self.leaves = Counter(
+            "patchbay_audience_leaves",
+            "Users who left an audience, by audience.",
+            ["audience"],
+            registry=registry,
+        )
+        self.members = Gauge(
+            "patchbay_audience_members",
+            "Members of an audience now, by audience.",
+            ["audience"],
+            registry=registry,
+        )
+        self.built = Gauge(
+            "patchbay_audience_build_ratio",
+            "How far an audience's build over the stored history got (1 when live).",
+            ["audience"],
+            registry=registry,
+        )
+        self.pending = Gauge(
+            "patchbay_audience_changes_pending",
+            "Membership changes waiting to be sent, by output.",
+            ["output"],
+            registry=registry,
+        )
+        self.batches = Counter(
+            "patchbay_segment_batches",
+            "Resolved batches the segment stage counted and evaluated.",
+            registry=registry,
+        )
+        self.expired = Counter(
+            "patchbay_segment_window_checks",
+            "Users re-evaluated because an event left a window.",
+            registry=registry,
+        )
+
+    def forget(self, audience: str) -> None:
+        """Drop the series of an audience that is gone."""
+        for metric in (self.joins, self.leaves, self.members, self.built):
+            with contextlib.suppress(KeyError):
+                metric.remove(audience)

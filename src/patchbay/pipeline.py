@@ -231,25 +231,41 @@ class StageFeed:
     def _read_back(self, partition: int, upto: LogPosition | None) -> None:
         """One page of the log after the checkpoint (up to ``upto``) with its users."""
         mine = self.checkpoint.get(partition)
-        page = [
-            s
-            for s in self._backend.log.read(partition, mine, self._page)
-            if not _before(upto, s.position)
-        ]
-        if not page:
-            return
-        state = self._backend.state
-        users = dict(state.resolved(partition, mine, len(page)))
-        profiles = state.profiles({m for m in users.values()})
-        merged = state.merged_into(set(users.values()))
-        batches = []
-        for stored in page:
-            mpid = users.get(stored.position)
-            batch = decode_stored(stored) if mpid is not None else None
-            if mpid is not None and batch is not None:
-                absorbed = tuple(merged.get(mpid, ()))
-                batches.append(ResolvedBatch(stored, batch, mpid, profiles.get(mpid), absorbed))
-        self._handle(partition, batches, page[-1].position)
+        batches, last = read_resolved(self._backend, partition, mine, self._page, upto)
+        if last is not None:
+            self._handle(partition, batches, last)
+
+
+def read_resolved(
+    backend: Backend,
+    partition: int,
+    after: LogPosition | None,
+    limit: int,
+    upto: LogPosition | None = None,
+) -> tuple[list[ResolvedBatch], LogPosition | None]:
+    """Up to ``limit`` resolved batches of ``partition`` after ``after`` (and not after
+    ``upto``; ``None``: no bound) read back from storage: the batches from the log, their
+    users from the resolved users resolve committed, each with its user's profile as it is
+    now and the users ever merged into it. Also returns the position of the last batch
+    read (``None``: nothing there); batches whose user is not kept, or that cannot be read,
+    are left out."""
+    page = backend.log.read(partition, after, limit)
+    if upto is not None:
+        page = [s for s in page if not _before(upto, s.position)]
+    if not page:
+        return [], None
+    state = backend.state
+    users = dict(state.resolved(partition, after, len(page)))
+    profiles = state.profiles(set(users.values()))
+    merged = state.merged_into(set(users.values()))
+    batches = []
+    for stored in page:
+        mpid = users.get(stored.position)
+        batch = decode_stored(stored) if mpid is not None else None
+        if mpid is not None and batch is not None:
+            absorbed = tuple(merged.get(mpid, ()))
+            batches.append(ResolvedBatch(stored, batch, mpid, profiles.get(mpid), absorbed))
+    return batches, page[-1].position
 
 
 class Fanout:

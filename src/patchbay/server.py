@@ -25,7 +25,7 @@ from patchbay.collect.http import EventsApi
 from patchbay.config import ConfigError
 from patchbay.http import EXCEPTION_HANDLERS, middleware
 from patchbay.http.cors import CorsPolicy
-from patchbay.metrics import CONTENT_TYPE_LATEST, DeliveryMetrics, Metrics
+from patchbay.metrics import CONTENT_TYPE_LATEST, DeliveryMetrics, Metrics, SegmentMetrics
 from patchbay.openapi import build_openapi
 from patchbay.pipeline import Pipeline, Stage
 from patchbay.resolve.idsync_http import BROWSER_PATH_PREFIXES, IdentityApi
@@ -33,6 +33,9 @@ from patchbay.resolve.profile_http import ProfileApi
 from patchbay.resolve.resolver import Resolver
 from patchbay.resolve.service import ResolveService
 from patchbay.resolve.strategy import IdentityStrategy
+from patchbay.segment.admin_http import AudienceAdminApi
+from patchbay.segment.service import AudienceService
+from patchbay.segment.stage import SegmentStage
 from patchbay.settings import Settings
 
 log = structlog.get_logger("patchbay.server")
@@ -54,7 +57,8 @@ def create_app(
     extra_stages: Sequence[Stage] = (),
 ) -> Starlette:
     """The Patchbay ASGI app over ``backend`` (by default the one ``settings`` names): the
-    HTTP APIs, and the pipeline (collect -> resolve -> activate, plus ``extra_stages``).
+    HTTP APIs, and the pipeline (collect -> resolve -> activate and segment, plus
+    ``extra_stages``).
 
     It runs the resolve stage and each later stage on threads of their own, and the
     delivery engine on the event loop (or, with ``settings.delivery_process``, in a child
@@ -92,6 +96,7 @@ def create_app(
     # The pipeline: every stage after resolve, each with its own checkpoint and thread.
     stages: list[Stage] = [
         ActivateStage(backend.outputs, backend.outbox, backend.modules, clock, notify),
+        SegmentStage(backend, clock, notify, metrics=SegmentMetrics(metrics.registry)),
         *extra_stages,
     ]
     pipeline = Pipeline(
@@ -101,7 +106,9 @@ def create_app(
     if admin_token is None and settings.admin_token is not None:
         admin_token = settings.admin_token.reveal()
     admin_api = AdminApi(ActivateService(backend, clock), admin_token)
-    profile_api = ProfileApi(backend.inputs, service, clock)
+    audience_service = AudienceService(backend, clock)
+    audience_admin_api = AudienceAdminApi(audience_service, admin_api)
+    profile_api = ProfileApi(backend.inputs, service, clock, audience_service.memberships)
     identity_api = IdentityApi(backend.inputs, appender, service, clock, metrics)
     openapi = msgspec.json.encode(build_openapi())
 
@@ -155,6 +162,7 @@ def create_app(
         *api.routes(),
         *profile_api.routes(),
         *identity_api.routes(),
+        *audience_admin_api.routes(),  # before admin_api's catch-all 404
         *admin_api.routes(),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),

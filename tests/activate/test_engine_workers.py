@@ -1,5 +1,6 @@
 """The delivery engine in process, against a real HTTP endpoint: webhook and file outputs,
-retries, parking and replay, Retry-After, pausing, and per-output isolation."""
+retries, parking and replay, Retry-After, pausing, per-output isolation, and what a module's
+answers to audience messages do (subscription settings recorded, suspend_subscription)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,15 @@ from typing import Any
 
 import msgspec
 import pytest
+from structlog.testing import CapturingLogger
 
-from patchbay.activate.engine import DeliveryEngine, EngineConfig, RetryPolicy
-from patchbay.backends.abstract import ModuleStore
+from patchbay.activate import engine as engine_module
+from patchbay.activate.engine import DeliveryEngine, EngineConfig, RetryPolicy, reply_type
+from patchbay.backends.abstract import Backend, ModuleStore
+from patchbay.backends.memory import open_memory
 from patchbay.backends.records import (
+    AudienceConnection,
+    AudienceRecord,
     Delivery,
     FileDestination,
     ModuleDestination,
@@ -24,10 +30,21 @@ from patchbay.backends.records import (
 from patchbay.backends.sqlite import open_sqlite
 from patchbay.backends.sqlite.outbox import SqliteOutbox
 from patchbay.clock import Clock, ManualClock, SystemClock
-from patchbay.firehose import EventProcessingResponse, dumps
+from patchbay.firehose import (
+    AudienceMembershipChangeRequest,
+    AudienceMembershipChangeResponse,
+    AudienceSubscriptionRequest,
+    AudienceSubscriptionResponse,
+    BaseMessage,
+    DsrProcessingRequest,
+    EventProcessingRequest,
+    EventProcessingResponse,
+    ModuleRegistrationRequest,
+    dumps,
+)
 from patchbay.partner.lambda_local import LocalLambda
 from patchbay.partner.targets import HttpTarget, LambdaTarget, Target
-from patchbay.partner.transport import Timeouts
+from patchbay.partner.transport import Timeouts, response_type_for
 from tests.activate.test_engine_support import Recorder, async_wait_for, serve
 
 FAST = EngineConfig(
@@ -350,3 +367,221 @@ def test_a_module_retry_after_is_honoured(tmp_path: Path, recorder: tuple[Record
         assert "503" in (delivery.last_error or "")
 
     run_engine(tmp_path, body, clock=clock)
+
+
+# --------------------------------------------------------------------------- audience answers
+
+LIST_SETTING: dict[str, object] = {
+    "type": "text",
+    "id": "listName",
+    "name": "List",
+    "visible": False,
+}
+
+
+def run_memory_engine(
+    body: Callable[[DeliveryEngine, Backend], Awaitable[None]], config: EngineConfig = FAST
+) -> None:
+    """:func:`run_engine` on the in-memory backend (with its audience store)."""
+    backend = open_memory()
+
+    async def main() -> None:
+        engine = DeliveryEngine(backend, SystemClock(), config)
+        await engine.start()
+        try:
+            await body(engine, backend)
+        finally:
+            await engine.stop()
+
+    try:
+        asyncio.run(main())
+    finally:
+        backend.close()
+
+
+def audience_output(backend: Backend, url: str, name: str = "crm") -> int:
+    """A module (declaring the ``listName`` subscription setting) at ``url``, an output of
+    it, and an audience connected to the output; the audience's id."""
+    backend.modules.put_module(
+        ModuleRecord(
+            name,
+            name,
+            "1.0",
+            HttpTarget(url),
+            b"{}",
+            0,
+            0,
+            audience=True,
+            audience_subscription_settings=[LIST_SETTING],
+        )
+    )
+    backend.outputs.add_output(Output(name, ModuleDestination(name), 0, 0))
+    audience = backend.audiences.add_audience(AudienceRecord(0, "Buyers", "", b"{}", 0, 0))
+    backend.audiences.put_audience_connection(
+        AudienceConnection(audience.id, name, 0, settings={"region": "eu"})
+    )
+    return audience.id
+
+
+def enqueue_message(
+    engine: DeliveryEngine, output: str, delivery_id: str, message: BaseMessage
+) -> None:
+    now = engine.clock.now_ms()
+    engine.outbox.enqueue(
+        [Delivery(delivery_id, output, "audiences", 0, dumps(message), now, now, now)]
+    )
+    engine.notify({output})
+
+
+def the_connection(backend: Backend, audience_id: int, output: str = "crm") -> AudienceConnection:
+    [found] = [
+        c
+        for c in backend.audiences.list_audience_connections()
+        if (c.audience_id, c.output) == (audience_id, output)
+    ]
+    return found
+
+
+def test_reply_types_are_told_by_the_payload_prefix() -> None:
+    requests: list[BaseMessage] = [
+        EventProcessingRequest(),
+        AudienceSubscriptionRequest(audience_id=1, action="add"),
+        AudienceMembershipChangeRequest(),
+        DsrProcessingRequest(),
+        ModuleRegistrationRequest(),
+    ]
+    for request in requests:
+        payload = dumps(request)
+        assert payload.startswith(b'{"type":"' + str(request.type).encode() + b'"')  # type first
+        assert reply_type(payload) is response_type_for(request)
+    # written otherwise: decoded for its type alone; no type: any answer is taken
+    assert reply_type(b'{"id": "x", "type": "audience_subscription_request"}') is (
+        AudienceSubscriptionResponse
+    )
+    assert reply_type(b'{"type": "event_processing_request"}') is EventProcessingResponse
+    assert reply_type(b'{"type":"event_processing_request_v2"}') is None
+    assert reply_type(b'{"id": "x"}') is None
+    assert reply_type(b"[1, 2]") is None
+    assert reply_type(b"not json") is None
+
+
+@pytest.mark.parametrize("action", ["add", "update"])
+def test_the_settings_a_partner_answers_to_a_subscription_are_recorded(
+    recorder: tuple[Recorder, str], monkeypatch: pytest.MonkeyPatch, action: str
+) -> None:
+    rec, url = recorder
+    answer = AudienceSubscriptionResponse(
+        audience_subscription_settings={"listName": "partner-list-9", "secret": "not-declared"}
+    )
+    rec.set("/crm", body=dumps(answer))
+    logged = CapturingLogger()
+    monkeypatch.setattr(engine_module, "log", logged)
+
+    async def body(engine: DeliveryEngine, backend: Backend) -> None:
+        audience_id = audience_output(backend, url + "/crm")
+        await engine.refresh()
+        assert the_connection(backend, audience_id).subscribed_at_ms is None
+        request = AudienceSubscriptionRequest(audience_id=audience_id, action=action)
+        enqueue_message(engine, "crm", "sub-1", request)
+        await async_wait_for(lambda: backend.outbox.get_delivery("sub-1") is None, what="sent")
+        connection = the_connection(backend, audience_id)
+        assert connection.partner_settings == {"listName": "partner-list-9"}
+        assert connection.subscribed_at_ms is not None
+        assert connection.settings == {"region": "eu"}  # the customer's, untouched
+        [warning] = [c for c in logged.calls if c.args == ("subscription_settings_dropped",)]
+        assert warning.method_name == "warning"
+        assert warning.kwargs["dropped"] == ["secret"]
+        assert warning.kwargs["audience_id"] == audience_id
+
+    run_memory_engine(body)
+    [received] = rec.at("/crm")
+    assert received.json()["type"] == "audience_subscription_request"
+
+
+def test_a_removal_answer_records_nothing(recorder: tuple[Recorder, str]) -> None:
+    rec, url = recorder
+    rec.set("/crm", body=dumps(AudienceSubscriptionResponse()))
+
+    async def body(engine: DeliveryEngine, backend: Backend) -> None:
+        audience_id = audience_output(backend, url + "/crm")
+        await engine.refresh()
+        request = AudienceSubscriptionRequest(audience_id=audience_id, action="remove")
+        enqueue_message(engine, "crm", "sub-1", request)
+        await async_wait_for(lambda: backend.outbox.get_delivery("sub-1") is None, what="sent")
+        assert the_connection(backend, audience_id).subscribed_at_ms is None
+
+    run_memory_engine(body)
+
+
+def test_a_subscription_that_cannot_be_recorded_is_retried(
+    recorder: tuple[Recorder, str],
+) -> None:
+    rec, url = recorder
+    rec.set("/crm", body=dumps(AudienceSubscriptionResponse()))
+
+    async def body(engine: DeliveryEngine, backend: Backend) -> None:
+        audience_id = audience_output(backend, url + "/crm")
+        store = backend.audiences
+        failures = [OSError("disk full")]
+
+        class Failing:
+            def subscribed(self, *args: Any) -> bool:
+                if failures:
+                    raise failures.pop()
+                return store.subscribed(*args)
+
+        engine.audiences = Failing()  # type: ignore[assignment]
+        await engine.refresh()
+        request = AudienceSubscriptionRequest(audience_id=audience_id, action="add")
+        enqueue_message(engine, "crm", "sub-1", request)
+        await async_wait_for(lambda: backend.outbox.get_delivery("sub-1") is None, what="sent")
+        assert len(rec.at("/crm")) == 2  # sent again after the failed record
+        assert the_connection(backend, audience_id).subscribed_at_ms is not None
+
+    run_memory_engine(body)
+
+
+def test_suspend_subscription_in_a_membership_answer_pauses_the_output(
+    recorder: tuple[Recorder, str],
+) -> None:
+    rec, url = recorder
+    rec.set("/crm", body=dumps(AudienceMembershipChangeResponse(suspend_subscription=True)))
+
+    async def body(engine: DeliveryEngine, backend: Backend) -> None:
+        audience_output(backend, url + "/crm")
+        await engine.refresh()
+        enqueue_message(engine, "crm", "m-1", AudienceMembershipChangeRequest(user_profiles=[]))
+
+        def paused() -> bool:
+            output = backend.outputs.get_output("crm")
+            return output is not None and output.paused
+
+        await async_wait_for(paused, what="paused")
+        output = backend.outputs.get_output("crm")
+        assert output is not None and "suspend_subscription" in (output.paused_reason or "")
+        # accepted all the same: it leaves the outbox, the next one waits
+        await async_wait_for(lambda: backend.outbox.get_delivery("m-1") is None, what="acked")
+        enqueue_message(engine, "crm", "m-2", AudienceMembershipChangeRequest(user_profiles=[]))
+        await asyncio.sleep(FAST.poll_s * 4)
+        assert len(rec.at("/crm")) == 1
+
+    run_memory_engine(body)
+
+
+def test_an_answer_of_another_type_than_the_request_parks_it(
+    recorder: tuple[Recorder, str],
+) -> None:
+    rec, url = recorder
+    rec.set("/crm", body=ACCEPTED)  # an event processing response
+
+    async def body(engine: DeliveryEngine, backend: Backend) -> None:
+        audience_id = audience_output(backend, url + "/crm")
+        await engine.refresh()
+        request = AudienceSubscriptionRequest(audience_id=audience_id, action="add")
+        enqueue_message(engine, "crm", "sub-1", request)
+        await async_wait_for(lambda: len(backend.outbox.parked("crm")) == 1, what="parked")
+        [parked] = backend.outbox.parked("crm")
+        assert "expected audience_subscription_response" in (parked.last_error or "")
+        assert the_connection(backend, audience_id).subscribed_at_ms is None
+
+    run_memory_engine(body)

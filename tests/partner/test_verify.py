@@ -11,12 +11,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from examples.sqlite_partner.http import build_app
 from patchbay.firehose import (
     AudienceSubscriptionResponse,
     EventProcessingRequest,
+    EventProcessingResponse,
     ModuleRegistrationResponse,
     dumps,
     parse,
@@ -224,6 +226,30 @@ BROKEN = [
         id="unregistered-subscription-setting",
     ),
     pytest.param(
+        {
+            "change": _on(
+                "audience_membership_change_request",
+                lambda r, n: answer_json({**n, "suspend_subscription": "sometimes"}),
+            )
+        },
+        "audience_membership_change.add",
+        "invalid answer: the answer is not a Firehose message: Expected `bool`, got `str`"
+        " - at `$.suspend_subscription`",
+        id="audience-answer-not-strictly-valid",
+    ),
+    pytest.param(
+        {
+            "change": _on(
+                "audience_membership_change_request",
+                lambda r, n: answer_json(to_dict(EventProcessingResponse())),
+            )
+        },
+        "audience_membership_change.verification",
+        "wrong response type: expected audience_membership_change_response, got"
+        " event_processing_response",
+        id="audience-answer-wrong-type",
+    ),
+    pytest.param(
         {"registration": lambda r: r.pop("name")},
         "registration",
         "$.name: the module has no name",
@@ -296,6 +322,59 @@ def test_slow_partner_warns_on_each_check(tmp_path: Path) -> None:
     assert "(budget 100 ms)" in by_name["event_processing"].detail
     assert by_name["latency"].status is Status.FAIL
     assert by_name["dsr_processing"].status is Status.PASS
+
+
+def test_an_audience_only_partner_gets_the_audience_checks() -> None:
+    registration = msgspec.structs.replace(
+        demo_registration(), event_processing_registration=None, dsr_processing_registration=None
+    )
+    partner = ScriptedPartner(demo_script(DemoPartner(registration)))
+    with serving(partner) as url:
+        report = asyncio.run(verify(HttpTarget(url), latency_budget_ms=5000, latency_samples=2))
+    by_name = {c.check: c for c in report.checks}
+    assert list(by_name) == [
+        "transport",
+        "registration",
+        "registration.settings",
+        "registration.permissions",
+        "registration.supported_types",
+        "audience_subscription.add",
+        "audience_membership_change.add",
+        "audience_membership_change.delete",
+        "audience_membership_change.attribute_update",
+        "audience_membership_change.verification",
+        "audience_subscription.remove",
+        "latency",
+    ]
+    assert {c.status for name, c in by_name.items() if name != "transport"} == {Status.PASS}
+    add = by_name["audience_subscription.add"]
+    assert (add.request_type, add.response_type) == (
+        "audience_subscription_request",
+        "audience_subscription_response",
+    )
+    sent = [request for _, request in partner.requests]
+    assert [r["type"] for r in sent] == [
+        "module_registration_request",
+        "audience_subscription_request",
+        *["audience_membership_change_request"] * 4,
+        "audience_subscription_request",
+        *["audience_membership_change_request"] * 2,  # the latency samples
+    ]
+    subscribe, member_add, verification, remove = sent[1], sent[2], sent[5], sent[6]
+    # the visible subscription settings, with placeholder values; the account's settings
+    assert subscribe["action"] == "add"
+    assert subscribe["audience_subscription_settings"] == {"listName": "verify-listName"}
+    assert subscribe["account"]["account_settings"] == {"apiKey": "verify-apiKey"}
+    # what the partner answered is sent back with the membership changes
+    [profile] = member_add["user_profiles"]
+    [audience] = profile["audiences"]
+    assert audience["action"] == "add"
+    assert audience["audience_subscription_settings"] == {
+        "listName": "verify-listName",
+        "listId": "L-77",
+    }
+    assert "user_profiles" not in verification
+    assert remove["action"] == "remove"
 
 
 def test_timeout_fails(tmp_path: Path) -> None:

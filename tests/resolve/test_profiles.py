@@ -231,3 +231,78 @@ def _wait_until_resolved(data_dir: Path, email: str) -> None:
     while run_cli("profiles", "find", "--email", email, data_dir=data_dir).returncode != 0:
         assert time.monotonic() < deadline, "the resolve stage did not catch up"
         time.sleep(0.1)
+
+
+# -- audience memberships (the segment stage's, read from the audience store) -------------------
+
+
+def test_profile_document_lists_audience_memberships() -> None:
+    from patchbay.resolve.profile import new_profile
+
+    profile = new_profile(42, 1_700_000_000_000)
+    assert profile_document(profile)["audience_memberships"] == []
+    doc = profile_document(profile, memberships=[{"audience_id": 3, "audience_name": "gold"}])
+    # mParticle's shape; Patchbay's audiences do not expire
+    assert doc["audience_memberships"] == [
+        {"audience_id": 3, "audience_name": "gold", "expiration_timestamp_ms": None}
+    ]
+    fields = ("user_attributes",)
+    assert "audience_memberships" not in profile_document(profile, fields, [{"x": 1}])
+
+
+def test_profile_api_and_cli_show_audience_memberships(data_dir: Path) -> None:
+    import base64
+
+    from patchbay.backends.records import SegmentChanges, StateChanges
+    from patchbay.backends.sqlite import open_sqlite
+    from patchbay.clock import SystemClock
+    from patchbay.collect.inputs import create_input
+    from patchbay.partner.lambda_local import BackgroundServer
+    from patchbay.resolve.identities import Identity
+    from patchbay.resolve.profile import add_identity, new_profile
+    from patchbay.segment.service import AudienceService
+    from patchbay.server import create_app
+    from patchbay.settings import Settings
+
+    def audience(name: str) -> dict[str, Any]:
+        return {"name": name, "criteria": {"user_attribute": "tier", "op": "exists"}}
+
+    customer = Identity("customer_id", "aud-1")
+    backend = open_sqlite(data_dir)
+    try:
+        profile = new_profile(4242, 1_700_000_000_000)
+        add_identity(profile, customer, 1_700_000_000_000)
+        backend.state.commit(StateChanges(profiles={4242: profile}, linked={customer: [4242]}), {})
+        service = AudienceService(backend, SystemClock())
+        gold = service.create(audience("gold"))["id"]
+        silver = service.create(audience("silver"))["id"]
+        service.create(audience("bronze"))
+        backend.audiences.commit(SegmentChanges(joined=[(gold, 4242), (silver, 4242)]))
+        credentials = create_input(backend.inputs, "app", "server", 0, SystemClock())
+    finally:
+        backend.close()
+    expected = [
+        {"audience_id": gold, "audience_name": "gold", "expiration_timestamp_ms": None},
+        {"audience_id": silver, "audience_name": "silver", "expiration_timestamp_ms": None},
+    ]
+
+    shown = run_cli("profiles", "show", "4242", data_dir=data_dir)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["audience_memberships"] == expected
+    found = run_cli("profiles", "find", "--customer-id", "aud-1", data_dir=data_dir)
+    assert json.loads(found.stdout)["audience_memberships"] == expected
+
+    secret = f"{credentials.key}:{credentials.secret}".encode()
+    basic = "Basic " + base64.b64encode(secret).decode()
+    app = create_app(Settings(data_dir=data_dir, delivery_process=False))
+    with BackgroundServer(app).start() as server:
+        status, _, body = _get(server, "/userprofile/v1/1/2/3/4242", basic)  # type: ignore[arg-type]
+        assert status == 200 and json.loads(body)["audience_memberships"] == expected
+        request = urllib.request.Request(
+            server.url + "/userprofile/v1/resolve/1/2/3?fields=audience_memberships",
+            data=json.dumps({"identity": {"type": "customer_id", "value": "aud-1"}}).encode(),
+            headers={"Authorization": basic, "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            doc = json.loads(response.read())
+        assert doc["audience_memberships"] == expected and "user_attributes" not in doc

@@ -22,11 +22,11 @@ from patchbay.backends.memory import open_memory
 from patchbay.backends.records import AudienceRecord, Credential, Input, NewBatch
 from patchbay.clock import ManualClock
 from patchbay.collect.batch import Batch
-from patchbay.collect.decode import decode_batch
+from patchbay.pipeline import StageFeed
 from patchbay.resolve.profile import Profile
 from patchbay.resolve.resolver import Resolver
+from patchbay.resolve.stage import IDSYNC_CHANNEL, ResolvedBatch, ResolvedChunk, ResolveStage
 from patchbay.resolve.strategy import IdentityStrategy
-from patchbay.resolve.stage import IDSYNC_CHANNEL, ResolvedChunk, ResolveStage
 from patchbay.segment.criteria import Definition, EventCondition
 from patchbay.segment.engine import SegmentEngine
 from patchbay.segment.evaluate import (
@@ -37,7 +37,7 @@ from patchbay.segment.evaluate import (
     in_window,
     measured,
 )
-from patchbay.segment.parse import check_references, definition_document
+from patchbay.segment.parse import DefinitionError, check_references, definition_document
 
 BASE_MS = 1_750_000_000_000
 #: The inputs every world has: name -> id.
@@ -65,7 +65,11 @@ class SegmentWorld:
     #: Every chunk handed to the engine so far.
     handed: list[ResolvedChunk] = field(default_factory=list)
     definitions: dict[str, Definition] = field(default_factory=dict)
+    #: Hand the engine what it gets when it catches up from storage (as a stage that fell
+    #: behind does: the log, the resolved users, merges read back) rather than the chunks.
+    read_back: bool = False
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _feed: StageFeed | None = None
 
     def __post_init__(self) -> None:
         for name, input_id in INPUTS.items():
@@ -109,7 +113,7 @@ class SegmentWorld:
         trial = {**self.definitions, definition.name: definition}
         try:
             check_references(trial)
-        except Exception:
+        except DefinitionError:
             return False
         store = self.backend.audiences
         document = msgspec.json.encode(definition_document(definition))
@@ -138,6 +142,9 @@ class SegmentWorld:
         engine = engine or self.engine
         self.resolve.run_until_caught_up()
         chunks, self.chunks = self.chunks, []
+        if self.read_back:
+            self._read_back(engine, chunks)
+            chunks = []
         for chunk in chunks:
             for resolved in chunk.batches:
                 self.history.append(
@@ -157,6 +164,34 @@ class SegmentWorld:
         while engine.expire():
             pass
 
+    def _read_back(self, engine: SegmentEngine, chunks: list[ResolvedChunk]) -> None:
+        for chunk in chunks:
+            for resolved in chunk.batches:
+                self.history.append(
+                    Seen(
+                        resolved.batch,
+                        resolved.stored.received_at_ms,
+                        resolved.stored.input_id,
+                        resolved.mpid,
+                    )
+                )
+        world = self
+
+        class Forward:
+            name = "segment-read-back"
+
+            def handle(self, batches: Sequence[ResolvedBatch]) -> None:
+                engine.refresh()
+                engine.apply(batches)
+                world.handed.append(
+                    ResolvedChunk(0, None, batches[-1].stored.position, list(batches))
+                )
+
+        if self._feed is None:
+            self._feed = StageFeed(Forward(), self.backend)
+        self._feed.stage = Forward()
+        self._feed._catch_up_all()
+
     # -- what it gives -----------------------------------------------------------------
 
     def memberships(self) -> dict[str, set[int]]:
@@ -166,6 +201,18 @@ class SegmentWorld:
         for record in store.list_audiences():
             found[record.name] = set(store.members(record.id, None, 1_000_000))
         return found
+
+    def explain(self, got: dict[str, set[int]], expected: dict[str, set[int]]) -> str:
+        """What differs, with the users' histories and states (for a failing test)."""
+        lines = []
+        for name in sorted(set(got) | set(expected)):
+            for mpid in sorted(got.get(name, set()) ^ expected.get(name, set())):
+                lines.append(f"audience {name}: user {mpid} got={mpid in got.get(name, set())}")
+                lines.append(f"  profile: {self.backend.state.profile(mpid)}")
+                lines.append(f"  state: {self.backend.audiences.users([mpid]).get(mpid)}")
+                for seen in self.history:
+                    lines.append(f"  seen: mpid={seen.mpid} input={seen.input_id} {seen.batch}")
+        return "\n".join(lines)
 
     def expected(self) -> dict[str, set[int]]:
         """The memberships a from-scratch evaluation gives now."""

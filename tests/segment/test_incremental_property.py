@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from patchbay.resolve.resolver import derived_mpid
 from patchbay.segment.criteria import Definition
+from patchbay.segment.replay import replay
 from tests.segment import strategies as pools
 from tests.segment.harness import BASE_MS, SegmentWorld
 
@@ -175,8 +176,8 @@ def histories(draw: st.DrawFn, restarts: bool) -> list[Step]:
     return steps
 
 
-def run(steps: list[Step]) -> None:
-    world = SegmentWorld()
+def run(steps: list[Step], read_back: bool = False) -> SegmentWorld:
+    world = SegmentWorld(read_back=read_back)
     sent = 0
     for step in steps:
         match step:
@@ -206,11 +207,13 @@ def run(steps: list[Step]) -> None:
                     world.engine.refresh()
                     assert world.engine.apply(chunk.batches) == 0
         world.settle()
-        assert world.memberships() == world.expected(), step
+        got, expected = world.memberships(), world.expected()
+        assert got == expected, world.explain(got, expected)
+    return world
 
 
 @settings(
-    max_examples=60,
+    max_examples=100,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -220,10 +223,36 @@ def test_incremental_equals_from_scratch(steps: list[Step]) -> None:
 
 
 @settings(
-    max_examples=25,
+    max_examples=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(histories(restarts=True))
 def test_restarts_and_offers_again_change_nothing(steps: list[Step]) -> None:
     run(steps)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(histories(restarts=True))
+def test_read_back_from_storage_equals_from_scratch(steps: list[Step]) -> None:
+    """What a stage that fell behind reads back (the log, resolved users, merges since)."""
+    run(steps, read_back=True)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(histories(restarts=False))
+def test_replay_gives_the_same_memberships(steps: list[Step]) -> None:
+    """``patchbay reprocess``: the segment state forgotten and computed again from the
+    log gives the same memberships, and the same as from scratch."""
+    world = run(steps)
+    before = world.memberships()
+    replay(world.backend, world.clock)
+    assert world.memberships() == before

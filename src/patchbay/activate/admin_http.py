@@ -68,11 +68,11 @@ class ReplayBody(msgspec.Struct, forbid_unknown_fields=True):
     all: bool = False
 
 
-def _json(value: Any, status: int = 200) -> Response:
+def json_response(value: Any, status: int = 200) -> Response:
     return Response(msgspec.json.encode(value), status, media_type="application/json")
 
 
-def _error(message: str, status: int, headers: dict[str, str] | None = None) -> Response:
+def admin_error(message: str, status: int, headers: dict[str, str] | None = None) -> Response:
     """An error in the one shape, plus the ``error`` field this API answered with before."""
     return error_response(status, status_code(status), message, headers, legacy=True)
 
@@ -86,7 +86,7 @@ class AdminApi:
 
     def _authorized(self, request: Request) -> Response | None:
         if self._digest is None:
-            return _error(
+            return admin_error(
                 "the admin API is disabled: start `patchbay serve` with --admin-token"
                 f" or ${ADMIN_TOKEN_ENV}",
                 404,
@@ -96,14 +96,14 @@ class AdminApi:
         supplied = hashlib.sha256(given.strip().encode()).digest()
         ok = scheme.lower() == "bearer" and hmac.compare_digest(supplied, self._digest)
         if not ok:
-            return _error(
+            return admin_error(
                 "a valid admin token is required (Bearer)",
                 401,
                 {"WWW-Authenticate": 'Bearer realm="patchbay-admin"'},
             )
         return None
 
-    def _guard(self, handler: Handler) -> Handler:
+    def guard(self, handler: Handler) -> Handler:
         async def guarded(request: Request) -> Response:
             refused = self._authorized(request)
             if refused is not None:
@@ -111,11 +111,11 @@ class AdminApi:
             try:
                 return await handler(request)
             except ActivateError as exc:
-                return _error(str(exc), 404 if exc.not_found else 400)
+                return admin_error(str(exc), 404 if exc.not_found else 400)
             except msgspec.ValidationError as exc:
-                return _error(f"invalid body: {exc}", 400)
+                return admin_error(f"invalid body: {exc}", 400)
             except msgspec.DecodeError as exc:
-                return _error(f"the body is not JSON: {exc}", 400)
+                return admin_error(f"the body is not JSON: {exc}", 400)
 
         return guarded
 
@@ -123,7 +123,7 @@ class AdminApi:
         return await asyncio.to_thread(function, *args, **kwargs)
 
     async def list_outputs(self, request: Request) -> Response:
-        return _json(await self._call(self._service.list_outputs))
+        return json_response(await self._call(self._service.list_outputs))
 
     async def add_output(self, request: Request) -> Response:
         body = msgspec.json.decode(await request.body(), type=OutputBody)
@@ -135,25 +135,25 @@ class AdminApi:
             file=body.file,
             settings=body.settings,
         )
-        return _json(created, 201)
+        return json_response(created, 201)
 
     async def show_output(self, request: Request) -> Response:
         name = request.path_params["name"]
-        return _json(await self._call(self._service.show_output, name))
+        return json_response(await self._call(self._service.show_output, name))
 
     async def pause(self, request: Request) -> Response:
         name = request.path_params["name"]
-        return _json(await self._call(self._service.set_paused, name, True))
+        return json_response(await self._call(self._service.set_paused, name, True))
 
     async def resume(self, request: Request) -> Response:
         name = request.path_params["name"]
-        return _json(await self._call(self._service.set_paused, name, False))
+        return json_response(await self._call(self._service.set_paused, name, False))
 
     async def status(self, request: Request) -> Response:
-        return _json(await self._call(self._service.status))
+        return json_response(await self._call(self._service.status))
 
     async def list_connections(self, request: Request) -> Response:
-        return _json(await self._call(self._service.list_connections))
+        return json_response(await self._call(self._service.list_connections))
 
     async def add_connection(self, request: Request) -> Response:
         body = msgspec.json.decode(await request.body(), type=ConnectionBody)
@@ -164,16 +164,16 @@ class AdminApi:
             settings=body.settings,
             filters=body.filters,
         )
-        return _json(created, 201)
+        return json_response(created, 201)
 
     async def remove_connection(self, request: Request) -> Response:
         connection_id = request.path_params["id"]
         removed = await self._call(self._service.remove_connection, connection_id)
-        return _json({"removed": removed})
+        return json_response({"removed": removed})
 
     async def parked(self, request: Request) -> Response:
         output = request.query_params.get("output")
-        return _json(await self._call(self._service.parked, output))
+        return json_response(await self._call(self._service.parked, output))
 
     async def replay(self, request: Request) -> Response:
         raw = await request.body()
@@ -182,14 +182,14 @@ class AdminApi:
             count = await self._call(self._service.replay_all)
         else:
             count = await self._call(self._service.replay, body.output, body.ids)
-        return _json({"replayed": count})
+        return json_response({"replayed": count})
 
     async def not_found(self, request: Request) -> Response:
-        return _error(f"no admin route {request.method} {request.url.path}", 404)
+        return admin_error(f"no admin route {request.method} {request.url.path}", 404)
 
     def routes(self) -> list[Route]:
         """The admin routes, each behind the token check."""
-        g = self._guard
+        g = self.guard
         return [
             Route(f"{PREFIX}/outputs", g(self.list_outputs), methods=["GET"]),
             Route(f"{PREFIX}/outputs", g(self.add_output), methods=["POST"]),

@@ -17,8 +17,17 @@
   its own and reads again only when the queue runs low and there may be more (new
   deliveries, a poll, a failed acknowledgement); the output and module records are read
   again on every :meth:`DeliveryEngine.refresh` (each ``refresh_s``), not per send.
-* **suspend_subscription.** A module that answers ``suspend_subscription: true`` has its
-  output paused, with the reason shown by ``patchbay outputs status``.
+* **suspend_subscription.** A module that answers ``suspend_subscription: true`` (to an
+  event or an audience membership change) has its output paused, with the reason shown by
+  ``patchbay outputs status``.
+* **Reply types.** A module's answer must be the response type of the request sent, told
+  by the stored payload's ``type``: :func:`dumps` writes it first, so the prefix of the
+  bytes tells, without decoding the payload (:func:`reply_type`).
+* **Audience subscriptions.** The settings a module answers to an ``add`` or ``update``
+  ``audience_subscription_request`` are recorded on the audience connection
+  (``AudienceStore.subscribed``), keeping only the module's registered audience
+  subscription settings, before the delivery counts as accepted: if recording fails, the
+  request is retried.
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 import msgspec
 import structlog
@@ -50,7 +59,12 @@ from patchbay.backends.records import (
     WebhookDestination,
 )
 from patchbay.clock import Clock
-from patchbay.firehose import EventProcessingResponse
+from patchbay.firehose import (
+    AudienceMembershipChangeResponse,
+    AudienceSubscriptionResponse,
+    BaseMessage,
+    EventProcessingResponse,
+)
 from patchbay.partner.targets import HttpTarget, Target
 from patchbay.partner.transport import (
     HttpTransport,
@@ -58,6 +72,7 @@ from patchbay.partner.transport import (
     Transport,
     TransportError,
     open_transport,
+    response_type_named,
 )
 from patchbay.settings import Settings
 
@@ -165,14 +180,25 @@ class EngineConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Subscription:
+    """A module accepted an audience subscription (``add`` or ``update``) and answered
+    these ``settings``."""
+
+    audience_id: int
+    settings: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
-    """The result of one attempt."""
+    """The result of one attempt. ``subscription``: what to record before the delivery
+    counts as accepted."""
 
     ok: bool
     retryable: bool = False
     error: str | None = None
     retry_after_s: float | None = None
     suspend: bool = False
+    subscription: Subscription | None = None
 
 
 class Sender:
@@ -279,16 +305,76 @@ class ModuleSender(TransportSender):
         )
 
     async def send(self, delivery: Delivery, now_ms: int) -> Outcome:
+        payload = delivery.payload
         try:
             # the stored bytes as they are: written once by the sink, never parsed again
             reply = await self._transport.send_serialized(
-                delivery.payload, EventProcessingResponse, lenient=True
+                payload, reply_type(payload), lenient=True
             )
         except TransportError as exc:
             return _failed(exc, now_ms)
         answer = reply.message
-        suspend = isinstance(answer, EventProcessingResponse) and answer.suspend_subscription
-        return Outcome(True, suspend=suspend)
+        if isinstance(answer, _SUSPENDABLE):
+            return Outcome(True, suspend=answer.suspend_subscription)
+        if isinstance(answer, AudienceSubscriptionResponse):
+            return Outcome(True, subscription=_subscription(payload, answer))
+        return Outcome(True)
+
+
+#: The answers that may ask to suspend the subscription (pause the output).
+_SUSPENDABLE: Final = (EventProcessingResponse, AudienceMembershipChangeResponse)
+#: How :func:`patchbay.firehose.dumps` starts an event processing request (``type`` first).
+_EVENT_REQUEST: Final = b'{"type":"event_processing_request"'
+_TYPE_PREFIX: Final = b'{"type":"'
+_LONGEST_TYPE: Final = 64
+
+
+class _Typed(msgspec.Struct):
+    type: str | None = None
+
+
+class _SubscriptionFields(msgspec.Struct):
+    audience_id: int = 0
+    action: str | None = None
+
+
+_decode_type: Final = msgspec.json.Decoder(_Typed).decode
+_decode_subscription: Final = msgspec.json.Decoder(_SubscriptionFields).decode
+
+
+def reply_type(payload: bytes) -> type[BaseMessage] | None:
+    """The response type a module must answer the stored request ``payload`` with; ``None``
+    (any message) when the payload names no request type.
+
+    :func:`~patchbay.firehose.dumps` writes ``type`` first, so an event processing request
+    (the hot path) is told by one prefix comparison and any other request by reading the
+    literal after ``{"type":"``; only a payload written otherwise is decoded (for its
+    ``type`` alone)."""
+    if payload.startswith(_EVENT_REQUEST):
+        return EventProcessingResponse
+    name: str | None
+    if payload.startswith(_TYPE_PREFIX):
+        start = len(_TYPE_PREFIX)
+        end = payload.find(b'"', start, start + _LONGEST_TYPE)
+        name = payload[start:end].decode("ascii", "replace") if end > 0 else None
+    else:
+        try:
+            name = _decode_type(payload).type
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            name = None
+    return response_type_named(name)
+
+
+def _subscription(payload: bytes, answer: AudienceSubscriptionResponse) -> Subscription | None:
+    """What to record for the answer to the subscription request ``payload``: only an
+    ``add`` or an ``update`` subscribes."""
+    try:
+        request = _decode_subscription(payload)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    if request.action not in ("add", "update"):
+        return None
+    return Subscription(request.audience_id, dict(answer.audience_subscription_settings))
 
 
 # --------------------------------------------------------------------------- engine
@@ -575,9 +661,49 @@ class OutputWorker:
         if future.cancelled() or not future.result():
             self.kick()  # still pending in the outbox: read (and send) it again
 
+    async def _subscribed(self, subscription: Subscription, now_ms: int) -> Outcome:
+        """Record an accepted subscription with the settings the module answered, keeping
+        only its registered audience subscription settings; a failure to record it is a
+        failed (retried) attempt."""
+        module = self._module
+        declared = {
+            str(s.get("id")) for s in (module.audience_subscription_settings if module else [])
+        }
+        kept = {k: v for k, v in subscription.settings.items() if k in declared}
+        dropped = sorted(k for k in subscription.settings if k not in declared)
+        if dropped:
+            log.warning(
+                "subscription_settings_dropped",
+                output=self.name,
+                audience_id=subscription.audience_id,
+                dropped=dropped,
+                reason="not registered audience subscription settings",
+            )
+        engine = self.engine
+        try:
+            found = await engine.db(
+                engine.audiences.subscribed, subscription.audience_id, self.name, kept, now_ms
+            )
+        except Exception as exc:  # the store's errors: the request is retried
+            log.exception(
+                "subscription_record_failed",
+                output=self.name,
+                audience_id=subscription.audience_id,
+            )
+            return Outcome(False, True, f"cannot record the subscription: {exc}")
+        if not found:
+            log.warning(
+                "subscription_without_connection",
+                output=self.name,
+                audience_id=subscription.audience_id,
+            )
+        return Outcome(True)
+
     async def _record(self, delivery: Delivery, outcome: Outcome) -> None:
         engine = self.engine
         now = engine.clock.now_ms()
+        if outcome.ok and outcome.subscription is not None:
+            outcome = await self._subscribed(outcome.subscription, now)
         if outcome.ok:
             # held (excluded from reads) until its group's commit removes it
             self._acking.add(delivery.id)
@@ -633,6 +759,7 @@ class DeliveryEngine:
         self.outputs = backend.outputs
         self.outbox = backend.outbox
         self.modules = backend.modules
+        self.audiences = backend.audiences
         self.clock = clock
         self.config = config or EngineConfig()
         self.metrics: DeliveryMetricsLike = metrics or _NoMetrics()

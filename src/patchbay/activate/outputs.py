@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from patchbay.backends.records import Connection, Filters, Output, QueueStats
-from patchbay.firehose import ModuleRegistrationResponse
+from patchbay.firehose import Account, ModuleRegistrationResponse
 from patchbay.firehose.errors import SettingError
 from patchbay.firehose.settings import (
     BooleanSetting,
@@ -32,7 +32,7 @@ from patchbay.firehose.settings import (
 )
 
 #: Names of outputs: what the CLI and the admin API call them.
-NAME_PATTERN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 #: A webhook output's options (``--setting ID=VALUE``); ``token`` is confidential.
 WEBHOOK_SETTINGS: Final[tuple[Setting, ...]] = (
@@ -44,7 +44,7 @@ MASK: Final = "***"
 
 def check_name(name: str) -> str:
     """``name`` if it is a valid output name."""
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise SettingError(f"invalid name {name!r}: letters, digits, '_', '.' and '-' (at most 64)")
     return name
 
@@ -61,9 +61,25 @@ def parse_setting_args(items: Iterable[str]) -> dict[str, str]:
 
 
 def account_settings_of(registration: ModuleRegistrationResponse) -> list[Setting]:
-    """The account settings a module's event processing declares."""
+    """The account settings a module declares: its event processing's, then those of its
+    audience processing not declared already (an output holds one set of values for
+    both)."""
     events = registration.event_processing_registration
-    return list(events.account_settings) if events else []
+    audiences = registration.audience_processing_registration
+    found = list(events.account_settings) if events else []
+    seen = {s.id for s in found}
+    for setting in audiences.account_settings if audiences else []:
+        if setting.id not in seen:
+            seen.add(setting.id)
+            found.append(setting)
+    return found
+
+
+def output_account(output: Output) -> Account:
+    """The ``account`` of requests to ``output``: its account setting values, for the
+    requests that carry no connection settings (audience messages: their settings travel
+    in ``audience_subscription_settings``)."""
+    return Account(account_id=0, account_settings=dict(output.settings))
 
 
 def connection_settings_of(registration: ModuleRegistrationResponse) -> list[Setting]:

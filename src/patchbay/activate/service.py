@@ -73,8 +73,11 @@ class ActivateService:
                 f"no module named {module_name!r} (see `patchbay modules list`)", not_found=True
             )
         registration = registration_of(module)
-        if registration.event_processing_registration is None:
-            raise ActivateError(f"module {module_name!r} does not process events")
+        if (
+            registration.event_processing_registration is None
+            and registration.audience_processing_registration is None
+        ):
+            raise ActivateError(f"module {module_name!r} processes neither events nor audiences")
         return registration
 
     def _output(self, name: str) -> Output:
@@ -196,6 +199,13 @@ class ActivateService:
                 f"no input named {input_!r} (see `patchbay inputs list`)", not_found=True
             )
         target = self._output(output)
+        if isinstance(target.destination, ModuleDestination):
+            module = self._registration(target.destination.module)
+            if module.event_processing_registration is None:
+                raise ActivateError(
+                    f"output {output!r} takes audiences only (its module does not process"
+                    " events): connect audiences to it with `patchbay audiences connect`"
+                )
         filters = filters or Filters()
         problems = check_filters(filters)
         if problems:

@@ -184,7 +184,7 @@ def translate(
         attributes = (batch.integration_attributes or {}).get(integration_key) or {}
         request.integration_attributes = {k: v for k, v in attributes.items() if v is not None}
     if permissions.allow_user_attributes:
-        request.user_attributes, request.user_attribute_lists = _user_attributes(
+        request.user_attributes, request.user_attribute_lists = user_attribute_texts(
             batch.user_attributes or {}
         )
     if permissions.allow_access_device_application_stamp:
@@ -300,9 +300,10 @@ def _location(location: GeoLocation | None) -> Location | None:
     return Location(latitude=latitude, longitude=longitude, accuracy=accuracy)
 
 
-def _user_attributes(
+def user_attribute_texts(
     attributes: Mapping[str, UserAttributeValue],
 ) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """User attributes as Firehose carries them: scalars as text, lists of text apart."""
     scalars: dict[str, str] = {}
     lists: dict[str, list[str]] = {}
     for key, value in attributes.items():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import click
 
 from patchbay import __version__
+from patchbay.cli.audiences import audiences
 from patchbay.cli.batches import batches
 from patchbay.cli.connections import connections
 from patchbay.cli.deliveries import deliveries
@@ -40,5 +41,6 @@ for command in (
     outputs,
     connections,
     deliveries,
+    audiences,
 ):
     main.add_command(command)

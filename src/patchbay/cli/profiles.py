@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import msgspec
 
-from patchbay.backends.abstract import StateStore
+from patchbay.backends.abstract import Backend, StateStore
 from patchbay.backends.records import LogPosition, StateChanges
 from patchbay.cli.common import (
     LOG_POSITION,
@@ -27,6 +27,7 @@ from patchbay.resolve.resolver import Resolver
 from patchbay.resolve.service import ResolveService
 from patchbay.resolve.stage import ResolveStage
 from patchbay.resolve.strategy import IdentityStrategy
+from patchbay.segment.replay import replay
 from patchbay.settings import Settings
 
 
@@ -34,8 +35,11 @@ def _service(profiles: StateStore) -> ResolveService:
     return ResolveService(profiles, Resolver(IdentityStrategy()), SystemClock())
 
 
-def _show_profile(service: ResolveService, profile: Profile) -> None:
-    document = profile_document(profile)
+def _show_profile(service: ResolveService, profile: Profile, backend: Backend) -> None:
+    from patchbay.segment.service import AudienceService
+
+    memberships = AudienceService(backend, SystemClock()).memberships(profile.mpid)
+    document = profile_document(profile, memberships=memberships)
     document["merges"] = merge_documents(service.merges(profile.mpid))
     click.echo(msgspec.json.format(msgspec.json.encode(document), indent=2).decode())
 
@@ -56,7 +60,7 @@ def profiles_show(mpid: int, settings: Settings) -> None:
         profile = service.profile(mpid)
         if profile is None:
             raise click.ClickException(f"no user {mpid}")
-        _show_profile(service, profile)
+        _show_profile(service, profile, backend)
 
 
 def _identity_options(function: Callable[..., None]) -> Callable[..., None]:
@@ -80,7 +84,7 @@ def profiles_find(settings: Settings, **identities: str | None) -> None:
         profile = service.find(given[0])
         if profile is None:
             raise click.ClickException(f"no user has {given[0].type} {given[0].value!r}")
-        _show_profile(service, profile)
+        _show_profile(service, profile, backend)
 
 
 @click.command()
@@ -103,7 +107,9 @@ def reprocess(from_position: LogPosition | None, settings: Settings) -> None:
     """Rebuild profiles from the batch log (stop `patchbay serve` first).
 
     Every profile, identity link and merge is dropped, then the log is resolved again from
-    --from: MPIDs are derived from batch ids, so a full replay gives the same users.
+    --from: MPIDs are derived from batch ids, so a full replay gives the same users. Then
+    the audiences are computed again from the whole log (connected outputs receive every
+    member again).
     """
     strategy = identity_strategy(settings)
     with exclusive(settings.data_dir), opened(settings) as backend:
@@ -130,3 +136,16 @@ def reprocess(from_position: LogPosition | None, settings: Settings) -> None:
             f" {state.count_profiles()} profiles",
             err=True,
         )
+        if backend.audiences.list_audiences():
+            started = time.monotonic()
+            counted = replay(
+                backend,
+                SystemClock(),
+                lambda line: click.echo(f"\raudiences: {line}\033[K", nl=False, err=True),
+            )
+            sizes = backend.audiences.sizes()
+            click.echo(
+                f"\raudiences: {counted} batches counted, {len(sizes)} audiences with members,"
+                f" in {time.monotonic() - started:.1f}s\033[K",
+                err=True,
+            )

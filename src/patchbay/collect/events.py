@@ -93,6 +93,9 @@ ProductActionType = Literal[
 
 PromotionActionType = Literal["view", "click", "unknown"]
 
+#: Other spellings of product actions (the SDKs send both), and the canonical one.
+PRODUCT_ACTION_ALIASES: dict[str, str] = {"remove_from_wish_list": "remove_from_wishlist"}
+
 
 class GeoLocation(Model):
     """A location: the event's ``location`` or the batch's ``context.location``."""

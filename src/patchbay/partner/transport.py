@@ -84,6 +84,7 @@ __all__ = [
     "excerpt",
     "open_transport",
     "response_type_for",
+    "response_type_named",
 ]
 
 #: HTTP statuses the newer mParticle docs retry (spec §5.2); everything else is final.
@@ -110,6 +111,18 @@ def response_type_for(request: BaseMessage) -> type[BaseMessage]:
         return _RESPONSE_TYPES[type(request)]
     except KeyError:
         raise ValueError(f"{request.type} is not a request the platform sends") from None
+
+
+#: The same, by the request's ``type`` literal.
+_RESPONSE_TYPES_BY_TAG: Final[dict[str, type[BaseMessage]]] = {
+    str(request.__struct_config__.tag): response for request, response in _RESPONSE_TYPES.items()
+}
+
+
+def response_type_named(request_type: str | None) -> type[BaseMessage] | None:
+    """The message type a partner must answer a request of type ``request_type`` (its
+    ``type`` literal) with; ``None`` for anything else."""
+    return _RESPONSE_TYPES_BY_TAG.get(request_type) if request_type is not None else None
 
 
 def excerpt(body: bytes | str, limit: int = _EXCERPT_CHARS) -> str:

@@ -16,6 +16,8 @@ import asyncio
 import hashlib
 import secrets
 import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import msgspec
 from starlette.requests import Request
@@ -28,10 +30,14 @@ from patchbay.collect.http import parse_basic_auth
 from patchbay.collect.inputs import authenticate
 from patchbay.http.errors import HttpError, error_response
 from patchbay.resolve.identities import Identity, canonical_type
+from patchbay.resolve.profile import Profile
 from patchbay.resolve.profile_view import PROFILE_FIELDS, profile_document
 from patchbay.resolve.service import ResolveService
 
 TOKEN_LIFETIME_S = 8 * 3600
+
+#: The audiences a user (by MPID) belongs to: ``audience_id`` and ``audience_name`` each.
+Memberships = Callable[[int], Sequence[Mapping[str, Any]]]
 
 
 class TokenRequest(msgspec.Struct):
@@ -96,10 +102,24 @@ class ProfileApi:
     """The Profile API's handlers (errors raised as :class:`HttpError` need the app's
     :data:`~patchbay.http.EXCEPTION_HANDLERS`)."""
 
-    def __init__(self, inputs: InputStore, service: ResolveService, clock: Clock) -> None:
+    def __init__(
+        self,
+        inputs: InputStore,
+        service: ResolveService,
+        clock: Clock,
+        memberships: Memberships | None = None,
+    ) -> None:
         self._inputs = inputs
         self._service = service
         self._tokens = BearerTokens(clock)
+        self._memberships = memberships
+
+    def _document(self, profile: Profile, fields: tuple[str, ...]) -> dict[str, Any]:
+        """The profile's document (run on a thread: it reads the audience memberships)."""
+        memberships: Sequence[Mapping[str, Any]] = ()
+        if self._memberships is not None and "audience_memberships" in fields:
+            memberships = self._memberships(profile.mpid)
+        return profile_document(profile, fields, memberships)
 
     def routes(self) -> list[Route]:
         """The Starlette routes."""
@@ -175,7 +195,7 @@ class ProfileApi:
         profile = await asyncio.to_thread(self._service.profile, mpid)
         if profile is None:
             return error_response(404, "NOT_FOUND", f"mpid: no user {mpid}")
-        return _json(profile_document(profile, fields))
+        return _json(await asyncio.to_thread(self._document, profile, fields))
 
     async def resolve(self, request: Request) -> Response:
         """A profile by an identity."""
@@ -193,4 +213,4 @@ class ProfileApi:
         profile = await asyncio.to_thread(self._service.find, Identity(kind, body.identity.value))
         if profile is None:
             return error_response(404, "NOT_FOUND", "identity: no user has this identity")
-        return _json(profile_document(profile, fields))
+        return _json(await asyncio.to_thread(self._document, profile, fields))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from patchbay.backends.records import MergeRecord
@@ -31,8 +32,17 @@ def _identities(records: list[IdentityRecord]) -> list[dict[str, Any]]:
     ]
 
 
-def profile_document(profile: Profile, fields: tuple[str, ...] = PROFILE_FIELDS) -> dict[str, Any]:
-    """The profile in the Profile API's shape, with only the requested ``fields``."""
+def profile_document(
+    profile: Profile,
+    fields: tuple[str, ...] = PROFILE_FIELDS,
+    memberships: Sequence[Mapping[str, Any]] = (),
+) -> dict[str, Any]:
+    """The profile in the Profile API's shape, with only the requested ``fields``.
+
+    ``memberships`` are the audiences the user belongs to (``audience_id`` and
+    ``audience_name``, from :meth:`patchbay.segment.service.AudienceService.memberships`).
+    mParticle also gives each an ``expiration_timestamp_ms``: Patchbay's audiences do not
+    expire, so it is ``null``. When the user joined is not kept, so it is not shown."""
     doc: dict[str, Any] = {
         "mpid": profile.mpid,
         "created_timestamp_ms": profile.created_at_ms,
@@ -48,7 +58,14 @@ def profile_document(profile: Profile, fields: tuple[str, ...] = PROFILE_FIELDS)
     if "user_attributes" in fields:
         doc["user_attributes"] = dict(profile.user_attributes)
     if "audience_memberships" in fields:
-        doc["audience_memberships"] = []  # filled by the audience stage when it exists
+        doc["audience_memberships"] = [
+            {
+                "audience_id": m["audience_id"],
+                "audience_name": m["audience_name"],
+                "expiration_timestamp_ms": None,
+            }
+            for m in memberships
+        ]
     if "consent" in fields:
         doc["consent_state"] = {
             "gdpr": {k: _consent(v) for k, v in sorted(profile.gdpr.items())},

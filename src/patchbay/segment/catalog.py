@@ -85,8 +85,13 @@ class Catalog:
     by_name: dict[str, int] = field(default_factory=dict)
     #: Audience ids, every audience after those it refers to.
     order: list[int] = field(default_factory=list)
-    #: Condition id by condition, for every condition an audience uses.
-    condition_ids: dict[EventCondition, int] = field(default_factory=dict)
+    #: Condition id by the identity (``id()``) of each condition node of the compiled
+    #: criteria: conditions that compare equal may still count differently (``true`` and
+    #: ``1`` are equal in Python, not in a definition), so nodes are told apart by their
+    #: key (:func:`condition_key`), and found at evaluation by identity, fast.
+    node_ids: dict[int, int] = field(default_factory=dict)
+    #: The window of each condition id.
+    windows: dict[int, int | None] = field(default_factory=dict)
     #: The counted conditions by event type.
     counters: dict[str, list[Counter]] = field(default_factory=dict)
     #: The audiences each feature can affect.
@@ -103,18 +108,23 @@ class Catalog:
             found |= self.by_feature.get(feature, set())
         return found
 
+    def condition_id(self, condition: EventCondition) -> int:
+        """The id of a condition node of the compiled criteria."""
+        return self.node_ids[id(condition)]
+
     def dependents(self, audience_id: int) -> set[int]:
         """The audiences that refer to ``audience_id``."""
         return self.by_feature.get(("audience", str(audience_id)), set())
 
 
-def features_of(node: Node, condition_ids: Mapping[EventCondition, int]) -> set[Feature]:
-    """What ``node`` reads, as features (audience references by name: resolved later)."""
+def features_of(node: Node, condition_ids: Mapping[str, int]) -> set[Feature]:
+    """What ``node`` reads, as features (``condition_ids``: by :func:`condition_key`;
+    audience references are left out)."""
     found: set[Feature] = set()
     for n in walk(node):
         match n:
             case EventCondition():
-                found.add(("cond", str(condition_ids[n])))
+                found.add(("cond", str(condition_ids[condition_key(n)])))
             case UserAttribute(compare=c):
                 found.add(("attr", c.key))
             case IdentityCondition():
@@ -178,11 +188,17 @@ def compile_catalog(
     by_name = {s.name: s for s in sources}
     defaults: dict[str, bool] = {}
     nothing = _Nothing(defaults)
+    counters: list[Counter] = []
     for name in order:
         source = by_name[name]
-        ids = {c: condition_ids[condition_key(c)] for c in event_conditions(source.criteria)}
-        catalog.condition_ids.update(ids)
-        features = features_of(source.criteria, ids)
+        for node in walk(source.criteria):
+            if isinstance(node, EventCondition):
+                condition_id = condition_ids[condition_key(node)]
+                catalog.node_ids[id(node)] = condition_id
+                if condition_id not in catalog.windows:
+                    catalog.windows[condition_id] = node.window_ms
+                    counters.append(Counter(condition_id, node))
+        features = features_of(source.criteria, condition_ids)
         references = {
             by_name[n.name].id
             for n in walk(source.criteria)
@@ -196,7 +212,9 @@ def compile_catalog(
             name=name,
             version=source.version,
             criteria=source.criteria,
-            conditions=frozenset(ids.values()),
+            conditions=frozenset(
+                condition_ids[condition_key(c)] for c in event_conditions(source.criteria)
+            ),
             references=frozenset(references),
             default=defaults[name],
         )
@@ -204,10 +222,8 @@ def compile_catalog(
         catalog.order.append(source.id)
         for feature in features:
             catalog.by_feature.setdefault(feature, set()).add(source.id)
-    for condition, condition_id in catalog.condition_ids.items():
-        catalog.counters.setdefault(condition.match.type, []).append(
-            Counter(condition_id, condition)
-        )
+    for counter in counters:
+        catalog.counters.setdefault(counter.condition.match.type, []).append(counter)
     catalog.defaults = frozenset(a for a, c in catalog.audiences.items() if c.default)
     for connection in connections:
         if connection.audience_id in catalog.audiences:

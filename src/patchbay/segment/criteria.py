@@ -201,9 +201,7 @@ def references(node: Node) -> set[str]:
 
 
 def event_conditions(node: Node) -> list[EventCondition]:
-    """The event conditions in ``node``, depth first, without repeats."""
-    found: dict[EventCondition, None] = {}
-    for n in walk(node):
-        if isinstance(n, EventCondition):
-            found[n] = None
-    return list(found)
+    """The event conditions in ``node``, depth first. Repeats are kept: conditions equal in
+    Python may differ in a definition (``true`` and ``1``), so callers that share equal
+    conditions compare their keys (:func:`patchbay.segment.catalog.condition_key`)."""
+    return [n for n in walk(node) if isinstance(n, EventCondition)]

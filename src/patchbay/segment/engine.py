@@ -30,6 +30,7 @@ connected to (:class:`~patchbay.backends.records.PendingChange`), sent by the st
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -109,7 +110,7 @@ class UserFacts:
         self._now = now_ms
 
     def events(self, condition: EventCondition) -> tuple[int, float]:
-        condition_id = self._catalog.condition_ids[condition]
+        condition_id = self._catalog.condition_id(condition)
         tally = self._user.tallies.get(condition_id)
         return tallies.stats(tally, condition.window_ms, self._now)
 
@@ -186,9 +187,12 @@ class SegmentEngine:
         self._windows: dict[int, int | None] = {}
         self.builds: dict[int, AudienceBuild] = {b.audience_id: b for b in store.builds()}
         self.records: dict[int, AudienceRecord] = {}
-        #: Membership changes recorded since the engine started (for metrics and logs).
-        self.joins = 0
-        self.leaves = 0
+        #: Joins and leaves by audience id, and batches counted, since the stage last
+        #: published them (:class:`~patchbay.metrics.SegmentMetrics`).
+        self.joins: Counter[int] = Counter()
+        self.leaves: Counter[int] = Counter()
+        self.counted = 0
+        self.expired = 0
 
     # -- audiences -------------------------------------------------------------------------
 
@@ -238,7 +242,7 @@ class SegmentEngine:
             del self.builds[gone]
         self.catalog = catalog
         self.records = records
-        self._windows = {cid: c.window_ms for c, cid in catalog.condition_ids.items()}
+        self._windows = dict(catalog.windows)
         if changes:
             self._store.commit(changes)
         return True
@@ -329,6 +333,7 @@ class SegmentEngine:
         checkpoint = advance(self.checkpoint, [b.stored.position for b in fresh])
         self._store.commit(work.changes, checkpoint)
         self.checkpoint = checkpoint
+        self.counted += len(fresh)
         return len(fresh)
 
     def _live_users(self, batches: Sequence[ResolvedBatch]) -> dict[int, int]:
@@ -479,7 +484,8 @@ class SegmentEngine:
                 if mpid in work.new:
                     affected |= self.catalog.defaults
             affected |= set(only)
-            if self._evaluate(work, user, work.profiles.get(mpid), affected, now, only):
+            new = mpid in work.new
+            if self._evaluate(work, user, work.profiles.get(mpid), affected, now, only, new):
                 work.dirty.add(mpid)
             if mpid in work.dirty:
                 work.changes.users.append(user)
@@ -492,10 +498,14 @@ class SegmentEngine:
         affected: set[int],
         now: int,
         include: Collection[int] = (),
+        new: bool = False,
     ) -> bool:
         """Evaluate ``affected`` audiences (and those that refer to one that changed) for
         ``user``, in dependency order; record joins and leaves; reschedule its windows.
-        Whether its state changed."""
+        Whether its state changed.
+
+        For a ``new`` user, "changed" means: differs from what the audience is for a user
+        nothing is known of (the audiences that refer to it assumed that value)."""
         before = (list(user.audiences), user.next_check_ms, len(user.tallies))
         changed = bool(self._expire_tallies(user, now))
         catalog = self.catalog
@@ -510,7 +520,10 @@ class SegmentEngine:
                     continue
                 audience = catalog.audiences[audience_id]
                 inside = holds(audience.criteria, facts)
-                if inside == (audience_id in members):
+                was = audience_id in members
+                if inside != (audience.default if new else was):
+                    affected |= catalog.dependents(audience_id)
+                if inside == was:
                     continue
                 if inside:
                     members.add(audience_id)
@@ -519,19 +532,18 @@ class SegmentEngine:
                 else:
                     members.discard(audience_id)
                     self._left(work, audience_id, user.mpid, now)
-                affected |= catalog.dependents(audience_id)
         user.audiences = sorted(members)
         self._attribute_updates(work, user, members - joined, now)
         user.next_check_ms = self._next_check(user)
         return changed or before != (user.audiences, user.next_check_ms, len(user.tallies))
 
     def _joined(self, work: _Work, audience_id: int, mpid: int, now: int) -> None:
-        self.joins += 1
+        self.joins[audience_id] += 1
         work.changes.joined.append((audience_id, mpid))
         self._pending(work, audience_id, mpid, "add", now)
 
     def _left(self, work: _Work, audience_id: int, mpid: int, now: int) -> None:
-        self.leaves += 1
+        self.leaves[audience_id] += 1
         work.changes.left.append((audience_id, mpid))
         self._pending(work, audience_id, mpid, "delete", now)
 
@@ -598,6 +610,7 @@ class SegmentEngine:
                 work.touch(mpid, ("cond", str(condition_id)))
         self._evaluate_all(work, now)
         self._store.commit(work.changes)
+        self.expired += len(due)
         return len(due)
 
     # -- builds ----------------------------------------------------------------------------
@@ -693,7 +706,10 @@ class SegmentEngine:
             stored = self._store.users(set(users.values()))
             by_id = {c.id: c for c in targets}
             conditions = {
-                cid: cond for cond, cid in self.catalog.condition_ids.items() if cid in by_id
+                c.id: c.condition
+                for counters in self.catalog.counters.values()
+                for c in counters
+                if c.id in by_id
             }
             for batch_stored in page:
                 mpid = users.get(batch_stored.position)

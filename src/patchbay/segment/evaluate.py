@@ -21,7 +21,13 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Final, Protocol
 
-from patchbay.collect.events import CommerceEvent, Event, event_name_of, event_type_of
+from patchbay.collect.events import (
+    PRODUCT_ACTION_ALIASES,
+    CommerceEvent,
+    Event,
+    event_name_of,
+    event_type_of,
+)
 from patchbay.segment.criteria import (
     All,
     AnyOf,
@@ -197,27 +203,36 @@ def _text(value: object) -> str:
     return str(value)
 
 
-def number(value: object) -> float | None:
-    """``value`` as a finite number (numbers and numeric strings; not booleans)."""
+def number(value: object) -> int | float | None:
+    """``value`` as a finite number (numbers and numeric strings; not booleans). Integers
+    stay integers, so long ids written as numbers compare exactly (Python compares an int
+    with a float exactly too)."""
     if isinstance(value, bool):
         return None
-    result: float | None = None
-    if isinstance(value, int | float):
-        result = float(value)
-    elif isinstance(value, str):
-        result = _parse_number(value)
-    return result if result is not None and math.isfinite(result) else None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return _parse_number(value)
+    return None
 
 
 @lru_cache(maxsize=4096)
-def _parse_number(text: str) -> float | None:
+def _parse_number(text: str) -> int | float | None:
     stripped = text.strip()
+    if stripped.lstrip("+-").isdigit():
+        try:
+            return int(stripped)
+        except ValueError:  # pragma: no cover - isdigit() lets some digits int() refuses
+            pass
     if not stripped or stripped.lower() in {"nan", "inf", "-inf", "+inf", "infinity"}:
         return None
     try:
-        return float(stripped)
+        result = float(stripped)
     except ValueError:
         return None
+    return result if math.isfinite(result) else None
 
 
 def date(value: object) -> datetime | None:
@@ -283,7 +298,8 @@ def _actions(event: Event) -> tuple[str, ...]:
         return ()
     found: list[str] = []
     if event.data.product_action is not None and event.data.product_action.action:
-        found.append(event.data.product_action.action)
+        action = event.data.product_action.action
+        found.append(PRODUCT_ACTION_ALIASES.get(action, action))
     if event.data.promotion_action is not None and event.data.promotion_action.action:
         found.append(event.data.promotion_action.action)
     return tuple(found)
