@@ -302,9 +302,9 @@ def from_scratch(
     for seen in history:
         by_user.setdefault(live(seen.mpid), []).append(seen)
     result: dict[str, set[int]] = {name: set() for name in definitions}
-    for mpid, seen in by_user.items():
+    for mpid, batches in by_user.items():
         members: set[str] = set()
-        facts = ScratchFacts(seen, known.get(mpid), members, now_ms)
+        facts = ScratchFacts(batches, known.get(mpid), members, now_ms)
         for name in order:
             if holds(definitions[name].criteria, facts):
                 members.add(name)
