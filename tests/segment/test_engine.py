@@ -1,0 +1,199 @@
+"""The segment engine's behaviour in readable scenarios (the property test in
+``test_incremental_property.py`` checks the same against a from-scratch evaluation on
+random histories): windows leaving at their exact moment, merges moving memberships, a
+batch offered twice, audiences built over the history, and the work a batch causes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from patchbay.segment import engine as engine_module
+from patchbay.segment.criteria import (
+    All,
+    AudienceRef,
+    Compare,
+    Count,
+    Definition,
+    EventCondition,
+    EventMatch,
+    Not,
+    Sum,
+    UserAttribute,
+)
+from patchbay.segment.evaluate import holds
+from tests.segment.harness import BASE_MS, SegmentWorld
+
+PLAY = EventMatch("custom_event", name="play")
+PURCHASE = EventMatch("commerce_event", action="purchase")
+
+
+def play(customer: str, at_ms: int | None = None, **attributes: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {"event_name": "play"}
+    if at_ms is not None:
+        data["timestamp_unixtime_ms"] = at_ms
+    body: dict[str, Any] = {
+        "user_identities": {"customer_id": customer},
+        "events": [{"event_type": "custom_event", "data": data}],
+    }
+    if attributes:
+        body["user_attributes"] = attributes
+    return body
+
+
+def purchase(customer: str, amount: float) -> dict[str, Any]:
+    return {
+        "user_identities": {"customer_id": customer},
+        "events": [
+            {
+                "event_type": "commerce_event",
+                "data": {"product_action": {"action": "purchase", "total_amount": amount}},
+            }
+        ],
+    }
+
+
+def members(world: SegmentWorld, name: str) -> set[int]:
+    return world.memberships()[name]
+
+
+def test_a_user_leaves_exactly_when_the_event_leaves_the_window() -> None:
+    world = SegmentWorld()
+    world.define(Definition("recent", "", EventCondition(PLAY, window_ms=45_000)))
+    world.send(play("c1", at_ms=BASE_MS))
+    world.settle()
+    assert len(members(world, "recent")) == 1
+    world.clock.advance(44.999)
+    world.settle()
+    assert len(members(world, "recent")) == 1
+    world.clock.advance(0.001)  # BASE_MS + 45 s: the play is out of the window
+    world.settle()
+    assert members(world, "recent") == set()
+    assert world.backend.audiences.due_users(world.clock.now_ms() + 10**12, 10) == []
+
+
+def test_a_user_joins_when_an_event_leaves_a_window_with_a_max() -> None:
+    world = SegmentWorld()
+    idle = All((EventCondition(PLAY), Not(EventCondition(PLAY, window_ms=3_600_000))))
+    world.define(Definition("lapsed", "played once, but not in the last hour", idle))
+    world.send(play("c1"))
+    world.settle()
+    assert members(world, "lapsed") == set()
+    world.clock.advance(3600)
+    world.settle()
+    assert len(members(world, "lapsed")) == 1
+
+
+def test_window_counts_from_the_events_own_time() -> None:
+    world = SegmentWorld()
+    world.define(Definition("recent", "", EventCondition(PLAY, window_ms=60_000)))
+    world.send(play("c1", at_ms=BASE_MS - 59_000))  # sent late: only 1 s of window left
+    world.settle()
+    assert len(members(world, "recent")) == 1
+    world.clock.advance(1)
+    world.settle()
+    assert members(world, "recent") == set()
+    world.send(play("c2", at_ms=BASE_MS - 61_000))  # already out of the window
+    world.settle()
+    assert members(world, "recent") == set()
+
+
+def test_sums_of_revenue_over_a_window() -> None:
+    world = SegmentWorld()
+    spend = EventCondition(PURCHASE, window_ms=86_400_000, sum=Sum("revenue", "gte", 100.0))
+    world.define(Definition("big-spenders", "", spend))
+    world.send(purchase("c1", 60))
+    world.settle()
+    assert members(world, "big-spenders") == set()
+    world.send(purchase("c1", 40))
+    world.settle()
+    assert len(members(world, "big-spenders")) == 1
+
+
+def test_a_merge_moves_memberships_to_the_survivor() -> None:
+    world = SegmentWorld()
+    world.define(Definition("two-plays", "", EventCondition(PLAY, count=Count(min=2))))
+    # an anonymous device plays once; a known customer plays once on another device
+    world.send({"device_info": {"ios_advertising_id": "IDFA-1"}, "events": play("x")["events"]})
+    world.send(play("c1"))
+    world.settle()
+    assert members(world, "two-plays") == set()
+    # the device logs in as the customer: resolve folds the anonymous user into c1
+    world.send({"user_identities": {"customer_id": "c1"},
+                "device_info": {"ios_advertising_id": "IDFA-1"}})  # fmt: skip
+    world.settle()
+    (survivor,) = members(world, "two-plays")
+    profile = world.backend.state.profile(survivor)
+    assert profile is not None and profile.identity("customer_id") == "c1"
+    assert world.backend.audiences.count_users() == 1  # the absorbed user's state is gone
+
+
+def test_a_batch_offered_twice_is_counted_once() -> None:
+    world = SegmentWorld()
+    world.define(Definition("one-play", "", EventCondition(PLAY, count=Count(min=1, max=1))))
+    world.send(play("c1"))
+    world.settle()
+    assert len(members(world, "one-play")) == 1
+    (chunk,) = world.handed
+    assert world.engine.apply(chunk.batches) == 0
+    restarted = world.new_engine()
+    restarted.refresh()
+    assert restarted.apply(chunk.batches) == 0
+    assert len(members(world, "one-play")) == 1
+
+
+@pytest.mark.parametrize("later", [False, True])
+def test_an_audience_built_over_the_history_equals_one_kept_live(later: bool) -> None:
+    world = SegmentWorld()
+    definition = Definition("fans", "", EventCondition(PLAY, window_ms=7_200_000, count=Count(2)))
+    if not later:
+        world.define(definition)
+    for i in range(20):
+        world.send(play(f"c{i % 7}", at_ms=BASE_MS - i * 600_000))
+        world.settle()
+    if later:
+        world.define(definition)
+        world.settle()
+    assert members(world, "fans") == world.expected()["fans"]
+    assert len(members(world, "fans")) == 5  # c0..c4 played twice in the last 2 h
+    build = world.engine.builds[world.engine.catalog.by_name["fans"]]
+    assert build.phase == "live"
+
+
+def test_an_audience_of_an_audience_follows_it() -> None:
+    world = SegmentWorld()
+    world.define(Definition("players", "", EventCondition(PLAY)))
+    gold = UserAttribute(Compare("plan", "eq", "gold"))
+    world.define(Definition("gold-players", "", All((AudienceRef("players"), gold))))
+    world.send(play("c1", plan="gold"))
+    world.send(play("c2", plan="free"))
+    world.settle()
+    assert len(members(world, "gold-players")) == 1
+    world.define(Definition("players", "", EventCondition(PLAY, count=Count(min=2))))
+    world.settle()
+    assert members(world, "players") == set() and members(world, "gold-players") == set()
+
+
+def test_a_batch_evaluates_only_the_audiences_that_read_what_it_holds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world = SegmentWorld()
+    for i in range(50):
+        attribute = UserAttribute(Compare(f"attribute-{i}", "eq", "x"))
+        world.define(Definition(f"a{i}", "", attribute))
+    world.define(Definition("players", "", EventCondition(PLAY)))
+    world.send(play("c1"))
+    world.settle()  # a new user: evaluated for what its batch holds (and defaults: none)
+    evaluated: list[object] = []
+
+    def counting(node: Any, facts: Any) -> bool:
+        evaluated.append(node)
+        return holds(node, facts)
+
+    monkeypatch.setattr(engine_module, "holds", counting)
+    world.send(play("c1", **{"attribute-7": "x"}))
+    world.settle()
+    # the play (players) and attribute-7 (a7): two of 51 audiences
+    assert len(evaluated) == 2
+    assert {n for n, m in world.memberships().items() if m} == {"players", "a7"}
