@@ -26,10 +26,11 @@ Amount = float | str
 StrOrNumber = str | float
 
 #: Attribute values: the schema's ``String`` also admits numbers, booleans and null.
-AttributeValue = str | float | bool | None
+#: Integers stay integers (a long id sent as a JSON number keeps every digit).
+AttributeValue = str | int | float | bool | None
 
 #: A user attribute: a string (or scalar) or a list of strings.
-UserAttributeValue = str | float | bool | list[str | None] | None
+UserAttributeValue = str | int | float | bool | list[str | None] | None
 
 #: Per-integration flags: any JSON value (the official SDKs send numbers and arrays).
 FlagValue = Any

@@ -29,8 +29,8 @@ def add_event(tally: Tally, window_ms: int | None, time_ms: int, value: float, n
     if not in_window(time_ms, window_ms, now_ms):
         return False
     events = tally.events
-    if len(events) >= MAX_EVENTS and time_ms < events[0][0]:
-        return False  # older than every event kept, and there is no room
+    if len(events) >= MAX_EVENTS and (time_ms, value) < events[0]:
+        return False  # it would come first, and there is no room: it is dropped at once
     bisect.insort(events, (time_ms, value))
     if len(events) > MAX_EVENTS:
         del events[: len(events) - MAX_EVENTS]
