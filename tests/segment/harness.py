@@ -30,7 +30,7 @@ from patchbay.resolve.strategy import IdentityStrategy
 from patchbay.segment.criteria import Definition, EventCondition
 from patchbay.segment.engine import SegmentEngine
 from patchbay.segment.evaluate import (
-    MISSING,
+    ProfileFacts,
     event_matches,
     event_time,
     holds,
@@ -224,14 +224,14 @@ class SegmentWorld:
         )
 
 
-class ScratchFacts:
+class ScratchFacts(ProfileFacts):
     """What criteria ask, computed from a user's whole history."""
 
     def __init__(
         self, seen: Sequence[Seen], profile: Profile | None, members: set[str], now_ms: int
     ) -> None:
+        super().__init__(profile)
         self._seen = seen
-        self._profile = profile
         self._members = members
         self._now = now_ms
 
@@ -248,22 +248,6 @@ class ScratchFacts:
                 count += 1
                 total += value
         return count, total
-
-    def attribute(self, key: str) -> object:
-        if self._profile is None:
-            return MISSING
-        return self._profile.user_attributes.get(key, MISSING)
-
-    def identities(self, identity_type: str) -> list[str]:
-        if self._profile is None:
-            return []
-        return [r.value for r in self._profile.identities if r.type == identity_type]
-
-    def consent(self, regulation: str, purpose: str) -> bool | None:
-        if self._profile is None:
-            return None
-        found = (self._profile.gdpr if regulation == "gdpr" else self._profile.ccpa).get(purpose)
-        return found.consented if found is not None else None
 
     def seen_input(self, name: str) -> bool:
         return self._profile is not None and INPUTS.get(name) in self._profile.inputs

@@ -72,7 +72,7 @@ from patchbay.segment.catalog import (
     condition_key,
 )
 from patchbay.segment.criteria import EventCondition, event_conditions
-from patchbay.segment.evaluate import MISSING, event_matches, event_time, holds, measured
+from patchbay.segment.evaluate import ProfileFacts, event_matches, event_time, holds, measured
 from patchbay.segment.parse import DefinitionError, check_references, parse_definition
 
 log = structlog.get_logger("patchbay.segment")
@@ -90,7 +90,7 @@ def _before(a: LogPosition | None, b: LogPosition | None) -> bool:
     return a is None or a < b
 
 
-class UserFacts:
+class UserFacts(ProfileFacts):
     """What criteria can ask about one user, from its segment state and profile
     (:class:`~patchbay.segment.evaluate.Facts`)."""
 
@@ -102,10 +102,10 @@ class UserFacts:
         members: set[int],
         now_ms: int,
     ) -> None:
+        super().__init__(profile)
         self._engine = engine
         self._catalog = engine.catalog
         self._user = user
-        self._profile = profile
         self._members = members
         self._now = now_ms
 
@@ -113,23 +113,6 @@ class UserFacts:
         condition_id = self._catalog.condition_id(condition)
         tally = self._user.tallies.get(condition_id)
         return tallies.stats(tally, condition.window_ms, self._now)
-
-    def attribute(self, key: str) -> object:
-        if self._profile is None:
-            return MISSING
-        return self._profile.user_attributes.get(key, MISSING)
-
-    def identities(self, identity_type: str) -> list[str]:
-        if self._profile is None:
-            return []
-        return [r.value for r in self._profile.identities if r.type == identity_type]
-
-    def consent(self, regulation: str, purpose: str) -> bool | None:
-        if self._profile is None:
-            return None
-        decisions = self._profile.gdpr if regulation == "gdpr" else self._profile.ccpa
-        found = decisions.get(purpose)
-        return found.consented if found is not None else None
 
     def seen_input(self, name: str) -> bool:
         if self._profile is None:

@@ -28,6 +28,7 @@ from patchbay.collect.events import (
     event_name_of,
     event_type_of,
 )
+from patchbay.resolve.profile import Profile
 from patchbay.segment.criteria import (
     All,
     AnyOf,
@@ -89,6 +90,34 @@ class Facts(Protocol):
     def member(self, audience: str) -> bool:
         """Whether the user is a member of the audience named ``audience``."""
         ...
+
+
+class ProfileFacts:
+    """The facts a profile answers (user attributes, identities, consent): the part of
+    :class:`Facts` every implementation shares."""
+
+    def __init__(self, profile: Profile | None) -> None:
+        self._profile = profile
+
+    def attribute(self, key: str) -> object:
+        """The user attribute ``key`` (:data:`MISSING` when absent)."""
+        if self._profile is None:
+            return MISSING
+        return self._profile.user_attributes.get(key, MISSING)
+
+    def identities(self, identity_type: str) -> list[str]:
+        """The values of one identity type the user has."""
+        if self._profile is None:
+            return []
+        return [r.value for r in self._profile.identities if r.type == identity_type]
+
+    def consent(self, regulation: str, purpose: str) -> bool | None:
+        """The user's latest decision for a consent purpose (``None``: none)."""
+        if self._profile is None:
+            return None
+        decisions = self._profile.gdpr if regulation == "gdpr" else self._profile.ccpa
+        found = decisions.get(purpose)
+        return found.consented if found is not None else None
 
 
 def holds(node: Node, facts: Facts) -> bool:

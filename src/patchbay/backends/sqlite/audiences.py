@@ -19,8 +19,8 @@ after a reset) and indexed by (output, seq).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Collection, Iterator, Sequence
-from typing import TypeVar, cast
+from collections.abc import Collection, Sequence
+from typing import cast
 
 import msgspec
 
@@ -38,7 +38,7 @@ from patchbay.backends.records import (
     SegmentChanges,
     SegmentUser,
 )
-from patchbay.backends.sqlite.db import SqliteDatabase, insert_rows
+from patchbay.backends.sqlite.db import SqliteDatabase, chunks, insert_rows, marks
 from patchbay.errors import PatchbayError
 
 SEGMENT_FILE = "segment.db"
@@ -117,16 +117,6 @@ _decode_user = msgspec.msgpack.Decoder(SegmentUser).decode
 _decode_connection = msgspec.msgpack.Decoder(AudienceConnection).decode
 _decode_condition = msgspec.msgpack.Decoder(ConditionRecord).decode
 _decode_build = msgspec.msgpack.Decoder(AudienceBuild).decode
-
-#: Keys per ``IN (...)`` list in the bulk look-ups.
-_IN_CHUNK = 500
-
-_T = TypeVar("_T")
-
-
-def _chunks(items: Sequence[_T]) -> Iterator[Sequence[_T]]:
-    for start in range(0, len(items), _IN_CHUNK):
-        yield items[start : start + _IN_CHUNK]
 
 
 class SqliteAudienceStore:
@@ -319,9 +309,9 @@ class SqliteAudienceStore:
         """The states of those of ``mpids`` that have one, a statement per 500."""
         found: dict[int, SegmentUser] = {}
         conn = self._db.conn()
-        for part in _chunks(list(mpids)):
+        for part in chunks(list(mpids)):
             rows = conn.execute(
-                f"SELECT mpid, doc FROM segment_users WHERE mpid IN ({', '.join('?' * len(part))})",
+                f"SELECT mpid, doc FROM segment_users WHERE mpid IN ({marks(len(part))})",
                 part,
             )
             for mpid, doc in rows:

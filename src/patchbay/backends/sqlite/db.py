@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 #: ``full`` fsyncs every commit (survives power loss); ``normal`` survives a process crash.
 Durability = Literal["full", "normal"]
@@ -92,6 +92,22 @@ class SqliteDatabase:
 
 #: Rows per statement of :func:`insert_rows` (at most 64 x 12 = 768 parameters in the stores).
 ROWS_PER_INSERT = 64
+#: Keys per ``IN (...)`` list in the bulk look-ups.
+KEYS_PER_LOOKUP = 500
+
+_T = TypeVar("_T")
+
+
+def chunks(items: Sequence[_T], size: int = KEYS_PER_LOOKUP) -> Iterator[Sequence[_T]]:
+    """``items`` in slices of at most ``size`` (one ``IN (...)`` look-up each)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@cache
+def marks(count: int) -> str:
+    """``?, ?, ...``: ``count`` parameter marks for an ``IN (...)`` list."""
+    return ", ".join("?" * count)
 
 
 def insert_rows(

@@ -10,13 +10,12 @@ of the later stages (:class:`SqliteStagePositions`) are kept here too.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Iterator, Sequence
-from typing import TypeVar
+from collections.abc import Collection, Iterator
 
 import msgspec
 
 from patchbay.backends.records import Checkpoint, LogPosition, MergeRecord, StateChanges
-from patchbay.backends.sqlite.db import SqliteDatabase, insert_rows
+from patchbay.backends.sqlite.db import SqliteDatabase, chunks, insert_rows, marks
 from patchbay.resolve.identities import Identity
 from patchbay.resolve.profile import Profile
 
@@ -70,16 +69,6 @@ CREATE TABLE IF NOT EXISTS stage_positions (
 _encode = msgspec.msgpack.Encoder().encode
 _decode_profile = msgspec.msgpack.Decoder(Profile).decode
 
-#: Keys per ``IN (...)`` list in the bulk look-ups.
-_IN_CHUNK = 500
-
-_T = TypeVar("_T")
-
-
-def _chunks(items: Sequence[_T]) -> Iterator[Sequence[_T]]:
-    for start in range(0, len(items), _IN_CHUNK):
-        yield items[start : start + _IN_CHUNK]
-
 
 def _checkpoint(rows: Iterator[tuple[int, int]]) -> Checkpoint:
     return {int(p): LogPosition(int(p), int(o)) for p, o in rows}
@@ -114,10 +103,10 @@ class SqliteStateStore:
         found: dict[Identity, list[int]] = {}
         conn = self._db.conn()
         for kind, values in by_type.items():
-            for part in _chunks(values):
+            for part in chunks(values):
                 rows = conn.execute(
                     "SELECT value, mpid FROM identity_links WHERE type = ? AND value IN"
-                    f" ({', '.join('?' * len(part))}) ORDER BY id",
+                    f" ({marks(len(part))}) ORDER BY id",
                     (kind, *part),
                 )
                 for value, mpid in rows:
@@ -128,9 +117,9 @@ class SqliteStateStore:
         """The stored profiles among ``mpids``, a statement per 500."""
         found: dict[int, Profile] = {}
         conn = self._db.conn()
-        for part in _chunks(list(mpids)):
+        for part in chunks(list(mpids)):
             rows = conn.execute(
-                f"SELECT mpid, doc FROM profiles WHERE mpid IN ({', '.join('?' * len(part))})",
+                f"SELECT mpid, doc FROM profiles WHERE mpid IN ({marks(len(part))})",
                 part,
             )
             for mpid, doc in rows:
@@ -208,10 +197,10 @@ class SqliteStateStore:
         statement per 500 (by the ``merges_to`` index); those that absorbed none left out."""
         found: dict[int, list[int]] = {}
         conn = self._db.conn()
-        for part in _chunks(list(set(mpids))):
+        for part in chunks(list(set(mpids))):
             rows = conn.execute(
                 "SELECT to_mpid, from_mpid FROM merges"
-                f" WHERE to_mpid IN ({', '.join('?' * len(part))}) ORDER BY id",
+                f" WHERE to_mpid IN ({marks(len(part))}) ORDER BY id",
                 part,
             )
             for to_mpid, from_mpid in rows:
