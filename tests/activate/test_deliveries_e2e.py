@@ -12,18 +12,21 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from examples.sqlite_partner.http import build_app
 from patchbay.activate.ids import message_id
 from patchbay.backends.sqlite import open_sqlite
+from patchbay.firehose import parse
 from patchbay.partner.lambda_local import BackgroundServer, LocalLambda
 from tests.activate.test_engine_support import wait_for
 from tests.conftest import Server, add_input, run_cli, start_server, stop_server
 
 pytestmark = pytest.mark.slow
+
+T = TypeVar("T")
 
 PARTNER_TOKEN = "partner-secret-token"
 API_KEY = "acct-api-key-123"
@@ -37,12 +40,14 @@ FAST_RETRIES = {
 
 
 class PartnerProxy:
-    """Wraps the partner's ASGI app: records the id of every event processing request it
-    receives and can add ``suspend_subscription: true`` to the answers."""
+    """Wraps the partner's ASGI app: keeps every request body, records the id of every
+    event processing request it receives and can add ``suspend_subscription: true`` to the
+    answers."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
         self.ids: list[str] = []
+        self.bodies: list[bytes] = []
         self.suspend = False
         self._lock = threading.Lock()
 
@@ -57,6 +62,8 @@ class PartnerProxy:
             chunks.append(message.get("body", b""))
             more = message.get("more_body", False)
         body = b"".join(chunks)
+        with self._lock:
+            self.bodies.append(body)
         try:
             document = json.loads(body)
         except ValueError:
@@ -97,6 +104,12 @@ class PartnerProxy:
     def received(self) -> list[str]:
         with self._lock:
             return list(self.ids)
+
+    def messages(self, kind: type[T]) -> list[T]:
+        """The requests of one type received, parsed with the strict Firehose models."""
+        with self._lock:
+            bodies = list(self.bodies)
+        return [m for m in (parse(b) for b in bodies) if isinstance(m, kind)]
 
 
 def partner_rows(db: Path, sql: str) -> list[tuple[Any, ...]]:

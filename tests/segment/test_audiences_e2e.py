@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +18,9 @@ from examples.sqlite_partner.http import build_app
 from patchbay.firehose import (
     AudienceMembershipChangeRequest,
     AudienceSubscriptionRequest,
-    parse,
 )
 from patchbay.partner.lambda_local import BackgroundServer
+from tests.activate.test_deliveries_e2e import PartnerProxy
 from tests.activate.test_engine_support import wait_for
 from tests.conftest import Server, add_input, run_cli, start_server, stop_server
 
@@ -35,49 +34,6 @@ FAST = {
 }
 #: The window of the audience: short, so that the test sees users leave it.
 WINDOW_S = 3
-
-
-class Recorder:
-    """Wraps the partner's ASGI app and keeps every request body it receives."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.bodies: list[bytes] = []
-        self._lock = threading.Lock()
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        chunks = []
-        more = True
-        while more:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
-        with self._lock:
-            self.bodies.append(body)
-        given = False
-
-        async def replay() -> Any:
-            nonlocal given
-            if not given:
-                given = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    def messages(self, kind: type) -> list[Any]:
-        with self._lock:
-            bodies = list(self.bodies)
-        found = []
-        for body in bodies:
-            message = parse(body)  # strict: unknown fields or literals would raise
-            if isinstance(message, kind):
-                found.append(message)
-        return found
 
 
 def rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
@@ -99,9 +55,9 @@ def cli(data_dir: Path, *args: str) -> str:
 
 
 @pytest.fixture
-def partner(tmp_path: Path) -> Iterator[tuple[Recorder, Path, int]]:
+def partner(tmp_path: Path) -> Iterator[tuple[PartnerProxy, Path, int]]:
     db = tmp_path / "partner.db"
-    recorder = Recorder(build_app(str(db), TOKEN))
+    recorder = PartnerProxy(build_app(str(db), TOKEN))
     server = BackgroundServer(recorder).start()
     try:
         yield recorder, db, server.port
@@ -132,7 +88,7 @@ def batch(customer: str, *, play: bool, **attributes: str) -> dict[str, Any]:
 
 
 def test_audience_from_cli_to_partner(
-    partner: tuple[Recorder, Path, int],
+    partner: tuple[PartnerProxy, Path, int],
     data_dir: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
