@@ -19,7 +19,7 @@ from patchbay.firehose import (
 )
 from patchbay.metrics import SegmentMetrics
 from patchbay.segment.criteria import Definition, EventCondition, EventMatch
-from patchbay.segment.stage import SegmentStage
+from patchbay.segment.stage import RECHECK_S, SegmentStage
 from tests.segment.audience_setup import register
 from tests.segment.harness import SegmentWorld
 
@@ -129,6 +129,7 @@ def test_changes_wait_for_the_subscription() -> None:
     audience = world.backend.audiences.get_audience("buyers")
     assert audience is not None
     world.backend.audiences.subscribed(audience.id, "crm", {}, world.clock.now_ms())
+    world.clock.advance(RECHECK_S)  # what waits is looked at again a moment later
     stage.tick()
     assert actions(sent(world)) and world.backend.audiences.pending_outputs() == {}
 
@@ -145,6 +146,7 @@ def test_one_message_in_flight_per_output_keeps_the_order() -> None:
     # the first message is not delivered yet: the second change waits
     assert len(world.backend.outbox.due("crm", world.clock.now_ms() + 1, 10)) == 1
     world.backend.outbox.succeeded(first.id)
+    world.clock.advance(RECHECK_S)
     stage.tick()
     (second,) = world.backend.outbox.due("crm", world.clock.now_ms() + 1, 10)
     assert second.id != first.id

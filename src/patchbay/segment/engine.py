@@ -176,6 +176,8 @@ class SegmentEngine:
         self.leaves: Counter[int] = Counter()
         self.counted = 0
         self.expired = 0
+        #: How many membership changes to send were recorded since the engine started.
+        self.pending_recorded = 0
 
     # -- audiences -------------------------------------------------------------------------
 
@@ -532,6 +534,7 @@ class SegmentEngine:
 
     def _pending(self, work: _Work, audience_id: int, mpid: int, action: str, now: int) -> None:
         for connection in self.catalog.connections.get(audience_id, ()):
+            self.pending_recorded += 1
             work.changes.pending.append(
                 NewPendingChange(connection.output, audience_id, mpid, action, now)  # type: ignore[arg-type]
             )
@@ -547,6 +550,7 @@ class SegmentEngine:
         for audience_id in stayed:
             for connection in self.catalog.connections.get(audience_id, ()):
                 if touched.intersection(connection.attributes):
+                    self.pending_recorded += 1
                     work.changes.pending.append(
                         NewPendingChange(
                             connection.output, audience_id, user.mpid, "attribute_update", now

@@ -53,6 +53,8 @@ BUILD_BUDGET_S = 0.05
 EXPIRE_BUDGET_S = 0.2
 #: The most user profiles in one membership change request.
 MAX_PROFILES = 1000
+#: How often pending membership changes are looked at when none were recorded since.
+RECHECK_S = 0.25
 #: How often the audience sizes and builds shown in ``/metrics`` are read again.
 METRICS_INTERVAL_S = 5.0
 #: Name of the delivery connection of membership change messages.
@@ -88,6 +90,8 @@ class SegmentStage:
         self._shown: set[str] = set()
         self._pending_shown: set[str] = set()
         self._last_sent: dict[str, list[str]] = {}
+        self._flushed_recorded = 0
+        self._looked_at = 0.0
         self.sent = 0
 
     def handle(self, batches: Sequence[ResolvedBatch]) -> None:
@@ -146,6 +150,11 @@ class SegmentStage:
     def flush(self, force: bool = False) -> int:
         """Put the pending membership changes of every output that is due into the outbox
         (``force``: whatever the batching policy); return how many messages."""
+        recorded = self.engine.pending_recorded
+        if not force and recorded == self._flushed_recorded and not self._recheck():
+            return 0  # nothing new since the last look, and not time to look again
+        self._flushed_recorded = recorded
+        self._looked_at = self._clock.monotonic()
         store = self._backend.audiences
         waiting = store.pending_outputs()
         if not waiting:
@@ -222,6 +231,12 @@ class SegmentStage:
                 self._notify({output_name})
             if len(changes) < self._max_profiles * 4 or deliveries:
                 return made
+
+    def _recheck(self) -> bool:
+        """Whether to look at the pending changes although none were recorded since the
+        last look: what waits for a batching delay, a subscription or a message in flight
+        is looked at again every :data:`RECHECK_S` (counting them reads every one)."""
+        return self._clock.monotonic() - self._looked_at >= RECHECK_S
 
     def _in_flight(self, output_name: str) -> bool:
         """Whether the last membership messages put in the outbox for the output are still
