@@ -14,10 +14,9 @@ from hypothesis import HealthCheck, given, settings
 
 from patchbay.backends.records import AudienceConnection
 from patchbay.segment.catalog import (
-    CONSENT,
-    IDENTITIES,
     AudienceSource,
     Catalog,
+    Counted,
     compile_catalog,
     condition_key,
     features_of,
@@ -232,14 +231,14 @@ def test_features_index() -> None:
         ("audience", "10"): {20, 70},
         ("attr", "age"): {20},
         ("cond", str(bought)): {30},
-        IDENTITIES: {40},
-        CONSENT: {50},
+        ("identity", "email"): {40},
+        ("consent", "gdpr:marketing"): {50},
         ("input", "web"): {60},
         ("env", "production"): {60},
         ("audience", "20"): {70},
     }
     assert catalog.affected([("attr", "plan")]) == {10}
-    assert catalog.affected([("attr", "plan"), ("cond", str(played)), IDENTITIES]) == {
+    assert catalog.affected([("attr", "plan"), ("cond", str(played)), ("identity", "email")]) == {
         10,
         20,
         30,
@@ -267,8 +266,8 @@ def test_features_of() -> None:
     assert features_of(node, {condition_key(PLAYED): 7}) == {
         ("cond", "7"),
         ("attr", "plan"),
-        IDENTITIES,
-        CONSENT,
+        ("identity", "email"),
+        ("consent", "ccpa:data_sale_opt_out"),
         ("input", "ios"),
         ("env", "development"),
     }
@@ -356,8 +355,15 @@ def test_defaults_follow_references_in_order() -> None:
 def test_counters_by_event_type() -> None:
     catalog = compile_({"a": All((PLAYED, SEARCHED)), "b": AnyOf((BOUGHT, PLAYED))})
     by_type = {
-        event_type: sorted((c.id, condition_key(c.condition)) for c in counters)
-        for event_type, counters in catalog.counters.items()
+        event_type: sorted((c.id, condition_key(c.condition)) for c in counted(catalog, event_type))
+        for event_type in catalog.counters
+    }
+    # and by the name they match (None: any)
+    assert {
+        name: [c.id for c in found] for name, found in catalog.counters["custom_event"].items()
+    } == {
+        PLAYED.match.name: [cond_id(catalog, PLAYED)],
+        SEARCHED.match.name: [cond_id(catalog, SEARCHED)],
     }
     assert by_type == {
         "custom_event": sorted(
@@ -399,13 +405,18 @@ def test_one_counter_per_condition_id() -> None:
     twice = EventCondition(PLAYED.match, PLAYED.window_ms, count=Count(2))
     none = EventCondition(PLAYED.match, PLAYED.window_ms, count=Count(0, 0))
     catalog = compile_({"once": PLAYED, "twice": twice, "both": AnyOf((none, PLAYED))})
-    ids = [c.id for c in catalog.counters["custom_event"]]
+    ids = [c.id for c in counted(catalog, "custom_event")]
     assert ids == [cond_id(catalog, PLAYED)]
     sums = [Sum("revenue", "gt", 10.0), Sum("revenue", "lt", 1.0)]
     buys = [EventCondition(BUY, sum=s) for s in sums]
     catalog = compile_({"big": buys[0], "small": buys[1]})
-    assert [c.id for c in catalog.counters["commerce_event"]] == [cond_id(catalog, buys[0])]
+    assert [c.id for c in counted(catalog, "commerce_event")] == [cond_id(catalog, buys[0])]
     assert cond_id(catalog, buys[0]) == cond_id(catalog, buys[1])
+
+
+def counted(catalog: Catalog, event_type: str) -> list[Counted]:
+    """The counted conditions of an event type, whatever name they match."""
+    return [c for named in catalog.counters.get(event_type, {}).values() for c in named]
 
 
 def on(value: Value) -> EventCondition:
@@ -423,13 +434,13 @@ def test_conditions_on_true_and_on_1_are_kept_apart() -> None:
     assert true_id != one_id
     assert catalog.audiences[10].conditions == {true_id}
     assert catalog.audiences[20].conditions == {one_id}
-    assert sorted(c.id for c in catalog.counters["custom_event"]) == sorted([true_id, one_id])
+    assert sorted(c.id for c in counted(catalog, "custom_event")) == sorted([true_id, one_id])
     # and in one audience too, with 0 and False
     zero, false = on(0), on(False)
     catalog = compile_({"both": AnyOf((zero, false))})
     assert cond_id(catalog, zero) != cond_id(catalog, false)
     assert len(catalog.audiences[10].conditions) == 2
-    assert len(catalog.counters["custom_event"]) == 2
+    assert len(counted(catalog, "custom_event")) == 2
 
 
 def _world_memberships(definitions: list[dict[str, Any]], events: list[dict[str, Any]]) -> Any:

@@ -194,6 +194,27 @@ def test_a_batch_evaluates_only_the_audiences_that_read_what_it_holds(
     monkeypatch.setattr(engine_module, "holds", counting)
     world.send(play("c1", **{"attribute-7": "x"}))
     world.settle()
-    # the play (players) and attribute-7 (a7): two of 51 audiences
-    assert len(evaluated) == 2
+    # attribute-7 changed (a7); a second play changes nothing "players" reads (one play
+    # or more): one of 51 audiences
+    assert len(evaluated) == 1
     assert {n for n, m in world.memberships().items() if m} == {"players", "a7"}
+    evaluated.clear()
+    world.send(play("c1", **{"attribute-7": "x"}))  # the same again: nothing changes
+    world.settle()
+    assert evaluated == []
+
+
+def test_a_batch_that_finds_a_window_passed_before_the_check_still_leaves() -> None:
+    """The user's event left its window, and a batch of the user arrives before the stage
+    looked at the windows that passed: the batch must not hide it."""
+    world = SegmentWorld()
+    world.define(Definition("recent", "", EventCondition(PLAY, window_ms=45_000)))
+    world.send(play("c1", at_ms=BASE_MS))
+    world.settle()
+    assert len(members(world, "recent")) == 1
+    world.clock.advance(50)
+    world.send({"user_identities": {"customer_id": "c1"}, "user_attributes": {"x": "1"}})
+    world.resolve.run_until_caught_up()
+    (chunk,) = world.chunks
+    world.engine.apply(chunk.batches)  # before any expiry check
+    assert members(world, "recent") == set()

@@ -135,6 +135,15 @@ class Wait:
 
 
 @dataclass(frozen=True)
+class SendLater:
+    """Move the clock, then send, before the engine looks at the windows that passed (the
+    batch finds them first)."""
+
+    ms: int
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Define:
     definition: Definition
 
@@ -144,7 +153,7 @@ class Restart:
     """A new engine over the same store, offered the last chunks again."""
 
 
-Step = Send | Alias | Wait | Define | Restart
+Step = Send | SendLater | Alias | Wait | Define | Restart
 
 
 @st.composite
@@ -161,8 +170,10 @@ def histories(draw: st.DrawFn, restarts: bool) -> list[Step]:
         kind = draw(st.integers(0, 19))
         if kind < 11:
             steps.append(Send(draw(batches()), draw(st.sampled_from(pools.INPUT_POOL))))
-        elif kind < 16:
+        elif kind < 14:
             steps.append(Wait(draw(st.sampled_from(STEPS_MS))))
+        elif kind < 16:
+            steps.append(SendLater(draw(st.sampled_from(STEPS_MS)), draw(batches())))
         elif kind < 17:
             steps.append(Alias(draw(st.integers(0, 30)), draw(st.integers(0, 30))))
         elif kind < 19:
@@ -198,6 +209,10 @@ def run(steps: list[Step], read_back: bool = False) -> SegmentWorld:
                 sent += 1
             case Wait(ms):
                 world.clock.advance(ms / 1000)
+            case SendLater(ms, body):
+                world.clock.advance(ms / 1000)
+                world.send(body)
+                sent += 1
             case Define(definition):
                 world.define(definition)
             case Restart():

@@ -7,7 +7,7 @@ returns exactly these, so a stage never sees which backend it runs on.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import msgspec
 
@@ -404,13 +404,17 @@ class Tally(msgspec.Struct, array_like=True, gc=False):
 class SegmentUser(msgspec.Struct, kw_only=True):
     """The segment stage's state of one user: the tallies of its event conditions (by
     condition id), the environments it was seen in, the audiences it belongs to (ids,
-    sorted) and when its windows next change (``None``: never)."""
+    sorted), when its windows next change (``None``: never), and what it last saw of the
+    profile facts audiences read (``facts``: ``"attr:KEY"``, ``"identity:TYPE"``,
+    ``"consent:REGULATION:PURPOSE"``, ``"input:NAME"``; absent when the user has none),
+    so that a batch re-evaluates only what changed."""
 
     mpid: int
     tallies: dict[int, Tally] = {}
     environments: list[str] = []
     audiences: list[int] = []
     next_check_ms: int | None = None
+    facts: dict[str, Any] = {}
 
 
 AudienceAction = Literal["add", "delete", "attribute_update"]

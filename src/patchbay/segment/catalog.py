@@ -31,11 +31,12 @@ from patchbay.segment.criteria import (
 from patchbay.segment.evaluate import MISSING, Facts, holds
 
 #: One thing a batch can change about a user: ``("cond", ID)``, ``("attr", KEY)``,
-#: ``("identity", "")``, ``("consent", "")``, ``("input", NAME)``, ``("env", NAME)`` or
-#: ``("audience", ID)``.
+#: ``("identity", TYPE)``, ``("consent", "gdpr:PURPOSE" | "ccpa:PURPOSE")``,
+#: ``("input", NAME)``, ``("env", NAME)`` or ``("audience", ID)``.
 Feature = tuple[str, str]
-IDENTITIES: Feature = ("identity", "")
-CONSENT: Feature = ("consent", "")
+#: The kinds of features read from the user's profile (the engine keeps what it last saw
+#: of each, and evaluates again only what differs).
+PROFILE_KINDS = frozenset({"attr", "identity", "consent", "input"})
 
 
 def condition_key(condition: EventCondition) -> str:
@@ -70,7 +71,7 @@ class CompiledAudience:
 
 
 @dataclass(frozen=True)
-class Counter:
+class Counted:
     """A condition counted for every user: its id and what it counts."""
 
     id: int
@@ -92,8 +93,14 @@ class Catalog:
     node_ids: dict[int, int] = field(default_factory=dict)
     #: The window of each condition id.
     windows: dict[int, int | None] = field(default_factory=dict)
-    #: The counted conditions by event type.
-    counters: dict[str, list[Counter]] = field(default_factory=dict)
+    #: The counted conditions by event type, then by the name they match (``None``: any).
+    counters: dict[str, dict[str | None, list[Counted]]] = field(default_factory=dict)
+    #: Every condition node counted by each condition id (they may differ in their bounds):
+    #: a change of the tally matters only if one of them changes its answer.
+    checks: dict[int, list[EventCondition]] = field(default_factory=dict)
+    #: The features read from profiles that some audience (or, for attributes, some
+    #: connection's ``attributes``) reads.
+    profile_features: frozenset[Feature] = frozenset()
     #: The audiences each feature can affect.
     by_feature: dict[Feature, set[int]] = field(default_factory=dict)
     #: The audiences that hold for a user nothing is known of.
@@ -127,10 +134,10 @@ def features_of(node: Node, condition_ids: Mapping[str, int]) -> set[Feature]:
                 found.add(("cond", str(condition_ids[condition_key(n)])))
             case UserAttribute(compare=c):
                 found.add(("attr", c.key))
-            case IdentityCondition():
-                found.add(IDENTITIES)
-            case Consent():
-                found.add(CONSENT)
+            case IdentityCondition(compare=c):
+                found.add(("identity", c.key))
+            case Consent(regulation=regulation, purpose=purpose):
+                found.add(("consent", f"{regulation}:{purpose}"))
             case InputSeen(name):
                 found.add(("input", name))
             case EnvironmentSeen(environment):
@@ -188,16 +195,19 @@ def compile_catalog(
     by_name = {s.name: s for s in sources}
     defaults: dict[str, bool] = {}
     nothing = _Nothing(defaults)
-    counters: list[Counter] = []
+    counters: list[Counted] = []
     for name in order:
         source = by_name[name]
         for node in walk(source.criteria):
             if isinstance(node, EventCondition):
                 condition_id = condition_ids[condition_key(node)]
                 catalog.node_ids[id(node)] = condition_id
+                checks = catalog.checks.setdefault(condition_id, [])
+                if all((c.count, c.sum) != (node.count, node.sum) for c in checks):
+                    checks.append(node)  # one of each bound is enough
                 if condition_id not in catalog.windows:
                     catalog.windows[condition_id] = node.window_ms
-                    counters.append(Counter(condition_id, node))
+                    counters.append(Counted(condition_id, node))
         features = features_of(source.criteria, condition_ids)
         references = {
             by_name[n.name].id
@@ -223,9 +233,14 @@ def compile_catalog(
         for feature in features:
             catalog.by_feature.setdefault(feature, set()).add(source.id)
     for counter in counters:
-        catalog.counters.setdefault(counter.condition.match.type, []).append(counter)
+        match = counter.condition.match
+        named = catalog.counters.setdefault(match.type, {})
+        named.setdefault(match.name, []).append(counter)
     catalog.defaults = frozenset(a for a, c in catalog.audiences.items() if c.default)
+    profile = {f for f in catalog.by_feature if f[0] in PROFILE_KINDS}
     for connection in connections:
         if connection.audience_id in catalog.audiences:
             catalog.connections.setdefault(connection.audience_id, []).append(connection)
+            profile.update(("attr", key) for key in connection.attributes)
+    catalog.profile_features = frozenset(profile)
     return catalog

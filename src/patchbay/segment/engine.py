@@ -33,6 +33,7 @@ import time
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 import structlog
@@ -54,25 +55,32 @@ from patchbay.clock import Clock
 from patchbay.collect.batch import Batch
 from patchbay.collect.events import (
     Event,
-    UserAttributeChange,
-    UserIdentityChange,
     event_type_of,
 )
-from patchbay.resolve.identities import batch_identities
 from patchbay.resolve.profile import Profile
-from patchbay.resolve.stage import IDSYNC_CHANNEL, ResolvedBatch, decode_stored
+from patchbay.resolve.stage import ResolvedBatch, decode_stored
 from patchbay.segment import tallies
 from patchbay.segment.catalog import (
-    CONSENT,
-    IDENTITIES,
     AudienceSource,
     Catalog,
+    Counted,
     Feature,
     compile_catalog,
     condition_key,
 )
 from patchbay.segment.criteria import EventCondition, event_conditions
-from patchbay.segment.evaluate import ProfileFacts, event_matches, event_time, holds, measured
+from patchbay.segment.evaluate import (
+    MISSING,
+    ProfileFacts,
+    counted,
+    details_match,
+    event_actions,
+    event_matches,
+    event_name,
+    event_time,
+    holds,
+    measured,
+)
 from patchbay.segment.parse import DefinitionError, check_references, parse_definition
 
 log = structlog.get_logger("patchbay.segment")
@@ -82,6 +90,11 @@ BUILD_PAGE = 500
 SCAN_PAGE = 1000
 #: Users whose windows changed handled per commit.
 EXPIRE_PAGE = 1000
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal and of the same type (``True`` and ``1`` are equal in Python, not in facts)."""
+    return type(a) is type(b) and a == b
 
 
 def _before(a: LogPosition | None, b: LogPosition | None) -> bool:
@@ -139,6 +152,8 @@ class _Work:
     everything: set[int] = field(default_factory=set)
     profiles: dict[int, Profile | None] = field(default_factory=dict)
     attributes: dict[int, set[str]] = field(default_factory=dict)
+    #: The count and sum of each user's conditions before the batches changed their tally.
+    before: dict[int, dict[int, tuple[int, float]]] = field(default_factory=dict)
     changes: SegmentChanges = field(default_factory=SegmentChanges)
 
     def touch(self, mpid: int, feature: Feature) -> None:
@@ -305,16 +320,8 @@ class SegmentEngine:
                 work.profiles[mpid] = resolved.profile
             else:
                 work.profiles.pop(mpid, None)  # read again: the batch's user was merged
-            self._count(
-                work,
-                user,
-                resolved.stored.input_id,
-                resolved.stored.received_at_ms,
-                resolved.stored.channel,
-                resolved.batch,
-                now,
-            )
-        self._evaluate_all(work, now)
+            self._count(work, user, resolved.stored.received_at_ms, resolved.batch, now)
+        self._evaluate_all(work, now, live=True)
         checkpoint = advance(self.checkpoint, [b.stored.position for b in fresh])
         self._store.commit(work.changes, checkpoint)
         self.checkpoint = checkpoint
@@ -390,44 +397,48 @@ class SegmentEngine:
         self,
         work: _Work,
         user: SegmentUser,
-        input_id: str,
         received_ms: int,
-        channel: str,
         batch: Batch,
         now: int,
     ) -> None:
-        """Count one batch's events for every condition; note the features it touches."""
+        """Count one batch's events for every condition (noting each tally's count and sum
+        before its first change) and the environment it was seen in. What the batch changed
+        in the profile is found later, by comparing facts (:meth:`_profile_changes`)."""
         mpid = user.mpid
-        name = self.input_name(input_id)
-        if name is not None:
-            work.touch(mpid, ("input", name))
         environment = batch.environment
-        if environment is not None:
-            if environment not in user.environments:
-                user.environments.append(environment)
-                work.dirty.add(mpid)
+        if environment is not None and environment not in user.environments:
+            user.environments.append(environment)
+            work.dirty.add(mpid)
             work.touch(mpid, ("env", environment))
         counters = self.catalog.counters
+        if not counters:
+            return
         for event in batch.events or ():
-            for counter in counters.get(event_type_of(event), ()):
-                if self._count_event(user, counter.id, counter.condition, event, received_ms, now):
-                    work.touch(mpid, ("cond", str(counter.id)))
+            by_name = counters.get(event_type_of(event))
+            if by_name is None:
+                continue
+            candidates: Sequence[Counted] = by_name.get(None, ())
+            if len(by_name) > 1 or None not in by_name:
+                named = by_name.get(event_name(event), ())
+                candidates = [*candidates, *named] if candidates else named
+            actions = event_actions(event)
+            for counter in candidates:
+                if not details_match(counter.condition.match, event, actions):
+                    continue
+                condition = counter.condition
+                value = measured(condition.measure, event)
+                if value is None:
+                    continue
+                tally = user.tallies.get(counter.id)
+                before = work.before.setdefault(mpid, {})
+                if counter.id not in before:
+                    before[counter.id] = tallies.stats(tally, condition.window_ms, now)
+                if tally is None:
+                    tally = Tally()
+                at = event_time(event, received_ms)
+                if tallies.add_event(tally, condition.window_ms, at, value, now):
+                    user.tallies[counter.id] = tally
                     work.dirty.add(mpid)
-            if isinstance(event, UserAttributeChange) and event.data.user_attribute_name:
-                self._attribute_touched(work, mpid, event.data.user_attribute_name)
-            elif isinstance(event, UserIdentityChange):
-                work.touch(mpid, IDENTITIES)
-        for key in (*(batch.user_attributes or ()), *(batch.deleted_user_attributes or ())):
-            self._attribute_touched(work, mpid, key)
-        if batch.consent_state is not None:
-            work.touch(mpid, CONSENT)
-        if channel == IDSYNC_CHANNEL or next(batch_identities(batch), None) is not None:
-            work.touch(mpid, IDENTITIES)
-
-    @staticmethod
-    def _attribute_touched(work: _Work, mpid: int, key: str) -> None:
-        work.touch(mpid, ("attr", key))
-        work.attributes.setdefault(mpid, set()).add(key)
 
     def _count_event(
         self,
@@ -455,25 +466,91 @@ class SegmentEngine:
 
     # -- evaluation ------------------------------------------------------------------------
 
-    def _evaluate_all(self, work: _Work, now: int, only: Collection[int] = ()) -> None:
+    def _evaluate_all(
+        self, work: _Work, now: int, only: Collection[int] = (), live: bool = False
+    ) -> None:
         """Evaluate the users of ``work`` for what their features affect (``only``: just
-        these audiences, for a build), then store them."""
+        these audiences, for a build), then store those that changed. ``live``: the users'
+        batches were just counted: what changed in their profiles and which conditions
+        changed their answer are found here, and the facts seen are kept."""
         missing = [m for m in work.users if m not in work.profiles]
         if missing:
             work.profiles.update(self._state.profiles(missing))
+        catalog = self.catalog
         for mpid, user in work.users.items():
+            profile = work.profiles.get(mpid)
+            if live:
+                self._profile_changes(work, user, profile)
+                self._condition_changes(work, user, now)
             if mpid in work.everything:
-                affected = set(self.catalog.audiences)
+                affected = set(catalog.audiences)
             else:
-                affected = self.catalog.affected(work.features.get(mpid, ()))
+                affected = catalog.affected(work.features.get(mpid, ()))
                 if mpid in work.new:
-                    affected |= self.catalog.defaults
+                    affected |= catalog.defaults
             affected |= set(only)
             new = mpid in work.new
-            if self._evaluate(work, user, work.profiles.get(mpid), affected, now, only, new):
+            if self._evaluate(work, user, profile, affected, now, only, new):
                 work.dirty.add(mpid)
             if mpid in work.dirty:
                 work.changes.users.append(user)
+
+    def _profile_changes(self, work: _Work, user: SegmentUser, profile: Profile | None) -> None:
+        """Note the profile facts audiences read that differ from what the user's state saw
+        last, and keep the new ones."""
+        facts = self._profile_facts(profile)
+        old = user.facts
+        changed = [
+            key
+            for key in {*facts, *old}
+            if not (key in facts and key in old and _same(facts[key], old[key]))
+        ]
+        if not changed and len(facts) == len(old):
+            return
+        mpid = user.mpid
+        for key in changed:
+            kind, _, name = key.partition(":")
+            work.touch(mpid, (kind, name))
+            if kind == "attr":
+                work.attributes.setdefault(mpid, set()).add(name)
+        user.facts = facts
+        work.dirty.add(mpid)
+
+    def _profile_facts(self, profile: Profile | None) -> dict[str, Any]:
+        """The facts of ``profile`` that audiences read (see ``SegmentUser.facts``)."""
+        facts: dict[str, Any] = {}
+        if profile is None:
+            return facts
+        for kind, name in self.catalog.profile_features:
+            if kind == "attr":
+                value = profile.user_attributes.get(name, MISSING)
+                if value is not MISSING:
+                    facts[f"attr:{name}"] = value
+            elif kind == "identity":
+                values = sorted(r.value for r in profile.identities if r.type == name)
+                if values:
+                    facts[f"identity:{name}"] = values
+            elif kind == "consent":
+                regulation, _, purpose = name.partition(":")
+                decisions = profile.gdpr if regulation == "gdpr" else profile.ccpa
+                found = decisions.get(purpose)
+                if found is not None:
+                    facts[f"consent:{name}"] = found.consented
+            elif kind == "input" and any(self.input_name(i) == name for i in profile.inputs):
+                facts[f"input:{name}"] = True
+        return facts
+
+    def _condition_changes(self, work: _Work, user: SegmentUser, now: int) -> None:
+        """Note the conditions whose answer the batches' events changed for the user."""
+        mpid = user.mpid
+        for condition_id, (count, total) in work.before.get(mpid, {}).items():
+            window = self._windows.get(condition_id)
+            after = tallies.stats(user.tallies.get(condition_id), window, now)
+            if after == (count, total):
+                continue
+            checks = self.catalog.checks.get(condition_id, ())
+            if any(counted(c, count, total) != counted(c, *after) for c in checks):
+                work.touch(mpid, ("cond", str(condition_id)))
 
     def _evaluate(
         self,
@@ -492,7 +569,11 @@ class SegmentEngine:
         For a ``new`` user, "changed" means: differs from what the audience is for a user
         nothing is known of (the audiences that refer to it assumed that value)."""
         before = (list(user.audiences), user.next_check_ms, len(user.tallies))
-        changed = bool(self._expire_tallies(user, now))
+        due = user.next_check_ms is not None and user.next_check_ms <= now
+        expired = self._expire_tallies(user, now) if due or self._retired(user) else set()
+        changed = bool(expired)
+        if expired:  # events left their windows since the user was last evaluated
+            affected = affected | self.catalog.affected(("cond", str(c)) for c in expired)
         catalog = self.catalog
         members = {a for a in user.audiences if a in catalog.audiences}
         facts = UserFacts(self, user, profile, members, now)
@@ -556,6 +637,10 @@ class SegmentEngine:
                             connection.output, audience_id, user.mpid, "attribute_update", now
                         )
                     )
+
+    def _retired(self, user: SegmentUser) -> bool:
+        """Whether the user has a tally no audience counts any more."""
+        return not self._windows.keys() >= user.tallies.keys()
 
     def _expire_tallies(self, user: SegmentUser, now: int) -> set[int]:
         """Drop events that left their windows and tallies no audience uses; the ids of
@@ -694,8 +779,9 @@ class SegmentEngine:
             by_id = {c.id: c for c in targets}
             conditions = {
                 c.id: c.condition
-                for counters in self.catalog.counters.values()
-                for c in counters
+                for by_name in self.catalog.counters.values()
+                for counted_ in by_name.values()
+                for c in counted_
                 if c.id in by_id
             }
             for batch_stored in page:

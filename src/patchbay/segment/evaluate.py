@@ -299,14 +299,23 @@ def event_matches(match: EventMatch, event: Event) -> bool:
     action and attributes."""
     if event_type_of(event) != match.type:
         return False
-    data = event.data
-    if match.name is not None and _name(event) != match.name:
+    if match.name is not None and event_name(event) != match.name:
         return False
+    return details_match(match, event)
+
+
+def details_match(match: EventMatch, event: Event, actions: tuple[str, ...] | None = None) -> bool:
+    """The rest of :func:`event_matches` for an event already known to have ``match``'s
+    type and name: its custom event type, action and attributes (``actions``: the event's
+    :func:`event_actions`, when the caller has them)."""
+    data = event.data
     if match.custom_event_type is not None:
         kind = getattr(data, "custom_event_type", None)
         if kind != match.custom_event_type:
             return False
-    if match.action is not None and match.action not in _actions(event):
+    if actions is None and match.action is not None:
+        actions = event_actions(event)
+    if match.action is not None and actions is not None and match.action not in actions:
         return False
     if match.attributes:
         attributes = data.custom_attributes or {}
@@ -316,13 +325,16 @@ def event_matches(match: EventMatch, event: Event) -> bool:
     return True
 
 
-def _name(event: Event) -> str | None:
+def event_name(event: Event) -> str | None:
+    """The name an event condition's ``name`` matches: a custom event's name, a screen
+    view's screen name, a commerce event's event name or else its screen name."""
     if isinstance(event, CommerceEvent):
         return event.data.event_name or event.data.screen_name
     return event_name_of(event)
 
 
-def _actions(event: Event) -> tuple[str, ...]:
+def event_actions(event: Event) -> tuple[str, ...]:
+    """A commerce event's product and promotion actions (canonical spellings)."""
     if not isinstance(event, CommerceEvent):
         return ()
     found: list[str] = []
