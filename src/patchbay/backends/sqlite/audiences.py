@@ -88,6 +88,19 @@ CREATE TABLE IF NOT EXISTS memberships (
     PRIMARY KEY (audience_id, mpid)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS memberships_mpid ON memberships (mpid);
+-- the members of each audience, kept by triggers (counting millions of memberships for
+-- /metrics would take the stage's thread for a second)
+CREATE TABLE IF NOT EXISTS audience_sizes (
+    audience_id INTEGER PRIMARY KEY,
+    members INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS memberships_added AFTER INSERT ON memberships BEGIN
+    INSERT INTO audience_sizes (audience_id, members) VALUES (NEW.audience_id, 1)
+        ON CONFLICT (audience_id) DO UPDATE SET members = members + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS memberships_removed AFTER DELETE ON memberships BEGIN
+    UPDATE audience_sizes SET members = members - 1 WHERE audience_id = OLD.audience_id;
+END;
 CREATE TABLE IF NOT EXISTS pending_changes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     output TEXT NOT NULL,
@@ -125,6 +138,12 @@ class SqliteAudienceStore:
     def __init__(self, db: SqliteDatabase) -> None:
         self._db = db
         db.create(_SCHEMA)
+        with db.transaction() as conn:  # a database from before the sizes were kept
+            if conn.execute("SELECT 1 FROM audience_sizes LIMIT 1").fetchone() is None:
+                conn.execute(
+                    "INSERT INTO audience_sizes (audience_id, members)"
+                    " SELECT audience_id, count(*) FROM memberships GROUP BY audience_id"
+                )
 
     # -- audiences -----------------------------------------------------------------------
 
@@ -417,7 +436,7 @@ class SqliteAudienceStore:
     def sizes(self) -> dict[int, int]:
         """How many members each audience has (those without members left out)."""
         rows = self._db.conn().execute(
-            "SELECT audience_id, count(*) FROM memberships GROUP BY audience_id"
+            "SELECT audience_id, members FROM audience_sizes WHERE members > 0"
         )
         return {int(a): int(n) for a, n in rows}
 
