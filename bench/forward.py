@@ -82,11 +82,21 @@ SAMPLE_BODIES = 256
 # -- the partner (its own process) --------------------------------------------------------
 
 
-def _partner_main(port: int, out: Path) -> None:
-    """Serve the bench partner on ``port``; on shutdown write what it received to ``out``."""
+def _partner_main(port: int, out: Path, audiences: bool = False) -> None:
+    """Serve the bench partner on ``port``; on shutdown write what it received to ``out``.
+
+    With ``audiences`` it also registers audience processing (no bulk configuration: changes
+    are sent at once), answers subscription and membership change requests (the SDK's
+    defaults), and records one tuple per (user, audience) change: the MPID, the audience
+    id, the action and ``time.time()`` on receipt (bench/audiences.py)."""
     import uvicorn
 
     from patchbay.firehose import (
+        AudienceMembershipChangeRequest,
+        AudienceMembershipChangeResponse,
+        AudienceProcessingRegistration,
+        AudienceSubscriptionRequest,
+        AudienceSubscriptionResponse,
         DeviceIdentityPermission,
         EventProcessingRegistration,
         EventProcessingRequest,
@@ -114,6 +124,11 @@ def _partner_main(port: int, out: Path) -> None:
             self.records: list[tuple[str | None, str | None, str, int, float]] = []
             self.samples: list[str] = []
             self.events = 0
+            #: audiences: (mpid, audience id, action, time.time()) per change received
+            self.changes: list[tuple[str | None, int, str | None, float]] = []
+            self.subscriptions = 0
+            self.audience_messages = 0
+            self.added: dict[int, set[str | None]] = {}  # audience id -> MPIDs added
 
         def registration(self) -> ModuleRegistrationResponse:
             raw = IdentityEncoding.RAW
@@ -148,6 +163,9 @@ def _partner_main(port: int, out: Path) -> None:
                     supported_event_types=[e for e in EventType if "push_message" not in e],
                     supported_runtime_environments=list(RuntimeEnvironmentType),
                 ),
+                audience_processing_registration=(
+                    AudienceProcessingRegistration() if audiences else None
+                ),
             )
 
         def process_event_processing_request(
@@ -164,6 +182,26 @@ def _partner_main(port: int, out: Path) -> None:
                 self.samples.append(dumps(request).decode())
             return EventProcessingResponse()
 
+        def process_audience_subscription_request(
+            self, request: AudienceSubscriptionRequest
+        ) -> AudienceSubscriptionResponse:
+            self.subscriptions += 1
+            return super().process_audience_subscription_request(request)
+
+        def process_audience_membership_change_request(
+            self, request: AudienceMembershipChangeRequest
+        ) -> AudienceMembershipChangeResponse:
+            received = time.time()
+            self.audience_messages += 1
+            for profile in request.user_profiles or ():
+                for audience in profile.audiences:
+                    self.changes.append(
+                        (profile.mpid, audience.audience_id, audience.action, received)
+                    )
+                    if audience.action == "add":
+                        self.added.setdefault(audience.audience_id, set()).add(profile.mpid)
+            return super().process_audience_membership_change_request(request)
+
     partner = BenchPartner()
     inner = asgi_app(partner, token=TOKEN, threaded=False)
     encode = msgspec.json.encode
@@ -176,12 +214,23 @@ def _partner_main(port: int, out: Path) -> None:
                     await send({"type": "lifespan.startup.complete"})
                 elif event["type"] == "lifespan.shutdown":
                     out.write_bytes(
-                        encode({"records": partner.records, "samples": partner.samples})
+                        encode(
+                            {
+                                "records": partner.records,
+                                "samples": partner.samples,
+                                "changes": partner.changes,
+                            }
+                        )
                     )
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == "/stats":
-            body = encode({"messages": len(partner.records), "events": partner.events})
+            stats: dict[str, Any] = {"messages": len(partner.records), "events": partner.events}
+            if audiences:
+                stats["subscriptions"] = partner.subscriptions
+                stats["audience_messages"] = partner.audience_messages
+                stats["audience_changes"] = len(partner.changes)
+            body = encode(stats)
             await send(
                 {
                     "type": "http.response.start",
@@ -191,6 +240,20 @@ def _partner_main(port: int, out: Path) -> None:
             )
             await send({"type": "http.response.body", "body": body})
             return
+        if scope["type"] == "http" and scope["method"] == "GET" and audiences:
+            prefix = "/added/"  # the MPIDs added to an audience: /added/AUDIENCE_ID
+            if scope["path"].startswith(prefix):
+                audience_id = int(scope["path"][len(prefix) :])
+                body = encode(sorted(m for m in partner.added.get(audience_id, ()) if m))
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 200,
+                        "headers": [(b"content-type", b"application/json")],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
         await inner(scope, receive, send)
 
     uvicorn.run(
@@ -205,10 +268,16 @@ def _partner_main(port: int, out: Path) -> None:
     )
 
 
-def start_partner(port: int, out: Path, log_path: Path) -> subprocess.Popen[bytes]:
+def start_partner(
+    port: int, out: Path, log_path: Path, audiences: bool = False
+) -> subprocess.Popen[bytes]:
+    """The partner (``_partner_main``) in a process of its own, once it answers."""
+    command = [sys.executable, __file__, "--serve-partner", str(port), "--partner-out", str(out)]
+    if audiences:
+        command.append("--partner-audiences")
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(
-            [sys.executable, __file__, "--serve-partner", str(port), "--partner-out", str(out)],
+            command,
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
@@ -216,10 +285,16 @@ def start_partner(port: int, out: Path, log_path: Path) -> subprocess.Popen[byte
     return process
 
 
-def partner_stats(port: int) -> dict[str, int]:
+def partner_stats(port: int) -> dict[str, Any]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=5) as r:
-        stats: dict[str, int] = json.loads(r.read())
+        stats: dict[str, Any] = json.loads(r.read())
     return stats
+
+
+def partner_added(port: int, audience_id: int) -> set[str]:
+    """The MPIDs the partner (with audiences) received an ``add`` of ``audience_id`` for."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/added/{audience_id}", timeout=5) as r:
+        return set(json.loads(r.read()))
 
 
 # -- processes ----------------------------------------------------------------------------
@@ -290,6 +365,8 @@ class PhaseConfig:
 class PhaseResult:
     #: one per acknowledged request: (worker, first counter, batches, 202 time, rejected)
     requests: list[tuple[int, int, int, float, list[int]]] = field(default_factory=list)
+    #: the index in the pool of each acknowledged request's body (same order as requests)
+    pool_indexes: list[int] = field(default_factory=list)
     window_from: float = 0.0  # time.time()
     window_to: float = 0.0
     statuses: dict[str, int] = field(default_factory=dict)
@@ -348,6 +425,7 @@ async def _phase(cfg: PhaseConfig) -> PhaseResult:
         result.requests.append(
             (cfg.phase * 256 + worker, counter, len(template.id_offsets), acked, rejected)
         )
+        result.pool_indexes.append(n % len(cfg.pool))
 
     def backlog() -> int:
         return (result.accepted_batches + inflight_batches) * cfg.outputs - delivered
@@ -916,6 +994,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--strict", action="store_true", help="exit 1 when a goal is missed")
     parser.add_argument("--serve-partner", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--partner-out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--partner-audiences", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
@@ -943,7 +1022,7 @@ def fmt_table(rows: list[Row], floor: dict[str, float] | None) -> str:
 def main() -> int:
     args = parse_args()
     if args.serve_partner is not None:
-        _partner_main(args.serve_partner, args.partner_out)
+        _partner_main(args.serve_partner, args.partner_out, args.partner_audiences)
         return 0
     counts = [int(x) for x in args.outputs.split(",") if x.strip()]
     if not counts or min(counts) < 1:
@@ -1058,7 +1137,7 @@ def main() -> int:
                     "config": {
                         k: str(v) if isinstance(v, Path) else v
                         for k, v in vars(args).items()
-                        if k not in ("serve_partner", "partner_out")
+                        if k not in ("serve_partner", "partner_out", "partner_audiences")
                     },
                     "rows": [asdict(r) for r in rows],
                     "floor": floor,

@@ -411,13 +411,21 @@ def make_template(
             raise SystemExit(f"cannot fit {batches} batches in {limit} bytes")
         shrinks += 1
         body = msgspec.json.encode(items)
+    return template_of(items, body), shrinks
+
+
+def template_of(items: list[dict[str, Any]], body: bytes | None = None) -> Template:
+    """The template of a bulk body of ``items`` (``body``: their JSON, when already
+    encoded), each with ``source_request_id`` set to :data:`SRID_PLACEHOLDER`."""
+    if body is None:
+        body = msgspec.json.encode(items)
     offsets: list[int] = []
     at = body.find(SRID_PLACEHOLDER)
     while at != -1:
         offsets.append(at)
         at = body.find(SRID_PLACEHOLDER, at + SRID_LEN)
     assert len(offsets) == len(items), "placeholder found outside source_request_id"
-    return Template(body, offsets, [len(b["events"]) for b in items]), shrinks
+    return Template(body, offsets, [len(b["events"]) for b in items])
 
 
 def make_pool(
