@@ -99,7 +99,14 @@ from patchbay.segment.service import AudienceService
 from patchbay.segment.stage import SegmentStage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import free_port, open_store, percentile, start_server, stop_process  # bench/common.py
+from common import (  # bench/common.py
+    free_port,
+    open_store,
+    percentile,
+    run_config,
+    start_server,
+    stop_process,
+)
 from forward import (  # bench/forward.py: the partner and the paced client
     MODULE,
     OUTPUT_SETTING,
@@ -1464,9 +1471,7 @@ def main() -> int:
         args.json.write_text(
             json.dumps(
                 {
-                    "config": {
-                        k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
-                    },
+                    "config": run_config(args),
                     "preloads": [asdict(r) for r in preloads],
                     "floor": asdict(floor),
                     "audiences": asdict(with_audiences),

@@ -3,6 +3,7 @@ percentiles."""
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import signal
@@ -11,8 +12,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Collection
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from patchbay.backends import Backend, open_backend
 from patchbay.settings import Settings
@@ -114,3 +116,10 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(0, math.ceil(q / 100 * len(ordered)) - 1)
     return ordered[rank]
+
+
+def run_config(args: argparse.Namespace, leave_out: Collection[str] = ()) -> dict[str, Any]:
+    """A run's options as JSON values (paths as text), for the ``--json`` results."""
+    return {
+        k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in leave_out
+    }

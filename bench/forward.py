@@ -62,6 +62,7 @@ from common import (  # bench/common.py
     machine_cpu_s,
     percentile,
     process_cpu_s,
+    run_config,
     start_server,
     stop_process,
     wait_http,
@@ -1134,11 +1135,9 @@ def main() -> int:
         args.json.write_text(
             json.dumps(
                 {
-                    "config": {
-                        k: str(v) if isinstance(v, Path) else v
-                        for k, v in vars(args).items()
-                        if k not in ("serve_partner", "partner_out", "partner_audiences")
-                    },
+                    "config": run_config(
+                        args, ("serve_partner", "partner_out", "partner_audiences")
+                    ),
                     "rows": [asdict(r) for r in rows],
                     "floor": floor,
                     "goals": {k: v[0] for k, v in goals.items()},

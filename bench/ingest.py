@@ -64,6 +64,7 @@ from common import (  # bench/common.py
     open_store,
     percentile,
     process_cpu_s,
+    run_config,
     start_server,
     stop_process,
 )
@@ -901,9 +902,7 @@ def main() -> int:
             args.json.write_text(
                 json.dumps(
                     {
-                        "config": {
-                            k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
-                        },
+                        "config": run_config(args),
                         "pool": {
                             "bodies": len(pool),
                             "min_bytes": min(sizes),

@@ -61,7 +61,7 @@ from patchbay.resolve.stage import ResolveStage
 from patchbay.resolve.strategy import IdentityStrategy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_cpu_s, open_store  # bench/common.py
+from common import machine_cpu_s, open_store, run_config  # bench/common.py
 
 #: The issue's goals.
 GOAL_BATCHES_PER_S = 20_000
@@ -641,9 +641,7 @@ def main() -> int:
             args.json.write_text(
                 json.dumps(
                     {
-                        "config": {
-                            k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
-                        },
+                        "config": run_config(args),
                         "state_build_s": build_s,
                         "new_users": new_users,
                         "rows": [{**asdict(r), "batches_per_s": r.batches_per_s} for r in rows],

@@ -6,7 +6,6 @@ disconnect; every message Patchbay sends also parses with the strict Firehose mo
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,9 +19,10 @@ from patchbay.firehose import (
     AudienceSubscriptionRequest,
 )
 from patchbay.partner.lambda_local import BackgroundServer
-from tests.activate.test_deliveries_e2e import PartnerProxy
+from tests.activate.test_deliveries_e2e import PartnerProxy, cli
+from tests.activate.test_deliveries_e2e import partner_rows as rows
 from tests.activate.test_engine_support import wait_for
-from tests.conftest import Server, add_input, run_cli, start_server, stop_server
+from tests.conftest import Server, add_input, start_server, stop_server
 
 pytestmark = pytest.mark.slow
 
@@ -34,24 +34,6 @@ FAST = {
 }
 #: The window of the audience: short, so that the test sees users leave it.
 WINDOW_S = 3
-
-
-def rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    if not db.exists():
-        return []
-    conn = sqlite3.connect(db)
-    try:
-        return conn.execute(sql).fetchall()
-    except sqlite3.OperationalError:
-        return []
-    finally:
-        conn.close()
-
-
-def cli(data_dir: Path, *args: str) -> str:
-    done = run_cli(*args, data_dir=data_dir)
-    assert done.returncode == 0, done.stderr + done.stdout
-    return done.stdout
 
 
 @pytest.fixture

@@ -187,6 +187,15 @@ def histories(draw: st.DrawFn, restarts: bool) -> list[Step]:
     return steps
 
 
+def histories_settings(examples: int) -> settings:
+    """Histories are long to draw and to run: no deadline, no health checks on their size."""
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
+
 def run(steps: list[Step], read_back: bool = False) -> SegmentWorld:
     world = SegmentWorld(read_back=read_back)
     sent = 0
@@ -227,42 +236,26 @@ def run(steps: list[Step], read_back: bool = False) -> SegmentWorld:
     return world
 
 
-@settings(
-    max_examples=100,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@histories_settings(100)
 @given(histories(restarts=False))
 def test_incremental_equals_from_scratch(steps: list[Step]) -> None:
     run(steps)
 
 
-@settings(
-    max_examples=40,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@histories_settings(40)
 @given(histories(restarts=True))
 def test_restarts_and_offers_again_change_nothing(steps: list[Step]) -> None:
     run(steps)
 
 
-@settings(
-    max_examples=40,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@histories_settings(40)
 @given(histories(restarts=True))
 def test_read_back_from_storage_equals_from_scratch(steps: list[Step]) -> None:
     """What a stage that fell behind reads back (the log, resolved users, merges since)."""
     run(steps, read_back=True)
 
 
-@settings(
-    max_examples=40,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@histories_settings(40)
 @given(histories(restarts=False))
 def test_replay_gives_the_same_memberships(steps: list[Step]) -> None:
     """``patchbay reprocess``: the segment state forgotten and computed again from the

@@ -68,7 +68,7 @@ from patchbay.segment.catalog import (
     compile_catalog,
     condition_key,
 )
-from patchbay.segment.criteria import EventCondition, event_conditions
+from patchbay.segment.criteria import Definition, EventCondition, event_conditions
 from patchbay.segment.evaluate import (
     MISSING,
     ProfileFacts,
@@ -250,8 +250,6 @@ class SegmentEngine:
     def _order(self, sources: dict[str, AudienceSource]) -> list[str]:
         """The audiences in evaluation order, leaving out any whose references cannot be
         resolved (refused when defined, so only possible if the store was edited)."""
-        from patchbay.segment.criteria import Definition
-
         definitions = {n: Definition(n, "", s.criteria) for n, s in sources.items()}
         while definitions:
             try:
@@ -855,10 +853,6 @@ class SegmentEngine:
                     )
                     return partition, start
         return None, None
-
-    def progress(self) -> dict[int, dict[str, object]]:
-        """Each audience's build, for logs and metrics."""
-        return {a: msgspec.structs.asdict(b) for a, b in self.builds.items()}
 
     def timed(self, budget_s: float) -> int:
         """Build steps for at most ``budget_s``; how many."""

@@ -38,7 +38,7 @@ from patchbay.backends.records import (
     SegmentChanges,
     SegmentUser,
 )
-from patchbay.backends.sqlite.db import SqliteDatabase, chunks, insert_rows, marks
+from patchbay.backends.sqlite.db import SqliteDatabase, docs_by_mpid, insert_rows
 from patchbay.errors import PatchbayError
 
 SEGMENT_FILE = "segment.db"
@@ -326,16 +326,8 @@ class SqliteAudienceStore:
 
     def users(self, mpids: Collection[int]) -> dict[int, SegmentUser]:
         """The states of those of ``mpids`` that have one, a statement per 500."""
-        found: dict[int, SegmentUser] = {}
-        conn = self._db.conn()
-        for part in chunks(list(mpids)):
-            rows = conn.execute(
-                f"SELECT mpid, doc FROM segment_users WHERE mpid IN ({marks(len(part))})",
-                part,
-            )
-            for mpid, doc in rows:
-                found[int(mpid)] = _decode_user(doc)
-        return found
+        rows = docs_by_mpid(self._db.conn(), "segment_users", mpids)
+        return {mpid: _decode_user(doc) for mpid, doc in rows}
 
     def scan_users(self, after: int | None, limit: int) -> list[SegmentUser]:
         """Up to ``limit`` user states above ``after`` (from the lowest MPID when ``None``:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -102,6 +102,17 @@ def chunks(items: Sequence[_T], size: int = KEYS_PER_LOOKUP) -> Iterator[Sequenc
     """``items`` in slices of at most ``size`` (one ``IN (...)`` look-up each)."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def docs_by_mpid(
+    conn: sqlite3.Connection, table: str, mpids: Collection[int]
+) -> Iterator[tuple[int, bytes]]:
+    """The ``(mpid, doc)`` rows of ``table`` among ``mpids``, a statement per
+    :data:`KEYS_PER_LOOKUP`."""
+    for part in chunks(list(mpids)):
+        sql = f"SELECT mpid, doc FROM {table} WHERE mpid IN ({marks(len(part))})"
+        for mpid, doc in conn.execute(sql, part):
+            yield int(mpid), doc
 
 
 @cache

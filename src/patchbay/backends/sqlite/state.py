@@ -15,7 +15,13 @@ from collections.abc import Collection, Iterator
 import msgspec
 
 from patchbay.backends.records import Checkpoint, LogPosition, MergeRecord, StateChanges
-from patchbay.backends.sqlite.db import SqliteDatabase, chunks, insert_rows, marks
+from patchbay.backends.sqlite.db import (
+    SqliteDatabase,
+    chunks,
+    docs_by_mpid,
+    insert_rows,
+    marks,
+)
 from patchbay.resolve.identities import Identity
 from patchbay.resolve.profile import Profile
 
@@ -115,16 +121,8 @@ class SqliteStateStore:
 
     def profiles(self, mpids: Collection[int]) -> dict[int, Profile]:
         """The stored profiles among ``mpids``, a statement per 500."""
-        found: dict[int, Profile] = {}
-        conn = self._db.conn()
-        for part in chunks(list(mpids)):
-            rows = conn.execute(
-                f"SELECT mpid, doc FROM profiles WHERE mpid IN ({marks(len(part))})",
-                part,
-            )
-            for mpid, doc in rows:
-                found[int(mpid)] = _decode_profile(doc)
-        return found
+        rows = docs_by_mpid(self._db.conn(), "profiles", mpids)
+        return {mpid: _decode_profile(doc) for mpid, doc in rows}
 
     def checkpoint(self) -> Checkpoint:
         """The log positions included in the state (``resolve/P`` rows; the embedded log's
