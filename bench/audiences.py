@@ -83,7 +83,7 @@ import msgspec
 
 from patchbay.activate.stage import ActivateStage
 from patchbay.backends import Backend
-from patchbay.backends.records import NewBatch
+from patchbay.backends.records import LogPosition, NewBatch
 from patchbay.clock import SystemClock
 from patchbay.collect.appender import recover_dedup
 from patchbay.logs import configure_logging
@@ -95,8 +95,10 @@ from patchbay.resolve.service import ResolveService
 from patchbay.resolve.stage import ResolvedBatch
 from patchbay.resolve.strategy import IdentityStrategy
 from patchbay.segment.engine import SegmentEngine
+from patchbay.segment.process import SegmentProcess
 from patchbay.segment.service import AudienceService
 from patchbay.segment.stage import SegmentStage
+from patchbay.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # bench/common.py
@@ -106,6 +108,7 @@ from common import (  # bench/common.py
     run_config,
     start_server,
     stop_process,
+    store_settings,
 )
 from forward import (  # bench/forward.py: the partner and the paced client
     MODULE,
@@ -821,16 +824,25 @@ def profile_shares(stats: pstats.Stats, batches: int, events: int) -> str:
     return "\n".join(lines)
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_pipeline(
     backend: Backend,
     name: str,
     batches: int,
     events: int,
+    settings: Settings | None = None,
     profiler: cProfile.Profile | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Run:
-    """The real pipeline (as ``create_app`` assembles it) until every stage is at the end
-    of the log; timed from its start."""
+    """The real pipeline as ``create_app`` assembles it until every stage is at the end of
+    the log; timed from its start. With ``settings`` (the backend's), the segment stage
+    runs in a child process over them, as in ``patchbay serve``; without, on a thread (with
+    ``profiler``: under cProfile)."""
     clock = SystemClock()
     metrics = Metrics()
     service = ResolveService(backend.state, Resolver(IdentityStrategy()), clock)
@@ -838,53 +850,77 @@ def run_pipeline(
     def notify(outputs: set[str]) -> None:
         pass
 
-    segment_metrics = SegmentMetrics(metrics.registry)
-    if profiler is None:
-        segment = SegmentStage(backend, clock, notify, metrics=segment_metrics)
-    else:
-        segment = ProfiledSegmentStage(backend, clock, notify, metrics=segment_metrics)
-        segment.profiler = profiler
     stages: list[Stage] = [
-        ActivateStage(backend.outputs, backend.outbox, backend.modules, clock, notify),
-        segment,
+        ActivateStage(backend.outputs, backend.outbox, backend.modules, clock, notify)
     ]
+    child: SegmentProcess | None = None
+    segment: SegmentStage | None = None
+    if settings is not None and profiler is None:
+        child = SegmentProcess(settings, metrics.registry)
+    else:
+        segment_metrics = SegmentMetrics(metrics.registry)
+        if profiler is None:
+            segment = SegmentStage(backend, clock, notify, metrics=segment_metrics)
+        else:
+            segment = ProfiledSegmentStage(backend, clock, notify, metrics=segment_metrics)
+            segment.profiler = profiler
+        stages.append(segment)
     end = backend.log.end(0)
-    pipeline = Pipeline(backend, service, stages)
+    pipeline = Pipeline(backend, service, stages, elsewhere=[SegmentProcess.stage] if child else [])
+
+    def positions() -> list[tuple[str, LogPosition | None]]:
+        mine = [(feed.name, feed.checkpoint.get(0)) for feed in pipeline.feeds]
+        if child is not None:
+            mine.append(("segment", backend.positions.get("segment").get(0)))
+        return mine
+
     before = thread_cpu()
     cpu0, t0 = time.process_time(), time.perf_counter()
     shown = t0
+    child_cpu = 0.0
+    if child is not None:
+        child.start()
     pipeline.start()
     try:
         while True:
-            positions = [feed.checkpoint.get(0) for feed in pipeline.feeds]
-            if all(p is not None and end is not None and not p < end for p in positions):
+            at = positions()
+            if all(p is not None and end is not None and not p < end for _, p in at):
                 break
             errors = [pipeline.error, *(f.error for f in pipeline.feeds)]
             if any(e is not None for e in errors):
                 raise SystemExit(f"{name}: the pipeline failed: {errors}")
+            if child is not None and child.restarts:
+                raise SystemExit(f"{name}: the segment process exited (see its log)")
             if progress and time.perf_counter() - shown > 20:
                 shown = time.perf_counter()
                 resolved = backend.state.checkpoint().get(0)
                 progress(
                     f"  {shown - t0:5.0f}s: resolve {resolved.offset if resolved else 0:,},"
-                    + ", ".join(
-                        f" {f.name} {p.offset if p else 0:,}"
-                        for f, p in zip(pipeline.feeds, positions, strict=True)
-                    )
+                    + ", ".join(f" {n} {p.offset if p else 0:,}" for n, p in at)
                     + f" of {end.offset if end else 0:,}"
                 )
             time.sleep(0.005)
         seconds, cpu_s = time.perf_counter() - t0, time.process_time() - cpu0
         after = thread_cpu()
+        if child is not None and child.pid is not None:
+            child_cpu = process_cpu(child.pid)  # (a fresh child: all of it is this run's)
     finally:
         pipeline.stop()
+        if child is not None:
+            child.stop()
     threads: dict[str, float] = {}
     for tid, (thread, cpu) in after.items():
-        threads[thread] = threads.get(thread, 0.0) + cpu - before.get(tid, ("", 0.0))[1]
-    engine = segment.engine
-    joins = counter_total(metrics, "patchbay_audience_joins_total") + sum(engine.joins.values())
-    leaves = counter_total(metrics, "patchbay_audience_leaves_total") + sum(engine.leaves.values())
-    return Run(name, batches, events, seconds, cpu_s, joins, leaves, threads)
+        if thread != "patchbay-segment-process":  # (the thread reading the child's pipe)
+            thread = thread if thread.startswith("patchbay") else "other"
+            threads[thread] = threads.get(thread, 0.0) + cpu - before.get(tid, ("", 0.0))[1]
+    if child is not None:
+        threads["patchbay-segment (child process)"] = child_cpu
+    joins = counter_total(metrics, "patchbay_audience_joins_total")
+    leaves = counter_total(metrics, "patchbay_audience_leaves_total")
+    if segment is not None:
+        joins += sum(segment.engine.joins.values())
+        leaves += sum(segment.engine.leaves.values())
+    return Run(name, batches, events, seconds, cpu_s + child_cpu, joins, leaves, threads)
 
 
 # -- latency ------------------------------------------------------------------------------
@@ -1211,6 +1247,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batches-per-request", type=int, default=10, help="latency run (10)")
     parser.add_argument("--drain-timeout", type=float, default=120.0, help="latency run (120)")
     parser.add_argument("--durability", choices=["full", "normal"], default="full")
+    parser.add_argument(
+        "--no-segment-process",
+        dest="segment_process",
+        action="store_false",
+        help="run the segment stage on a thread of the pipeline's process (serve's"
+        " --no-segment-process) instead of a child process",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="50,000 profiles, 50,000 events, 5 s")
     parser.add_argument("--no-latency", action="store_true", help="skip the latency run")
@@ -1326,12 +1369,18 @@ def main() -> int:
                 flush=True,
             )
             preloads: list[Run] = []
-            for backend, label in ((a, "no audiences"), (b, f"{len(docs)} audiences")):
+            settings = {
+                label: store_settings(data_dir, args.durability) if args.segment_process else None
+                for label, data_dir in (("A", dir_a), ("B", dir_b))
+            }
+            for backend, label in ((a, "A"), (b, "B")):
                 run = run_pipeline(
                     backend,
-                    f"preload {args.profiles:,} users, {label}",
+                    f"preload {args.profiles:,} users, "
+                    + ("no audiences" if label == "A" else f"{len(docs)} audiences"),
                     args.profiles,
                     preload_events,
+                    settings[label],
                     progress=lambda line: print(line, flush=True),
                 )
                 preloads.append(run)
@@ -1360,7 +1409,9 @@ def main() -> int:
                         [(backend, input_id)],
                         stream(args.seed * 1000 + turn, part, stream_users, now_ms),
                     )
-                    run = run_pipeline(backend, f"{label} turn {turn + 1}", count, n_events)
+                    run = run_pipeline(
+                        backend, f"{label} turn {turn + 1}", count, n_events, settings[label]
+                    )
                     runs.append(run)
                     print(
                         f"  turn {turn + 1} {label}: {count:,} batches, {n_events:,} events in"

@@ -24,9 +24,17 @@ def open_store(data_dir: Path | None, durability: str = "full") -> Backend:
     """The backend a benchmark works on, opened as every composition root opens one: the
     embedded store in ``data_dir``, or the in-memory backend when ``data_dir`` is None."""
     if data_dir is None:
-        return open_backend(Settings(backend="memory", delivery_process=False))
+        return open_backend(
+            Settings(backend="memory", delivery_process=False, segment_process=False)
+        )
+    return open_backend(store_settings(data_dir, durability))
+
+
+def store_settings(data_dir: Path, durability: str = "full") -> Settings:
+    """The settings of the embedded store in ``data_dir`` (what a child process opens it
+    from), logging warnings and errors only, as the benchmarks' servers do."""
     level: Literal["full", "normal"] = "full" if durability == "full" else "normal"
-    return open_backend(Settings(data_dir=data_dir, durability=level))
+    return Settings(data_dir=data_dir, durability=level, log_level="warning")
 
 
 def free_port() -> int:

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from patchbay.activate.engine import EngineConfig
-from patchbay.activate.process import ChildConfig
 from patchbay.config import CONFIG_ENV, FIELDS, FLAGS, ConfigError, env_var, load_settings
 from patchbay.settings import Secret, Settings
 
@@ -115,11 +114,11 @@ def test_admin_token_is_never_shown() -> None:
     assert "12345" not in str(caught.value)
 
 
-def test_child_config_survives_pickling() -> None:
-    config = ChildConfig(load_settings({}, {"PATCHBAY_DELIVERY_MAX_AGE_S": "5"}))
-    copy = pickle.loads(pickle.dumps(config))
-    assert copy == config
-    assert EngineConfig.from_settings(copy.settings).policy.max_age_s == 5
+def test_settings_survive_pickling_for_the_child_processes() -> None:
+    settings = load_settings({}, {"PATCHBAY_DELIVERY_MAX_AGE_S": "5"})
+    copy = pickle.loads(pickle.dumps(settings))
+    assert copy == settings
+    assert EngineConfig.from_settings(copy).policy.max_age_s == 5
 
 
 def documented() -> dict[str, list[str]]:

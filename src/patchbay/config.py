@@ -34,6 +34,7 @@ FLAGS: dict[str, str] = {
     "log_level": "--log-level",
     "identity_strategy": "--identity-strategy",
     "delivery_process": "--delivery-process/--no-delivery-process",
+    "segment_process": "--segment-process/--no-segment-process",
     "admin_token": "--admin-token",
 }
 

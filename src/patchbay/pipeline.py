@@ -17,6 +17,11 @@ buffer of resolved chunks and a checkpoint in the backend's ``StagePositions``.
   every resolved batch, at least once, in log order within a partition.
 * The resolved users every stage has passed are pruned (:meth:`Pipeline.prune`).
 
+A stage may also run in another process (the segment stage does in ``patchbay serve``:
+:mod:`patchbay.segment.process`): there a :class:`StageFeed` gets no hand-offs and reads
+everything back from storage, and the pipeline here knows it only by name
+(:class:`StageElsewhere`), so that pruning waits for it.
+
 Adding a stage is a module with a :class:`Stage` and one entry in the list given to
 :class:`Pipeline` where the server assembles it (:func:`patchbay.server.create_app`).
 """
@@ -28,6 +33,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
@@ -85,6 +91,15 @@ class TimedStage(Stage, Protocol):
     def tick(self) -> None:
         """Do the work that is due now."""
         ...
+
+
+@dataclass(frozen=True)
+class StageElsewhere:
+    """A stage after resolve that runs in another process, as the pipeline knows it: its
+    checkpoint's name, and whether it reads the history of resolved users."""
+
+    name: str
+    keeps_history: bool
 
 
 def _before(a: LogPosition | None, b: LogPosition | None) -> bool:
@@ -219,6 +234,7 @@ class StageFeed:
         storage, waiting up to ``wait_s`` for resolve to commit them."""
         deadline = time.monotonic() + wait_s
         while _before(self.checkpoint.get(partition), upto) and not self._stopping.is_set():
+            self._maybe_tick()  # time-driven work goes on however far behind the stage is
             committed = self._backend.state.checkpoint().get(partition)
             target = upto if not _before(committed, upto) else committed
             if not _before(self.checkpoint.get(partition), target):
@@ -295,8 +311,9 @@ class Pipeline:
     """The resolve stage and a feed for each stage after it, started and stopped together.
 
     ``stages`` are the stages after resolve, in no particular order: each runs on its own.
-    ``busy`` tells the resolve stage that collecting is busy (it then yields the GIL after
-    each chunk; see :class:`~patchbay.resolve.stage.StageRunner`).
+    ``elsewhere`` are the stages after resolve that run in other processes (pruning waits
+    for them). ``busy`` tells the resolve stage that collecting is busy (it then yields the
+    GIL after each chunk; see :class:`~patchbay.resolve.stage.StageRunner`).
     """
 
     def __init__(
@@ -307,8 +324,10 @@ class Pipeline:
         busy: Callable[[], bool] | None = None,
         chunk: int = 1000,
         buffer_chunks: int = DEFAULT_BUFFER_CHUNKS,
+        elsewhere: Sequence[StageElsewhere] = (),
     ) -> None:
         self._backend = backend
+        self._elsewhere = tuple(elsewhere)
         self.feeds = [StageFeed(s, backend, buffer_chunks) for s in stages]
         self.resolve = ResolveStage(
             backend.log, backend.state, service.resolver, [Fanout(self.feeds)], chunk
@@ -328,14 +347,18 @@ class Pipeline:
         """Drop the resolved users every stage has handled; return how many. Nothing is
         dropped while a stage keeps the history (it reads it to build what is new)."""
         self._pruned_at = time.monotonic()
-        if any(getattr(feed.stage, "keeps_history", False) for feed in self.feeds):
+        if any(getattr(feed.stage, "keeps_history", False) for feed in self.feeds) or any(
+            stage.keeps_history for stage in self._elsewhere
+        ):
             return 0
         upto = self._backend.state.checkpoint()
-        for feed in self.feeds:
+        passed = [feed.committed for feed in self.feeds]
+        passed += [self._backend.positions.get(stage.name) for stage in self._elsewhere]
+        for committed in passed:
             upto = {
                 p: min(pos, mine)
                 for p, pos in upto.items()
-                if (mine := feed.committed.get(p)) is not None
+                if (mine := committed.get(p)) is not None
             }
         return self._backend.state.forget_resolved(upto) if upto else 0
 

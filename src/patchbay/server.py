@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from patchbay.activate.admin_http import AdminApi
 from patchbay.activate.engine import DeliveryEngine, EngineConfig
-from patchbay.activate.process import ChildConfig, DeliveryProcess
+from patchbay.activate.process import DeliveryProcess
 from patchbay.activate.service import ActivateService
 from patchbay.activate.stage import ActivateStage
 from patchbay.backends import Backend, open_backend
@@ -27,13 +27,14 @@ from patchbay.http import EXCEPTION_HANDLERS, middleware
 from patchbay.http.cors import CorsPolicy
 from patchbay.metrics import CONTENT_TYPE_LATEST, DeliveryMetrics, Metrics, SegmentMetrics
 from patchbay.openapi import build_openapi
-from patchbay.pipeline import Pipeline, Stage
+from patchbay.pipeline import Pipeline, Stage, StageElsewhere
 from patchbay.resolve.idsync_http import BROWSER_PATH_PREFIXES, IdentityApi
 from patchbay.resolve.profile_http import ProfileApi
 from patchbay.resolve.resolver import Resolver
 from patchbay.resolve.service import ResolveService
 from patchbay.resolve.strategy import IdentityStrategy
 from patchbay.segment.admin_http import AudienceAdminApi
+from patchbay.segment.process import SegmentProcess
 from patchbay.segment.service import AudienceService
 from patchbay.segment.stage import SegmentStage
 from patchbay.settings import Settings
@@ -61,18 +62,20 @@ def create_app(
     ``extra_stages``).
 
     It runs the resolve stage and each later stage on threads of their own, and the
-    delivery engine on the event loop (or, with ``settings.delivery_process``, in a child
-    process: :mod:`patchbay.activate.process`); on shutdown it stops them and closes the
-    backend. The admin API is enabled by ``admin_token`` (default ``settings.admin_token``;
-    ``""`` disables it).
+    delivery engine on the event loop; with ``settings.delivery_process`` the delivery
+    engine, and with ``settings.segment_process`` the segment stage, run in child processes
+    instead (:mod:`patchbay.child`). On shutdown it stops them and closes the backend. The
+    admin API is enabled by ``admin_token`` (default ``settings.admin_token``; ``""``
+    disables it).
     """
     if backend is None:
         backend = open_backend(settings)
-    if settings.delivery_process and backend.name == "memory":
-        raise ConfigError(
-            "backend = memory cannot be shared with the delivery process:"
-            " set delivery_process = false (--no-delivery-process)"
-        )
+    for process in ("delivery", "segment"):
+        if getattr(settings, f"{process}_process") and backend.name == "memory":
+            raise ConfigError(
+                f"backend = memory cannot be shared with the {process} process:"
+                f" set {process}_process = false (--no-{process}-process)"
+            )
     clock = clock or SystemClock()
     metrics = Metrics()
     recovered = recover_dedup(backend.log, backend.dedup)
@@ -81,26 +84,36 @@ def create_app(
     appender = GroupCommitAppender(backend.log, backend.dedup)
     service = ResolveService(backend.state, Resolver(strategy or IdentityStrategy()), clock)
     api = EventsApi(backend.inputs, appender, settings, clock, metrics)
-    delivery_metrics = DeliveryMetrics(metrics.registry)
+    child_settings = msgspec.structs.replace(settings, admin_token=None)  # none needed
     engine: DeliveryEngine | None = None
-    child: DeliveryProcess | None = None
+    children: list[DeliveryProcess | SegmentProcess] = []
     if settings.delivery_process:
-        # the child needs no admin token
-        child_settings = msgspec.structs.replace(settings, admin_token=None)
-        child = DeliveryProcess(ChildConfig(child_settings), delivery_metrics)
-        notify = child.notify
+        delivery = DeliveryProcess(child_settings, metrics.registry)
+        children.append(delivery)
+        notify = delivery.notify
     else:
         engine_config = EngineConfig.from_settings(settings)
-        engine = DeliveryEngine(backend, clock, engine_config, delivery_metrics)
+        engine = DeliveryEngine(backend, clock, engine_config, DeliveryMetrics(metrics.registry))
         notify = engine.notify
     # The pipeline: every stage after resolve, each with its own checkpoint and thread.
     stages: list[Stage] = [
         ActivateStage(backend.outputs, backend.outbox, backend.modules, clock, notify),
-        SegmentStage(backend, clock, notify, metrics=SegmentMetrics(metrics.registry)),
         *extra_stages,
     ]
+    elsewhere: list[StageElsewhere] = []
+    if settings.segment_process:
+        children.append(SegmentProcess(child_settings, metrics.registry, notify))
+        elsewhere.append(SegmentProcess.stage)
+    else:
+        stages.append(
+            SegmentStage(backend, clock, notify, metrics=SegmentMetrics(metrics.registry))
+        )
     pipeline = Pipeline(
-        backend, service, stages, busy=lambda: api.in_flight >= INGEST_BUSY_REQUESTS
+        backend,
+        service,
+        stages,
+        busy=lambda: api.in_flight >= INGEST_BUSY_REQUESTS,
+        elsewhere=elsewhere,
     )
     api.on_append = pipeline.wake
     if admin_token is None and settings.admin_token is not None:
@@ -141,7 +154,7 @@ def create_app(
         purger = asyncio.create_task(purge_dedup())
         if engine is not None:
             await engine.start()
-        if child is not None:
+        for child in children:
             child.start()
         pipeline.start()
         log.info("serving", backend=backend.name, last_offset=last_offset())
@@ -153,7 +166,7 @@ def create_app(
             await asyncio.to_thread(pipeline.stop)
             if engine is not None:
                 await engine.stop()
-            if child is not None:
+            for child in children:
                 await asyncio.to_thread(child.stop)
             backend.close()
             log.info("stopped")

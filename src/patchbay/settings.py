@@ -61,6 +61,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     identity_strategy: Path | None = None
     #: Run the delivery engine in a process of its own.
     delivery_process: bool = True
+    #: Run the segment stage (audiences) in a process of its own.
+    segment_process: bool = True
     #: Enables the admin HTTP API; never shown.
     admin_token: Secret | None = None
     # The delivery engine (patchbay.activate.engine.EngineConfig.from_settings).

@@ -14,18 +14,23 @@ from tests.activate.test_engine_support import wait_for
 from tests.conftest import Server, add_input, run_cli, start_server, stop_server
 
 
-def delivery_children(pid: int) -> list[int]:
-    """The running children that ``multiprocessing`` spawned for process ``pid``."""
+def children(pid: int, name: str) -> list[int]:
+    """The running child processes of process ``pid`` named ``name`` (as ``ps`` shows it)."""
     found = []
     for stat_path in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat_path.read_text().rsplit(")", 1)[1].split()
-            cmdline = (stat_path.parent / "cmdline").read_bytes()
+            comm = (stat_path.parent / "comm").read_text().strip()
         except OSError:
             continue
-        if fields[1] == str(pid) and fields[0] != "Z" and b"spawn_main" in cmdline:
+        if fields[1] == str(pid) and fields[0] != "Z" and comm == name:
             found.append(int(stat_path.parent.name))
     return found
+
+
+def delivery_children(pid: int) -> list[int]:
+    """The running delivery processes of server ``pid``."""
+    return children(pid, "pb-delivery")
 
 
 def alive(pid: int) -> bool:

@@ -31,6 +31,7 @@ from patchbay.backends.records import (
     Tally,
 )
 from patchbay.backends.sqlite import SEGMENT_FILE, open_sqlite
+from patchbay.backends.sqlite.audiences import SqliteAudienceStore
 from patchbay.errors import PatchbayError
 from tests.backends.conftest import BackendSpec, Stores
 
@@ -893,6 +894,35 @@ def test_sqlite_rolls_back_a_commit_that_fails_halfway(tmp_path: Path) -> None:
         assert store.count_users() == 0
         assert store.sizes() == {}
         assert store.checkpoint() == {}
+    finally:
+        backend.close()
+
+
+def test_sqlite_commits_unsynced_and_syncs_on_demand(tmp_path: Path) -> None:
+    """The engine's commits (derived state) run with ``synchronous = NORMAL`` on a ``full``
+    database, and :meth:`sync` with ``FULL``; the connection is back to ``FULL`` after
+    each, and a failed commit does not leave it relaxed."""
+    backend = open_sqlite(tmp_path)
+    try:
+        store = cast(SqliteAudienceStore, backend.audiences)
+        (a,) = add(store, "a")
+        conn = store._db.conn()  # this thread's connection, which the store writes on
+        statements: list[str] = []
+        conn.set_trace_callback(statements.append)
+        store.commit(SegmentChanges(users=[user(1)], joined=[(a, 1)]), {0: at(0, 1)})
+        relaxed = statements.index("PRAGMA synchronous = NORMAL")
+        assert statements[relaxed + 1] == "BEGIN IMMEDIATE"
+        assert statements[-2:] == ["COMMIT", "PRAGMA synchronous = FULL"]
+        statements.clear()
+        store.sync()
+        assert "BEGIN IMMEDIATE" in statements and "COMMIT" in statements
+        assert not any(s.startswith("PRAGMA") for s in statements)
+        bad = msgspec.structs.replace(user(2), mpid=cast(int, "not an mpid"))
+        with pytest.raises(sqlite3.IntegrityError):
+            store.commit(SegmentChanges(users=[bad]))
+        conn.set_trace_callback(None)
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert store.memberships(1) == [a] and store.checkpoint() == {0: at(0, 1)}
     finally:
         backend.close()
 

@@ -111,6 +111,22 @@ def test_sums_of_revenue_over_a_window() -> None:
     assert len(members(world, "big-spenders")) == 1
 
 
+def test_an_unnamed_event_is_counted_once_beside_a_named_condition() -> None:
+    """A commerce event without a name counts once for a condition over every commerce
+    event, also when another condition asks for a named one (found by the property test:
+    it was counted twice)."""
+    world = SegmentWorld()
+    twice = EventCondition(EventMatch("commerce_event"), count=Count(min=2))
+    world.define(Definition("twice", "", twice))
+    world.define(Definition("named", "", EventCondition(EventMatch("commerce_event", name="x"))))
+    world.send(purchase("c1", 5.0))
+    world.settle()
+    assert members(world, "twice") == set()
+    world.send(purchase("c1", 5.0))
+    world.settle()
+    assert len(members(world, "twice")) == 1
+
+
 def test_a_merge_moves_memberships_to_the_survivor() -> None:
     world = SegmentWorld()
     world.define(Definition("two-plays", "", EventCondition(PLAY, count=Count(min=2))))

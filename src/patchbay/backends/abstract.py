@@ -456,8 +456,16 @@ class AudienceStore(Protocol):
         ...
 
     def commit(self, changes: SegmentChanges, checkpoint: Checkpoint | None = None) -> None:
-        """Apply ``changes`` and, if given, record ``checkpoint``, atomically and durably.
-        Joins and leaves of audiences that no longer exist are ignored."""
+        """Apply ``changes`` and, if given, record ``checkpoint``, atomically: visible to
+        every reader and surviving a crash of the process once it returns, surviving a
+        power failure after the next :meth:`sync` (everything committed here is derived
+        from the log and the checkpoint goes with it, so a commit lost that way is made
+        again). Joins and leaves of audiences that no longer exist are ignored."""
+        ...
+
+    def sync(self) -> None:
+        """Make every :meth:`commit` so far survive a power failure (before what they
+        recorded has effects elsewhere: membership changes put in the outbox)."""
         ...
 
     def members(self, audience_id: int, after: int | None, limit: int) -> list[int]:

@@ -72,6 +72,12 @@ from patchbay.settings import Settings
     help="Run the delivery engine in a process of its own (a core of its own for sending).",
 )
 @click.option(
+    "--segment-process/--no-segment-process",
+    default=DEFAULTS.segment_process,
+    show_default=True,
+    help="Run the segment stage in a process of its own (a core of its own for audiences).",
+)
+@click.option(
     "--admin-token",
     default=None,
     help="Token of the admin HTTP API (Authorization: Bearer ...); without one the"

@@ -409,33 +409,40 @@ class SegmentEngine:
             work.dirty.add(mpid)
             work.touch(mpid, ("env", environment))
         counters = self.catalog.counters
-        if not counters:
+        if not counters or not batch.events:
             return
-        for event in batch.events or ():
+        user_tallies = user.tallies
+        before: dict[int, tuple[int, float]] | None = None
+        for event in batch.events:
             by_name = counters.get(event_type_of(event))
             if by_name is None:
                 continue
-            candidates: Sequence[Counted] = by_name.get(None, ())
+            candidates: Sequence[Counted] = by_name.get(None, ())  # (None: any name)
             if len(by_name) > 1 or None not in by_name:
-                named = by_name.get(event_name(event), ())
+                name = event_name(event)
+                named = by_name.get(name, ()) if name is not None else ()
                 candidates = [*candidates, *named] if candidates else named
+            if not candidates:
+                continue
             actions = event_actions(event)
+            at = event_time(event, received_ms)
             for counter in candidates:
-                if not details_match(counter.condition.match, event, actions):
-                    continue
                 condition = counter.condition
-                value = measured(condition.measure, event)
+                if not details_match(condition.match, event, actions):
+                    continue
+                value = 1.0 if condition.measure is None else measured(condition.measure, event)
                 if value is None:
                     continue
-                tally = user.tallies.get(counter.id)
-                before = work.before.setdefault(mpid, {})
-                if counter.id not in before:
-                    before[counter.id] = tallies.stats(tally, condition.window_ms, now)
+                condition_id = counter.id
+                tally = user_tallies.get(condition_id)
+                if before is None:
+                    before = work.before.setdefault(mpid, {})
+                if condition_id not in before:
+                    before[condition_id] = tallies.stats(tally, condition.window_ms, now)
                 if tally is None:
                     tally = Tally()
-                at = event_time(event, received_ms)
                 if tallies.add_event(tally, condition.window_ms, at, value, now):
-                    user.tallies[counter.id] = tally
+                    user_tallies[condition_id] = tally
                     work.dirty.add(mpid)
 
     def _count_event(
@@ -519,36 +526,52 @@ class SegmentEngine:
         facts: dict[str, Any] = {}
         if profile is None:
             return facts
+        identities: dict[str, list[str]] | None = None
+        inputs: set[str | None] | None = None
+        attributes = profile.user_attributes
         for kind, name in self.catalog.profile_features:
             if kind == "attr":
-                value = profile.user_attributes.get(name, MISSING)
+                value = attributes.get(name, MISSING)
                 if value is not MISSING:
                     facts[f"attr:{name}"] = value
             elif kind == "identity":
-                values = sorted(r.value for r in profile.identities if r.type == name)
+                if identities is None:
+                    identities = {}
+                    for record in profile.identities:
+                        identities.setdefault(record.type, []).append(record.value)
+                values = identities.get(name)
                 if values:
-                    facts[f"identity:{name}"] = values
+                    facts[f"identity:{name}"] = sorted(values)
             elif kind == "consent":
                 regulation, _, purpose = name.partition(":")
                 decisions = profile.gdpr if regulation == "gdpr" else profile.ccpa
                 found = decisions.get(purpose)
                 if found is not None:
                     facts[f"consent:{name}"] = found.consented
-            elif kind == "input" and any(self.input_name(i) == name for i in profile.inputs):
-                facts[f"input:{name}"] = True
+            elif kind == "input":
+                if inputs is None:
+                    inputs = {self.input_name(i) for i in profile.inputs}
+                if name in inputs:
+                    facts[f"input:{name}"] = True
         return facts
 
     def _condition_changes(self, work: _Work, user: SegmentUser, now: int) -> None:
         """Note the conditions whose answer the batches' events changed for the user."""
         mpid = user.mpid
-        for condition_id, (count, total) in work.before.get(mpid, {}).items():
-            window = self._windows.get(condition_id)
-            after = tallies.stats(user.tallies.get(condition_id), window, now)
-            if after == (count, total):
+        before = work.before.get(mpid)
+        if not before:
+            return
+        windows, checks, user_tallies = self._windows, self.catalog.checks, user.tallies
+        for condition_id, (count, total) in before.items():
+            after_count, after_total = tallies.stats(
+                user_tallies.get(condition_id), windows.get(condition_id), now
+            )
+            if after_count == count and after_total == total:
                 continue
-            checks = self.catalog.checks.get(condition_id, ())
-            if any(counted(c, count, total) != counted(c, *after) for c in checks):
-                work.touch(mpid, ("cond", str(condition_id)))
+            for check in checks.get(condition_id, ()):
+                if counted(check, count, total) != counted(check, after_count, after_total):
+                    work.touch(mpid, ("cond", str(condition_id)))
+                    break
 
     def _evaluate(
         self,

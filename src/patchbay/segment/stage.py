@@ -20,7 +20,10 @@ a second, does what time drives:
    happen meanwhile go in the next one (a user's add and delete in between collapse).
 
 The outbox is written before the pending changes are removed: a crash in between builds
-the same messages again, with the same ids, and the outbox keeps one of each.
+the same messages again, with the same ids, and the outbox keeps one of each. The engine's
+commits are not synced one by one (:meth:`AudienceStore.commit`): the store is synced
+before messages go into the outbox, so a power failure never takes back a change a
+partner may have heard of, nor gives its message's id to another.
 """
 
 from __future__ import annotations
@@ -223,6 +226,7 @@ class SegmentStage:
                 for delivery_id, payload in requests
             ]
             if deliveries:
+                store.sync()  # the changes are durable before a partner may hear of them
                 self._backend.outbox.enqueue(deliveries)
                 self._last_sent[output_name] = [d.id for d in deliveries]
             store.commit(SegmentChanges(flushed=[c.seq for c in ready] + gone))

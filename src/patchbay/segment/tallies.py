@@ -11,6 +11,7 @@ to that many events in a window, which is also the largest count a definition ma
 from __future__ import annotations
 
 import bisect
+import math
 
 from patchbay.backends.records import Tally
 from patchbay.segment.evaluate import in_window
@@ -42,9 +43,7 @@ def expire(tally: Tally, window_ms: int | None, now_ms: int) -> bool:
     if window_ms is None or not tally.events:
         return False
     events = tally.events
-    keep = 0
-    while keep < len(events) and not in_window(events[keep][0], window_ms, now_ms):
-        keep += 1
+    keep = _first_inside(events, window_ms, now_ms)
     if keep:
         del events[:keep]
     return keep > 0
@@ -56,12 +55,19 @@ def stats(tally: Tally | None, window_ms: int | None, now_ms: int) -> tuple[int,
         return 0, 0.0
     if window_ms is None:
         return tally.count, tally.total
-    count, total = 0, 0.0
-    for time_ms, value in tally.events:
-        if in_window(time_ms, window_ms, now_ms):
-            count += 1
-            total += value
-    return count, total
+    events = tally.events
+    if not events:
+        return 0, 0.0
+    first = _first_inside(events, window_ms, now_ms)
+    return len(events) - first, float(sum(value for _, value in events[first:]))
+
+
+def _first_inside(events: list[tuple[int, float]], window_ms: int, now_ms: int) -> int:
+    """The index of the first of ``events`` (by time) inside the window at ``now_ms``: an
+    event is inside while ``time + window > now``."""
+    if events[0][0] + window_ms > now_ms:
+        return 0  # the usual case: what left the window was dropped already
+    return bisect.bisect_right(events, (now_ms - window_ms, math.inf))
 
 
 def next_change(tally: Tally, window_ms: int | None) -> int | None:

@@ -219,6 +219,9 @@ class MemoryAudienceStore:
             due = [(t, m) for m, t in self._due.items() if t <= now_ms]
         return [m for _, m in heapq.nsmallest(max(limit, 0), due)]
 
+    def sync(self) -> None:
+        """Nothing to do: nothing here survives the process."""
+
     def commit(self, changes: SegmentChanges, checkpoint: Checkpoint | None = None) -> None:
         """Apply ``changes`` and ``checkpoint`` at once, as the SQLite store does (see
         :meth:`~patchbay.backends.sqlite.audiences.SqliteAudienceStore.commit`)."""

@@ -87,7 +87,9 @@ CREATE TABLE IF NOT EXISTS memberships (
     mpid INTEGER NOT NULL,
     PRIMARY KEY (audience_id, mpid)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS memberships_mpid ON memberships (mpid);
+-- no index by mpid: it would cost every join and leave a random write more, and a user's
+-- memberships are found by one look-up per audience instead (memberships())
+DROP INDEX IF EXISTS memberships_mpid;
 -- the members of each audience, kept by triggers (counting millions of memberships for
 -- /metrics would take the stage's thread for a second)
 CREATE TABLE IF NOT EXISTS audience_sizes (
@@ -358,7 +360,9 @@ class SqliteAudienceStore:
         then dropped; memberships joined and left (see :func:`net_memberships`); pending
         changes added, then flushed; conditions and builds written; the checkpoint's
         partitions moved. Joins, leaves and builds of audiences that do not exist, and
-        pending changes of connections that do not exist, are left out."""
+        pending changes of connections that do not exist, are left out. Not synced on its
+        own: everything here is derived from the log, and the checkpoint goes with it
+        (:meth:`sync` makes it durable before it has effects elsewhere)."""
         if not changes and not checkpoint:
             return
         # rows first (the stage runs this on a thread of its own, and the rows' Python
@@ -367,7 +371,7 @@ class SqliteAudienceStore:
         conditions = [(c.id, _encode(c)) for c in changes.conditions]
         builds = [(b.audience_id, _encode(b)) for b in changes.builds]
         joined, left = net_memberships(changes.joined, changes.left)
-        with self._db.transaction() as conn:
+        with self._db.transaction(synced=False) as conn:
             audiences = {int(r[0]) for r in conn.execute("SELECT id FROM audiences")}
             connected: set[tuple[int, str]] = set()
             if changes.pending:
@@ -411,6 +415,15 @@ class SqliteAudienceStore:
                 [(p, pos.offset) for p, pos in (checkpoint or {}).items()],
             )
 
+    def sync(self) -> None:
+        """Make every commit so far durable: a synced commit (of a counter of its own),
+        whose fsync of the WAL covers every commit before it."""
+        with self._db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO segment_meta (name, value) VALUES ('synced', 1)"
+                " ON CONFLICT (name) DO UPDATE SET value = value + 1"
+            )
+
     def members(self, audience_id: int, after: int | None, limit: int) -> list[int]:
         """Up to ``limit`` members above ``after`` (from the lowest when ``None``),
         ascending."""
@@ -433,9 +446,13 @@ class SqliteAudienceStore:
         return {int(a): int(n) for a, n in rows}
 
     def memberships(self, mpid: int) -> list[int]:
-        """The audiences ``mpid`` belongs to, ascending."""
+        """The audiences ``mpid`` belongs to, ascending (a primary-key look-up per audience:
+        there is no index by mpid)."""
         rows = self._db.conn().execute(
-            "SELECT audience_id FROM memberships WHERE mpid = ? ORDER BY audience_id", (mpid,)
+            "SELECT audience_id FROM memberships"
+            " WHERE audience_id IN (SELECT id FROM audiences) AND mpid = ?"
+            " ORDER BY audience_id",
+            (mpid,),
         )
         return [int(r[0]) for r in rows]
 

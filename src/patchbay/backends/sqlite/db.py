@@ -34,6 +34,7 @@ class SqliteDatabase:
     ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.durability = durability
         self._pragmas = (
             "PRAGMA busy_timeout = 30000",
             "PRAGMA journal_mode = WAL",
@@ -63,17 +64,30 @@ class SqliteDatabase:
         return conn
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction: committed on exit, rolled back on any exception."""
+    def transaction(self, synced: bool = True) -> Iterator[sqlite3.Connection]:
+        """A write transaction: committed on exit, rolled back on any exception.
+
+        ``synced=False`` commits without an fsync of its own even on a ``full`` database
+        (``synchronous = NORMAL`` for this transaction): a process crash loses nothing, a
+        power failure may lose it until the next synced commit, whose fsync of the WAL
+        makes every earlier commit durable too. For state derived from what is durable
+        elsewhere, which can be computed again."""
         conn = self.conn()
+        relax = not synced and self.durability == "full"
         with self.write_lock:
-            conn.execute("BEGIN IMMEDIATE")
+            if relax:
+                conn.execute("PRAGMA synchronous = NORMAL")
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            finally:
+                if relax:
+                    conn.execute("PRAGMA synchronous = FULL")
 
     def write(self, sql: str, params: Iterable[object] = ()) -> int:
         """Run one write statement in its own transaction; return the rows it changed."""

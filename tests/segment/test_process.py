@@ -1,0 +1,107 @@
+"""``patchbay serve`` runs the segment stage in a child process: it keeps the audiences,
+reports on the server's ``/metrics``, is started again when killed without losing or
+counting twice a batch, and dies with the server; ``--no-segment-process`` keeps it in
+the server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.activate.test_deliveries_e2e import cli
+from tests.activate.test_delivery_process import alive, children
+from tests.activate.test_engine_support import wait_for
+from tests.conftest import Server, add_input, start_server, stop_server
+
+pytestmark = pytest.mark.slow
+
+
+def segment_children(server: Server) -> list[int]:
+    return children(server.process.pid, "pb-segment")
+
+
+def play(server: Server, customer: str, times: int = 1) -> None:
+    batch = {
+        "environment": "production",
+        "user_identities": {"customer_id": customer},
+        "events": [{"event_type": "custom_event", "data": {"event_name": "Play"}}] * times,
+    }
+    status, _, body = server.post("/v2/events", json.dumps(batch).encode())
+    assert status == 202, body
+
+
+def members(data_dir: Path, name: str) -> int:
+    return len(json.loads(cli(data_dir, "audiences", "members", name, "--json")))
+
+
+def metric(server: Server, name: str) -> float:
+    _, body = server.get("/metrics")
+    for line in body.decode().splitlines():
+        if line.startswith((name + " ", name + "{")):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def define(data_dir: Path, tmp_path: Path) -> None:
+    """Two audiences: players (one Play ever) and fans (exactly three Plays ever: a batch
+    counted twice or lost would show)."""
+    for name, count in (("players", {"min": 1}), ("fans", {"min": 3, "max": 3})):
+        path = tmp_path / f"{name}.json"
+        event = {"type": "custom_event", "name": "Play"}
+        path.write_text(json.dumps({"name": name, "criteria": {"event": event, "count": count}}))
+        cli(data_dir, "audiences", "create", str(path))
+
+
+def test_the_child_keeps_audiences_and_survives_a_kill(data_dir: Path, tmp_path: Path) -> None:
+    credentials = add_input(data_dir, "app")
+    define(data_dir, tmp_path)
+    server = start_server(data_dir)
+    server.credentials = credentials
+    try:
+        wait_for(lambda: len(segment_children(server)) == 1, what="a segment process")
+        (first,) = segment_children(server)
+        for i in range(20):
+            play(server, f"user-{i}")
+        wait_for(lambda: members(data_dir, "players") == 20, what="20 players")
+        wait_for(lambda: metric(server, "patchbay_segment_batches_total") >= 20, what="metrics")
+        wait_for(
+            lambda: metric(server, 'patchbay_audience_members{audience="players"}') == 20,
+            what="the size on /metrics",
+        )
+
+        os.kill(first, signal.SIGKILL)
+        for i in range(20):
+            play(server, f"user-{i}", times=2)  # while the stage is down: 3 Plays each
+        wait_for(
+            lambda: [p for p in segment_children(server) if p != first] != [],
+            what="a new segment process",
+        )
+        wait_for(lambda: members(data_dir, "fans") == 20, what="20 fans")
+        assert members(data_dir, "players") == 20
+        play(server, "user-0")  # a fourth: no longer exactly three
+        wait_for(lambda: members(data_dir, "fans") == 19, what="user-0 leaving the fans")
+        assert metric(server, "patchbay_segment_batches_total") >= 41  # kept across the restart
+        (child,) = segment_children(server)
+        server.process.kill()  # SIGKILL: the child goes too
+        server.process.wait()
+        wait_for(lambda: not alive(child), 10, "the orphaned segment process to exit")
+    finally:
+        stop_server(server)
+
+
+def test_no_segment_process_keeps_the_stage_in_the_server(data_dir: Path, tmp_path: Path) -> None:
+    credentials = add_input(data_dir, "app")
+    define(data_dir, tmp_path)
+    server = start_server(data_dir, "--no-segment-process")
+    server.credentials = credentials
+    try:
+        play(server, "ada", times=3)
+        wait_for(lambda: members(data_dir, "fans") == 1, what="ada among the fans")
+        assert segment_children(server) == []
+        assert metric(server, "patchbay_segment_batches_total") == 1.0
+    finally:
+        stop_server(server)
