@@ -78,6 +78,28 @@ def add_input(
 
 
 @dataclass
+class ApiClientCredentials:
+    """An API client's id and secret, as ``patchbay api-clients add --json`` prints them."""
+
+    client_id: str
+    client_secret: str
+
+    @property
+    def basic(self) -> str:
+        """The ``Authorization`` header value (HTTP Basic)."""
+        token = base64.b64encode(f"{self.client_id}:{self.client_secret}".encode()).decode()
+        return f"Basic {token}"
+
+
+def add_api_client(data_dir: Path, name: str, scope: str = "profiles:read") -> ApiClientCredentials:
+    """Create an API client with the real CLI."""
+    done = run_cli("api-clients", "add", name, "--scope", scope, "--json", data_dir=data_dir)
+    assert done.returncode == 0, done.stderr
+    fields = json.loads(done.stdout)
+    return ApiClientCredentials(fields["client_id"], fields["client_secret"])
+
+
+@dataclass
 class Server:
     """A running ``patchbay serve`` process with one input (unlimited rate)."""
 

@@ -24,3 +24,5 @@ def configure_logging(level: str = "info") -> None:
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=numeric, stream=sys.stderr, format="%(message)s")
+    # oauthlib logs the tokens it issues at DEBUG: never below INFO, whatever the level.
+    logging.getLogger("oauthlib").setLevel(max(numeric, logging.INFO))

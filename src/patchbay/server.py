@@ -121,7 +121,13 @@ def create_app(
     admin_api = AdminApi(ActivateService(backend, clock), admin_token)
     audience_service = AudienceService(backend, clock)
     audience_admin_api = AudienceAdminApi(audience_service, admin_api)
-    profile_api = ProfileApi(backend.inputs, service, clock, audience_service.memberships)
+    profile_api = ProfileApi(
+        backend.api_clients,
+        service,
+        clock,
+        audience_service.memberships,
+        max_body_bytes=settings.max_request_bytes,
+    )
     identity_api = IdentityApi(backend.inputs, appender, service, clock, metrics)
     openapi = msgspec.json.encode(build_openapi())
 

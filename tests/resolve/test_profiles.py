@@ -13,7 +13,16 @@ from typing import Any
 import pytest
 
 from patchbay.resolve.profile_view import profile_document
-from tests.conftest import DATA, Server, add_input, run_cli, start_server, stop_server
+from tests.conftest import (
+    DATA,
+    ApiClientCredentials,
+    Server,
+    add_api_client,
+    add_input,
+    run_cli,
+    start_server,
+    stop_server,
+)
 from tests.resolve.harness import World
 
 SAMPLE = DATA / "inbound" / "api-evangelist-mparticle__json-schema_mparticle-eventsapi-sample.json"
@@ -96,6 +105,12 @@ def resolving_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve
     stop_server(running)
 
 
+@pytest.fixture(scope="module")
+def api_client(resolving_server: Server) -> ApiClientCredentials:
+    """An API client with the profiles:read scope (made next to the running server)."""
+    return add_api_client(resolving_server.data_dir, "profiles-reader")
+
+
 def _wait_for(server: Server, path: str, auth: str) -> tuple[int, dict[str, Any]]:
     deadline = time.monotonic() + 20
     while True:
@@ -114,23 +129,29 @@ def _get(server: Server, path: str, auth: str) -> tuple[int, dict[str, str], byt
         return exc.code, dict(exc.headers), exc.read()
 
 
-def _token(server: Server) -> str:
+def _ask_token(server: Server, client_id: str, secret: str) -> tuple[int, dict[str, Any]]:
     body = json.dumps(
         {
-            "client_id": server.credentials.key,
-            "client_secret": server.credentials.secret,
+            "client_id": client_id,
+            "client_secret": secret,
             "audience": "https://api.mparticle.com",
             "grant_type": "client_credentials",
         }
     ).encode()
     status, _, answer = server.post("/oauth/token", body, auth=None)
-    assert status == 200, answer
-    token = json.loads(answer)
+    return status, json.loads(answer)
+
+
+def _token(server: Server, client: ApiClientCredentials) -> str:
+    status, token = _ask_token(server, client.client_id, client.client_secret)
+    assert status == 200, token
     assert token["token_type"] == "Bearer" and token["expires_in"] == 28800
     return f"Bearer {token['access_token']}"
 
 
-def test_profile_api_by_mpid_and_by_identity(resolving_server: Server) -> None:
+def test_profile_api_by_mpid_and_by_identity(
+    resolving_server: Server, api_client: ApiClientCredentials
+) -> None:
     server = resolving_server
     batch = {
         "mpid": 4242,
@@ -138,7 +159,7 @@ def test_profile_api_by_mpid_and_by_identity(resolving_server: Server) -> None:
         "user_attributes": {"tier": "gold"},
     }
     assert server.post("/v2/events", json.dumps(batch).encode())[0] == 202
-    bearer = _token(server)
+    bearer = _token(server, api_client)
     status, doc = _wait_for(server, "/userprofile/v1/1/2/3/4242?fields=user_identities", bearer)
     assert status == 200, doc
     assert doc["mpid"] == 4242
@@ -153,8 +174,8 @@ def test_profile_api_by_mpid_and_by_identity(resolving_server: Server) -> None:
     )
     assert status == 200, answer
     assert json.loads(answer)["user_attributes"] == {"tier": "gold"}
-    # HTTP Basic with the input's key and secret works too.
-    status, _, _ = _get(server, "/userprofile/v1/1/2/3/4242", server.credentials.basic)
+    # HTTP Basic with the API client's id and secret works too.
+    status, _, _ = _get(server, "/userprofile/v1/1/2/3/4242", api_client.basic)
     assert status == 200
 
 
@@ -163,26 +184,75 @@ def test_profile_api_by_mpid_and_by_identity(resolving_server: Server) -> None:
     [
         ("/userprofile/v1/1/2/3/4242", None, 401, "UNAUTHORIZED"),
         ("/userprofile/v1/1/2/3/4242", "Bearer nope", 401, "UNAUTHORIZED"),
-        ("/userprofile/v1/1/2/3/4242", "Basic dTpw", 403, "FORBIDDEN"),
+        ("/userprofile/v1/1/2/3/4242", "Basic dTpw", 401, "UNAUTHORIZED"),
+        ("/userprofile/v1/1/2/3/4242", "input", 401, "UNAUTHORIZED"),
         ("/userprofile/v1/1/2/3/999999", "default", 404, "NOT_FOUND"),
         ("/userprofile/v1/1/2/3/abc", "default", 400, "BAD_REQUEST"),
+        ("/userprofile/v1/1/2/3/99999999999999999999", "default", 400, "BAD_REQUEST"),
         ("/userprofile/v1/1/2/3/4242?fields=passwords", "default", 400, "BAD_REQUEST"),
     ],
 )
 def test_profile_api_errors(
-    resolving_server: Server, path: str, auth: str | None, status: int, code: str
+    resolving_server: Server,
+    api_client: ApiClientCredentials,
+    path: str,
+    auth: str | None,
+    status: int,
+    code: str,
 ) -> None:
-    header = resolving_server.credentials.basic if auth == "default" else (auth or "")
+    headers = {"default": api_client.basic, "input": resolving_server.credentials.basic}
+    header = headers.get(auth or "", auth or "")
     got, _, body = _get(resolving_server, path, header)
     assert got == status
     assert json.loads(body)["errors"][0]["code"] == code
 
 
-def test_oauth_token_refuses_wrong_secret(resolving_server: Server) -> None:
-    body = json.dumps(
-        {"client_id": resolving_server.credentials.key, "client_secret": "wrong"}
-    ).encode()
-    assert resolving_server.post("/oauth/token", body, auth=None)[0] == 401
+def test_oauth_token_refuses_wrong_secret(
+    resolving_server: Server, api_client: ApiClientCredentials
+) -> None:
+    status, answer = _ask_token(resolving_server, api_client.client_id, "wrong")
+    assert status == 401 and answer["error"] == "invalid_client"
+
+
+def test_only_api_clients_read_profiles_and_tokens_follow_their_client(data_dir: Path) -> None:
+    """End to end over HTTP: an ios input's key and secret (they ship inside the app) get no
+    token and no profile; an API client's do; its token is refused right after
+    `api-clients disable`, and after `api-clients rotate`."""
+    ios = add_input(data_dir, "ios-app", "ios")
+    client = add_api_client(data_dir, "crm")
+    server = start_server(data_dir)
+    server.credentials = ios
+    path = "/userprofile/v1/1/2/3/77"
+    try:
+        assert server.post("/v2/events", json.dumps({"mpid": 77}).encode())[0] == 202
+        status, answer = _ask_token(server, ios.key, ios.secret)
+        assert status == 401 and answer["error"] == "invalid_client"
+        assert "api-clients add" in answer["error_description"]
+        status, _, body = _get(server, path, ios.basic)
+        assert status == 401 and json.loads(body)["errors"][0]["code"] == "UNAUTHORIZED"
+
+        bearer = _token(server, client)
+        assert _wait_for(server, path, bearer)[0] == 200
+        assert _get(server, path, client.basic)[0] == 200
+
+        disabled = run_cli("api-clients", "disable", "crm", data_dir=data_dir)
+        assert disabled.returncode == 0, disabled.stderr
+        status, _, body = _get(server, path, bearer)
+        assert status == 401 and "disabled" in json.loads(body)["errors"][0]["message"]
+        assert _get(server, path, client.basic)[0] == 401
+        assert _ask_token(server, client.client_id, client.client_secret)[0] == 401
+        assert run_cli("api-clients", "enable", "crm", data_dir=data_dir).returncode == 0
+        assert _get(server, path, bearer)[0] == 200
+
+        rotated = run_cli("api-clients", "rotate", "crm", "--json", data_dir=data_dir)
+        assert rotated.returncode == 0, rotated.stderr
+        status, _, body = _get(server, path, bearer)
+        assert status == 401 and "new secret" in json.loads(body)["errors"][0]["message"]
+        assert _ask_token(server, client.client_id, client.client_secret)[0] == 401
+        fresh = ApiClientCredentials(client.client_id, json.loads(rotated.stdout)["client_secret"])
+        assert _get(server, path, _token(server, fresh))[0] == 200
+    finally:
+        stop_server(server)
 
 
 def test_cli_show_find_and_reprocess(data_dir: Path) -> None:
@@ -253,10 +323,10 @@ def test_profile_document_lists_audience_memberships() -> None:
 def test_profile_api_and_cli_show_audience_memberships(data_dir: Path) -> None:
     import base64
 
+    from patchbay.api_clients import create_client
     from patchbay.backends.records import SegmentChanges, StateChanges
     from patchbay.backends.sqlite import open_sqlite
     from patchbay.clock import SystemClock
-    from patchbay.collect.inputs import create_input
     from patchbay.partner.lambda_local import BackgroundServer
     from patchbay.resolve.identities import Identity
     from patchbay.resolve.profile import add_identity, new_profile
@@ -278,7 +348,7 @@ def test_profile_api_and_cli_show_audience_memberships(data_dir: Path) -> None:
         silver = service.create(audience("silver"))["id"]
         service.create(audience("bronze"))
         backend.audiences.commit(SegmentChanges(joined=[(gold, 4242), (silver, 4242)]))
-        credentials = create_input(backend.inputs, "app", "server", 0, SystemClock())
+        client = create_client(backend.api_clients, "app", ["profiles:read"], SystemClock())
     finally:
         backend.close()
     expected = [
@@ -292,7 +362,7 @@ def test_profile_api_and_cli_show_audience_memberships(data_dir: Path) -> None:
     found = run_cli("profiles", "find", "--customer-id", "aud-1", data_dir=data_dir)
     assert json.loads(found.stdout)["audience_memberships"] == expected
 
-    secret = f"{credentials.key}:{credentials.secret}".encode()
+    secret = f"{client.client_id}:{client.client_secret}".encode()
     basic = "Basic " + base64.b64encode(secret).decode()
     app = create_app(Settings(data_dir=data_dir, delivery_process=False))
     with BackgroundServer(app).start() as server:

@@ -10,6 +10,7 @@ on every backend.
 The stages and what they use:
 
 * collect: :class:`InputStore` (auth), :class:`DedupIndex` and :class:`BatchLog` (append);
+* the Profile API: :class:`ApiClientStore` (auth of server-side clients);
 * resolve: :class:`BatchLog` (read), :class:`StateStore` (profiles, links, its checkpoint);
 * downstream stages (activate, segment): :class:`StateStore` (resolved users) and
   :class:`StagePositions` (their own checkpoints);
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from patchbay.backends.records import (
+    ApiClient,
     AudienceBuild,
     AudienceConnection,
     AudienceRecord,
@@ -152,6 +154,40 @@ class InputStore(Protocol):
 
     def find_credential(self, key: str) -> tuple[Credential, Input] | None:
         """The credential with this key and its input."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and files."""
+        ...
+
+
+class ApiClientStore(Protocol):
+    """API clients: server-side credentials with scopes (the Profile API's), apart from the
+    inputs, whose keys and secrets ship inside apps."""
+
+    def add_client(self, client: ApiClient) -> None:
+        """Store a new client; raises :class:`~patchbay.backends.records.DuplicateName` if
+        its name (or id) is taken."""
+        ...
+
+    def get_client(self, name_or_id: str) -> ApiClient | None:
+        """The client with this name or id."""
+        ...
+
+    def list_clients(self) -> list[ApiClient]:
+        """Every client, oldest first (by name on a tie)."""
+        ...
+
+    def set_client_enabled(self, client_id: str, enabled: bool) -> None:
+        """Enable or disable a client (a disabled client's requests and tokens get 401)."""
+        ...
+
+    def set_client_secret(self, client_id: str, secret_hash: str, at_ms: int) -> None:
+        """Replace a client's secret (rotation) and record when."""
+        ...
+
+    def remove_client(self, client_id: str) -> bool:
+        """Forget a client; whether it existed."""
         ...
 
     def close(self) -> None:
@@ -508,6 +544,7 @@ class Backend:
     log: BatchLog
     dedup: DedupIndex
     inputs: InputStore
+    api_clients: ApiClientStore
     state: StateStore
     positions: StagePositions
     modules: ModuleStore
@@ -522,6 +559,7 @@ class Backend:
             self.log,
             self.dedup,
             self.inputs,
+            self.api_clients,
             self.state,
             self.positions,
             self.modules,

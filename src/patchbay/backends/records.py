@@ -124,7 +124,25 @@ class Credential(msgspec.Struct, frozen=True):
 
 
 class DuplicateName(PatchbayError):
-    """An input, output or connection with this name already exists."""
+    """An input, API client, output or connection with this name already exists."""
+
+
+# -- API clients ---------------------------------------------------------------------------
+
+
+class ApiClient(msgspec.Struct, frozen=True):
+    """A server-side client of Patchbay's APIs (the Profile API): its id (the OAuth
+    ``client_id``), a unique name, the scopes it holds, and the hash of its secret.
+
+    ``secret_set_at_ms`` is when the secret was made (created or last rotated)."""
+
+    id: str
+    name: str
+    scopes: tuple[str, ...]
+    secret_hash: str
+    enabled: bool
+    created_at_ms: int
+    secret_set_at_ms: int
 
 
 # -- partner modules -----------------------------------------------------------------------

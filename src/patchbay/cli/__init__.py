@@ -1,4 +1,5 @@
-"""The ``patchbay`` command line: run the server, manage inputs, read the batch log.
+"""The ``patchbay`` command line: run the server, manage inputs and API clients, read the
+batch log.
 
 The command names and their flags are a stable interface: scripts rely on them. Each
 command takes ``--data-dir`` and ``--config`` and gets its
@@ -10,6 +11,7 @@ from __future__ import annotations
 import click
 
 from patchbay import __version__
+from patchbay.cli.api_clients import api_clients
 from patchbay.cli.audiences import audiences
 from patchbay.cli.batches import batches
 from patchbay.cli.connections import connections
@@ -33,6 +35,7 @@ def main() -> None:
 for command in (
     serve,
     inputs,
+    api_clients,
     batches,
     profiles,
     reprocess,

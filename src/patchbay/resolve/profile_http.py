@@ -5,9 +5,14 @@
 ``{"environment_type": ..., "identity": {"type": "customer_id", "value": "..."}}``.
 The org, account and workspace ids are accepted and ignored (one Patchbay is one workspace).
 
-Authentication: mParticle's OAuth2 client-credentials flow (``POST /oauth/token`` with an
-input's key as ``client_id`` and its secret as ``client_secret``; the bearer token lasts
-8 hours and lives in memory only), or HTTP Basic with the same key and secret.
+Authentication: only API clients (:mod:`patchbay.api_clients`) holding the
+``profiles:read`` scope, never an input's key and secret (those ship inside apps). Either
+mParticle's OAuth2 client-credentials flow (``POST /oauth/token`` with the client's id and
+secret, form-encoded as RFC 6749 has it or as JSON as mParticle's clients send it, or with
+HTTP Basic; answered by oauthlib's :class:`~oauthlib.oauth2.BackendApplicationServer`),
+whose bearer token lasts 8 hours and lives in memory only, or HTTP Basic with the client's
+id and secret on every request. A token is checked against its client on every use: once
+the client is disabled, removed or its secret rotated, the token gets 401.
 """
 
 from __future__ import annotations
@@ -16,37 +21,45 @@ import asyncio
 import hashlib
 import secrets
 import threading
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
+from oauthlib.common import Request as OAuthRequest
+from oauthlib.oauth2 import BackendApplicationServer, InvalidClientError, RequestValidator
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from patchbay.backends.abstract import InputStore
+from patchbay.api_clients import PROFILES_READ, authenticate_client
+from patchbay.backends.abstract import ApiClientStore
+from patchbay.backends.records import ApiClient
 from patchbay.clock import Clock
+from patchbay.collect.body import BodyError, read_body
+from patchbay.collect.fields import parse_mpid
 from patchbay.collect.http import parse_basic_auth
-from patchbay.collect.inputs import authenticate
 from patchbay.http.errors import HttpError, error_response
 from patchbay.resolve.identities import Identity, canonical_type
 from patchbay.resolve.profile import Profile
 from patchbay.resolve.profile_view import PROFILE_FIELDS, profile_document
 from patchbay.resolve.service import ResolveService
+from patchbay.settings import DEFAULT_MAX_REQUEST_BYTES
+
+if TYPE_CHECKING:  # a type of the stubs only
+    from oauthlib.oauth2.rfc6749.request_validator import _BearerToken
 
 TOKEN_LIFETIME_S = 8 * 3600
 
 #: The audiences a user (by MPID) belongs to: ``audience_id`` and ``audience_name`` each.
 Memberships = Callable[[int], Sequence[Mapping[str, Any]]]
 
-
-class TokenRequest(msgspec.Struct):
-    """The body of ``POST /oauth/token``."""
-
-    client_id: str
-    client_secret: str
-    grant_type: str = "client_credentials"
-    audience: str | None = None
+#: How a refused client is told to migrate.
+_USE_AN_API_CLIENT = (
+    "use an API client's id and secret with the profiles:read scope"
+    " (`patchbay api-clients add NAME --scope profiles:read`); input keys are not accepted"
+)
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="patchbay", Basic realm="patchbay"'}
 
 
 class ResolveIdentity(msgspec.Struct):
@@ -63,31 +76,39 @@ class ResolveRequest(msgspec.Struct):
     environment_type: str | None = None
 
 
+class IssuedToken(msgspec.Struct, frozen=True):
+    """What a bearer token was issued to: the client, the hash of the client's secret at that
+    moment (a rotation changes it), the scopes granted, when it expires (monotonic)."""
+
+    client_id: str
+    secret_hash: str
+    scopes: tuple[str, ...]
+    expires: float
+
+
 class BearerTokens:
-    """Bearer tokens issued to inputs; only their hashes are kept, in memory."""
+    """Bearer tokens issued to API clients; only their hashes are kept, in memory."""
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
-        self._tokens: dict[str, tuple[str, float]] = {}
+        self._tokens: dict[str, IssuedToken] = {}
         self._lock = threading.Lock()
 
-    def issue(self, input_id: str) -> str:
-        """A new token for ``input_id``."""
-        token = secrets.token_urlsafe(32)
-        expires = self._clock.monotonic() + TOKEN_LIFETIME_S
+    def save(self, token: str, client: ApiClient, scopes: Sequence[str]) -> None:
+        """Remember ``token`` as issued to ``client`` now, for :data:`TOKEN_LIFETIME_S`."""
+        now = self._clock.monotonic()
+        issued = IssuedToken(client.id, client.secret_hash, tuple(scopes), now + TOKEN_LIFETIME_S)
         with self._lock:
-            now = self._clock.monotonic()
-            self._tokens = {k: v for k, v in self._tokens.items() if v[1] > now}
-            self._tokens[_hash(token)] = (input_id, expires)
-        return token
+            self._tokens = {k: v for k, v in self._tokens.items() if v.expires > now}
+            self._tokens[_hash(token)] = issued
 
-    def check(self, token: str) -> str | None:
-        """The input a valid token belongs to."""
+    def check(self, token: str) -> IssuedToken | None:
+        """What a token that has not expired was issued to."""
         with self._lock:
             found = self._tokens.get(_hash(token))
-        if found is None or found[1] <= self._clock.monotonic():
+        if found is None or found.expires <= self._clock.monotonic():
             return None
-        return found[0]
+        return found
 
 
 def _hash(token: str) -> str:
@@ -98,21 +119,116 @@ def _json(value: object, status: int = 200) -> Response:
     return Response(msgspec.json.encode(value), status, media_type="application/json")
 
 
+def _oauth_error(status: int, error: str, description: str) -> Response:
+    """An RFC 6749 error answer of the token endpoint."""
+    body = {"error": error, "error_description": description}
+    return Response(
+        msgspec.json.encode(body),
+        status,
+        {"Cache-Control": "no-store", "Pragma": "no-cache"},
+        media_type="application/json",
+    )
+
+
+class _OAuthClient:
+    """The client oauthlib sees on its request (it needs ``client_id``)."""
+
+    def __init__(self, record: ApiClient) -> None:
+        self.client_id = record.id
+        self.record = record
+
+
+class ProfileValidator(RequestValidator):
+    """oauthlib's questions about the client-credentials grant, answered from the
+    :class:`ApiClientStore`."""
+
+    def __init__(self, clients: ApiClientStore, tokens: BearerTokens) -> None:
+        super().__init__()
+        self._clients = clients
+        self._tokens = tokens
+
+    def client_authentication_required(
+        self, request: OAuthRequest, *args: object, **kwargs: object
+    ) -> bool:
+        """Always: the grant is for confidential clients."""
+        return True
+
+    def authenticate_client(self, request: OAuthRequest, *args: object, **kwargs: object) -> bool:
+        """The client's id and secret from HTTP Basic (RFC 6749 2.3.1) or from the body."""
+        credentials = parse_basic_auth(request.headers.get("Authorization"))
+        if credentials is None:
+            credentials = (request.client_id or "", request.client_secret or "")
+        found = authenticate_client(self._clients, *credentials)
+        if found is None:
+            # Raised rather than ``False``: oauthlib's own error has no description.
+            raise InvalidClientError(description=_USE_AN_API_CLIENT, request=request)
+        setattr(request, "client", _OAuthClient(found))  # noqa: B010 (oauthlib's attribute)
+        return True
+
+    def validate_grant_type(
+        self,
+        client_id: str,
+        grant_type: str,
+        client: Any,
+        request: OAuthRequest,
+        *args: object,
+        **kwargs: object,
+    ) -> bool:
+        """Only the client-credentials grant exists."""
+        return grant_type == "client_credentials"
+
+    def get_default_scopes(
+        self, client_id: str, request: OAuthRequest, *args: object, **kwargs: object
+    ) -> list[str]:
+        """A token asked for without ``scope`` gets every scope of the client."""
+        client: _OAuthClient = request.client  # type: ignore[assignment]
+        return list(client.record.scopes)
+
+    def validate_scopes(
+        self,
+        client_id: str,
+        scopes: list[str],
+        client: Any,
+        request: OAuthRequest,
+        *args: object,
+        **kwargs: object,
+    ) -> bool:
+        """A client gets only scopes it holds."""
+        held: _OAuthClient = client
+        return set(scopes) <= set(held.record.scopes)
+
+    def save_bearer_token(
+        self, token: _BearerToken, request: OAuthRequest, *args: object, **kwargs: object
+    ) -> object:
+        """Keep the token's hash with its client and the client's secret hash."""
+        client: _OAuthClient = request.client  # type: ignore[assignment]
+        scopes = cast(list[str], request.scopes)  # set by oauthlib's validate_scopes
+        self._tokens.save(token["access_token"], client.record, scopes)
+        return None
+
+
 class ProfileApi:
     """The Profile API's handlers (errors raised as :class:`HttpError` need the app's
     :data:`~patchbay.http.EXCEPTION_HANDLERS`)."""
 
     def __init__(
         self,
-        inputs: InputStore,
+        clients: ApiClientStore,
         service: ResolveService,
         clock: Clock,
         memberships: Memberships | None = None,
+        max_body_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     ) -> None:
-        self._inputs = inputs
+        self._clients = clients
         self._service = service
         self._tokens = BearerTokens(clock)
         self._memberships = memberships
+        self._max_body_bytes = max_body_bytes
+        self._oauth = BackendApplicationServer(
+            ProfileValidator(clients, self._tokens),
+            token_generator=lambda _request: secrets.token_urlsafe(32),
+            token_expires_in=TOKEN_LIFETIME_S,
+        )
 
     def _document(self, profile: Profile, fields: tuple[str, ...]) -> dict[str, Any]:
         """The profile's document (run on a thread: it reads the audience memberships)."""
@@ -137,37 +253,70 @@ class ProfileApi:
             ),
         ]
 
-    async def token(self, request: Request) -> Response:
-        """``POST /oauth/token``: a bearer token for an input's key and secret."""
-        try:
-            body = msgspec.json.decode(await request.body(), type=TokenRequest)
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            return error_response(400, "BAD_REQUEST", f"$: {exc}")
-        if body.grant_type != "client_credentials":
-            return error_response(400, "BAD_REQUEST", "grant_type: expected client_credentials")
-        item = authenticate(self._inputs, body.client_id, body.client_secret)
-        if item is None:
-            return error_response(401, "UNAUTHORIZED", "client_id or client_secret is wrong")
-        token = self._tokens.issue(item.id)
-        return _json(
-            {"access_token": token, "expires_in": TOKEN_LIFETIME_S, "token_type": "Bearer"}
+    async def _body(self, request: Request) -> bytes:
+        """The body, at most ``max_body_bytes`` (raises :class:`BodyError`)."""
+        return await read_body(
+            request.stream(),
+            request.headers.get("content-length"),
+            request.headers.get("content-encoding"),
+            self._max_body_bytes,
         )
 
-    def _authorize(self, request: Request) -> None:
-        """Raise the 401 or 403 of a request without a valid token or key and secret."""
-        header = request.headers.get("authorization", "")
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() == "bearer" and value:
-            if self._tokens.check(value.strip()) is not None:
-                return
-            raise HttpError(401, "UNAUTHORIZED", "Authorization: invalid or expired token")
-        credentials = parse_basic_auth(header)
-        if credentials is None:
-            raise HttpError(
-                401, "UNAUTHORIZED", "Authorization: use a bearer token from /oauth/token"
-            )
-        if authenticate(self._inputs, *credentials) is None:
-            raise HttpError(403, "FORBIDDEN", "Authorization: wrong key or secret")
+    async def token(self, request: Request) -> Response:
+        """``POST /oauth/token``: a bearer token for an API client's id and secret.
+
+        Errors are RFC 6749's (``{"error": "invalid_client", ...}``, 401 for bad client
+        credentials), as mParticle's token endpoint answers."""
+        try:
+            raw = await self._body(request)
+        except BodyError as exc:
+            return _oauth_error(exc.status, "invalid_request", exc.message.removeprefix("$: "))
+        form = _form_body(raw)
+        if isinstance(form, Response):
+            return form
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        if "authorization" in request.headers:
+            headers["Authorization"] = request.headers["authorization"]
+        uri = str(request.url)
+        answer_headers, body, status = await asyncio.to_thread(
+            self._oauth.create_token_response, uri, "POST", form, headers
+        )
+        return Response(body, status, dict(answer_headers), media_type="application/json")
+
+    def _authorize(self, header: str) -> ApiClient:
+        """The API client of a request's ``Authorization`` (a bearer token or HTTP Basic);
+        401 without valid credentials of an enabled client, 403 without ``profiles:read``."""
+        scheme, _, value = header.strip().partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            issued = self._tokens.check(value.strip())
+            if issued is None:
+                raise _unauthorized("invalid or expired token: ask /oauth/token for a new one")
+            client = self._clients.get_client(issued.client_id)
+            if client is None or client.id != issued.client_id:
+                raise _unauthorized("the token's API client was removed")
+            if not client.enabled:
+                raise _unauthorized("the token's API client is disabled")
+            if not secrets.compare_digest(client.secret_hash, issued.secret_hash):
+                raise _unauthorized(
+                    "the token's API client has a new secret: ask /oauth/token for a new token"
+                )
+            if PROFILES_READ not in issued.scopes:
+                raise _forbidden("the token was not granted the profiles:read scope")
+        else:
+            credentials = parse_basic_auth(header)
+            if credentials is None:
+                raise _unauthorized(
+                    f"send a bearer token from /oauth/token or HTTP Basic: {_USE_AN_API_CLIENT}"
+                )
+            found = authenticate_client(self._clients, *credentials)
+            if found is None:
+                raise _unauthorized(
+                    f"wrong client id or secret, or a disabled client: {_USE_AN_API_CLIENT}"
+                )
+            client = found
+        if PROFILES_READ not in client.scopes:
+            raise _forbidden(f"the API client {client.name!r} lacks the profiles:read scope")
+        return client
 
     @staticmethod
     def _fields(request: Request) -> tuple[str, ...]:
@@ -186,12 +335,13 @@ class ProfileApi:
 
     async def by_mpid(self, request: Request) -> Response:
         """A profile by MPID."""
-        self._authorize(request)
+        await asyncio.to_thread(self._authorize, request.headers.get("authorization", ""))
         fields = self._fields(request)
+        text = request.path_params["mpid"]
         try:
-            mpid = int(request.path_params["mpid"])
-        except ValueError:
-            return error_response(400, "BAD_REQUEST", "mpid: expected a signed 64-bit integer")
+            mpid = parse_mpid(text)
+        except ValueError as exc:
+            return error_response(400, "BAD_REQUEST", f"mpid: {text!r}: {exc}")
         profile = await asyncio.to_thread(self._service.profile, mpid)
         if profile is None:
             return error_response(404, "NOT_FOUND", f"mpid: no user {mpid}")
@@ -199,10 +349,14 @@ class ProfileApi:
 
     async def resolve(self, request: Request) -> Response:
         """A profile by an identity."""
-        self._authorize(request)
+        await asyncio.to_thread(self._authorize, request.headers.get("authorization", ""))
         fields = self._fields(request)
         try:
-            body = msgspec.json.decode(await request.body(), type=ResolveRequest)
+            raw = await self._body(request)
+        except BodyError as exc:
+            return error_response(exc.status, exc.code, exc.message)
+        try:
+            body = msgspec.json.decode(raw, type=ResolveRequest)
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             return error_response(400, "BAD_REQUEST", f"$: {exc}")
         kind = canonical_type(body.identity.type)
@@ -214,3 +368,29 @@ class ProfileApi:
         if profile is None:
             return error_response(404, "NOT_FOUND", "identity: no user has this identity")
         return _json(await asyncio.to_thread(self._document, profile, fields))
+
+
+def _unauthorized(reason: str) -> HttpError:
+    return HttpError(401, "UNAUTHORIZED", f"Authorization: {reason}", dict(_CHALLENGE))
+
+
+def _forbidden(reason: str) -> HttpError:
+    return HttpError(403, "FORBIDDEN", f"Authorization: {reason}")
+
+
+def _form_body(raw: bytes) -> str | Response:
+    """The token request as the form oauthlib reads: a JSON object (mParticle's clients
+    send one, whatever their Content-Type says) is turned into one; a form is kept."""
+    if raw.lstrip()[:1] == b"{":
+        try:
+            fields = msgspec.json.decode(raw, type=dict[str, Any])
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            return _oauth_error(400, "invalid_request", f"the JSON body is invalid: {exc}")
+        for name, value in fields.items():
+            if not isinstance(value, str):
+                return _oauth_error(400, "invalid_request", f"{name}: expected a string")
+        return urllib.parse.urlencode(fields)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return _oauth_error(400, "invalid_request", "the body is not UTF-8")

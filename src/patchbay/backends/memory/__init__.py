@@ -8,6 +8,7 @@ same stage code with the cost of storage taken away). Nothing survives the proce
 from __future__ import annotations
 
 from patchbay.backends.abstract import Backend
+from patchbay.backends.memory.api_clients import MemoryApiClientStore
 from patchbay.backends.memory.audiences import MemoryAudienceStore
 from patchbay.backends.memory.inputs import MemoryInputStore
 from patchbay.backends.memory.log import MemoryBatchLog, MemoryDedupIndex
@@ -26,6 +27,7 @@ def open_memory(partitions: int = 1) -> Backend:
         log=MemoryBatchLog(partitions),
         dedup=MemoryDedupIndex(),
         inputs=MemoryInputStore(),
+        api_clients=MemoryApiClientStore(),
         state=MemoryStateStore(),
         positions=MemoryStagePositions(),
         modules=MemoryModuleStore(),

@@ -1,6 +1,6 @@
 """The embedded backend: SQLite files in the data directory, the default.
 
-* ``patchbay.db``: the batch log, the de-duplication index, inputs and modules;
+* ``patchbay.db``: the batch log, the de-duplication index, inputs, API clients and modules;
 * ``state.db``: the resolve state (profiles, identity links, merges, resolved users, the
   checkpoints of every stage), apart so that collecting and resolving never share a lock;
 * ``deliveries.db``: outputs, connections and the outbox, apart so that a busy outbox never
@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from patchbay.backends.abstract import Backend
+from patchbay.backends.sqlite.api_clients import SqliteApiClientStore
 from patchbay.backends.sqlite.audiences import SEGMENT_FILE, SEGMENT_PRAGMAS, SqliteAudienceStore
 from patchbay.backends.sqlite.db import Durability, SqliteDatabase
 from patchbay.backends.sqlite.dedup import SqliteDedupIndex
@@ -46,6 +47,7 @@ def open_sqlite(data_dir: Path, durability: Durability = "full") -> Backend:
         log=SqliteBatchLog(main),
         dedup=SqliteDedupIndex(SqliteDatabase(data_dir / DB_FILE, "normal")),
         inputs=SqliteInputStore(main),
+        api_clients=SqliteApiClientStore(main),
         state=SqliteStateStore(state),
         positions=SqliteStagePositions(state),
         modules=SqliteModuleStore(main),
