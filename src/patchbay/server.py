@@ -22,6 +22,7 @@ from patchbay.backends import Backend, open_backend
 from patchbay.clock import Clock, SystemClock
 from patchbay.collect.appender import GroupCommitAppender, recover_dedup
 from patchbay.collect.http import EventsApi
+from patchbay.collect.sealing import LazyBox, key_file
 from patchbay.config import ConfigError
 from patchbay.http import EXCEPTION_HANDLERS, middleware
 from patchbay.http.cors import CorsPolicy
@@ -122,7 +123,9 @@ def create_app(
     audience_service = AudienceService(backend, clock)
     audience_admin_api = AudienceAdminApi(audience_service, admin_api)
     profile_api = ProfileApi(backend.inputs, service, clock, audience_service.memberships)
-    identity_api = IdentityApi(backend.inputs, appender, service, clock, metrics)
+    identity_api = IdentityApi(
+        backend.inputs, appender, service, clock, metrics, LazyBox(key_file(settings))
+    )
     openapi = msgspec.json.encode(build_openapi())
 
     def last_offset() -> int:
