@@ -58,9 +58,14 @@ class Credentials:
 
 
 def add_input(
-    data_dir: Path, name: str, type_: str = "server", rate_limit: float = 0
+    data_dir: Path,
+    name: str,
+    type_: str = "server",
+    rate_limit: float = 0,
+    idsync_key_only: bool = False,
 ) -> Credentials:
     """Create an input with the real CLI."""
+    flags = ["--idsync-key-only"] if idsync_key_only else []
     done = run_cli(
         "inputs",
         "add",
@@ -69,6 +74,7 @@ def add_input(
         type_,
         "--rate-limit",
         str(rate_limit),
+        *flags,
         "--json",
         data_dir=data_dir,
     )

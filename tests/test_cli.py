@@ -8,6 +8,7 @@ import queue
 import re
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import threading
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from patchbay.backends.sqlite import DB_FILE
+from patchbay.collect.sealing import load_box
 from tests.conftest import Credentials, Server, add_input, run_cli, start_server, stop_server
 
 pytestmark = pytest.mark.slow
@@ -130,10 +132,10 @@ def test_inputs_list_shows_keys_but_never_secrets(data_dir: Path) -> None:
 
     table = ok("inputs", "list", data_dir=data_dir)
     lines = table.splitlines()
-    assert lines[0].split() == ["NAME", "TYPE", "RATE/S", "ENABLED", "KEYS"]
+    assert lines[0].split() == ["NAME", "TYPE", "RATE/S", "ENABLED", "KEY-ONLY", "KEYS"]
     assert len(lines) == 3
-    assert lines[1].split()[:4] == ["backend", "server", "50", "yes"]
-    assert lines[2].split()[:4] == ["partner-feed", "feed", "unlimited", "yes"]
+    assert lines[1].split()[:5] == ["backend", "server", "50", "yes", "no"]
+    assert lines[2].split()[:5] == ["partner-feed", "feed", "unlimited", "yes", "no"]
     assert server_creds.key in lines[1] and rotated.key in lines[1]
     assert feed_creds.key in lines[2]
 
@@ -141,7 +143,17 @@ def test_inputs_list_shows_keys_but_never_secrets(data_dir: Path) -> None:
     items = [json.loads(line) for line in as_json.splitlines()]
     assert [i["name"] for i in items] == ["backend", "partner-feed"]
     backend, feed = items
-    assert set(backend) == {"id", "name", "type", "rate_limit", "enabled", "created_at_ms", "keys"}
+    assert set(backend) == {
+        "id",
+        "name",
+        "type",
+        "rate_limit",
+        "enabled",
+        "created_at_ms",
+        "idsync_key_only",
+        "keys",
+    }
+    assert backend["idsync_key_only"] is False
     assert (backend["id"], backend["rate_limit"], backend["enabled"]) == (server_creds.id, 50, True)
     assert [k["key"] for k in backend["keys"]] == [server_creds.key, rotated.key]
     assert all(set(k) == {"key", "enabled", "created_at_ms"} for k in backend["keys"])
@@ -157,16 +169,68 @@ def test_inputs_list_shows_keys_but_never_secrets(data_dir: Path) -> None:
 def test_secret_is_stored_only_as_a_hash(data_dir: Path) -> None:
     created = add_input(data_dir, "backend")
     rotated = rotate(data_dir, "backend", "--keep-old")
-    for creds in (created, rotated):
-        for path in data_dir.iterdir():  # the database, and its WAL if there is one
+    assert not (data_dir / "credentials.key").exists()  # no client input: no key needed
+    app = add_input(data_dir, "app", "ios")
+    app_rotated = rotate(data_dir, "app")
+    every = (created, rotated, app, app_rotated)
+    for creds in every:
+        for path in data_dir.iterdir():  # the database, its WAL, the credentials key
             assert creds.secret.encode() not in path.read_bytes(), path
     conn = sqlite3.connect(data_dir / DB_FILE)
     try:
-        rows = dict(conn.execute("SELECT key, secret_hash FROM credentials").fetchall())
+        rows = {
+            key: (hashed, sealed)
+            for key, hashed, sealed in conn.execute(
+                "SELECT key, secret_hash, secret_sealed FROM credentials"
+            )
+        }
     finally:
         conn.close()
-    for creds in (created, rotated):
-        assert rows[creds.key] == "sha256:" + hashlib.sha256(creds.secret.encode()).hexdigest()
+    for creds in every:
+        hashed = "sha256:" + hashlib.sha256(creds.secret.encode()).hexdigest()
+        assert rows[creds.key][0] == hashed
+    # A server input's secret is never sealed; a client input's is, and opens only with the
+    # credentials key (mode 0600) for its own API key.
+    assert rows[created.key][1] is None and rows[rotated.key][1] is None
+    key_file = data_dir / "credentials.key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    box = load_box(key_file)
+    for creds in (app, app_rotated):
+        sealed = rows[creds.key][1]
+        assert sealed is not None and sealed.startswith("aesgcm1:")
+        assert box.open(sealed, creds.key) == creds.secret
+        assert box.open(sealed, created.key) is None
+
+
+def test_idsync_key_only_on_and_off(data_dir: Path) -> None:
+    add_input(data_dir, "backend")
+    add_input(data_dir, "site", "web")
+    add_input(data_dir, "app", "ios")
+    add_input(data_dir, "tv", "roku", idsync_key_only=True)
+
+    def key_only() -> dict[str, bool]:
+        return {i["name"]: i["idsync_key_only"] for i in listed(data_dir)}
+
+    assert key_only() == {"backend": False, "site": True, "app": False, "tv": True}
+    assert ok("inputs", "set-idsync-key-only", "app", "on", data_dir=data_dir) == (
+        "input 'app': IDSync key-only on\n"
+    )
+    ok("inputs", "set-idsync-key-only", "tv", "off", data_dir=data_dir)
+    assert key_only() == {"backend": False, "site": True, "app": True, "tv": False}
+    table = ok("inputs", "list", data_dir=data_dir).splitlines()
+    assert [line.split()[4] for line in table[1:]] == ["no", "yes", "yes", "no"]
+
+    done = fails("inputs", "set-idsync-key-only", "backend", "on", data_dir=data_dir)
+    assert "a server input never accepts its key alone on IDSync" in done.stderr
+    done = fails("inputs", "set-idsync-key-only", "site", "off", data_dir=data_dir)
+    assert "a web input always accepts its key alone on IDSync" in done.stderr
+    done = fails("inputs", "set-idsync-key-only", "app", "maybe", data_dir=data_dir)
+    assert "'maybe' is not one of 'on', 'off'" in done.stderr
+    done = fails("inputs", "set-idsync-key-only", "nope", "on", data_dir=data_dir)
+    assert "no input named 'nope'" in done.stderr
+    done = fails("inputs", "add", "feed", "--type", "feed", "--idsync-key-only", data_dir=data_dir)
+    assert "a feed input never accepts its key alone on IDSync" in done.stderr
+    assert key_only() == {"backend": False, "site": True, "app": True, "tv": False}
 
 
 def test_unknown_input_name_fails_clearly(data_dir: Path) -> None:

@@ -22,6 +22,7 @@ from patchbay.backends import Backend, open_backend
 from patchbay.clock import Clock, SystemClock
 from patchbay.collect.appender import GroupCommitAppender, recover_dedup
 from patchbay.collect.http import EventsApi
+from patchbay.collect.sealing import LazyBox, key_file
 from patchbay.config import ConfigError
 from patchbay.http import EXCEPTION_HANDLERS, middleware
 from patchbay.http.cors import CorsPolicy
@@ -128,7 +129,9 @@ def create_app(
         audience_service.memberships,
         max_body_bytes=settings.max_request_bytes,
     )
-    identity_api = IdentityApi(backend.inputs, appender, service, clock, metrics)
+    identity_api = IdentityApi(
+        backend.inputs, appender, service, clock, metrics, LazyBox(key_file(settings))
+    )
     openapi = msgspec.json.encode(build_openapi())
 
     def last_offset() -> int:

@@ -65,6 +65,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     segment_process: bool = True
     #: Enables the admin HTTP API; never shown.
     admin_token: Secret | None = None
+    #: The key that seals client inputs' secrets (for IDSync's HMAC signatures); by default
+    #: ``credentials.key`` in ``data_dir`` (patchbay.collect.sealing).
+    credentials_key_file: Path | None = None
     # The delivery engine (patchbay.activate.engine.EngineConfig.from_settings).
     delivery_concurrency: Positive = 32
     delivery_timeout_s: Seconds = 10.0

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
+from pathlib import Path
 
 import msgspec
 import pytest
 
 from patchbay.backends.abstract import Backend, InputStore
 from patchbay.backends.records import Credential, DuplicateName, Input
+from patchbay.backends.sqlite import DB_FILE, open_sqlite
 from tests.backends.conftest import Stores
 
 
@@ -29,13 +32,16 @@ def make_input(name: str, created_at_ms: int = 1_000, **changes: object) -> Inpu
     return msgspec.structs.replace(item, **changes)
 
 
-def make_credential(item: Input, created_at_ms: int = 1_000, key: str | None = None) -> Credential:
+def make_credential(
+    item: Input, created_at_ms: int = 1_000, key: str | None = None, sealed: str | None = None
+) -> Credential:
     return Credential(
         key=key or f"pk_{uuid.uuid4().hex}",
         input_id=item.id,
         secret_hash=f"sha256:{uuid.uuid4().hex}",
         created_at_ms=created_at_ms,
         enabled=True,
+        secret_sealed=sealed,
     )
 
 
@@ -169,3 +175,81 @@ def test_inputs_and_credentials_persist_across_reopen(stores: Stores, backend: B
         first,
         msgspec.structs.replace(second, enabled=False),
     ]
+
+
+def test_idsync_key_only_and_sealed_secrets(inputs: InputStore) -> None:
+    """``idsync_key_only`` is stored with the input (off unless given) and changed for one
+    input only; a credential's sealed secret is kept as given, ``None`` included."""
+    ios = make_input("ios", type="ios", idsync_key_only=True)
+    android = make_input("android", 2_000, type="android")
+    assert android.idsync_key_only is False
+    sealed = make_credential(ios, sealed="aesgcm1:c2VhbGVk")
+    plain = make_credential(android)
+    inputs.add_input(ios, sealed)
+    inputs.add_input(android, plain)
+    assert inputs.get_input("ios") == ios
+    assert inputs.find_credential(sealed.key) == (sealed, ios)
+    assert inputs.find_credential(plain.key) == (plain, android)
+    assert inputs.credentials(ios.id) == [sealed]
+
+    inputs.set_idsync_key_only(ios.id, False)
+    inputs.set_idsync_key_only(android.id, True)
+    inputs.set_idsync_key_only("no-such-input", True)
+    off = msgspec.structs.replace(ios, idsync_key_only=False)
+    on = msgspec.structs.replace(android, idsync_key_only=True)
+    assert inputs.list_inputs() == [off, on]
+    assert inputs.find_credential(plain.key) == (plain, on)
+    rotated = make_credential(ios, 3_000, sealed="aesgcm1:b3RoZXI")
+    inputs.add_credential(rotated)
+    assert inputs.credentials(ios.id) == [sealed, rotated]
+
+
+@pytest.mark.persists
+def test_idsync_key_only_and_sealed_secrets_persist(stores: Stores, backend: Backend) -> None:
+    item = make_input("ios", type="ios")
+    credential = make_credential(item, sealed="aesgcm1:c2VhbGVk")
+    backend.inputs.add_input(item, credential)
+    backend.inputs.set_idsync_key_only(item.id, True)
+    reopened = stores.reopen(backend).inputs
+    changed = msgspec.structs.replace(item, idsync_key_only=True)
+    assert reopened.find_credential(credential.key) == (credential, changed)
+
+
+def test_sqlite_opens_an_input_store_made_before_the_idsync_columns(tmp_path: Path) -> None:
+    """A ``patchbay.db`` whose tables predate ``idsync_key_only`` and ``secret_sealed`` gets
+    the columns when opened; its rows read with the feature off and no sealed secret."""
+    tmp_path.mkdir(exist_ok=True)
+    with sqlite3.connect(tmp_path / DB_FILE) as db:
+        db.executescript(
+            """
+            CREATE TABLE inputs (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+                type TEXT NOT NULL, rate_limit REAL NOT NULL, enabled INTEGER NOT NULL,
+                created_at_ms INTEGER NOT NULL);
+            CREATE TABLE credentials (key TEXT PRIMARY KEY,
+                input_id TEXT NOT NULL REFERENCES inputs (id), secret_hash TEXT NOT NULL,
+                created_at_ms INTEGER NOT NULL, enabled INTEGER NOT NULL);
+            INSERT INTO inputs VALUES ('i1', 'app', 'ios', 5.0, 1, 1000);
+            INSERT INTO credentials VALUES ('pk_old', 'i1', 'sha256:00', 1000, 1);
+            """
+        )
+    db.close()
+    old = Input(id="i1", name="app", type="ios", rate_limit=5.0, enabled=True, created_at_ms=1000)
+    old_key = Credential(
+        key="pk_old", input_id="i1", secret_hash="sha256:00", created_at_ms=1000, enabled=True
+    )
+    for _ in range(2):  # the second opening finds the columns there
+        backend = open_sqlite(tmp_path)
+        try:
+            assert backend.inputs.find_credential("pk_old") == (old_key, old)
+            assert old.idsync_key_only is False and old_key.secret_sealed is None
+        finally:
+            backend.close()
+    backend = open_sqlite(tmp_path)
+    try:
+        backend.inputs.set_idsync_key_only("i1", True)
+        new_key = make_credential(old, 2_000, sealed="aesgcm1:c2VhbGVk")
+        backend.inputs.add_credential(new_key)
+        turned_on = msgspec.structs.replace(old, idsync_key_only=True)
+        assert backend.inputs.find_credential(new_key.key) == (new_key, turned_on)
+    finally:
+        backend.close()

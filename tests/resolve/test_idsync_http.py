@@ -12,25 +12,38 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import hashlib
+import hmac
 import json
+import sqlite3
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
-from patchbay.backends.sqlite import open_sqlite
+from patchbay.backends.sqlite import DB_FILE, open_sqlite
 from patchbay.clock import SystemClock
 from patchbay.resolve.profile_view import merge_documents, profile_document
 from patchbay.resolve.resolver import Resolver
 from patchbay.resolve.service import ResolveService
 from patchbay.resolve.strategy import IdentityStrategy
-from tests.conftest import DATA, Credentials, Server, add_input, start_server, stop_server
+from tests.conftest import (
+    DATA,
+    Credentials,
+    Server,
+    add_input,
+    run_cli,
+    start_server,
+    stop_server,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -107,9 +120,16 @@ def error_of(status: int, headers: dict[str, str], answer: Any) -> tuple[str, st
 
 
 def identify(
-    server: Server, identities: dict[str, Any], path: str = "/v1/identify", **fields: Any
+    server: Server,
+    identities: dict[str, Any],
+    path: str = "/v1/identify",
+    as_input: Credentials | None = None,
+    **fields: Any,
 ) -> dict[str, Any]:
-    status, _, answer = call(server, path, request_body(known_identities=identities, **fields))
+    """Identify with the server input's secret, or with the key alone of ``as_input``."""
+    how: dict[str, Any] = {} if as_input is None else key_only(as_input)
+    body = request_body(known_identities=identities, **fields)
+    status, _, answer = call(server, path, body, **how)
     assert status == 200, answer
     return dict(answer)
 
@@ -174,6 +194,28 @@ def basic(key: str, secret: str) -> str:
 def key_only(credentials: Credentials) -> dict[str, Any]:
     """Keyword arguments of :func:`call` for the Web SDK's key-only authentication."""
     return {"auth": None, "headers": {"x-mp-key": credentials.key}}
+
+
+def sdk_date(offset: timedelta = timedelta(0)) -> str:
+    """Now (plus ``offset``) as the mobile SDKs send ``Date``: ISO 8601 basic."""
+    return (datetime.now(UTC) + offset).strftime("%Y%m%dT%H%M%SZ")
+
+
+def signed(
+    credentials: Credentials,
+    path: str,
+    body: bytes,
+    date: str | None = None,
+    secret: str | None = None,
+) -> dict[str, Any]:
+    """Keyword arguments of :func:`call` for a request signed as the mobile SDKs sign it:
+    ``hex(HMAC-SHA256(secret, "POST\n" + date + "\n" + path + body))``."""
+    date = date or sdk_date()
+    key = (secret or credentials.secret).encode()
+    message = f"POST\n{date}\n{path}".encode() + body
+    signature = hmac.new(key, message, hashlib.sha256).hexdigest()
+    headers = {"x-mp-key": credentials.key, "Date": date, "x-mp-signature": signature}
+    return {"auth": None, "headers": headers}
 
 
 # --- a minimal Swagger 2.0 schema check ------------------------------------------------------
@@ -494,8 +536,9 @@ def test_modify_an_unknown_user_is_404(api: Idsync) -> None:
 def test_alias_merges_the_source_into_the_destination(api: Idsync) -> None:
     server = api.server
     device = uid("d-")
-    source = identify(server, {"device_application_stamp": device})
-    destination = identify(server, {"customerid": uid("c-")})
+    # The web input's users: its key alone may alias only those.
+    source = identify(server, {"device_application_stamp": device}, as_input=api.web)
+    destination = identify(server, {"customerid": uid("c-")}, as_input=api.web)
     alias = {
         "request_id": str(uuid.uuid4()),
         "request_type": "alias",
@@ -926,13 +969,13 @@ def test_authentication(api: Idsync) -> None:
     assert status == 403
     assert "use HTTP Basic" in message
     assert status_of(auth=None, headers={"x-mp-key": "pk_nobody"})[0] == 403
-    # HMAC signatures cannot be verified: the server keeps only a hash of the secret.
+    # A signature is checked, never skipped for the key alone: a wrong one is refused.
     status, message, _ = status_of(
         auth=None,
-        headers={"x-mp-key": web.key, "Date": "20170712T224127Z", "x-mp-signature": "ab" * 32},
+        headers={"x-mp-key": web.key, "Date": sdk_date(), "x-mp-signature": "ab" * 32},
     )
-    assert status == 401
-    assert message.startswith("x-mp-signature: HMAC signatures are not supported")
+    assert status == 403
+    assert message.startswith("x-mp-signature: does not match")
 
 
 def test_cors_preflight(api: Idsync) -> None:
@@ -975,6 +1018,217 @@ def test_requests_are_counted(api: Idsync) -> None:
     assert 'patchbay_http_requests_total{route="/v1/identify",status="200"}' in text
     assert 'patchbay_http_requests_total{route="/v1/search",status="404"}' in text
     assert 'patchbay_rejects_total{reason="not_found"}' in text
+
+
+# --- access: key-only per input, signatures, the users of a key, rate limits --------------------
+
+
+def test_key_only_is_off_for_mobile_inputs_until_turned_on(api: Idsync) -> None:
+    server = api.server
+    name = uid("ios-")
+    ios = add_input(server.data_dir, name, "ios")
+    body = request_body(known_identities={"customerid": uid("c-")})
+
+    def key_only_status() -> tuple[int, str]:
+        status, headers, answer = call(server, "/v1/identify", body, **key_only(ios))
+        return status, error_of(status, headers, answer)[1] if status >= 400 else ""
+
+    status, message = key_only_status()
+    assert status == 403
+    assert message.startswith("x-mp-key: this ios input does not accept its key alone")
+    assert "set-idsync-key-only" in message
+    assert call(server, "/v1/identify", body, auth=ios.basic)[0] == 200  # its secret works
+
+    done = run_cli("inputs", "set-idsync-key-only", name, "on", data_dir=server.data_dir)
+    assert done.returncode == 0, done.stderr
+    assert key_only_status() == (200, "")
+    done = run_cli("inputs", "set-idsync-key-only", name, "off", data_dir=server.data_dir)
+    assert done.returncode == 0, done.stderr
+    assert key_only_status()[0] == 403
+
+    # Turned on at creation; still never for a server input.
+    android = add_input(server.data_dir, uid("android-"), "android", idsync_key_only=True)
+    assert call(server, "/v1/identify", body, **key_only(android))[0] == 200
+    assert call(server, "/v1/identify", body, **key_only(server.credentials))[0] == 403
+
+
+def test_mobile_sdk_signatures(api: Idsync) -> None:
+    """The iOS and Android SDKs' HMAC signature over ``/v1/...``, ``Date`` in either form."""
+    server = api.server
+    ios = add_input(server.data_dir, uid("ios-"), "ios")
+    customer = uid("c-")
+    body = json.dumps(request_body(known_identities={"customerid": customer})).encode()
+
+    def send(path: str, how: dict[str, Any], payload: bytes = body) -> tuple[int, str]:
+        status, headers, answer = call(server, path, payload, **how)
+        return status, error_of(status, headers, answer)[1] if status >= 400 else ""
+
+    assert send("/v1/identify", signed(ios, "/v1/identify", body)) == (200, "")
+    user = search(server, {"customerid": customer})
+    assert user is not None
+    # Under /identity/v1: signed over the path called, or over its /v1 form.
+    assert send("/identity/v1/identify", signed(ios, "/identity/v1/identify", body))[0] == 200
+    assert send("/identity/v1/identify", signed(ios, "/v1/identify", body))[0] == 200
+    http_date = format_datetime(datetime.now(UTC), usegmt=True)
+    assert send("/v1/identify", signed(ios, "/v1/identify", body, http_date))[0] == 200
+    query = "/v1/identify?read_only=true"
+    assert send(query, signed(ios, query, body))[0] == 200
+
+    before = log_size(server)
+    assert send("/v1/identify", signed(ios, "/v1/identify", body, secret="ps_wrong")) == (
+        403,
+        "x-mp-signature: does not match the request signed with the key's secret",
+    )
+    tampered = body.replace(customer.encode(), uid("c-").encode())
+    assert send("/v1/identify", signed(ios, "/v1/identify", body), tampered)[0] == 403
+    assert send("/v1/identify", signed(ios, "/v1/search", body))[0] == 403
+    # A captured request is good for 15 minutes either side of the server's clock.
+    assert (
+        send("/v1/identify", signed(ios, "/v1/identify", body, sdk_date(-timedelta(minutes=14))))[0]
+        == 200
+    )
+    for offset in (timedelta(minutes=-16), timedelta(minutes=16)):
+        status, message = send("/v1/identify", signed(ios, "/v1/identify", body, sdk_date(offset)))
+        assert status == 401
+        assert message.startswith("Date: more than 15 minutes from the server's clock")
+    how = signed(ios, "/v1/identify", body)
+    del how["headers"]["Date"]
+    assert send("/v1/identify", how) == (401, "Date: required with x-mp-signature")
+    how = signed(ios, "/v1/identify", body, "yesterday")
+    assert send("/v1/identify", how)[1].startswith("Date: expected ISO 8601 basic")
+    # A server input never signs: its secret is not kept for it.
+    status, message = send("/v1/identify", signed(server.credentials, "/v1/identify", body))
+    assert status == 401
+    assert "use HTTP Basic" in message
+    assert log_size(server) == before
+
+    # A signed caller proved it holds the secret: it may modify any user, as HTTP Basic.
+    other = identify(server, {"customerid": uid("c-")})
+    modify_body = json.dumps(
+        request_body(
+            identity_changes=[{"identity_type": "email", "new_value": f"{uid()}@example.com"}]
+        )
+    ).encode()
+    path = f"/v1/{other['mpid']}/modify"
+    assert send(path, signed(ios, path, modify_body), modify_body)[0] == 200
+
+
+def test_a_key_made_before_signatures_is_refused_until_rotated(api: Idsync) -> None:
+    server = api.server
+    name = uid("ios-")
+    ios = add_input(server.data_dir, name, "ios")
+    with sqlite3.connect(server.data_dir / DB_FILE) as db:  # as a key made before sealing
+        db.execute("UPDATE credentials SET secret_sealed = NULL WHERE key = ?", (ios.key,))
+    db.close()
+    body = json.dumps(request_body(known_identities={"customerid": uid("c-")})).encode()
+    status, headers, answer = call(
+        server, "/v1/identify", body, **signed(ios, "/v1/identify", body)
+    )
+    assert status == 401
+    message = error_of(status, headers, answer)[1]
+    assert message.startswith("x-mp-signature: this key cannot be checked")
+    assert "patchbay inputs rotate" in message
+    done = run_cli("inputs", "rotate", name, "--keep-old", "--json", data_dir=server.data_dir)
+    assert done.returncode == 0, done.stderr
+    fields = json.loads(done.stdout)
+    rotated = Credentials(fields["id"], fields["key"], fields["secret"])
+    status, _, answer = call(server, "/v1/identify", body, **signed(rotated, "/v1/identify", body))
+    assert status == 200, answer
+
+
+def test_a_lost_credentials_key_refuses_signatures_and_says_so(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    ios = add_input(data_dir, "app", "ios")
+    key_file = data_dir / "credentials.key"
+    key_file.write_text("damaged\n")  # before the server's first signed request reads it
+    server = start_server(data_dir)
+    try:
+        body = json.dumps(request_body(known_identities={"customerid": uid("c-")})).encode()
+        status, headers, answer = call(
+            server, "/v1/identify", body, **signed(ios, "/v1/identify", body)
+        )
+        assert status == 500
+        assert error_of(status, headers, answer) == (
+            "INTERNAL_SERVER_ERROR",
+            "x-mp-signature: the server cannot check signatures now (see its log)",
+        )
+        server_log = server.log_path.read_text()
+        assert "credentials_key_unusable" in server_log
+        assert "not a credentials key" in server_log
+        assert ios.secret not in server_log
+        # Basic still works: it does not need the key.
+        assert call(server, "/v1/identify", body, auth=ios.basic)[0] == 200
+    finally:
+        stop_server(server)
+
+
+def test_a_key_alone_changes_only_the_users_of_its_input(api: Idsync) -> None:
+    """With a public web key one cannot modify another input's users, or alias them."""
+    server, web = api.server, api.web
+    mine = identify(server, {"customerid": uid("c-")}, as_input=web)
+    also_mine = identify(server, {"device_application_stamp": uid("d-")}, as_input=web)
+    theirs = identify(server, {"customerid": uid("c-")})  # the server input's user
+    before = log_size(server)
+
+    email = f"{uid()}@example.com"
+    changes = request_body(identity_changes=[{"identity_type": "email", "new_value": email}])
+    status, headers, answer = call(server, f"/v1/{theirs['mpid']}/modify", changes, **key_only(web))
+    assert status == 403
+    assert error_of(status, headers, answer) == (
+        "FORBIDDEN",
+        f"mpid (in the path): user {theirs['mpid']} was not seen by this input; a request"
+        " authenticated by the key alone may change only the users of its own input (sign it,"
+        " or use HTTP Basic)",
+    )
+    assert headers["access-control-allow-origin"] == "*"
+
+    def alias(source: str, destination: str) -> tuple[int, str]:
+        body = request_body(data={"source_mpid": source, "destination_mpid": destination})
+        status, headers, answer = call(
+            server, f"/webevents/v1/identity/{web.key}/Alias", body, auth=None
+        )
+        return status, error_of(status, headers, answer)[1] if status >= 400 else ""
+
+    status, message = alias(theirs["mpid"], mine["mpid"])  # take their profile into mine
+    assert status == 403
+    assert message.startswith(f"data.source_mpid: user {theirs['mpid']} was not seen")
+    status, message = alias(mine["mpid"], theirs["mpid"])
+    assert status == 403
+    assert message.startswith(f"data.destination_mpid: user {theirs['mpid']} was not seen")
+    # Nothing changed, nothing was written.
+    assert log_size(server) == before
+    assert search(server, {"email": email}) is None
+    assert str(show_profile(server, theirs["mpid"])["mpid"]) == theirs["mpid"]
+    assert str(show_profile(server, mine["mpid"])["mpid"]) == mine["mpid"]
+
+    # Its own users it may change; the server input (its secret) may change any.
+    status, _, answer = call(server, f"/v1/{mine['mpid']}/modify", changes, **key_only(web))
+    assert status == 200, answer
+    assert alias(also_mine["mpid"], mine["mpid"]) == (202, "")
+    assert modify(server, theirs["mpid"], ("email", None, f"{uid()}@example.com"))[0] == 200
+
+
+def test_idsync_is_rate_limited_per_input(api: Idsync) -> None:
+    server = api.server
+    slow = add_input(server.data_dir, uid("web-"), "web", rate_limit=1)
+    body = request_body(known_identities={"customerid": uid("c-")})
+    before = log_size(server)
+    answers = [call(server, "/v1/identify", body, **key_only(slow)) for _ in range(4)]
+    statuses = [status for status, _, _ in answers]
+    assert statuses[0] == 200
+    assert 429 in statuses, statuses
+    status, headers, answer = next(a for a in answers if a[0] == 429)
+    assert error_of(status, headers, answer) == (
+        "TOO_MANY_REQUESTS",
+        "$: over the input's limit of 1 IDSync requests per second",
+    )
+    assert int(headers["retry-after"]) >= 1
+    assert headers["access-control-allow-origin"] == "*"
+    assert log_size(server) == before + 1  # the first identify only
+    # Other inputs have buckets of their own.
+    assert call(server, "/v1/identify", body, **key_only(api.web))[0] == 200
+    time.sleep(1.1)
+    assert call(server, "/v1/identify", body, **key_only(slow))[0] == 200
 
 
 # --- IDSync and the Events API --------------------------------------------------------------------

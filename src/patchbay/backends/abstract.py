@@ -140,6 +140,10 @@ class InputStore(Protocol):
         """Change an input's rate limit in batches per second (0: unlimited)."""
         ...
 
+    def set_idsync_key_only(self, input_id: str, on: bool) -> None:
+        """Whether IDSync accepts the input's key alone (see ``Input.idsync_key_only``)."""
+        ...
+
     def add_credential(self, credential: Credential) -> None:
         """Add a key to an input (rotation)."""
         ...

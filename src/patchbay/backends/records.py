@@ -111,16 +111,24 @@ class Input(msgspec.Struct, frozen=True):
     rate_limit: float
     enabled: bool
     created_at_ms: int
+    #: Whether IDSync accepts this input's key alone (``x-mp-key``, no secret). Web inputs
+    #: always do and server and feed inputs never do, whatever this says
+    #: (:func:`patchbay.collect.inputs.key_only_allowed`).
+    idsync_key_only: bool = False
 
 
 class Credential(msgspec.Struct, frozen=True):
-    """An input's API key and the hash of its secret."""
+    """An input's API key, the hash of its secret and, for client inputs, the secret sealed
+    with the server's credentials key (what IDSync needs to check an HMAC signature; see
+    :mod:`patchbay.collect.sealing`). ``None`` for server and feed inputs and for keys made
+    before Patchbay sealed secrets."""
 
     key: str
     input_id: str
     secret_hash: str
     created_at_ms: int
     enabled: bool
+    secret_sealed: str | None = None
 
 
 class DuplicateName(PatchbayError):

@@ -12,9 +12,13 @@ from patchbay.clock import SystemClock
 from patchbay.collect.inputs import (
     DEFAULT_RATE_LIMIT,
     INPUT_TYPES,
+    SERVER_SIDE_TYPES,
+    check_idsync_key_only,
     create_input,
+    key_only_allowed,
     rotate_credentials,
 )
+from patchbay.collect.sealing import SealingError, SecretBox, key_file, load_box
 from patchbay.settings import Settings
 
 
@@ -28,6 +32,17 @@ def _find(store: InputStore, name: str) -> Input:
     if item is None:
         raise click.ClickException(f"no input named {name!r} (see `patchbay inputs list`)")
     return item
+
+
+def _box(settings: Settings, type_: str) -> SecretBox | None:
+    """The box that seals a new secret of a client input (IDSync's HMAC signatures need
+    them); none for server and feed inputs, whose secrets are never sealed."""
+    if type_ in SERVER_SIDE_TYPES:
+        return None
+    try:
+        return load_box(key_file(settings))
+    except SealingError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _show_credentials(input_id: str, key: str, secret: str, as_json: bool) -> None:
@@ -49,15 +64,40 @@ def _show_credentials(input_id: str, key: str, secret: str, as_json: bool) -> No
     default=DEFAULT_RATE_LIMIT,
     show_default=True,
     type=click.FloatRange(min=0),
-    help="Batches per second (0: unlimited).",
+    help="Batches per second on the Events API, and IDSync requests per second (0: unlimited).",
+)
+@click.option(
+    "--idsync-key-only",
+    is_flag=True,
+    help="Let IDSync accept this client input's key alone (x-mp-key, no secret or signature);"
+    " web inputs always do, server and feed inputs never.",
 )
 @data_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print {id, key, secret} as JSON.")
-def inputs_add(name: str, type_: str, rate_limit: float, settings: Settings, as_json: bool) -> None:
-    """Create an input and print its key and secret (the secret is shown only once)."""
+def inputs_add(
+    name: str,
+    type_: str,
+    rate_limit: float,
+    idsync_key_only: bool,
+    settings: Settings,
+    as_json: bool,
+) -> None:
+    """Create an input and print its key and secret (the secret is shown only once).
+
+    A client input's secret is also kept encrypted with the credentials key
+    (credentials_key_file), so that IDSync can check the mobile SDKs' signatures."""
+    box = _box(settings, type_)
     with opened(settings) as backend:
         try:
-            created = create_input(backend.inputs, name, type_, rate_limit, SystemClock())
+            created = create_input(
+                backend.inputs,
+                name,
+                type_,
+                rate_limit,
+                SystemClock(),
+                idsync_key_only=idsync_key_only,
+                box=box,
+            )
         except DuplicateName:
             raise click.ClickException(f"an input named {name!r} already exists") from None
         except ValueError as exc:
@@ -81,15 +121,17 @@ def inputs_list(settings: Settings, as_json: bool) -> None:
                 {"key": c.key, "enabled": c.enabled, "created_at_ms": c.created_at_ms}
                 for c in creds
             ]
-            print_json({**msgspec.structs.asdict(item), "keys": keys})
+            document = msgspec.structs.asdict(item)
+            document["idsync_key_only"] = key_only_allowed(item)
+            print_json({**document, "keys": keys})
         return
-    click.echo(f"{'NAME':20} {'TYPE':8} {'RATE/S':>8} {'ENABLED':7}  KEYS")
+    click.echo(f"{'NAME':20} {'TYPE':8} {'RATE/S':>8} {'ENABLED':7} {'KEY-ONLY':8}  KEYS")
     for item, creds in rows:
         shown = ", ".join(c.key + ("" if c.enabled else " (disabled)") for c in creds)
         rate = "unlimited" if item.rate_limit == 0 else f"{item.rate_limit:g}"
-        click.echo(
-            f"{item.name:20} {item.type:8} {rate:>8} {'yes' if item.enabled else 'no':7}  {shown}"
-        )
+        enabled = "yes" if item.enabled else "no"
+        key_only = "yes" if key_only_allowed(item) else "no"
+        click.echo(f"{item.name:20} {item.type:8} {rate:>8} {enabled:7} {key_only:8}  {shown}")
 
 
 @inputs.command("rotate")
@@ -99,10 +141,14 @@ def inputs_list(settings: Settings, as_json: bool) -> None:
 @data_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print {id, key, secret} as JSON.")
 def inputs_rotate(name: str, keep_old: bool, settings: Settings, as_json: bool) -> None:
-    """Give an input a new key and secret; its old keys stop working unless --keep-old."""
+    """Give an input a new key and secret; its old keys stop working unless --keep-old.
+
+    Rotating also gives a client input made before IDSync checked signatures a key whose
+    signatures can be checked."""
     with opened(settings) as backend:
         item = _find(backend.inputs, name)
-        created = rotate_credentials(backend.inputs, item, SystemClock(), keep_old)
+        box = _box(settings, item.type)
+        created = rotate_credentials(backend.inputs, item, SystemClock(), keep_old, box)
     _show_credentials(created.id, created.key, created.secret, as_json)
 
 
@@ -153,3 +199,26 @@ def inputs_set_rate_limit(name: str, batches_per_s: float, settings: Settings) -
     with opened(settings) as backend:
         backend.inputs.set_rate_limit(_find(backend.inputs, name).id, batches_per_s)
     click.echo(f"input {name!r}: {batches_per_s:g} batches/s")
+
+
+@inputs.command("set-idsync-key-only")
+@pass_settings
+@click.argument("name")
+@click.argument("state", type=click.Choice(["on", "off"]))
+@data_dir_option
+def inputs_set_idsync_key_only(name: str, state: str, settings: Settings) -> None:
+    """Whether IDSync accepts a client input's key alone (x-mp-key, no secret or signature).
+
+    Off by default for ios, android and the other client types, whose SDKs sign their IDSync
+    requests; always on for web inputs (the Web SDK has no secret); never on for server and
+    feed inputs. A request authenticated by the key alone may modify or alias only users its
+    input has seen."""
+    on = state == "on"
+    with opened(settings) as backend:
+        item = _find(backend.inputs, name)
+        try:
+            check_idsync_key_only(item.type, on)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+        backend.inputs.set_idsync_key_only(item.id, on)
+    click.echo(f"input {name!r}: IDSync key-only {state}")

@@ -1,8 +1,11 @@
 """Inputs and their credentials: creating, rotating, checking.
 
-Keys and secrets are random 256-bit tokens. Only a SHA-256 hash of the secret is stored: a
-slow password hash protects guessable passwords, but these secrets are not guessable, and
-the check runs on every request. Comparisons are constant-time.
+Keys and secrets are random 256-bit tokens. A SHA-256 hash of the secret is what HTTP Basic
+is checked against: a slow password hash protects guessable passwords, but these secrets are
+not guessable, and the check runs on every request. Comparisons are constant-time. A client
+input's secret is also kept sealed (encrypted, :mod:`patchbay.collect.sealing`) when a
+:class:`SecretBox` is given: IDSync needs the secret itself to check the mobile SDKs' HMAC
+signatures. Server and feed secrets are never sealed.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import msgspec
 from patchbay.backends.abstract import InputStore
 from patchbay.backends.records import Credential, Input
 from patchbay.clock import Clock
+from patchbay.collect.sealing import SecretBox
 
 #: Input types: mParticle's platforms, plus ``feed`` for partner feeds (inbound integrations).
 PLATFORM_TYPES = (
@@ -35,6 +39,11 @@ PLATFORM_TYPES = (
 )
 FEED_TYPE = "feed"
 INPUT_TYPES = (*PLATFORM_TYPES, FEED_TYPE)
+#: Input types whose secret stays on servers: never sealed, never accepted as a key alone.
+SERVER_SIDE_TYPES = ("server", FEED_TYPE)
+#: The one input type whose key alone always authenticates IDSync (the Web SDK sends no
+#: secret); other client types only when the input's ``idsync_key_only`` is on.
+KEY_ONLY_TYPE = "web"
 
 #: mParticle's default Events API limit, in batches per second.
 DEFAULT_RATE_LIMIT = 270.0
@@ -59,31 +68,71 @@ def secret_matches(secret: str, stored: str) -> bool:
     return hmac.compare_digest(hash_secret(secret).encode(), stored.encode())
 
 
-def _new_credential(input_id: str, clock: Clock) -> tuple[Credential, str]:
+def _new_credential(item: Input, clock: Clock, box: SecretBox | None) -> tuple[Credential, str]:
     key = "pk_" + secrets.token_urlsafe(24)
     secret = "ps_" + secrets.token_urlsafe(32)
+    sealed = None
+    if box is not None and item.type not in SERVER_SIDE_TYPES:
+        sealed = box.seal(secret, key)
     return (
         Credential(
             key=key,
-            input_id=input_id,
+            input_id=item.id,
             secret_hash=hash_secret(secret),
             created_at_ms=clock.now_ms(),
             enabled=True,
+            secret_sealed=sealed,
         ),
         secret,
     )
 
 
+def check_idsync_key_only(type_: str, on: bool) -> None:
+    """Raise ``ValueError`` if an input of ``type_`` cannot have ``idsync_key_only`` ``on``
+    (server and feed inputs) or ``off`` (web inputs: the Web SDK sends the key alone)."""
+    if on and type_ in SERVER_SIDE_TYPES:
+        raise ValueError(
+            f"a {type_} input never accepts its key alone on IDSync: its secret is kept on"
+            " servers, which send it (HTTP Basic)"
+        )
+    if not on and type_ == KEY_ONLY_TYPE:
+        raise ValueError(
+            "a web input always accepts its key alone on IDSync: the Web SDK has no secret"
+        )
+
+
+def key_only_allowed(item: Input) -> bool:
+    """Whether IDSync accepts ``item``'s key alone: always for a web input, never for a
+    server or feed input, otherwise as the input's ``idsync_key_only`` says."""
+    if item.type == KEY_ONLY_TYPE:
+        return True
+    return item.idsync_key_only and item.type not in SERVER_SIDE_TYPES
+
+
 def create_input(
-    store: InputStore, name: str, type_: str, rate_limit: float, clock: Clock
+    store: InputStore,
+    name: str,
+    type_: str,
+    rate_limit: float,
+    clock: Clock,
+    *,
+    idsync_key_only: bool = False,
+    box: SecretBox | None = None,
 ) -> NewCredentials:
-    """Create an input with a first key and secret; the secret is returned only here."""
+    """Create an input with a first key and secret; the secret is returned only here.
+
+    ``idsync_key_only`` lets IDSync accept the input's key alone (client inputs only; a web
+    input always does). With ``box``, a client input's secret is also sealed, so that IDSync
+    can check the input's HMAC signatures.
+    """
     if type_ not in INPUT_TYPES:
         raise ValueError(f"unknown input type {type_!r}: expected one of {', '.join(INPUT_TYPES)}")
     if rate_limit < 0:
         raise ValueError("the rate limit must be 0 (unlimited) or more")
     if not name or len(name) > 200:
         raise ValueError("the name must have 1 to 200 characters")
+    if idsync_key_only:
+        check_idsync_key_only(type_, True)
     item = Input(
         id=str(uuid.uuid4()),
         name=name,
@@ -91,18 +140,22 @@ def create_input(
         rate_limit=rate_limit,
         enabled=True,
         created_at_ms=clock.now_ms(),
+        idsync_key_only=idsync_key_only,
     )
-    credential, secret = _new_credential(item.id, clock)
+    credential, secret = _new_credential(item, clock, box)
     store.add_input(item, credential)
     return NewCredentials(id=item.id, name=name, key=credential.key, secret=secret)
 
 
 def rotate_credentials(
-    store: InputStore, item: Input, clock: Clock, keep_old: bool
+    store: InputStore, item: Input, clock: Clock, keep_old: bool, box: SecretBox | None = None
 ) -> NewCredentials:
-    """Give an input a new key and secret; disable its other keys unless ``keep_old``."""
+    """Give an input a new key and secret; disable its other keys unless ``keep_old``.
+
+    With ``box``, a client input's new secret is also sealed (see :func:`create_input`).
+    """
     old = store.credentials(item.id)
-    credential, secret = _new_credential(item.id, clock)
+    credential, secret = _new_credential(item, clock, box)
     store.add_credential(credential)
     if not keep_old:
         for previous in old:

@@ -5,9 +5,18 @@ mParticle's identity API (``https://identity.mparticle.com/v1``) as the SDKs cal
 alias request under ``/v1/identity/{key}/Alias`` and ``/webevents/v1/identity/{key}/Alias``.
 See docs/api/idsync.md.
 
-A request goes: authenticate (401/403) -> read the body (413/415) -> decode and validate
-(400) -> ask the :class:`ResolveService` -> if the state changes, append the record of the
-change to the log, *then* commit the change -> answer. Appending first means a replay of
+A request goes: authenticate (401/403) -> read the body (413/415) -> check an HMAC
+signature (401/403) -> rate limit (429) -> decode and validate (400) -> ask the
+:class:`ResolveService` -> if the state changes, append the record of the change to the log,
+*then* commit the change -> answer.
+
+Authentication (docs/api/idsync.md): HTTP Basic with an input's key and secret; an HMAC
+signature made with the secret (the mobile SDKs, :mod:`patchbay.resolve.idsync_auth`), checked
+against the secret sealed at the input's creation (:mod:`patchbay.collect.sealing`); or the key
+alone, for web inputs and for the client inputs whose ``idsync_key_only`` is on. A caller
+authenticated by its key alone may ``modify`` or alias only users its input has seen (the
+profile's ``inputs``). Each input's requests are limited to its rate limit per second, in a
+bucket apart from its Events API batches. Appending first means a replay of
 the log rebuilds what was answered. The service lock is held from staging the change to
 committing it, so that neither the resolve stage nor another identity request changes the
 same users in between (the append itself runs on the event loop, which never takes the
@@ -18,7 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 import msgspec
@@ -28,7 +38,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from patchbay.backends.abstract import InputStore
-from patchbay.backends.records import Input, NewBatch
+from patchbay.backends.records import Credential, Input, NewBatch
 from patchbay.clock import Clock
 from patchbay.collect.appender import GroupCommitAppender
 from patchbay.collect.body import BodyError, read_body
@@ -36,7 +46,10 @@ from patchbay.collect.decode import ROOT, BadInput, decode_json
 from patchbay.collect.fields import Int64, parse_mpid
 from patchbay.collect.http import parse_basic_auth
 from patchbay.collect.ingest import new_batch_ids
-from patchbay.collect.inputs import authenticate
+from patchbay.collect.inputs import SERVER_SIDE_TYPES, authenticate, key_only_allowed
+from patchbay.collect.ratelimit import RateLimiter
+from patchbay.collect.sealing import LazyBox, SealingError
+from patchbay.errors import PatchbayError
 from patchbay.http.errors import error_response
 from patchbay.metrics import Metrics
 from patchbay.resolve.identities import (
@@ -45,6 +58,7 @@ from patchbay.resolve.identities import (
     Identity,
     canonical_type,
 )
+from patchbay.resolve.idsync_auth import date_problem, signature_matches
 from patchbay.resolve.service import ChangeResult, IdentityAnswer, Pending, ResolveService
 from patchbay.resolve.stage import IDSYNC_CHANNEL
 
@@ -56,8 +70,6 @@ CHANNEL = IDSYNC_CHANNEL
 #: Identity request bodies are small; anything bigger is refused with a 413.
 MAX_BODY_BYTES = 64 * 1024
 
-#: Input types whose key alone may authenticate (the key of a client app is public).
-KEY_ONLY_EXCLUDED = ("server", "feed")
 
 #: The path prefixes of the routes below, which the Web SDK calls cross-origin (CORS).
 BROWSER_PATH_PREFIXES = ("/v1/", "/identity/v1/", "/webevents/v1/")
@@ -234,8 +246,42 @@ def _json(value: object) -> Response:
 Handler = Callable[[Request, str], Awaitable[Response]]
 
 
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who made an authenticated request: its input, and whether its key alone vouched for
+    it (such a caller may change only the users its input has seen)."""
+
+    input: Input
+    key_only: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    """Credentials found but not all checked yet: a signature needs the body."""
+
+    caller: Caller
+    credential: Credential | None = None
+    signature: str | None = None
+    date: str = ""
+
+
+class NotSeen(PatchbayError):
+    """A key-only caller asked to change a user its input has not seen."""
+
+    def __init__(self, path: str, mpid: int) -> None:
+        super().__init__(
+            f"{path}: user {mpid} was not seen by this input; a request authenticated by the"
+            " key alone may change only the users of its own input (sign it, or use HTTP Basic)"
+        )
+        self.path = path
+
+
 class IdentityApi:
-    """The request handlers of the IDSync API, bound to the inputs, the log and the state."""
+    """The request handlers of the IDSync API, bound to the inputs, the log and the state.
+
+    ``box`` holds the key that opens the inputs' sealed secrets (HMAC signatures); without
+    it, signed requests are refused with a 401 that says so.
+    """
 
     def __init__(
         self,
@@ -244,12 +290,15 @@ class IdentityApi:
         service: ResolveService,
         clock: Clock,
         metrics: Metrics,
+        box: LazyBox | None = None,
     ) -> None:
         self._inputs = inputs
         self._appender = appender
         self._service = service
         self._clock = clock
         self._metrics = metrics
+        self._box = box
+        self._limiter = RateLimiter(clock)
 
     def routes(self) -> list[Route]:
         """The Starlette routes: each endpoint under ``/v1`` and ``/identity/v1``."""
@@ -299,12 +348,10 @@ class IdentityApi:
     async def _identity_call(
         self, request: Request, route: str, kind: Literal["identify", "login", "logout", "search"]
     ) -> Response:
-        item = self._authenticate(request, route)
-        if isinstance(item, Response):
-            return item
-        body = await self._body(request, route)
-        if isinstance(body, Response):
-            return body
+        admitted = await self._admit(request, route)
+        if isinstance(admitted, Response):
+            return admitted
+        caller, body = admitted
         try:
             parsed = _decode(_IDENTITY_REQUEST, body)
             identities = known_identities(parsed.known_identities)
@@ -332,17 +379,15 @@ class IdentityApi:
             pending, _ = await asyncio.to_thread(stage)
             answer = pending.answer
             return _json(_identity_response(answer, ephemeral=answer.created))
-        done = await self._commit(stage, item, seed, request)
+        done = await self._commit(stage, caller.input, seed, request)
         assert done is not None
         return _json(_identity_response(done[0].answer, ephemeral=False))
 
     async def _modify(self, request: Request, route: str) -> Response:
-        item = self._authenticate(request, route)
-        if isinstance(item, Response):
-            return item
-        body = await self._body(request, route)
-        if isinstance(body, Response):
-            return body
+        admitted = await self._admit(request, route)
+        if isinstance(admitted, Response):
+            return admitted
+        caller, body = admitted
         try:
             mpid = _mpid(request.path_params["mpid"], "mpid (in the path)")
             if mpid is None:
@@ -359,9 +404,15 @@ class IdentityApi:
             return self._reject(route, 400, "BAD_REQUEST", str(exc), "bad_request")
 
         service, target = self._service, mpid
-        done = await self._commit(
-            lambda: service.modify(target, changes), item, new_batch_ids(1)[0], request
-        )
+
+        def stage() -> tuple[Pending, list[ChangeResult]] | None:
+            self._check_seen(caller, [("mpid (in the path)", target)])
+            return service.modify(target, changes)
+
+        try:
+            done = await self._commit(stage, caller.input, new_batch_ids(1)[0], request)
+        except NotSeen as exc:
+            return self._forbidden(route, str(exc))
         if done is None:
             return self._reject(route, 404, "NOT_FOUND", f"mpid: no user {mpid}", "not_found")
         results: list[ChangeResult] = done[1]
@@ -377,12 +428,10 @@ class IdentityApi:
         )
 
     async def _alias(self, request: Request, route: str) -> Response:
-        item = self._authenticate(request, route, request.path_params["key"])
-        if isinstance(item, Response):
-            return item
-        body = await self._body(request, route)
-        if isinstance(body, Response):
-            return body
+        admitted = await self._admit(request, route, request.path_params["key"])
+        if isinstance(admitted, Response):
+            return admitted
+        caller, body = admitted
         try:
             data = _decode(_ALIAS_REQUEST, body).data
             source = _mpid(data.source_mpid, "data.source_mpid")
@@ -402,10 +451,17 @@ class IdentityApi:
         service = self._service
 
         def stage() -> tuple[Pending, None] | None:
+            self._check_seen(
+                caller, [("data.source_mpid", source), ("data.destination_mpid", destination)]
+            )
             pending = service.alias(source, destination)
             return None if pending is None else (pending, None)
 
-        if await self._commit(stage, item, new_batch_ids(1)[0], request) is None:
+        try:
+            done = await self._commit(stage, caller.input, new_batch_ids(1)[0], request)
+        except NotSeen as exc:
+            return self._forbidden(route, str(exc))
+        if done is None:
             return self._reject(
                 route,
                 404,
@@ -434,6 +490,7 @@ class IdentityApi:
                 staged = stage()
                 if staged is None:
                     return None
+                service.seen_by(staged[0], item.id)
                 record = staged[0].answer.record
                 if record is not None:
                     now = self._clock.now_ms()
@@ -452,13 +509,58 @@ class IdentityApi:
 
         return await asyncio.to_thread(run)
 
+    def _check_seen(self, caller: Caller, users: Sequence[tuple[str, int]]) -> None:
+        """Raise :class:`NotSeen` if ``caller`` is key-only and one of ``users`` (JSON path,
+        MPID) exists but its input has not seen it (an unknown user is the handler's 404).
+        Runs under the service lock, with the change it guards."""
+        if not caller.key_only:
+            return
+        profiles = [(path, mpid, self._service.profile(mpid)) for path, mpid in users]
+        if any(profile is None for _, _, profile in profiles):
+            return
+        for path, mpid, profile in profiles:
+            if profile is not None and caller.input.id not in profile.inputs:
+                raise NotSeen(path, mpid)
+
+    async def _admit(
+        self, request: Request, route: str, path_key: str | None = None
+    ) -> tuple[Caller, bytes] | Response:
+        """The caller and body of a request whose credentials hold and that is within its
+        input's rate limit, or the 401/403/413/415/429 answer."""
+        claim = self._authenticate(request, route, path_key)
+        if isinstance(claim, Response):
+            return claim
+        body = await self._body(request, route)
+        if isinstance(body, Response):
+            return body
+        if claim.signature is not None:
+            refused = self._check_signature(request, route, claim, body)
+            if refused is not None:
+                return refused
+        item = claim.caller.input
+        decision = self._limiter.take(item.id, item.rate_limit, 1)
+        if not decision.allowed:
+            return self._reject(
+                route,
+                429,
+                "TOO_MANY_REQUESTS",
+                f"$: over the input's limit of {item.rate_limit:g} IDSync requests per second",
+                "rate_limited",
+                {
+                    "Retry-After": str(decision.retry_after_s),
+                    "X-mp-rate-limit-exceeded": "app",
+                },
+            )
+        return claim.caller, body
+
     def _authenticate(
         self, request: Request, route: str, path_key: str | None = None
-    ) -> Input | Response:
-        """The input of the request's credentials, or the 401/403 answer.
+    ) -> _Claim | Response:
+        """The caller that the request's credentials name, or the 401/403 answer.
 
-        HTTP Basic (key and secret) first; otherwise the key alone, from ``x-mp-key`` or the
-        alias path, for client inputs only. HMAC signatures cannot be checked (see the docs).
+        HTTP Basic (key and secret) first; then an HMAC signature (``x-mp-signature``, checked
+        once the body is read); otherwise the key alone, from ``x-mp-key`` or the alias path,
+        for the inputs that accept it (:func:`key_only_allowed`).
         """
         header = request.headers.get("authorization")
         if header is not None:
@@ -472,14 +574,10 @@ class IdentityApi:
                 return self._forbidden(
                     route, "Authorization: unknown or disabled key, or wrong secret"
                 )
-            return self._check_path_key(route, item, credentials[0], path_key)
-        if request.headers.get("x-mp-signature") is not None:
-            return self._unauthorized(
-                route,
-                "x-mp-signature: HMAC signatures are not supported (Patchbay keeps only a hash"
-                " of each secret, so it cannot compute one); use HTTP Basic, or x-mp-key alone"
-                " for a client input",
-            )
+            return self._check_path_key(route, Caller(item, False), credentials[0], path_key)
+        given = request.headers.get("x-mp-signature")
+        if given is not None:
+            return self._signed(request, route, given, path_key)
         key = request.headers.get("x-mp-key") or path_key
         if not key:
             return self._unauthorized(
@@ -490,23 +588,105 @@ class IdentityApi:
         if found is None or not found[0].enabled or not found[1].enabled:
             return self._forbidden(route, "x-mp-key: unknown or disabled key")
         item = found[1]
-        if item.type in KEY_ONLY_EXCLUDED:
+        if item.type in SERVER_SIDE_TYPES:
             return self._forbidden(
                 route,
                 f"x-mp-key: a key alone does not authenticate a {item.type} input;"
                 " use HTTP Basic with its secret",
             )
-        return self._check_path_key(route, item, key, path_key)
+        if not key_only_allowed(item):
+            return self._forbidden(
+                route,
+                f"x-mp-key: this {item.type} input does not accept its key alone on IDSync;"
+                " sign the request (x-mp-signature), use HTTP Basic, or turn key-only on with"
+                " `patchbay inputs set-idsync-key-only`",
+            )
+        return self._check_path_key(route, Caller(item, True), key, path_key)
+
+    def _signed(
+        self, request: Request, route: str, given: str, path_key: str | None
+    ) -> _Claim | Response:
+        """The claim of a signed request (key and ``Date`` checked; the signature is not)."""
+        key = request.headers.get("x-mp-key")
+        if not key:
+            return self._unauthorized(route, "x-mp-key: required with x-mp-signature")
+        date = request.headers.get("date")
+        problem = date_problem(date, self._clock.now_ms())
+        if problem is not None:
+            return self._unauthorized(route, problem)
+        assert date is not None
+        found = self._inputs.find_credential(key)
+        if found is None or not found[0].enabled or not found[1].enabled:
+            return self._forbidden(route, "x-mp-key: unknown or disabled key")
+        credential, item = found
+        if item.type in SERVER_SIDE_TYPES:
+            return self._unauthorized(
+                route,
+                f"x-mp-signature: a {item.type} input does not sign IDSync requests;"
+                " use HTTP Basic with its key and secret",
+            )
+        claim = _Claim(Caller(item, False), credential, given, date)
+        checked = self._check_path_key(route, claim.caller, key, path_key)
+        return claim if isinstance(checked, _Claim) else checked
+
+    def _check_signature(
+        self, request: Request, route: str, claim: _Claim, body: bytes
+    ) -> Response | None:
+        """``None`` if the claim's signature is the request's, else the 401/403/500 answer."""
+        credential = claim.credential
+        assert credential is not None and claim.signature is not None
+        secret = None
+        if credential.secret_sealed is not None and self._box is not None:
+            try:
+                box = self._box.get()
+            except SealingError as exc:
+                log.error("credentials_key_unusable", error=str(exc))
+                return self._reject(
+                    route,
+                    500,
+                    "INTERNAL_SERVER_ERROR",
+                    "x-mp-signature: the server cannot check signatures now (see its log)",
+                    "server_error",
+                )
+            secret = box.open(credential.secret_sealed, credential.key)
+            if secret is None:
+                log.error(
+                    "sealed_secret_does_not_open",
+                    input=claim.caller.input.name,
+                    key_file=str(self._box.path),
+                )
+        if secret is None:
+            return self._unauthorized(
+                route,
+                "x-mp-signature: this key cannot be checked: its secret was not kept sealed"
+                " (a key made before signatures were supported); rotate the input's key"
+                " (`patchbay inputs rotate NAME --keep-old`) or use HTTP Basic",
+            )
+        raw_path = request.scope.get("raw_path") or request.url.path.encode()
+        query = request.scope.get("query_string", b"").decode("latin-1")
+        if not signature_matches(
+            secret,
+            request.method,
+            claim.date,
+            raw_path.decode("latin-1"),
+            query,
+            body,
+            claim.signature,
+        ):
+            return self._forbidden(
+                route, "x-mp-signature: does not match the request signed with the key's secret"
+            )
+        return None
 
     def _check_path_key(
-        self, route: str, item: Input, key: str, path_key: str | None
-    ) -> Input | Response:
+        self, route: str, caller: Caller, key: str, path_key: str | None
+    ) -> _Claim | Response:
         if path_key is None or path_key == key:
-            return item
+            return _Claim(caller)
         found = self._inputs.find_credential(path_key)
-        if found is None or found[1].id != item.id:
+        if found is None or found[1].id != caller.input.id:
             return self._forbidden(route, "the key in the path is not a key of this input")
-        return item
+        return _Claim(caller)
 
     async def _body(self, request: Request, route: str) -> bytes | Response:
         try:

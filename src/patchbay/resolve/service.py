@@ -224,6 +224,17 @@ class ResolveService:
             record = _record(destination, [], [source], "alias") if merged else None
             return Pending(staged, IdentityAnswer(destination, record=record))
 
+    def seen_by(self, pending: Pending, input_id: str) -> None:
+        """Note on the user of a staged change that ``input_id`` made it, as the resolve stage
+        does when it reads the change's record back from the log (the input that appends a
+        record is one the user was seen on)."""
+        if pending.answer.record is None:
+            return
+        profile = pending.staged.profile(pending.answer.mpid)
+        if profile is not None and input_id not in profile.inputs:
+            profile.inputs.append(input_id)
+            pending.staged.put(profile)
+
     def apply(self, pending: Pending) -> None:
         """Commit a staged change (after its record, if any, is in the log)."""
         with self._locked():

@@ -46,6 +46,10 @@ class MemoryInputStore:
         """Change an input's rate limit."""
         self._update(input_id, rate_limit=rate_limit)
 
+    def set_idsync_key_only(self, input_id: str, on: bool) -> None:
+        """Whether IDSync accepts the input's key alone."""
+        self._update(input_id, idsync_key_only=on)
+
     def _update(self, input_id: str, **changes: object) -> None:
         with self._lock:
             if (found := self._inputs.get(input_id)) is not None:

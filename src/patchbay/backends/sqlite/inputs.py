@@ -15,19 +15,28 @@ CREATE TABLE IF NOT EXISTS inputs (
     type TEXT NOT NULL,
     rate_limit REAL NOT NULL,
     enabled INTEGER NOT NULL,
-    created_at_ms INTEGER NOT NULL
+    created_at_ms INTEGER NOT NULL,
+    idsync_key_only INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS credentials (
     key TEXT PRIMARY KEY,
     input_id TEXT NOT NULL REFERENCES inputs (id),
     secret_hash TEXT NOT NULL,
     created_at_ms INTEGER NOT NULL,
-    enabled INTEGER NOT NULL
+    enabled INTEGER NOT NULL,
+    secret_sealed TEXT
 );
 """
 
-_INPUT_COLUMNS = "id, name, type, rate_limit, enabled, created_at_ms"
-_CREDENTIAL_COLUMNS = "key, input_id, secret_hash, created_at_ms, enabled"
+#: Columns added after the first release: (table, column, definition), added to a database
+#: made before them when it is opened (existing rows get the default).
+_ADDED_COLUMNS = (
+    ("inputs", "idsync_key_only", "INTEGER NOT NULL DEFAULT 0"),
+    ("credentials", "secret_sealed", "TEXT"),
+)
+
+_INPUT_COLUMNS = "id, name, type, rate_limit, enabled, created_at_ms, idsync_key_only"
+_CREDENTIAL_COLUMNS = "key, input_id, secret_hash, created_at_ms, enabled, secret_sealed"
 
 
 class SqliteInputStore:
@@ -36,13 +45,17 @@ class SqliteInputStore:
     def __init__(self, db: SqliteDatabase) -> None:
         self._db = db
         db.create(SCHEMA)
+        for table, column, definition in _ADDED_COLUMNS:
+            columns = {row[1] for row in db.conn().execute(f"PRAGMA table_info({table})")}
+            if column not in columns:
+                db.write(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
     def add_input(self, item: Input, credential: Credential) -> None:
         """Store an input and its first credential."""
         try:
             with self._db.transaction() as conn:
                 conn.execute(
-                    f"INSERT INTO inputs ({_INPUT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                    f"INSERT INTO inputs ({_INPUT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (
                         item.id,
                         item.name,
@@ -50,6 +63,7 @@ class SqliteInputStore:
                         item.rate_limit,
                         int(item.enabled),
                         item.created_at_ms,
+                        int(item.idsync_key_only),
                     ),
                 )
                 self._insert_credential(conn, credential)
@@ -83,6 +97,10 @@ class SqliteInputStore:
         """Change an input's rate limit."""
         self._db.write("UPDATE inputs SET rate_limit = ? WHERE id = ?", (rate_limit, input_id))
 
+    def set_idsync_key_only(self, input_id: str, on: bool) -> None:
+        """Whether IDSync accepts the input's key alone."""
+        self._db.write("UPDATE inputs SET idsync_key_only = ? WHERE id = ?", (int(on), input_id))
+
     def add_credential(self, credential: Credential) -> None:
         """Add a key to an input; raises :class:`DuplicateName` if the key exists."""
         conn = self._db.conn()
@@ -111,7 +129,8 @@ class SqliteInputStore:
             self._db.conn()
             .execute(
                 "SELECT c.key, c.input_id, c.secret_hash, c.created_at_ms, c.enabled,"
-                " i.id, i.name, i.type, i.rate_limit, i.enabled, i.created_at_ms"
+                " c.secret_sealed, i.id, i.name, i.type, i.rate_limit, i.enabled,"
+                " i.created_at_ms, i.idsync_key_only"
                 " FROM credentials c JOIN inputs i ON i.id = c.input_id WHERE c.key = ?",
                 (key,),
             )
@@ -119,20 +138,21 @@ class SqliteInputStore:
         )
         if row is None:
             return None
-        return _credential(row[:5]), _input(row[5:])
+        return _credential(row[:6]), _input(row[6:])
 
     # -- plumbing --------------------------------------------------------------------
 
     @staticmethod
     def _insert_credential(conn: sqlite3.Connection, credential: Credential) -> None:
         conn.execute(
-            f"INSERT INTO credentials ({_CREDENTIAL_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+            f"INSERT INTO credentials ({_CREDENTIAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
             (
                 credential.key,
                 credential.input_id,
                 credential.secret_hash,
                 credential.created_at_ms,
                 int(credential.enabled),
+                credential.secret_sealed,
             ),
         )
 
@@ -149,6 +169,7 @@ def _input(row: Sequence[object]) -> Input:
         rate_limit=float(row[3]),  # type: ignore[arg-type]
         enabled=bool(row[4]),
         created_at_ms=int(row[5]),  # type: ignore[call-overload]
+        idsync_key_only=bool(row[6]),
     )
 
 
@@ -159,4 +180,5 @@ def _credential(row: Sequence[object]) -> Credential:
         secret_hash=str(row[2]),
         created_at_ms=int(row[3]),  # type: ignore[call-overload]
         enabled=bool(row[4]),
+        secret_sealed=None if row[5] is None else str(row[5]),
     )
