@@ -7,11 +7,18 @@ import msgspec
 
 from patchbay.backends.abstract import InputStore
 from patchbay.backends.records import DuplicateName, Input
-from patchbay.cli.common import data_dir_option, opened, pass_settings, print_json
+from patchbay.cli.common import (
+    creating_data_dir_option,
+    data_dir_option,
+    opened,
+    pass_settings,
+    print_json,
+)
 from patchbay.clock import SystemClock
 from patchbay.collect.inputs import (
     DEFAULT_RATE_LIMIT,
     INPUT_TYPES,
+    check_new_input,
     create_input,
     rotate_credentials,
 )
@@ -51,11 +58,18 @@ def _show_credentials(input_id: str, key: str, secret: str, as_json: bool) -> No
     type=click.FloatRange(min=0),
     help="Batches per second (0: unlimited).",
 )
-@data_dir_option
+@creating_data_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print {id, key, secret} as JSON.")
 def inputs_add(name: str, type_: str, rate_limit: float, settings: Settings, as_json: bool) -> None:
-    """Create an input and print its key and secret (the secret is shown only once)."""
-    with opened(settings) as backend:
+    """Create an input and print its key and secret (the secret is shown only once).
+
+    Creates the data directory's store if there is none yet.
+    """
+    try:
+        check_new_input(name, type_, rate_limit)  # a refused input creates no store
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    with opened(settings, create=True) as backend:
         try:
             created = create_input(backend.inputs, name, type_, rate_limit, SystemClock())
         except DuplicateName:

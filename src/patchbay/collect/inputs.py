@@ -74,16 +74,21 @@ def _new_credential(input_id: str, clock: Clock) -> tuple[Credential, str]:
     )
 
 
-def create_input(
-    store: InputStore, name: str, type_: str, rate_limit: float, clock: Clock
-) -> NewCredentials:
-    """Create an input with a first key and secret; the secret is returned only here."""
+def check_new_input(name: str, type_: str, rate_limit: float) -> None:
+    """``ValueError`` unless an input can be created with these values."""
     if type_ not in INPUT_TYPES:
         raise ValueError(f"unknown input type {type_!r}: expected one of {', '.join(INPUT_TYPES)}")
     if rate_limit < 0:
         raise ValueError("the rate limit must be 0 (unlimited) or more")
     if not name or len(name) > 200:
         raise ValueError("the name must have 1 to 200 characters")
+
+
+def create_input(
+    store: InputStore, name: str, type_: str, rate_limit: float, clock: Clock
+) -> NewCredentials:
+    """Create an input with a first key and secret; the secret is returned only here."""
+    check_new_input(name, type_, rate_limit)
     item = Input(
         id=str(uuid.uuid4()),
         name=name,
