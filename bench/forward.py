@@ -318,12 +318,12 @@ def setup(data_dir: Path, partner_port: int, n_outputs: int) -> dict[str, str]:
     """Module, N outputs, one input without a rate limit, N connections; the credentials."""
     where = ("--data-dir", str(data_dir))
     url = f"http://127.0.0.1:{partner_port}/firehose"
-    patchbay_cli("modules", "register", MODULE, "--url", url, "--token", TOKEN, *where)
-    creds: dict[str, str] = json.loads(
+    creds: dict[str, str] = json.loads(  # first: it creates the store
         patchbay_cli(
             "inputs", "add", "bench", "--type", "server", "--rate-limit", "0", "--json", *where
         )
     )
+    patchbay_cli("modules", "register", MODULE, "--url", url, "--token", TOKEN, *where)
     for name in output_names(n_outputs):
         patchbay_cli(
             "outputs",

@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 data_dir=${PATCHBAY_DATA_DIR:-patchbay-data}
-if ! .venv/bin/patchbay inputs list --data-dir "$data_dir" --json | grep -q .; then
+if [ ! -f "$data_dir/patchbay.db" ] \
+  || ! .venv/bin/patchbay inputs list --data-dir "$data_dir" --json | grep -q .; then
   echo "First run: creating an input named 'server'. Keep the secret: it is shown only once."
   .venv/bin/patchbay inputs add server --type server --data-dir "$data_dir"
 fi

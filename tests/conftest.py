@@ -213,6 +213,19 @@ def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
+def create_store(data_dir: Path) -> Path:
+    """Create an empty store in ``data_dir``, as ``patchbay serve`` does on its first start
+    (every command but ``serve`` and ``inputs add`` needs one); returns ``data_dir``."""
+    open_sqlite(data_dir).close()
+    return data_dir
+
+
+@pytest.fixture
+def store_dir(data_dir: Path) -> Path:
+    """``data_dir`` with an empty store in it."""
+    return create_store(data_dir)
+
+
 @pytest.fixture
 def server(data_dir: Path) -> Iterator[Server]:
     """A running ``patchbay serve`` with an input of unlimited rate in ``server.credentials``."""

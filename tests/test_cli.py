@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import queue
 import re
 import signal
@@ -16,11 +17,25 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
+from click.testing import CliRunner
 
-from patchbay.backends.sqlite import DB_FILE
+from patchbay.backends.records import NewBatch
+from patchbay.backends.sqlite import DB_FILE, open_sqlite
+from patchbay.cli import main
 from patchbay.collect.sealing import load_box
-from tests.conftest import Credentials, Server, add_input, run_cli, start_server, stop_server
+from tests.conftest import (
+    DATA,
+    Credentials,
+    Server,
+    add_input,
+    create_store,
+    free_port,
+    run_cli,
+    start_server,
+    stop_server,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -99,10 +114,14 @@ def test_inputs_add_unknown_type_fails_clearly(data_dir: Path) -> None:
     for choice in ("server", "ios", "web", "feed"):
         assert choice in done.stderr
     assert done.stdout == ""
-    assert listed(data_dir) == []
+    assert not data_dir.exists()  # a refused input creates no store
 
 
 def test_inputs_add_empty_name_fails(data_dir: Path) -> None:
+    done = fails("inputs", "add", "", "--type", "server", data_dir=data_dir)
+    assert "the name must have 1 to 200 characters" in done.stderr
+    assert not data_dir.exists()
+    create_store(data_dir)
     done = fails("inputs", "add", "", "--type", "server", data_dir=data_dir)
     assert "the name must have 1 to 200 characters" in done.stderr
     assert listed(data_dir) == []
@@ -111,7 +130,7 @@ def test_inputs_add_empty_name_fails(data_dir: Path) -> None:
 def test_inputs_add_negative_rate_limit_fails(data_dir: Path) -> None:
     done = fails("inputs", "add", "x", "--type", "server", "--rate-limit", "-1", data_dir=data_dir)
     assert "--rate-limit" in done.stderr
-    assert listed(data_dir) == []
+    assert not data_dir.exists()
 
 
 def test_inputs_add_duplicate_name_fails(data_dir: Path) -> None:
@@ -375,13 +394,58 @@ def test_batches_limit_prints_oldest_first_with_stamps(server: Server) -> None:
     assert ok("batches", "--limit", "10", data_dir=server.data_dir).splitlines() == everything
 
 
-def test_batches_on_an_empty_store_prints_nothing(data_dir: Path) -> None:
-    assert ok("batches", "--limit", "5", data_dir=data_dir) == ""
+def test_batches_on_an_empty_store_prints_nothing(store_dir: Path) -> None:
+    assert ok("batches", "--limit", "5", data_dir=store_dir) == ""
 
 
-def test_batches_limit_must_be_positive(data_dir: Path) -> None:
-    done = fails("batches", "--limit", "0", data_dir=data_dir)
+def test_batches_limit_must_be_positive(store_dir: Path) -> None:
+    done = fails("batches", "--limit", "0", data_dir=store_dir)
     assert "--limit" in done.stderr
+
+
+#: mParticle's official sample batch, pretty-printed over 706 lines.
+SAMPLE_BATCH = (
+    DATA / "inbound" / "mParticle-docs__static_schema_mparticle.inbound.eventsapi.sample.json"
+)
+
+
+def test_batches_prints_a_pretty_printed_batch_on_one_line(server: Server) -> None:
+    sample = SAMPLE_BATCH.read_bytes()
+    assert sample.count(b"\n") > 100
+    # Line breaks a JSON string may hold as they are, which str.splitlines() splits at too.
+    breaks = '{\r\n  "events": [],\r\n  "user_attributes": {"bio": "a\u2028b\u2029c\u0085d"}\r\n}'
+    sent = [sample, breaks.encode()]
+    for body in sent:
+        assert post_one(server, server.credentials, body) == 202
+    out = ok("batches", data_dir=server.data_dir)
+    lines = out.splitlines()  # splits at U+2028, U+2029 and U+0085 too
+    assert len(lines) == 2
+    for line, body in zip(lines, sent, strict=True):
+        stamped = json.loads(line)
+        assert list(stamped) == STAMP_KEYS
+        assert stamped["batch"] == json.loads(body)
+        # the same members in the same order as sent
+        assert list(stamped["batch"]) == list(json.loads(body))
+
+
+def test_batches_prints_a_damaged_batch_as_one_json_string(store_dir: Path) -> None:
+    backend = open_sqlite(store_dir)
+    try:
+        backend.log.append(
+            [
+                NewBatch("b-1", "input-1", 1_700_000_000_000, "server_to_server", body)
+                for body in (b'{\n  "events": [\n', b"\x00\xff\xfe\nbinary\r\n", b'{"ok": 1}')
+            ]
+        )
+    finally:
+        backend.close()
+    lines = ok("batches", data_dir=store_dir).splitlines()
+    assert [json.loads(line)["batch"] for line in lines] == [
+        '{\n  "events": [\n',
+        "\x00\ufffd\ufffd\nbinary\r\n",
+        {"ok": 1},
+    ]
+    assert lines[2].endswith(',"batch":{"ok": 1}}')  # one line of JSON: as it came
 
 
 def test_batches_follow_prints_new_batches(server: Server) -> None:
@@ -458,7 +522,153 @@ def test_version(tmp_path: Path) -> None:
     assert done.stdout.startswith("patchbay, version ")
 
 
-@pytest.mark.parametrize("args", [["inputs", "list"], ["batches", "--limit", "1"]])
-def test_commands_do_not_need_an_existing_data_dir(tmp_path: Path, args: list[str]) -> None:
-    data_dir = tmp_path / "fresh"
-    assert ok(*args, data_dir=data_dir).splitlines()[1:] == []
+# -- a data dir that is not there -------------------------------------------------------------
+
+#: Every command but those that create a store (``serve``, ``inputs add``), with arguments
+#: that get it as far as opening the store.
+NEEDS_A_STORE: dict[str, list[str]] = {
+    "inputs list": [],
+    "inputs rotate": ["app"],
+    "inputs disable": ["app"],
+    "inputs enable": ["app"],
+    "inputs disable-key": ["pk_x"],
+    "inputs set-rate-limit": ["app", "5"],
+    "inputs set-idsync-key-only": ["app", "on"],
+    "api-clients add": ["crm", "--scope", "profiles:read"],
+    "api-clients list": [],
+    "api-clients rotate": ["crm"],
+    "api-clients disable": ["crm"],
+    "api-clients enable": ["crm"],
+    "api-clients remove": ["crm"],
+    "batches": ["--limit", "1"],
+    "profiles show": ["1"],
+    "profiles find": ["--email", "a@example.com"],
+    "reprocess": [],
+    "modules register": ["acme", "--url", "http://127.0.0.1:9/never-called"],
+    "modules list": [],
+    "modules show": ["acme"],
+    "partner verify": ["--module", "acme"],
+    "outputs add": ["hook", "--webhook", "http://127.0.0.1:9/"],
+    "outputs list": [],
+    "outputs show": ["hook"],
+    "outputs pause": ["hook"],
+    "outputs resume": ["hook"],
+    "outputs status": [],
+    "connections add": ["--input", "app", "--output", "hook"],
+    "connections list": [],
+    "connections remove": ["--input", "app", "--output", "hook"],
+    "deliveries parked": [],
+    "deliveries replay": ["--output", "hook"],
+    "audiences create": ["AUDIENCE_FILE"],
+    "audiences update": ["buyers", "AUDIENCE_FILE"],
+    "audiences list": [],
+    "audiences show": ["buyers"],
+    "audiences members": ["buyers"],
+    "audiences delete": ["buyers"],
+    "audiences connect": ["buyers", "--output", "hook"],
+    "audiences disconnect": ["buyers", "--output", "hook"],
+}
+CREATES_A_STORE = {"serve", "inputs add"}
+
+
+def _commands(group: click.Group, prefix: str = "") -> list[str]:
+    found = []
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            found += _commands(command, f"{prefix}{name} ")
+        else:
+            found.append(f"{prefix}{name}")
+    return found
+
+
+def test_every_command_is_checked_on_a_missing_data_dir() -> None:
+    assert not CREATES_A_STORE & set(NEEDS_A_STORE)
+    assert set(_commands(main)) == set(NEEDS_A_STORE) | CREATES_A_STORE
+
+
+@pytest.mark.parametrize("command", sorted(NEEDS_A_STORE))
+def test_commands_fail_on_a_missing_data_dir_and_create_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    monkeypatch.delenv("PATCHBAY_DATA_DIR", raising=False)
+    monkeypatch.delenv("PATCHBAY_CONFIG", raising=False)
+    audience = tmp_path / "buyers.json"
+    audience.write_text('{"name": "buyers", "criteria": {"event": "purchase"}}')
+    missing = tmp_path / "typo" / "data"
+    args = [str(audience) if a == "AUDIENCE_FILE" else a for a in NEEDS_A_STORE[command]]
+    result = CliRunner().invoke(main, [*command.split(), *args, "--data-dir", str(missing)])
+    assert result.exit_code == 1, result.output
+    assert result.output == (
+        f"Error: no Patchbay data at {missing} (give --data-dir or PATCHBAY_DATA_DIR;"
+        " `patchbay serve` or `patchbay inputs add` creates one)\n"
+    )
+    assert not (tmp_path / "typo").exists()
+
+
+def test_a_missing_data_dir_is_named_in_full(tmp_path: Path) -> None:
+    # Run from another directory, with the default (relative) data dir: the error says
+    # where it looked, rather than printing nothing.
+    done = subprocess.run(
+        [sys.executable, "-m", "patchbay", "batches"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if not k.startswith("PATCHBAY_")},
+    )
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr == (
+        f"Error: no Patchbay data at {tmp_path / 'patchbay-data'} (give --data-dir or"
+        " PATCHBAY_DATA_DIR; `patchbay serve` or `patchbay inputs add` creates one)\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_commands_that_create_a_store(tmp_path: Path) -> None:
+    data_dir = tmp_path / "new" / "data"
+    add_input(data_dir, "app")
+    assert (data_dir / DB_FILE).is_file()
+    assert [i["name"] for i in listed(data_dir)] == ["app"]
+    # `serve` creating one is test_serve_creates_a_missing_data_dir
+
+
+def test_a_data_dir_under_a_regular_file_is_a_one_line_error(tmp_path: Path) -> None:
+    # (A directory without write permission cannot be tested as root, who may write anyway.)
+    regular = tmp_path / "a-file"
+    regular.write_text("not a directory")
+    data_dir = regular / "data"
+    for args in (["inputs", "add", "app", "--type", "web"], ["inputs", "list"], ["reprocess"]):
+        done = fails(*args, data_dir=data_dir)
+        assert done.returncode == 1
+        [line] = done.stderr.splitlines()
+        assert line.startswith("Error: ")
+        assert str(data_dir) in line
+    done = fails("inputs", "add", "app", "--type", "web", data_dir=data_dir)
+    assert done.stderr == (f"Error: cannot open the Patchbay data at {data_dir}: Not a directory\n")
+    # serve, too (it creates a store where there is none)
+    port = str(free_port())
+    done = subprocess.run(
+        [sys.executable, "-m", "patchbay", "serve", "--data-dir", str(data_dir), "--port", port],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr == (f"Error: cannot open the Patchbay data at {data_dir}: Not a directory\n")
+    # and a data dir that is a regular file itself
+    done = fails("batches", data_dir=regular)
+    assert "is a file" in done.stderr
+    assert regular.read_text() == "not a directory"
+
+
+def test_a_store_that_is_not_a_database_is_a_one_line_error(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / DB_FILE).write_text("not sqlite")
+    done = fails("inputs", "list", data_dir=data_dir)
+    assert done.stderr == (
+        f"Error: cannot open the Patchbay data at {data_dir}: file is not a database\n"
+    )

@@ -10,7 +10,8 @@ from patchbay.collect.inputs import hash_secret
 from tests.conftest import run_cli
 
 
-def test_api_clients_commands(data_dir: Path) -> None:
+def test_api_clients_commands(store_dir: Path) -> None:
+    data_dir = store_dir
     added = run_cli(
         "api-clients", "add", "crm", "--scope", "profiles:read", "--json", data_dir=data_dir
     )

@@ -65,9 +65,10 @@ def partner_url(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def outputs(data_dir: Path, partner_url: str, tmp_path: Path) -> Path:
+def outputs(store_dir: Path, partner_url: str, tmp_path: Path) -> Path:
     """Module ``sq`` (the example partner: audiences, user attributes allowed) with output
     ``o``; module ``events`` (no audience processing) with output ``e``; webhook ``w``."""
+    data_dir = store_dir
     ok("modules", "register", "sq", "--url", partner_url, data_dir=data_dir)
     ok("outputs", "add", "o", "--module", "sq", "--setting", f"apiKey={API_KEY}",
        data_dir=data_dir)  # fmt: skip
@@ -148,7 +149,8 @@ def test_definition_errors(outputs: Path, tmp_path: Path) -> None:
             .stdout.splitlines()[1:]] == ["a", "b"]  # fmt: skip
 
 
-def test_create_from_stdin(data_dir: Path) -> None:
+def test_create_from_stdin(store_dir: Path) -> None:
+    data_dir = store_dir
     done = subprocess.run(
         [sys.executable, "-m", "patchbay", "audiences", "create", "-", "--json",
          "--data-dir", str(data_dir)],
@@ -221,7 +223,8 @@ def test_connect_and_disconnect(outputs: Path, tmp_path: Path) -> None:
     assert [r.action for r in subscriptions(data_dir)] == ["remove"]
 
 
-def test_members_stream_in_pages(data_dir: Path, tmp_path: Path) -> None:
+def test_members_stream_in_pages(store_dir: Path, tmp_path: Path) -> None:
+    data_dir = store_dir
     ok("audiences", "create", str(write(tmp_path / "g.json", definition("gold"))), "--no-wait",
        data_dir=data_dir)  # fmt: skip
     ok("audiences", "create", str(write(tmp_path / "e.json", definition("empty"))), "--no-wait",
@@ -242,7 +245,8 @@ def test_members_stream_in_pages(data_dir: Path, tmp_path: Path) -> None:
     assert "no audience named 'x'" in fails("audiences", "members", "x", data_dir=data_dir)
 
 
-def test_following_the_build_while_serve_runs(data_dir: Path, tmp_path: Path) -> None:
+def test_following_the_build_while_serve_runs(store_dir: Path, tmp_path: Path) -> None:
+    data_dir = store_dir
     ok("audiences", "create", str(write(tmp_path / "g.json", definition("gold"))), "--no-wait",
        data_dir=data_dir)  # fmt: skip
     assert not serve_running(data_dir)

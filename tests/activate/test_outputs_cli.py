@@ -23,11 +23,11 @@ def partner_url(tmp_path: Path) -> Iterator[str]:
 
 
 def test_module_outputs_are_validated_and_secrets_hidden(data_dir: Path, partner_url: str) -> None:
+    add_input(data_dir, "app")  # which creates the store
     assert (
         run_cli("modules", "register", "sq", "--url", partner_url, data_dir=data_dir).returncode
         == 0
     )
-    add_input(data_dir, "app")
     missing = run_cli("outputs", "add", "o", "--module", "sq", data_dir=data_dir)
     assert missing.returncode != 0 and "'apiKey'" in missing.stderr and "required" in missing.stderr
     wrong = run_cli(
@@ -75,7 +75,8 @@ def test_module_outputs_are_validated_and_secrets_hidden(data_dir: Path, partner
     assert removed.returncode == 0 and "removed 1" in removed.stdout
 
 
-def test_webhook_and_file_outputs_pause_resume_status(data_dir: Path, tmp_path: Path) -> None:
+def test_webhook_and_file_outputs_pause_resume_status(store_dir: Path, tmp_path: Path) -> None:
+    data_dir = store_dir
     assert run_cli("outputs", "add", "w", "--webhook", "ftp://x", data_dir=data_dir).returncode
     made = run_cli(
         "outputs", "add", "w", "--webhook", "http://127.0.0.1:9/hook", "--setting",

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +25,7 @@ from patchbay.firehose.asgi import asgi_app
 from patchbay.firehose.lambda_handler import lambda_handler
 from patchbay.partner.lambda_local import LocalLambda
 from patchbay.partner.registration import (
+    AccessRefusedError,
     RegistrationError,
     module_summary,
     register,
@@ -33,6 +41,7 @@ from patchbay.partner.transport import (
 from tests.conftest import free_port, run_cli
 from tests.partner.partners import (
     TOKEN,
+    Answer,
     DemoPartner,
     ScriptedPartner,
     answer_json,
@@ -55,6 +64,13 @@ def modules(data_dir: Path) -> Iterator[ModuleStore]:
 def partner_url() -> Iterator[str]:
     """The demo partner over HTTP; it requires the token for everything but registration."""
     with serving(asgi_app(DemoPartner(), token=TOKEN)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def open_partner_url() -> Iterator[str]:
+    """The demo partner over HTTP, accepting any caller (no token)."""
+    with serving(asgi_app(DemoPartner(), token=None)) as url:
         yield url
 
 
@@ -134,7 +150,8 @@ def test_register_over_lambda(aws_env: None, modules: ModuleStore, lambda_url: s
     assert stored.display_name == "Demo Partner"
 
 
-def test_register_with_the_cli_over_lambda(aws_env: None, data_dir: Path, lambda_url: str) -> None:
+def test_register_with_the_cli_over_lambda(aws_env: None, store_dir: Path, lambda_url: str) -> None:
+    data_dir = store_dir
     done = run_cli(
         "modules",
         "register",
@@ -184,14 +201,18 @@ def test_the_registration_request_carries_no_token(modules: ModuleStore) -> None
     partner = ScriptedPartner(demo_script())
     with serving(partner) as url:
         asyncio.run(register(modules, "demo", HttpTarget(url, TOKEN)))
-    [(headers, request)] = partner.requests
+    [(headers, request), (checked_headers, check)] = partner.requests
     assert request["type"] == "module_registration_request"
     assert "authorization" not in headers
+    # then the token is tried on the verification request, as every later call sends it
+    assert check["type"] == "event_processing_request"
+    assert check["events"] == []
+    assert checked_headers["authorization"] == f"Token {TOKEN}"
 
 
 def test_delete_module(modules: ModuleStore, partner_url: str) -> None:
-    asyncio.run(register(modules, "a", HttpTarget(partner_url)))
-    asyncio.run(register(modules, "b", HttpTarget(partner_url)))
+    asyncio.run(register(modules, "a", HttpTarget(partner_url, TOKEN)))
+    asyncio.run(register(modules, "b", HttpTarget(partner_url, TOKEN)))
     assert [m.name for m in modules.list_modules()] == ["a", "b"]
     assert modules.delete_module("a")
     assert [m.name for m in modules.list_modules()] == ["b"]
@@ -419,7 +440,8 @@ def test_register_needs_a_registration_answer(modules: ModuleStore) -> None:
 # --------------------------------------------------------------------------- CLI
 
 
-def test_cli_register_failure_exits_non_zero_with_the_reason(data_dir: Path) -> None:
+def test_cli_register_failure_exits_non_zero_with_the_reason(store_dir: Path) -> None:
+    data_dir = store_dir
     registration = _registration_dict()
     registration[_EPR]["account_settings"][0].pop("name")
     with serving(ScriptedPartner(demo_script(registration=registration))) as url:
@@ -432,7 +454,9 @@ def test_cli_register_failure_exits_non_zero_with_the_reason(data_dir: Path) -> 
     unreachable = f"http://127.0.0.1:{free_port()}/firehose"
     done = run_cli("modules", "register", "demo", "--url", unreachable, data_dir=data_dir)
     assert done.returncode == 1
-    assert f"registration of 'demo' failed: cannot reach {unreachable}" in done.stderr
+    assert f"registration of 'demo' failed, nothing stored: cannot reach {unreachable}" in (
+        done.stderr
+    )
 
 
 @pytest.mark.parametrize(
@@ -453,7 +477,8 @@ def test_cli_target_usage_errors(data_dir: Path, args: list[str], message: str) 
     assert "invalid module name 'bad name'" in done.stderr
 
 
-def test_cli_never_shows_the_token(data_dir: Path, partner_url: str) -> None:
+def test_cli_never_shows_the_token(store_dir: Path, partner_url: str) -> None:
+    data_dir = store_dir
     outputs = []
     done = run_cli(
         "modules", "register", "demo", "--url", partner_url, "--token", TOKEN, data_dir=data_dir
@@ -503,8 +528,9 @@ def test_cli_never_shows_the_token(data_dir: Path, partner_url: str) -> None:
 
 
 def test_cli_token_from_the_environment(
-    data_dir: Path, partner_url: str, monkeypatch: pytest.MonkeyPatch
+    store_dir: Path, partner_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    data_dir = store_dir
     monkeypatch.setenv("PATCHBAY_PARTNER_TOKEN", TOKEN)
     done = run_cli("modules", "register", "demo", "--url", partner_url, "--json", data_dir=data_dir)
     assert done.returncode == 0, done.stderr
@@ -518,10 +544,168 @@ def test_cli_token_from_the_environment(
     assert module is not None and module.target == HttpTarget(partner_url, TOKEN)
 
 
-def test_cli_without_token_says_not_set(data_dir: Path, partner_url: str) -> None:
-    done = run_cli("modules", "register", "open", "--url", partner_url, "--json", data_dir=data_dir)
+def test_cli_without_token_says_not_set(store_dir: Path, open_partner_url: str) -> None:
+    data_dir = store_dir
+    done = run_cli(
+        "modules", "register", "open", "--url", open_partner_url, "--json", data_dir=data_dir
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["token"] == "not set"
     done = run_cli("modules", "show", "missing", data_dir=data_dir)
     assert done.returncode == 1
     assert "no module named 'missing'" in done.stderr
+
+
+# --------------------------------------------------------------------------- access
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextmanager
+def example_partner(db: Path, token: str) -> Iterator[str]:
+    """The SQLite example partner started as its users start it (``python -m
+    examples.sqlite_partner.http --token ...``); yields its URL."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "examples.sqlite_partner.http",
+            "--port",
+            str(port),
+            "--token",
+            token,
+            "--db",
+            str(db),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError("the example partner did not start") from None
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}/firehose"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _stored_modules(data_dir: Path) -> list[str]:
+    done = run_cli("modules", "list", "--json", data_dir=data_dir)
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line)["name"] for line in done.stdout.splitlines()]
+
+
+def test_cli_register_with_a_token_the_example_partner_refuses(
+    store_dir: Path, tmp_path: Path
+) -> None:
+    data_dir = store_dir
+    partner_db = tmp_path / "partner.db"
+    with example_partner(partner_db, TOKEN) as url:
+        wrong = run_cli(
+            "modules", "register", "ex", "--url", url, "--token", "not-the-token", data_dir=data_dir
+        )
+        missing = run_cli("modules", "register", "ex", "--url", url, data_dir=data_dir)
+        stored_after_refusals = _stored_modules(data_dir)
+        right = run_cli(
+            "modules", "register", "ex", "--url", url, "--token", TOKEN, data_dir=data_dir
+        )
+    assert wrong.returncode == 1, wrong.stdout
+    assert wrong.stdout == ""
+    [line] = wrong.stderr.splitlines()
+    assert line == (
+        f"Error: registration of 'ex' refused, nothing stored: {url} refused the token: it"
+        " answered an authenticated verification request with HTTP 401: unauthorized: Missing"
+        " or wrong token: send 'Authorization: Token <token>'. (check --token or"
+        " $PATCHBAY_PARTNER_TOKEN)"
+    )
+    assert "not-the-token" not in wrong.stderr
+    assert missing.returncode == 1, missing.stdout
+    assert f"{url} refused a call without a token: it answered the verification request with" in (
+        missing.stderr
+    )
+    assert "HTTP 401: unauthorized" in missing.stderr
+    assert "(give the partner's token with --token or $PATCHBAY_PARTNER_TOKEN)" in missing.stderr
+    assert stored_after_refusals == []
+    assert right.returncode == 0, right.stderr
+    assert _stored_modules(data_dir) == ["ex"]
+    # the verification requests reached no code of the partner's: not even its tables exist
+    if partner_db.exists():
+        with sqlite3.connect(partner_db) as db:
+            assert db.execute("SELECT name FROM sqlite_master").fetchall() == []
+
+
+def _refusing(status: int, on: str) -> ScriptedPartner:
+    """The demo partner, answering ``status`` to requests of type ``on``."""
+
+    def change(request: dict[str, Any], normal: dict[str, Any]) -> Answer | None:
+        if request.get("type") != on:
+            return None
+        return answer_json({"error": "forbidden", "message": "Key revoked."}, status=status)
+
+    return ScriptedPartner(demo_script(change=change))
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_register_stores_nothing_when_the_verification_request_is_refused(
+    modules: ModuleStore, status: int
+) -> None:
+    partner = _refusing(status, "event_processing_request")
+    with serving(partner) as url, pytest.raises(AccessRefusedError) as caught:
+        asyncio.run(register(modules, "demo", HttpTarget(url, TOKEN)))
+    assert caught.value.status == status
+    assert caught.value.answer == f"HTTP {status}: forbidden: Key revoked."
+    assert f"{url} refused the token" in str(caught.value)
+    assert TOKEN not in str(caught.value)
+    assert modules.get_module("demo") is None
+
+
+def test_register_refused_registration_request_names_the_partner_answer(
+    modules: ModuleStore,
+) -> None:
+    partner = _refusing(401, "module_registration_request")
+    with serving(partner) as url, pytest.raises(AccessRefusedError) as caught:
+        asyncio.run(register(modules, "demo", HttpTarget(url, TOKEN)))
+    assert caught.value.status == 401
+    assert "refused the registration request, which is sent without a token" in str(caught.value)
+    assert len(partner.requests) == 1  # the token was never tried
+    assert "HTTP 401: forbidden: Key revoked." in str(caught.value)
+    assert modules.get_module("demo") is None
+
+
+def test_register_an_audience_only_partner_checks_with_a_membership_verification(
+    modules: ModuleStore,
+) -> None:
+    registration = _registration_dict()
+    del registration[_EPR]
+    del registration["dsr_processing_registration"]
+    partner = ScriptedPartner(demo_script(registration=registration))
+    with serving(partner) as url:
+        asyncio.run(register(modules, "aud", HttpTarget(url, TOKEN)))
+    [_, (headers, check)] = partner.requests
+    assert check == {**check, "type": "audience_membership_change_request"}
+    assert "user_profiles" not in check
+    assert headers["authorization"] == f"Token {TOKEN}"
+
+
+def test_register_other_answers_to_the_verification_request_are_not_about_the_token(
+    modules: ModuleStore,
+) -> None:
+    # A partner that fails the verification request for another reason accepted the token:
+    # registering works (what its answers are worth is `patchbay partner verify`'s job).
+    with serving(_refusing(500, "event_processing_request")) as url:
+        asyncio.run(register(modules, "demo", HttpTarget(url, TOKEN)))
+    assert modules.get_module("demo") is not None

@@ -36,7 +36,7 @@ from patchbay.partner.verify import (
     event_processing_request,
     verify,
 )
-from tests.conftest import run_cli
+from tests.conftest import create_store, run_cli
 from tests.partner.partners import (
     TOKEN,
     Answer,
@@ -144,7 +144,7 @@ def test_example_partner_passes_through_the_local_lambda(
 
 
 def test_verify_a_registered_module(tmp_path: Path, example_db: Path) -> None:
-    data_dir = tmp_path / "data"
+    data_dir = create_store(tmp_path / "data")
     with serving(build_app(str(example_db), TOKEN)) as url:
         done = run_cli(
             "modules", "register", "sqlite", "--url", url, "--token", TOKEN, data_dir=data_dir

@@ -7,6 +7,7 @@ returns exactly these, so a stage never sees which backend it runs on.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, cast
 
 import msgspec
@@ -151,6 +152,32 @@ class ApiClient(msgspec.Struct, frozen=True):
     enabled: bool
     created_at_ms: int
     secret_set_at_ms: int
+
+
+class StoreMissing(PatchbayError):
+    """There is no store where the settings point (and it was not to be created)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        super().__init__(f"no Patchbay data at {data_dir}")
+        self.data_dir = data_dir
+
+
+class StoreUnavailable(PatchbayError):
+    """The store cannot be opened or created: a path that is not a directory, no
+    permission, a file that is not a database..."""
+
+    def __init__(self, data_dir: Path, reason: str) -> None:
+        super().__init__(f"cannot open the Patchbay data at {data_dir}: {reason}")
+        self.data_dir = data_dir
+        self.reason = reason
+
+    @classmethod
+    def of(cls, data_dir: Path, exc: Exception) -> StoreUnavailable:
+        """The error for ``exc`` (an ``OSError`` or a database error) met at ``data_dir``."""
+        if isinstance(exc, OSError):
+            named = exc.filename is not None and Path(exc.filename) != data_dir
+            return cls(data_dir, f"{exc.strerror or exc}" + (f" ({exc.filename})" if named else ""))
+        return cls(data_dir, str(exc) or type(exc).__name__)
 
 
 # -- partner modules -----------------------------------------------------------------------

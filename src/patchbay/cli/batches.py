@@ -27,7 +27,11 @@ from patchbay.settings import Settings
 )
 @click.option("--follow", "-f", is_flag=True, help="Keep printing batches as they arrive.")
 def batches(settings: Settings, limit: int | None, after: LogPosition | None, follow: bool) -> None:
-    """Print the stored batches as JSON lines, oldest first, with their stamps."""
+    """Print the stored batches as JSON lines, oldest first, with their stamps.
+
+    One JSON object per line, always: a pretty-printed batch is put on one line (same
+    members, same order), and a body that is not valid JSON comes out as a JSON string.
+    """
     out = sys.stdout.buffer
     with opened(settings) as backend:
         try:

@@ -12,7 +12,13 @@ import click
 import msgspec
 from click.core import ParameterSource
 
-from patchbay.backends import Backend, open_backend
+from patchbay.backends import (
+    Backend,
+    StoreMissing,
+    StoreUnavailable,
+    check_store,
+    open_backend,
+)
 from patchbay.backends.records import LogPosition
 from patchbay.clock import SystemClock
 from patchbay.config import FLAGS, ConfigError, settings_from_process
@@ -32,8 +38,7 @@ SETTING_PARAMS = {
 }
 
 
-def data_dir_option(function: Callable[..., Any]) -> Callable[..., Any]:
-    """``--data-dir`` and ``--config``, the settings options of every command."""
+def _settings_options(function: Callable[..., Any], data_dir_help: str) -> Callable[..., Any]:
     function = click.option(
         "--config",
         type=click.Path(dir_okay=False, path_type=Path),
@@ -45,8 +50,24 @@ def data_dir_option(function: Callable[..., Any]) -> Callable[..., Any]:
         type=click.Path(file_okay=False, path_type=Path),
         default=DEFAULTS.data_dir,
         show_default=True,
-        help="Directory of the embedded store (created if missing).",
+        help=data_dir_help,
     )(function)
+
+
+def data_dir_option(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``--data-dir`` and ``--config``, the settings options of every command."""
+    return _settings_options(
+        function,
+        "Directory of the store (env PATCHBAY_DATA_DIR); it must exist: only `serve` and"
+        " `inputs add` create one.",
+    )
+
+
+def creating_data_dir_option(function: Callable[..., Any]) -> Callable[..., Any]:
+    """:func:`data_dir_option` of the commands that create a missing store."""
+    return _settings_options(
+        function, "Directory of the store (env PATCHBAY_DATA_DIR; created if missing)."
+    )
 
 
 def pass_settings(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -85,10 +106,33 @@ def identity_strategy(settings: Settings) -> IdentityStrategy:
 # -- the backend ---------------------------------------------------------------------------
 
 
+#: What to do when a command finds no store (only ``serve`` and ``inputs add`` create one).
+NO_STORE_HINT = (
+    "give --data-dir or PATCHBAY_DATA_DIR; `patchbay serve` or `patchbay inputs add` creates one"
+)
+
+
+def store_error(exc: StoreMissing | StoreUnavailable) -> click.ClickException:
+    """The one-line CLI error for a store that is missing or cannot be opened (the path in
+    full, so that a command run from another directory says where it looked)."""
+    where = exc.data_dir.absolute()
+    if isinstance(exc, StoreMissing):
+        return click.ClickException(f"no Patchbay data at {where} ({NO_STORE_HINT})")
+    return click.ClickException(f"cannot open the Patchbay data at {where}: {exc.reason}")
+
+
 @contextlib.contextmanager
-def opened(settings: Settings) -> Iterator[Backend]:
-    """The stores of the backend ``settings`` names, closed on the way out."""
-    backend = open_backend(settings)
+def opened(settings: Settings, *, create: bool = False) -> Iterator[Backend]:
+    """The stores of the backend ``settings`` names, closed on the way out.
+
+    Only the commands that set a store up (``serve``, ``inputs add``) pass ``create``;
+    every other command fails with a clear error when there is no store where the settings
+    point, rather than creating an empty one and showing nothing.
+    """
+    try:
+        backend = open_backend(settings, create=create)
+    except (StoreMissing, StoreUnavailable) as exc:
+        raise store_error(exc) from None
     try:
         yield backend
     finally:
@@ -125,13 +169,22 @@ def activate_service(settings: Settings) -> Iterator[ActivateService]:
 
 
 @contextlib.contextmanager
-def exclusive(data_dir: Path) -> Iterator[None]:
-    """Hold the data directory's lock (a CLI error if a server holds it)."""
-    try:
-        with data_dir_lock(data_dir):
-            yield
-    except AlreadyRunning as exc:
-        raise click.ClickException(str(exc)) from None
+def exclusive(settings: Settings, *, create: bool = False) -> Iterator[None]:
+    """Hold the data directory's lock (a CLI error if a server holds it). Without
+    ``create``, a CLI error when there is no store there (and nothing is created)."""
+    if not create:
+        try:
+            check_store(settings)
+        except (StoreMissing, StoreUnavailable) as exc:
+            raise store_error(exc) from None
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(data_dir_lock(settings.data_dir))
+        except AlreadyRunning as exc:
+            raise click.ClickException(str(exc)) from None
+        except OSError as exc:
+            raise store_error(StoreUnavailable.of(settings.data_dir, exc)) from None
+        yield
 
 
 # -- output --------------------------------------------------------------------------------

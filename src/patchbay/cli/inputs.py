@@ -7,13 +7,20 @@ import msgspec
 
 from patchbay.backends.abstract import InputStore
 from patchbay.backends.records import DuplicateName, Input
-from patchbay.cli.common import data_dir_option, opened, pass_settings, print_json
+from patchbay.cli.common import (
+    creating_data_dir_option,
+    data_dir_option,
+    opened,
+    pass_settings,
+    print_json,
+)
 from patchbay.clock import SystemClock
 from patchbay.collect.inputs import (
     DEFAULT_RATE_LIMIT,
     INPUT_TYPES,
     SERVER_SIDE_TYPES,
     check_idsync_key_only,
+    check_new_input,
     create_input,
     key_only_allowed,
     rotate_credentials,
@@ -72,7 +79,7 @@ def _show_credentials(input_id: str, key: str, secret: str, as_json: bool) -> No
     help="Let IDSync accept this client input's key alone (x-mp-key, no secret or signature);"
     " web inputs always do, server and feed inputs never.",
 )
-@data_dir_option
+@creating_data_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print {id, key, secret} as JSON.")
 def inputs_add(
     name: str,
@@ -84,10 +91,15 @@ def inputs_add(
 ) -> None:
     """Create an input and print its key and secret (the secret is shown only once).
 
-    A client input's secret is also kept encrypted with the credentials key
-    (credentials_key_file), so that IDSync can check the mobile SDKs' signatures."""
-    box = _box(settings, type_)
-    with opened(settings) as backend:
+    Creates the data directory's store if there is none yet. A client input's secret is
+    also kept encrypted with the credentials key (credentials_key_file), so that IDSync can
+    check the mobile SDKs' signatures."""
+    try:  # a refused input creates no store
+        check_new_input(name, type_, rate_limit, idsync_key_only)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    with opened(settings, create=True) as backend:
+        box = _box(settings, type_)
         try:
             created = create_input(
                 backend.inputs,

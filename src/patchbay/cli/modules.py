@@ -51,12 +51,16 @@ def modules_register(
 ) -> None:
     """Ask a partner for its registration, check it and store it as module NAME.
 
-    Registering NAME again replaces the module (its history is kept). The token is stored
-    for later calls and never printed.
+    The registration request is sent without the token; then, over HTTP, the partner's
+    verification request is sent with it (or without, when none is given): a partner that
+    answers 401 or 403 refuses the token, and nothing is stored. Registering NAME again
+    replaces the module (its history is kept). The token is stored for later calls and
+    never printed.
     """
     import asyncio
 
     from patchbay.partner.registration import (
+        AccessRefusedError,
         RegistrationError,
         check_module_name,
         module_summary,
@@ -83,8 +87,14 @@ def modules_register(
                 if errors
                 else f"registration of {name!r} rejected"
             ) from None
+        except AccessRefusedError as exc:
+            raise click.ClickException(
+                f"registration of {name!r} refused, nothing stored: {exc}"
+            ) from None
         except TransportError as exc:
-            raise click.ClickException(f"registration of {name!r} failed: {exc}") from None
+            raise click.ClickException(
+                f"registration of {name!r} failed, nothing stored: {exc}"
+            ) from None
     module = registered.module
     for problem in registered.warnings:
         click.echo(f"warning: {problem}", err=True)

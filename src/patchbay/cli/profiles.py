@@ -112,7 +112,7 @@ def reprocess(from_position: LogPosition | None, settings: Settings) -> None:
     member again).
     """
     strategy = identity_strategy(settings)
-    with exclusive(settings.data_dir), opened(settings) as backend:
+    with exclusive(settings), opened(settings) as backend:
         log, state = backend.log, backend.state
         ends = [e for p in range(log.partitions) if (e := log.end(p)) is not None]
         state.reset()

@@ -7,12 +7,14 @@ from typing import Any
 
 import click
 
+from patchbay.backends.records import StoreUnavailable
 from patchbay.cli.common import (
     DEFAULTS,
-    data_dir_option,
+    creating_data_dir_option,
     exclusive,
     identity_strategy,
     pass_settings,
+    store_error,
 )
 from patchbay.errors import PatchbayError
 from patchbay.settings import Settings
@@ -20,7 +22,7 @@ from patchbay.settings import Settings
 
 @click.command()
 @pass_settings
-@data_dir_option
+@creating_data_dir_option
 @click.option("--host", default=DEFAULTS.host, show_default=True, help="Address to listen on.")
 @click.option(
     "--port", default=DEFAULTS.port, show_default=True, type=int, help="Port to listen on."
@@ -90,9 +92,12 @@ def serve(settings: Settings) -> None:
 
     configure_logging(settings.log_level)
     strategy = identity_strategy(settings)
-    with exclusive(settings.data_dir):  # before the backend is opened (and recovered)
+    # The lock before the backend is opened (and recovered); serve creates a missing store.
+    with exclusive(settings, create=True):
         try:
             app = create_app(settings, strategy=strategy)  # its lifespan closes the backend
+        except StoreUnavailable as exc:
+            raise store_error(exc) from None
         except PatchbayError as exc:
             raise click.ClickException(str(exc)) from None
         _run(app, settings)

@@ -109,6 +109,20 @@ def key_only_allowed(item: Input) -> bool:
     return item.idsync_key_only and item.type not in SERVER_SIDE_TYPES
 
 
+def check_new_input(
+    name: str, type_: str, rate_limit: float, idsync_key_only: bool = False
+) -> None:
+    """``ValueError`` unless an input can be created with these values."""
+    if type_ not in INPUT_TYPES:
+        raise ValueError(f"unknown input type {type_!r}: expected one of {', '.join(INPUT_TYPES)}")
+    if rate_limit < 0:
+        raise ValueError("the rate limit must be 0 (unlimited) or more")
+    if not name or len(name) > 200:
+        raise ValueError("the name must have 1 to 200 characters")
+    if idsync_key_only:
+        check_idsync_key_only(type_, True)
+
+
 def create_input(
     store: InputStore,
     name: str,
@@ -125,14 +139,7 @@ def create_input(
     input always does). With ``box``, a client input's secret is also sealed, so that IDSync
     can check the input's HMAC signatures.
     """
-    if type_ not in INPUT_TYPES:
-        raise ValueError(f"unknown input type {type_!r}: expected one of {', '.join(INPUT_TYPES)}")
-    if rate_limit < 0:
-        raise ValueError("the rate limit must be 0 (unlimited) or more")
-    if not name or len(name) > 200:
-        raise ValueError("the name must have 1 to 200 characters")
-    if idsync_key_only:
-        check_idsync_key_only(type_, True)
+    check_new_input(name, type_, rate_limit, idsync_key_only)
     item = Input(
         id=str(uuid.uuid4()),
         name=name,

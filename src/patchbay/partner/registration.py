@@ -2,8 +2,10 @@
 
 :func:`register` sends a ``module_registration_request`` (without the token: the
 registration call must work unauthenticated, spec §3.1), checks the
-``module_registration_response`` strictly with :func:`validate_registration`, and stores the
-module in a :class:`~patchbay.backends.abstract.ModuleStore`. Re-registering a name replaces the
+``module_registration_response`` strictly with :func:`validate_registration`, tries the
+token on an HTTP partner with the verification request (:func:`check_access`: a 401 or 403
+is an :class:`AccessRefusedError`), and only then stores the module in a
+:class:`~patchbay.backends.abstract.ModuleStore`. Re-registering a name replaces the
 module (its first registration time is kept and every registration is kept as history).
 
 The checks (spec §3, docs/firehose.md D5: the wire format accepts incomplete registrations,
@@ -43,9 +45,12 @@ from patchbay.backends.abstract import ModuleStore
 from patchbay.backends.records import ModuleRecord
 from patchbay.errors import PatchbayError
 from patchbay.firehose import (
+    AudienceMembershipChangeRequest,
     AudienceProcessingRegistration,
+    BaseMessage,
     DsrProcessingRegistration,
     EventProcessingRegistration,
+    EventProcessingRequest,
     FirehoseError,
     FloatSetting,
     IntegerSetting,
@@ -75,26 +80,32 @@ from patchbay.partner.transport import (
     HttpTarget,
     InvalidResponseError,
     LambdaTarget,
+    PartnerStatusError,
     Target,
     Timeouts,
     Transport,
+    excerpt,
     open_transport,
 )
 
 __all__ = [
     "MAX_DESCRIPTION_CHARS",
     "MODULE_NAME",
+    "AccessRefusedError",
     "Problem",
     "Registered",
     "RegistrationAnswer",
     "RegistrationError",
+    "check_access",
     "check_module_name",
     "fetch_registration",
     "module_record",
     "module_summary",
+    "partner_answer",
     "register",
     "registration_of",
     "validate_registration",
+    "verification_request",
 ]
 
 #: The longest description the directory shows (DOCS-FH: "under 230 characters").
@@ -204,23 +215,118 @@ async def register(
     timeouts: Timeouts | None = None,
     now_ms: int | None = None,
 ) -> Registered:
-    """Ask the partner at ``target`` for its registration, check it and store it as module
-    ``name`` (replacing a module of that name).
+    """Ask the partner at ``target`` for its registration, check it, check that the partner
+    accepts the calls that will follow (:func:`check_access`), and store it as module
+    ``name`` (replacing a module of that name). Nothing is stored when a step fails.
 
-    Raises :class:`RegistrationError` when the registration has errors, and
+    Raises :class:`RegistrationError` when the registration has errors,
+    :class:`AccessRefusedError` when the partner answers 401 or 403 (to the registration
+    request, or to the authenticated verification request with the token), and
     :class:`~patchbay.partner.transport.TransportError` when the partner cannot be called or
     answers something else than a registration.
     """
     check_module_name(name)
     async with open_transport(target, timeouts=timeouts) as transport:
-        answer = await fetch_registration(transport)
-    if answer.errors or answer.response is None:
-        raise RegistrationError(answer.problems)
+        try:
+            answer = await fetch_registration(transport)
+        except PartnerStatusError as exc:
+            if exc.status in _REFUSED:
+                raise AccessRefusedError(
+                    f"{target.describe()} refused the registration request, which is sent"
+                    f" without a token as mParticle sends it: {partner_answer(exc)} (the"
+                    " partner must answer module_registration_request without a token)",
+                    status=exc.status,
+                    answer=partner_answer(exc),
+                ) from None
+            raise
+        if answer.errors or answer.response is None:
+            raise RegistrationError(answer.problems)
+        await check_access(transport, answer.response)
     when = now_ms if now_ms is not None else time.time_ns() // 1_000_000
     record = module_record(name, target, answer.response, answer.raw, when)
     replaced = store.get_module(name) is not None
     stored = store.put_module(record)
     return Registered(stored, answer.warnings, answer.latency_ms, replaced)
+
+
+#: The statuses of a partner that refuses the caller.
+_REFUSED: Final = frozenset({401, 403})
+
+
+class AccessRefusedError(PatchbayError):
+    """The partner refused the platform's calls (HTTP 401 or 403): a wrong or missing
+    token. ``status`` is its HTTP status, ``answer`` its answer in one line."""
+
+    def __init__(self, message: str, *, status: int, answer: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.answer = answer
+
+
+def partner_answer(exc: PartnerStatusError) -> str:
+    """A partner's error answer in one line: ``HTTP <status>`` and its message (the
+    ``error`` and ``message`` of a JSON error body, else the start of the body)."""
+    text = exc.body
+    try:
+        decoded = msgspec.json.decode(exc.response.body) if exc.response else None
+    except msgspec.DecodeError:
+        decoded = None
+    if isinstance(decoded, dict):
+        parts = [str(decoded[k]) for k in ("error", "message") if decoded.get(k)]
+        if parts:
+            text = excerpt(": ".join(parts))
+    return f"HTTP {exc.status}: {text or '(empty body)'}"
+
+
+def verification_request(response: ModuleRegistrationResponse) -> BaseMessage:
+    """The platform's periodic verification request for a module (spec §1.5, §5.3): an
+    event processing request without events, or for a module that processes audiences
+    only, a membership change without user profiles. A partner answers it without doing
+    anything, and must authenticate it like any call after the registration."""
+    if (
+        response.event_processing_registration is None
+        and response.audience_processing_registration is not None
+    ):
+        return AudienceMembershipChangeRequest()
+    return EventProcessingRequest(events=[])
+
+
+async def check_access(transport: Transport, response: ModuleRegistrationResponse) -> None:
+    """Check that an HTTP partner accepts the token the module will be called with.
+
+    The registration request is sent without the token (spec §3.1), so it proves nothing
+    about the token; this sends the verification request (:func:`verification_request`)
+    with it, as every later call is sent. A 401 or 403 raises :class:`AccessRefusedError`
+    (a token the partner refuses, or none where it wants one), and failing to reach the
+    partner raises :class:`~patchbay.partner.transport.TransportError`. Any other answer
+    means the token was accepted (what the answers are worth is what ``patchbay partner
+    verify`` checks). Lambda targets are not checked: AWS authorizes every call alike.
+    """
+    target = transport.target
+    if not isinstance(target, HttpTarget):
+        return
+    try:
+        await transport.send(
+            verification_request(response), authenticate=True, lenient=True, check_type=False
+        )
+    except PartnerStatusError as exc:
+        if exc.status not in _REFUSED:
+            return
+        answer = partner_answer(exc)
+        if target.token:
+            message = (
+                f"{target.url} refused the token: it answered an authenticated verification"
+                f" request with {answer} (check --token or $PATCHBAY_PARTNER_TOKEN)"
+            )
+        else:
+            message = (
+                f"{target.url} refused a call without a token: it answered the verification"
+                f" request with {answer} (give the partner's token with --token or"
+                " $PATCHBAY_PARTNER_TOKEN)"
+            )
+        raise AccessRefusedError(message, status=exc.status, answer=answer) from None
+    except InvalidResponseError:
+        return  # it answered, so the token was let through
 
 
 # --------------------------------------------------------------------------- validation

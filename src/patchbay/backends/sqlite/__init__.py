@@ -15,9 +15,12 @@ survives a crash of the process, not of the machine).
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Iterable
 from pathlib import Path
 
 from patchbay.backends.abstract import Backend
+from patchbay.backends.records import StoreMissing, StoreUnavailable
 from patchbay.backends.sqlite.api_clients import SqliteApiClientStore
 from patchbay.backends.sqlite.audiences import SEGMENT_FILE, SEGMENT_PRAGMAS, SqliteAudienceStore
 from patchbay.backends.sqlite.db import Durability, SqliteDatabase
@@ -33,25 +36,62 @@ from patchbay.backends.sqlite.state import (
     SqliteStateStore,
 )
 
-__all__ = ["DB_FILE", "DELIVERIES_FILE", "SEGMENT_FILE", "STATE_FILE", "open_sqlite"]
+__all__ = [
+    "DB_FILE",
+    "DELIVERIES_FILE",
+    "SEGMENT_FILE",
+    "STATE_FILE",
+    "check_sqlite",
+    "open_sqlite",
+]
 
 
-def open_sqlite(data_dir: Path, durability: Durability = "full") -> Backend:
-    """Open (creating what is missing) the embedded stores in ``data_dir``."""
-    main = SqliteDatabase(data_dir / DB_FILE, durability)
-    state = SqliteDatabase(data_dir / STATE_FILE, durability, STATE_PRAGMAS)
-    outbox = SqliteOutbox(SqliteDatabase(data_dir / DELIVERIES_FILE, durability))
-    segment = SqliteDatabase(data_dir / SEGMENT_FILE, durability, SEGMENT_PRAGMAS)
-    return Backend(
-        name="sqlite",
-        log=SqliteBatchLog(main),
-        dedup=SqliteDedupIndex(SqliteDatabase(data_dir / DB_FILE, "normal")),
-        inputs=SqliteInputStore(main),
-        api_clients=SqliteApiClientStore(main),
-        state=SqliteStateStore(state),
-        positions=SqliteStagePositions(state),
-        modules=SqliteModuleStore(main),
-        outputs=outbox,
-        outbox=outbox,
-        audiences=SqliteAudienceStore(segment),
-    )
+def check_sqlite(data_dir: Path) -> None:
+    """Raise :class:`~patchbay.backends.records.StoreMissing` unless ``data_dir`` holds a
+    store (its ``patchbay.db``); creates nothing."""
+    if (data_dir / DB_FILE).is_file():
+        return
+    if data_dir.exists() and not data_dir.is_dir():
+        raise StoreUnavailable(data_dir, "not a directory")
+    raise StoreMissing(data_dir)
+
+
+def open_sqlite(data_dir: Path, durability: Durability = "full", *, create: bool = True) -> Backend:
+    """Open the embedded stores in ``data_dir``, creating what is missing.
+
+    With ``create=False`` a directory without ``patchbay.db`` raises
+    :class:`~patchbay.backends.records.StoreMissing` and nothing is created. A store that
+    cannot be opened or created (a path through a regular file, no permission, a file that
+    is not a database) raises :class:`~patchbay.backends.records.StoreUnavailable`.
+    """
+    if not create:
+        check_sqlite(data_dir)
+    opened: list[SqliteDatabase] = []
+
+    def database(path: Path, durability: Durability, pragmas: Iterable[str] = ()) -> SqliteDatabase:
+        db = SqliteDatabase(path, durability, pragmas)
+        opened.append(db)
+        return db
+
+    try:
+        main = database(data_dir / DB_FILE, durability)
+        state = database(data_dir / STATE_FILE, durability, STATE_PRAGMAS)
+        outbox = SqliteOutbox(database(data_dir / DELIVERIES_FILE, durability))
+        segment = database(data_dir / SEGMENT_FILE, durability, SEGMENT_PRAGMAS)
+        return Backend(
+            name="sqlite",
+            log=SqliteBatchLog(main),
+            dedup=SqliteDedupIndex(database(data_dir / DB_FILE, "normal")),
+            inputs=SqliteInputStore(main),
+            api_clients=SqliteApiClientStore(main),
+            state=SqliteStateStore(state),
+            positions=SqliteStagePositions(state),
+            modules=SqliteModuleStore(main),
+            outputs=outbox,
+            outbox=outbox,
+            audiences=SqliteAudienceStore(segment),
+        )
+    except (OSError, sqlite3.Error) as exc:
+        for db in opened:
+            db.close()
+        raise StoreUnavailable.of(data_dir, exc) from exc
