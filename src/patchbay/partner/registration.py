@@ -39,6 +39,7 @@ from typing import Any, Final, Literal
 
 import msgspec
 
+from patchbay.activate.targets import TargetError, TargetPolicy, mask_url
 from patchbay.backends.abstract import ModuleStore
 from patchbay.backends.records import ModuleRecord
 from patchbay.errors import PatchbayError
@@ -76,6 +77,7 @@ from patchbay.partner.transport import (
     InvalidResponseError,
     LambdaTarget,
     Target,
+    TargetRefusedError,
     Timeouts,
     Transport,
     open_transport,
@@ -89,6 +91,7 @@ __all__ = [
     "RegistrationAnswer",
     "RegistrationError",
     "check_module_name",
+    "check_target",
     "fetch_registration",
     "module_record",
     "module_summary",
@@ -203,16 +206,24 @@ async def register(
     *,
     timeouts: Timeouts | None = None,
     now_ms: int | None = None,
+    policy: TargetPolicy | None = None,
 ) -> Registered:
     """Ask the partner at ``target`` for its registration, check it and store it as module
     ``name`` (replacing a module of that name).
+
+    With a ``policy`` (:mod:`patchbay.activate.targets`) the target's URL is checked first
+    (a refused address or scheme, or a token over plain http to a host not known to be
+    loopback or allow-listed, raises :class:`~patchbay.partner.transport.TargetRefusedError`
+    before anything is sent), and the registration call connects only where it allows.
 
     Raises :class:`RegistrationError` when the registration has errors, and
     :class:`~patchbay.partner.transport.TransportError` when the partner cannot be called or
     answers something else than a registration.
     """
     check_module_name(name)
-    async with open_transport(target, timeouts=timeouts) as transport:
+    if policy is not None:
+        check_target(target, policy)
+    async with open_transport(target, timeouts=timeouts, policy=policy) as transport:
         answer = await fetch_registration(transport)
     if answer.errors or answer.response is None:
         raise RegistrationError(answer.problems)
@@ -221,6 +232,20 @@ async def register(
     replaced = store.get_module(name) is not None
     stored = store.put_module(record)
     return Registered(stored, answer.warnings, answer.latency_ms, replaced)
+
+
+def check_target(target: Target, policy: TargetPolicy) -> Target:
+    """``target`` if ``policy`` lets modules send there (its URL, or its Lambda endpoint
+    URL); else :class:`~patchbay.partner.transport.TargetRefusedError`."""
+    try:
+        match target:
+            case HttpTarget(url=url, token=token):
+                policy.check_url(url, credentials=bool(token))
+            case LambdaTarget(endpoint_url=endpoint) if endpoint:
+                policy.check_url(endpoint)
+    except TargetError as exc:
+        raise TargetRefusedError(str(exc), target=target.describe()) from None
+    return target
 
 
 # --------------------------------------------------------------------------- validation
@@ -704,7 +729,8 @@ def _setting_summary(setting: Mapping[str, object]) -> dict[str, object]:
 
 
 def module_summary(module: ModuleRecord, *, with_registration: bool = False) -> dict[str, Any]:
-    """What ``patchbay modules list/show`` print: never the token, only whether it is set."""
+    """What ``patchbay modules list/show`` print: never the token, only whether it is set;
+    URLs with their credentials masked."""
     summary: dict[str, Any] = {
         "name": module.name,
         "display_name": module.display_name,
@@ -715,12 +741,12 @@ def module_summary(module: ModuleRecord, *, with_registration: bool = False) -> 
     }
     match module.target:
         case HttpTarget(url=url, token=token):
-            summary["url"] = url
+            summary["url"] = mask_url(url)
             summary["token"] = "set" if token else "not set"
         case LambdaTarget(function=function, region=region, endpoint_url=endpoint_url):
             summary["lambda_function"] = function
             summary["lambda_region"] = region
-            summary["lambda_endpoint_url"] = endpoint_url
+            summary["lambda_endpoint_url"] = mask_url(endpoint_url) if endpoint_url else None
     summary.update(
         {
             "supported_event_types": module.supported_event_types,
