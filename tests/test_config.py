@@ -173,3 +173,28 @@ def test_command_names_a_wrong_setting(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "config file" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_allowed_targets_is_a_list_in_the_file_and_comma_separated_in_a_variable(
+    tmp_path: Path,
+) -> None:
+    env = {"PATCHBAY_ALLOWED_TARGETS": " partner.example, 10.0.0.0/8 ,"}
+    assert load_settings({}, env).allowed_targets == ("partner.example", "10.0.0.0/8")
+    file = toml(tmp_path, 'allowed_targets = ["hooks.example", "192.0.2.0/24"]\n')
+    assert load_settings({}, {}, file).allowed_targets == ("hooks.example", "192.0.2.0/24")
+    assert load_settings({}, {}).allowed_targets is None
+    with pytest.raises(ConfigError, match=re.escape("PATCHBAY_ALLOWED_TARGETS: '169.254.0.0/16'")):
+        load_settings({}, {"PATCHBAY_ALLOWED_TARGETS": "169.254.0.0/16"})
+    bad = toml(tmp_path, 'allowed_targets = ["not a host"]\n')
+    with pytest.raises(ConfigError, match="allowed_targets: 'not a host' is neither"):
+        load_settings({}, {}, bad)
+
+
+def test_outputs_dir_defaults_inside_the_data_dir(tmp_path: Path) -> None:
+    from patchbay.activate.files import OutputsDir
+
+    settings = load_settings({}, {"PATCHBAY_DATA_DIR": str(tmp_path)})
+    assert OutputsDir.from_settings(settings).root == tmp_path / "outputs"
+    custom = load_settings({}, {"PATCHBAY_OUTPUTS_DIR": str(tmp_path / "o")})
+    assert OutputsDir.from_settings(custom).root == tmp_path / "o"
+    assert pickle.loads(pickle.dumps(custom)) == custom

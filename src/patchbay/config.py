@@ -59,7 +59,10 @@ def load_settings(
     values: dict[str, Any] = {}
     if file is not None:
         values.update(_checked(read_toml(file), strict=True, name=lambda f: f"{file}: {f}"))
-    given = {f: env[env_var(f)] for f in FIELDS if env.get(env_var(f))}
+    given: dict[str, Any] = {f: env[env_var(f)] for f in FIELDS if env.get(env_var(f))}
+    for field in _LISTS:
+        if field in given:  # a comma-separated list in a variable
+            given[field] = [item.strip() for item in given[field].split(",") if item.strip()]
     values.update(_checked(given, strict=False, name=env_var))
     unknown = sorted(set(flags) - set(FIELDS))
     if unknown:
@@ -88,6 +91,8 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 
 _TYPES = {f.name: f.type for f in msgspec.structs.fields(Settings)}
+#: The settings that are lists (comma-separated in a variable).
+_LISTS = ("allowed_targets",)
 
 
 def _checked(raw: Mapping[str, Any], *, strict: bool, name: Callable[[str], str]) -> dict[str, Any]:
@@ -101,7 +106,19 @@ def _checked(raw: Mapping[str, Any], *, strict: bool, name: Callable[[str], str]
         except msgspec.ValidationError as exc:
             shown = "***" if field == "admin_token" else repr(value)
             raise ConfigError(f"{name(field)}: {exc} (got {shown})") from None
+        if field == "allowed_targets":
+            _check_targets(converted[field], name(field))
     return converted
+
+
+def _check_targets(entries: tuple[str, ...] | None, named: str) -> None:
+    """Refuse an ``allowed_targets`` entry that is neither a CIDR nor a host name."""
+    from patchbay.activate.targets import TargetError, TargetPolicy
+
+    try:
+        TargetPolicy.from_setting(entries)
+    except TargetError as exc:
+        raise ConfigError(f"{named}: {str(exc).removeprefix('allowed_targets: ')}") from None
 
 
 def _from_string(type_: type, value: Any) -> Any:

@@ -119,7 +119,7 @@ def create_app(
     api.on_append = pipeline.wake
     if admin_token is None and settings.admin_token is not None:
         admin_token = settings.admin_token.reveal()
-    admin_api = AdminApi(ActivateService(backend, clock), admin_token)
+    admin_api = AdminApi(ActivateService.from_settings(backend, clock, settings), admin_token)
     audience_service = AudienceService(backend, clock)
     audience_admin_api = AudienceAdminApi(audience_service, admin_api)
     profile_api = ProfileApi(

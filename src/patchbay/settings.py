@@ -79,3 +79,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     delivery_page: Positive = 256
     delivery_ack_delay_s: Seconds = 0.005
     delivery_ack_max: Positive = 512
+    #: Where file outputs may write (``None``: ``<data_dir>/outputs``); see activate/files.py.
+    outputs_dir: Path | None = None
+    #: CIDRs and host names outputs and modules may send to (``None``: any address but the
+    #: always refused ones); see activate/targets.py.
+    allowed_targets: tuple[str, ...] | None = None

@@ -128,7 +128,7 @@ def test_outputs_connections_and_deliveries(client: Client, tmp_path: Path) -> N
         201,
     )
     assert created["settings"] == {"token": "***"}
-    call("POST", "/outputs", {"name": "lines", "file": str(tmp_path / "x.jsonl")}, 201)
+    call("POST", "/outputs", {"name": "lines", "file": "x.jsonl"}, 201)
     error = call("POST", "/outputs", {"name": "hook", "file": "y"}, status=400)
     assert "already exists" in error["error"]
     error = call("POST", "/outputs", {"name": "m", "module": "missing"}, status=404)
@@ -153,3 +153,33 @@ def test_outputs_connections_and_deliveries(client: Client, tmp_path: Path) -> N
     call("DELETE", f"/connections/{connection['id']}", status=404)
     call("GET", "/outputs/nope", status=404)
     call("POST", "/connections", {"input": "app", "output": "hook", "bogus": 1}, status=400)
+
+
+def test_refused_targets_and_paths_and_masked_urls(client: Client) -> None:
+    def call(method: str, path: str, body: Any = None, status: int = 200) -> Any:
+        content = None if body is None else msgspec.json.encode(body)
+        answer = client.request(method, "/admin/v1" + path, content=content, headers=auth())
+        assert answer.status_code == status, answer.text
+        return answer.json()
+
+    for url in ("http://169.254.169.254/latest", "http://0xa9fea9fe/", "http://[fe80::1]/"):
+        error = call("POST", "/outputs", {"name": "meta", "webhook": url}, status=400)
+        assert error["errors"][0]["code"] == "BAD_REQUEST"
+        assert "never sends there" in error["error"]
+    error = call(
+        "POST",
+        "/outputs",
+        {"name": "plain", "webhook": "http://hooks.example/x", "settings": {"token": "t0k"}},
+        status=400,
+    )
+    assert "plain http" in error["error"] and "t0k" not in error["error"]
+    error = call("POST", "/outputs", {"name": "f", "file": "/etc/passwd"}, status=400)
+    assert "outside the outputs directory" in error["error"]
+    error = call("POST", "/outputs", {"name": "f", "file": "../patchbay.db"}, status=400)
+    assert "outside the outputs directory" in error["error"]
+    secret_url = "https://bob:hunter2@hooks.example/x?access_token=abc123&page=1"
+    created = call("POST", "/outputs", {"name": "masked", "webhook": secret_url}, 201)
+    assert created["url"] == "https://bob:***@hooks.example/x?access_token=***&page=1"
+    for shown in (call("GET", "/outputs"), call("GET", "/outputs/masked")):
+        text = msgspec.json.encode(shown).decode()
+        assert "hunter2" not in text and "abc123" not in text

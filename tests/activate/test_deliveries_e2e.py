@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
 import pytest
 
 from examples.sqlite_partner.http import build_app
@@ -21,6 +22,7 @@ from patchbay.activate.ids import message_id
 from patchbay.backends.sqlite import open_sqlite
 from patchbay.firehose import parse
 from patchbay.partner.lambda_local import BackgroundServer, LocalLambda
+from patchbay.partner.targets import HttpTarget
 from tests.activate.test_engine_support import wait_for
 from tests.conftest import Server, add_input, run_cli, start_server, stop_server
 
@@ -213,7 +215,7 @@ def test_http_and_lambda_partners_receive_filtered_batches(
     lambda_db = tmp_path / "partner-lambda.db"
     monkeypatch.setenv("SQLITE_PARTNER_DB", str(lambda_db))
     functions = LocalLambda({"sqlite-fn": "examples.sqlite_partner.handler:handler"})
-    hook_file = tmp_path / "hook.jsonl"
+    hook_file = data_dir / "outputs" / "hook.jsonl"
     with functions.serve() as lambda_server:
         cli(
             data_dir,
@@ -226,7 +228,7 @@ def test_http_and_lambda_partners_receive_filtered_batches(
             lambda_server.url,
         )
         cli(data_dir, "outputs", "add", "fn", "--module", "sqlite-fn", "--setting", "apiKey=K2")
-        cli(data_dir, "outputs", "add", "lines", "--file", str(hook_file))
+        cli(data_dir, "outputs", "add", "lines", "--file", "hook.jsonl")
         cli(data_dir, "connections", "add", "--input", "app", "--output", "fn",
             "--environment", "production", "--setting", "attributeLimit=5")  # fmt: skip
         cli(data_dir, "connections", "add", "--input", "app", "--output", "lines",
@@ -446,3 +448,46 @@ def test_isolation_with_a_real_server(setup: Setup, tmp_path: Path) -> None:
     finally:
         stop_server(server)
         hooks.stop()
+
+
+def test_a_module_at_a_refused_address_is_parked_while_a_local_partner_receives(
+    setup: Setup,
+) -> None:
+    """A module whose URL is a cloud metadata address (stored before the check existed, as
+    an upgraded store holds it) has its deliveries parked with the reason, and nothing sent;
+    the local partner beside it receives every batch."""
+    data_dir = setup.data_dir
+    credentials = add_input(data_dir, "app")
+    register_http_output(setup)
+    backend = open_sqlite(data_dir)
+    try:
+        local = backend.modules.get_module("sqlite-http")
+        assert local is not None
+        target = HttpTarget("http://0xa9fea9fe/latest/meta-data", PARTNER_TOKEN)
+        backend.modules.put_module(msgspec.structs.replace(local, name="meta", target=target))
+    finally:
+        backend.close()
+    cli(data_dir, "outputs", "add", "meta", "--module", "meta", "--setting", f"apiKey={API_KEY}")
+    cli(data_dir, "connections", "add", "--input", "app", "--output", "meta")
+    server = start_server(data_dir)
+    server.credentials = credentials
+    try:
+        post_batches(server, [batch("a@example.com"), batch("b@example.com")])
+
+        def parked() -> list[dict[str, Any]]:
+            out = cli(data_dir, "deliveries", "parked", "--output", "meta", "--json")
+            return [json.loads(line) for line in out.splitlines()]
+
+        wait_for(lambda: len(parked()) == 2, what="two parked deliveries")
+        wait_for(
+            lambda: len(partner_rows(setup.partner_db, "SELECT * FROM batches")) == 2,
+            what="two batches at the local partner",
+        )
+        for delivery in parked():
+            assert delivery["attempts"] == 1  # parked at once, not retried
+            assert "169.254.169.254" in delivery["last_error"]
+            assert "cloud metadata address" in delivery["last_error"]
+        assert "cloud metadata address" in cli(data_dir, "deliveries", "parked")
+    finally:
+        stop_server(server)
+    assert PARTNER_TOKEN not in server.log_path.read_text()

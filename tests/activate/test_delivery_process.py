@@ -71,9 +71,9 @@ def succeeded_metric(server: Server) -> float:
 
 def test_the_child_delivers_reports_metrics_and_is_restarted(data_dir: Path) -> None:
     credentials = add_input(data_dir, "app")
-    out = data_dir.parent / "out.jsonl"
+    out = data_dir / "outputs" / "out.jsonl"
     for args in (
-        ("outputs", "add", "lines", "--file", str(out)),
+        ("outputs", "add", "lines", "--file", "out.jsonl"),
         ("connections", "add", "--input", "app", "--output", "lines"),
     ):
         assert run_cli(*args, data_dir=data_dir).returncode == 0
@@ -116,8 +116,8 @@ def test_a_killed_server_takes_its_delivery_process_along(data_dir: Path) -> Non
 
 def test_no_delivery_process_keeps_the_engine_in_the_server(data_dir: Path) -> None:
     credentials = add_input(data_dir, "app")
-    out = data_dir.parent / "out.jsonl"
-    run_cli("outputs", "add", "lines", "--file", str(out), data_dir=data_dir)
+    out = data_dir / "outputs" / "out.jsonl"
+    run_cli("outputs", "add", "lines", "--file", "out.jsonl", data_dir=data_dir)
     run_cli("connections", "add", "--input", "app", "--output", "lines", data_dir=data_dir)
     server = start_server(data_dir, "--no-delivery-process")
     server.credentials = credentials

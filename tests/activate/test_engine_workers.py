@@ -5,16 +5,20 @@ answers to audience messages do (subscription settings recorded, suspend_subscri
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import socket
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
+from aiohttp.abc import AbstractResolver, ResolveResult
 from structlog.testing import CapturingLogger
 
 from patchbay.activate import engine as engine_module
 from patchbay.activate.engine import DeliveryEngine, EngineConfig, RetryPolicy, reply_type
+from patchbay.activate.files import OutputsDir
 from patchbay.backends.abstract import Backend, ModuleStore
 from patchbay.backends.memory import open_memory
 from patchbay.backends.records import (
@@ -250,6 +254,7 @@ def test_paused_output_holds_its_queue(tmp_path: Path, recorder: tuple[Recorder,
 
 def test_file_output_appends_json_lines(tmp_path: Path) -> None:
     path = tmp_path / "out" / "events.jsonl"
+    config = dataclasses.replace(FAST, outputs=OutputsDir(tmp_path / "out"))
 
     async def body(engine: DeliveryEngine, store: SqliteOutbox) -> None:
         store.add_output(Output("lines", FileDestination(str(path)), 0, 0))
@@ -259,9 +264,112 @@ def test_file_output_appends_json_lines(tmp_path: Path) -> None:
             lambda: path.exists() and len(path.read_bytes().splitlines()) == 4, what="4 lines"
         )
 
-    run_engine(tmp_path, body)
+    run_engine(tmp_path, body, config=config)
     lines = [msgspec.json.decode(line) for line in path.read_bytes().splitlines()]
     assert sorted(x["id"] for x in lines) == [f"lines-{i}" for i in range(4)]
+
+
+def test_file_outputs_outside_or_changed_on_disk_are_parked_never_written(
+    tmp_path: Path,
+) -> None:
+    outputs = OutputsDir(tmp_path / "out", tmp_path / "data")
+    config = dataclasses.replace(FAST, outputs=outputs)
+    outside = tmp_path / "elsewhere.jsonl"
+    inside = tmp_path / "out" / "events.jsonl"
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep")
+
+    async def body(engine: DeliveryEngine, store: SqliteOutbox) -> None:
+        store.add_output(Output("old", FileDestination(str(outside)), 0, 0))
+        store.add_output(Output("lines", FileDestination(str(inside)), 0, 0))
+        await engine.refresh()
+        enqueue(store, "old", 1, engine.clock.now_ms())
+        enqueue(store, "lines", 1, engine.clock.now_ms())
+        await async_wait_for(lambda: len(store.parked("old")) == 1, what="parked (outside)")
+        await async_wait_for(lambda: inside.exists(), what="the first line")
+        error = store.parked("old")[0].last_error or ""
+        assert "outside the outputs directory" in error and "outputs_dir" in error
+        assert "patchbay deliveries replay" in error
+        # the file is swapped for a link to another file behind the engine's back
+        inside.unlink()
+        inside.symlink_to(victim)
+        store.enqueue([Delivery("swap", "lines", "c", 9, b'{"id": "swap"}', 0, 0, 0)])
+        engine.notify({"lines"})
+        await async_wait_for(lambda: len(store.parked("lines")) == 1, what="parked (link)")
+        assert "changed on disk" in (store.parked("lines")[0].last_error or "")
+
+    run_engine(tmp_path, body, config=config)
+    assert not outside.exists()
+    assert victim.read_bytes() == b"keep"
+
+
+def test_refused_targets_are_parked_with_the_reason_and_never_sent(
+    tmp_path: Path, recorder: tuple[Recorder, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rec, url = recorder
+    port = url.rsplit(":", 1)[1]
+    # a name that resolves to the metadata address, another to the local recorder
+    monkeypatch.setattr(
+        "aiohttp.DefaultResolver",
+        lambda: FakeResolver({"meta.test": "169.254.169.254", "local.test": "127.0.0.1"}),
+    )
+
+    async def body(engine: DeliveryEngine, store: SqliteOutbox) -> None:
+        store.add_output(Output("meta", WebhookDestination("http://169.254.169.254/x"), 0, 0))
+        store.add_output(Output("named", WebhookDestination(f"http://meta.test:{port}/x"), 0, 0))
+        store.add_output(Output("fine", WebhookDestination(f"http://local.test:{port}/ok"), 0, 0))
+        await engine.refresh()
+        for name in ("meta", "named", "fine"):
+            enqueue(store, name, 1, engine.clock.now_ms())
+        await async_wait_for(lambda: len(rec.at("/ok", handled=True)) == 1, what="sent")
+        for name in ("meta", "named"):
+            await async_wait_for(lambda n=name: len(store.parked(n)) == 1, what=f"{name} parked")
+            error = store.parked(name)[0].last_error or ""
+            assert "cloud metadata address" in error and "never sends there" in error, error
+
+    run_engine(tmp_path, body)
+
+
+def test_tokens_never_cross_plain_http_to_other_hosts(
+    tmp_path: Path, recorder: tuple[Recorder, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rec, url = recorder
+    port = url.rsplit(":", 1)[1]
+    # the partner's name now resolves to a private address (not loopback, not listed)
+    monkeypatch.setattr(
+        "aiohttp.DefaultResolver", lambda: FakeResolver({"partner.test": "10.1.2.3"})
+    )
+
+    async def body(engine: DeliveryEngine, store: SqliteOutbox) -> None:
+        webhook(store, "hook", f"http://partner.test:{port}/hook")
+        await engine.refresh()
+        enqueue(store, "hook", 1, engine.clock.now_ms())
+        await async_wait_for(lambda: len(store.parked("hook")) == 1, what="parked")
+        error = store.parked("hook")[0].last_error or ""
+        assert "plain http" in error and "sekret" not in error
+
+    run_engine(tmp_path, body)
+    assert rec.at("/hook") == []
+
+
+class FakeResolver(AbstractResolver):
+    """Answers host names from a table (a DNS the test controls)."""
+
+    def __init__(self, table: dict[str, str]) -> None:
+        self.table = table
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        address = self.table[host]
+        return [
+            ResolveResult(
+                hostname=host, host=address, port=port, family=socket.AF_INET, proto=0, flags=0
+            )
+        ]
+
+    async def close(self) -> None:
+        pass
 
 
 def test_a_slow_or_failing_output_does_not_delay_another(

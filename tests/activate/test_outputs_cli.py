@@ -83,12 +83,7 @@ def test_webhook_and_file_outputs_pause_resume_status(store_dir: Path, tmp_path:
         "token=tok-secret", data_dir=data_dir,
     )  # fmt: skip
     assert made.returncode == 0 and "tok-secret" not in made.stdout
-    assert (
-        run_cli(
-            "outputs", "add", "f", "--file", str(tmp_path / "x.jsonl"), data_dir=data_dir
-        ).returncode
-        == 0
-    )
+    assert run_cli("outputs", "add", "f", "--file", "x.jsonl", data_dir=data_dir).returncode == 0
     both = run_cli("outputs", "add", "z", "--file", "a", "--webhook", "http://x", data_dir=data_dir)
     assert both.returncode != 0
     assert run_cli("outputs", "pause", "w", data_dir=data_dir).returncode == 0
@@ -104,3 +99,75 @@ def test_webhook_and_file_outputs_pause_resume_status(store_dir: Path, tmp_path:
     assert replay.returncode != 0 and "--output" in replay.stderr
     assert "replaying 0" in run_cli("deliveries", "replay", "--all", data_dir=data_dir).stdout
     assert run_cli("deliveries", "parked", "--output", "nope", data_dir=data_dir).returncode != 0
+
+
+def test_refused_targets_and_file_paths_are_errors_when_added(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    for url in ("http://169.254.169.254/", "http://0xa9fea9fe/", "http://[::ffff:a9fe:a9fe]/"):
+        done = run_cli("outputs", "add", "w", "--webhook", url, data_dir=data_dir)
+        assert done.returncode == 1 and "never sends there" in done.stderr, done.stderr
+    done = run_cli(
+        "outputs", "add", "w", "--webhook", "http://hooks.example/x", "--setting",
+        "token=tok-secret", data_dir=data_dir,
+    )  # fmt: skip
+    assert done.returncode == 1 and "plain http" in done.stderr
+    assert "tok-secret" not in done.stderr
+    for path in (str(data_dir / "patchbay.db"), "../state.db", str(tmp_path / "x.jsonl")):
+        done = run_cli("outputs", "add", "f", "--file", path, data_dir=data_dir)
+        assert done.returncode == 1 and "outside the outputs directory" in done.stderr
+    assert run_cli("outputs", "list", data_dir=data_dir).stdout.count("\n") == 1  # header only
+    assert (data_dir / "outputs").stat().st_mode & 0o777 == 0o700
+    for url in ("http://169.254.169.254/firehose", "ftp://partner.example/"):
+        done = run_cli("modules", "register", "m", "--url", url, data_dir=data_dir)
+        assert done.returncode == 1
+        assert "never sends there" in done.stderr or "not an http(s) URL" in done.stderr
+    done = run_cli(
+        "modules", "register", "m", "--url", "http://partner.example/f", "--token", "tk-secret",
+        data_dir=data_dir,
+    )  # fmt: skip
+    assert done.returncode == 1 and "plain http" in done.stderr and "tk-secret" not in done.stderr
+
+
+def test_urls_are_shown_with_their_credentials_masked(data_dir: Path, partner_url: str) -> None:
+    secret_url = partner_url.replace("http://", "http://bob:hunter2@") + "?token=abc123"
+    done = run_cli("modules", "register", "sq", "--url", secret_url, data_dir=data_dir)
+    assert done.returncode == 0, done.stderr
+    hook = "https://bob:hunter2@hooks.example/x?api_key=abc123"
+    done = run_cli("outputs", "add", "w", "--webhook", hook, data_dir=data_dir)
+    assert done.returncode == 0, done.stderr
+    shown = [done.stdout + done.stderr]
+    for args in (
+        ("modules", "list"),
+        ("modules", "list", "--json"),
+        ("modules", "show", "sq"),
+        ("modules", "show", "sq", "--json"),
+        ("outputs", "list"),
+        ("outputs", "list", "--json"),
+        ("outputs", "show", "w"),
+    ):
+        listed = run_cli(*args, data_dir=data_dir)
+        assert listed.returncode == 0, listed.stderr
+        shown.append(listed.stdout + listed.stderr)
+    text = "\n".join(shown)
+    assert "hunter2" not in text and "abc123" not in text
+    assert "bob:***@" in text and "token=***" in text and "api_key=***" in text
+
+
+def test_allowed_targets_narrows_where_outputs_may_send(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATCHBAY_ALLOWED_TARGETS", "hooks.example,10.0.0.0/8")
+    ok = run_cli("outputs", "add", "a", "--webhook", "https://hooks.example/x", data_dir=data_dir)
+    assert ok.returncode == 0, ok.stderr
+    token = run_cli(
+        "outputs", "add", "b", "--webhook", "http://hooks.example/x", "--setting", "token=t",
+        data_dir=data_dir,
+    )  # fmt: skip
+    assert token.returncode == 0, token.stderr  # allow-listed: plain http is trusted
+    for url in ("http://127.0.0.1:9/x", "https://11.0.0.1/x"):
+        done = run_cli("outputs", "add", "c", "--webhook", url, data_dir=data_dir)
+        assert done.returncode == 1 and "not in allowed_targets" in done.stderr
+    monkeypatch.setenv("PATCHBAY_ALLOWED_TARGETS", "169.254.169.254")
+    done = run_cli("outputs", "list", data_dir=data_dir)
+    assert done.returncode == 2 and "PATCHBAY_ALLOWED_TARGETS" in done.stderr

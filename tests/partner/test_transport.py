@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from patchbay.activate.targets import TargetPolicy
 from patchbay.firehose import (
     AudienceSubscriptionResponse,
     EventProcessingRequest,
@@ -37,6 +38,7 @@ from patchbay.partner.transport import (
     PartnerStatusError,
     PartnerThrottledError,
     PartnerTimeoutError,
+    TargetRefusedError,
     Timeouts,
     TransportConfigError,
     UnexpectedResponseTypeError,
@@ -300,6 +302,37 @@ def test_targets_never_show_the_token() -> None:
     target = HttpTarget("https://partner.example/firehose", TOKEN)
     assert TOKEN not in repr(target)
     assert TOKEN not in target.describe()
+
+
+def test_targets_show_their_urls_masked() -> None:
+    target = HttpTarget("https://bob:hunter2@partner.example/f?token=abc123", TOKEN)
+    for shown in (repr(target), target.describe()):
+        assert "hunter2" not in shown and "abc123" not in shown and TOKEN not in shown
+    lam = LambdaTarget("fn", endpoint_url="http://u:pw@127.0.0.1:9001")
+    assert "pw" not in lam.describe()
+
+
+def test_a_policy_refuses_before_connecting_and_is_not_retried(partner_url: str) -> None:
+    async def post(url: str, policy: TargetPolicy) -> None:
+        async with HttpTransport(HttpTarget(url, TOKEN), policy=policy) as transport:
+            await transport.send(_request())
+
+    with pytest.raises(TargetRefusedError, match="cloud metadata address") as caught:
+        asyncio.run(post("http://0xa9fea9fe:80/f", TargetPolicy()))
+    assert caught.value.retryable is False and TOKEN not in str(caught.value)
+    # a name resolved by the real resolver to an address left out of allowed_targets
+    local = partner_url.replace("127.0.0.1", "localhost")
+    with pytest.raises(TargetRefusedError, match="not in allowed_targets"):
+        asyncio.run(post(local, TargetPolicy.from_setting(["10.0.0.0/8"])))
+    asyncio.run(post(partner_url, TargetPolicy()))  # loopback: allowed by default
+    with pytest.raises(TargetRefusedError, match="not an http"):
+        asyncio.run(_lambda_refused())
+
+
+async def _lambda_refused() -> None:
+    target = LambdaTarget("fn", endpoint_url="ftp://127.0.0.1:9001")
+    async with LambdaTransport(target, policy=TargetPolicy()) as transport:
+        await transport.send(_request())
 
 
 def test_response_types() -> None:

@@ -23,6 +23,11 @@
 * **Reply types.** A module's answer must be the response type of the request sent, told
   by the stored payload's ``type``: :func:`dumps` writes it first, so the prefix of the
   bytes tells, without decoding the payload (:func:`reply_type`).
+* **Where it sends.** Every HTTP send goes through the :class:`EngineConfig.targets` policy
+  (:mod:`patchbay.activate.targets`: checked on the URL, and on each address the host name
+  resolves to before connecting) and every file write through the outputs directory
+  (:mod:`patchbay.activate.files`): a refused target or path parks the delivery at once
+  with the reason, and nothing is sent or written.
 * **Audience subscriptions.** The settings a module answers to an ``add`` or ``update``
   ``audience_subscription_request`` are recorded on the audience connection
   (``AudienceStore.subscribed``), keeping only the module's registered audience
@@ -49,6 +54,8 @@ import msgspec
 import structlog
 
 from patchbay import __version__
+from patchbay.activate.files import OutputPathError, OutputsDir
+from patchbay.activate.targets import TargetPolicy
 from patchbay.backends.abstract import Backend
 from patchbay.backends.records import (
     Delivery,
@@ -145,7 +152,9 @@ class EngineConfig:
     ``refresh_s``: how often outputs (pause state, settings) and modules are read again;
     ``page``: how many due deliveries a worker reads at once; ``ack_delay_s`` and
     ``ack_max``: successes are removed from the outbox in one transaction at most
-    ``ack_delay_s`` after the first of them, or as soon as ``ack_max`` are waiting."""
+    ``ack_delay_s`` after the first of them, or as soon as ``ack_max`` are waiting.
+    ``targets``: where HTTP outputs and modules may send; ``outputs``: where file outputs
+    may write (``None``: nowhere)."""
 
     concurrency: int = 32
     timeouts: Timeouts = field(default_factory=Timeouts)
@@ -155,6 +164,8 @@ class EngineConfig:
     page: int = 256
     ack_delay_s: float = 0.005
     ack_max: int = 512
+    targets: TargetPolicy = field(default_factory=TargetPolicy)
+    outputs: OutputsDir | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EngineConfig:
@@ -173,6 +184,8 @@ class EngineConfig:
             page=settings.delivery_page,
             ack_delay_s=settings.delivery_ack_delay_s,
             ack_max=settings.delivery_ack_max,
+            targets=TargetPolicy.from_setting(settings.allowed_targets),
+            outputs=OutputsDir.from_settings(settings),
         )
 
 
@@ -240,10 +253,17 @@ class WebhookSender(TransportSender):
 
     @classmethod
     def to(cls, url: str, token: str | None, config: EngineConfig) -> WebhookSender:
-        """A sender to ``url`` with a pool of ``config.concurrency`` connections."""
+        """A sender to ``url`` with a pool of ``config.concurrency`` connections, within
+        ``config.targets``."""
         target = HttpTarget(url)
         return cls(
-            HttpTransport(target, timeouts=config.timeouts, connections=config.concurrency),
+            HttpTransport(
+                target,
+                timeouts=config.timeouts,
+                connections=config.concurrency,
+                policy=config.targets,
+                credentials=bool(token),
+            ),
             token,
         )
 
@@ -262,16 +282,23 @@ class WebhookSender(TransportSender):
 
 
 class FileSender(Sender):
-    """Appends the payload as one line to a file (flushed and fsynced), on a thread of its
-    own."""
+    """Appends the payload as one line to a file inside the outputs directory (flushed and
+    fsynced), on a thread of its own. The path is checked again at every write
+    (:meth:`OutputsDir.open_append`): one that left the directory, or became a link, parks
+    the delivery with the reason and nothing is written."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, outputs: OutputsDir | None) -> None:
         self._path = path
+        self._outputs = outputs
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="patchbay-file")
 
     def _append(self, line: bytes) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        with self._path.open("ab") as handle:
+        if self._outputs is None:
+            raise OutputPathError(
+                f"file output path {self._path}: no outputs directory is configured"
+            )
+        fd = self._outputs.open_append(str(self._path))
+        with os.fdopen(fd, "ab") as handle:
             handle.write(line + b"\n")
             handle.flush()
             os.fsync(handle.fileno())
@@ -280,6 +307,8 @@ class FileSender(Sender):
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self._executor, self._append, delivery.payload)
+        except OutputPathError as exc:
+            return Outcome(False, False, str(exc))
         except OSError as exc:
             return Outcome(False, True, f"cannot write {self._path}: {exc}")
         return Outcome(True)
@@ -293,14 +322,15 @@ class ModuleSender(TransportSender):
 
     @classmethod
     def to(cls, target: Target, config: EngineConfig) -> ModuleSender:
-        """A sender to ``target``. HTTP: one pool of ``config.concurrency`` connections;
-        Lambda: as many threads of its own."""
+        """A sender to ``target`` within ``config.targets``. HTTP: one pool of
+        ``config.concurrency`` connections; Lambda: as many threads of its own."""
         return cls(
             open_transport(
                 target,
                 timeouts=config.timeouts,
                 connections=config.concurrency,
                 threads=config.concurrency,
+                policy=config.targets,
             )
         )
 
@@ -624,7 +654,7 @@ class OutputWorker:
                 make = partial(WebhookSender.to, url, token, config)
             case FileDestination(path=path):
                 key = ("file", path)
-                make = partial(FileSender, Path(path))
+                make = partial(FileSender, Path(path), config.outputs)
         if self._sender is not None and key == self._sender_key:
             return self._sender
         await self._close_sender()

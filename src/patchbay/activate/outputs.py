@@ -6,7 +6,8 @@ module's ``event_processing_registration``; a connection's settings against its
 ``event_connection_settings``. Unknown ids, missing required values and values of the
 wrong type are refused; settings not given get the registration's ``default_value``.
 Values are kept and sent as strings (that is how they reach the partner,
-``Account.account_settings``). Confidential text settings are shown as ``***``.
+``Account.account_settings``). Confidential text settings are shown as ``***``, and so are
+passwords and token-like query parameters in a webhook's URL.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import msgspec
 
+from patchbay.activate.targets import TargetError, TargetPolicy, mask_url
 from patchbay.backends.records import Connection, Filters, Output, QueueStats
 from patchbay.firehose import Account, ModuleRegistrationResponse
 from patchbay.firehose.errors import SettingError
@@ -187,11 +188,14 @@ def masked(settings: Mapping[str, str], secret: set[str]) -> dict[str, str]:
     return {k: (MASK if k in secret and v else v) for k, v in settings.items()}
 
 
-def check_webhook_url(url: str) -> str:
-    """``url`` if it is an http(s) URL."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise SettingError(f"not an http(s) URL: {url!r}")
+def check_webhook_url(url: str, policy: TargetPolicy, *, token: bool = False) -> str:
+    """``url`` if a webhook (with a ``token`` or not) may send there under ``policy``: an
+    http(s) URL, not a refused address, no credentials over plain http to a host not known
+    to be loopback or allow-listed (:meth:`TargetPolicy.check_url`)."""
+    try:
+        policy.check_url(url, credentials=token)
+    except TargetError as exc:
+        raise SettingError(str(exc)) from None
     return url
 
 
@@ -202,8 +206,11 @@ def iso_ms(ms: int | None) -> str | None:
 
 
 def output_summary(output: Output, secret: set[str]) -> dict[str, Any]:
-    """What ``outputs list/show`` and the admin API show: confidential settings masked."""
+    """What ``outputs list/show`` and the admin API show: confidential settings masked, and
+    credentials in a webhook's URL (:func:`~patchbay.activate.targets.mask_url`)."""
     summary: dict[str, Any] = {"name": output.name, **msgspec.to_builtins(output.destination)}
+    if isinstance(summary.get("url"), str):
+        summary["url"] = mask_url(summary["url"])
     summary.update(
         {
             "settings": masked(output.settings, secret),

@@ -7,9 +7,9 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
+from patchbay.activate.files import OutputPathError, OutputsDir
 from patchbay.activate.filters import ENVIRONMENTS
 from patchbay.activate.outputs import (
     WEBHOOK_SETTINGS,
@@ -24,6 +24,7 @@ from patchbay.activate.outputs import (
     status_row,
     validate_settings,
 )
+from patchbay.activate.targets import TargetPolicy
 from patchbay.backends.abstract import Backend
 from patchbay.backends.records import (
     Connection,
@@ -42,6 +43,7 @@ from patchbay.errors import PatchbayError
 from patchbay.firehose import ModuleRegistrationResponse
 from patchbay.firehose.errors import SettingError
 from patchbay.firehose.settings import Setting
+from patchbay.settings import Settings
 
 
 class ActivateError(PatchbayError):
@@ -53,14 +55,36 @@ class ActivateError(PatchbayError):
 
 
 class ActivateService:
-    """Outputs, connections and deliveries over the stores."""
+    """Outputs, connections and deliveries over the stores. ``targets``: where webhooks may
+    send; ``files``: the outputs directory file outputs must be in (``None``: file outputs
+    are refused). :meth:`from_settings` takes both from the settings."""
 
-    def __init__(self, backend: Backend, clock: Clock) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        clock: Clock,
+        *,
+        targets: TargetPolicy | None = None,
+        files: OutputsDir | None = None,
+    ) -> None:
         self.outputs = backend.outputs
         self.outbox = backend.outbox
         self.modules = backend.modules
         self.inputs = backend.inputs
         self.clock = clock
+        self.targets = targets or TargetPolicy()
+        self.files = files
+
+    @classmethod
+    def from_settings(cls, backend: Backend, clock: Clock, settings: Settings) -> ActivateService:
+        """The service with the target policy (``allowed_targets``) and the outputs directory
+        (``outputs_dir``) of ``settings``."""
+        return cls(
+            backend,
+            clock,
+            targets=TargetPolicy.from_setting(settings.allowed_targets),
+            files=OutputsDir.from_settings(settings),
+        )
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -134,13 +158,16 @@ class ActivateService:
             elif webhook is not None:
                 values = validate_settings(WEBHOOK_SETTINGS, given, "webhook")
                 values = {k: v for k, v in values.items() if v}
-                destination = WebhookDestination(check_webhook_url(webhook))
+                url = check_webhook_url(webhook, self.targets, token=bool(values.get("token")))
+                destination = WebhookDestination(url)
             else:
                 assert file is not None
                 values = validate_settings([], given, "file")
-                destination = FileDestination(str(Path(file).absolute()))
+                if self.files is None:
+                    raise ActivateError("file outputs need an outputs directory (outputs_dir)")
+                destination = FileDestination(str(self.files.place(file)))
             output = Output(name, destination, now, now, settings=values)
-        except SettingError as exc:
+        except (SettingError, OutputPathError) as exc:
             raise ActivateError(str(exc)) from None
         try:
             self.outputs.add_output(output)

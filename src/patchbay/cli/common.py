@@ -163,7 +163,7 @@ def activate_service(settings: Settings) -> Iterator[ActivateService]:
 
     with opened(settings) as backend:
         try:
-            yield ActivateService(backend, SystemClock())
+            yield ActivateService.from_settings(backend, SystemClock(), settings)
         except ActivateError as exc:
             raise click.ClickException(str(exc)) from None
 

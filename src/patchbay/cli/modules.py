@@ -56,9 +56,13 @@ def modules_register(
     answers 401 or 403 refuses the token, and nothing is stored. Registering NAME again
     replaces the module (its history is kept). The token is stored for later calls and
     never printed.
+    The URL must be http(s) and not a link-local, cloud metadata, unspecified or multicast
+    address, within allowed_targets when that is set; a token goes over plain http only to
+    loopback or an allow-listed host.
     """
     import asyncio
 
+    from patchbay.activate.targets import TargetPolicy
     from patchbay.partner.registration import (
         AccessRefusedError,
         RegistrationError,
@@ -76,7 +80,13 @@ def modules_register(
     with opened(settings) as backend:
         try:
             registered = asyncio.run(
-                register(backend.modules, name, target, timeouts=timeouts_of(timeout))
+                register(
+                    backend.modules,
+                    name,
+                    target,
+                    timeouts=timeouts_of(timeout),
+                    policy=TargetPolicy.from_setting(settings.allowed_targets),
+                )
             )
         except RegistrationError as exc:
             for problem in exc.problems:
@@ -186,8 +196,8 @@ def modules_list(settings: Settings, as_json: bool) -> None:
             if on
         )
         match module.target:
-            case HttpTarget(url=url):
-                endpoint, token = url, s["token"]
+            case HttpTarget():
+                endpoint, token = s["url"], s["token"]
             case LambdaTarget(function=function, region=region):
                 endpoint, token = f"{function} ({region})", "-"
         click.echo(

@@ -26,8 +26,20 @@ def outputs() -> None:
 @pass_settings
 @click.argument("name")
 @click.option("--module", "module", default=None, help="A registered module (Firehose).")
-@click.option("--webhook", default=None, metavar="URL", help="POST each batch as JSON to URL.")
-@click.option("--file", "file_", default=None, metavar="PATH", help="Append JSON lines to PATH.")
+@click.option(
+    "--webhook",
+    default=None,
+    metavar="URL",
+    help="POST each batch as JSON to URL (http(s); within allowed_targets when set).",
+)
+@click.option(
+    "--file",
+    "file_",
+    default=None,
+    metavar="PATH",
+    help="Append JSON lines to PATH, inside the outputs directory (outputs_dir, by default"
+    " DATA_DIR/outputs); a relative PATH is taken inside it.",
+)
 @setting_option
 @data_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print the output as JSON.")
@@ -41,7 +53,11 @@ def outputs_add(
     as_json: bool,
 ) -> None:
     """Create output NAME: --module MODULE [--setting ID=VALUE]..., --webhook URL or
-    --file PATH. Confidential settings are never printed."""
+    --file PATH. Confidential settings, and passwords and tokens in URLs, are never printed.
+
+    A webhook never goes to link-local, cloud metadata, unspecified or multicast addresses,
+    and its token goes over plain http only to loopback or an allow-listed host. A file
+    output's PATH must resolve inside the outputs directory."""
     if sum(x is not None for x in (module, webhook, file_)) != 1:
         raise click.UsageError("give exactly one of --module, --webhook or --file")
     with activate_service(settings) as service:

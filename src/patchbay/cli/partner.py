@@ -142,6 +142,7 @@ def partner_verify(
     """
     import asyncio
 
+    from patchbay.activate.targets import TargetPolicy
     from patchbay.partner.verify import verify
 
     if module_name is not None:
@@ -156,6 +157,7 @@ def partner_verify(
             timeouts=timeouts_of(timeout),
             latency_budget_ms=latency_budget_ms,
             latency_samples=latency_samples,
+            policy=TargetPolicy.from_setting(settings.allowed_targets),
         )
     )
     rows = [

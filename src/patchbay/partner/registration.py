@@ -41,6 +41,7 @@ from typing import Any, Final, Literal
 
 import msgspec
 
+from patchbay.activate.targets import TargetError, TargetPolicy, mask_url
 from patchbay.backends.abstract import ModuleStore
 from patchbay.backends.records import ModuleRecord
 from patchbay.errors import PatchbayError
@@ -82,6 +83,7 @@ from patchbay.partner.transport import (
     LambdaTarget,
     PartnerStatusError,
     Target,
+    TargetRefusedError,
     Timeouts,
     Transport,
     excerpt,
@@ -98,6 +100,7 @@ __all__ = [
     "RegistrationError",
     "check_access",
     "check_module_name",
+    "check_target",
     "fetch_registration",
     "module_record",
     "module_summary",
@@ -214,10 +217,16 @@ async def register(
     *,
     timeouts: Timeouts | None = None,
     now_ms: int | None = None,
+    policy: TargetPolicy | None = None,
 ) -> Registered:
     """Ask the partner at ``target`` for its registration, check it, check that the partner
     accepts the calls that will follow (:func:`check_access`), and store it as module
     ``name`` (replacing a module of that name). Nothing is stored when a step fails.
+
+    With a ``policy`` (:mod:`patchbay.activate.targets`) the target's URL is checked first
+    (a refused address or scheme, or a token over plain http to a host not known to be
+    loopback or allow-listed, raises :class:`~patchbay.partner.transport.TargetRefusedError`
+    before anything is sent), and the registration call connects only where it allows.
 
     Raises :class:`RegistrationError` when the registration has errors,
     :class:`AccessRefusedError` when the partner answers 401 or 403 (to the registration
@@ -226,7 +235,9 @@ async def register(
     answers something else than a registration.
     """
     check_module_name(name)
-    async with open_transport(target, timeouts=timeouts) as transport:
+    if policy is not None:
+        check_target(target, policy)
+    async with open_transport(target, timeouts=timeouts, policy=policy) as transport:
         try:
             answer = await fetch_registration(transport)
         except PartnerStatusError as exc:
@@ -327,6 +338,20 @@ async def check_access(transport: Transport, response: ModuleRegistrationRespons
         raise AccessRefusedError(message, status=exc.status, answer=answer) from None
     except InvalidResponseError:
         return  # it answered, so the token was let through
+
+
+def check_target(target: Target, policy: TargetPolicy) -> Target:
+    """``target`` if ``policy`` lets modules send there (its URL, or its Lambda endpoint
+    URL); else :class:`~patchbay.partner.transport.TargetRefusedError`."""
+    try:
+        match target:
+            case HttpTarget(url=url, token=token):
+                policy.check_url(url, credentials=bool(token))
+            case LambdaTarget(endpoint_url=endpoint) if endpoint:
+                policy.check_url(endpoint)
+    except TargetError as exc:
+        raise TargetRefusedError(str(exc), target=target.describe()) from None
+    return target
 
 
 # --------------------------------------------------------------------------- validation
@@ -810,7 +835,8 @@ def _setting_summary(setting: Mapping[str, object]) -> dict[str, object]:
 
 
 def module_summary(module: ModuleRecord, *, with_registration: bool = False) -> dict[str, Any]:
-    """What ``patchbay modules list/show`` print: never the token, only whether it is set."""
+    """What ``patchbay modules list/show`` print: never the token, only whether it is set;
+    URLs with their credentials masked."""
     summary: dict[str, Any] = {
         "name": module.name,
         "display_name": module.display_name,
@@ -821,12 +847,12 @@ def module_summary(module: ModuleRecord, *, with_registration: bool = False) -> 
     }
     match module.target:
         case HttpTarget(url=url, token=token):
-            summary["url"] = url
+            summary["url"] = mask_url(url)
             summary["token"] = "set" if token else "not set"
         case LambdaTarget(function=function, region=region, endpoint_url=endpoint_url):
             summary["lambda_function"] = function
             summary["lambda_region"] = region
-            summary["lambda_endpoint_url"] = endpoint_url
+            summary["lambda_endpoint_url"] = mask_url(endpoint_url) if endpoint_url else None
     summary.update(
         {
             "supported_event_types": module.supported_event_types,

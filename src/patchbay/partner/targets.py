@@ -1,6 +1,7 @@
 """Where a partner (a module) is reached: an HTTPS endpoint or an AWS Lambda function.
 
-Plain msgspec structs with no dependency beyond msgspec, so that the storage layer can hold
+Plain msgspec structs with no dependency beyond msgspec (and the pure URL masking of
+:mod:`patchbay.activate.targets`), so that the storage layer can hold
 a module's target without importing a transport. :data:`Target` is a tagged union: encoded,
 a target carries ``"transport": "http"`` or ``"transport": "lambda"`` (its
 :attr:`~HttpTarget.transport`).
@@ -11,6 +12,8 @@ from __future__ import annotations
 from typing import Final, Literal, cast
 
 import msgspec
+
+from patchbay.activate.targets import mask_url
 
 __all__ = ["DEFAULT_LAMBDA_REGION", "HttpTarget", "LambdaTarget", "Target", "TransportName"]
 
@@ -37,12 +40,13 @@ class HttpTarget(_Target, frozen=True, tag="http"):
     token: str | None = None
 
     def describe(self) -> str:
-        """The endpoint, for messages (never the token)."""
-        return self.url
+        """The endpoint, for messages (never the token; a password or a token-like query
+        parameter in the URL is masked)."""
+        return mask_url(self.url)
 
     def __repr__(self) -> str:
         token = "<set>" if self.token else None
-        return f"HttpTarget(url={self.url!r}, token={token})"
+        return f"HttpTarget(url={mask_url(self.url)!r}, token={token})"
 
 
 class LambdaTarget(_Target, frozen=True, tag="lambda"):
@@ -54,7 +58,7 @@ class LambdaTarget(_Target, frozen=True, tag="lambda"):
 
     def describe(self) -> str:
         """The function, for messages."""
-        where = f" at {self.endpoint_url}" if self.endpoint_url else ""
+        where = f" at {mask_url(self.endpoint_url)}" if self.endpoint_url else ""
         return f"lambda:{self.function} ({self.region}){where}"
 
 

@@ -11,7 +11,11 @@ return a :class:`Reply`: the parsed response message and the :class:`Response` i
 * :class:`HttpTransport` POSTs the JSON with ``aiohttp`` (spec §5.2): ``Content-Type:
   application/json`` and, when the target has a token, ``Authorization: Token <token>``.
   Redirects are not followed (the token must not travel to another host). One
-  ``aiohttp.ClientSession`` is reused for every call; pass your own to share a pool.
+  ``aiohttp.ClientSession`` is reused for every call; pass your own to share a pool. Given a
+  :class:`~patchbay.activate.targets.TargetPolicy`, it checks the URL before each call and,
+  through a resolver hook, every address the host name resolves to before connecting to it
+  (so a DNS answer cannot change between the check and the connect): a refused target
+  raises :class:`TargetRefusedError`.
 * :class:`LambdaTransport` calls the Lambda Invoke API synchronously (``RequestResponse``,
   spec §5.1) with boto3 (imported when the first call is made), in a worker thread: the event
   loop's default pool, or a pool of the transport's own (``threads``). ``endpoint_url`` points
@@ -27,6 +31,7 @@ import abc
 import asyncio
 import contextlib
 import importlib
+import socket
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -38,8 +43,10 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import msgspec
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from patchbay import __version__
+from patchbay.activate.targets import TargetError, TargetPolicy, has_userinfo
 from patchbay.errors import PatchbayError
 from patchbay.firehose import (
     AudienceMembershipChangeRequest,
@@ -76,6 +83,7 @@ __all__ = [
     "Reply",
     "Response",
     "Target",
+    "TargetRefusedError",
     "Timeouts",
     "Transport",
     "TransportConfigError",
@@ -243,6 +251,11 @@ class TransportError(PatchbayError):
 
 class TransportConfigError(TransportError):
     """The target cannot be called as configured (bad URL, no AWS region...)."""
+
+
+class TargetRefusedError(TransportConfigError):
+    """The target's URL or an address its host resolved to may not be sent to (see
+    :mod:`patchbay.activate.targets`); not retried: the message says what to change."""
 
 
 class PartnerConnectionError(TransportError):
@@ -479,6 +492,11 @@ class HttpTransport(Transport):
     ``session``: an ``aiohttp.ClientSession`` to use (and not close); by default one is
     created on first use, with at most ``connections`` connections, and closed by
     :meth:`close`. :meth:`post` sends any body (e.g. a webhook's).
+
+    ``policy``: where the transport may connect (checked on the URL before each call and on
+    every resolved address before connecting; needs a session of its own). ``credentials``:
+    whether the requests carry a credential (default: whether the target has a token), which
+    plain http may carry only to loopback or an allow-listed host.
     """
 
     target: HttpTarget
@@ -491,18 +509,27 @@ class HttpTransport(Transport):
         session: aiohttp.ClientSession | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         connections: int = 100,
+        policy: TargetPolicy | None = None,
+        credentials: bool | None = None,
     ) -> None:
         super().__init__(target)
         parts = urlsplit(target.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise TransportConfigError(
-                f"not an http(s) URL: {target.url!r}", target=target.describe()
+                f"not an http(s) URL: {target.describe()!r}", target=target.describe()
             )
+        if policy is not None and session is not None:
+            raise ValueError("a transport with a target policy needs a session of its own")
         self.timeouts = timeouts or Timeouts()
         self._session = session
         self._owns_session = session is None
         self._connections = connections
         self._max = max_response_bytes
+        self._policy = policy
+        self._credentials = bool(target.token) if credentials is None else credentials
+        self._refused: str | None = None
+        self._checked = policy is None
+        self._resolver: _GuardedResolver | None = None
         self._headers = {
             "Content-Type": "application/json",
             "Accept": "application/json",
@@ -512,12 +539,31 @@ class HttpTransport(Transport):
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             if not self._owns_session:
-                raise TransportConfigError("the given session is closed", target=self.target.url)
+                raise TransportConfigError(
+                    "the given session is closed", target=self.target.describe()
+                )
+            if self._policy is not None and self._resolver is None:
+                self._resolver = _GuardedResolver(self._policy, self.target.url, self._credentials)
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._connections, ttl_dns_cache=300),
+                connector=aiohttp.TCPConnector(
+                    limit=self._connections, ttl_dns_cache=300, resolver=self._resolver
+                ),
                 cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session
+
+    def _check_target(self) -> None:
+        """Refuse the URL itself (scheme, metadata names, literal addresses) once, before
+        the first call; the resolver checks the addresses of host names."""
+        if not self._checked:
+            assert self._policy is not None
+            try:
+                self._policy.check_url(self.target.url, credentials=self._credentials)
+            except TargetError as exc:
+                self._refused = str(exc)
+            self._checked = True
+        if self._refused is not None:
+            raise TargetRefusedError(self._refused, target=self.target.describe())
 
     async def _exchange(self, body: bytes, authenticate: bool) -> Response:
         return await self.post(body, authenticate=authenticate)
@@ -544,12 +590,13 @@ class HttpTransport(Transport):
             connect=self.timeouts.connect,
             sock_connect=self.timeouts.connect,
         )
-        where = self.target.url
+        self._check_target()
+        where = self.target.describe()
         session = self._get_session()
         started = time.perf_counter()
         try:
             async with session.post(
-                where, data=body, headers=sent, timeout=timeout, allow_redirects=False
+                self.target.url, data=body, headers=sent, timeout=timeout, allow_redirects=False
             ) as answer:
                 content, complete = await self._read(answer)
                 response = Response(
@@ -561,6 +608,8 @@ class HttpTransport(Transport):
                 target=where,
                 latency_ms=_since(started),
             ) from None
+        except TargetError as exc:  # from the resolver: an address that may not be used
+            raise TargetRefusedError(str(exc), target=where, latency_ms=_since(started)) from None
         except aiohttp.ClientError as exc:
             raise PartnerConnectionError(
                 f"cannot reach {where}: {_describe_client_error(exc)}",
@@ -597,10 +646,42 @@ class HttpTransport(Transport):
         return b"".join(chunks), True
 
     async def close(self) -> None:
-        """Close the session this transport created."""
+        """Close the session this transport created (and its resolver)."""
         if self._owns_session and self._session is not None:
             await self._session.close()
             self._session = None
+        if self._resolver is not None:
+            await self._resolver.close()
+            self._resolver = None
+
+
+class _GuardedResolver(AbstractResolver):
+    """aiohttp's resolver, then the policy on every address found: the connector connects
+    only to addresses checked here (aiohttp does not resolve literal addresses: those are
+    checked on the URL, :meth:`HttpTransport._check_target`)."""
+
+    def __init__(self, policy: TargetPolicy, url: str, credentials: bool) -> None:
+        self._policy = policy
+        self._url = url
+        self._credentials = credentials or has_userinfo(url)
+        self._inner: AbstractResolver | None = None
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        if self._inner is None:
+            self._inner = aiohttp.DefaultResolver()
+        found = await self._inner.resolve(host, port, family)
+        for result in found:
+            self._policy.check_connect(
+                self._url, host, result["host"], credentials=self._credentials
+            )
+        return found
+
+    async def close(self) -> None:
+        if self._inner is not None:
+            await self._inner.close()
+            self._inner = None
 
 
 def _describe_client_error(exc: aiohttp.ClientError) -> str:
@@ -634,8 +715,10 @@ class LambdaTransport(Transport):
         client: Any = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         threads: int | None = None,
+        policy: TargetPolicy | None = None,
     ) -> None:
         super().__init__(target)
+        self._policy = policy
         self.timeouts = timeouts or Timeouts()
         self._max = max_response_bytes
         self._owns_client = client is None
@@ -685,6 +768,12 @@ class LambdaTransport(Transport):
             ) from None
 
     async def _exchange(self, body: bytes, authenticate: bool) -> Response:
+        endpoint = self.target.endpoint_url
+        if self._policy is not None and endpoint:
+            try:
+                self._policy.check_url(endpoint)
+            except TargetError as exc:
+                raise TargetRefusedError(str(exc), target=self.target.describe()) from None
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._invoke, body)
 
@@ -807,9 +896,14 @@ def open_transport(
     session: aiohttp.ClientSession | None = None,
     connections: int = 100,
     threads: int | None = None,
+    policy: TargetPolicy | None = None,
 ) -> Transport:
     """The transport for ``target``. ``session`` and ``connections`` are used by HTTP
-    targets only, ``threads`` (see :class:`LambdaTransport`) by Lambda targets only."""
+    targets only, ``threads`` (see :class:`LambdaTransport`) by Lambda targets only.
+    ``policy``: where HTTP targets may connect, and which Lambda endpoint URLs may be used
+    (checked on the URL: boto3 resolves the name itself)."""
     if isinstance(target, HttpTarget):
-        return HttpTransport(target, timeouts=timeouts, session=session, connections=connections)
-    return LambdaTransport(target, timeouts=timeouts, threads=threads)
+        return HttpTransport(
+            target, timeouts=timeouts, session=session, connections=connections, policy=policy
+        )
+    return LambdaTransport(target, timeouts=timeouts, threads=threads, policy=policy)

@@ -8,6 +8,7 @@ from ipaddress import ip_address
 from typing import Final
 from urllib.parse import urlsplit
 
+from patchbay.activate.targets import TargetPolicy
 from patchbay.firehose import (
     AudienceSubscriptionResponse,
     BaseEvent,
@@ -57,12 +58,14 @@ async def verify(
     timeouts: Timeouts | None = None,
     latency_budget_ms: float | None = None,
     latency_samples: int = DEFAULT_LATENCY_SAMPLES,
+    policy: TargetPolicy | None = None,
 ) -> VerifyReport:
     """Run every check against the partner at ``target`` (see the module doc).
 
-    ``latency_budget_ms`` defaults to 100 ms over HTTP and 200 ms over Lambda.
+    ``latency_budget_ms`` defaults to 100 ms over HTTP and 200 ms over Lambda. ``policy``:
+    where the checks may connect (:mod:`patchbay.activate.targets`).
     """
-    async with open_transport(target, timeouts=timeouts) as transport:
+    async with open_transport(target, timeouts=timeouts, policy=policy) as transport:
         return await run_checks(
             transport, latency_budget_ms=latency_budget_ms, latency_samples=latency_samples
         )
