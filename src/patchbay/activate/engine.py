@@ -262,16 +262,18 @@ class WebhookSender(TransportSender):
 
 
 class FileSender(Sender):
-    """Appends the payload as one line to a file (flushed and fsynced), on a thread of its
-    own."""
+    """Appends the payload as one line to a file (flushed and fsynced; created ``0600``), on
+    a thread of its own."""
 
     def __init__(self, path: Path) -> None:
         self._path = path
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="patchbay-file")
 
     def _append(self, line: bytes) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        with self._path.open("ab") as handle:
+        self._path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # created owner-only (0600): the lines are personal data
+        fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "ab") as handle:
             handle.write(line + b"\n")
             handle.flush()
             os.fsync(handle.fileno())

@@ -24,4 +24,4 @@ def open_backend(settings: Settings) -> Backend:
         return open_memory()
     from patchbay.backends.sqlite import open_sqlite
 
-    return open_sqlite(settings.data_dir, settings.durability)
+    return open_sqlite(settings.data_dir, settings.durability, settings.secrets_key_file)

@@ -16,6 +16,7 @@ from patchbay.backends import Backend, open_backend
 from patchbay.backends.records import LogPosition
 from patchbay.clock import SystemClock
 from patchbay.config import FLAGS, ConfigError, settings_from_process
+from patchbay.datadir import DataDirError
 from patchbay.locking import AlreadyRunning, data_dir_lock
 from patchbay.resolve.strategy import IdentityStrategy, load_strategy
 from patchbay.settings import Settings
@@ -33,7 +34,16 @@ SETTING_PARAMS = {
 
 
 def data_dir_option(function: Callable[..., Any]) -> Callable[..., Any]:
-    """``--data-dir`` and ``--config``, the settings options of every command."""
+    """``--data-dir``, ``--secrets-key-file`` and ``--config``, the settings options of
+    every command."""
+    function = click.option(
+        "--secrets-key-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Key file of the stored partner tokens and confidential settings (default:"
+        " secrets.key in the data directory; created 0600 on first use). Keep a backup"
+        " apart from the data.",
+    )(function)
     function = click.option(
         "--config",
         type=click.Path(dir_okay=False, path_type=Path),
@@ -45,7 +55,8 @@ def data_dir_option(function: Callable[..., Any]) -> Callable[..., Any]:
         type=click.Path(file_okay=False, path_type=Path),
         default=DEFAULTS.data_dir,
         show_default=True,
-        help="Directory of the embedded store (created if missing).",
+        help="Directory of the embedded store (created 0700 if missing; refused if group"
+        " or others can access it).",
     )(function)
 
 
@@ -126,11 +137,12 @@ def activate_service(settings: Settings) -> Iterator[ActivateService]:
 
 @contextlib.contextmanager
 def exclusive(data_dir: Path) -> Iterator[None]:
-    """Hold the data directory's lock (a CLI error if a server holds it)."""
+    """Hold the data directory's lock (a CLI error if a server holds it, or if the
+    directory cannot be used: group or others can access it)."""
     try:
         with data_dir_lock(data_dir):
             yield
-    except AlreadyRunning as exc:
+    except (AlreadyRunning, DataDirError) as exc:
         raise click.ClickException(str(exc)) from None
 
 

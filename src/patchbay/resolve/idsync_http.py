@@ -34,9 +34,10 @@ from patchbay.collect.appender import GroupCommitAppender
 from patchbay.collect.body import BodyError, read_body
 from patchbay.collect.decode import ROOT, BadInput, decode_json
 from patchbay.collect.fields import Int64, parse_mpid
-from patchbay.collect.http import parse_basic_auth
+from patchbay.collect.http import WRONG_CREDENTIALS, basic_auth_problem, parse_basic_auth
 from patchbay.collect.ingest import new_batch_ids
 from patchbay.collect.inputs import authenticate
+from patchbay.http.auth import auth_failed
 from patchbay.http.errors import error_response
 from patchbay.metrics import Metrics
 from patchbay.resolve.identities import (
@@ -465,47 +466,70 @@ class IdentityApi:
             credentials = parse_basic_auth(header)
             if credentials is None:
                 return self._unauthorized(
-                    route, "Authorization: use HTTP Basic with an input's key and secret"
+                    request,
+                    route,
+                    "Authorization: use HTTP Basic with an input's key and secret",
+                    basic_auth_problem(header),
                 )
             item = authenticate(self._inputs, *credentials)
             if item is None:
                 return self._forbidden(
-                    route, "Authorization: unknown or disabled key, or wrong secret"
+                    request,
+                    route,
+                    "Authorization: unknown or disabled key, or wrong secret",
+                    WRONG_CREDENTIALS,
+                    credentials[0],
                 )
-            return self._check_path_key(route, item, credentials[0], path_key)
+            return self._check_path_key(request, route, item, credentials[0], path_key)
         if request.headers.get("x-mp-signature") is not None:
             return self._unauthorized(
+                request,
                 route,
                 "x-mp-signature: HMAC signatures are not supported (Patchbay keeps only a hash"
                 " of each secret, so it cannot compute one); use HTTP Basic, or x-mp-key alone"
                 " for a client input",
+                "HMAC signature (not supported)",
+                request.headers.get("x-mp-key") or path_key,
             )
         key = request.headers.get("x-mp-key") or path_key
         if not key:
             return self._unauthorized(
+                request,
                 route,
                 "Authorization: use HTTP Basic with an input's key and secret, or x-mp-key",
+                "no credentials",
             )
         found = self._inputs.find_credential(key)
         if found is None or not found[0].enabled or not found[1].enabled:
-            return self._forbidden(route, "x-mp-key: unknown or disabled key")
+            return self._forbidden(
+                request, route, "x-mp-key: unknown or disabled key", "unknown or disabled key", key
+            )
         item = found[1]
         if item.type in KEY_ONLY_EXCLUDED:
             return self._forbidden(
+                request,
                 route,
                 f"x-mp-key: a key alone does not authenticate a {item.type} input;"
                 " use HTTP Basic with its secret",
+                f"a key alone for a {item.type} input",
+                key,
             )
-        return self._check_path_key(route, item, key, path_key)
+        return self._check_path_key(request, route, item, key, path_key)
 
     def _check_path_key(
-        self, route: str, item: Input, key: str, path_key: str | None
+        self, request: Request, route: str, item: Input, key: str, path_key: str | None
     ) -> Input | Response:
         if path_key is None or path_key == key:
             return item
         found = self._inputs.find_credential(path_key)
         if found is None or found[1].id != item.id:
-            return self._forbidden(route, "the key in the path is not a key of this input")
+            return self._forbidden(
+                request,
+                route,
+                "the key in the path is not a key of this input",
+                "the key in the path is another input's",
+                key,
+            )
         return item
 
     async def _body(self, request: Request, route: str) -> bytes | Response:
@@ -520,7 +544,10 @@ class IdentityApi:
             reason = {413: "too_large", 415: "unsupported_encoding"}.get(exc.status, "bad_request")
             return self._reject(route, exc.status, exc.code, exc.message, reason)
 
-    def _unauthorized(self, route: str, message: str) -> Response:
+    def _unauthorized(
+        self, request: Request, route: str, message: str, reason: str, key: str | None = None
+    ) -> Response:
+        auth_failed(request, "idsync", reason, key)
         return self._reject(
             route,
             401,
@@ -528,10 +555,14 @@ class IdentityApi:
             message,
             "unauthorized",
             {"WWW-Authenticate": 'Basic realm="patchbay"'},
+            logged=True,
         )
 
-    def _forbidden(self, route: str, message: str) -> Response:
-        return self._reject(route, 403, "FORBIDDEN", message, "forbidden")
+    def _forbidden(
+        self, request: Request, route: str, message: str, reason: str, key: str | None = None
+    ) -> Response:
+        auth_failed(request, "idsync", reason, key)
+        return self._reject(route, 403, "FORBIDDEN", message, "forbidden", logged=True)
 
     def _reject(
         self,
@@ -541,9 +572,13 @@ class IdentityApi:
         message: str,
         reason: str,
         headers: dict[str, str] | None = None,
+        logged: bool = False,
     ) -> Response:
+        """The error answer, counted, and logged unless ``logged`` (an authentication failure,
+        logged by :func:`~patchbay.http.auth.auth_failed`)."""
         self._metrics.rejects.labels(reason).inc()
-        log.info("request_rejected", route=route, status=status, reason=reason, error=message)
+        if not logged:
+            log.info("request_rejected", route=route, status=status, reason=reason, error=message)
         return error_response(status, code, message, headers)
 
 

@@ -26,8 +26,9 @@ from starlette.routing import Route
 
 from patchbay.backends.abstract import InputStore
 from patchbay.clock import Clock
-from patchbay.collect.http import parse_basic_auth
+from patchbay.collect.http import WRONG_CREDENTIALS, basic_auth_problem, parse_basic_auth
 from patchbay.collect.inputs import authenticate
+from patchbay.http.auth import auth_failed
 from patchbay.http.errors import HttpError, error_response
 from patchbay.resolve.identities import Identity, canonical_type
 from patchbay.resolve.profile import Profile
@@ -147,6 +148,7 @@ class ProfileApi:
             return error_response(400, "BAD_REQUEST", "grant_type: expected client_credentials")
         item = authenticate(self._inputs, body.client_id, body.client_secret)
         if item is None:
+            auth_failed(request, "profile", WRONG_CREDENTIALS, body.client_id)
             return error_response(401, "UNAUTHORIZED", "client_id or client_secret is wrong")
         token = self._tokens.issue(item.id)
         return _json(
@@ -160,13 +162,16 @@ class ProfileApi:
         if scheme.lower() == "bearer" and value:
             if self._tokens.check(value.strip()) is not None:
                 return
+            auth_failed(request, "profile", "invalid or expired bearer token")
             raise HttpError(401, "UNAUTHORIZED", "Authorization: invalid or expired token")
         credentials = parse_basic_auth(header)
         if credentials is None:
+            auth_failed(request, "profile", basic_auth_problem(header))
             raise HttpError(
                 401, "UNAUTHORIZED", "Authorization: use a bearer token from /oauth/token"
             )
         if authenticate(self._inputs, *credentials) is None:
+            auth_failed(request, "profile", WRONG_CREDENTIALS, credentials[0])
             raise HttpError(403, "FORBIDDEN", "Authorization: wrong key or secret")
 
     @staticmethod

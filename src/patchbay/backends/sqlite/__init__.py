@@ -10,7 +10,9 @@
   that the segment stage's commits never wait on the resolve stage's.
 
 Every file is in WAL mode with ``synchronous=FULL`` by default (``durability="normal"``
-survives a crash of the process, not of the machine).
+survives a crash of the process, not of the machine), and owner-only (``0600``). The
+credentials stored to call partners are encrypted with the key of a file apart
+(:mod:`patchbay.secretbox`; ``secrets.key`` in the data directory by default).
 """
 
 from __future__ import annotations
@@ -31,15 +33,23 @@ from patchbay.backends.sqlite.state import (
     SqliteStagePositions,
     SqliteStateStore,
 )
+from patchbay.datadir import prepare_data_dir
+from patchbay.secretbox import KEY_FILE, SecretBox
 
 __all__ = ["DB_FILE", "DELIVERIES_FILE", "SEGMENT_FILE", "STATE_FILE", "open_sqlite"]
 
 
-def open_sqlite(data_dir: Path, durability: Durability = "full") -> Backend:
-    """Open (creating what is missing) the embedded stores in ``data_dir``."""
+def open_sqlite(
+    data_dir: Path, durability: Durability = "full", key_file: Path | None = None
+) -> Backend:
+    """Open (creating what is missing) the embedded stores in ``data_dir``, which must be
+    owner-only (:func:`~patchbay.datadir.prepare_data_dir`); the stored secrets are
+    encrypted with the key in ``key_file`` (default: ``secrets.key`` in ``data_dir``)."""
+    prepare_data_dir(data_dir)
+    box = SecretBox(key_file if key_file is not None else data_dir / KEY_FILE)
     main = SqliteDatabase(data_dir / DB_FILE, durability)
     state = SqliteDatabase(data_dir / STATE_FILE, durability, STATE_PRAGMAS)
-    outbox = SqliteOutbox(SqliteDatabase(data_dir / DELIVERIES_FILE, durability))
+    outbox = SqliteOutbox(SqliteDatabase(data_dir / DELIVERIES_FILE, durability), box)
     segment = SqliteDatabase(data_dir / SEGMENT_FILE, durability, SEGMENT_PRAGMAS)
     return Backend(
         name="sqlite",
@@ -48,8 +58,8 @@ def open_sqlite(data_dir: Path, durability: Durability = "full") -> Backend:
         inputs=SqliteInputStore(main),
         state=SqliteStateStore(state),
         positions=SqliteStagePositions(state),
-        modules=SqliteModuleStore(main),
+        modules=SqliteModuleStore(main, box),
         outputs=outbox,
         outbox=outbox,
-        audiences=SqliteAudienceStore(segment),
+        audiences=SqliteAudienceStore(segment, box),
     )
