@@ -172,7 +172,7 @@ def build_state(users: int) -> tuple[Path, float | None]:
 
 def copy_state(source: Path, data_dir: Path) -> None:
     """A private copy of a cached state file in ``data_dir``."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # others may not read it
     shutil.copyfile(source, data_dir / STATE_FILE)
 
 

@@ -198,3 +198,55 @@ def test_outputs_dir_defaults_inside_the_data_dir(tmp_path: Path) -> None:
     custom = load_settings({}, {"PATCHBAY_OUTPUTS_DIR": str(tmp_path / "o")})
     assert OutputsDir.from_settings(custom).root == tmp_path / "o"
     assert pickle.loads(pickle.dumps(custom)) == custom
+
+
+def token_file(tmp_path: Path, text: str, mode: int = 0o600) -> Path:
+    path = tmp_path / "token"
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def test_tokens_come_from_files(tmp_path: Path) -> None:
+    """``admin_token_file`` and ``metrics_token_file`` give their token (the first line);
+    a token and its file are one setting: the source of higher precedence wins."""
+    path = token_file(tmp_path, "from-the-file\nignored\n")
+    flags = {"admin_token_file": path}
+    assert load_settings(flags, {}).admin_token == Secret("from-the-file")
+    env = {"PATCHBAY_METRICS_TOKEN_FILE": str(path)}
+    assert load_settings({}, env).metrics_token == Secret("from-the-file")
+    # the flag's file wins over the variable's token, the flag's token over the file's
+    both = {"PATCHBAY_ADMIN_TOKEN": "from-env"}
+    assert load_settings(flags, both).admin_token == Secret("from-the-file")
+    env_file = {"PATCHBAY_ADMIN_TOKEN_FILE": str(path)}
+    assert load_settings({"admin_token": "flag"}, env_file).admin_token == Secret("flag")
+    assert "from-the-file" not in repr(load_settings(flags, {}))
+
+
+@pytest.mark.parametrize(
+    ("text", "mode", "message"),
+    [
+        ("t", 0o644, "admin_token_file {path} can be read by group or others; run: chmod 600"),
+        ("\n", 0o600, "admin_token_file {path}: the file is empty"),
+        (None, 0o600, "admin_token_file {path}: No such file"),
+    ],
+)
+def test_unusable_token_files_are_refused(
+    tmp_path: Path, text: str | None, mode: int, message: str
+) -> None:
+    path = token_file(tmp_path, text, mode) if text is not None else tmp_path / "none"
+    with pytest.raises(ConfigError, match=re.escape(message.format(path=path))):
+        load_settings({"admin_token_file": path}, {})
+
+
+def test_a_token_and_its_file_from_one_source_are_refused(tmp_path: Path) -> None:
+    path = token_file(tmp_path, "t")
+    env = {"PATCHBAY_METRICS_TOKEN": "m", "PATCHBAY_METRICS_TOKEN_FILE": str(path)}
+    with pytest.raises(ConfigError, match="metrics_token and metrics_token_file are both set"):
+        load_settings({}, env)
+
+
+def test_secret_values_are_hidden_in_errors() -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings({"metrics_token": 12345}, {})
+    assert "12345" not in str(raised.value) and "***" in str(raised.value)

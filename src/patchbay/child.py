@@ -11,10 +11,11 @@ common:
   server's ``/metrics`` (:class:`ChildMetrics`), and starts a new child when one exits on
   its own. :meth:`ChildProcess.stop` asks the child to finish and waits for it (then kills
   it). A child is named ``pb-NAME`` in ``ps`` and ``top`` (``pb-delivery``, ``pb-segment``).
-* :class:`ParentLink`, the child's side: the pipe, a metrics registry of the child's own
-  whose samples go to the parent every :data:`METRICS_INTERVAL_S`, and the messages from
-  the parent. :func:`child_setup` prepares a child: logging, a SIGTERM when its parent dies
-  (a SIGKILLed server takes its children along), and Ctrl-C left to the parent.
+* :class:`ParentLink`, the child's side (whose umask is ``0o077``, as every Patchbay
+  process's): the pipe, a metrics registry of the child's own whose samples go to the parent
+  every :data:`METRICS_INTERVAL_S`, and the messages from the parent. :func:`child_setup`
+  prepares a child: logging, a SIGTERM when its parent dies (a SIGKILLed server takes its
+  children along), and Ctrl-C left to the parent.
 
 Messages are tuples whose first item names them: ``("stop",)`` to the child; ``("metrics",
 families)`` from it; any other message goes to the callbacks each side is given.
@@ -37,6 +38,8 @@ import structlog
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+
+from patchbay.datadir import owner_only_umask
 
 log = structlog.get_logger("patchbay.child")
 
@@ -276,6 +279,7 @@ def _child_entry(
     name: str, target: Callable[..., None], conn: Connection, args: tuple[Any, ...]
 ) -> None:
     _name_process(f"pb-{name}")
+    owner_only_umask()  # inherited from the server too; set here whoever started it
     link = ParentLink(conn)
     try:
         target(link, *args)

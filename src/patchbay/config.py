@@ -8,6 +8,7 @@ This is the only module that reads the process environment (:func:`settings_from
 from __future__ import annotations
 
 import os
+import stat
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -36,6 +37,14 @@ FLAGS: dict[str, str] = {
     "delivery_process": "--delivery-process/--no-delivery-process",
     "segment_process": "--segment-process/--no-segment-process",
     "admin_token": "--admin-token",
+    "admin_token_file": "--admin-token-file",
+    "metrics_token_file": "--metrics-token-file",
+    "secrets_key_file": "--secrets-key-file",
+}
+#: The settings whose value may be read from a file: the secret, then its file's setting.
+TOKEN_FILES: dict[str, str] = {
+    "admin_token": "admin_token_file",
+    "metrics_token": "metrics_token_file",
 }
 
 
@@ -58,17 +67,54 @@ def load_settings(
         file = Path(env[CONFIG_ENV])
     values: dict[str, Any] = {}
     if file is not None:
-        values.update(_checked(read_toml(file), strict=True, name=lambda f: f"{file}: {f}"))
+        _merge(values, _checked(read_toml(file), strict=True, name=lambda f: f"{file}: {f}"))
     given: dict[str, Any] = {f: env[env_var(f)] for f in FIELDS if env.get(env_var(f))}
     for field in _LISTS:
         if field in given:  # a comma-separated list in a variable
             given[field] = [item.strip() for item in given[field].split(",") if item.strip()]
-    values.update(_checked(given, strict=False, name=env_var))
+    _merge(values, _checked(given, strict=False, name=env_var))
     unknown = sorted(set(flags) - set(FIELDS))
     if unknown:
         raise ConfigError(f"unknown setting {unknown[0]!r}")
-    values.update(_checked(flags, strict=True, name=lambda f: FLAGS.get(f, f)))
+    _merge(values, _checked(flags, strict=True, name=lambda f: FLAGS.get(f, f)))
+    for secret, file_field in TOKEN_FILES.items():
+        path = values.get(file_field)
+        if path is not None:
+            values[secret] = read_token_file(path, file_field)
     return Settings(**values)
+
+
+def _merge(values: dict[str, Any], layer: dict[str, Any]) -> None:
+    """Add ``layer`` (a source of higher precedence) to ``values``. A token and its file
+    are one setting: the one a layer gives replaces the other of the layers below, and a
+    layer may not give both."""
+    for secret, file_field in TOKEN_FILES.items():
+        if layer.get(secret) is not None and layer.get(file_field) is not None:
+            raise ConfigError(f"{secret} and {file_field} are both set: keep one")
+        if secret in layer:
+            values.pop(file_field, None)
+        if file_field in layer:
+            values.pop(secret, None)
+    values.update(layer)
+
+
+def read_token_file(path: Path, field: str) -> Secret:
+    """The token in the file ``path`` (setting ``field``): its first line, which must not be
+    empty; the file must not be readable by group or others."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{field} {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{field} {path}: not UTF-8 text") from None
+    if mode & 0o077:
+        raise ConfigError(f"{field} {path} can be read by group or others; run: chmod 600 {path}")
+    lines = text.splitlines()
+    token = lines[0].strip() if lines else ""
+    if not token:
+        raise ConfigError(f"{field} {path}: the file is empty (expected the token)")
+    return Secret(token)
 
 
 def settings_from_process(flags: Mapping[str, Any], file: Path | None = None) -> Settings:
@@ -104,7 +150,7 @@ def _checked(raw: Mapping[str, Any], *, strict: bool, name: Callable[[str], str]
                 value, _TYPES[field], strict=strict, dec_hook=_from_string
             )
         except msgspec.ValidationError as exc:
-            shown = "***" if field == "admin_token" else repr(value)
+            shown = "***" if _TYPES[field] == Secret | None else repr(value)
             raise ConfigError(f"{name(field)}: {exc} (got {shown})") from None
         if field == "allowed_targets":
             _check_targets(converted[field], name(field))

@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from patchbay.datadir import prepare_data_dir
 from patchbay.errors import PatchbayError
 
 LOCK_FILE = "patchbay.lock"
@@ -19,8 +20,10 @@ class AlreadyRunning(PatchbayError):
 
 @contextlib.contextmanager
 def data_dir_lock(data_dir: Path) -> Iterator[None]:
-    """Hold the data directory's lock (released when the process ends, even by SIGKILL)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    """Hold the data directory's lock (released when the process ends, even by SIGKILL).
+    The directory is created, or checked, owner-only first
+    (:func:`~patchbay.datadir.prepare_data_dir`)."""
+    prepare_data_dir(data_dir)
     fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:

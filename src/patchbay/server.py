@@ -25,7 +25,9 @@ from patchbay.collect.http import EventsApi
 from patchbay.collect.sealing import LazyBox, key_file
 from patchbay.config import ConfigError
 from patchbay.http import EXCEPTION_HANDLERS, middleware
+from patchbay.http.auth import BearerToken, auth_failed
 from patchbay.http.cors import CorsPolicy
+from patchbay.http.errors import error_response
 from patchbay.metrics import CONTENT_TYPE_LATEST, DeliveryMetrics, Metrics, SegmentMetrics
 from patchbay.openapi import build_openapi
 from patchbay.pipeline import Pipeline, Stage, StageElsewhere
@@ -67,7 +69,7 @@ def create_app(
     engine, and with ``settings.segment_process`` the segment stage, run in child processes
     instead (:mod:`patchbay.child`). On shutdown it stops them and closes the backend. The
     admin API is enabled by ``admin_token`` (default ``settings.admin_token``; ``""``
-    disables it).
+    disables it); ``/metrics`` requires ``settings.metrics_token`` when it is set.
     """
     if backend is None:
         backend = open_backend(settings)
@@ -85,7 +87,13 @@ def create_app(
     appender = GroupCommitAppender(backend.log, backend.dedup)
     service = ResolveService(backend.state, Resolver(strategy or IdentityStrategy()), clock)
     api = EventsApi(backend.inputs, appender, settings, clock, metrics)
-    child_settings = msgspec.structs.replace(settings, admin_token=None)  # none needed
+    child_settings = msgspec.structs.replace(  # the children need none of the tokens
+        settings,
+        admin_token=None,
+        admin_token_file=None,
+        metrics_token=None,
+        metrics_token_file=None,
+    )
     engine: DeliveryEngine | None = None
     children: list[DeliveryProcess | SegmentProcess] = []
     if settings.delivery_process:
@@ -145,7 +153,19 @@ def create_app(
             media_type="application/json",
         )
 
+    metrics_token = BearerToken(settings.metrics_token.reveal()) if settings.metrics_token else None
+
     async def metrics_endpoint(request: Request) -> Response:
+        if metrics_token is not None:
+            reason = metrics_token.check(request.headers.get("authorization"))
+            if reason is not None:
+                auth_failed(request, "metrics", reason)
+                return error_response(
+                    401,
+                    "UNAUTHORIZED",
+                    "Authorization: /metrics requires the metrics token (Bearer)",
+                    {"WWW-Authenticate": 'Bearer realm="patchbay-metrics"'},
+                )
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     async def openapi_endpoint(request: Request) -> Response:

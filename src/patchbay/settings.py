@@ -68,6 +68,16 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     #: The key that seals client inputs' secrets (for IDSync's HMAC signatures); by default
     #: ``credentials.key`` in ``data_dir`` (patchbay.collect.sealing).
     credentials_key_file: Path | None = None
+    #: A file holding the admin token (read by :func:`patchbay.config.load_settings` into
+    #: ``admin_token``; better than the command line, which other users can see).
+    admin_token_file: Path | None = None
+    #: When set, ``/metrics`` requires ``Authorization: Bearer <token>``; never shown.
+    metrics_token: Secret | None = None
+    #: A file holding the metrics token (read into ``metrics_token``).
+    metrics_token_file: Path | None = None
+    #: The key file of the stored partner credentials (default: ``secrets.key`` in
+    #: ``data_dir``; see :mod:`patchbay.secretbox`).
+    secrets_key_file: Path | None = None
     # The delivery engine (patchbay.activate.engine.EngineConfig.from_settings).
     delivery_concurrency: Positive = 32
     delivery_timeout_s: Seconds = 10.0

@@ -274,7 +274,7 @@ def test_sigkill_keeps_exactly_the_returned_appends(stores: Stores) -> None:
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])},
     )
     assert child.stdout is not None and child.stderr is not None
     try:

@@ -150,22 +150,25 @@ def test_sqlite_keeps_modules_in_patchbay_db(tmp_path: Path) -> None:
 
 
 def test_sqlite_keeps_the_target_in_its_columns(tmp_path: Path) -> None:
-    """The target is stored in the ``transport``, ``url``/``token`` and ``lambda_*`` columns
-    (data directories written before the target was a type read the same); a Lambda row
-    without a region gets the default one."""
+    """The target is stored in the ``transport``, ``url``/``token`` (encrypted) and
+    ``lambda_*`` columns (data directories written before the target was a type read the
+    same); a Lambda row without a region gets the default one."""
     backend = open_sqlite(tmp_path)
     try:
         backend.modules.put_module(http_module("demo"))
         backend.modules.put_module(lambda_module("aws"))
     finally:
         backend.close()
-    columns = "transport, url, token, lambda_function, lambda_region, lambda_endpoint_url"
+    columns = "transport, url, lambda_function, lambda_region, lambda_endpoint_url"
     with sqlite3.connect(tmp_path / DB_FILE) as db:
         rows = db.execute(f"SELECT name, {columns} FROM modules ORDER BY name").fetchall()
         assert rows == [
-            ("aws", "lambda", None, None, "demo", "us-east-1", "http://127.0.0.1:9001"),
-            ("demo", "http", "https://demo.example.com/firehose", "s3cret-token", None, None, None),
+            ("aws", "lambda", None, "demo", "us-east-1", "http://127.0.0.1:9001"),
+            ("demo", "http", "https://demo.example.com/firehose", None, None, None),
         ]
+        tokens = db.execute("SELECT token FROM modules ORDER BY name").fetchall()
+        assert tokens[0] == (None,)
+        assert tokens[1][0].startswith("pbenc1:")  # encrypted (tests/backends/test_sealed.py)
         db.execute("UPDATE modules SET lambda_region = NULL WHERE name = 'aws'")
     db.close()
     backend = open_sqlite(tmp_path)

@@ -1,9 +1,11 @@
 """The admin HTTP API: the ``outputs``, ``connections`` and ``deliveries`` commands over HTTP.
 
 Every route requires ``Authorization: Bearer <token>`` with the admin token given to
-``patchbay serve`` (``--admin-token`` or ``$PATCHBAY_ADMIN_TOKEN``; it is kept in memory
-only, as a SHA-256 digest, and compared in constant time). Without a configured token the
-admin API is disabled: every route answers 404 with a message saying how to enable it.
+``patchbay serve`` (``--admin-token-file``, ``$PATCHBAY_ADMIN_TOKEN`` or ``--admin-token``;
+it is kept in memory only, as a SHA-256 digest, and compared in constant time). A refused
+token is logged (``auth_failed``: address and reason, never the token). Without a
+configured token the admin API is disabled: every route answers 404 with a message saying
+how to enable it.
 
 Routes (JSON in and out)::
 
@@ -19,8 +21,6 @@ Routes (JSON in and out)::
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -31,6 +31,7 @@ from starlette.routing import Route
 
 from patchbay.activate.service import ActivateError, ActivateService
 from patchbay.backends.records import Filters
+from patchbay.http.auth import BearerToken, auth_failed
 from patchbay.http.errors import error_response, status_code
 
 #: The environment variable holding the admin token.
@@ -82,20 +83,18 @@ class AdminApi:
 
     def __init__(self, service: ActivateService, token: str | None) -> None:
         self._service = service
-        self._digest = hashlib.sha256(token.encode()).digest() if token else None
+        self._token = BearerToken(token) if token else None
 
     def _authorized(self, request: Request) -> Response | None:
-        if self._digest is None:
+        if self._token is None:
             return admin_error(
-                "the admin API is disabled: start `patchbay serve` with --admin-token"
-                f" or ${ADMIN_TOKEN_ENV}",
+                "the admin API is disabled: start `patchbay serve` with --admin-token-file,"
+                f" ${ADMIN_TOKEN_ENV} or --admin-token",
                 404,
             )
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        supplied = hashlib.sha256(given.strip().encode()).digest()
-        ok = scheme.lower() == "bearer" and hmac.compare_digest(supplied, self._digest)
-        if not ok:
+        reason = self._token.check(request.headers.get("authorization"))
+        if reason is not None:
+            auth_failed(request, "admin", reason)
             return admin_error(
                 "a valid admin token is required (Bearer)",
                 401,

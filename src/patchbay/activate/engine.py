@@ -283,7 +283,7 @@ class WebhookSender(TransportSender):
 
 class FileSender(Sender):
     """Appends the payload as one line to a file inside the outputs directory (flushed and
-    fsynced), on a thread of its own. The path is checked again at every write
+    fsynced; created ``0600``), on a thread of its own. The path is checked again at every write
     (:meth:`OutputsDir.open_append`): one that left the directory, or became a link, parks
     the delivery with the reason and nothing is written."""
 

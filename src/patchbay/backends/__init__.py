@@ -31,7 +31,9 @@ def open_backend(settings: Settings, *, create: bool = True) -> Backend:
         return open_memory()
     from patchbay.backends.sqlite import open_sqlite
 
-    return open_sqlite(settings.data_dir, settings.durability, create=create)
+    return open_sqlite(
+        settings.data_dir, settings.durability, settings.secrets_key_file, create=create
+    )
 
 
 def check_store(settings: Settings) -> None:

@@ -2,11 +2,17 @@
 batch log.
 
 The command names and their flags are a stable interface: scripts rely on them. Each
-command takes ``--data-dir`` and ``--config`` and gets its
+command takes ``--data-dir``, ``--secrets-key-file`` and ``--config`` and gets its
 :class:`~patchbay.settings.Settings` from :func:`patchbay.cli.common.pass_settings`.
+
+Every command runs with the umask ``0o077`` (what it creates is its user's alone), and a
+:class:`~patchbay.errors.PatchbayError` it does not handle itself (a data directory others
+can read, a stored secret that cannot be decrypted) ends it with a one-line error.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import click
 
@@ -22,14 +28,27 @@ from patchbay.cli.outputs import outputs
 from patchbay.cli.partner import partner
 from patchbay.cli.profiles import profiles, reprocess
 from patchbay.cli.serve import serve
+from patchbay.datadir import owner_only_umask
+from patchbay.errors import PatchbayError
 
 __all__ = ["main"]
 
 
-@click.group()
+class PatchbayGroup(click.Group):
+    """The command group: a :class:`PatchbayError` becomes a one-line error."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PatchbayError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=PatchbayGroup)
 @click.version_option(__version__, prog_name="patchbay")
 def main() -> None:
     """Patchbay: a self-hosted customer data platform compatible with mParticle's APIs."""
+    owner_only_umask()
 
 
 for command in (

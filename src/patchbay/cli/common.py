@@ -22,6 +22,7 @@ from patchbay.backends import (
 from patchbay.backends.records import LogPosition
 from patchbay.clock import SystemClock
 from patchbay.config import FLAGS, ConfigError, settings_from_process
+from patchbay.datadir import DataDirError
 from patchbay.locking import AlreadyRunning, data_dir_lock
 from patchbay.resolve.strategy import IdentityStrategy, load_strategy
 from patchbay.settings import Settings
@@ -39,6 +40,14 @@ SETTING_PARAMS = {
 
 
 def _settings_options(function: Callable[..., Any], data_dir_help: str) -> Callable[..., Any]:
+    function = click.option(
+        "--secrets-key-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Key file of the stored partner tokens and confidential settings (default:"
+        " secrets.key in the data directory; created 0600 on first use). Keep a backup"
+        " apart from the data.",
+    )(function)
     function = click.option(
         "--config",
         type=click.Path(dir_okay=False, path_type=Path),
@@ -59,14 +68,16 @@ def data_dir_option(function: Callable[..., Any]) -> Callable[..., Any]:
     return _settings_options(
         function,
         "Directory of the store (env PATCHBAY_DATA_DIR); it must exist: only `serve` and"
-        " `inputs add` create one.",
+        " `inputs add` create one (0700); refused if group or others can access it.",
     )
 
 
 def creating_data_dir_option(function: Callable[..., Any]) -> Callable[..., Any]:
     """:func:`data_dir_option` of the commands that create a missing store."""
     return _settings_options(
-        function, "Directory of the store (env PATCHBAY_DATA_DIR; created if missing)."
+        function,
+        "Directory of the store (env PATCHBAY_DATA_DIR; created 0700 if missing; refused if"
+        " group or others can access it).",
     )
 
 
@@ -170,17 +181,22 @@ def activate_service(settings: Settings) -> Iterator[ActivateService]:
 
 @contextlib.contextmanager
 def exclusive(settings: Settings, *, create: bool = False) -> Iterator[None]:
-    """Hold the data directory's lock (a CLI error if a server holds it). Without
+    """Hold the data directory's lock (a CLI error if a server holds it, or if group or
+    others can access the directory). Without
     ``create``, a CLI error when there is no store there (and nothing is created)."""
-    if not create:
-        try:
+    try:
+        if create:
+            settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        else:
             check_store(settings)
-        except (StoreMissing, StoreUnavailable) as exc:
-            raise store_error(exc) from None
+    except (StoreMissing, StoreUnavailable) as exc:
+        raise store_error(exc) from None
+    except OSError as exc:
+        raise store_error(StoreUnavailable.of(settings.data_dir, exc)) from None
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(data_dir_lock(settings.data_dir))
-        except AlreadyRunning as exc:
+        except (AlreadyRunning, DataDirError) as exc:
             raise click.ClickException(str(exc)) from None
         except OSError as exc:
             raise store_error(StoreUnavailable.of(settings.data_dir, exc)) from None

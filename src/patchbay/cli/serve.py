@@ -83,7 +83,22 @@ from patchbay.settings import Settings
     "--admin-token",
     default=None,
     help="Token of the admin HTTP API (Authorization: Bearer ...); without one the"
-    " admin API is disabled. Env PATCHBAY_ADMIN_TOKEN.",
+    " admin API is disabled. Other users can read the command line: prefer"
+    " --admin-token-file or $PATCHBAY_ADMIN_TOKEN.",
+)
+@click.option(
+    "--admin-token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="File holding the admin token (first line; the file must be 0600 or stricter)."
+    " Env PATCHBAY_ADMIN_TOKEN_FILE.",
+)
+@click.option(
+    "--metrics-token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="File holding the token /metrics then requires (Authorization: Bearer ...);"
+    " or $PATCHBAY_METRICS_TOKEN. Without one /metrics is open.",
 )
 def serve(settings: Settings) -> None:
     """Run the Events API and every stage on the embedded store."""

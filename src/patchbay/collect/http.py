@@ -33,6 +33,7 @@ from patchbay.collect.ingest import (
 )
 from patchbay.collect.inputs import authenticate
 from patchbay.collect.ratelimit import RateLimiter
+from patchbay.http.auth import auth_failed
 from patchbay.http.errors import ApiError, ErrorBody, error_response
 from patchbay.metrics import Metrics
 from patchbay.settings import Settings
@@ -65,6 +66,15 @@ def parse_basic_auth(header: str | None) -> tuple[str, str] | None:
     if not sep or not key:
         return None
     return key, secret
+
+
+#: The reason logged when a key and secret do not authenticate.
+WRONG_CREDENTIALS = "unknown or disabled key, or wrong secret"
+
+
+def basic_auth_problem(header: str | None) -> str:
+    """Why ``header`` gives no HTTP Basic key and secret (for the log)."""
+    return "no Authorization header" if not header else "Authorization is not HTTP Basic"
 
 
 class EventsApi:
@@ -117,10 +127,20 @@ class EventsApi:
             self.in_flight -= 1
 
     def _reject(
-        self, route: str, status: int, code: str, message: str, reason: str, **headers: str
+        self,
+        route: str,
+        status: int,
+        code: str,
+        message: str,
+        reason: str,
+        logged: bool = False,
+        **headers: str,
     ) -> Response:
+        """The error answer, counted, and logged unless ``logged`` (an authentication failure,
+        logged by :func:`~patchbay.http.auth.auth_failed`)."""
         self._metrics.rejects.labels(reason).inc()
-        log.info("request_rejected", route=route, status=status, reason=reason, error=message)
+        if not logged:
+            log.info("request_rejected", route=route, status=status, reason=reason, error=message)
         return error_response(
             status, code, message, {k.replace("_", "-"): v for k, v in headers.items()}
         )
@@ -128,24 +148,29 @@ class EventsApi:
     async def _process(
         self, request: Request, route: str, bulk: bool, historical: bool
     ) -> Response:
-        credentials = parse_basic_auth(request.headers.get("authorization"))
+        header = request.headers.get("authorization")
+        credentials = parse_basic_auth(header)
         if credentials is None:
+            auth_failed(request, "events", basic_auth_problem(header))
             return self._reject(
                 route,
                 401,
                 "UNAUTHORIZED",
                 "Authorization: use HTTP Basic authentication with an input's key and secret",
                 "unauthorized",
+                logged=True,
                 WWW_Authenticate='Basic realm="patchbay"',
             )
         item = authenticate(self._inputs, *credentials)
         if item is None:
+            auth_failed(request, "events", WRONG_CREDENTIALS, credentials[0])
             return self._reject(
                 route,
                 403,
                 "FORBIDDEN",
                 "Authorization: unknown or disabled key, or wrong secret",
                 "forbidden",
+                logged=True,
             )
         try:
             body = await read_body(

@@ -44,12 +44,13 @@ from patchbay.collect.appender import GroupCommitAppender
 from patchbay.collect.body import BodyError, read_body
 from patchbay.collect.decode import ROOT, BadInput, decode_json
 from patchbay.collect.fields import Int64, parse_mpid
-from patchbay.collect.http import parse_basic_auth
+from patchbay.collect.http import WRONG_CREDENTIALS, basic_auth_problem, parse_basic_auth
 from patchbay.collect.ingest import new_batch_ids
 from patchbay.collect.inputs import SERVER_SIDE_TYPES, authenticate, key_only_allowed
 from patchbay.collect.ratelimit import RateLimiter
 from patchbay.collect.sealing import LazyBox, SealingError
 from patchbay.errors import PatchbayError
+from patchbay.http.auth import auth_failed
 from patchbay.http.errors import error_response
 from patchbay.metrics import Metrics
 from patchbay.resolve.identities import (
@@ -412,7 +413,7 @@ class IdentityApi:
         try:
             done = await self._commit(stage, caller.input, new_batch_ids(1)[0], request)
         except NotSeen as exc:
-            return self._forbidden(route, str(exc))
+            return self._forbidden(request, route, str(exc), "a user its input has not seen")
         if done is None:
             return self._reject(route, 404, "NOT_FOUND", f"mpid: no user {mpid}", "not_found")
         results: list[ChangeResult] = done[1]
@@ -460,7 +461,7 @@ class IdentityApi:
         try:
             done = await self._commit(stage, caller.input, new_batch_ids(1)[0], request)
         except NotSeen as exc:
-            return self._forbidden(route, str(exc))
+            return self._forbidden(request, route, str(exc), "a user its input has not seen")
         if done is None:
             return self._reject(
                 route,
@@ -567,41 +568,58 @@ class IdentityApi:
             credentials = parse_basic_auth(header)
             if credentials is None:
                 return self._unauthorized(
-                    route, "Authorization: use HTTP Basic with an input's key and secret"
+                    request,
+                    route,
+                    "Authorization: use HTTP Basic with an input's key and secret",
+                    basic_auth_problem(header),
                 )
             item = authenticate(self._inputs, *credentials)
             if item is None:
                 return self._forbidden(
-                    route, "Authorization: unknown or disabled key, or wrong secret"
+                    request,
+                    route,
+                    "Authorization: unknown or disabled key, or wrong secret",
+                    WRONG_CREDENTIALS,
+                    credentials[0],
                 )
-            return self._check_path_key(route, Caller(item, False), credentials[0], path_key)
+            return self._check_path_key(
+                request, route, Caller(item, False), credentials[0], path_key
+            )
         given = request.headers.get("x-mp-signature")
         if given is not None:
             return self._signed(request, route, given, path_key)
         key = request.headers.get("x-mp-key") or path_key
         if not key:
             return self._unauthorized(
+                request,
                 route,
                 "Authorization: use HTTP Basic with an input's key and secret, or x-mp-key",
+                "no credentials",
             )
         found = self._inputs.find_credential(key)
         if found is None or not found[0].enabled or not found[1].enabled:
-            return self._forbidden(route, "x-mp-key: unknown or disabled key")
+            return self._forbidden(
+                request, route, "x-mp-key: unknown or disabled key", "unknown or disabled key", key
+            )
         item = found[1]
         if item.type in SERVER_SIDE_TYPES:
             return self._forbidden(
+                request,
                 route,
                 f"x-mp-key: a key alone does not authenticate a {item.type} input;"
                 " use HTTP Basic with its secret",
+                f"a key alone for a {item.type} input",
+                key,
             )
         if not key_only_allowed(item):
             return self._forbidden(
+                request,
                 route,
                 f"x-mp-key: this {item.type} input does not accept its key alone on IDSync;"
                 " sign the request (x-mp-signature), use HTTP Basic, or turn key-only on with"
                 " `patchbay inputs set-idsync-key-only`",
             )
-        return self._check_path_key(route, Caller(item, True), key, path_key)
+        return self._check_path_key(request, route, Caller(item, True), key, path_key)
 
     def _signed(
         self, request: Request, route: str, given: str, path_key: str | None
@@ -609,24 +627,25 @@ class IdentityApi:
         """The claim of a signed request (key and ``Date`` checked; the signature is not)."""
         key = request.headers.get("x-mp-key")
         if not key:
-            return self._unauthorized(route, "x-mp-key: required with x-mp-signature")
+            return self._unauthorized(request, route, "x-mp-key: required with x-mp-signature")
         date = request.headers.get("date")
         problem = date_problem(date, self._clock.now_ms())
         if problem is not None:
-            return self._unauthorized(route, problem)
+            return self._unauthorized(request, route, problem)
         assert date is not None
         found = self._inputs.find_credential(key)
         if found is None or not found[0].enabled or not found[1].enabled:
-            return self._forbidden(route, "x-mp-key: unknown or disabled key")
+            return self._forbidden(request, route, "x-mp-key: unknown or disabled key")
         credential, item = found
         if item.type in SERVER_SIDE_TYPES:
             return self._unauthorized(
+                request,
                 route,
                 f"x-mp-signature: a {item.type} input does not sign IDSync requests;"
                 " use HTTP Basic with its key and secret",
             )
         claim = _Claim(Caller(item, False), credential, given, date)
-        checked = self._check_path_key(route, claim.caller, key, path_key)
+        checked = self._check_path_key(request, route, claim.caller, key, path_key)
         return claim if isinstance(checked, _Claim) else checked
 
     def _check_signature(
@@ -657,6 +676,7 @@ class IdentityApi:
                 )
         if secret is None:
             return self._unauthorized(
+                request,
                 route,
                 "x-mp-signature: this key cannot be checked: its secret was not kept sealed"
                 " (a key made before signatures were supported); rotate the input's key"
@@ -674,18 +694,20 @@ class IdentityApi:
             claim.signature,
         ):
             return self._forbidden(
-                route, "x-mp-signature: does not match the request signed with the key's secret"
+                request,
+                route,
+                "x-mp-signature: does not match the request signed with the key's secret",
             )
         return None
 
     def _check_path_key(
-        self, route: str, caller: Caller, key: str, path_key: str | None
+        self, request: Request, route: str, caller: Caller, key: str, path_key: str | None
     ) -> _Claim | Response:
         if path_key is None or path_key == key:
             return _Claim(caller)
         found = self._inputs.find_credential(path_key)
         if found is None or found[1].id != caller.input.id:
-            return self._forbidden(route, "the key in the path is not a key of this input")
+            return self._forbidden(request, route, "the key in the path is not a key of this input")
         return _Claim(caller)
 
     async def _body(self, request: Request, route: str) -> bytes | Response:
@@ -700,7 +722,15 @@ class IdentityApi:
             reason = {413: "too_large", 415: "unsupported_encoding"}.get(exc.status, "bad_request")
             return self._reject(route, exc.status, exc.code, exc.message, reason)
 
-    def _unauthorized(self, route: str, message: str) -> Response:
+    def _unauthorized(
+        self,
+        request: Request,
+        route: str,
+        message: str,
+        reason: str | None = None,
+        key: str | None = None,
+    ) -> Response:
+        auth_failed(request, "idsync", reason or message, key)
         return self._reject(
             route,
             401,
@@ -708,10 +738,19 @@ class IdentityApi:
             message,
             "unauthorized",
             {"WWW-Authenticate": 'Basic realm="patchbay"'},
+            logged=True,
         )
 
-    def _forbidden(self, route: str, message: str) -> Response:
-        return self._reject(route, 403, "FORBIDDEN", message, "forbidden")
+    def _forbidden(
+        self,
+        request: Request,
+        route: str,
+        message: str,
+        reason: str | None = None,
+        key: str | None = None,
+    ) -> Response:
+        auth_failed(request, "idsync", reason or message, key)
+        return self._reject(route, 403, "FORBIDDEN", message, "forbidden", logged=True)
 
     def _reject(
         self,
@@ -721,9 +760,13 @@ class IdentityApi:
         message: str,
         reason: str,
         headers: dict[str, str] | None = None,
+        logged: bool = False,
     ) -> Response:
+        """The error answer, counted, and logged unless ``logged`` (an authentication failure,
+        logged by :func:`~patchbay.http.auth.auth_failed`)."""
         self._metrics.rejects.labels(reason).inc()
-        log.info("request_rejected", route=route, status=status, reason=reason, error=message)
+        if not logged:
+            log.info("request_rejected", route=route, status=status, reason=reason, error=message)
         return error_response(status, code, message, headers)
 
 

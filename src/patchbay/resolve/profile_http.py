@@ -39,6 +39,7 @@ from patchbay.clock import Clock
 from patchbay.collect.body import BodyError, read_body
 from patchbay.collect.fields import parse_mpid
 from patchbay.collect.http import parse_basic_auth
+from patchbay.http.auth import auth_failed
 from patchbay.http.errors import HttpError, error_response
 from patchbay.resolve.identities import Identity, canonical_type
 from patchbay.resolve.profile import Profile
@@ -281,7 +282,23 @@ class ProfileApi:
         answer_headers, body, status = await asyncio.to_thread(
             self._oauth.create_token_response, uri, "POST", form, headers
         )
+        if status == 401:
+            credentials = parse_basic_auth(headers.get("Authorization"))
+            given = urllib.parse.parse_qs(form).get("client_id", [None])[0]
+            client_id = credentials[0] if credentials else given
+            auth_failed(request, "profile", "wrong client id or secret", client_id)
         return Response(body, status, dict(answer_headers), media_type="application/json")
+
+    async def _client(self, request: Request) -> ApiClient:
+        """The API client of ``request`` (:meth:`_authorize`); a refusal is logged with the
+        source address (never the secret or the token)."""
+        header = request.headers.get("authorization", "")
+        try:
+            return await asyncio.to_thread(self._authorize, header)
+        except HttpError as exc:
+            credentials = parse_basic_auth(header)
+            auth_failed(request, "profile", exc.message, credentials[0] if credentials else None)
+            raise
 
     def _authorize(self, header: str) -> ApiClient:
         """The API client of a request's ``Authorization`` (a bearer token or HTTP Basic);
@@ -335,7 +352,7 @@ class ProfileApi:
 
     async def by_mpid(self, request: Request) -> Response:
         """A profile by MPID."""
-        await asyncio.to_thread(self._authorize, request.headers.get("authorization", ""))
+        await self._client(request)
         fields = self._fields(request)
         text = request.path_params["mpid"]
         try:
@@ -349,7 +366,7 @@ class ProfileApi:
 
     async def resolve(self, request: Request) -> Response:
         """A profile by an identity."""
-        await asyncio.to_thread(self._authorize, request.headers.get("authorization", ""))
+        await self._client(request)
         fields = self._fields(request)
         try:
             raw = await self._body(request)

@@ -10,7 +10,9 @@
   that the segment stage's commits never wait on the resolve stage's.
 
 Every file is in WAL mode with ``synchronous=FULL`` by default (``durability="normal"``
-survives a crash of the process, not of the machine).
+survives a crash of the process, not of the machine), and owner-only (``0600``). The
+credentials stored to call partners are encrypted with the key of a file apart
+(:mod:`patchbay.secretbox`; ``secrets.key`` in the data directory by default).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from patchbay.backends.sqlite.state import (
     SqliteStagePositions,
     SqliteStateStore,
 )
+from patchbay.datadir import prepare_data_dir
+from patchbay.secretbox import KEY_FILE, SecretBox
 
 __all__ = [
     "DB_FILE",
@@ -56,8 +60,17 @@ def check_sqlite(data_dir: Path) -> None:
     raise StoreMissing(data_dir)
 
 
-def open_sqlite(data_dir: Path, durability: Durability = "full", *, create: bool = True) -> Backend:
-    """Open the embedded stores in ``data_dir``, creating what is missing.
+def open_sqlite(
+    data_dir: Path,
+    durability: Durability = "full",
+    key_file: Path | None = None,
+    *,
+    create: bool = True,
+) -> Backend:
+    """Open the embedded stores in ``data_dir``, creating what is missing; ``data_dir``
+    must be owner-only (:func:`~patchbay.datadir.prepare_data_dir`), and the stored
+    secrets are encrypted with the key in ``key_file`` (default: ``secrets.key`` in
+    ``data_dir``).
 
     With ``create=False`` a directory without ``patchbay.db`` raises
     :class:`~patchbay.backends.records.StoreMissing` and nothing is created. A store that
@@ -74,9 +87,12 @@ def open_sqlite(data_dir: Path, durability: Durability = "full", *, create: bool
         return db
 
     try:
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # (an OSError: unavailable)
+        prepare_data_dir(data_dir)
+        box = SecretBox(key_file if key_file is not None else data_dir / KEY_FILE)
         main = database(data_dir / DB_FILE, durability)
         state = database(data_dir / STATE_FILE, durability, STATE_PRAGMAS)
-        outbox = SqliteOutbox(database(data_dir / DELIVERIES_FILE, durability))
+        outbox = SqliteOutbox(database(data_dir / DELIVERIES_FILE, durability), box)
         segment = database(data_dir / SEGMENT_FILE, durability, SEGMENT_PRAGMAS)
         return Backend(
             name="sqlite",
@@ -86,10 +102,10 @@ def open_sqlite(data_dir: Path, durability: Durability = "full", *, create: bool
             api_clients=SqliteApiClientStore(main),
             state=SqliteStateStore(state),
             positions=SqliteStagePositions(state),
-            modules=SqliteModuleStore(main),
+            modules=SqliteModuleStore(main, box),
             outputs=outbox,
             outbox=outbox,
-            audiences=SqliteAudienceStore(segment),
+            audiences=SqliteAudienceStore(segment, box),
         )
     except (OSError, sqlite3.Error) as exc:
         for db in opened:

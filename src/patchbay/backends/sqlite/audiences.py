@@ -6,14 +6,16 @@ their connections to outputs) and the stage's records (conditions, builds, user 
 memberships, pending membership changes, its checkpoint) live side by side, so that a
 commit of the stage can leave out what belongs to an audience deleted meanwhile.
 
-Audience ids come from an ``AUTOINCREMENT`` sequence (a deleted id is never given again)
-and stop at :data:`~patchbay.backends.records.MAX_AUDIENCE_ID`. The ``version`` row of
+Audience ids come from an ``AUTOINCREMENT`` sequence (a deleted id is never given again) and
+stop at :data:`~patchbay.backends.records.MAX_AUDIENCE_ID`. The ``version`` row of
 ``segment_meta`` grows with every write of the owner's records. Connections, conditions,
-builds and user states are msgpack documents; a user's ``next_check_ms`` is also a column
-with a partial index, for :meth:`SqliteAudienceStore.due_users`. Memberships are keyed by
-(audience, MPID), as :meth:`~SqliteAudienceStore.members` reads them, with an index by
-MPID; pending changes are numbered by an ``AUTOINCREMENT`` ``seq`` (never reused, also
-after a reset) and indexed by (output, seq).
+builds and user states are msgpack documents (a connection's encrypted, as it holds the
+subscription settings and the partner's answer: :mod:`patchbay.secretbox`); a user's
+``next_check_ms`` is also a column with a partial index, for
+:meth:`SqliteAudienceStore.due_users`. Memberships are keyed by (audience, MPID), as
+:meth:`~SqliteAudienceStore.members` reads them, with an index by MPID; pending changes are
+numbered by an ``AUTOINCREMENT`` ``seq`` (never reused, also after a reset) and indexed by
+(output, seq).
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ from patchbay.backends.records import (
     SegmentUser,
 )
 from patchbay.backends.sqlite.db import SqliteDatabase, docs_by_mpid, insert_rows
+from patchbay.backends.sqlite.sealed import seal_plain_columns
 from patchbay.errors import PatchbayError
+from patchbay.secretbox import SecretBox
 
 SEGMENT_FILE = "segment.db"
 
@@ -137,15 +141,26 @@ _decode_build = msgspec.msgpack.Decoder(AudienceBuild).decode
 class SqliteAudienceStore:
     """Audiences, their connections and the segment stage's state in ``segment.db``."""
 
-    def __init__(self, db: SqliteDatabase) -> None:
+    def __init__(self, db: SqliteDatabase, box: SecretBox) -> None:
         self._db = db
+        self._box = box
         db.create(_SCHEMA)
+        seal_plain_columns(
+            db, box, "audience_connections", ("audience_id", "output"), "doc", binary=True
+        )
         with db.transaction() as conn:  # a database from before the sizes were kept
             if conn.execute("SELECT 1 FROM audience_sizes LIMIT 1").fetchone() is None:
                 conn.execute(
                     "INSERT INTO audience_sizes (audience_id, members)"
                     " SELECT audience_id, count(*) FROM memberships GROUP BY audience_id"
                 )
+
+    def _connection(self, doc: object) -> AudienceConnection:
+        """An audience connection from its stored document (encrypted)."""
+        if isinstance(doc, str):
+            return _decode_connection(self._box.open_bytes(doc))
+        assert isinstance(doc, bytes)
+        return _decode_connection(doc)  # plain, from before the migration
 
     # -- audiences -----------------------------------------------------------------------
 
@@ -250,7 +265,7 @@ class SqliteAudienceStore:
                 (connection.audience_id, connection.output),
             ).fetchone()
             if row is not None:
-                old = _decode_connection(row[0])
+                old = self._connection(row[0])
                 connection = msgspec.structs.replace(
                     connection,
                     partner_settings=old.partner_settings,
@@ -259,7 +274,11 @@ class SqliteAudienceStore:
             conn.execute(
                 "INSERT OR REPLACE INTO audience_connections (audience_id, output, doc)"
                 " VALUES (?, ?, ?)",
-                (connection.audience_id, connection.output, _encode(connection)),
+                (
+                    connection.audience_id,
+                    connection.output,
+                    self._box.seal_bytes(_encode(connection)),
+                ),
             )
             conn.execute(_BUMP_VERSION)
 
@@ -268,7 +287,7 @@ class SqliteAudienceStore:
         rows = self._db.conn().execute(
             "SELECT doc FROM audience_connections ORDER BY audience_id, output"
         )
-        return [_decode_connection(r[0]) for r in rows]
+        return [self._connection(r[0]) for r in rows]
 
     def remove_audience_connection(self, audience_id: int, output: str) -> bool:
         """Remove a connection and its pending changes; whether it existed."""
@@ -298,13 +317,13 @@ class SqliteAudienceStore:
             if row is None:
                 return False
             connection = msgspec.structs.replace(
-                _decode_connection(row[0]),
+                self._connection(row[0]),
                 partner_settings=dict(partner_settings),
                 subscribed_at_ms=at_ms,
             )
             conn.execute(
                 "UPDATE audience_connections SET doc = ? WHERE audience_id = ? AND output = ?",
-                (_encode(connection), audience_id, output),
+                (self._box.seal_bytes(_encode(connection)), audience_id, output),
             )
             conn.execute(_BUMP_VERSION)
         return True

@@ -16,6 +16,8 @@ from functools import cache
 from pathlib import Path
 from typing import Literal, TypeVar
 
+from patchbay.datadir import DIR_MODE, create_owner_only
+
 #: ``full`` fsyncs every commit (survives power loss); ``normal`` survives a process crash.
 Durability = Literal["full", "normal"]
 
@@ -23,7 +25,8 @@ Durability = Literal["full", "normal"]
 class SqliteDatabase:
     """A SQLite file in WAL mode with one connection per thread and one writer at a time.
 
-    Other processes (the CLI next to a running server) wait on ``busy_timeout``.
+    Other processes (the CLI next to a running server) wait on ``busy_timeout``. The file is
+    created owner-only (``0600``, as SQLite then creates its ``-wal`` and ``-shm`` files).
     """
 
     def __init__(
@@ -32,7 +35,8 @@ class SqliteDatabase:
         durability: Durability = "full",
         pragmas: Iterable[str] = (),
     ) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        create_owner_only(path)  # 0600: SQLite gives its -wal and -shm files the same mode
         self.path = path
         self.durability = durability
         self._pragmas = (

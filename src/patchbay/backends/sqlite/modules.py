@@ -3,7 +3,9 @@
 One row per registered partner module, with the parts of its registration that the platform
 reads often in their own columns (JSON text for lists and objects), the raw registration
 response, and the target including the partner's token (``transport`` and the target's
-fields in columns of their own, mapped by :func:`_target_columns` and :func:`_target`).
+fields in columns of their own, mapped by :func:`_target_columns` and :func:`_target`). The
+token is stored encrypted (:mod:`patchbay.secretbox`); a plain-text token an earlier
+version stored is encrypted when the store opens.
 Every registration received is also appended to ``module_registrations`` (history). Tables
 are created if missing; the database is shared with the log
 (:mod:`patchbay.backends.sqlite.db`).
@@ -17,7 +19,9 @@ import msgspec
 
 from patchbay.backends.records import ModuleRecord, ModuleRegistrationEntry
 from patchbay.backends.sqlite.db import SqliteDatabase
+from patchbay.backends.sqlite.sealed import open_text, seal_plain_columns
 from patchbay.partner.targets import Target
+from patchbay.secretbox import SecretBox
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS modules (
@@ -110,9 +114,11 @@ _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM modules"
 class SqliteModuleStore:
     """Registered partner modules in the ``modules`` table of ``patchbay.db``."""
 
-    def __init__(self, db: SqliteDatabase) -> None:
+    def __init__(self, db: SqliteDatabase, box: SecretBox) -> None:
         self._db = db
+        self._box = box
         db.create(_SCHEMA)
+        seal_plain_columns(db, box, "modules", ("name",), "token")
 
     def put_module(self, module: ModuleRecord) -> ModuleRecord:
         """Insert or replace ``module`` (keeping the first ``created_at_ms``) and append its
@@ -126,7 +132,7 @@ class SqliteModuleStore:
             placeholders = ", ".join("?" for _ in _COLUMNS)
             conn.execute(
                 f"INSERT OR REPLACE INTO modules ({', '.join(_COLUMNS)}) VALUES ({placeholders})",
-                _row(module),
+                _row(module, self._box),
             )
             conn.execute(
                 "INSERT INTO module_registrations (name, version, registered_at_ms,"
@@ -138,11 +144,12 @@ class SqliteModuleStore:
     def get_module(self, name: str) -> ModuleRecord | None:
         """The module with this name."""
         row = self._db.conn().execute(f"{_SELECT} WHERE name = ?", (name,)).fetchone()
-        return _module(row) if row else None
+        return _module(row, self._box) if row else None
 
     def list_modules(self) -> list[ModuleRecord]:
         """Every module, by name."""
-        return [_module(r) for r in self._db.conn().execute(f"{_SELECT} ORDER BY name")]
+        rows = self._db.conn().execute(f"{_SELECT} ORDER BY name")
+        return [_module(r, self._box) for r in rows]
 
     def delete_module(self, name: str) -> bool:
         """Remove a module and its history."""
@@ -193,8 +200,10 @@ def _target(columns: dict[str, object]) -> Target:
     return target
 
 
-def _row(module: ModuleRecord) -> tuple[object, ...]:
+def _row(module: ModuleRecord, box: SecretBox) -> tuple[object, ...]:
     target = _target_columns(module.target)
+    if isinstance(target["token"], str):
+        target["token"] = box.seal(target["token"])
     values: list[object] = []
     for column in _COLUMNS:
         if column in target:
@@ -209,10 +218,12 @@ def _row(module: ModuleRecord) -> tuple[object, ...]:
     return tuple(values)
 
 
-def _module(row: Sequence[object]) -> ModuleRecord:
+def _module(row: Sequence[object], box: SecretBox) -> ModuleRecord:
     fields: dict[str, object] = {}
     for column, value in zip(_COLUMNS, row, strict=True):
-        if column in _JSON_COLUMNS:
+        if column == "token":
+            fields[column] = None if value is None else open_text(box, value)
+        elif column in _JSON_COLUMNS:
             assert isinstance(value, str)
             fields[column] = msgspec.json.decode(value)
         elif column in _BOOL_COLUMNS:

@@ -2,7 +2,10 @@
 
 A file of its own, so that a busy outbox never slows the batch log. Outputs, connections and
 deliveries live here; a delivery row is keyed by its message id, so enqueueing the same
-batch twice (a replayed resolve chunk) adds nothing. ``synchronous=FULL`` by default, so
+batch twice (a replayed resolve chunk) adds nothing. The settings of outputs and
+connections (a webhook's token, a module's confidential account settings) are stored
+encrypted (:mod:`patchbay.secretbox`); plain text an earlier version stored is encrypted
+when the store opens. ``synchronous=FULL`` by default, so
 that an enqueued delivery survives a crash. One class serves as both the
 :class:`~patchbay.backends.abstract.OutputStore` and the
 :class:`~patchbay.backends.abstract.Outbox`.
@@ -25,6 +28,8 @@ from patchbay.backends.records import (
     QueueStats,
 )
 from patchbay.backends.sqlite.db import SqliteDatabase, insert_rows
+from patchbay.backends.sqlite.sealed import open_text, seal_plain_columns
+from patchbay.secretbox import SecretBox
 
 DELIVERIES_FILE = "deliveries.db"
 
@@ -84,9 +89,21 @@ _filters_decoder = msgspec.json.Decoder(Filters)
 class SqliteOutbox:
     """Outputs, connections and deliveries in ``deliveries.db``."""
 
-    def __init__(self, db: SqliteDatabase) -> None:
+    def __init__(self, db: SqliteDatabase, box: SecretBox) -> None:
         self._db = db
+        self._box = box
         db.create(_SCHEMA)
+        seal_plain_columns(db, box, "outputs", ("name",), "settings")
+        seal_plain_columns(db, box, "connections", ("id",), "settings")
+
+    def _sealed(self, settings: dict[str, str]) -> str:
+        return self._box.seal(msgspec.json.encode(settings).decode())
+
+    def _settings(self, stored: object) -> dict[str, str]:
+        return _settings_decoder.decode(open_text(self._box, stored))
+
+    def _output(self, row: Sequence[object]) -> Output:
+        return _output(row, self._settings(row[5]))
 
     # -- outputs -------------------------------------------------------------------------
 
@@ -98,7 +115,7 @@ class SqliteOutbox:
                 (
                     output.name,
                     *_destination_columns(output.destination),
-                    msgspec.json.encode(output.settings).decode(),
+                    self._sealed(output.settings),
                     int(output.paused),
                     output.paused_reason,
                     output.created_at_ms,
@@ -115,12 +132,12 @@ class SqliteOutbox:
             .execute(f"SELECT {_OUTPUT_COLUMNS} FROM outputs WHERE name = ?", (name,))
             .fetchone()
         )
-        return _output(row) if row else None
+        return self._output(row) if row else None
 
     def list_outputs(self) -> list[Output]:
         """Every output, by name."""
         rows = self._db.conn().execute(f"SELECT {_OUTPUT_COLUMNS} FROM outputs ORDER BY name")
-        return [_output(r) for r in rows]
+        return [self._output(r) for r in rows]
 
     def set_paused(self, name: str, paused: bool, reason: str | None, now_ms: int) -> bool:
         """Pause or resume an output; whether it exists."""
@@ -142,7 +159,7 @@ class SqliteOutbox:
                     connection.id,
                     connection.input_id,
                     connection.output,
-                    msgspec.json.encode(connection.settings).decode(),
+                    self._sealed(connection.settings),
                     msgspec.json.encode(connection.filters).decode(),
                     connection.created_at_ms,
                 ),
@@ -162,7 +179,7 @@ class SqliteOutbox:
                 id=str(r[0]),
                 input_id=str(r[1]),
                 output=str(r[2]),
-                settings=_settings_decoder.decode(r[3]),
+                settings=self._settings(r[3]),
                 filters=_filters_decoder.decode(r[4]),
                 created_at_ms=int(r[5]),
             )
@@ -307,12 +324,12 @@ def _destination_columns(destination: Destination) -> tuple[object, ...]:
     return tuple(fields.get(column) for column in _DESTINATION_COLUMNS)
 
 
-def _output(row: Sequence[object]) -> Output:
+def _output(row: Sequence[object], settings: dict[str, str]) -> Output:
     return msgspec.convert(
         {
             "name": row[0],
             "destination": dict(zip(_DESTINATION_COLUMNS, row[1:5], strict=True)),
-            "settings": _settings_decoder.decode(str(row[5])),
+            "settings": settings,
             "paused": bool(row[6]),
             "paused_reason": row[7],
             "created_at_ms": row[8],

@@ -1,0 +1,146 @@
+"""Encryption of the credentials Patchbay stores to call partners, with a key kept apart.
+
+The embedded backend stores, encrypted with :class:`SecretBox`: the modules' tokens, the
+settings of outputs (a webhook's bearer token, a module's confidential account settings)
+and of connections, and the audience connections (subscription settings and what the
+partner answered). The scheme is Fernet (AES-128-CBC and HMAC-SHA256: authenticated, so a
+damaged value or a wrong key is detected, never decrypted into garbage).
+
+The key is a file of its own, never in a database: ``secrets.key`` in the data directory by
+default, or the file the ``secrets_key_file`` setting names. It is created (mode ``0600``)
+the first time a secret is stored; a key file that group or others can read is refused.
+Whoever has the databases without the key file learns nothing from them about the secrets;
+losing the key file loses the stored secrets (the modules and outputs must be added again),
+so back it up apart from the databases.
+
+A stored value is ``pbenc1:`` followed by the Fernet token; a value without that prefix is
+plain text from an earlier version, which the stores encrypt when they open
+(:meth:`SecretBox.is_sealed` tells them apart).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import threading
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken
+
+from patchbay.datadir import FILE_MODE
+from patchbay.errors import PatchbayError
+
+#: The key file's name in the data directory (when ``secrets_key_file`` is not set).
+KEY_FILE = "secrets.key"
+#: What every encrypted value starts with (``1``: Fernet, the key of the key file).
+PREFIX = "pbenc1:"
+
+
+class SecretsError(PatchbayError):
+    """A stored secret cannot be encrypted or decrypted; the message names the key file."""
+
+
+class SecretBox:
+    """Encrypts and decrypts stored secrets with the key in ``key_file`` (read, or created,
+    on first use; thread-safe)."""
+
+    def __init__(self, key_file: Path) -> None:
+        self.key_file = key_file
+        self._fernet: Fernet | None = None
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def is_sealed(value: str) -> bool:
+        """Whether ``value`` is encrypted (else plain text from an earlier version)."""
+        return value.startswith(PREFIX)
+
+    def seal(self, plain: str) -> str:
+        """``plain`` encrypted (creating the key file if there is none yet)."""
+        return self.seal_bytes(plain.encode("utf-8"))
+
+    def seal_bytes(self, plain: bytes) -> str:
+        """``plain`` encrypted, as text (creating the key file if there is none yet)."""
+        return PREFIX + self._key(create=True).encrypt(plain).decode("ascii")
+
+    def open(self, stored: str) -> str:
+        """The plain text of ``stored`` (a plain-text value is returned as it is)."""
+        if not self.is_sealed(stored):
+            return stored
+        try:
+            return self.open_bytes(stored).decode("utf-8")
+        except UnicodeDecodeError:
+            raise self._undecryptable() from None
+
+    def open_bytes(self, stored: str) -> bytes:
+        """What :meth:`seal_bytes` encrypted into ``stored``."""
+        try:
+            return self._key(create=False).decrypt(stored.removeprefix(PREFIX))
+        except InvalidToken:
+            raise self._undecryptable() from None
+
+    def _undecryptable(self) -> SecretsError:
+        return SecretsError(
+            f"a stored secret cannot be decrypted with the key in {self.key_file}: it is"
+            " not the key file that encrypted it (restore that one) or the value is"
+            " damaged"
+        )
+
+    def _key(self, create: bool) -> Fernet:
+        with self._lock:
+            if self._fernet is None:
+                self._fernet = Fernet(self._read(create))
+            return self._fernet
+
+    def _read(self, create: bool) -> bytes:
+        path = self.key_file
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            if not create:
+                raise SecretsError(
+                    f"the key file {path} is missing: the stored secrets were encrypted with"
+                    " it; restore it (or set secrets_key_file to where it is)"
+                ) from None
+            return self._create()
+        except OSError as exc:
+            raise SecretsError(f"key file {path}: {exc.strerror or exc}") from None
+        if stat.S_IMODE(info.st_mode) & 0o077:
+            raise SecretsError(
+                f"key file {path} can be read by group or others; run: chmod 600 {path}"
+            )
+        try:
+            key = path.read_bytes().strip()
+            Fernet(key)
+        except OSError as exc:
+            raise SecretsError(f"key file {path}: {exc.strerror or exc}") from None
+        except ValueError:
+            raise SecretsError(f"key file {path} does not hold a key (44 base64 bytes)") from None
+        return key
+
+    def _create(self) -> bytes:
+        """Write a new key to the key file, atomically: written to a file of its own, then
+        linked (another process creating it at the same time: its key is used)."""
+        path = self.key_file
+        key = Fernet.generate_key()
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+            try:
+                os.write(fd, key + b"\n")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                os.link(temporary, path)
+            except FileExistsError:
+                return self._read(create=False)
+        except OSError as exc:
+            raise SecretsError(
+                f"cannot create the key file {path}: {exc.strerror or exc}"
+            ) from None
+        finally:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+        return key
