@@ -22,6 +22,7 @@ from patchbay.backends.sqlite import DELIVERIES_FILE, open_sqlite
 from patchbay.backends.sqlite.db import SqliteDatabase
 from patchbay.backends.sqlite.outbox import SqliteOutbox
 from patchbay.clock import SystemClock
+from patchbay.secretbox import KEY_FILE, SecretBox
 from patchbay.resolve.stage import StageRunner
 from tests.activate.test_engine_support import Recorder, async_wait_for, serve, wait_for
 from tests.activate.test_engine_workers import FAST, enqueue, run_engine, webhook
@@ -96,7 +97,8 @@ def test_a_failed_group_commit_resends_and_loses_nothing(
 ) -> None:
     rec, url = recorder
     backend = open_sqlite(tmp_path / "data")
-    store = FailingAcks(SqliteDatabase(tmp_path / "data" / DELIVERIES_FILE))
+    box = SecretBox(tmp_path / "data" / KEY_FILE)
+    store = FailingAcks(SqliteDatabase(tmp_path / "data" / DELIVERIES_FILE), box)
     backend.outputs = backend.outbox = store
     config = replace(FAST, concurrency=4, ack_delay_s=0.05)
 

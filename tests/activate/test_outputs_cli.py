@@ -102,8 +102,9 @@ def test_webhook_and_file_outputs_pause_resume_status(store_dir: Path, tmp_path:
 
 
 def test_refused_targets_and_file_paths_are_errors_when_added(
-    data_dir: Path, tmp_path: Path
+    store_dir: Path, tmp_path: Path
 ) -> None:
+    data_dir = store_dir
     for url in ("http://169.254.169.254/", "http://0xa9fea9fe/", "http://[::ffff:a9fe:a9fe]/"):
         done = run_cli("outputs", "add", "w", "--webhook", url, data_dir=data_dir)
         assert done.returncode == 1 and "never sends there" in done.stderr, done.stderr
@@ -129,7 +130,8 @@ def test_refused_targets_and_file_paths_are_errors_when_added(
     assert done.returncode == 1 and "plain http" in done.stderr and "tk-secret" not in done.stderr
 
 
-def test_urls_are_shown_with_their_credentials_masked(data_dir: Path, partner_url: str) -> None:
+def test_urls_are_shown_with_their_credentials_masked(store_dir: Path, partner_url: str) -> None:
+    data_dir = store_dir
     secret_url = partner_url.replace("http://", "http://bob:hunter2@") + "?token=abc123"
     done = run_cli("modules", "register", "sq", "--url", secret_url, data_dir=data_dir)
     assert done.returncode == 0, done.stderr
@@ -155,8 +157,9 @@ def test_urls_are_shown_with_their_credentials_masked(data_dir: Path, partner_ur
 
 
 def test_allowed_targets_narrows_where_outputs_may_send(
-    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+    store_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    data_dir = store_dir
     monkeypatch.setenv("PATCHBAY_ALLOWED_TARGETS", "hooks.example,10.0.0.0/8")
     ok = run_cli("outputs", "add", "a", "--webhook", "https://hooks.example/x", data_dir=data_dir)
     assert ok.returncode == 0, ok.stderr

@@ -31,9 +31,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from patchbay.errors import PatchbayError
+from patchbay.partner.targets import mask_url
 
 __all__ = [
     "ALWAYS_REFUSED",
@@ -89,11 +90,6 @@ _COMPATIBLE: Final = _net("::/96")
 _LABEL: Final = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")
 _IPV4_PART: Final = re.compile(r"0[xX][0-9a-fA-F]*|0[0-7]*|[1-9][0-9]*")
 #: Query parameters whose values are masked when a URL is shown.
-_SECRET_PARAM: Final = re.compile(
-    r"token|secret|passw|pwd|api[-_]?key|apikey|^key$|auth|signature|^sig$|credential|session",
-    re.IGNORECASE,
-)
-MASK: Final = "***"
 
 
 class TargetError(PatchbayError):
@@ -191,30 +187,6 @@ def is_loopback(address: Address) -> bool:
 
 
 # --------------------------------------------------------------------------- showing URLs
-
-
-def mask_url(url: str) -> str:
-    """``url`` fit to show: the password of its user info and the values of token-like query
-    parameters (``token``, ``api_key``, ``secret``, ``signature``...) replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, _, hostport = netloc.rpartition("@")
-            user, sep, _password = userinfo.partition(":")
-            netloc = f"{user}:{MASK}@{hostport}" if sep else f"{user}@{hostport}"
-        query = parts.query
-        if query:
-            pairs = parse_qsl(query, keep_blank_values=True)
-            if any(_SECRET_PARAM.search(k) for k, _ in pairs):
-                query = urlencode(
-                    [(k, MASK if _SECRET_PARAM.search(k) and v else v) for k, v in pairs],
-                    quote_via=quote,
-                    safe="*",
-                )
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-    except ValueError:
-        return "<an invalid URL>"
 
 
 def has_userinfo(url: str) -> bool:

@@ -1,7 +1,7 @@
 """Where a partner (a module) is reached: an HTTPS endpoint or an AWS Lambda function.
 
-Plain msgspec structs with no dependency beyond msgspec (and the pure URL masking of
-:mod:`patchbay.activate.targets`), so that the storage layer can hold
+Plain msgspec structs with no dependency beyond msgspec, and :func:`mask_url`, which shows a
+URL with its credentials hidden, so that the storage layer can hold
 a module's target without importing a transport. :data:`Target` is a tagged union: encoded,
 a target carries ``"transport": "http"`` or ``"transport": "lambda"`` (its
 :attr:`~HttpTarget.transport`).
@@ -9,11 +9,44 @@ a target carries ``"transport": "http"`` or ``"transport": "lambda"`` (its
 
 from __future__ import annotations
 
+import re
 from typing import Final, Literal, cast
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import msgspec
 
-from patchbay.activate.targets import mask_url
+#: What a secret is shown as.
+MASK: Final = "***"
+#: Query parameters whose values :func:`mask_url` hides.
+_SECRET_PARAM: Final = re.compile(
+    r"token|secret|passw|pwd|api[-_]?key|apikey|^key$|auth|signature|^sig$|credential|session",
+    re.IGNORECASE,
+)
+
+
+def mask_url(url: str) -> str:
+    """``url`` fit to show: the password of its user info and the values of token-like query
+    parameters (``token``, ``api_key``, ``secret``, ``signature``...) replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, _, hostport = netloc.rpartition("@")
+            user, sep, _password = userinfo.partition(":")
+            netloc = f"{user}:{MASK}@{hostport}" if sep else f"{user}@{hostport}"
+        query = parts.query
+        if query:
+            pairs = parse_qsl(query, keep_blank_values=True)
+            if any(_SECRET_PARAM.search(k) for k, _ in pairs):
+                query = urlencode(
+                    [(k, MASK if _SECRET_PARAM.search(k) and v else v) for k, v in pairs],
+                    quote_via=quote,
+                    safe="*",
+                )
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    except ValueError:
+        return "<an invalid URL>"
+
 
 __all__ = ["DEFAULT_LAMBDA_REGION", "HttpTarget", "LambdaTarget", "Target", "TransportName"]
 
