@@ -22,8 +22,8 @@ from patchbay.backends.sqlite import DELIVERIES_FILE, open_sqlite
 from patchbay.backends.sqlite.db import SqliteDatabase
 from patchbay.backends.sqlite.outbox import SqliteOutbox
 from patchbay.clock import SystemClock
-from patchbay.secretbox import KEY_FILE, SecretBox
 from patchbay.resolve.stage import StageRunner
+from patchbay.secretbox import KEY_FILE, SecretBox
 from tests.activate.test_engine_support import Recorder, async_wait_for, serve, wait_for
 from tests.activate.test_engine_workers import FAST, enqueue, run_engine, webhook
 
