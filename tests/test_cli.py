@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from patchbay.backends.records import NewBatch
 from patchbay.backends.sqlite import DB_FILE, open_sqlite
 from patchbay.cli import main
-from patchbay.collect.sealing import load_box
+from patchbay.secretbox import KEY_FILE, SecretBox
 from tests.conftest import (
     DATA,
     Credentials,
@@ -188,12 +188,12 @@ def test_inputs_list_shows_keys_but_never_secrets(data_dir: Path) -> None:
 def test_secret_is_stored_only_as_a_hash(data_dir: Path) -> None:
     created = add_input(data_dir, "backend")
     rotated = rotate(data_dir, "backend", "--keep-old")
-    assert not (data_dir / "credentials.key").exists()  # no client input: no key needed
+    assert not (data_dir / KEY_FILE).exists()  # no client input: no key needed
     app = add_input(data_dir, "app", "ios")
     app_rotated = rotate(data_dir, "app")
     every = (created, rotated, app, app_rotated)
     for creds in every:
-        for path in data_dir.iterdir():  # the database, its WAL, the credentials key
+        for path in data_dir.iterdir():  # the database, its WAL, the key file
             assert creds.secret.encode() not in path.read_bytes(), path
     conn = sqlite3.connect(data_dir / DB_FILE)
     try:
@@ -209,16 +209,16 @@ def test_secret_is_stored_only_as_a_hash(data_dir: Path) -> None:
         hashed = "sha256:" + hashlib.sha256(creds.secret.encode()).hexdigest()
         assert rows[creds.key][0] == hashed
     # A server input's secret is never sealed; a client input's is, and opens only with the
-    # credentials key (mode 0600) for its own API key.
+    # secrets key (mode 0600) for its own API key.
     assert rows[created.key][1] is None and rows[rotated.key][1] is None
-    key_file = data_dir / "credentials.key"
+    key_file = data_dir / KEY_FILE
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
-    box = load_box(key_file)
+    box = SecretBox(key_file)
     for creds in (app, app_rotated):
         sealed = rows[creds.key][1]
         assert sealed is not None and sealed.startswith("aesgcm1:")
-        assert box.open(sealed, creds.key) == creds.secret
-        assert box.open(sealed, created.key) is None
+        assert box.open_bound(sealed, creds.key) == creds.secret
+        assert box.open_bound(sealed, created.key) is None
 
 
 def test_idsync_key_only_on_and_off(data_dir: Path) -> None:

@@ -16,17 +16,31 @@ so back it up apart from the databases.
 A stored value is ``pbenc1:`` followed by the Fernet token; a value without that prefix is
 plain text from an earlier version, which the stores encrypt when they open
 (:meth:`SecretBox.is_sealed` tells them apart).
+
+The same key also seals secrets *bound* to a name (:meth:`SecretBox.seal_bound`): the
+secrets of client inputs, which IDSync needs in clear to check the mobile SDKs' HMAC
+signatures (HTTP Basic is checked against a hash). Those use AES-256-GCM with a key derived
+from the file's key (HKDF-SHA256, so the two schemes never share a key) and the input's API
+key as associated data, so a sealed secret opens only for the key it was sealed for:
+``aesgcm1:`` + urlsafe base64 of a 12-byte random nonce and the ciphertext.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import os
+import secrets
 import stat
 import threading
 from pathlib import Path
 
+from cryptography.exceptions import InvalidTag
 from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from patchbay.datadir import FILE_MODE
 from patchbay.errors import PatchbayError
@@ -35,6 +49,16 @@ from patchbay.errors import PatchbayError
 KEY_FILE = "secrets.key"
 #: What every encrypted value starts with (``1``: Fernet, the key of the key file).
 PREFIX = "pbenc1:"
+#: What a bound secret starts with (:meth:`SecretBox.seal_bound`).
+BOUND_PREFIX = "aesgcm1:"
+_NONCE_BYTES = 12
+_BOUND_INFO = b"patchbay: secrets bound to an API key (AES-256-GCM)"
+
+
+def key_path(data_dir: Path, key_file: Path | None = None) -> Path:
+    """The key file: ``key_file`` (the ``secrets_key_file`` setting), else ``secrets.key``
+    in ``data_dir``."""
+    return key_file if key_file is not None else data_dir / KEY_FILE
 
 
 class SecretsError(PatchbayError):
@@ -48,7 +72,11 @@ class SecretBox:
     def __init__(self, key_file: Path) -> None:
         self.key_file = key_file
         self._fernet: Fernet | None = None
+        self._aead: AESGCM | None = None
         self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"SecretBox({str(self.key_file)!r})"
 
     @staticmethod
     def is_sealed(value: str) -> bool:
@@ -78,6 +106,37 @@ class SecretBox:
             return self._key(create=False).decrypt(stored.removeprefix(PREFIX))
         except InvalidToken:
             raise self._undecryptable() from None
+
+    def seal_bound(self, secret: str, bound_to: str) -> str:
+        """``secret`` sealed so that it opens only with ``bound_to`` (creating the key file
+        if there is none yet)."""
+        nonce = secrets.token_bytes(_NONCE_BYTES)
+        sealed = self._bound(create=True).encrypt(nonce, secret.encode(), bound_to.encode())
+        return BOUND_PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode()
+
+    def open_bound(self, sealed: str, bound_to: str) -> str | None:
+        """The secret :meth:`seal_bound` sealed for ``bound_to``; ``None`` if ``sealed`` was
+        not sealed with this key for that name, or is damaged. Raises :class:`SecretsError`
+        if the key file is missing or unusable."""
+        aead = self._bound(create=False)
+        if not sealed.startswith(BOUND_PREFIX):
+            return None
+        try:
+            raw = base64.urlsafe_b64decode(sealed[len(BOUND_PREFIX) :].encode())
+            if len(raw) <= _NONCE_BYTES:
+                return None
+            plain = aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], bound_to.encode())
+            return plain.decode()
+        except (InvalidTag, binascii.Error, ValueError):
+            return None
+
+    def _bound(self, create: bool) -> AESGCM:
+        with self._lock:
+            if self._aead is None:
+                material = base64.urlsafe_b64decode(self._read(create))
+                derive = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_BOUND_INFO)
+                self._aead = AESGCM(derive.derive(material))
+            return self._aead
 
     def _undecryptable(self) -> SecretsError:
         return SecretsError(

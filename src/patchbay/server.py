@@ -22,7 +22,6 @@ from patchbay.backends import Backend, open_backend
 from patchbay.clock import Clock, SystemClock
 from patchbay.collect.appender import GroupCommitAppender, recover_dedup
 from patchbay.collect.http import EventsApi
-from patchbay.collect.sealing import LazyBox, key_file
 from patchbay.config import ConfigError
 from patchbay.http import EXCEPTION_HANDLERS, middleware
 from patchbay.http.auth import BearerToken, auth_failed
@@ -36,6 +35,7 @@ from patchbay.resolve.profile_http import ProfileApi
 from patchbay.resolve.resolver import Resolver
 from patchbay.resolve.service import ResolveService
 from patchbay.resolve.strategy import IdentityStrategy
+from patchbay.secretbox import SecretBox, key_path
 from patchbay.segment.admin_http import AudienceAdminApi
 from patchbay.segment.process import SegmentProcess
 from patchbay.segment.service import AudienceService
@@ -138,7 +138,12 @@ def create_app(
         max_body_bytes=settings.max_request_bytes,
     )
     identity_api = IdentityApi(
-        backend.inputs, appender, service, clock, metrics, LazyBox(key_file(settings))
+        backend.inputs,
+        appender,
+        service,
+        clock,
+        metrics,
+        SecretBox(key_path(settings.data_dir, settings.secrets_key_file)),
     )
     openapi = msgspec.json.encode(build_openapi())
 

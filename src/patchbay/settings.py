@@ -65,9 +65,6 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     segment_process: bool = True
     #: Enables the admin HTTP API; never shown.
     admin_token: Secret | None = None
-    #: The key that seals client inputs' secrets (for IDSync's HMAC signatures); by default
-    #: ``credentials.key`` in ``data_dir`` (patchbay.collect.sealing).
-    credentials_key_file: Path | None = None
     #: A file holding the admin token (read by :func:`patchbay.config.load_settings` into
     #: ``admin_token``; better than the command line, which other users can see).
     admin_token_file: Path | None = None

@@ -1,4 +1,5 @@
-"""Sealed secrets (patchbay.collect.sealing) and how inputs' credentials use them."""
+"""Secrets sealed for IDSync (patchbay.secretbox.SecretBox.seal_bound) and how inputs'
+credentials use them."""
 
 from __future__ import annotations
 
@@ -19,65 +20,68 @@ from patchbay.collect.inputs import (
     key_only_allowed,
     rotate_credentials,
 )
-from patchbay.collect.sealing import PREFIX, LazyBox, SealingError, SecretBox, key_file, load_box
-from patchbay.settings import Settings
+from patchbay.secretbox import BOUND_PREFIX, KEY_FILE, SecretBox, SecretsError, key_path
 
 
-def test_a_sealed_secret_opens_only_with_its_key_and_box(tmp_path: Path) -> None:
-    box = load_box(tmp_path / "k")
-    sealed = box.seal("ps_secret", "pk_a")
-    assert sealed.startswith(PREFIX)
+def test_a_sealed_secret_opens_only_with_its_key_file_and_api_key(tmp_path: Path) -> None:
+    box = SecretBox(tmp_path / "k")
+    sealed = box.seal_bound("ps_secret", "pk_a")
+    assert sealed.startswith(BOUND_PREFIX)
     assert "ps_secret" not in sealed
-    assert box.seal("ps_secret", "pk_a") != sealed  # a random nonce each time
-    assert box.open(sealed, "pk_a") == "ps_secret"
-    assert box.open(sealed, "pk_b") is None  # bound to the API key
-    assert load_box(tmp_path / "other").open(sealed, "pk_a") is None
-    assert box.open(sealed[:-4] + "AAAA", "pk_a") is None
+    assert box.seal_bound("ps_secret", "pk_a") != sealed  # a random nonce each time
+    assert box.open_bound(sealed, "pk_a") == "ps_secret"
+    assert box.open_bound(sealed, "pk_b") is None  # bound to the API key
+    other = SecretBox(tmp_path / "other")
+    other.seal("made")  # (creates its key file)
+    assert other.open_bound(sealed, "pk_a") is None
+    assert box.open_bound(sealed[:-4] + "AAAA", "pk_a") is None
     for damaged in ("", "aesgcm1:", "aesgcm1:!!!", "aesgcm1:AAAA", "sha256:00", "aesgcm2:x"):
-        assert box.open(damaged, "pk_a") is None, damaged
+        assert box.open_bound(damaged, "pk_a") is None, damaged
+    # the Fernet values of the same key file are another scheme: neither opens the other
+    assert box.open_bound(box.seal("ps_secret"), "pk_a") is None
     assert "ps_" not in repr(box)
 
 
 def test_the_key_file_is_made_once_private_and_reused(tmp_path: Path) -> None:
-    path = tmp_path / "sub" / "credentials.key"
-    first = load_box(path)
+    path = tmp_path / "sub" / KEY_FILE
+    sealed = SecretBox(path).seal_bound("s", "k")
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert [p.name for p in path.parent.iterdir()] == ["credentials.key"]
-    sealed = first.seal("s", "k")
-    assert load_box(path).open(sealed, "k") == "s"
+    assert [p.name for p in path.parent.iterdir()] == [KEY_FILE]
+    assert SecretBox(path).open_bound(sealed, "k") == "s"
 
 
 def test_processes_racing_to_make_the_key_agree(tmp_path: Path) -> None:
-    path = tmp_path / "credentials.key"
-    boxes: list[SecretBox] = []
-    threads = [threading.Thread(target=lambda: boxes.append(load_box(path))) for _ in range(8)]
+    path = tmp_path / KEY_FILE
+    sealed: list[str] = []
+    threads = [
+        threading.Thread(target=lambda: sealed.append(SecretBox(path).seal_bound("s", "k")))
+        for _ in range(8)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    sealed = boxes[0].seal("s", "k")
-    assert all(box.open(sealed, "k") == "s" for box in boxes)
+    assert all(SecretBox(path).open_bound(s, "k") == "s" for s in sealed)
 
 
-def test_a_bad_key_file_is_an_error_naming_it(tmp_path: Path) -> None:
-    path = tmp_path / "credentials.key"
+def test_a_missing_or_bad_key_file_is_an_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / KEY_FILE
+    with pytest.raises(SecretsError, match=f"the key file {path} is missing"):
+        SecretBox(path).open_bound("aesgcm1:AAAA", "k")
     path.write_text("not a key\n")
-    with pytest.raises(SealingError, match=r"credentials.key: not a credentials key"):
-        load_box(path)
-    with pytest.raises(SealingError, match="not a credentials key"):
-        LazyBox(path).get()
-    with pytest.raises(SealingError, match="32 bytes"):
-        SecretBox(b"short")
+    path.chmod(0o600)
+    with pytest.raises(SecretsError, match=f"key file {path} does not hold a key"):
+        SecretBox(path).open_bound("aesgcm1:AAAA", "k")
 
 
 def test_key_file_default_and_setting(tmp_path: Path) -> None:
-    assert key_file(Settings(data_dir=tmp_path)) == tmp_path / "credentials.key"
+    assert key_path(tmp_path) == tmp_path / "secrets.key"
     elsewhere = tmp_path / "keys" / "patchbay.key"
-    assert key_file(Settings(data_dir=tmp_path, credentials_key_file=elsewhere)) == elsewhere
+    assert key_path(tmp_path, elsewhere) == elsewhere
 
 
 def test_client_secrets_are_sealed_server_secrets_never(tmp_path: Path) -> None:
-    box = load_box(tmp_path / "credentials.key")
+    box = SecretBox(tmp_path / KEY_FILE)
     store = open_memory().inputs
     clock = SystemClock()
     for type_ in INPUT_TYPES:
@@ -88,13 +92,13 @@ def test_client_secrets_are_sealed_server_secrets_never(tmp_path: Path) -> None:
             assert credential.secret_sealed is None, type_
         else:
             assert credential.secret_sealed is not None, type_
-            assert box.open(credential.secret_sealed, created.key) == created.secret
+            assert box.open_bound(credential.secret_sealed, created.key) == created.secret
     item = store.get_input("ios")
     assert item is not None
     rotated = rotate_credentials(store, item, clock, keep_old=True, box=box)
     found = store.find_credential(rotated.key)
     assert found is not None and found[0].secret_sealed is not None
-    assert box.open(found[0].secret_sealed, rotated.key) == rotated.secret
+    assert box.open_bound(found[0].secret_sealed, rotated.key) == rotated.secret
     # Without a box, nothing is sealed (signatures of that key cannot be checked).
     plain = create_input(store, "no-box", "android", 0, clock)
     assert [c.secret_sealed for c in store.credentials(plain.id)] == [None]

@@ -1136,10 +1136,10 @@ def test_a_key_made_before_signatures_is_refused_until_rotated(api: Idsync) -> N
     assert status == 200, answer
 
 
-def test_a_lost_credentials_key_refuses_signatures_and_says_so(tmp_path: Path) -> None:
+def test_a_lost_secrets_key_refuses_signatures_and_says_so(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     ios = add_input(data_dir, "app", "ios")
-    key_file = data_dir / "credentials.key"
+    key_file = data_dir / "secrets.key"
     key_file.write_text("damaged\n")  # before the server's first signed request reads it
     server = start_server(data_dir)
     try:
@@ -1153,8 +1153,8 @@ def test_a_lost_credentials_key_refuses_signatures_and_says_so(tmp_path: Path) -
             "x-mp-signature: the server cannot check signatures now (see its log)",
         )
         server_log = server.log_path.read_text()
-        assert "credentials_key_unusable" in server_log
-        assert "not a credentials key" in server_log
+        assert "secrets_key_unusable" in server_log
+        assert "does not hold a key" in server_log
         assert ios.secret not in server_log
         # Basic still works: it does not need the key.
         assert call(server, "/v1/identify", body, auth=ios.basic)[0] == 200

@@ -120,9 +120,9 @@ class Input(msgspec.Struct, frozen=True):
 
 class Credential(msgspec.Struct, frozen=True):
     """An input's API key, the hash of its secret and, for client inputs, the secret sealed
-    with the server's credentials key (what IDSync needs to check an HMAC signature; see
-    :mod:`patchbay.collect.sealing`). ``None`` for server and feed inputs and for keys made
-    before Patchbay sealed secrets."""
+    with the secrets key (what IDSync needs to check an HMAC signature; see
+    :meth:`patchbay.secretbox.SecretBox.seal_bound`). ``None`` for server and feed inputs
+    and for keys made before Patchbay sealed secrets."""
 
     key: str
     input_id: str

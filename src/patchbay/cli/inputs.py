@@ -25,7 +25,7 @@ from patchbay.collect.inputs import (
     key_only_allowed,
     rotate_credentials,
 )
-from patchbay.collect.sealing import SealingError, SecretBox, key_file, load_box
+from patchbay.secretbox import SecretBox, key_path
 from patchbay.settings import Settings
 
 
@@ -46,10 +46,7 @@ def _box(settings: Settings, type_: str) -> SecretBox | None:
     them); none for server and feed inputs, whose secrets are never sealed."""
     if type_ in SERVER_SIDE_TYPES:
         return None
-    try:
-        return load_box(key_file(settings))
-    except SealingError as exc:
-        raise click.ClickException(str(exc)) from None
+    return SecretBox(key_path(settings.data_dir, settings.secrets_key_file))
 
 
 def _show_credentials(input_id: str, key: str, secret: str, as_json: bool) -> None:
@@ -92,7 +89,7 @@ def inputs_add(
     """Create an input and print its key and secret (the secret is shown only once).
 
     Creates the data directory's store if there is none yet. A client input's secret is
-    also kept encrypted with the credentials key (credentials_key_file), so that IDSync can
+    also kept encrypted with the secrets key (secrets_key_file), so that IDSync can
     check the mobile SDKs' signatures."""
     try:  # a refused input creates no store
         check_new_input(name, type_, rate_limit, idsync_key_only)

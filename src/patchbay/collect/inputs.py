@@ -3,7 +3,7 @@
 Keys and secrets are random 256-bit tokens. A SHA-256 hash of the secret is what HTTP Basic
 is checked against: a slow password hash protects guessable passwords, but these secrets are
 not guessable, and the check runs on every request. Comparisons are constant-time. A client
-input's secret is also kept sealed (encrypted, :mod:`patchbay.collect.sealing`) when a
+input's secret is also kept sealed (:meth:`patchbay.secretbox.SecretBox.seal_bound`) when a
 :class:`SecretBox` is given: IDSync needs the secret itself to check the mobile SDKs' HMAC
 signatures. Server and feed secrets are never sealed.
 """
@@ -20,7 +20,7 @@ import msgspec
 from patchbay.backends.abstract import InputStore
 from patchbay.backends.records import Credential, Input
 from patchbay.clock import Clock
-from patchbay.collect.sealing import SecretBox
+from patchbay.secretbox import SecretBox
 
 #: Input types: mParticle's platforms, plus ``feed`` for partner feeds (inbound integrations).
 PLATFORM_TYPES = (
@@ -73,7 +73,7 @@ def _new_credential(item: Input, clock: Clock, box: SecretBox | None) -> tuple[C
     secret = "ps_" + secrets.token_urlsafe(32)
     sealed = None
     if box is not None and item.type not in SERVER_SIDE_TYPES:
-        sealed = box.seal(secret, key)
+        sealed = box.seal_bound(secret, key)
     return (
         Credential(
             key=key,

@@ -11,16 +11,16 @@ signature (401/403) -> rate limit (429) -> decode and validate (400) -> ask the
 *then* commit the change -> answer.
 
 Authentication (docs/api/idsync.md): HTTP Basic with an input's key and secret; an HMAC
-signature made with the secret (the mobile SDKs, :mod:`patchbay.resolve.idsync_auth`), checked
-against the secret sealed at the input's creation (:mod:`patchbay.collect.sealing`); or the key
-alone, for web inputs and for the client inputs whose ``idsync_key_only`` is on. A caller
-authenticated by its key alone may ``modify`` or alias only users its input has seen (the
-profile's ``inputs``). Each input's requests are limited to its rate limit per second, in a
-bucket apart from its Events API batches. Appending first means a replay of
-the log rebuilds what was answered. The service lock is held from staging the change to
-committing it, so that neither the resolve stage nor another identity request changes the
-same users in between (the append itself runs on the event loop, which never takes the
-lock: every service call runs on a worker thread).
+signature made with the secret (the mobile SDKs, :mod:`patchbay.resolve.idsync_auth`),
+checked against the secret sealed at the input's creation
+(:meth:`patchbay.secretbox.SecretBox.seal_bound`); or the key alone, for web inputs and for
+the client inputs whose ``idsync_key_only`` is on. A caller authenticated by its key alone
+may ``modify`` or alias only users its input has seen (the profile's ``inputs``). Each
+input's requests are limited to its rate limit per second, in a bucket apart from its Events
+API batches. Appending first means a replay of the log rebuilds what was answered. The
+service lock is held from staging the change to committing it, so that neither the resolve
+stage nor another identity request changes the same users in between (the append itself runs
+on the event loop, which never takes the lock: every service call runs on a worker thread).
 """
 
 from __future__ import annotations
@@ -48,7 +48,6 @@ from patchbay.collect.http import WRONG_CREDENTIALS, basic_auth_problem, parse_b
 from patchbay.collect.ingest import new_batch_ids
 from patchbay.collect.inputs import SERVER_SIDE_TYPES, authenticate, key_only_allowed
 from patchbay.collect.ratelimit import RateLimiter
-from patchbay.collect.sealing import LazyBox, SealingError
 from patchbay.errors import PatchbayError
 from patchbay.http.auth import auth_failed
 from patchbay.http.errors import error_response
@@ -62,6 +61,7 @@ from patchbay.resolve.identities import (
 from patchbay.resolve.idsync_auth import date_problem, signature_matches
 from patchbay.resolve.service import ChangeResult, IdentityAnswer, Pending, ResolveService
 from patchbay.resolve.stage import IDSYNC_CHANNEL
+from patchbay.secretbox import SecretBox, SecretsError
 
 log = structlog.get_logger("patchbay.idsync")
 
@@ -291,7 +291,7 @@ class IdentityApi:
         service: ResolveService,
         clock: Clock,
         metrics: Metrics,
-        box: LazyBox | None = None,
+        box: SecretBox | None = None,
     ) -> None:
         self._inputs = inputs
         self._appender = appender
@@ -657,9 +657,9 @@ class IdentityApi:
         secret = None
         if credential.secret_sealed is not None and self._box is not None:
             try:
-                box = self._box.get()
-            except SealingError as exc:
-                log.error("credentials_key_unusable", error=str(exc))
+                secret = self._box.open_bound(credential.secret_sealed, credential.key)
+            except SecretsError as exc:
+                log.error("secrets_key_unusable", error=str(exc))
                 return self._reject(
                     route,
                     500,
@@ -667,12 +667,11 @@ class IdentityApi:
                     "x-mp-signature: the server cannot check signatures now (see its log)",
                     "server_error",
                 )
-            secret = box.open(credential.secret_sealed, credential.key)
             if secret is None:
                 log.error(
                     "sealed_secret_does_not_open",
                     input=claim.caller.input.name,
-                    key_file=str(self._box.path),
+                    key_file=str(self._box.key_file),
                 )
         if secret is None:
             return self._unauthorized(

@@ -38,7 +38,7 @@ from patchbay.backends.sqlite.state import (
     SqliteStateStore,
 )
 from patchbay.datadir import prepare_data_dir
-from patchbay.secretbox import KEY_FILE, SecretBox
+from patchbay.secretbox import SecretBox, key_path
 
 __all__ = [
     "DB_FILE",
@@ -89,7 +89,7 @@ def open_sqlite(
     try:
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # (an OSError: unavailable)
         prepare_data_dir(data_dir)
-        box = SecretBox(key_file if key_file is not None else data_dir / KEY_FILE)
+        box = SecretBox(key_path(data_dir, key_file))
         main = database(data_dir / DB_FILE, durability)
         state = database(data_dir / STATE_FILE, durability, STATE_PRAGMAS)
         outbox = SqliteOutbox(database(data_dir / DELIVERIES_FILE, durability), box)
