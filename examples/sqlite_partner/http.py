@@ -1,11 +1,11 @@
 """The SQLite example partner as an HTTP endpoint (the ASGI adapter served by uvicorn)::
 
-    python -m examples.sqlite_partner.http --port 8080 --token SECRET --db partner.db
+    python -m examples.sqlite_partner.http --port 9090 --token SECRET --db partner.db
 
 or with uvicorn's own command line (the settings come from the environment)::
 
     FIREHOSE_TOKEN=SECRET SQLITE_PARTNER_DB=partner.db \\
-        uvicorn examples.sqlite_partner.http:app --port 8080
+        uvicorn examples.sqlite_partner.http:app --port 9090
 
 Without a token (``--token`` or ``$FIREHOSE_TOKEN``) every caller is accepted.
 """
@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         description="Serve the SQLite example Firehose partner over HTTP.",
     )
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--port", type=int, default=9090)
     parser.add_argument(
         "--token",
         default=os.environ.get(TOKEN_ENV),

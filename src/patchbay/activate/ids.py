@@ -45,7 +45,7 @@ def _uuid5(name: str) -> uuid.UUID:
 @lru_cache(maxsize=4096)  # every event of a batch carries the same session
 def session_id_of(session_uuid: str) -> int:
     """mParticle's ``session_id`` for a ``session_uuid``: FNV-1a 64-bit over the UTF-16LE
-    bytes of the string as received, read as a signed 64-bit integer (mapping §0.2)."""
+    bytes of the string as received, read as a signed 64-bit integer."""
     h = _FNV_OFFSET
     for byte in session_uuid.encode("utf-16-le"):
         h = ((h ^ byte) * _FNV_PRIME) & _MASK

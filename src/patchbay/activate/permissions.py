@@ -1,4 +1,4 @@
-"""A module's permissions applied to identities (mapping §3.2, §3.4, §4.2, §4.3).
+"""A module's permissions applied to identities.
 
 Identities are sent only for the types the module registered, once per registered
 permission, in the registered encoding. Hashed encodings are the lower-case hex digest of
@@ -134,7 +134,7 @@ def meets_required(
     device: Mapping[str, str],
     partner: Mapping[str, str],
 ) -> bool:
-    """Whether the batch may be sent under the ``required`` identity rule (mapping §4.3).
+    """Whether the batch may be sent under the ``required`` identity rule.
 
     With no required permission, always. Otherwise the batch must hold at least one of the
     required identities, across user, device and partner identities together; presence is

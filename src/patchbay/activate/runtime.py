@@ -1,5 +1,5 @@
 """The ``runtime_environment`` of a request, from ``device_info``, ``application_info`` and
-the batch's stamps (mapping §3.4).
+the batch's stamps.
 
 The type comes from ``device_info.platform``, else ``application_info.os``, else
 ``unknown``. Each Firehose runtime class has its own set of fields; the candidate values are

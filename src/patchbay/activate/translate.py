@@ -2,13 +2,13 @@
 
 :func:`translate` is pure: the same batch, registration, settings and output always give the
 same message, ids included, so a retry or a replay sends exactly what was sent before. The
-mapping follows ``shared/spec/firehose-mapping.md`` (cited as "mapping §N"); the choices made
-where it is OPEN or INF are listed in docs/activate.md, "Translation decisions".
+message follows the wire format in docs/firehose.md; the choices made where the mapping is
+not obvious are listed in docs/activate.md, "Translation decisions".
 
-What the module receives is limited by its registration (mapping §1.3, §4): only registered
+What the module receives is limited by its registration: only registered
 event types and runtime environments, only registered identity types in their registered
 encodings, only the fields its ``allow_*`` permissions unlock, and only values its SDK
-version can read (spec §2.6).
+version can read.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ from patchbay.resolve.stage import IDSYNC_CHANNEL, ResolvedBatch
 
 __all__ = ["MAX_NAME_CHARS", "translate"]
 
-#: Custom event names are cut to this length (the inbound limit, mapping §2.2).
+#: Custom event names are cut to this length (the inbound limit).
 MAX_NAME_CHARS: Final = 256
 
 _HOUR_MS: Final = 3_600_000
@@ -96,8 +96,8 @@ _PRODUCT_ACTIONS: Final[Mapping[str, str]] = {
     "remove_from_wishlist": ProductAction.REMOVE_FROM_WISH_LIST,
 }
 
-#: Inbound ``application_transition_type`` → Firehose ``application_state`` (mapping §2.11;
-#: ``application_initialized`` is refined by ``is_first_run`` / ``is_upgrade``).
+#: Inbound ``application_transition_type`` → Firehose ``application_state``
+#: (``application_initialized`` is refined by ``is_first_run`` / ``is_upgrade``).
 _APP_STATES: Final[Mapping[str, str]] = {
     "application_initialized": ApplicationState.INITIALIZE,
     "application_exit": ApplicationState.EXIT,
@@ -230,7 +230,7 @@ def _bool(value: LooseBool | None) -> bool | None:
 
 
 def _text(value: Any) -> str | None:
-    """A map value as the string Firehose needs (spec §2.6.4); ``None`` for null.
+    """A map value as the string Firehose needs; ``None`` for null.
 
     Booleans become ``true``/``false`` (what Jackson makes of a JSON boolean), integral
     numbers lose the ``.0`` their float decoding added, arrays and objects become JSON text.

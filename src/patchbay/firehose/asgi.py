@@ -4,7 +4,7 @@ framework: a partner needs msgspec only, plus any ASGI server such as uvicorn)::
     app = asgi_app(MyPartner(), token=os.environ["FIREHOSE_TOKEN"])
     # uvicorn mymodule:app --port 8080
 
-The Firehose HTTP transport (spec §5.2): the platform POSTs one message as JSON to the
+The Firehose HTTP transport: the platform POSTs one message as JSON to the
 partner's URL (any path) with ``Authorization: Token <token>``, and reads the response
 message from a 200 answer. What the app does:
 

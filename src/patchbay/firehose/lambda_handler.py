@@ -3,8 +3,8 @@
     # handler.py; the function's handler setting is "handler.handler"
     handler = lambda_handler(MyPartner())
 
-The platform invokes the function synchronously with the message JSON as the payload (spec
-§5.1); Lambda's Python runtime hands it over already decoded (a ``dict``), and encodes the
+The platform invokes the function synchronously with the message JSON as the payload;
+Lambda's Python runtime hands it over already decoded (a ``dict``), and encodes the
 returned ``dict``, the response message, as the function's output.
 
 A request that cannot be processed raises its :class:`~.processor.ProcessorError`

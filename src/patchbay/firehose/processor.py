@@ -24,7 +24,7 @@ JSON object) and returns its response. What it does, per request type:
 * ``audience_subscription_request``, ``audience_membership_change_request``,
   ``dsr_processing_request``: empty responses by default.
 * Verification requests (an event processing request without events, an audience membership
-  change without user profiles; spec §1.5, §5.3) are answered with an empty response
+  change without user profiles) are answered with an empty response
   without calling any hook.
 
 Errors leave :meth:`~MessageProcessor.process` as a :class:`ProcessorError` that carries the
@@ -111,7 +111,7 @@ class ProcessorError(PatchbayError):
     with and ``code`` a short machine-readable name; :meth:`to_dict` is the JSON error body.
 
     Raise it from a hook to choose the status yourself (e.g. ``status=503`` for a temporary
-    failure the platform should retry; spec §5.2).
+    failure the platform should retry).
     """
 
     status: int = 500
@@ -473,7 +473,7 @@ class MessageProcessor:
 
     def is_verification_request(self, message: BaseMessage) -> bool:
         """Whether ``message`` is one of the platform's periodic verification requests,
-        answered with an empty response without calling any hook (spec §1.5, §5.3):
+        answered with an empty response without calling any hook:
 
         * an event processing request without events, unless the registration allows
           eventless batches (``allow_eventless_batches``) and the request carries user data
@@ -516,7 +516,7 @@ class MessageProcessor:
     def registered_settings(self, message_type: str) -> list[Setting]:
         """The account settings registered for a request type: event processing's
         ``account_settings`` plus ``event_connection_settings`` (whose values arrive merged
-        into ``account_settings``, spec §2.1), audience processing's or DSR processing's
+        into ``account_settings``), audience processing's or DSR processing's
         ``account_settings``."""
         registration = self.registered
         if message_type == MessageType.EVENT_PROCESSING_REQUEST:

@@ -1,7 +1,7 @@
 """A local stand-in for AWS Lambda's Invoke API, to run a partner's Lambda handler with the
 same client (boto3, or the platform's delivery engine) that calls the real thing.
 
-It implements the one call Firehose uses (spec §5.1, shared/spec/infra.md)::
+It implements the one call Firehose uses::
 
     POST /2015-03-31/functions/{FunctionName}/invocations
 

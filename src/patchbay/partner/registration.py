@@ -1,14 +1,14 @@
 """Register a partner module: ask it to describe itself, check the answer, store it.
 
 :func:`register` sends a ``module_registration_request`` (without the token: the
-registration call must work unauthenticated, spec §3.1), checks the
+registration call must work unauthenticated), checks the
 ``module_registration_response`` strictly with :func:`validate_registration`, tries the
 token on an HTTP partner with the verification request (:func:`check_access`: a 401 or 403
 is an :class:`AccessRefusedError`), and only then stores the module in a
 :class:`~patchbay.backends.abstract.ModuleStore`. Re-registering a name replaces the
 module (its first registration time is kept and every registration is kept as history).
 
-The checks (spec §3, docs/firehose.md D5: the wire format accepts incomplete registrations,
+The checks (docs/firehose.md D5: the wire format accepts incomplete registrations,
 so completeness is checked here). Each finding is a :class:`Problem` with a JSON path and a
 section; errors reject the registration, warnings are reported:
 
@@ -290,7 +290,7 @@ def partner_answer(exc: PartnerStatusError) -> str:
 
 
 def verification_request(response: ModuleRegistrationResponse) -> BaseMessage:
-    """The platform's periodic verification request for a module (spec §1.5, §5.3): an
+    """The platform's periodic verification request for a module: an
     event processing request without events, or for a module that processes audiences
     only, a membership change without user profiles. A partner answers it without doing
     anything, and must authenticate it like any call after the registration."""
@@ -305,7 +305,7 @@ def verification_request(response: ModuleRegistrationResponse) -> BaseMessage:
 async def check_access(transport: Transport, response: ModuleRegistrationResponse) -> None:
     """Check that an HTTP partner accepts the token the module will be called with.
 
-    The registration request is sent without the token (spec §3.1), so it proves nothing
+    The registration request is sent without the token, so it proves nothing
     about the token; this sends the verification request (:func:`verification_request`)
     with it, as every later call is sent. A 401 or 403 raises :class:`AccessRefusedError`
     (a token the partner refuses, or none where it wants one), and failing to reach the

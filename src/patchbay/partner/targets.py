@@ -50,7 +50,7 @@ def mask_url(url: str) -> str:
 
 __all__ = ["DEFAULT_LAMBDA_REGION", "HttpTarget", "LambdaTarget", "Target", "TransportName"]
 
-#: mParticle's Lambda integrations live in us-east-1 (spec §5.1).
+#: mParticle's Lambda integrations live in us-east-1.
 DEFAULT_LAMBDA_REGION: Final = "us-east-1"
 
 

@@ -8,7 +8,7 @@ return a :class:`Reply`: the parsed response message and the :class:`Response` i
 ``Retry-After``. The targets (:class:`HttpTarget`, :class:`LambdaTarget`) live in
 :mod:`patchbay.partner.targets` and are re-exported here.
 
-* :class:`HttpTransport` POSTs the JSON with ``aiohttp`` (spec §5.2): ``Content-Type:
+* :class:`HttpTransport` POSTs the JSON with ``aiohttp``: ``Content-Type:
   application/json`` and, when the target has a token, ``Authorization: Token <token>``.
   Redirects are not followed (the token must not travel to another host). One
   ``aiohttp.ClientSession`` is reused for every call; pass your own to share a pool. Given a
@@ -16,8 +16,8 @@ return a :class:`Reply`: the parsed response message and the :class:`Response` i
   through a resolver hook, every address the host name resolves to before connecting to it
   (so a DNS answer cannot change between the check and the connect): a refused target
   raises :class:`TargetRefusedError`.
-* :class:`LambdaTransport` calls the Lambda Invoke API synchronously (``RequestResponse``,
-  spec §5.1) with boto3 (imported when the first call is made), in a worker thread: the event
+* :class:`LambdaTransport` calls the Lambda Invoke API synchronously (``RequestResponse``)
+  with boto3 (imported when the first call is made), in a worker thread: the event
   loop's default pool, or a pool of the transport's own (``threads``). ``endpoint_url`` points
   it at a local Lambda emulator; with an endpoint and no AWS credentials configured, requests
   are sent unsigned.
@@ -95,7 +95,7 @@ __all__ = [
     "response_type_named",
 ]
 
-#: HTTP statuses the newer mParticle docs retry (spec §5.2); everything else is final.
+#: HTTP statuses the newer mParticle docs retry; everything else is final.
 RETRYABLE_STATUSES: Final = frozenset({408, 429, 500, 502, 503, 504})
 
 #: Answers larger than this are refused (a Firehose response is a few hundred bytes).
@@ -103,7 +103,7 @@ DEFAULT_MAX_RESPONSE_BYTES: Final = 4 * 1024 * 1024
 
 _EXCERPT_CHARS: Final = 300
 
-#: The response type each request is answered with (spec §1.2).
+#: The response type each request is answered with.
 _RESPONSE_TYPES: Final[dict[type[BaseMessage], type[BaseMessage]]] = {
     ModuleRegistrationRequest: ModuleRegistrationResponse,
     EventProcessingRequest: EventProcessingResponse,
@@ -290,13 +290,13 @@ class PartnerStatusError(TransportError):
 
     @property
     def retryable(self) -> bool:
-        """408, 429 and 5xx gateway/availability errors are retried (spec §5.2)."""
+        """408, 429 and 5xx gateway/availability errors are retried."""
         return self.status in RETRYABLE_STATUSES
 
 
 class PartnerThrottledError(PartnerStatusError):
     """The partner is throttled (HTTP 429, or Lambda ``TooManyRequestsException``): retry
-    with back-off (spec §5.1)."""
+    with back-off."""
 
 
 class PartnerFunctionError(TransportError):
@@ -402,7 +402,7 @@ class Transport(abc.ABC):
         """Send ``message`` once and return the partner's answer.
 
         ``authenticate=False`` leaves out the token (the registration call must work without
-        it, spec §3.1). ``lenient`` is passed to :func:`patchbay.firehose.parse`. With
+        it). ``lenient`` is passed to :func:`patchbay.firehose.parse`. With
         ``check_type`` an answer of the wrong type raises
         :class:`UnexpectedResponseTypeError`.
         """

@@ -13,7 +13,7 @@ them (JSON, text table), :mod:`.samples` builds the requests from the values in
 
 The checks, in order:
 
-* ``transport``: the endpoint is HTTPS (spec §5.2; plain HTTP is a warning, for local tests).
+* ``transport``: the endpoint is HTTPS (plain HTTP is a warning, for local tests).
 * ``registration``, ``registration.settings``, ``registration.permissions``,
   ``registration.supported_types``: the registration answer, checked by
   :func:`patchbay.partner.registration.validate_registration`. It is sent without the token,
@@ -22,19 +22,19 @@ The checks, in order:
   registered type, on the first registered runtime environment, with the fields the
   permissions unlock and the registered identity types; ``event_processing.runtimes``: one
   small request per other registered runtime environment; ``event_processing.verification``:
-  the periodic verification request (``"events": []``, spec §5.3).
+  the periodic verification request (``"events": []``).
 * With audience processing: ``audience_subscription.add``, ``audience_membership_change.add``,
   ``.delete``, ``.attribute_update``, ``audience_membership_change.verification`` (no
-  ``user_profiles``, spec §1.5) and ``audience_subscription.remove``.
+  ``user_profiles``) and ``audience_subscription.remove``.
 * With DSR processing: ``dsr_processing`` (an erasure request).
 * ``latency``: the verification request sent ``samples`` more times.
 
-Each answer must be the matching response type (spec §1.2) and carry an ``id`` (a UUID: the
-SDK gives every response a fresh one; echoing the request's id is allowed by the older docs,
-spec §1.1); a missing ``timestamp_ms`` or ``firehose_version`` is a warning. Returned audience
+Each answer must be the matching response type and carry an ``id`` (a UUID: the SDK gives
+every response a fresh one; echoing the request's id is allowed by the older docs); a missing
+``timestamp_ms`` or ``firehose_version`` is a warning. Returned audience
 subscription settings must be registered ones. HTTP answers should be 200 or 202.
 
-Latency (spec §5): HTTP endpoints must answer in under 100 ms, Lambda functions in under
+Latency: HTTP endpoints must answer in under 100 ms, Lambda functions in under
 200 ms on average. One slow call is a warning on its check (a cold start or a first
 connection is expected); the ``latency`` check fails when the median of the samples is over
 the budget.

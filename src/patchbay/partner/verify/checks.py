@@ -42,9 +42,9 @@ from patchbay.partner.verify.samples import (
     sample_events,
 )
 
-#: Firehose over HTTPS: "under 100 ms" (spec §5.2).
+#: Firehose over HTTPS: "under 100 ms".
 HTTP_LATENCY_BUDGET_MS: Final = 100.0
-#: Firehose over Lambda: "average under 200 ms for 99% of calls" (spec §5.1).
+#: Firehose over Lambda: "average under 200 ms for 99% of calls".
 LAMBDA_LATENCY_BUDGET_MS: Final = 200.0
 #: How many extra verification requests the ``latency`` check sends.
 DEFAULT_LATENCY_SAMPLES: Final = 5
@@ -418,7 +418,7 @@ def _got_type(exc: TransportError) -> str | None:
 def check_answer(
     request: BaseMessage, reply: Reply, is_http: bool = True
 ) -> list[tuple[Status, str]]:
-    """Findings about one well-typed answer: its status and envelope (spec §1.1, §5.2)."""
+    """Findings about one well-typed answer: its status and envelope."""
     findings: list[tuple[Status, str]] = []
     if is_http and reply.status not in (200, 202):
         findings.append((Status.WARN, f"HTTP {reply.status}: mParticle expects 200 or 202"))

@@ -88,7 +88,7 @@ AUDIENCE_NAME: Final = "Verify: frequent buyers"
 def account_settings_for(settings: Sequence[Setting]) -> dict[str, str | None]:
     """Values for ``settings`` as a customer would enter them: the registered default, or a
     placeholder of the right type within ``min_value``/``max_value``. Booleans are written
-    ``True``/``False``, as the platform sends them (spec §2.6.4)."""
+    ``True``/``False``, as the platform sends them."""
     values: dict[str, str | None] = {}
     for setting in settings:
         if isinstance(setting, TextSetting):
