@@ -7,6 +7,7 @@ This is the only module that reads the process environment (:func:`settings_from
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import stat
 import tomllib
@@ -138,7 +139,7 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 _TYPES = {f.name: f.type for f in msgspec.structs.fields(Settings)}
 #: The settings that are lists (comma-separated in a variable).
-_LISTS = ("allowed_targets",)
+_LISTS = ("allowed_targets", "trusted_proxies")
 
 
 def _checked(raw: Mapping[str, Any], *, strict: bool, name: Callable[[str], str]) -> dict[str, Any]:
@@ -154,7 +155,20 @@ def _checked(raw: Mapping[str, Any], *, strict: bool, name: Callable[[str], str]
             raise ConfigError(f"{name(field)}: {exc} (got {shown})") from None
         if field == "allowed_targets":
             _check_targets(converted[field], name(field))
+        if field == "trusted_proxies":
+            _check_networks(converted[field], name(field))
     return converted
+
+
+def _check_networks(entries: tuple[str, ...], named: str) -> None:
+    """Refuse an entry that is not an IP address or a CIDR."""
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"{named}: {entry!r} is not an IP address or a CIDR (e.g. 10.0.0.5 or 10.0.0.0/24)"
+            ) from None
 
 
 def _check_targets(entries: tuple[str, ...] | None, named: str) -> None:

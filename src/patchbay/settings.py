@@ -91,3 +91,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     #: CIDRs and host names outputs and modules may send to (``None``: any address but the
     #: always refused ones); see activate/targets.py.
     allowed_targets: tuple[str, ...] | None = None
+    #: Addresses and CIDRs of the reverse proxies whose ``X-Forwarded-For`` and
+    #: ``X-Forwarded-Proto`` are believed (none: those headers are ignored, whoever sends
+    #: them, and a request's address is its peer's).
+    trusted_proxies: tuple[str, ...] = ()

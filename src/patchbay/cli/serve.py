@@ -132,5 +132,9 @@ def _run(app: Any, settings: Settings) -> None:
         log_level=settings.log_level.lower(),
         server_header=False,
         timeout_graceful_shutdown=10,
+        # X-Forwarded-For/-Proto only from the configured proxies (uvicorn would believe
+        # any local client by default, which could then set the address Patchbay stores)
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies) or None,
     )
     uvicorn.Server(config).run()
