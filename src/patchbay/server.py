@@ -127,7 +127,11 @@ def create_app(
     api.on_append = pipeline.wake
     if admin_token is None and settings.admin_token is not None:
         admin_token = settings.admin_token.reveal()
-    admin_api = AdminApi(ActivateService.from_settings(backend, clock, settings), admin_token)
+    admin_api = AdminApi(
+        ActivateService.from_settings(backend, clock, settings),
+        admin_token,
+        max_body_bytes=settings.max_request_bytes,
+    )
     audience_service = AudienceService(backend, clock)
     audience_admin_api = AudienceAdminApi(audience_service, admin_api)
     profile_api = ProfileApi(

@@ -34,8 +34,10 @@ class Answer:
 class Client:
     """A real server (uvicorn in a thread) running ``create_app``."""
 
-    def __init__(self, data_dir: Path, token: str | None) -> None:
-        settings = Settings(data_dir=data_dir, delivery_process=False)
+    def __init__(self, data_dir: Path, token: str | None, max_request_bytes: int = 262144) -> None:
+        settings = Settings(
+            data_dir=data_dir, delivery_process=False, max_request_bytes=max_request_bytes
+        )
         app = create_app(settings, admin_token=token or "")
         self.server = BackgroundServer(app)
 
@@ -85,6 +87,27 @@ def client(data_dir: Path) -> Iterator[Client]:
 
 def auth(token: str = TOKEN) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def test_bodies_are_bounded_on_every_admin_route(data_dir: Path) -> None:
+    """The admin API reads at most ``max_request_bytes`` of a body (it read whole bodies):
+    a larger one is a 413, declared or chunked, and changes nothing."""
+    add_input(data_dir, "app")
+    padding = "x" * 2000
+    output = {"name": "hook", "webhook": "http://127.0.0.1:9/", "pad": padding}
+    audience = {"name": "a", "criteria": {"environment": "production"}, "pad": padding}
+    headers = {**auth(), "Content-Type": "application/json"}
+    with Client(data_dir, TOKEN, max_request_bytes=1000) as c:
+        for path, document in (("/admin/v1/outputs", output), ("/admin/v1/audiences", audience)):
+            body = msgspec.json.encode(document)
+            answer = c.request("POST", path, body, headers)
+            assert answer.status_code == 413, (path, answer.text)
+            assert answer.json()["errors"][0]["code"] == "REQUEST_TOO_LARGE"
+            chunked: Any = iter([body[:600], body[600:]])  # no Content-Length: chunked
+            answer = c.request("POST", path, chunked, headers)
+            assert answer.status_code == 413, (path, answer.text)
+        assert c.request("GET", "/admin/v1/outputs", headers=auth()).json() == []
+        assert c.request("GET", "/admin/v1/audiences", headers=auth()).json() == []
 
 
 def test_disabled_without_a_token(data_dir: Path) -> None:

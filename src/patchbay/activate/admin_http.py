@@ -31,8 +31,10 @@ from starlette.routing import Route
 
 from patchbay.activate.service import ActivateError, ActivateService
 from patchbay.backends.records import Filters
+from patchbay.collect.body import BodyError, read_body
 from patchbay.http.auth import BearerToken, auth_failed
-from patchbay.http.errors import error_response, status_code
+from patchbay.http.errors import HttpError, error_response, status_code
+from patchbay.settings import DEFAULT_MAX_REQUEST_BYTES
 
 #: The environment variable holding the admin token.
 ADMIN_TOKEN_ENV = "PATCHBAY_ADMIN_TOKEN"
@@ -81,9 +83,28 @@ def admin_error(message: str, status: int, headers: dict[str, str] | None = None
 class AdminApi:
     """The admin routes over an :class:`ActivateService`."""
 
-    def __init__(self, service: ActivateService, token: str | None) -> None:
+    def __init__(
+        self,
+        service: ActivateService,
+        token: str | None,
+        max_body_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    ) -> None:
         self._service = service
         self._token = BearerToken(token) if token else None
+        self._max_body_bytes = max_body_bytes
+
+    async def body(self, request: Request) -> bytes:
+        """The request's body, at most ``max_body_bytes`` (an :class:`HttpError`, 413
+        beyond, as on every route)."""
+        try:
+            return await read_body(
+                request.stream(),
+                request.headers.get("content-length"),
+                request.headers.get("content-encoding"),
+                self._max_body_bytes,
+            )
+        except BodyError as exc:
+            raise HttpError(exc.status, exc.code, exc.message) from None
 
     def _authorized(self, request: Request) -> Response | None:
         if self._token is None:
@@ -125,7 +146,7 @@ class AdminApi:
         return json_response(await self._call(self._service.list_outputs))
 
     async def add_output(self, request: Request) -> Response:
-        body = msgspec.json.decode(await request.body(), type=OutputBody)
+        body = msgspec.json.decode(await self.body(request), type=OutputBody)
         created = await self._call(
             self._service.add_output,
             body.name,
@@ -155,7 +176,7 @@ class AdminApi:
         return json_response(await self._call(self._service.list_connections))
 
     async def add_connection(self, request: Request) -> Response:
-        body = msgspec.json.decode(await request.body(), type=ConnectionBody)
+        body = msgspec.json.decode(await self.body(request), type=ConnectionBody)
         created = await self._call(
             self._service.add_connection,
             input_=body.input,
@@ -175,7 +196,7 @@ class AdminApi:
         return json_response(await self._call(self._service.parked, output))
 
     async def replay(self, request: Request) -> Response:
-        raw = await request.body()
+        raw = await self.body(request)
         body = msgspec.json.decode(raw, type=ReplayBody) if raw.strip() else ReplayBody()
         if body.all:
             count = await self._call(self._service.replay_all)

@@ -66,10 +66,9 @@ class AudienceAdminApi:
     async def _call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await asyncio.to_thread(function, *args, **kwargs)
 
-    @staticmethod
-    async def _definition(request: Request) -> str | dict[str, Any]:
+    async def _definition(self, request: Request) -> str | dict[str, Any]:
         """The body: YAML text (by its content type), else a JSON object."""
-        raw = await request.body()
+        raw = await self._admin.body(request)
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type in YAML_TYPES:
             try:
@@ -110,7 +109,7 @@ class AudienceAdminApi:
         return json_response(await self._call(self._service.members, name, after, limit))
 
     async def connect(self, request: Request) -> Response:
-        body = msgspec.json.decode(await request.body(), type=AudienceConnectionBody)
+        body = msgspec.json.decode(await self._admin.body(request), type=AudienceConnectionBody)
         connection = await self._call(
             self._service.connect,
             request.path_params["name"],
