@@ -159,6 +159,20 @@ class Server:
         return self.process.poll() is None
 
 
+def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str) -> None:
+    """Wait until something listens on ``port`` of 127.0.0.1; fail if ``process`` exits
+    first or 30 s pass."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{what} did not start") from None
+            time.sleep(0.05)
+
+
 def start_server(data_dir: Path, *extra_args: str, port: int | None = None) -> Server:
     """Start ``patchbay serve`` on a free port and wait until ``/healthz`` answers."""
     port = port or free_port()

@@ -38,12 +38,10 @@ def owner_only_umask() -> None:
 
 def prepare_data_dir(data_dir: Path) -> None:
     """Create ``data_dir`` (mode ``0700``) if missing; refuse it if group or others have any
-    access to it; make the files in it owner-only."""
-    try:
-        data_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-        mode = stat.S_IMODE(data_dir.stat().st_mode)
-    except OSError as exc:
-        raise DataDirError(f"data directory {data_dir}: {exc.strerror or exc}") from None
+    access to it (:class:`DataDirError`); make the files in it owner-only. A path that
+    cannot be a directory raises the ``OSError`` (the callers say which store it is)."""
+    data_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    mode = stat.S_IMODE(data_dir.stat().st_mode)
     if mode & 0o077:
         raise DataDirError(
             f"data directory {data_dir} has mode {mode:04o}: group or others can access it;"

@@ -12,7 +12,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from examples.sqlite_partner.http import build_app
 from examples.sqlite_partner.partner import DB_ENV
 from patchbay.firehose.serialize import dumps, parse
 from patchbay.partner.lambda_local import BackgroundServer, LocalLambda
+from tests.conftest import wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data" / "firehose"
@@ -416,15 +416,7 @@ def test_the_http_entry_point(tmp_path: Path) -> None:
     )
     try:
         url = f"http://127.0.0.1:{port}/"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError("the partner did not start") from None
-                time.sleep(0.05)
+        wait_for_port(port, process, "the partner")
         path = DATA / "EventProcessingRequest_ios.json"
         assert post(url, path.read_bytes(), None)[0] == 401
         status, _, answer = post(url, path.read_bytes())

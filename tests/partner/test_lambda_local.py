@@ -31,6 +31,7 @@ from patchbay.partner.lambda_local import (
     LocalLambda,
     load_handler,
 )
+from tests.conftest import wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = "tests.partner.test_lambda_local"
@@ -351,15 +352,7 @@ def test_the_command_line_serves_a_partner_handler(aws_env: None, tmp_path: Path
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError("the server did not start") from None
-                time.sleep(0.05)
+        wait_for_port(port, process, "the server")
         lambda_client = boto3.client(
             "lambda", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1"
         )

@@ -6,11 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,7 +36,7 @@ from patchbay.partner.transport import (
     PartnerConnectionError,
     UnexpectedResponseTypeError,
 )
-from tests.conftest import free_port, run_cli
+from tests.conftest import free_port, run_cli, wait_for_port
 from tests.partner.partners import (
     TOKEN,
     Answer,
@@ -584,15 +582,7 @@ def example_partner(db: Path, token: str) -> Iterator[str]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError("the example partner did not start") from None
-                time.sleep(0.05)
+        wait_for_port(port, process, "the example partner")
         yield f"http://127.0.0.1:{port}/firehose"
     finally:
         process.send_signal(signal.SIGTERM)

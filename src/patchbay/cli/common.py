@@ -184,15 +184,11 @@ def exclusive(settings: Settings, *, create: bool = False) -> Iterator[None]:
     """Hold the data directory's lock (a CLI error if a server holds it, or if group or
     others can access the directory). Without
     ``create``, a CLI error when there is no store there (and nothing is created)."""
-    try:
-        if create:
-            settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        else:
+    if not create:
+        try:
             check_store(settings)
-    except (StoreMissing, StoreUnavailable) as exc:
-        raise store_error(exc) from None
-    except OSError as exc:
-        raise store_error(StoreUnavailable.of(settings.data_dir, exc)) from None
+        except (StoreMissing, StoreUnavailable) as exc:
+            raise store_error(exc) from None
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(data_dir_lock(settings.data_dir))

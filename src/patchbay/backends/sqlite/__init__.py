@@ -87,7 +87,6 @@ def open_sqlite(
         return db
 
     try:
-        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # (an OSError: unavailable)
         prepare_data_dir(data_dir)
         box = SecretBox(key_path(data_dir, key_file))
         main = database(data_dir / DB_FILE, durability)
