@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Creates .venv with Python >= 3.11 and installs Patchbay into it.
-# Usage: scripts/setup.sh [--dev]   (installs .[server,lambda]; --dev installs .[dev]: the
-# same and the test and lint tools)
+# Usage: scripts/setup.sh [--dev]   (installs .[server,lambda] from requirements/server.txt;
+# --dev installs .[dev] from requirements/dev.txt: the same and the test and lint tools)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,7 +34,11 @@ if [[ ! -x .venv/bin/python ]]; then
   fi
 fi
 
-extras="[server,lambda]"
-[[ ${1:-} == --dev ]] && extras="[dev]"
-.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}"
+# Every package comes from the lock file, pinned and checked against its hashes (the build
+# backend too: Patchbay itself is built without build isolation, so nothing unlocked is
+# fetched). scripts/lock.sh regenerates the lock files from pyproject.toml.
+lock=requirements/server.txt
+[[ ${1:-} == --dev ]] && lock=requirements/dev.txt
+pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+"${pip[@]}" --require-hashes -r "$lock"
+"${pip[@]}" --no-deps --no-build-isolation -e .
