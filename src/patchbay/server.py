@@ -27,6 +27,7 @@ from patchbay.http import EXCEPTION_HANDLERS, middleware
 from patchbay.http.auth import BearerToken, auth_failed
 from patchbay.http.cors import CorsPolicy
 from patchbay.http.errors import error_response
+from patchbay.http.health import Health
 from patchbay.metrics import CONTENT_TYPE_LATEST, DeliveryMetrics, Metrics, SegmentMetrics
 from patchbay.openapi import build_openapi
 from patchbay.pipeline import Pipeline, Stage, StageElsewhere
@@ -149,7 +150,6 @@ def create_app(
         metrics,
         SecretBox(key_path(settings.data_dir, settings.secrets_key_file)),
     )
-    openapi = msgspec.json.encode(build_openapi())
 
     def last_offset() -> int:
         ends = [backend.log.end(p) for p in range(backend.log.partitions)]
@@ -158,7 +158,7 @@ def create_app(
     async def healthz(request: Request) -> Response:
         offset = await asyncio.to_thread(last_offset)
         return Response(
-            msgspec.json.encode({"status": "ok", "last_offset": offset}),
+            msgspec.json.encode(Health("ok", offset)),
             media_type="application/json",
         )
 
@@ -178,7 +178,8 @@ def create_app(
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     async def openapi_endpoint(request: Request) -> Response:
-        return Response(openapi, media_type="application/json")
+        document = build_openapi(str(request.base_url))  # its token URL is absolute
+        return Response(msgspec.json.encode(document), media_type="application/json")
 
     async def purge_dedup() -> None:
         while True:

@@ -103,6 +103,7 @@ def test_bodies_are_bounded_on_every_admin_route(data_dir: Path) -> None:
             answer = c.request("POST", path, body, headers)
             assert answer.status_code == 413, (path, answer.text)
             assert answer.json()["errors"][0]["code"] == "REQUEST_TOO_LARGE"
+            assert "over the limit" in answer.json()["error"]  # the admin API's error shape
             chunked: Any = iter([body[:600], body[600:]])  # no Content-Length: chunked
             answer = c.request("POST", path, chunked, headers)
             assert answer.status_code == 413, (path, answer.text)

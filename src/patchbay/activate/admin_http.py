@@ -33,7 +33,7 @@ from patchbay.activate.service import ActivateError, ActivateService
 from patchbay.backends.records import Filters
 from patchbay.collect.body import BodyError, read_body
 from patchbay.http.auth import BearerToken, auth_failed
-from patchbay.http.errors import HttpError, error_response, status_code
+from patchbay.http.errors import error_response, status_code
 from patchbay.settings import DEFAULT_MAX_REQUEST_BYTES
 
 #: The environment variable holding the admin token.
@@ -94,17 +94,14 @@ class AdminApi:
         self._max_body_bytes = max_body_bytes
 
     async def body(self, request: Request) -> bytes:
-        """The request's body, at most ``max_body_bytes`` (an :class:`HttpError`, 413
-        beyond, as on every route)."""
-        try:
-            return await read_body(
-                request.stream(),
-                request.headers.get("content-length"),
-                request.headers.get("content-encoding"),
-                self._max_body_bytes,
-            )
-        except BodyError as exc:
-            raise HttpError(exc.status, exc.code, exc.message) from None
+        """The request's body, at most ``max_body_bytes`` (a :class:`BodyError`, 413 beyond,
+        as on every route, which :meth:`guard` answers)."""
+        return await read_body(
+            request.stream(),
+            request.headers.get("content-length"),
+            request.headers.get("content-encoding"),
+            self._max_body_bytes,
+        )
 
     def _authorized(self, request: Request) -> Response | None:
         if self._token is None:
@@ -132,6 +129,8 @@ class AdminApi:
                 return await handler(request)
             except ActivateError as exc:
                 return admin_error(str(exc), 404 if exc.not_found else 400)
+            except BodyError as exc:
+                return error_response(exc.status, exc.code, exc.message, legacy=True)
             except msgspec.ValidationError as exc:
                 return admin_error(f"invalid body: {exc}", 400)
             except msgspec.DecodeError as exc:

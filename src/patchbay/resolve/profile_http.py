@@ -77,6 +77,14 @@ class ResolveRequest(msgspec.Struct):
     environment_type: str | None = None
 
 
+class OAuthErrorBody(msgspec.Struct, omit_defaults=True):
+    """An error answer of the token endpoint (RFC 6749 section 5.2)."""
+
+    error: str
+    error_description: str | None = None
+    error_uri: str | None = None
+
+
 class IssuedToken(msgspec.Struct, frozen=True):
     """What a bearer token was issued to: the client, the hash of the client's secret at that
     moment (a rotation changes it), the scopes granted, when it expires (monotonic)."""
@@ -122,9 +130,8 @@ def _json(value: object, status: int = 200) -> Response:
 
 def _oauth_error(status: int, error: str, description: str) -> Response:
     """An RFC 6749 error answer of the token endpoint."""
-    body = {"error": error, "error_description": description}
     return Response(
-        msgspec.json.encode(body),
+        msgspec.json.encode(OAuthErrorBody(error, description)),
         status,
         {"Cache-Control": "no-store", "Pragma": "no-cache"},
         media_type="application/json",

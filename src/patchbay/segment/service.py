@@ -133,8 +133,8 @@ class AudienceService:
     def _audience(self, name: str | int) -> AudienceRecord:
         """The audience with this name (or, failing that, this numeric id)."""
         found = self.audiences.get_audience(name)
-        if found is None and isinstance(name, str) and name.isdigit():
-            found = self.audiences.get_audience(int(name))
+        if found is None and isinstance(name, str) and (number := _audience_id(name)) is not None:
+            found = self.audiences.get_audience(number)
         if found is None:
             raise AudienceError(
                 f"no audience named {name!r} (see `patchbay audiences list`)", not_found=True
@@ -380,6 +380,8 @@ class AudienceService:
         the ``after`` of the next page (``None``: this is the last)."""
         if not 1 <= limit <= MAX_PAGE:
             raise AudienceError(f"limit must be between 1 and {MAX_PAGE}")
+        if after is not None and not -(2**63) <= after < 2**63:
+            raise AudienceError("after must be an MPID (a signed 64-bit integer)")
         audience = self._audience(name)
         page = self.audiences.members(audience.id, after, limit)
         return {
@@ -529,6 +531,15 @@ class AudienceService:
             summary["outputs"] = outputs.get(audience.id, [])
             found.append(summary)
         return found
+
+
+def _audience_id(name: str) -> int | None:
+    """``name`` as an audience id, if it is one: ASCII digits (``isdigit()`` also takes
+    ``"³"``, which ``int()`` refuses) within the store's 64-bit integers."""
+    if not (name.isascii() and name.isdigit()):
+        return None
+    number = int(name)
+    return number if number < 2**63 else None
 
 
 def _attributes(attributes: Sequence[str]) -> list[str]:
