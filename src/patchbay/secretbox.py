@@ -23,6 +23,14 @@ signatures (HTTP Basic is checked against a hash). Those use AES-256-GCM with a 
 from the file's key (HKDF-SHA256, so the two schemes never share a key) and the input's API
 key as associated data, so a sealed secret opens only for the key it was sealed for:
 ``aesgcm1:`` + urlsafe base64 of a 12-byte random nonce and the ciphertext.
+
+The payloads of queued deliveries (the Firehose requests waiting in the outbox, with the
+account settings they carry) are sealed too (:meth:`SecretBox.seal_payload`): many, and on
+the delivery path, so with AES-256-GCM (one pass; Fernet costs ten times as much) bound to
+the delivery's id. Each :class:`SecretBox` seals with a key of its own, derived (HKDF) from
+the file's key and a random 16-byte salt, and numbers its nonces, so that no nonce is ever
+used twice with a key however many deliveries a process seals: ``pbpay1:`` + salt + 12-byte
+nonce + ciphertext, in binary.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import itertools
 import os
 import secrets
 import stat
@@ -51,8 +60,14 @@ KEY_FILE = "secrets.key"
 PREFIX = "pbenc1:"
 #: What a bound secret starts with (:meth:`SecretBox.seal_bound`).
 BOUND_PREFIX = "aesgcm1:"
+#: What a sealed delivery payload starts with (:meth:`SecretBox.seal_payload`).
+PAYLOAD_PREFIX = b"pbpay1:"
 _NONCE_BYTES = 12
+_SALT_BYTES = 16
 _BOUND_INFO = b"patchbay: secrets bound to an API key (AES-256-GCM)"
+_PAYLOAD_INFO = b"patchbay: queued delivery payloads (AES-256-GCM)"
+#: How many payload keys (one per sealing process) :meth:`SecretBox.open_payload` keeps.
+_PAYLOAD_KEYS = 64
 
 
 def key_path(data_dir: Path, key_file: Path | None = None) -> Path:
@@ -73,6 +88,10 @@ class SecretBox:
         self.key_file = key_file
         self._fernet: Fernet | None = None
         self._aead: AESGCM | None = None
+        self._material: bytes | None = None
+        self._sealing: tuple[bytes, AESGCM] | None = None
+        self._opening: dict[bytes, AESGCM] = {}
+        self._nonces = itertools.count(1)
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -130,13 +149,71 @@ class SecretBox:
         except (InvalidTag, binascii.Error, ValueError):
             return None
 
+    @staticmethod
+    def is_sealed_payload(stored: bytes) -> bool:
+        """Whether ``stored`` is a sealed payload (else plain, from an earlier version)."""
+        return stored.startswith(PAYLOAD_PREFIX)
+
+    def seal_payload(self, plain: bytes, bound_to: str) -> bytes:
+        """``plain`` sealed so that it opens only with ``bound_to`` (creating the key file if
+        there is none yet)."""
+        salt, aead = self._payload_sealer()
+        # itertools.count is atomic: threads never get the same nonce
+        nonce = next(self._nonces).to_bytes(_NONCE_BYTES, "big")
+        return PAYLOAD_PREFIX + salt + nonce + aead.encrypt(nonce, plain, bound_to.encode())
+
+    def open_payload(self, stored: bytes, bound_to: str) -> bytes:
+        """What :meth:`seal_payload` sealed into ``stored`` for ``bound_to`` (a plain
+        payload is returned as it is); raises :class:`SecretsError` if it does not open."""
+        if not self.is_sealed_payload(stored):
+            return stored
+        start = len(PAYLOAD_PREFIX)
+        salt = stored[start : start + _SALT_BYTES]
+        nonce = stored[start + _SALT_BYTES : start + _SALT_BYTES + _NONCE_BYTES]
+        try:
+            return self._payload_opener(salt).decrypt(
+                nonce, stored[start + _SALT_BYTES + _NONCE_BYTES :], bound_to.encode()
+            )
+        except (InvalidTag, ValueError):
+            raise self._undecryptable() from None
+
+    def _payload_sealer(self) -> tuple[bytes, AESGCM]:
+        sealing = self._sealing
+        if sealing is None:
+            salt = secrets.token_bytes(_SALT_BYTES)
+            sealing = (salt, self._derive(_PAYLOAD_INFO, salt, create=True))
+            with self._lock:
+                if self._sealing is None:
+                    self._sealing = sealing
+                sealing = self._sealing
+        return sealing
+
+    def _payload_opener(self, salt: bytes) -> AESGCM:
+        aead = self._opening.get(salt)
+        if aead is None:
+            aead = self._derive(_PAYLOAD_INFO, salt, create=False)
+            with self._lock:
+                if len(self._opening) >= _PAYLOAD_KEYS:
+                    self._opening.clear()
+                self._opening[salt] = aead
+        return aead
+
     def _bound(self, create: bool) -> AESGCM:
+        if self._aead is None:
+            aead = self._derive(_BOUND_INFO, None, create)
+            with self._lock:
+                if self._aead is None:
+                    self._aead = aead
+        return self._aead
+
+    def _derive(self, info: bytes, salt: bytes | None, create: bool) -> AESGCM:
+        """An AES-256-GCM key derived from the file's key for ``info`` and ``salt``."""
         with self._lock:
-            if self._aead is None:
-                material = base64.urlsafe_b64decode(self._read(create))
-                derive = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_BOUND_INFO)
-                self._aead = AESGCM(derive.derive(material))
-            return self._aead
+            if self._material is None:
+                self._material = base64.urlsafe_b64decode(self._read(create))
+            material = self._material
+        derive = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info)
+        return AESGCM(derive.derive(material))
 
     def _undecryptable(self) -> SecretsError:
         return SecretsError(

@@ -5,10 +5,12 @@ pauses on ``suspend_subscription``."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
 import threading
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,7 @@ import pytest
 
 from examples.sqlite_partner.http import build_app
 from patchbay.activate.ids import message_id
-from patchbay.backends.sqlite import open_sqlite
+from patchbay.backends.sqlite import DELIVERIES_FILE, open_sqlite
 from patchbay.firehose import parse
 from patchbay.partner.lambda_local import BackgroundServer, LocalLambda
 from patchbay.partner.targets import HttpTarget
@@ -32,6 +34,7 @@ T = TypeVar("T")
 
 PARTNER_TOKEN = "partner-secret-token"
 API_KEY = "acct-api-key-123"
+ADMIN_TOKEN = "admin-token-for-the-e2e-tests"
 
 #: Fast retries for the tests (the defaults are 1 s doubling up to 5 min, for 24 h).
 FAST_RETRIES = {
@@ -383,6 +386,98 @@ def test_parking_and_replay_with_the_cli(setup: Setup, tmp_path: Path) -> None:
         stop_server(server)
     ids = {r[0] for r in partner_rows(setup.partner_db, "SELECT request_id FROM batches")}
     assert ids == {d["id"] for d in first}  # the original message ids
+
+
+async def quoting_partner(scope: Any, receive: Any, send: Any) -> None:
+    """A partner that refuses every request with a 400 quoting the ``apiKey`` it was sent
+    (as some APIs do)."""
+    if scope["type"] != "http":
+        return
+    body = b""
+    more = True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    key = json.loads(body).get("account", {}).get("account_settings", {}).get("apiKey")
+    answer = f"invalid apiKey {key}".encode()
+    headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(answer)).encode())]
+    await send({"type": "http.response.start", "status": 400, "headers": headers})
+    await send({"type": "http.response.body", "body": answer})
+
+
+def admin_get(server: Server, path: str) -> str:
+    request = urllib.request.Request(
+        server.url + path, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        text: str = response.read().decode()
+        return text
+
+
+def test_a_queued_delivery_holds_no_confidential_setting_in_clear(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The example partner's ``apiKey`` is confidential: while a request waits in the
+    outbox, no byte of ``deliveries.db`` (nor its WAL) holds it, yet the partner receives
+    it; a partner's error quoting it is stored, shown (CLI, admin API) and logged masked."""
+    data_dir = setup.data_dir
+    credentials = add_input(data_dir, "app")
+    register_http_output(setup)
+    setup.partner_server.stop()  # the partner is down: the request waits in the outbox
+    monkeypatch.setenv("PATCHBAY_ADMIN_TOKEN", ADMIN_TOKEN)
+    server = start_server(data_dir)
+    server.credentials = credentials
+    back: BackgroundServer | None = None
+    try:
+        post_batches(server, [batch("a@example.com")])
+
+        def payloads() -> list[bytes]:
+            rows = partner_rows(data_dir / DELIVERIES_FILE, "SELECT payload FROM deliveries")
+            return [bytes(row[0]) for row in rows]
+
+        wait_for(lambda: len(payloads()) == 1, what="a queued delivery")
+        files = sorted(data_dir.glob(f"{DELIVERIES_FILE}*"))  # with its -wal and -shm
+        assert any(f.name.endswith("-wal") for f in files)
+        raw = b"".join(f.read_bytes() for f in files)
+        assert API_KEY.encode() not in raw
+        assert all(API_KEY.encode() not in payload for payload in payloads())
+
+        # the partner comes back and refuses the request, quoting the key it was sent
+        setup.partner.app = quoting_partner
+        back = BackgroundServer(setup.partner, port=setup.partner_port).start()
+
+        def parked() -> list[dict[str, Any]]:
+            out = cli(data_dir, "deliveries", "parked", "--output", "http", "--json")
+            return [json.loads(line) for line in out.splitlines()]
+
+        wait_for(lambda: len(parked()) == 1, what="a parked delivery")
+        assert parked()[0]["last_error"].endswith("invalid apiKey ***")
+        shown = [
+            cli(data_dir, "deliveries", "parked"),
+            cli(data_dir, "outputs", "show", "http"),
+            admin_get(server, "/admin/v1/deliveries/parked"),
+            admin_get(server, "/admin/v1/outputs/http"),
+        ]
+        assert all(API_KEY not in text for text in shown), shown
+        assert "***" in shown[2] and "***" in shown[3]
+        stored = partner_rows(data_dir / DELIVERIES_FILE, "SELECT last_error FROM deliveries")
+        assert stored and API_KEY not in stored[0][0]
+
+        # the real partner again: the replayed request carries the key in clear
+        setup.partner.app = build_app(str(setup.partner_db), PARTNER_TOKEN)
+        assert "replaying 1" in cli(data_dir, "deliveries", "replay", "--output", "http")
+        wait_for(
+            lambda: len(partner_rows(setup.partner_db, "SELECT * FROM batches")) == 1,
+            what="the batch at the partner",
+        )
+    finally:
+        stop_server(server)
+        if back is not None:
+            back.stop()
+    ((fingerprint,),) = partner_rows(setup.partner_db, "SELECT key_fingerprint FROM batches")
+    assert fingerprint == hashlib.sha256(API_KEY.encode()).hexdigest()[:12]
+    assert API_KEY not in server.log_path.read_text()
 
 
 def test_suspend_subscription_pauses_the_output(setup: Setup) -> None:

@@ -7,15 +7,24 @@ import pytest
 
 from patchbay.activate.filters import apply_filters, sampled_in
 from patchbay.activate.outputs import (
+    confidential_values,
     masked,
     output_summary,
     parse_setting_args,
+    redacted,
     validate_settings,
 )
 from patchbay.activate.service import check_filters
-from patchbay.backends.records import Filters, ModuleDestination, Output
+from patchbay.backends.records import (
+    Connection,
+    Filters,
+    ModuleDestination,
+    Output,
+    WebhookDestination,
+)
 from patchbay.collect.batch import Batch
 from patchbay.collect.decode import decode_batch
+from patchbay.firehose import EventProcessingRegistration, ModuleRegistrationResponse
 from patchbay.firehose.errors import SettingError
 from patchbay.firehose.settings import BooleanSetting, IntegerSetting, Setting, TextSetting
 
@@ -51,6 +60,28 @@ def test_masking() -> None:
     assert summary["settings"] == {"apiKey": "***", "x": "1"}
     assert "hunter2" not in msgspec.json.encode(summary).decode()
     assert masked({"a": ""}, {"a"}) == {"a": ""}
+
+
+def test_confidential_values_are_redacted_from_errors() -> None:
+    """The values of the confidential settings of an output and of its connections (a
+    webhook: its token) are masked in a partner's answer quoted in an error; others stay."""
+    registration = ModuleRegistrationResponse(
+        event_processing_registration=EventProcessingRegistration(
+            account_settings=DEFINITIONS,
+            event_connection_settings=[
+                TextSetting(id="secret", name="Secret", confidential=True),
+                TextSetting(id="region", name="Region"),
+            ],
+        )
+    )
+    output = Output("m", ModuleDestination("demo"), 0, 0, {"apiKey": "key-1", "limit": "20"})
+    connection = Connection("c", "i", "m", 0, {"secret": "conn-key-1", "region": "eu"})
+    values = confidential_values(output, registration, [connection])
+    assert values == ("conn-key-1", "key-1")  # the longest first
+    error = "HTTP 401: bad key key-1 (conn-key-1) limit 20 in eu"
+    assert redacted(error, values) == "HTTP 401: bad key *** (***) limit 20 in eu"
+    hook = Output("h", WebhookDestination("http://x"), 0, 0, {"token": "tok-1"})
+    assert confidential_values(hook, None) == ("tok-1",)
 
 
 def test_setting_args() -> None:

@@ -15,13 +15,14 @@ from patchbay.backends.records import (
     AudienceConnection,
     AudienceRecord,
     Connection,
+    Delivery,
     ModuleRecord,
     Output,
     WebhookDestination,
 )
 from patchbay.backends.sqlite import DB_FILE, DELIVERIES_FILE, SEGMENT_FILE, open_sqlite
 from patchbay.partner.targets import HttpTarget
-from patchbay.secretbox import KEY_FILE, SecretBox, SecretsError
+from patchbay.secretbox import KEY_FILE, PAYLOAD_PREFIX, SecretBox, SecretsError
 
 NOW = 1_700_000_000_000
 MODULE_TOKEN = "module-token-0123456789"
@@ -29,7 +30,15 @@ WEBHOOK_TOKEN = "webhook-token-0123456789"
 CONNECTION_SECRET = "connection-secret-0123456789"
 AUDIENCE_SECRET = "audience-secret-0123456789"
 PARTNER_ANSWER = "partner-answer-0123456789"
-SECRETS = (MODULE_TOKEN, WEBHOOK_TOKEN, CONNECTION_SECRET, AUDIENCE_SECRET, PARTNER_ANSWER)
+QUEUED_SECRET = "queued-account-secret-0123456789"
+SECRETS = (
+    MODULE_TOKEN,
+    WEBHOOK_TOKEN,
+    CONNECTION_SECRET,
+    AUDIENCE_SECRET,
+    PARTNER_ANSWER,
+    QUEUED_SECRET,
+)
 
 
 def module() -> ModuleRecord:
@@ -58,8 +67,19 @@ def audience_connection(audience_id: int) -> AudienceConnection:
     )
 
 
+def delivery(delivery_id: str = "d1") -> Delivery:
+    """A queued request carrying an account setting, as the activate stage makes them."""
+    payload = msgspec.json.encode(
+        {
+            "type": "event_processing_request",
+            "account": {"account_settings": {"apiKey": QUEUED_SECRET}},
+        }
+    )
+    return Delivery(delivery_id, "hook", "c1", 7, payload, NOW, NOW, NOW)
+
+
 def fill(data: Path) -> int:
-    """Store one of each secret; the audience's id."""
+    """Store one of each secret and queue a delivery; the audience's id."""
     backend = open_sqlite(data)
     try:
         backend.modules.put_module(module())
@@ -68,6 +88,7 @@ def fill(data: Path) -> int:
         added = backend.audiences.add_audience(AudienceRecord(0, "buyers", "", b"{}", NOW, NOW, 1))
         backend.audiences.put_audience_connection(audience_connection(added.id))
         backend.audiences.subscribed(added.id, "hook", {"list_id": PARTNER_ANSWER}, NOW)
+        backend.outbox.enqueue([delivery()])
         return added.id
     finally:
         backend.close()
@@ -89,6 +110,8 @@ def assert_read_back(data: Path, audience_id: int, key_file: Path | None = None)
         assert found.settings == {"list": AUDIENCE_SECRET}
         assert found.partner_settings == {"list_id": PARTNER_ANSWER}
         assert found.audience_id == audience_id
+        assert backend.outbox.due("hook", NOW, 10) == [delivery()]
+        assert backend.outbox.get_delivery("d1") == delivery()
     finally:
         backend.close()
 
@@ -131,7 +154,13 @@ def test_plain_text_secrets_of_an_earlier_version_are_encrypted_on_open(tmp_path
     with sqlite3.connect(data / SEGMENT_FILE) as db:
         db.execute("UPDATE audience_connections SET doc = ?", (msgspec.msgpack.encode(plain),))
     db.close()
-    assert MODULE_TOKEN.encode() in raw_bytes(data)
+    with sqlite3.connect(data / DELIVERIES_FILE) as db:  # queued before payloads were sealed
+        db.execute("UPDATE deliveries SET payload = ?", (delivery().payload,))
+        db.execute("PRAGMA user_version = 0")
+    db.close()
+    stored = raw_bytes(data)
+    assert MODULE_TOKEN.encode() in stored
+    assert QUEUED_SECRET.encode() in stored
 
     assert_read_back(data, audience_id)  # opens: migrates
 
@@ -142,7 +171,43 @@ def test_plain_text_secrets_of_an_earlier_version_are_encrypted_on_open(tmp_path
         (token,) = db.execute("SELECT token FROM modules").fetchone()
     db.close()
     assert token.startswith("pbenc1:")
+    with sqlite3.connect(data / DELIVERIES_FILE) as db:
+        (payload,) = db.execute("SELECT payload FROM deliveries").fetchone()
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+    db.close()
+    assert payload.startswith(PAYLOAD_PREFIX)
+    assert version == 1
     assert_read_back(data, audience_id)
+
+
+def test_a_sealed_payload_opens_only_for_its_delivery(tmp_path: Path) -> None:
+    """A payload is bound to its delivery's id (moved to another row, it does not open),
+    and every process seals with a key of its own and nonces that never repeat."""
+    data = tmp_path / "data"
+    fill(data)
+    backend = open_sqlite(data)
+    try:
+        backend.outbox.enqueue([delivery("d2")])
+    finally:
+        backend.close()
+    with sqlite3.connect(data / DELIVERIES_FILE) as db:
+        rows = dict(db.execute("SELECT id, payload FROM deliveries").fetchall())
+        db.execute("UPDATE deliveries SET payload = ? WHERE id = 'd2'", (rows["d1"],))
+    db.close()
+    backend = open_sqlite(data)
+    try:
+        assert backend.outbox.get_delivery("d1") == delivery()
+        with pytest.raises(SecretsError, match="cannot be decrypted"):
+            backend.outbox.get_delivery("d2")
+    finally:
+        backend.close()
+    start = len(PAYLOAD_PREFIX)
+    salts = {bytes(p[start : start + 16]) for p in rows.values()}
+    assert len(salts) == 2  # d1 and d2 were sealed by two opens of the store
+    box = SecretBox(data / KEY_FILE)
+    sealed = [box.seal_payload(b"{}", "x") for _ in range(3)]
+    assert len({s[start + 16 : start + 28] for s in sealed}) == 3
+    assert all(box.open_payload(s, "x") == b"{}" for s in sealed)
 
 
 def test_the_key_file_can_be_elsewhere(tmp_path: Path) -> None:

@@ -33,6 +33,10 @@
   (``AudienceStore.subscribed``), keeping only the module's registered audience
   subscription settings, before the delivery counts as accepted: if recording fails, the
   request is retried.
+* **Errors name no secret.** A delivery's error (stored with it, shown by ``patchbay
+  deliveries parked``, logged) may quote the partner's answer: the values of the output's
+  confidential settings and of its connections' are replaced by ``***`` in it first
+  (:func:`~patchbay.activate.outputs.redacted`).
 """
 
 from __future__ import annotations
@@ -55,9 +59,11 @@ import structlog
 
 from patchbay import __version__
 from patchbay.activate.files import OutputPathError, OutputsDir
+from patchbay.activate.outputs import confidential_values, redacted
 from patchbay.activate.targets import TargetPolicy
 from patchbay.backends.abstract import Backend
 from patchbay.backends.records import (
+    Connection,
     Delivery,
     FileDestination,
     ModuleDestination,
@@ -72,6 +78,8 @@ from patchbay.firehose import (
     BaseMessage,
     EventProcessingResponse,
 )
+from patchbay.firehose.errors import FirehoseError
+from patchbay.partner.registration import registration_of
 from patchbay.partner.targets import HttpTarget, Target
 from patchbay.partner.transport import (
     HttpTransport,
@@ -351,6 +359,8 @@ class ModuleSender(TransportSender):
         return Outcome(True)
 
 
+#: The shortest setting value masked in errors when the module's settings are unknown.
+_SECRET_LENGTH: Final = 8
 #: The answers that may ask to suspend the subscription (pause the output).
 _SUSPENDABLE: Final = (EventProcessingResponse, AudienceMembershipChangeResponse)
 #: How :func:`patchbay.firehose.dumps` starts an event processing request (``type`` first).
@@ -542,6 +552,9 @@ class OutputWorker:
         self._module_stale = True
         self._sender: Sender | None = None
         self._sender_key: tuple[object, ...] | None = None
+        #: The output's connections (read by :meth:`DeliveryEngine.refresh`).
+        self.connections: tuple[Connection, ...] = ()
+        self._secrets: tuple[object, tuple[str, ...]] = (None, ())
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -729,6 +742,29 @@ class OutputWorker:
             )
         return Outcome(True)
 
+    def _redacted(self, error: str) -> str:
+        """``error`` without the values of the confidential settings of the output and its
+        connections (found again when they or the module changed)."""
+        output, module, connections = self.output, self._module, self.connections
+        if output is None:
+            return error
+        if self._secrets[0] != (output, module, connections):
+            module_output = isinstance(output.destination, ModuleDestination)
+            registration = None
+            if module_output and module is not None:
+                with contextlib.suppress(FirehoseError):
+                    registration = registration_of(module)
+            if module_output and registration is None:
+                # its module is gone (or unreadable): any value long enough to be a key
+                # may be a secret (not "true" or "5": "HTTP 500" must stay readable)
+                settings = [output.settings, *(c.settings for c in connections)]
+                found = {v for s in settings for v in s.values() if len(v) >= _SECRET_LENGTH}
+                values: tuple[str, ...] = tuple(sorted(found, key=len, reverse=True))
+            else:
+                values = confidential_values(output, registration, connections)
+            self._secrets = ((output, module, connections), values)
+        return redacted(error, self._secrets[1])
+
     async def _record(self, delivery: Delivery, outcome: Outcome) -> None:
         engine = self.engine
         now = engine.clock.now_ms()
@@ -748,7 +784,7 @@ class OutputWorker:
                 log.warning("output_suspended", output=self.name, reason=reason)
             return
         attempts = delivery.attempts + 1
-        error = outcome.error or "failed"
+        error = self._redacted(outcome.error or "failed")
         at = next_attempt(
             engine.config.policy,
             attempts=attempts,
@@ -852,12 +888,16 @@ class DeliveryEngine:
     async def refresh(self) -> None:
         """Start and stop workers to match the outputs, and update the queue gauges."""
         outputs = {o.name: o for o in await self.db(self.outputs.list_outputs)}
+        connections: dict[str, list[Connection]] = {}
+        for connection in await self.db(self.outputs.list_connections):
+            connections.setdefault(connection.output, []).append(connection)
         for name, output in outputs.items():
             if name not in self.workers:
                 worker = self.workers[name] = OutputWorker(self, name, output)
                 worker.start()
             else:
                 self.workers[name].update(output)
+            self.workers[name].connections = tuple(connections.get(name, ()))
         for name in [n for n in self.workers if n not in outputs]:
             await self.workers.pop(name).stop()
             self.metrics.forget(name)

@@ -188,6 +188,34 @@ def masked(settings: Mapping[str, str], secret: set[str]) -> dict[str, str]:
     return {k: (MASK if k in secret and v else v) for k, v in settings.items()}
 
 
+def confidential_values(
+    output: Output,
+    registration: ModuleRegistrationResponse | None,
+    connections: Iterable[Connection] = (),
+) -> tuple[str, ...]:
+    """The values of the confidential settings of ``output`` and its ``connections``,
+    longest first: a module output's confidential account and connection settings
+    (``registration``: its module's), a webhook's token."""
+    account, connection = (
+        (WEBHOOK_SETTINGS, [])
+        if registration is None
+        else (account_settings_of(registration), connection_settings_of(registration))
+    )
+    secret = confidential_ids(account)
+    found = {v for k, v in output.settings.items() if k in secret and v}
+    secret = confidential_ids(connection)
+    found.update(v for c in connections for k, v in c.settings.items() if k in secret and v)
+    return tuple(sorted(found, key=len, reverse=True))
+
+
+def redacted(text: str, values: Iterable[str]) -> str:
+    """``text`` with every occurrence of ``values`` replaced by ``***`` (a partner's answer
+    quoted in a delivery error may echo a key it was sent)."""
+    for value in values:
+        text = text.replace(value, MASK)
+    return text
+
+
 def check_webhook_url(url: str, policy: TargetPolicy, *, token: bool = False) -> str:
     """``url`` if a webhook (with a ``token`` or not) may send there under ``policy``: an
     http(s) URL, not a refused address, no credentials over plain http to a host not known

@@ -5,7 +5,10 @@ deliveries live here; a delivery row is keyed by its message id, so enqueueing t
 batch twice (a replayed resolve chunk) adds nothing. The settings of outputs and
 connections (a webhook's token, a module's confidential account settings) are stored
 encrypted (:mod:`patchbay.secretbox`); plain text an earlier version stored is encrypted
-when the store opens. ``synchronous=FULL`` by default, so
+when the store opens. So is every delivery's payload, the request a partner will receive
+with the account settings it carries (:meth:`~patchbay.secretbox.SecretBox.seal_payload`,
+bound to the delivery's id): written sealed, opened when read, and the plain payloads of an
+earlier version sealed once (``PRAGMA user_version`` 1). ``synchronous=FULL`` by default, so
 that an enqueued delivery survives a crash. One class serves as both the
 :class:`~patchbay.backends.abstract.OutputStore` and the
 :class:`~patchbay.backends.abstract.Outbox`.
@@ -28,10 +31,12 @@ from patchbay.backends.records import (
     QueueStats,
 )
 from patchbay.backends.sqlite.db import SqliteDatabase, insert_rows
-from patchbay.backends.sqlite.sealed import open_text, seal_plain_columns
+from patchbay.backends.sqlite.sealed import open_text, seal_plain_columns, seal_plain_payloads
 from patchbay.secretbox import SecretBox
 
 DELIVERIES_FILE = "deliveries.db"
+#: ``PRAGMA user_version`` of a ``deliveries.db`` whose payloads are all sealed.
+SEALED_PAYLOADS = 1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outputs (
@@ -95,6 +100,7 @@ class SqliteOutbox:
         db.create(_SCHEMA)
         seal_plain_columns(db, box, "outputs", ("name",), "settings")
         seal_plain_columns(db, box, "connections", ("id",), "settings")
+        seal_plain_payloads(db, box, "deliveries", "id", "payload", SEALED_PAYLOADS)
 
     def _sealed(self, settings: dict[str, str]) -> str:
         return self._box.seal(msgspec.json.encode(settings).decode())
@@ -104,6 +110,14 @@ class SqliteOutbox:
 
     def _output(self, row: Sequence[object]) -> Output:
         return _output(row, self._settings(row[5]))
+
+    def _delivery_row(self, d: Delivery) -> tuple[object, ...]:
+        return _delivery_row(d, self._box.seal_payload(d.payload, d.id))
+
+    def _delivery(self, row: Sequence[object]) -> Delivery:
+        stored = row[4]
+        assert isinstance(stored, bytes | memoryview)
+        return _delivery(row, self._box.open_payload(bytes(stored), str(row[0])))
 
     # -- outputs -------------------------------------------------------------------------
 
@@ -199,7 +213,7 @@ class SqliteOutbox:
         back once per delivery while the resolve stage runs on another thread."""
         if not deliveries:
             return 0
-        rows = [_delivery_row(d) for d in deliveries]
+        rows = [self._delivery_row(d) for d in deliveries]
         with self._db.transaction() as conn:
             before = conn.total_changes
             insert_rows(conn, f"INSERT OR IGNORE INTO deliveries ({_DELIVERY_COLUMNS})", rows)
@@ -224,7 +238,7 @@ class SqliteOutbox:
             for row in rows:
                 if row[0] in skip:
                     continue
-                found.append(_delivery(row))
+                found.append(self._delivery(row))
                 if len(found) >= limit:
                     break
         finally:
@@ -267,7 +281,7 @@ class SqliteOutbox:
             " ORDER BY parked_at_ms, created_at_ms LIMIT ?",
             params,
         )
-        return [_delivery(r) for r in rows]
+        return [self._delivery(r) for r in rows]
 
     def replay(self, now_ms: int, output: str | None = None, ids: Sequence[str] = ()) -> int:
         """Make parked deliveries pending again, due now, with a new retry window."""
@@ -291,7 +305,7 @@ class SqliteOutbox:
             .execute(f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE id = ?", (delivery_id,))
             .fetchone()
         )
-        return _delivery(row) if row else None
+        return self._delivery(row) if row else None
 
     def stats(self) -> dict[str, QueueStats]:
         """Queue statistics by output."""
@@ -339,13 +353,14 @@ def _output(row: Sequence[object], settings: dict[str, str]) -> Output:
     )
 
 
-def _delivery_row(d: Delivery) -> tuple[object, ...]:
+def _delivery_row(d: Delivery, payload: bytes) -> tuple[object, ...]:
+    """The columns of ``d`` with its ``payload`` as stored (sealed)."""
     return (
         d.id,
         d.output,
         d.connection_id,
         d.batch_offset,
-        d.payload,
+        payload,
         d.created_at_ms,
         d.since_ms,
         d.next_attempt_ms,
@@ -356,15 +371,14 @@ def _delivery_row(d: Delivery) -> tuple[object, ...]:
     )
 
 
-def _delivery(row: Sequence[object]) -> Delivery:
-    payload = row[4]
-    assert isinstance(payload, bytes | memoryview)
+def _delivery(row: Sequence[object], payload: bytes) -> Delivery:
+    """The delivery of ``row`` with its ``payload`` opened."""
     return Delivery(
         id=str(row[0]),
         output=str(row[1]),
         connection_id=str(row[2]),
         batch_offset=int(str(row[3])),
-        payload=bytes(payload),
+        payload=payload,
         created_at_ms=int(str(row[5])),
         since_ms=int(str(row[6])),
         next_attempt_ms=int(str(row[7])),
