@@ -15,11 +15,14 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import patchbay.backoff
 from patchbay.backends.records import StoredBatch
 from patchbay.backends.sqlite import open_sqlite
+from patchbay.clock import ManualClock
 
 DATA = Path(__file__).parent / "data"
 
@@ -262,3 +265,46 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFa
     monkeypatch.setenv("AWS_CONFIG_FILE", str(empty))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+class Lines:
+    """A stand-in for a module's structlog logger: the lines it was given."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str, dict[str, Any]]] = []
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self.lines.append(("warning", event, fields))
+
+    def info(self, event: str, **fields: Any) -> None:
+        self.lines.append(("info", event, fields))
+
+
+class CountingClock(ManualClock):
+    """A manual clock that counts how often it is read: a stage that looks at it twenty
+    times more has gone round its loop, whatever the machine's speed."""
+
+    def __init__(self) -> None:
+        super().__init__(5_000)
+        self.reads = 0
+
+    def monotonic(self) -> float:
+        self.reads += 1
+        return super().monotonic()
+
+    def idle(self, turns: int = 20) -> None:
+        """Wait until the clock was read ``turns`` times more."""
+        start = self.reads
+        deadline = time.monotonic() + 30
+        while self.reads < start + turns:
+            assert time.monotonic() < deadline, "the stage's loop does not go round"
+            time.sleep(0.01)
+
+
+@pytest.fixture
+def storage_log(monkeypatch: pytest.MonkeyPatch) -> Lines:
+    """What :mod:`patchbay.backoff` logs (the stages' ``storage_full`` and
+    ``storage_recovered`` lines)."""
+    recorder = Lines()
+    monkeypatch.setattr(patchbay.backoff, "log", recorder)
+    return recorder

@@ -37,10 +37,10 @@ from patchbay.resolve.strategy import IdentityStrategy
 INPUT = "input-1"
 
 
-def new_batch(n: int) -> NewBatch:
+def new_batch(n: int, user: str | None = None) -> NewBatch:
     body = {
         "environment": "production",
-        "user_identities": {"customer_id": f"c{n % 7}"},
+        "user_identities": {"customer_id": user or f"c{n % 7}"},
         "events": [{"event_type": "custom_event", "data": {"event_name": f"e{n}"}}],
     }
     return NewBatch(

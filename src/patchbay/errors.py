@@ -2,12 +2,35 @@
 
 Catch :class:`PatchbayError` to handle anything Patchbay reports (bad input, a refused
 configuration, a partner that failed, a name already taken); anything else is a bug. The
-module imports nothing, so the partner SDK (:mod:`patchbay.firehose`) can share the root
-without pulling in the server.
+module imports only the standard library, so the partner SDK (:mod:`patchbay.firehose`) can
+share the root without pulling in the server. :class:`StorageFull` is here too: the stores,
+the secrets key and the file outputs all raise it.
 """
 
 from __future__ import annotations
 
+import errno
+
 
 class PatchbayError(Exception):
     """Something Patchbay refused or could not do, with a message meant for people."""
+
+
+class StorageFull(PatchbayError):
+    """The disk, the quota or the store's size limit is full: what was being written was not
+    written (a transaction rolled back, a file left as it was); retry once there is room.
+
+    Raised where storage is written (the SQLite backend for ``SQLITE_FULL``, file writes for
+    ``ENOSPC`` and ``EDQUOT``), so that no caller reads database or system messages."""
+
+    def __init__(self, where: object, detail: str) -> None:
+        super().__init__(f"storage is full: {where}: {detail}")
+        self.where = str(where)
+
+    @classmethod
+    def of(cls, exc: OSError, where: object) -> StorageFull | None:
+        """The error for ``exc`` if it says there is no room left (``ENOSPC``, ``EDQUOT``),
+        else ``None``."""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return cls(where, exc.strerror or str(exc))
+        return None

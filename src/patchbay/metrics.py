@@ -7,7 +7,13 @@ import contextlib
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["CONTENT_TYPE_LATEST", "DeliveryMetrics", "Metrics", "SegmentMetrics"]
+__all__ = [
+    "CONTENT_TYPE_LATEST",
+    "DeliveryMetrics",
+    "Metrics",
+    "SegmentMetrics",
+    "storage_full_gauge",
+]
 
 
 class Metrics:
@@ -215,3 +221,13 @@ class SegmentMetrics:
         for metric in (self.joins, self.leaves, self.members, self.built):
             with contextlib.suppress(KeyError):
                 metric.remove(audience)
+
+
+def storage_full_gauge(registry: CollectorRegistry, stage: str) -> Gauge:
+    """``patchbay_STAGE_storage_full``: 1 while ``stage`` waits for room in the store. A
+    family per stage, as the stages in child processes show theirs from registries apart."""
+    return Gauge(
+        f"patchbay_{stage}_storage_full",
+        f"1 while the {stage} stage backs off from a full store (storage full), else 0.",
+        registry=registry,
+    )

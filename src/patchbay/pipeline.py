@@ -16,6 +16,9 @@ buffer of resolved chunks and a checkpoint in the backend's ``StagePositions``.
   the log and their users from the resolved users resolve committed. So each stage gets
   every resolved batch, at least once, in log order within a partition.
 * The resolved users every stage has passed are pruned (:meth:`Pipeline.prune`).
+* A full store (:class:`~patchbay.errors.StorageFull`) backs the stage that met it off
+  (:mod:`patchbay.backoff`): what it is offered meanwhile is dropped, and once there is
+  room it reads back from its checkpoint what it missed.
 
 A stage may also run in another process (the segment stage does in ``patchbay serve``:
 :mod:`patchbay.segment.process`): there a :class:`StageFeed` gets no hand-offs and reads
@@ -37,9 +40,13 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
+from prometheus_client import CollectorRegistry
 
 from patchbay.backends.abstract import Backend
 from patchbay.backends.records import Checkpoint, LogPosition
+from patchbay.backoff import StorageBackoff
+from patchbay.clock import Clock
+from patchbay.errors import StorageFull
 from patchbay.resolve.service import ResolveService
 from patchbay.resolve.stage import (
     ResolvedBatch,
@@ -119,9 +126,11 @@ class StageFeed:
         buffer_chunks: int = DEFAULT_BUFFER_CHUNKS,
         idle_s: float = 0.2,
         page: int = 1000,
+        backoff: StorageBackoff | None = None,
     ) -> None:
         self.stage = stage
         self.name = stage.name
+        self.backoff = backoff or StorageBackoff(self.name)
         self._backend = backend
         self._queue: queue.Queue[tuple[ResolvedChunk, threading.Event]] = queue.Queue(buffer_chunks)
         self._in_sync = True
@@ -171,6 +180,11 @@ class StageFeed:
             with contextlib.suppress(queue.Empty):
                 chunk, done = self._queue.get(timeout=self._idle)
             try:
+                if self.backoff.full:
+                    self._in_sync = False  # what is offered meanwhile is read back later
+                    if self.backoff.wait_s() > 0:
+                        continue
+                    chunk = None  # the next attempt reads back from the checkpoint
                 self._maybe_tick()
                 if chunk is None:
                     self._commit()
@@ -180,6 +194,10 @@ class StageFeed:
                     self._take(chunk)
                     if self._queue.empty():
                         self._in_sync = True  # caught up with resolve
+                self.backoff.succeeded()
+            except StorageFull as exc:
+                self._in_sync = False
+                self.backoff.failed(exc)
             except Exception as exc:
                 self.error = exc
                 self._in_sync = False
@@ -188,7 +206,10 @@ class StageFeed:
             finally:
                 if done is not None:
                     done.set()
-        self._commit()
+        try:
+            self._commit()
+        except StorageFull as exc:  # the next start resumes from the last one committed
+            self.backoff.failed(exc)
 
     def _maybe_tick(self) -> None:
         if self._tick is not None and time.monotonic() - self._ticked_at >= TICK_INTERVAL_S:
@@ -313,7 +334,8 @@ class Pipeline:
     ``stages`` are the stages after resolve, in no particular order: each runs on its own.
     ``elsewhere`` are the stages after resolve that run in other processes (pruning waits
     for them). ``busy`` tells the resolve stage that collecting is busy (it then yields the
-    GIL after each chunk; see :class:`~patchbay.resolve.stage.StageRunner`).
+    GIL after each chunk; see :class:`~patchbay.resolve.stage.StageRunner`). Each stage backs
+    off from a full store by ``clock``, shown in ``registry`` (:mod:`patchbay.backoff`).
     """
 
     def __init__(
@@ -325,16 +347,23 @@ class Pipeline:
         chunk: int = 1000,
         buffer_chunks: int = DEFAULT_BUFFER_CHUNKS,
         elsewhere: Sequence[StageElsewhere] = (),
+        clock: Clock | None = None,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self._backend = backend
         self._elsewhere = tuple(elsewhere)
-        self.feeds = [StageFeed(s, backend, buffer_chunks) for s in stages]
+        self.feeds = [
+            StageFeed(s, backend, buffer_chunks, backoff=StorageBackoff(s.name, clock, registry))
+            for s in stages
+        ]
         self.resolve = ResolveStage(
             backend.log, backend.state, service.resolver, [Fanout(self.feeds)], chunk
         )
         service.attach(self.resolve)
         self._service = service
-        self._runner = StageRunner(self._step, busy=busy)
+        self._runner = StageRunner(
+            self._step, busy=busy, backoff=StorageBackoff("resolve", clock, registry)
+        )
         self._pruned_at = time.monotonic()
 
     def _step(self) -> int:
@@ -366,6 +395,11 @@ class Pipeline:
     def error(self) -> BaseException | None:
         """The last error of the resolve stage."""
         return self._runner.error
+
+    @property
+    def backoff(self) -> StorageBackoff:
+        """The resolve stage's back-off from a full store."""
+        return self._runner.backoff
 
     def wake(self) -> None:
         """New batches are in the log (callable from any thread)."""

@@ -52,7 +52,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from patchbay.datadir import FILE_MODE
-from patchbay.errors import PatchbayError
+from patchbay.errors import PatchbayError, StorageFull
 
 #: The key file's name in the data directory (when ``secrets_key_file`` is not set).
 KEY_FILE = "secrets.key"
@@ -256,7 +256,8 @@ class SecretBox:
 
     def _create(self) -> bytes:
         """Write a new key to the key file, atomically: written to a file of its own, then
-        linked (another process creating it at the same time: its key is used)."""
+        linked (another process creating it at the same time: its key is used). No room
+        left raises :class:`~patchbay.errors.StorageFull`."""
         path = self.key_file
         key = Fernet.generate_key()
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -273,6 +274,8 @@ class SecretBox:
             except FileExistsError:
                 return self._read(create=False)
         except OSError as exc:
+            if (full := StorageFull.of(exc, path)) is not None:
+                raise full from None  # nothing was linked: retried once there is room
             raise SecretsError(
                 f"cannot create the key file {path}: {exc.strerror or exc}"
             ) from None

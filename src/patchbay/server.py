@@ -19,6 +19,7 @@ from patchbay.activate.process import DeliveryProcess
 from patchbay.activate.service import ActivateService
 from patchbay.activate.stage import ActivateStage
 from patchbay.backends import Backend, open_backend
+from patchbay.backoff import StorageBackoff
 from patchbay.clock import Clock, SystemClock
 from patchbay.collect.appender import GroupCommitAppender, recover_dedup
 from patchbay.collect.http import EventsApi
@@ -103,7 +104,13 @@ def create_app(
         notify = delivery.notify
     else:
         engine_config = EngineConfig.from_settings(settings)
-        engine = DeliveryEngine(backend, clock, engine_config, DeliveryMetrics(metrics.registry))
+        engine = DeliveryEngine(
+            backend,
+            clock,
+            engine_config,
+            DeliveryMetrics(metrics.registry),
+            backoff=StorageBackoff("delivery", clock, metrics.registry),
+        )
         notify = engine.notify
     # The pipeline: every stage after resolve, each with its own checkpoint and thread.
     stages: list[Stage] = [
@@ -124,6 +131,8 @@ def create_app(
         stages,
         busy=lambda: api.in_flight >= INGEST_BUSY_REQUESTS,
         elsewhere=elsewhere,
+        clock=clock,
+        registry=metrics.registry,
     )
     api.on_append = pipeline.wake
     if admin_token is None and settings.admin_token is not None:

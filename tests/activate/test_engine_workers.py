@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
+import os
 import socket
 from collections.abc import Awaitable, Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +53,7 @@ from patchbay.partner.lambda_local import LocalLambda
 from patchbay.partner.targets import HttpTarget, LambdaTarget, Target
 from patchbay.partner.transport import Timeouts, response_type_for
 from tests.activate.test_engine_support import Recorder, async_wait_for, serve
+from tests.conftest import CountingClock, Lines
 
 FAST = EngineConfig(
     concurrency=2,
@@ -267,6 +271,61 @@ def test_file_output_appends_json_lines(tmp_path: Path) -> None:
     run_engine(tmp_path, body, config=config)
     lines = [msgspec.json.decode(line) for line in path.read_bytes().splitlines()]
     assert sorted(x["id"] for x in lines) == [f"lines-{i}" for i in range(4)]
+
+
+def test_a_full_disk_backs_the_engine_off_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, storage_log: Lines
+) -> None:
+    """A file output's disk is full: no attempt is counted, the engine tries again after 1 s,
+    2 s, 4 s... of its clock, logs once, and writes everything once there is room."""
+    path = tmp_path / "out" / "events.jsonl"
+    config = dataclasses.replace(FAST, concurrency=1, outputs=OutputsDir(tmp_path / "out"))
+    clock = CountingClock()
+    tries: list[int] = []
+    room = False
+    real_write = os.write
+
+    def write(fd: int, data: bytes | memoryview) -> int:
+        if room or not path.exists() or os.fstat(fd).st_ino != path.stat().st_ino:
+            return real_write(fd, data)
+        tries.append(fd)  # the output's disk is full
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "write", write)
+
+    def tried(count: int) -> bool:
+        return len(tries) == count
+
+    async def went_round() -> None:
+        start = clock.reads
+        await async_wait_for(lambda: clock.reads >= start + 5, what="the worker's loop")
+
+    async def body(engine: DeliveryEngine, store: SqliteOutbox) -> None:
+        nonlocal room
+        store.add_output(Output("lines", FileDestination(str(path)), 0, 0))
+        await engine.refresh()
+        enqueue(store, "lines", 3, clock.now_ms())
+        engine.notify({"lines"})
+        await async_wait_for(lambda: len(tries) == 1, what="the first try")
+        for done, wait_s in ((1, 1.0), (2, 2.0), (3, 4.0)):
+            await went_round()
+            assert len(tries) == done
+            clock.advance(wait_s)
+            await async_wait_for(partial(tried, done + 1), what="the next try")
+        assert [d.attempts for d in store.due("lines", clock.now_ms(), 10)] == [0, 0, 0]
+        room = True
+        clock.advance(8.0)
+        await async_wait_for(lambda: not store.stats().get("lines"), what="every delivery")
+        assert not engine.backoff.full
+
+    run_engine(tmp_path, body, clock=clock, config=config)
+    assert sorted(msgspec.json.decode(line)["id"] for line in path.read_bytes().splitlines()) == [
+        f"lines-{i}" for i in range(3)
+    ]
+    assert [(level, event) for level, event, _ in storage_log.lines] == [
+        ("warning", "storage_full"),
+        ("info", "storage_recovered"),
+    ]
 
 
 def test_file_outputs_outside_or_changed_on_disk_are_parked_never_written(

@@ -4,13 +4,18 @@ link, nothing but a regular file)."""
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import os
 import stat
 from pathlib import Path
 
 import pytest
 
+from patchbay.activate.engine import FileSender
 from patchbay.activate.files import OutputPathError, OutputsDir
+from patchbay.backends.records import Delivery
+from patchbay.errors import StorageFull
 from patchbay.settings import Settings
 
 
@@ -143,3 +148,29 @@ def test_an_existing_output_outside_says_how_to_fix_it(outputs: OutputsDir, tmp_
     assert str(outside) in message and "outputs_dir" in message
     assert "patchbay deliveries replay" in message
     assert not outside.exists()
+
+
+def test_a_full_disk_leaves_no_partial_line(
+    outputs: OutputsDir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file output's disk fills mid-line: StorageFull (the engine backs off, the delivery
+    stays pending and counts no attempt) and the file is as it was."""
+    path = outputs.place("events.jsonl")
+    write(outputs, path, b"kept")
+    sender = FileSender(path, outputs)
+    real_write = os.write
+
+    def half_then_full(fd: int, data: bytes | memoryview) -> int:
+        if len(data) > 4:
+            return real_write(fd, bytes(data[:4]))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    delivery = Delivery("d1", "file", "c1", 1, b'{"a":"12345678"}', 0, 0, 0)
+    monkeypatch.setattr("patchbay.activate.engine.os.write", half_then_full)
+    with pytest.raises(StorageFull):
+        asyncio.run(sender.send(delivery, 0))
+    assert path.read_bytes() == b"kept\n"
+    monkeypatch.undo()
+    assert asyncio.run(sender.send(delivery, 0)).ok
+    assert path.read_bytes() == b'kept\n{"a":"12345678"}\n'
+    asyncio.run(sender.close())

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import uuid
 from collections.abc import Iterable, Sequence
 
-from patchbay.backends.abstract import BatchLog
+from patchbay.backends.abstract import Backend, BatchLog
 from patchbay.backends.records import LogPosition, NewBatch, StoredBatch
+from patchbay.backends.sqlite.db import SqliteDatabase
 
 #: More than any test appends: a read that returns everything.
 ALL = 1_000_000
@@ -75,3 +77,30 @@ def stored(positions: Sequence[LogPosition | None]) -> list[LogPosition]:
     """The positions of an append in which nothing was a duplicate."""
     assert None not in positions
     return [p for p in positions if p is not None]
+
+
+#: SQLite's largest ``max_page_count``: no cap.
+NO_PAGE_CAP = 4294967294
+
+
+def sqlite_databases(store: object) -> list[SqliteDatabase]:
+    """The SQLite databases a store (or every store of a :class:`Backend`) writes through."""
+    if isinstance(store, SqliteDatabase):
+        return [store]
+    stores = (
+        [getattr(store, f.name) for f in dataclasses.fields(store) if f.name != "name"]
+        if isinstance(store, Backend)
+        else [store]
+    )
+    found = {id(v): v for s in stores for v in vars(s).values() if isinstance(v, SqliteDatabase)}
+    return list(found.values())
+
+
+def fill(store: object, full: bool = True) -> None:
+    """Make ``store`` (a database, a store or a whole :class:`Backend` of the embedded
+    backend) full:
+    ``PRAGMA max_page_count`` caps each of its databases at its size, on every connection
+    (open and to come), so that SQLite answers a write that needs a page more with its real
+    ``SQLITE_FULL``, as on a full disk; ``full=False`` lifts the cap."""
+    for db in sqlite_databases(store):
+        db.pragma(f"PRAGMA max_page_count = {1 if full else NO_PAGE_CAP}")

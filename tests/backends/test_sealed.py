@@ -4,6 +4,8 @@ plain text when it opens."""
 
 from __future__ import annotations
 
+import errno
+import os
 import sqlite3
 import stat
 from pathlib import Path
@@ -21,6 +23,7 @@ from patchbay.backends.records import (
     WebhookDestination,
 )
 from patchbay.backends.sqlite import DB_FILE, DELIVERIES_FILE, SEGMENT_FILE, open_sqlite
+from patchbay.errors import StorageFull
 from patchbay.partner.targets import HttpTarget
 from patchbay.secretbox import KEY_FILE, PAYLOAD_PREFIX, SecretBox, SecretsError
 
@@ -255,3 +258,21 @@ def test_a_missing_or_wrong_key_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SecretsError, match=f"run: chmod 600 {elsewhere}"):
         read_module(elsewhere)
     assert MODULE_TOKEN not in str(missing.value)
+
+
+def test_a_key_file_without_room_is_storage_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No room for a new key: StorageFull (the APIs' 503), no key file, and a key once there
+    is room."""
+
+    def no_room(fd: int, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    box = SecretBox(tmp_path / KEY_FILE)
+    monkeypatch.setattr("patchbay.secretbox.os.write", no_room)
+    with pytest.raises(StorageFull, match="No space left on device"):
+        box.seal("partner-token")
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    assert box.open(box.seal("partner-token")) == "partner-token"

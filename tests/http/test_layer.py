@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Message
 
+from patchbay.errors import StorageFull
 from patchbay.http import EXCEPTION_HANDLERS, middleware
 from patchbay.http.cors import CorsPolicy
 from patchbay.http.errors import HttpError, error_response
@@ -35,6 +36,10 @@ async def _refuse(request: Request) -> Response:
     raise HttpError(403, "FORBIDDEN", "x-mp-key: unknown key")
 
 
+async def _full(request: Request) -> Response:
+    raise StorageFull("/srv/patchbay/state.db", "database or disk is full")
+
+
 @pytest.fixture
 def metrics() -> Metrics:
     return Metrics()
@@ -48,6 +53,7 @@ def app(metrics: Metrics) -> Starlette:
             Route("/boom", _boom, methods=["GET"]),
             Route("/v1/{mpid}/modify", _ok, methods=["POST"]),
             Route("/v1/refuse", _refuse, methods=["POST"]),
+            Route("/v1/full", _full, methods=["POST"]),
         ],
         middleware=middleware(metrics, CorsPolicy(("/v1/",))),
         exception_handlers=EXCEPTION_HANDLERS,
@@ -128,6 +134,19 @@ def test_a_raised_http_error_answers_in_the_shape(app: Starlette) -> None:
     assert answer[0] == 403
     assert one_error(answer) == {"code": "FORBIDDEN", "message": "x-mp-key: unknown key"}
     assert answer[1]["access-control-allow-origin"] == "*"
+
+
+def test_a_full_store_is_a_json_503_with_retry_after(app: Starlette) -> None:
+    """Every API (IDSync, the Profile API...) answers a write the store had no room for so,
+    without naming where the store is."""
+    answer = call(app, "POST", "/v1/full")
+    assert answer[0] == 503
+    assert answer[1]["retry-after"] == "30"
+    assert one_error(answer) == {
+        "code": "STORAGE_FULL",
+        "message": "the server's storage is full: nothing was stored; retry later",
+    }
+    assert b"/srv" not in answer[2]
 
 
 def test_the_legacy_shape_adds_error_beside_errors() -> None:

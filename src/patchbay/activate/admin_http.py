@@ -32,8 +32,9 @@ from starlette.routing import Route
 from patchbay.activate.service import ActivateError, ActivateService
 from patchbay.backends.records import Filters
 from patchbay.collect.body import BodyError, read_body
+from patchbay.errors import StorageFull
 from patchbay.http.auth import BearerToken, auth_failed
-from patchbay.http.errors import error_response, status_code
+from patchbay.http.errors import error_response, status_code, storage_full_response
 from patchbay.settings import DEFAULT_MAX_REQUEST_BYTES
 
 #: The environment variable holding the admin token.
@@ -135,6 +136,8 @@ class AdminApi:
                 return admin_error(f"invalid body: {exc}", 400)
             except msgspec.DecodeError as exc:
                 return admin_error(f"the body is not JSON: {exc}", 400)
+            except StorageFull as exc:  # the store rolled the change back
+                return storage_full_response(request.url.path, exc, legacy=True)
 
         return guarded
 

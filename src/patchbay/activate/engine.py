@@ -37,6 +37,10 @@
   deliveries parked``, logged) may quote the partner's answer: the values of the output's
   confidential settings and of its connections' are replaced by ``***`` in it first
   (:func:`~patchbay.activate.outputs.redacted`).
+* **A full store.** When the outbox (or a file output's disk) has no room
+  (:class:`~patchbay.errors.StorageFull`), every worker backs off together
+  (:mod:`patchbay.backoff`): the delivery stays pending, its attempt is not counted, and
+  accepted deliveries wait for room to be acknowledged rather than being sent again.
 """
 
 from __future__ import annotations
@@ -71,7 +75,9 @@ from patchbay.backends.records import (
     Output,
     WebhookDestination,
 )
+from patchbay.backoff import CLOCK_POLL_S, StorageBackoff
 from patchbay.clock import Clock
+from patchbay.errors import StorageFull
 from patchbay.firehose import (
     AudienceMembershipChangeResponse,
     AudienceSubscriptionResponse,
@@ -306,10 +312,19 @@ class FileSender(Sender):
                 f"file output path {self._path}: no outputs directory is configured"
             )
         fd = self._outputs.open_append(str(self._path))
-        with os.fdopen(fd, "ab") as handle:
-            handle.write(line + b"\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                rest = memoryview(line + b"\n")
+                while rest:
+                    rest = rest[os.write(fd, rest) :]
+                os.fsync(fd)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)  # never a partial line
+                raise
+        finally:
+            os.close(fd)
 
     async def send(self, delivery: Delivery, now_ms: int) -> Outcome:
         loop = asyncio.get_running_loop()
@@ -318,6 +333,8 @@ class FileSender(Sender):
         except OutputPathError as exc:
             return Outcome(False, False, str(exc))
         except OSError as exc:
+            if (full := StorageFull.of(exc, self._path)) is not None:
+                raise full from exc  # not an attempt: the engine backs off
             return Outcome(False, True, f"cannot write {self._path}: {exc}")
         return Outcome(True)
 
@@ -499,24 +516,38 @@ class AckBatcher:
                     await asyncio.wait_for(self._full.wait(), self._delay_s)
             await self._flush()
 
-    async def _flush(self) -> None:
+    async def _flush(self, wait_for_room: bool = True) -> None:
+        """Commit the group; on a full store, wait for room (``wait_for_room``) and commit
+        it then: the deliveries stay held meanwhile, not sent again."""
         ids, future = self._ids, self._future
         self._ids, self._future = [], None
         self._ready.clear()
         self._full.clear()
         if not ids or future is None:
             return
+        engine = self._engine
         try:
-            await self._engine.db(self._engine.outbox.succeeded_many, ids)
+            while True:
+                try:
+                    await engine.db(engine.outbox.succeeded_many, ids)
+                    break
+                except StorageFull as exc:
+                    engine.backoff.failed(exc)
+                    if not wait_for_room:
+                        raise
+                    while (wait := engine.backoff.wait_s()) > 0:
+                        await asyncio.sleep(min(wait, CLOCK_POLL_S))
         except asyncio.CancelledError:
             if not future.done():
                 future.set_result(False)
             raise
-        except Exception:
-            log.exception("delivery_ack_failed", deliveries=len(ids))
+        except Exception as exc:
+            if not isinstance(exc, StorageFull):
+                log.exception("delivery_ack_failed", deliveries=len(ids))
             if not future.done():
                 future.set_result(False)
             return
+        engine.backoff.succeeded()
         self.commits += 1
         if not future.done():
             future.set_result(True)
@@ -529,7 +560,7 @@ class AckBatcher:
                 await self._task
             self._task = None
         with contextlib.suppress(Exception):
-            await self._flush()
+            await self._flush(wait_for_room=False)
 
 
 class OutputWorker:
@@ -618,6 +649,8 @@ class OutputWorker:
         output = self.output
         if output is None or output.paused:
             return poll
+        if (wait := engine.backoff.wait_s()) > 0:
+            return min(wait, CLOCK_POLL_S)  # a full store: no send until the next attempt
         if len(self._inflight) >= config.concurrency:
             return poll
         if self._more and len(self._queue) < config.concurrency:
@@ -693,6 +726,9 @@ class OutputWorker:
             await self._record(delivery, outcome)
         except asyncio.CancelledError:
             raise
+        except StorageFull as exc:  # still pending: sent again once there is room
+            engine.backoff.failed(exc)
+            self.kick()
         except Exception:
             log.exception("delivery_failed", output=self.name, delivery=delivery.id)
         finally:
@@ -796,10 +832,12 @@ class OutputWorker:
         )
         if at is None:
             await engine.db(engine.outbox.park, delivery.id, attempts, error, now)
+            engine.backoff.succeeded()
             engine.metrics.parked(self.name)
             log.warning("delivery_parked", output=self.name, delivery=delivery.id, error=error)
         else:
             await engine.db(engine.outbox.retry_at, delivery.id, attempts, at, error)
+            engine.backoff.succeeded()
             engine.metrics.retry(self.name)
             log.info(
                 "delivery_retrying",
@@ -821,6 +859,7 @@ class DeliveryEngine:
         config: EngineConfig | None = None,
         metrics: DeliveryMetricsLike | None = None,
         random_: Callable[[], float] = random.random,
+        backoff: StorageBackoff | None = None,
     ) -> None:
         self.outputs = backend.outputs
         self.outbox = backend.outbox
@@ -830,6 +869,8 @@ class DeliveryEngine:
         self.config = config or EngineConfig()
         self.metrics: DeliveryMetricsLike = metrics or _NoMetrics()
         self.random = random_
+        #: Every worker's back-off from a full store.
+        self.backoff = backoff or StorageBackoff("delivery", clock)
         self.workers: dict[str, OutputWorker] = {}
         self._executor = ThreadPoolExecutor(4, thread_name_prefix="patchbay-outbox")
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -48,12 +48,18 @@ def run_delivery(link: ParentLink, settings: Settings) -> None:
 
 async def _run_engine(link: ParentLink, settings: Settings) -> None:
     from patchbay.backends import open_backend
+    from patchbay.backoff import StorageBackoff
     from patchbay.clock import SystemClock
     from patchbay.metrics import DeliveryMetrics
 
     backend = open_backend(settings)
+    clock = SystemClock()
     engine = DeliveryEngine(
-        backend, SystemClock(), EngineConfig.from_settings(settings), DeliveryMetrics(link.registry)
+        backend,
+        clock,
+        EngineConfig.from_settings(settings),
+        DeliveryMetrics(link.registry),
+        backoff=StorageBackoff("delivery", clock, link.registry),
     )
     loop = asyncio.get_running_loop()
     stopped = asyncio.Event()

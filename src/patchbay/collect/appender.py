@@ -7,6 +7,12 @@ wakes each request with its own positions. Under load this turns N fsyncs into o
 single client it costs nothing extra. The keys are recorded after the append (recording
 them first could lose a batch whose append then failed); :func:`recover_dedup` records at
 start the keys a crash left unrecorded, so a retry after a crash is still recognised.
+
+A full store (:class:`~patchbay.errors.StorageFull`) fails every request of the group and
+writes none of their batches; the thread goes on, and the next group is written once there is
+room. Should the log take a group and the index then have no room for its keys, the requests
+are answered (their batches are stored) and the keys are recorded from the log before the
+next group is looked up.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from dataclasses import dataclass, field
 
 from patchbay.backends.abstract import BatchLog, DedupIndex
 from patchbay.backends.records import DedupKey, LogPosition, NewBatch, advance
+from patchbay.errors import StorageFull
 
 _STOP = object()
 
@@ -27,9 +34,11 @@ _STOP = object()
 class AppendResult:
     """What an append did: the position of each batch, in order, or ``None`` where it was
     a duplicate of a batch already stored (same input and ``source_request_id`` within the
-    window, or earlier in the same append)."""
+    window, or earlier in the same append). ``unrecorded``: the batches are stored but the
+    index had no room for their keys (:func:`recover_dedup` records them)."""
 
     positions: list[LogPosition | None] = field(default_factory=list)
+    unrecorded: bool = False
 
     @property
     def stored(self) -> int:
@@ -66,7 +75,10 @@ def append_new(
             positions[index] = position
             if (key := keys[index]) is not None:
                 entries.append((key, batches[index].received_at_ms, position))
-        dedup.record(entries, advance({}, written))
+        try:
+            dedup.record(entries, advance({}, written))
+        except StorageFull:
+            return AppendResult(positions, unrecorded=True)
     return AppendResult(positions)
 
 
@@ -103,6 +115,7 @@ class GroupCommitAppender:
         self._log = log
         self._dedup = dedup
         self._max = max_group_batches
+        self._unrecorded = False  # keys of stored batches the index had no room for
         self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="patchbay-appender", daemon=True)
         self._thread.start()
@@ -145,7 +158,11 @@ class GroupCommitAppender:
         batches = [b for p in group for b in p.batches]
         since = min(p.dedup_since_ms for p in group)
         try:
+            if self._unrecorded:  # before any look-up: a retry of those batches is a duplicate
+                recover_dedup(self._log, self._dedup)
+                self._unrecorded = False
             result = append_new(self._log, self._dedup, batches, since)
+            self._unrecorded = result.unrecorded
         except BaseException as exc:  # noqa: BLE001 - every waiter must hear of the failure
             for p in group:
                 p.loop.call_soon_threadsafe(_fail, p.future, exc)

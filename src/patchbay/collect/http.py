@@ -33,8 +33,15 @@ from patchbay.collect.ingest import (
 )
 from patchbay.collect.inputs import authenticate
 from patchbay.collect.ratelimit import RateLimiter
+from patchbay.errors import StorageFull
 from patchbay.http.auth import auth_failed
-from patchbay.http.errors import ApiError, ErrorBody, error_response
+from patchbay.http.errors import (
+    STORAGE_FULL_MESSAGE,
+    STORAGE_FULL_RETRY_AFTER_S,
+    ApiError,
+    ErrorBody,
+    error_response,
+)
 from patchbay.metrics import Metrics
 from patchbay.settings import Settings
 
@@ -214,7 +221,17 @@ class EventsApi:
                 Retry_After=str(decision.retry_after_s),
                 X_mp_rate_limit_exceeded="feed" if item.type == "feed" else "app",
             )
-        return await self._store(item, prepared, decision.percent_used)
+        try:
+            return await self._store(item, prepared, decision.percent_used)
+        except StorageFull:  # 503: the appender wrote none of the request's batches
+            return self._reject(
+                route,
+                503,
+                "STORAGE_FULL",
+                STORAGE_FULL_MESSAGE,
+                "storage_full",
+                Retry_After=str(STORAGE_FULL_RETRY_AFTER_S),
+            )
 
     def _all_rejected(self, route: str, rejected: list[Rejection]) -> Response:
         log.info(

@@ -2,7 +2,9 @@
 
 ``{"errors": [{"code": "NOT_FOUND", "message": "..."}]}``: the Events API's shape, which
 IDSync and the Profile API share (see docs/api/errors.md). ``code`` is the HTTP status' name
-(``BAD_REQUEST``, ``METHOD_NOT_ALLOWED``, ...) unless an API documents a finer one.
+(``BAD_REQUEST``, ``METHOD_NOT_ALLOWED``, ...) unless an API documents a finer one: a full
+store answers every API's writes with 503 ``STORAGE_FULL`` and ``Retry-After``
+(:func:`storage_full_response`).
 """
 
 from __future__ import annotations
@@ -10,12 +12,15 @@ from __future__ import annotations
 from http import HTTPStatus
 
 import msgspec
+import structlog
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ExceptionHandler
 
-from patchbay.errors import PatchbayError
+from patchbay.errors import PatchbayError, StorageFull
+
+log = structlog.get_logger("patchbay.http")
 
 _encode = msgspec.json.Encoder().encode
 
@@ -74,6 +79,25 @@ def error_response(
     return Response(_encode(body), status, headers, media_type="application/json")
 
 
+#: The ``Retry-After`` of a 503 ``STORAGE_FULL``, in seconds.
+STORAGE_FULL_RETRY_AFTER_S = 30
+#: The message of a 503 ``STORAGE_FULL`` (where the store is full is logged, not told).
+STORAGE_FULL_MESSAGE = "the server's storage is full: nothing was stored; retry later"
+
+
+def storage_full_response(route: str, exc: StorageFull, *, legacy: bool = False) -> Response:
+    """The answer to a write the store had no room for (logged): 503 ``STORAGE_FULL`` with
+    ``Retry-After``; nothing of the request was written."""
+    log.info("request_rejected", route=route, status=503, reason="storage_full", error=str(exc))
+    headers = {"Retry-After": str(STORAGE_FULL_RETRY_AFTER_S)}
+    return error_response(503, "STORAGE_FULL", STORAGE_FULL_MESSAGE, headers, legacy=legacy)
+
+
+async def _storage_full(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StorageFull)
+    return storage_full_response(request.url.path, exc)
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HttpError)
     return error_response(exc.status, exc.code, exc.message, exc.headers)
@@ -102,6 +126,7 @@ async def _unhandled(request: Request, exc: Exception) -> Response:
 #: The app's exception handlers (``Starlette(exception_handlers=...)``).
 EXCEPTION_HANDLERS: dict[int | type[Exception], ExceptionHandler] = {
     HttpError: _http_error,
+    StorageFull: _storage_full,
     HTTPException: _http_exception,
     Exception: _unhandled,
 }

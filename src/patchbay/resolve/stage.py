@@ -24,9 +24,11 @@ import structlog
 
 from patchbay.backends.abstract import BatchLog, StateStore
 from patchbay.backends.records import Checkpoint, LogPosition, StoredBatch
+from patchbay.backoff import CLOCK_POLL_S, StorageBackoff
 from patchbay.collect.batch import Batch
 from patchbay.collect.decode import BadInput, decode_batch
 from patchbay.collect.events import UserIdentityChange
+from patchbay.errors import StorageFull
 from patchbay.resolve.identities import Identity, batch_identities, canonical_type
 from patchbay.resolve.profile import Profile, apply_batch
 from patchbay.resolve.resolver import Resolver, derived_mpid, live_mpid
@@ -274,6 +276,9 @@ class StageRunner:
     second), the stage pauses after each chunk for as long as the chunk took times
     ``ingest_share / (1 - ingest_share)``: the stages share one Python process and one GIL
     with the Events API, and the 202 comes first; the stage catches up when the load drops.
+
+    A full store backs the stage off (``backoff``, :mod:`patchbay.backoff`): the step starts
+    again from the committed checkpoint once there is room.
     """
 
     def __init__(
@@ -282,8 +287,10 @@ class StageRunner:
         idle_sleep_s: float = 0.05,
         ingest_share: float = 0.5,
         busy: Callable[[], bool] | None = None,
+        backoff: StorageBackoff | None = None,
     ) -> None:
         self._step = step
+        self.backoff = backoff or StorageBackoff("resolve")
         self._idle = idle_sleep_s
         self._pause_factor = ingest_share / (1.0 - ingest_share) if ingest_share < 1 else 0.0
         self._busy = busy or self._woken_lately
@@ -314,15 +321,22 @@ class StageRunner:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            if (wait := self.backoff.wait_s()) > 0:
+                self._stop.wait(min(wait, CLOCK_POLL_S))
+                continue
             try:
                 started = time.monotonic()
-                if (n := self._step()) > 0 and self._pause_factor and self._busy():
+                n = self._step()
+                self.backoff.succeeded()
+                if n > 0 and self._pause_factor and self._busy():
                     self._stop.wait((time.monotonic() - started) * self._pause_factor)
                 if n == 0:
                     # a wake-up between the step and here is kept by the event; one after
                     # the wait is seen by the next step (the batches were committed first)
                     self._kick.wait(self._idle)
                     self._kick.clear()
+            except StorageFull as exc:
+                self.backoff.failed(exc)
             except Exception as exc:
                 self.error = exc
                 log.exception("resolve_failed")

@@ -59,6 +59,7 @@ class SegmentProcess(ChildProcess):
 def run_segment(link: ParentLink, settings: Settings) -> None:
     """The child process's entry point."""
     from patchbay.backends import open_backend
+    from patchbay.backoff import StorageBackoff
     from patchbay.clock import SystemClock
     from patchbay.metrics import SegmentMetrics
     from patchbay.pipeline import StageFeed
@@ -71,7 +72,8 @@ def run_segment(link: ParentLink, settings: Settings) -> None:
         link.send(("notify", sorted(outputs)))
 
     stage = SegmentStage(backend, SystemClock(), notify, metrics=SegmentMetrics(link.registry))
-    feed = StageFeed(stage, backend, idle_s=POLL_S, page=PAGE)
+    backoff = StorageBackoff(stage.name, registry=link.registry)
+    feed = StageFeed(stage, backend, idle_s=POLL_S, page=PAGE, backoff=backoff)
     terminated = False
 
     def on_sigterm(signum: int, frame: object) -> None:

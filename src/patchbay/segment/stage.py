@@ -28,8 +28,9 @@ partner may have heard of, nor gives its message's id to another.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import structlog
 
@@ -42,6 +43,7 @@ from patchbay.backends.records import (
     SegmentChanges,
 )
 from patchbay.clock import Clock
+from patchbay.errors import StorageFull
 from patchbay.firehose import ModuleRegistrationResponse
 from patchbay.metrics import SegmentMetrics
 from patchbay.resolve.stage import ResolvedBatch
@@ -84,9 +86,7 @@ class SegmentStage:
         self._notify = notify
         self._build_budget = build_budget_s
         self._max_profiles = max_profiles
-        self.engine = SegmentEngine(
-            backend.audiences, backend.state, backend.log, backend.inputs, clock
-        )
+        self.engine = self._new_engine()
         self._registrations: dict[tuple[str, int], ModuleRegistrationResponse] = {}
         self._metrics = metrics
         self._measured_at = 0.0
@@ -97,21 +97,39 @@ class SegmentStage:
         self._looked_at = 0.0
         self.sent = 0
 
+    def _new_engine(self) -> SegmentEngine:
+        backend = self._backend
+        return SegmentEngine(
+            backend.audiences, backend.state, backend.log, backend.inputs, self._clock
+        )
+
+    @contextlib.contextmanager
+    def _resumed_when_full(self) -> Iterator[None]:
+        """On a full store the commit was rolled back, but the engine's memory may be ahead
+        of it: a new engine starts again from what is committed (its checkpoint)."""
+        try:
+            yield
+        except StorageFull:
+            self.engine = self._new_engine()
+            raise
+
     def handle(self, batches: Sequence[ResolvedBatch]) -> None:
         """Count and evaluate ``batches`` (durably, with the stage's own checkpoint)."""
-        self.engine.refresh()
-        self.engine.apply(batches)
+        with self._resumed_when_full():
+            self.engine.refresh()
+            self.engine.apply(batches)
         self._publish()
 
     def tick(self) -> None:
         """Reload audiences, expire windows, build, send; see the module documentation."""
-        self.engine.refresh()
-        deadline = time.monotonic() + EXPIRE_BUDGET_S
-        while self.engine.expire() == EXPIRE_PAGE and time.monotonic() < deadline:
-            pass
-        if self.engine.building():
-            self.engine.timed(self._build_budget)
-        self.flush()
+        with self._resumed_when_full():
+            self.engine.refresh()
+            deadline = time.monotonic() + EXPIRE_BUDGET_S
+            while self.engine.expire() == EXPIRE_PAGE and time.monotonic() < deadline:
+                pass
+            if self.engine.building():
+                self.engine.timed(self._build_budget)
+            self.flush()
         self._publish()
 
     def _publish(self) -> None:

@@ -38,6 +38,7 @@ from patchbay.backends.sqlite.state import (
     SqliteStateStore,
 )
 from patchbay.datadir import prepare_data_dir
+from patchbay.errors import StorageFull
 from patchbay.secretbox import SecretBox, key_path
 
 __all__ = [
@@ -75,7 +76,7 @@ def open_sqlite(
     With ``create=False`` a directory without ``patchbay.db`` raises
     :class:`~patchbay.backends.records.StoreMissing` and nothing is created. A store that
     cannot be opened or created (a path through a regular file, no permission, a file that
-    is not a database) raises :class:`~patchbay.backends.records.StoreUnavailable`.
+    is not a database, a full disk) raises :class:`~patchbay.backends.records.StoreUnavailable`.
     """
     if not create:
         check_sqlite(data_dir)
@@ -106,7 +107,7 @@ def open_sqlite(
             outbox=outbox,
             audiences=SqliteAudienceStore(segment, box),
         )
-    except (OSError, sqlite3.Error) as exc:
+    except (OSError, sqlite3.Error, StorageFull) as exc:
         for db in opened:
             db.close()
         raise StoreUnavailable.of(data_dir, exc) from exc

@@ -4,6 +4,10 @@ Every embedded store (the batch log, the resolve state, the modules, the outbox)
 its file through :class:`SqliteDatabase`, so connection handling, pragmas, durability and
 the write transaction live in one place. Several stores may share one database (the log,
 the inputs and the modules are all in ``patchbay.db``); each creates its own tables.
+
+Every write goes through :meth:`SqliteDatabase.create`, :meth:`~SqliteDatabase.transaction`
+or :meth:`~SqliteDatabase.write`, which turn SQLite's ``SQLITE_FULL`` ("database or disk is
+full") into :class:`~patchbay.errors.StorageFull` once the transaction is rolled back.
 """
 
 from __future__ import annotations
@@ -17,6 +21,10 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 from patchbay.datadir import DIR_MODE, create_owner_only
+from patchbay.errors import StorageFull
+
+#: SQLite's primary result code for "database or disk is full".
+SQLITE_FULL = 13
 
 #: ``full`` fsyncs every commit (survives power loss); ``normal`` survives a process crash.
 Durability = Literal["full", "normal"]
@@ -52,8 +60,16 @@ class SqliteDatabase:
 
     def create(self, schema: str) -> None:
         """Create what ``schema`` describes (``CREATE ... IF NOT EXISTS`` statements)."""
-        with self.write_lock:
+        with self.write_lock, self._full_is_storage_full():
             self.conn().executescript(schema)
+
+    def pragma(self, statement: str) -> None:
+        """Run ``statement`` (``PRAGMA ...``) on every connection, those open and those
+        opened later (the tests use it to cap a store with ``max_page_count``)."""
+        with self._connections_lock:
+            self._pragmas = (*self._pragmas, statement)
+            for conn in self._connections:
+                conn.execute(statement)
 
     def conn(self) -> sqlite3.Connection:
         """This thread's connection (autocommit: transactions are explicit)."""
@@ -82,13 +98,17 @@ class SqliteDatabase:
             if relax:
                 conn.execute("PRAGMA synchronous = NORMAL")
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
+                with self._full_is_storage_full():
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        yield conn
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        # SQLITE_FULL may have rolled the transaction back already; a
+                        # failed COMMIT may not have: never leave one open
+                        if conn.in_transaction:
+                            conn.execute("ROLLBACK")
+                        raise
             finally:
                 if relax:
                     conn.execute("PRAGMA synchronous = FULL")
@@ -96,8 +116,18 @@ class SqliteDatabase:
     def write(self, sql: str, params: Iterable[object] = ()) -> int:
         """Run one write statement in its own transaction; return the rows it changed."""
         conn = self.conn()
-        with self.write_lock:
+        with self.write_lock, self._full_is_storage_full():
             return conn.execute(sql, tuple(params)).rowcount
+
+    @contextlib.contextmanager
+    def _full_is_storage_full(self) -> Iterator[None]:
+        """Raise :class:`~patchbay.errors.StorageFull` for SQLite's ``SQLITE_FULL``."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF == SQLITE_FULL:
+                raise StorageFull(self.path, str(exc)) from exc
+            raise
 
     def close(self) -> None:
         """Close every connection opened so far."""
