@@ -176,16 +176,19 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str) -> Non
             time.sleep(0.05)
 
 
-def start_server(data_dir: Path, *extra_args: str, port: int | None = None) -> Server:
-    """Start ``patchbay serve`` on a free port and wait until ``/healthz`` answers."""
+def start_server(
+    data_dir: Path, *extra_args: str, port: int | None = None, main: str = "-mpatchbay"
+) -> Server:
+    """Start ``patchbay serve`` on a free port and wait until ``/healthz`` answers (its
+    stdout and stderr go to ``log_path``). ``main``: how Python runs Patchbay's command
+    line (``-cCODE``: code that ends in ``patchbay.cli.main()``)."""
     port = port or free_port()
     log_path = data_dir.parent / f"serve-{port}.log"
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(
             [
                 sys.executable,
-                "-m",
-                "patchbay",
+                main,
                 "serve",
                 "--data-dir",
                 str(data_dir),

@@ -3,9 +3,11 @@ and kept across a restart, a new child when one exits on its own, and a clean st
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 
+import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.metrics_core import Metric
 
@@ -102,3 +104,36 @@ def test_child_metrics_add_what_children_gone_counted() -> None:
     metrics.bank()
     metrics.families = [counter("sent", a=1)]
     assert values(metrics)[("sent_total", "a")] == 6
+
+
+def fail(link: ParentLink, message: str) -> None:
+    """A child whose work raises, in a thread of its own and then in its main thread."""
+    import threading
+
+    from patchbay.child import child_setup
+
+    child_setup("info")
+    link.send(("started",))
+    worker = threading.Thread(target=lambda: 1 / 0, name="worker")
+    worker.start()
+    worker.join()
+    raise RuntimeError(message)
+
+
+def test_a_failing_child_logs_json_lines_only(capfd: pytest.CaptureFixture[str]) -> None:
+    # Nothing the child writes is plain text: not multiprocessing's traceback of the
+    # exception its work raised, nor Python's of a thread's uncaught exception.
+    received: queue.Queue[Message] = queue.Queue()
+    child = ChildProcess("fail", fail, ("it broke",), None, received.put, stop_timeout_s=10)
+    capfd.readouterr()
+    child.start()
+    try:
+        assert received.get(timeout=30) == ("started",)
+        wait_for(lambda: child.restarts >= 1, 30, "a new child after the failure")
+    finally:
+        child.stop()
+    lines = [json.loads(line) for line in capfd.readouterr().err.splitlines()]
+    thread = next(line for line in lines if line["event"] == "uncaught_exception")
+    assert thread["thread"] == "worker" and "ZeroDivisionError" in thread["exception"]
+    failed = next(line for line in lines if line["event"] == "child_process_failed")
+    assert failed["process"] == "fail" and "RuntimeError: it broke" in failed["exception"]

@@ -92,7 +92,13 @@ def test_create_list_show_update_delete(outputs: Path, tmp_path: Path) -> None:
     yaml_file.write_text("name: silver\ncriteria:\n  user_attribute: tier\n  op: eq\n"
                          "  value: silver\n")  # fmt: skip
     made = ok("audiences", "create", str(yaml_file), "--no-wait", data_dir=data_dir)
-    assert "created audience 'silver' (id 2)" in made.stdout and made.stderr == ""
+    assert "created audience 'silver' (id 2)" in made.stdout
+    [logged] = [json.loads(line) for line in made.stderr.splitlines()]  # nothing else
+    assert (logged["event"], logged["name"], logged["change"]) == (
+        "config_changed",
+        "silver",
+        "create",
+    )
 
     listed = ok("audiences", "list", data_dir=data_dir).stdout.splitlines()
     assert listed[0].split() == ["ID", "NAME", "SIZE", "STATUS", "OUTPUTS"]

@@ -19,6 +19,7 @@ from patchbay.backends.records import ApiClient
 from patchbay.clock import Clock
 from patchbay.collect.inputs import hash_secret, secret_matches
 from patchbay.errors import PatchbayError
+from patchbay.logs import config_changed
 
 #: Every scope an API client can hold, and what it allows.
 SCOPES: dict[str, str] = {
@@ -81,6 +82,7 @@ def create_client(
         secret_set_at_ms=now,
     )
     store.add_client(client)
+    config_changed("api_client", name, "create", id=client.id, scopes=list(held))
     return NewClientCredentials(name, client.id, secret, held)
 
 
@@ -89,6 +91,7 @@ def rotate_secret(store: ApiClientStore, client: ApiClient, clock: Clock) -> New
     with it, stop working at once."""
     secret = _new_secret()
     store.set_client_secret(client.id, hash_secret(secret), clock.now_ms())
+    config_changed("api_client", client.name, "rotate", id=client.id)
     return NewClientCredentials(client.name, client.id, secret, client.scopes)
 
 

@@ -14,7 +14,8 @@ common:
 * :class:`ParentLink`, the child's side (whose umask is ``0o077``, as every Patchbay
   process's): the pipe, a metrics registry of the child's own whose samples go to the parent
   every :data:`METRICS_INTERVAL_S`, and the messages from the parent. :func:`child_setup`
-  prepares a child: logging, a SIGTERM when its parent dies (a SIGKILLed server takes its
+  prepares a child: logging (JSON lines on the stderr it shares with the server, uncaught
+  exceptions included), a SIGTERM when its parent dies (a SIGKILLed server takes its
   children along), and Ctrl-C left to the parent.
 
 Messages are tuples whose first item names them: ``("stop",)`` to the child; ``("metrics",
@@ -270,7 +271,7 @@ def child_setup(log_level: str) -> None:
     left to the parent (which stops its children)."""
     from patchbay.logs import configure_logging
 
-    configure_logging(log_level)
+    configure_logging(log_level, catch_uncaught=True)
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -278,11 +279,18 @@ def child_setup(log_level: str) -> None:
 def _child_entry(
     name: str, target: Callable[..., None], conn: Connection, args: tuple[Any, ...]
 ) -> None:
+    from patchbay.logs import configure_logging
+
+    configure_logging()  # until the target's child_setup sets the level: JSON from the start
     _name_process(f"pb-{name}")
     owner_only_umask()  # inherited from the server too; set here whoever started it
     link = ParentLink(conn)
     try:
         target(link, *args)
+    except Exception:
+        # logged as JSON, not printed as text by multiprocessing; the parent starts another
+        log.exception("child_process_failed", process=name)
+        sys.exit(1)
     finally:
         link.send_metrics()
 

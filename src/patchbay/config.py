@@ -34,6 +34,7 @@ FLAGS: dict[str, str] = {
     "dedup_window_s": "--dedup-window",
     "durability": "--durability",
     "log_level": "--log-level",
+    "log_summary_interval_s": "--log-summary-interval",
     "identity_strategy": "--identity-strategy",
     "delivery_process": "--delivery-process/--no-delivery-process",
     "segment_process": "--segment-process/--no-segment-process",

@@ -43,6 +43,7 @@ from patchbay.segment.process import SegmentProcess
 from patchbay.segment.service import AudienceService
 from patchbay.segment.stage import SegmentStage
 from patchbay.settings import Settings
+from patchbay.summary import Throughput
 
 log = structlog.get_logger("patchbay.server")
 
@@ -113,10 +114,8 @@ def create_app(
         )
         notify = engine.notify
     # The pipeline: every stage after resolve, each with its own checkpoint and thread.
-    stages: list[Stage] = [
-        ActivateStage(backend.outputs, backend.outbox, backend.modules, clock, notify),
-        *extra_stages,
-    ]
+    activate = ActivateStage(backend.outputs, backend.outbox, backend.modules, clock, notify)
+    stages: list[Stage] = [activate, *extra_stages]
     elsewhere: list[StageElsewhere] = []
     if settings.segment_process:
         children.append(SegmentProcess(child_settings, metrics.registry, notify))
@@ -135,6 +134,12 @@ def create_app(
         registry=metrics.registry,
     )
     api.on_append = pipeline.wake
+    throughput = Throughput(
+        metrics.registry,
+        backend,
+        clock,
+        {"resolve": lambda: pipeline.resolve.processed, "activate": lambda: activate.handled},
+    )
     if admin_token is None and settings.admin_token is not None:
         admin_token = settings.admin_token.reveal()
     admin_api = AdminApi(
@@ -197,9 +202,19 @@ def create_app(
             dropped = await asyncio.to_thread(backend.dedup.forget_before, before)
             log.info("dedup_purged", entries=dropped)
 
+    async def summarize(interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await asyncio.to_thread(throughput.log)
+            except Exception:  # a store that does not answer now: try again next time
+                log.exception("throughput_summary_failed")
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        purger = asyncio.create_task(purge_dedup())
+        tasks = [asyncio.create_task(purge_dedup())]
+        if settings.log_summary_interval_s > 0:
+            tasks.append(asyncio.create_task(summarize(settings.log_summary_interval_s)))
         if engine is not None:
             await engine.start()
         for child in children:
@@ -209,7 +224,8 @@ def create_app(
         try:
             yield
         finally:
-            purger.cancel()
+            for task in tasks:
+                task.cancel()
             await asyncio.to_thread(appender.close)
             await asyncio.to_thread(pipeline.stop)
             if engine is not None:

@@ -58,6 +58,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     dedup_window_s: Seconds = DEFAULT_DEDUP_WINDOW_S
     durability: Literal["full", "normal"] = "full"
     log_level: str = "info"
+    #: Seconds between two throughput summaries in the log (0: none); see summary.py.
+    log_summary_interval_s: Seconds = 60.0
     identity_strategy: Path | None = None
     #: Run the delivery engine in a process of its own.
     delivery_process: bool = True

@@ -207,3 +207,54 @@ def test_refused_targets_and_paths_and_masked_urls(client: Client) -> None:
     for shown in (call("GET", "/outputs"), call("GET", "/outputs/masked")):
         text = msgspec.json.encode(shown).decode()
         assert "hunter2" not in text and "abc123" not in text
+
+
+def test_each_admin_request_and_change_is_one_log_line(
+    client: Client, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from patchbay.logs import configure_logging
+
+    configure_logging("debug")
+    capsys.readouterr()
+    secret = "hook-token-Zq81"
+    headers = {**auth(), "Content-Type": "application/json"}
+    output = {"name": "hook", "webhook": "http://127.0.0.1:9/", "settings": {"token": secret}}
+    calls = [
+        ("POST", "/admin/v1/outputs", output, 201),
+        ("POST", "/admin/v1/outputs/hook/pause", None, 200),
+        ("POST", "/admin/v1/outputs/hook/resume", None, 200),
+        ("POST", "/admin/v1/connections", {"input": "app", "output": "hook"}, 201),
+        ("GET", "/admin/v1/outputs", None, 200),
+        ("POST", "/admin/v1/deliveries/replay", {"all": True}, 200),
+    ]
+    for method, path, document, status in calls:
+        body = msgspec.json.encode(document) if document is not None else None
+        assert client.request(method, path, body, headers).status_code == status, path
+    [connection] = client.get("/admin/v1/connections", headers=auth()).json()
+    gone = client.request("DELETE", f"/admin/v1/connections/{connection['id']}", None, auth())
+    assert gone.status_code == 200
+    err = capsys.readouterr().err
+    assert secret not in err and TOKEN not in err
+    lines = [msgspec.json.decode(line) for line in err.splitlines()]
+    changes = [line for line in lines if line["event"] == "config_changed"]
+    assert [(c["object"], c["name"], c["change"]) for c in changes] == [
+        ("output", "hook", "create"),
+        ("output", "hook", "pause"),
+        ("output", "hook", "resume"),
+        ("connection", connection["id"], "create"),
+        ("connection", connection["id"], "delete"),
+    ]
+    assert all(c["via"] == "admin_api" and c["source"] == "127.0.0.1" for c in changes)
+    requests = [line for line in lines if line["event"] == "admin_request"]
+    assert [(r["action"], r["level"], r["status"]) for r in requests] == [
+        ("add_output", "info", 201),
+        ("pause", "info", 200),
+        ("resume", "info", 200),
+        ("add_connection", "info", 201),
+        ("list_outputs", "debug", 200),
+        ("replay", "info", 200),
+        ("list_connections", "debug", 200),
+        ("remove_connection", "info", 200),
+    ]
+    [replayed] = [line for line in lines if line["event"] == "deliveries_replayed"]
+    assert replayed["replayed"] == 0

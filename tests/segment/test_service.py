@@ -465,3 +465,39 @@ def test_an_output_gone_since_gets_no_request(service: AudienceService, backend:
     assert shown["output"] == "crm"
     assert service.delete("gold")["disconnected"] == ["crm"]
     assert deliveries(backend) == []
+
+
+# -- logs --------------------------------------------------------------------------------------
+
+
+def test_each_change_is_one_log_line_without_secrets(
+    service: AudienceService, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from patchbay.logs import configure_logging
+
+    configure_logging("info")
+    capsys.readouterr()
+    created = service.create(definition("gold"))
+    service.update("gold", definition("gold"))  # no change: no line
+    service.update("gold", definition("gold", tier="silver"))
+    service.connect("gold", "crm", {"ttlDays": "30", "token": SECRET})
+    service.connect("gold", "crm", {"ttlDays": "30", "token": SECRET})  # the same: no line
+    service.connect("gold", "crm", {"ttlDays": "31", "token": SECRET})
+    service.disconnect("gold", "crm")
+    service.list()
+    service.show("gold")
+    service.delete("gold")
+    err = capsys.readouterr().err
+    assert SECRET not in err
+    lines = [json.loads(line) for line in err.splitlines()]
+    assert [(line["object"], line["name"], line["change"]) for line in lines] == [
+        ("audience", "gold", "create"),
+        ("audience", "gold", "update"),
+        ("audience_connection", "gold", "create"),
+        ("audience_connection", "gold", "update"),
+        ("audience_connection", "gold", "delete"),
+        ("audience", "gold", "delete"),
+    ]
+    assert {line["event"] for line in lines} == {"config_changed"}
+    assert lines[0]["id"] == created["id"] and lines[1]["criteria_changed"] is True
+    assert lines[2]["output"] == "crm"

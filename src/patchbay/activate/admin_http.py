@@ -3,7 +3,10 @@
 Every route requires ``Authorization: Bearer <token>`` with the admin token given to
 ``patchbay serve`` (``--admin-token-file``, ``$PATCHBAY_ADMIN_TOKEN`` or ``--admin-token``;
 it is kept in memory only, as a SHA-256 digest, and compared in constant time). A refused
-token is logged (``auth_failed``: address and reason, never the token). Without a
+token is logged (``auth_failed``: address and reason, never the token); every request
+let in is logged once (``admin_request``: source address, action, method, path and status;
+at ``info`` for changes, at ``debug`` for ``GET``), and the changes it makes carry
+``"via": "admin_api"`` and the ``source`` in their ``config_changed`` lines. Without a
 configured token the admin API is disabled: every route answers 404 with a message saying
 how to enable it.
 
@@ -25,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
+import structlog
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -33,7 +37,7 @@ from patchbay.activate.service import ActivateError, ActivateService
 from patchbay.backends.records import Filters
 from patchbay.collect.body import BodyError, read_body
 from patchbay.errors import StorageFull
-from patchbay.http.auth import BearerToken, auth_failed
+from patchbay.http.auth import BearerToken, auth_failed, source_address
 from patchbay.http.errors import error_response, status_code, storage_full_response
 from patchbay.settings import DEFAULT_MAX_REQUEST_BYTES
 
@@ -43,6 +47,8 @@ ADMIN_TOKEN_ENV = "PATCHBAY_ADMIN_TOKEN"
 PREFIX = "/admin/v1"
 
 Handler = Callable[[Request], Awaitable[Response]]
+
+log = structlog.get_logger("patchbay.admin")
 
 
 class OutputBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -122,24 +128,42 @@ class AdminApi:
         return None
 
     def guard(self, handler: Handler) -> Handler:
+        """``handler`` behind the token check, its errors answered in the one shape, and
+        the request logged (see the module documentation)."""
+
         async def guarded(request: Request) -> Response:
             refused = self._authorized(request)
             if refused is not None:
                 return refused
-            try:
-                return await handler(request)
-            except ActivateError as exc:
-                return admin_error(str(exc), 404 if exc.not_found else 400)
-            except BodyError as exc:
-                return error_response(exc.status, exc.code, exc.message, legacy=True)
-            except msgspec.ValidationError as exc:
-                return admin_error(f"invalid body: {exc}", 400)
-            except msgspec.DecodeError as exc:
-                return admin_error(f"the body is not JSON: {exc}", 400)
-            except StorageFull as exc:  # the store rolled the change back
-                return storage_full_response(request.url.path, exc, legacy=True)
+            source = source_address(request)
+            with structlog.contextvars.bound_contextvars(via="admin_api", source=source):
+                response = await self._answer(handler, request)
+            (log.debug if request.method == "GET" else log.info)(
+                "admin_request",
+                action=handler.__name__,
+                method=request.method,
+                path=request.url.path,
+                status=response.status_code,
+                source=source,
+            )
+            return response
 
         return guarded
+
+    @staticmethod
+    async def _answer(handler: Handler, request: Request) -> Response:
+        try:
+            return await handler(request)
+        except ActivateError as exc:
+            return admin_error(str(exc), 404 if exc.not_found else 400)
+        except BodyError as exc:
+            return error_response(exc.status, exc.code, exc.message, legacy=True)
+        except msgspec.ValidationError as exc:
+            return admin_error(f"invalid body: {exc}", 400)
+        except msgspec.DecodeError as exc:
+            return admin_error(f"the body is not JSON: {exc}", 400)
+        except StorageFull as exc:  # the store rolled the change back
+            return storage_full_response(request.url.path, exc, legacy=True)
 
     async def _call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await asyncio.to_thread(function, *args, **kwargs)

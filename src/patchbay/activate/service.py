@@ -9,6 +9,8 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import structlog
+
 from patchbay.activate.files import OutputPathError, OutputsDir
 from patchbay.activate.filters import ENVIRONMENTS
 from patchbay.activate.outputs import (
@@ -43,7 +45,10 @@ from patchbay.errors import PatchbayError
 from patchbay.firehose import ModuleRegistrationResponse
 from patchbay.firehose.errors import SettingError
 from patchbay.firehose.settings import Setting
+from patchbay.logs import config_changed
 from patchbay.settings import Settings
+
+log = structlog.get_logger("patchbay.activate")
 
 
 class ActivateError(PatchbayError):
@@ -173,6 +178,7 @@ class ActivateService:
             self.outputs.add_output(output)
         except DuplicateName as exc:
             raise ActivateError(str(exc)) from None
+        config_changed("output", name, "create", output_kind=output.kind)
         return self.show_output(name)
 
     def list_outputs(self) -> list[dict[str, Any]]:
@@ -197,6 +203,7 @@ class ActivateService:
         self._output(name)
         reason = "paused by an operator" if paused else None
         self.outputs.set_paused(name, paused, reason, self.clock.now_ms())
+        config_changed("output", name, "pause" if paused else "resume")
         return self.show_output(name)
 
     def status(self) -> list[dict[str, Any]]:
@@ -254,6 +261,7 @@ class ActivateService:
             self.outputs.add_connection(connection)
         except DuplicateName:
             raise ActivateError(f"input {item.name!r} is already connected to {output!r}") from None
+        config_changed("connection", connection.id, "create", input=item.name, output=output)
         return connection_summary(connection, item.name, confidential_ids(definitions))
 
     def list_connections(self) -> list[dict[str, Any]]:
@@ -284,12 +292,14 @@ class ActivateService:
             ]
         else:
             matches = [connection_id]
-        removed = sum(self.outputs.remove_connection(i) for i in matches)
+        removed = [i for i in matches if self.outputs.remove_connection(i)]
         if not removed:
             raise ActivateError(
                 "no such connection (see `patchbay connections list`)", not_found=True
             )
-        return removed
+        for gone in removed:
+            config_changed("connection", gone, "delete")
+        return len(removed)
 
     # -- deliveries ----------------------------------------------------------------------
 
@@ -305,11 +315,15 @@ class ActivateService:
             self._output(output)
         if output is None and not ids:
             raise ActivateError("give --output OUTPUT, --id ID or --all")
-        return self.outbox.replay(self.clock.now_ms(), output, ids)
+        count = self.outbox.replay(self.clock.now_ms(), output, ids)
+        log.info("deliveries_replayed", output=output, ids=len(ids), replayed=count)
+        return count
 
     def replay_all(self) -> int:
         """Send every parked delivery again."""
-        return self.outbox.replay(self.clock.now_ms())
+        count = self.outbox.replay(self.clock.now_ms())
+        log.info("deliveries_replayed", output=None, ids=0, replayed=count)
+        return count
 
 
 def delivery_summary(d: Delivery) -> dict[str, Any]:

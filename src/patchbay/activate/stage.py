@@ -97,9 +97,12 @@ class ActivateStage:
         self._registrations: dict[tuple[str, int], ModuleRegistrationResponse] = {}
         self.enqueued = 0
         self.skipped = 0
+        #: Resolved batches handed to the stage (the throughput summary counts them).
+        self.handled = 0
 
     def handle(self, batches: Sequence[ResolvedBatch]) -> None:
         """Enqueue the deliveries of ``batches`` (durably, before returning)."""
+        self.handled += len(batches)
         connections = self._outputs.list_connections()
         if not connections:
             return

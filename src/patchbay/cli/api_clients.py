@@ -9,6 +9,7 @@ from patchbay.backends.abstract import ApiClientStore
 from patchbay.backends.records import ApiClient, DuplicateName
 from patchbay.cli.common import data_dir_option, opened, pass_settings, print_json
 from patchbay.clock import SystemClock
+from patchbay.logs import config_changed
 from patchbay.settings import Settings
 
 _SCOPE_HELP = "; ".join(f"{name}: {what}" for name, what in SCOPES.items())
@@ -117,7 +118,9 @@ def api_clients_rotate(name: str, settings: Settings, as_json: bool) -> None:
 
 def _set_enabled(name: str, settings: Settings, enabled: bool) -> None:
     with opened(settings) as backend:
-        backend.api_clients.set_client_enabled(_find(backend.api_clients, name).id, enabled)
+        client = _find(backend.api_clients, name)
+        backend.api_clients.set_client_enabled(client.id, enabled)
+        config_changed("api_client", name, "enable" if enabled else "disable", id=client.id)
     click.echo(f"API client {name!r} {'enabled' if enabled else 'disabled'}")
 
 
@@ -146,5 +149,7 @@ def api_clients_enable(name: str, settings: Settings) -> None:
 def api_clients_remove(name: str, settings: Settings) -> None:
     """Delete an API client; its tokens stop working at once."""
     with opened(settings) as backend:
-        backend.api_clients.remove_client(_find(backend.api_clients, name).id)
+        client = _find(backend.api_clients, name)
+        backend.api_clients.remove_client(client.id)
+        config_changed("api_client", name, "delete", id=client.id)
     click.echo(f"API client {name!r} removed")

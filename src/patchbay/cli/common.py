@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 import msgspec
+import structlog
 from click.core import ParameterSource
 
 from patchbay.backends import (
@@ -24,6 +25,7 @@ from patchbay.clock import SystemClock
 from patchbay.config import FLAGS, ConfigError, settings_from_process
 from patchbay.datadir import DataDirError
 from patchbay.locking import AlreadyRunning, data_dir_lock
+from patchbay.logs import configure_logging
 from patchbay.resolve.strategy import IdentityStrategy, load_strategy
 from patchbay.settings import Settings
 
@@ -83,7 +85,9 @@ def creating_data_dir_option(function: Callable[..., Any]) -> Callable[..., Any]
 
 def pass_settings(function: Callable[..., Any]) -> Callable[..., Any]:
     """Give the command ``settings`` instead of its settings options (``--config`` and the
-    flags of :data:`SETTING_PARAMS`): the flags given, else the environment, else the file."""
+    flags of :data:`SETTING_PARAMS`): the flags given, else the environment, else the file.
+    Logging is configured from them (JSON lines on stderr: a command that changes the
+    configuration logs it, :func:`patchbay.logs.config_changed`)."""
 
     @functools.wraps(function)
     def command(**kwargs: Any) -> Any:
@@ -99,6 +103,7 @@ def pass_settings(function: Callable[..., Any]) -> Callable[..., Any]:
             settings = settings_from_process(flags, file)
         except ConfigError as exc:
             raise click.UsageError(str(exc)) from None
+        configure_logging(settings.log_level)
         return function(settings=settings, **kwargs)
 
     return command
@@ -138,14 +143,16 @@ def opened(settings: Settings, *, create: bool = False) -> Iterator[Backend]:
 
     Only the commands that set a store up (``serve``, ``inputs add``) pass ``create``;
     every other command fails with a clear error when there is no store where the settings
-    point, rather than creating an empty one and showing nothing.
+    point, rather than creating an empty one and showing nothing. What is logged meanwhile
+    says ``"via": "cli"``.
     """
     try:
         backend = open_backend(settings, create=create)
     except (StoreMissing, StoreUnavailable) as exc:
         raise store_error(exc) from None
     try:
-        yield backend
+        with structlog.contextvars.bound_contextvars(via="cli"):
+            yield backend
     finally:
         backend.close()
 

@@ -25,6 +25,8 @@ from patchbay.collect.inputs import (
     key_only_allowed,
     rotate_credentials,
 )
+from patchbay.http.auth import key_prefix
+from patchbay.logs import config_changed
 from patchbay.secretbox import SecretBox, key_path
 from patchbay.settings import Settings
 
@@ -163,7 +165,9 @@ def inputs_rotate(name: str, keep_old: bool, settings: Settings, as_json: bool) 
 
 def _set_enabled(name: str, settings: Settings, enabled: bool) -> None:
     with opened(settings) as backend:
-        backend.inputs.set_input_enabled(_find(backend.inputs, name).id, enabled)
+        item = _find(backend.inputs, name)
+        backend.inputs.set_input_enabled(item.id, enabled)
+        config_changed("input", name, "enable" if enabled else "disable", id=item.id)
     click.echo(f"input {name!r} {'enabled' if enabled else 'disabled'}")
 
 
@@ -192,9 +196,12 @@ def inputs_enable(name: str, settings: Settings) -> None:
 def inputs_disable_key(key: str, settings: Settings) -> None:
     """Disable one key of an input (for example the old one after `rotate --keep-old`)."""
     with opened(settings) as backend:
-        if backend.inputs.find_credential(key) is None:
+        found = backend.inputs.find_credential(key)
+        if found is None:
             raise click.ClickException("no such key")
         backend.inputs.set_credential_enabled(key, False)
+        item = found[1]
+        config_changed("input", item.name, "disable_key", id=item.id, key_prefix=key_prefix(key))
     click.echo("key disabled")
 
 
@@ -206,7 +213,9 @@ def inputs_disable_key(key: str, settings: Settings) -> None:
 def inputs_set_rate_limit(name: str, batches_per_s: float, settings: Settings) -> None:
     """Change an input's rate limit in batches per second (0: unlimited)."""
     with opened(settings) as backend:
-        backend.inputs.set_rate_limit(_find(backend.inputs, name).id, batches_per_s)
+        item = _find(backend.inputs, name)
+        backend.inputs.set_rate_limit(item.id, batches_per_s)
+        config_changed("input", name, "update", id=item.id, rate_limit=batches_per_s)
     click.echo(f"input {name!r}: {batches_per_s:g} batches/s")
 
 
@@ -230,4 +239,5 @@ def inputs_set_idsync_key_only(name: str, state: str, settings: Settings) -> Non
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
         backend.inputs.set_idsync_key_only(item.id, on)
+        config_changed("input", name, "update", id=item.id, idsync_key_only=on)
     click.echo(f"input {name!r}: IDSync key-only {state}")

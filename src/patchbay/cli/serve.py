@@ -62,6 +62,13 @@ from patchbay.settings import Settings
     help="debug, info, warning or error.",
 )
 @click.option(
+    "--log-summary-interval",
+    default=DEFAULTS.log_summary_interval_s,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds between two throughput summaries in the log (0: none).",
+)
+@click.option(
     "--identity-strategy",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     default=None,
@@ -105,7 +112,7 @@ def serve(settings: Settings) -> None:
     from patchbay.logs import configure_logging
     from patchbay.server import create_app
 
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, catch_uncaught=True)
     strategy = identity_strategy(settings)
     # The lock before the backend is opened (and recovered); serve creates a missing store.
     with exclusive(settings, create=True):

@@ -20,6 +20,7 @@ import msgspec
 from patchbay.backends.abstract import InputStore
 from patchbay.backends.records import Credential, Input
 from patchbay.clock import Clock
+from patchbay.logs import config_changed
 from patchbay.secretbox import SecretBox
 
 #: Input types: mParticle's platforms, plus ``feed`` for partner feeds (inbound integrations).
@@ -151,6 +152,7 @@ def create_input(
     )
     credential, secret = _new_credential(item, clock, box)
     store.add_input(item, credential)
+    config_changed("input", name, "create", id=item.id, type=type_, rate_limit=rate_limit)
     return NewCredentials(id=item.id, name=name, key=credential.key, secret=secret)
 
 
@@ -167,6 +169,7 @@ def rotate_credentials(
     if not keep_old:
         for previous in old:
             store.set_credential_enabled(previous.key, False)
+    config_changed("input", item.name, "rotate", id=item.id, keep_old=keep_old)
     return NewCredentials(id=item.id, name=item.name, key=credential.key, secret=secret)
 
 

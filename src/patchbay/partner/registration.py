@@ -77,6 +77,7 @@ from patchbay.firehose.enums import (
     SystemNotificationType,
     UserIdentityType,
 )
+from patchbay.logs import config_changed
 from patchbay.partner.transport import (
     HttpTarget,
     InvalidResponseError,
@@ -257,6 +258,13 @@ async def register(
     record = module_record(name, target, answer.response, answer.raw, when)
     replaced = store.get_module(name) is not None
     stored = store.put_module(record)
+    config_changed(
+        "module",
+        name,
+        "update" if replaced else "create",
+        version=stored.version,
+        transport=stored.target.transport,
+    )
     return Registered(stored, answer.warnings, answer.latency_ms, replaced)
 
 

@@ -24,6 +24,7 @@ every other ``/admin/v1`` path with 404.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -55,6 +56,7 @@ class AudienceAdminApi:
         self._admin = admin
 
     def _guard(self, handler: Handler) -> Handler:
+        @functools.wraps(handler)
         async def handled(request: Request) -> Response:
             try:
                 return await handler(request)

@@ -33,6 +33,7 @@ from patchbay.backends.records import (
 from patchbay.clock import Clock
 from patchbay.errors import PatchbayError
 from patchbay.firehose import ModuleRegistrationResponse, SettingError
+from patchbay.logs import config_changed
 from patchbay.segment.criteria import Definition, references
 from patchbay.segment.parse import (
     DefinitionError,
@@ -249,6 +250,7 @@ class AudienceService:
             )
         except DuplicateName as exc:
             raise AudienceError(str(exc)) from None
+        config_changed("audience", stored.name, "create", id=stored.id)
         return self._summary(stored, self.audiences.sizes(), self._builds())
 
     def update(
@@ -295,6 +297,15 @@ class AudienceService:
                 raise AudienceError(f"audience {name!r} was deleted meanwhile", not_found=True)
         except DuplicateName as exc:
             raise AudienceError(str(exc)) from None
+        config_changed(
+            "audience",
+            updated.name,
+            "update",
+            id=updated.id,
+            version=updated.version,
+            criteria_changed=criteria_changed,
+            renamed_from=current.name if renamed else None,
+        )
         if renamed or described:
             self._enqueue(
                 [
@@ -404,6 +415,7 @@ class AudienceService:
         connections = self._connections(audience.id)
         self._enqueue([self._subscription(audience, c, "remove") for c in connections])
         self.audiences.delete_audience(audience.id)
+        config_changed("audience", audience.name, "delete", id=audience.id)
         return {
             "id": audience.id,
             "name": audience.name,
@@ -482,6 +494,12 @@ class AudienceService:
             action = "update"
         if action is not None:
             self.audiences.put_audience_connection(connection)
+            config_changed(
+                "audience_connection",
+                audience.name,
+                "create" if action == "add" else action,
+                output=output,
+            )
             previous = dict(existing.settings) if existing is not None else None
             self._enqueue(
                 [
@@ -510,6 +528,7 @@ class AudienceService:
             )
         self._enqueue([self._subscription(audience, connection, "remove")])
         self.audiences.remove_audience_connection(audience.id, output)
+        config_changed("audience_connection", audience.name, "delete", output=output)
         return {
             "audience": audience.name,
             "audience_id": audience.id,
