@@ -176,6 +176,28 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str) -> Non
             time.sleep(0.05)
 
 
+def read_response(sock: socket.socket) -> tuple[bytes, dict[bytes, bytes], bytes]:
+    """Status line, headers and body of one HTTP/1.1 response (with Content-Length); reads
+    nothing past it, so the next response on the connection can be read in turn."""
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        byte = sock.recv(1)
+        assert byte, f"connection closed before the end of the headers: {head!r}"
+        head += byte
+    head, rest = head[:-4], b""
+    status_line, *header_lines = head.split(b"\r\n")
+    headers = {}
+    for line in header_lines:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    length = int(headers.get(b"content-length", b"0"))
+    while len(rest) < length:
+        chunk = sock.recv(length - len(rest))
+        assert chunk, "connection closed before the end of the body"
+        rest += chunk
+    return status_line, headers, rest
+
+
 def start_server(
     data_dir: Path, *extra_args: str, port: int | None = None, main: str = "-mpatchbay"
 ) -> Server:

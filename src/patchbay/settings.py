@@ -14,9 +14,12 @@ DEFAULT_MAX_REQUEST_BYTES = 256 * 1024
 DEFAULT_MAX_BATCHES = 100
 #: How long a ``source_request_id`` is remembered (mParticle keeps it 30 to 60 days).
 DEFAULT_DEDUP_WINDOW_S = 30 * 24 * 3600.0
+#: Largest request line and headers of one HTTP request (431 beyond it).
+DEFAULT_MAX_HEADER_BYTES = 64 * 1024
 
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 Seconds = Annotated[float, msgspec.Meta(ge=0)]
+Timeout = Annotated[float, msgspec.Meta(gt=0)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 
 
@@ -56,6 +59,14 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     max_request_bytes: Positive = DEFAULT_MAX_REQUEST_BYTES
     max_batches_per_request: Positive = DEFAULT_MAX_BATCHES
     dedup_window_s: Seconds = DEFAULT_DEDUP_WINDOW_S
+    # Slow and oversized requests (patchbay.http.protocol).
+    max_header_bytes: Positive = DEFAULT_MAX_HEADER_BYTES
+    #: Seconds a client has to send a request's line and headers.
+    header_timeout_s: Timeout = 10.0
+    #: Seconds a client has to send a whole body, from the end of its headers.
+    body_timeout_s: Timeout = 30.0
+    #: Open HTTP connections ``serve`` keeps; one more is answered 503 and closed.
+    max_connections: Positive = 1000
     durability: Literal["full", "normal"] = "full"
     log_level: str = "info"
     #: Seconds between two throughput summaries in the log (0: none); see summary.py.

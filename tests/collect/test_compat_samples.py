@@ -20,7 +20,14 @@ import pytest
 from patchbay.backends.sqlite import open_sqlite
 from patchbay.clock import SystemClock
 from patchbay.collect.inputs import create_input
-from tests.conftest import DATA, Credentials, Server, start_server, stop_server
+from tests.conftest import (
+    DATA,
+    Credentials,
+    Server,
+    read_response,
+    start_server,
+    stop_server,
+)
 
 INBOUND = DATA / "inbound"
 CAPTURED = DATA / "captured"
@@ -219,27 +226,6 @@ def rewrite_raw(raw: bytes, credentials: Credentials, port: int) -> bytes:
         out.append(line)
     assert replaced == {b"authorization", b"host"}
     return b"\r\n".join(out) + sep + body
-
-
-def read_response(sock: socket.socket) -> tuple[bytes, dict[bytes, bytes], bytes]:
-    """Status line, headers and body of one HTTP/1.1 response (with Content-Length)."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, f"connection closed before the end of the headers: {data!r}"
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    status_line, *header_lines = head.split(b"\r\n")
-    headers = {}
-    for line in header_lines:
-        name, _, value = line.partition(b":")
-        headers[name.strip().lower()] = value.strip()
-    length = int(headers.get(b"content-length", b"0"))
-    while len(rest) < length:
-        chunk = sock.recv(65536)
-        assert chunk, "connection closed before the end of the body"
-        rest += chunk
-    return status_line, headers, rest[:length]
 
 
 @pytest.fixture(scope="module")

@@ -49,6 +49,35 @@ from patchbay.settings import Settings
     help="Seconds a source_request_id is remembered for de-duplication.",
 )
 @click.option(
+    "--max-header-bytes",
+    default=DEFAULTS.max_header_bytes,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Largest request line and headers of a request (431 beyond it).",
+)
+@click.option(
+    "--header-timeout",
+    default=DEFAULTS.header_timeout_s,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds a client has to send a request's line and headers (408 and closed after).",
+)
+@click.option(
+    "--body-timeout",
+    default=DEFAULTS.body_timeout_s,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds a client has to send a whole body once its headers are in (408 and closed"
+    " after).",
+)
+@click.option(
+    "--max-connections",
+    default=DEFAULTS.max_connections,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Open HTTP connections kept; one more is answered 503 and closed.",
+)
+@click.option(
     "--durability",
     type=click.Choice(["full", "normal"]),
     default=DEFAULTS.durability,
@@ -128,12 +157,15 @@ def serve(settings: Settings) -> None:
 def _run(app: Any, settings: Settings) -> None:
     import uvicorn
 
+    from patchbay.http.protocol import protocol_class
+
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        # httptools with limits on header size, slow clients and open connections
+        http=protocol_class(settings),
         access_log=False,
         log_config=None,
         log_level=settings.log_level.lower(),

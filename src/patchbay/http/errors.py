@@ -14,7 +14,7 @@ from http import HTTPStatus
 import msgspec
 import structlog
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ExceptionHandler
 
@@ -74,9 +74,16 @@ def error_response(
     legacy: bool = False,
 ) -> Response:
     """An error response in the one shape; ``legacy`` adds the admin API's ``error``."""
-    errors = [ApiError(code, message)]
-    body = LegacyErrorBody(errors, message) if legacy else ErrorBody(errors)
-    return Response(_encode(body), status, headers, media_type="application/json")
+    if legacy:
+        body = _encode(LegacyErrorBody([ApiError(code, message)], message))
+    else:
+        body = error_body(code, message)
+    return Response(body, status, headers, media_type="application/json")
+
+
+def error_body(code: str, message: str) -> bytes:
+    """The JSON of one error in the one shape (what :func:`error_response` sends)."""
+    return _encode(ErrorBody([ApiError(code, message)]))
 
 
 #: The ``Retry-After`` of a 503 ``STORAGE_FULL``, in seconds.
@@ -118,6 +125,12 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, status_code(exc.status_code), message, headers)
 
 
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """A client gone before its whole body (or cut off: patchbay/http/protocol.py): nobody
+    to answer, and nothing to log; 499 (nginx's "client closed request") in the metrics."""
+    return error_response(499, "CLIENT_CLOSED_REQUEST", "the client left before its whole body")
+
+
 async def _unhandled(request: Request, exc: Exception) -> Response:
     """A 500 that names no internals (Starlette re-raises the exception: the server logs it)."""
     return error_response(500, status_code(500), "internal error")
@@ -128,5 +141,6 @@ EXCEPTION_HANDLERS: dict[int | type[Exception], ExceptionHandler] = {
     HttpError: _http_error,
     StorageFull: _storage_full,
     HTTPException: _http_exception,
+    ClientDisconnect: _client_gone,
     Exception: _unhandled,
 }
