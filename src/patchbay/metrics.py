@@ -7,6 +7,11 @@ import contextlib
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from patchbay.activate.breaker import BreakerState
+
+#: The values of ``patchbay_output_circuit_state``, by their index.
+CIRCUIT_STATES = tuple(BreakerState)
+
 __all__ = [
     "CONTENT_TYPE_LATEST",
     "DeliveryMetrics",
@@ -123,6 +128,18 @@ class DeliveryMetrics:
             ["output"],
             registry=registry,
         )
+        self.circuit_state = Gauge(
+            "patchbay_output_circuit_state",
+            "The output's circuit breaker: 0 closed, 1 open, 2 probing, by output.",
+            ["output"],
+            registry=registry,
+        )
+        self.circuit_opened = Counter(
+            "patchbay_output_circuit_opened",
+            "Times the output's circuit breaker opened after failures in a row, by output.",
+            ["output"],
+            registry=registry,
+        )
         self.latency = Histogram(
             "patchbay_delivery_duration_seconds",
             "Time of one delivery attempt, by output.",
@@ -145,6 +162,12 @@ class DeliveryMetrics:
         """A delivery parked."""
         self.parked_total.labels(output).inc()
 
+    def circuit(self, output: str, state: str, opened: bool) -> None:
+        """The output's circuit breaker changed to ``state`` (``opened``: from closed)."""
+        self.circuit_state.labels(output).set(CIRCUIT_STATES.index(state))
+        if opened:
+            self.circuit_opened.labels(output).inc()
+
     def queue(self, output: str, pending: int, parked: int, age_s: float, paused: bool) -> None:
         """The state of an output's queue."""
         self.pending.labels(output).set(pending)
@@ -164,6 +187,8 @@ class DeliveryMetrics:
             self.parked_now,
             self.queue_age,
             self.paused,
+            self.circuit_state,
+            self.circuit_opened,
             self.latency,
         ):
             with contextlib.suppress(KeyError):

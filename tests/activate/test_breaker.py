@@ -50,7 +50,8 @@ def test_one_probe_at_a_time_and_its_success_closes_it() -> None:
     assert b.allowed(1_000) == 1
     probe = b.probe_started()
     assert b.allowed(1_000) == 0  # the probe is in flight
-    assert b.succeeded(probe) == Transition(BreakerState.PROBING, BreakerState.CLOSED, None, None)
+    closed = Transition(BreakerState.PROBING, BreakerState.CLOSED, None, None, opened_ms=0)
+    assert b.succeeded(probe) == closed
     assert b.allowed(1_000) is None
     assert b.opened_ms is None
 

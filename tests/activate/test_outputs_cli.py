@@ -88,9 +88,10 @@ def test_webhook_and_file_outputs_pause_resume_status(store_dir: Path, tmp_path:
     assert both.returncode != 0
     assert run_cli("outputs", "pause", "w", data_dir=data_dir).returncode == 0
     status = run_cli("outputs", "status", data_dir=data_dir).stdout.splitlines()
-    assert status[0].split()[:6] == ["OUTPUT", "KIND", "STATE", "PENDING", "PARKED", "OLDEST"]
+    header = ["OUTPUT", "KIND", "STATE", "CIRCUIT", "PENDING", "PARKED", "OLDEST"]
+    assert status[0].split()[:7] == header
     rows = {line.split()[0]: line.split() for line in status[1:]}
-    assert rows["w"][2] == "paused" and rows["f"][2] == "active"
+    assert rows["w"][2:4] == ["paused", "closed"] and rows["f"][2:4] == ["active", "closed"]
     assert "paused by an operator" in run_cli("outputs", "status", data_dir=data_dir).stdout
     assert run_cli("outputs", "resume", "w", data_dir=data_dir).returncode == 0
     assert "paused" not in run_cli("outputs", "status", data_dir=data_dir).stdout

@@ -10,6 +10,7 @@ import pytest
 
 from patchbay.backends.abstract import Backend, OutputStore
 from patchbay.backends.records import (
+    Circuit,
     Connection,
     DuplicateName,
     FileDestination,
@@ -79,6 +80,18 @@ def test_pause_and_resume(outputs: OutputStore) -> None:
     assert outputs.get_output("hook") == webhook(updated_at_ms=NOW + 2)
     assert outputs.get_output("other") == webhook("other")
     assert not outputs.set_paused("missing", True, None, NOW)
+
+
+def test_circuits_recorded_per_output_last_one_wins(outputs: OutputStore) -> None:
+    """The engine records each breaker's state; the latest record of an output is kept."""
+    assert outputs.circuits() == {}
+    outputs.set_circuit("hook", Circuit("open", NOW, "HTTP 503"))
+    outputs.set_circuit("other", Circuit("closed", NOW + 1))
+    outputs.set_circuit("hook", Circuit("probing", NOW + 2, "HTTP 503"))
+    assert outputs.circuits() == {
+        "hook": Circuit("probing", NOW + 2, "HTTP 503"),
+        "other": Circuit("closed", NOW + 1),
+    }
 
 
 def test_connections_add_list_remove(outputs: OutputStore) -> None:

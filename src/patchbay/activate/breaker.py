@@ -41,12 +41,14 @@ class BreakerPolicy:
 
 @dataclass(frozen=True, slots=True)
 class Transition:
-    """A change of state, to be logged once and counted."""
+    """A change of state, to be logged once and counted. ``opened_ms``: when the breaker
+    left the closed state (on closing again)."""
 
     old: BreakerState
     new: BreakerState
     error: str | None
     retry_in_s: float | None
+    opened_ms: int | None = None
 
 
 class CircuitBreaker:
@@ -104,10 +106,10 @@ class CircuitBreaker:
             return None
         # Any success proves the endpoint works, also one sent before the breaker opened.
         old, self.state = self.state, BreakerState.CLOSED
+        opened_ms, self.opened_ms = self.opened_ms, None
         self.probe_in_flight = False
         self.probes_failed = 0
-        self.opened_ms = None
-        return Transition(old, BreakerState.CLOSED, None, None)
+        return Transition(old, BreakerState.CLOSED, None, None, opened_ms)
 
     def failed(
         self, now_ms: int, error: str, retry_after_s: float | None, probe: int | None = None

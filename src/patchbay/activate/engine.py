@@ -62,11 +62,13 @@ import msgspec
 import structlog
 
 from patchbay import __version__
+from patchbay.activate.breaker import BreakerPolicy, BreakerState, CircuitBreaker, Transition
 from patchbay.activate.files import OutputPathError, OutputsDir
 from patchbay.activate.outputs import confidential_values, redacted
 from patchbay.activate.targets import TargetPolicy
 from patchbay.backends.abstract import Backend
 from patchbay.backends.records import (
+    Circuit,
     Connection,
     Delivery,
     FileDestination,
@@ -168,7 +170,9 @@ class EngineConfig:
     ``ack_max``: successes are removed from the outbox in one transaction at most
     ``ack_delay_s`` after the first of them, or as soon as ``ack_max`` are waiting.
     ``targets``: where HTTP outputs and modules may send; ``outputs``: where file outputs
-    may write (``None``: nowhere)."""
+    may write (``None``: nowhere). ``breaker``: when an output's circuit breaker opens and
+    how often it probes; ``summary_s``: how often a failing output's failures are logged
+    (0: never)."""
 
     concurrency: int = 32
     timeouts: Timeouts = field(default_factory=Timeouts)
@@ -180,6 +184,8 @@ class EngineConfig:
     ack_max: int = 512
     targets: TargetPolicy = field(default_factory=TargetPolicy)
     outputs: OutputsDir | None = None
+    breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+    summary_s: float = 60.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EngineConfig:
@@ -200,6 +206,12 @@ class EngineConfig:
             ack_max=settings.delivery_ack_max,
             targets=TargetPolicy.from_setting(settings.allowed_targets),
             outputs=OutputsDir.from_settings(settings),
+            breaker=BreakerPolicy(
+                failures_to_open=settings.delivery_breaker_failures,
+                base_delay_s=settings.delivery_base_delay_s,
+                max_delay_s=settings.delivery_probe_max_delay_s,
+            ),
+            summary_s=settings.log_summary_interval_s,
         )
 
 
@@ -449,6 +461,9 @@ class DeliveryMetricsLike(Protocol):
     def parked(self, output: str) -> None:
         """A delivery parked."""
 
+    def circuit(self, output: str, state: str, opened: bool) -> None:
+        """The output's circuit breaker changed to ``state`` (``opened``: from closed)."""
+
     def queue(self, output: str, pending: int, parked: int, age_s: float, paused: bool) -> None:
         """The state of an output's queue."""
 
@@ -464,6 +479,9 @@ class _NoMetrics:
         pass
 
     def parked(self, output: str) -> None:
+        pass
+
+    def circuit(self, output: str, state: str, opened: bool) -> None:
         pass
 
     def queue(self, output: str, pending: int, parked: int, age_s: float, paused: bool) -> None:
@@ -563,12 +581,29 @@ class AckBatcher:
             await self._flush(wait_for_room=False)
 
 
+@dataclass(slots=True)
+class FailureTally:
+    """An output's failed attempts and parked deliveries since the last summary."""
+
+    failed: int = 0
+    parked: int = 0
+    last_error: str | None = None
+
+    def take(self) -> FailureTally:
+        """The counts so far, starting again from zero."""
+        taken = FailureTally(self.failed, self.parked, self.last_error)
+        self.failed, self.parked, self.last_error = 0, 0, None
+        return taken
+
+
 class OutputWorker:
     """Drains one output's queue with at most ``concurrency`` sends in flight.
 
     It keeps a page of due deliveries in memory (``_queue``) and excludes from every read
     the deliveries it holds: queued, in flight, or accepted and waiting for their group's
-    acknowledgement (``_acking``)."""
+    acknowledgement (``_acking``). Its :class:`~patchbay.activate.breaker.CircuitBreaker`
+    stops the sends while the endpoint fails: the deliveries failed by the outage wait, due
+    at once, while one probe at a time tests the endpoint."""
 
     def __init__(self, engine: DeliveryEngine, name: str, output: Output | None = None) -> None:
         self.engine = engine
@@ -586,6 +621,9 @@ class OutputWorker:
         #: The output's connections (read by :meth:`DeliveryEngine.refresh`).
         self.connections: tuple[Connection, ...] = ()
         self._secrets: tuple[object, tuple[str, ...]] = (None, ())
+        self.breaker = CircuitBreaker(engine.config.breaker, engine.random)
+        self._probes: dict[str, int] = {}  # delivery id -> its probe's number
+        self.tally = FailureTally()
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -651,6 +689,14 @@ class OutputWorker:
             return poll
         if (wait := engine.backoff.wait_s()) > 0:
             return min(wait, CLOCK_POLL_S)  # a full store: no send until the next attempt
+        breaker = self.breaker
+        was = breaker.state
+        allowed = breaker.allowed(engine.clock.now_ms())
+        if breaker.state is not was:  # the probe time came
+            engine.metrics.circuit(self.name, breaker.state, False)
+            log.debug("output_circuit_probing", output=self.name)
+        if allowed == 0:  # open, or probing with the probe in flight
+            return min(breaker.wait_s(engine.clock.now_ms()) or poll, CLOCK_POLL_S)
         if len(self._inflight) >= config.concurrency:
             return poll
         if self._more and len(self._queue) < config.concurrency:
@@ -672,6 +718,9 @@ class OutputWorker:
         while self._queue and len(self._inflight) < config.concurrency:
             delivery = self._queue.popleft()
             self._inflight[delivery.id] = asyncio.create_task(self._deliver(sender, delivery))
+            if allowed == 1:  # the breaker's one probe
+                self._probes[delivery.id] = breaker.probe_started()
+                return 0
         if len(self._inflight) < config.concurrency and (self._queue or self._more):
             return 0
         return poll
@@ -801,12 +850,42 @@ class OutputWorker:
             self._secrets = ((output, module, connections), values)
         return redacted(error, self._secrets[1])
 
+    async def _circuit_changed(self, transition: Transition | None, now_ms: int) -> None:
+        """Count, log and record a change of the breaker's state."""
+        if transition is None:
+            return
+        engine = self.engine
+        opened = transition.old is BreakerState.CLOSED
+        engine.metrics.circuit(self.name, transition.new, opened)
+        if transition.new is BreakerState.CLOSED:
+            since = transition.opened_ms
+            log.info(
+                "output_circuit_closed",
+                output=self.name,
+                open_for_s=None if since is None else round((now_ms - since) / 1000, 3),
+            )
+            await engine.db(engine.outputs.set_circuit, self.name, Circuit("closed", now_ms))
+            self.kick()  # everything that waited is due
+        elif opened:
+            log.warning(
+                "output_circuit_open",
+                output=self.name,
+                error=transition.error,
+                probe_in_s=transition.retry_in_s,
+            )
+            circuit = Circuit("open", now_ms, transition.error)
+            await engine.db(engine.outputs.set_circuit, self.name, circuit)
+        else:
+            log.debug("output_probe_failed", output=self.name, error=transition.error)
+
     async def _record(self, delivery: Delivery, outcome: Outcome) -> None:
         engine = self.engine
         now = engine.clock.now_ms()
+        probe = self._probes.pop(delivery.id, None)
         if outcome.ok and outcome.subscription is not None:
             outcome = await self._subscribed(outcome.subscription, now)
         if outcome.ok:
+            await self._circuit_changed(self.breaker.succeeded(probe), now)
             # held (excluded from reads) until its group's commit removes it
             self._acking.add(delivery.id)
             engine.acks.add(delivery.id).add_done_callback(partial(self._acked, delivery.id))
@@ -821,6 +900,19 @@ class OutputWorker:
             return
         attempts = delivery.attempts + 1
         error = self._redacted(outcome.error or "failed")
+        self.tally.failed += 1
+        self.tally.last_error = error
+        if not outcome.retryable:  # the endpoint answered: it works
+            await self._circuit_changed(self.breaker.succeeded(probe), now)
+        else:
+            failed = self.breaker.failed(now, error, outcome.retry_after_s, probe)
+            await self._circuit_changed(failed, now)
+            if probe is None and self.breaker.state is not BreakerState.CLOSED:
+                # Failed with the endpoint: it waits with the others, due when it works.
+                await engine.db(engine.outbox.retry_at, delivery.id, attempts, now, error)
+                engine.backoff.succeeded()
+                engine.metrics.retry(self.name)
+                return
         at = next_attempt(
             engine.config.policy,
             attempts=attempts,
@@ -834,12 +926,13 @@ class OutputWorker:
             await engine.db(engine.outbox.park, delivery.id, attempts, error, now)
             engine.backoff.succeeded()
             engine.metrics.parked(self.name)
-            log.warning("delivery_parked", output=self.name, delivery=delivery.id, error=error)
+            self.tally.parked += 1
+            log.debug("delivery_parked", output=self.name, delivery=delivery.id, error=error)
         else:
             await engine.db(engine.outbox.retry_at, delivery.id, attempts, at, error)
             engine.backoff.succeeded()
             engine.metrics.retry(self.name)
-            log.info(
+            log.debug(
                 "delivery_retrying",
                 output=self.name,
                 delivery=delivery.id,
@@ -876,6 +969,7 @@ class DeliveryEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._acks: AckBatcher | None = None
+        self._summarized = 0.0
 
     @property
     def acks(self) -> AckBatcher:
@@ -894,6 +988,11 @@ class DeliveryEngine:
         """Start the workers of the current outputs and the task that follows changes."""
         self._loop = asyncio.get_running_loop()
         _ = self.acks
+        now = self.clock.now_ms()
+        for name, circuit in (await self.db(self.outputs.circuits)).items():
+            if circuit.state != BreakerState.CLOSED:  # every breaker starts closed
+                await self.db(self.outputs.set_circuit, name, Circuit("closed", now))
+        self._summarized = self.clock.monotonic()
         await self.refresh()
         self._supervisor = asyncio.create_task(self._supervise(), name="patchbay-deliveries")
 
@@ -952,11 +1051,32 @@ class DeliveryEngine:
             age = 0.0 if oldest is None else max(0.0, (now - oldest) / 1000)
             self.metrics.queue(name, pending, parked, age, output.paused)
 
+    def summarize(self) -> None:
+        """Log one ``output_failures`` line per output that failed since the last one (its
+        counts and last error): failures are summed up, never logged one by one at info."""
+        now = self.clock.monotonic()
+        interval, self._summarized = now - self._summarized, now
+        for name, worker in sorted(self.workers.items()):
+            tally = worker.tally.take()
+            if tally.failed or tally.parked:
+                log.warning(
+                    "output_failures",
+                    output=name,
+                    interval_s=round(interval, 1),
+                    failed=tally.failed,
+                    parked=tally.parked,
+                    last_error=tally.last_error,
+                    circuit=worker.breaker.state,
+                )
+
     async def _supervise(self) -> None:
+        summary_s = self.config.summary_s
         while True:
             await asyncio.sleep(self.config.refresh_s)
             try:
                 await self.refresh()
+                if summary_s > 0 and self.clock.monotonic() - self._summarized >= summary_s:
+                    self.summarize()
             except asyncio.CancelledError:
                 raise
             except Exception:

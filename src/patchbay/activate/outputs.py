@@ -21,7 +21,7 @@ from typing import Any, Final
 import msgspec
 
 from patchbay.activate.targets import TargetError, TargetPolicy, mask_url
-from patchbay.backends.records import Connection, Filters, Output, QueueStats
+from patchbay.backends.records import Circuit, Connection, Filters, Output, QueueStats
 from patchbay.firehose import Account, ModuleRegistrationResponse
 from patchbay.firehose.errors import SettingError
 from patchbay.firehose.settings import (
@@ -273,15 +273,22 @@ def _filters_dict(filters: Filters) -> dict[str, Any]:
     return value
 
 
-def status_row(output: Output, stats: QueueStats | None, now_ms: int) -> dict[str, Any]:
-    """One line of ``outputs status``: state, queue depth, parked, oldest pending age."""
+def status_row(
+    output: Output, stats: QueueStats | None, circuit: Circuit | None, now_ms: int
+) -> dict[str, Any]:
+    """One line of ``outputs status``: state, circuit breaker (as the delivery engine last
+    recorded it), queue depth, parked, oldest pending age."""
     stats = stats or QueueStats()
     age = None if stats.oldest_pending_ms is None else max(0, now_ms - stats.oldest_pending_ms)
+    circuit = circuit or Circuit("closed", output.created_at_ms)
     return {
         "name": output.name,
         "kind": output.kind,
         "state": "paused" if output.paused else "active",
         "paused_reason": output.paused_reason,
+        "circuit": circuit.state,
+        "circuit_since_s": round(max(0, now_ms - circuit.since_ms) / 1000, 1),
+        "circuit_error": circuit.error,
         "pending": stats.pending,
         "parked": stats.parked,
         "oldest_pending_age_s": None if age is None else round(age / 1000, 1),

@@ -195,7 +195,12 @@ class ActivateService:
             for c in self.outputs.list_connections()
             if c.output == name
         ]
-        summary["queue"] = status_row(output, self.outbox.stats().get(name), self.clock.now_ms())
+        summary["queue"] = status_row(
+            output,
+            self.outbox.stats().get(name),
+            self.outputs.circuits().get(name),
+            self.clock.now_ms(),
+        )
         return summary
 
     def set_paused(self, name: str, paused: bool) -> dict[str, Any]:
@@ -207,10 +212,15 @@ class ActivateService:
         return self.show_output(name)
 
     def status(self) -> list[dict[str, Any]]:
-        """One row per output: state, queue depth, parked, oldest pending age."""
+        """One row per output: state, circuit breaker, queue depth, parked, oldest pending
+        age."""
         stats = self.outbox.stats()
+        circuits = self.outputs.circuits()
         now = self.clock.now_ms()
-        return [status_row(o, stats.get(o.name), now) for o in self.outputs.list_outputs()]
+        return [
+            status_row(o, stats.get(o.name), circuits.get(o.name), now)
+            for o in self.outputs.list_outputs()
+        ]
 
     # -- connections ---------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from patchbay.backends.records import (
     AudienceConnection,
     AudienceRecord,
     Checkpoint,
+    Circuit,
     ConditionRecord,
     Connection,
     Credential,
@@ -329,6 +330,14 @@ class OutputStore(Protocol):
 
     def set_paused(self, name: str, paused: bool, reason: str | None, now_ms: int) -> bool:
         """Pause or resume an output; whether it exists."""
+        ...
+
+    def set_circuit(self, name: str, circuit: Circuit) -> None:
+        """Record the state of an output's circuit breaker (shown by ``outputs status``)."""
+        ...
+
+    def circuits(self) -> dict[str, Circuit]:
+        """The recorded circuit breaker of every output that has one."""
         ...
 
     def add_connection(self, connection: Connection) -> None:

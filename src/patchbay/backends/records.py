@@ -345,6 +345,16 @@ class Delivery(msgspec.Struct, frozen=True):
     parked_at_ms: int | None = None
 
 
+class Circuit(msgspec.Struct, frozen=True):
+    """An output's circuit breaker as last recorded by the delivery engine: ``state``
+    (``closed``, ``open`` or ``probing``) since ``since_ms``, with the error that opened
+    it."""
+
+    state: str
+    since_ms: int
+    error: str | None = None
+
+
 class QueueStats(msgspec.Struct, frozen=True):
     """An output's queue: pending and parked deliveries and the oldest pending one."""
 

@@ -149,16 +149,19 @@ def outputs_status(settings: Settings, as_json: bool) -> None:
             print_json(row)
         return
     table(
-        ["OUTPUT", "KIND", "STATE", "PENDING", "PARKED", "OLDEST S", "REASON"],
+        ["OUTPUT", "KIND", "STATE", "CIRCUIT", "PENDING", "PARKED", "OLDEST S", "REASON"],
         [
             [
                 r["name"],
                 r["kind"],
                 r["state"],
+                r["circuit"]
+                if r["circuit"] == "closed"
+                else f"{r['circuit']} {r['circuit_since_s']:g}s",
                 str(r["pending"]),
                 str(r["parked"]),
                 "-" if r["oldest_pending_age_s"] is None else f"{r['oldest_pending_age_s']:g}",
-                r["paused_reason"] or "",
+                r["paused_reason"] or r["circuit_error"] or "",
             ]
             for r in rows
         ],

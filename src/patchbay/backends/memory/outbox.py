@@ -7,7 +7,14 @@ from collections.abc import Sequence
 
 import msgspec
 
-from patchbay.backends.records import Connection, Delivery, DuplicateName, Output, QueueStats
+from patchbay.backends.records import (
+    Circuit,
+    Connection,
+    Delivery,
+    DuplicateName,
+    Output,
+    QueueStats,
+)
 
 _replace = msgspec.structs.replace
 
@@ -19,6 +26,7 @@ class MemoryOutbox:
         self._outputs: dict[str, Output] = {}
         self._connections: dict[str, Connection] = {}
         self._deliveries: dict[str, Delivery] = {}
+        self._circuits: dict[str, Circuit] = {}
         self._lock = threading.Lock()
 
     # -- outputs and connections
@@ -49,6 +57,16 @@ class MemoryOutbox:
                 found, paused=paused, paused_reason=reason if paused else None, updated_at_ms=now_ms
             )
             return True
+
+    def set_circuit(self, name: str, circuit: Circuit) -> None:
+        """Record the state of an output's circuit breaker."""
+        with self._lock:
+            self._circuits[name] = circuit
+
+    def circuits(self) -> dict[str, Circuit]:
+        """The recorded circuit breaker of every output that has one."""
+        with self._lock:
+            return dict(self._circuits)
 
     def add_connection(self, connection: Connection) -> None:
         """Create ``connection``."""

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import msgspec
 
 from patchbay.backends.records import (
+    Circuit,
     Connection,
     Delivery,
     Destination,
@@ -75,6 +76,12 @@ CREATE TABLE IF NOT EXISTS deliveries (
     parked_at_ms INTEGER
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (output, state, next_attempt_ms);
+CREATE TABLE IF NOT EXISTS output_circuits (
+    output TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    since_ms INTEGER NOT NULL,
+    error TEXT
+) WITHOUT ROWID;
 """
 
 #: ``kind, module, url, path``: the destination (see :func:`_destination_columns`).
@@ -160,6 +167,19 @@ class SqliteOutbox:
             (int(paused), reason if paused else None, now_ms, name),
         )
         return changed > 0
+
+    def set_circuit(self, name: str, circuit: Circuit) -> None:
+        """Record the state of an output's circuit breaker."""
+        self._db.write(
+            "INSERT OR REPLACE INTO output_circuits (output, state, since_ms, error)"
+            " VALUES (?, ?, ?, ?)",
+            (name, circuit.state, circuit.since_ms, circuit.error),
+        )
+
+    def circuits(self) -> dict[str, Circuit]:
+        """The recorded circuit breaker of every output that has one."""
+        rows = self._db.conn().execute("SELECT output, state, since_ms, error FROM output_circuits")
+        return {str(r[0]): Circuit(str(r[1]), int(r[2]), r[3]) for r in rows}
 
     # -- connections ---------------------------------------------------------------------
 
