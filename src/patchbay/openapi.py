@@ -27,11 +27,19 @@ def _operation(summary: str, body: dict[str, Any], extra: dict[str, Any]) -> dic
             "description": "Stored durably. A bulk request lists its rejected batches.",
             "content": {"application/json": {"schema": {"$ref": _REF.format(name="Accepted")}}},
         },
-        "400": _error("Malformed JSON or a batch that breaks the format; nothing stored."),
+        "400": _error(
+            "Malformed JSON, a key repeated in one object (the message names its JSON path,"
+            " e.g. `events[0].data.custom_attributes.color: duplicate key`; a bulk request is"
+            " refused whole), or a batch that breaks the format; nothing stored."
+        ),
         "401": _error("No Authorization header, or not HTTP Basic."),
         "403": _error("Unknown or disabled key, or wrong secret."),
         "413": _error("The body (or its decompressed form) is over the size limit."),
-        "415": _error("A Content-Encoding other than gzip."),
+        "415": _error(
+            "A Content-Type other than JSON (`application/json` with any parameters, or"
+            " `application/*+json`; a request without Content-Type is read as JSON), or a"
+            " Content-Encoding other than gzip; nothing stored."
+        ),
         "429": {
             **_error("Over the input's rate limit; retry after Retry-After seconds."),
             "headers": {

@@ -21,7 +21,7 @@ Routes (JSON in and out)::
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 import msgspec
@@ -31,9 +31,9 @@ from starlette.routing import Route
 
 from patchbay.activate.service import ActivateError, ActivateService
 from patchbay.backends.records import Filters
-from patchbay.collect.body import BodyError, read_body
 from patchbay.http.auth import BearerToken, auth_failed
-from patchbay.http.errors import HttpError, error_response, status_code
+from patchbay.http.body import BodyError, read_json
+from patchbay.http.errors import error_response, status_code
 from patchbay.settings import DEFAULT_MAX_REQUEST_BYTES
 
 #: The environment variable holding the admin token.
@@ -93,18 +93,12 @@ class AdminApi:
         self._token = BearerToken(token) if token else None
         self._max_body_bytes = max_body_bytes
 
-    async def body(self, request: Request) -> bytes:
-        """The request's body, at most ``max_body_bytes`` (an :class:`HttpError`, 413
-        beyond, as on every route)."""
-        try:
-            return await read_body(
-                request.stream(),
-                request.headers.get("content-length"),
-                request.headers.get("content-encoding"),
-                self._max_body_bytes,
-            )
-        except BodyError as exc:
-            raise HttpError(exc.status, exc.code, exc.message) from None
+    async def body(self, request: Request, others: Collection[str] = ()) -> bytes:
+        """The request's body, read by :func:`~patchbay.http.body.read_json`: at most
+        ``max_body_bytes`` (413 beyond, as on every route), JSON without a repeated key (400)
+        unless its ``Content-Type`` is one of ``others`` (any other type: 415). Raises
+        :class:`~patchbay.http.body.BodyError`, which :meth:`guard` answers."""
+        return await read_json(request, self._max_body_bytes, others)
 
     def _authorized(self, request: Request) -> Response | None:
         if self._token is None:
@@ -132,6 +126,8 @@ class AdminApi:
                 return await handler(request)
             except ActivateError as exc:
                 return admin_error(str(exc), 404 if exc.not_found else 400)
+            except BodyError as exc:
+                return error_response(exc.status, exc.code, exc.message, legacy=True)
             except msgspec.ValidationError as exc:
                 return admin_error(f"invalid body: {exc}", 400)
             except msgspec.DecodeError as exc:
