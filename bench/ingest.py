@@ -9,10 +9,12 @@ It measures, in one run:
 * HTTP end-to-end: concurrent aiohttp clients (in a separate process) post bulk requests to
   ``/v2/bulkevents`` of a ``patchbay serve`` process; only events of batches acknowledged by
   a 202 count.
-* floor, decode+append: the same bodies through ``prepare_bulk`` and ``SqliteStore.append``
+* floor, decode+append: the same bodies through the repeated-key check, ``prepare_bulk`` and
+  ``SqliteStore.append``
   (same durability), in this process, one request after the other: what the server would do
   with no HTTP, no event loop and no concurrency.
-* floor, split+decode only: ``split_bulk`` and ``decode_batch``, no store.
+* floor, split+decode only: the repeated-key check, ``split_bulk`` and ``decode_batch``, no
+  store.
 
 It prints a table, checks the goals (>= 100,000 events/s over HTTP, HTTP >= 50% of the
 floor) and verifies that the store holds exactly the batches the clients were told were
@@ -51,6 +53,7 @@ from patchbay.collect.appender import append_new
 from patchbay.collect.decode import decode_batch, split_bulk
 from patchbay.collect.ingest import RequestStamps, prepare_bulk
 from patchbay.collect.inputs import create_input
+from patchbay.http.body import check_unique_keys
 from patchbay.settings import (
     DEFAULT_DEDUP_WINDOW_S,
     DEFAULT_MAX_BATCHES,
@@ -598,8 +601,8 @@ def run_client(cfg: ClientConfig, conn: Connection) -> None:
 def floor_append(
     pool: list[Template], durability: str, seconds: float, workdir: Path, run: int
 ) -> Row:
-    """prepare_bulk + append (de-duplication check, log append, keys recorded) of the bodies,
-    sequentially, on a fresh store."""
+    """The repeated-key check, prepare_bulk + append (de-duplication check, log append, keys
+    recorded) of the bodies, sequentially, on a fresh store."""
     backend = open_store(workdir / "floor", durability)
     try:
         create_input(backend.inputs, "bench", "server", 0, SystemClock())
@@ -618,6 +621,7 @@ def floor_append(
             began = time.perf_counter()
             now_ms = int(time.time() * 1000)
             stamps = RequestStamps(input=item, ip="127.0.0.1", received_at_ms=now_ms)
+            check_unique_keys(body)
             prepared = prepare_bulk(body, stamps, DEFAULT_MAX_BATCHES)
             since = now_ms - int(DEFAULT_DEDUP_WINDOW_S * 1000)
             result = append_new(backend.log, backend.dedup, prepared.batches, since)
@@ -642,7 +646,8 @@ def floor_append(
 
 
 def floor_decode(pool: list[Template], seconds: float) -> Row:
-    """split_bulk + decode_batch of the bodies, no stamps, no store."""
+    """The repeated-key check, split_bulk + decode_batch of the bodies, no stamps, no
+    store."""
     n = batches = events = 0
     busy = 0.0
     latencies: list[float] = []
@@ -651,6 +656,7 @@ def floor_decode(pool: list[Template], seconds: float) -> Row:
         body = pool[n % len(pool)].body
         n += 1
         began = time.perf_counter()
+        check_unique_keys(body)
         for raw in split_bulk(body, DEFAULT_MAX_BATCHES):
             events += decode_batch(raw).event_count
             batches += 1

@@ -89,6 +89,11 @@ def auth(token: str = TOKEN) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def json_auth() -> dict[str, str]:
+    """The token and a JSON ``Content-Type`` (urllib would declare a form)."""
+    return {**auth(), "Content-Type": "application/json"}
+
+
 def test_bodies_are_bounded_on_every_admin_route(data_dir: Path) -> None:
     """The admin API reads at most ``max_request_bytes`` of a body (it read whole bodies):
     a larger one is a 413, declared or chunked, and changes nothing."""
@@ -96,7 +101,7 @@ def test_bodies_are_bounded_on_every_admin_route(data_dir: Path) -> None:
     padding = "x" * 2000
     output = {"name": "hook", "webhook": "http://127.0.0.1:9/", "pad": padding}
     audience = {"name": "a", "criteria": {"environment": "production"}, "pad": padding}
-    headers = {**auth(), "Content-Type": "application/json"}
+    headers = json_auth()
     with Client(data_dir, TOKEN, max_request_bytes=1000) as c:
         for path, document in (("/admin/v1/outputs", output), ("/admin/v1/audiences", audience)):
             body = msgspec.json.encode(document)
@@ -109,6 +114,35 @@ def test_bodies_are_bounded_on_every_admin_route(data_dir: Path) -> None:
             assert answer.status_code == 413, (path, answer.text)
         assert c.request("GET", "/admin/v1/outputs", headers=auth()).json() == []
         assert c.request("GET", "/admin/v1/audiences", headers=auth()).json() == []
+
+
+def test_a_repeated_key_or_a_body_of_another_type_is_refused(client: Client) -> None:
+    """A key twice in one object is a 400 naming it, a body declared as anything but JSON
+    a 415; neither changes anything."""
+    webhook = '{"name": "hook", "webhook": "http://127.0.0.1:9/", "name": "other"}'
+    connection = '{"input": "app", "output": "hook", "settings": {"a": "1", "\\u0061": "2"}}'
+    for path, body, where in (
+        ("/admin/v1/outputs", webhook, "name"),
+        ("/admin/v1/connections", connection, "settings.a"),
+        ("/admin/v1/deliveries/replay", '{"all": false, "all": true}', "all"),
+    ):
+        answer = client.request("POST", path, body.encode(), json_auth())
+        assert answer.status_code == 400, answer.text
+        message = f"{where}: duplicate key"
+        assert answer.json() == {
+            "errors": [{"code": "BAD_REQUEST", "message": message}],
+            "error": message,
+        }
+        for content_type in ("text/plain", "application/x-www-form-urlencoded"):
+            headers = {**auth(), "Content-Type": content_type}
+            answer = client.request("POST", path, body.encode(), headers)
+            assert answer.status_code == 415, answer.text
+            assert answer.json()["errors"][0]["code"] == "UNSUPPORTED_MEDIA_TYPE"
+            assert answer.json()["error"].startswith(
+                f"$: unsupported Content-Type '{content_type}'"
+            )
+    assert client.get("/admin/v1/outputs", headers=auth()).json() == []
+    assert client.get("/admin/v1/connections", headers=auth()).json() == []
 
 
 def test_disabled_without_a_token(data_dir: Path) -> None:
@@ -141,7 +175,7 @@ def test_every_route_requires_the_token(client: Client, header: str | None) -> N
 def test_outputs_connections_and_deliveries(client: Client, tmp_path: Path) -> None:
     def call(method: str, path: str, body: Any = None, status: int = 200) -> Any:
         content = None if body is None else msgspec.json.encode(body)
-        answer = client.request(method, "/admin/v1" + path, content=content, headers=auth())
+        answer = client.request(method, "/admin/v1" + path, content=content, headers=json_auth())
         assert answer.status_code == status, answer.text
         return answer.json()
 
@@ -182,7 +216,7 @@ def test_outputs_connections_and_deliveries(client: Client, tmp_path: Path) -> N
 def test_refused_targets_and_paths_and_masked_urls(client: Client) -> None:
     def call(method: str, path: str, body: Any = None, status: int = 200) -> Any:
         content = None if body is None else msgspec.json.encode(body)
-        answer = client.request(method, "/admin/v1" + path, content=content, headers=auth())
+        answer = client.request(method, "/admin/v1" + path, content=content, headers=json_auth())
         assert answer.status_code == status, answer.text
         return answer.json()
 

@@ -144,6 +144,7 @@ _GOOD_GZ = gzipped(_GOOD)
 _BAD_CRC = _GOOD_GZ[:-8] + bytes([_GOOD_GZ[-8] ^ 0xFF]) + _GOOD_GZ[-7:]
 _BOMB = gzipped(b'{"events": [], "pad": "' + b" " * (16 * 1024 * 1024) + b'"}')
 _MISSING_TYPE = dumps({"events": [{"event_type": "custom_event", "data": {}}, {"data": {}}]})
+_DUPLICATE = b'{"environment": "development", "events": [], "environment": "production"}'
 _EVENTS = "/v2/events"
 _BULK = "/v2/bulkevents"
 _HISTORICAL = "/v2/bulkevents/historical"
@@ -496,6 +497,70 @@ CASES = [
         BR,
         "events[0].data.custom_flags[...]: number out of range",
     ),
+    # A key twice in one object (decoders would keep the last one silently): the whole
+    # request is refused, a bulk one too (its valid batches are not stored).
+    Case("duplicate-key", _EVENTS, _DUPLICATE, 400, BR, "environment: duplicate key"),
+    Case(
+        "duplicate-escaped-key",
+        _EVENTS,
+        b'{"events": [{"event_type": "custom_event", "data": {"event_name": "x",'
+        b' "custom_event_type": "other", "custom_attributes": {"a": 1, "\\u0061": 2}}}]}',
+        400,
+        BR,
+        "events[0].data.custom_attributes.a: duplicate key",
+    ),
+    Case(
+        "duplicate-odd-key",
+        _EVENTS,
+        b'{"user_attributes": {"a.b \\"c\\"": 1, "a.b \\"c\\"": 2}}',
+        400,
+        BR,
+        'user_attributes["a.b \\"c\\""]: duplicate key',
+    ),
+    Case(
+        "duplicate-bulk",
+        _BULK,
+        b"[" + _GOOD + b"," + _DUPLICATE + b"]",
+        400,
+        BR,
+        "[1].environment: duplicate key",
+    ),
+    Case(
+        "duplicate-historical",
+        _HISTORICAL,
+        b"[" + _DUPLICATE + b"]",
+        400,
+        BR,
+        "[0].environment: duplicate key",
+    ),
+    Case(
+        "duplicate-gzip",
+        _EVENTS,
+        gzipped(_DUPLICATE),
+        400,
+        BR,
+        "environment: duplicate key",
+        {"Content-Encoding": "gzip"},
+    ),
+    # A body declared as anything but JSON.
+    *(
+        Case(
+            f"content-type-{kind.split('/')[1][:9]}-{route.rsplit('/', 1)[1]}",
+            route,
+            _GOOD,
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+            f"$: unsupported Content-Type {kind.partition(';')[0]!r}: send application/json",
+            {"Content-Type": kind},
+        )
+        for kind in (
+            "text/plain;charset=UTF-8",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "application/octet-stream",
+        )
+        for route in (_EVENTS, _BULK)
+    ),
 ]
 
 
@@ -630,6 +695,47 @@ def test_empty_bulk_is_accepted_and_stores_nothing(server: Server) -> None:
     assert status == 202, answer
     assert json.loads(answer) == {"accepted": 0, "duplicates": 0, "rejected": []}
     assert offsets(server) == before
+
+
+# --- what a body may be declared as -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json",  # the Python and Node SDKs (tests/data/captured)
+        "application/json; charset=utf-8",
+        "Application/JSON;charset=UTF-8",
+        "application/vnd.mparticle+json",
+        None,  # undeclared: read as JSON (plain HTTP clients send no Content-Type)
+    ],
+)
+def test_json_content_types_are_accepted(server: Server, content_type: str | None) -> None:
+    headers = {"Authorization": server.credentials.basic}
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    body = dumps(valid_batch())
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request("POST", "/v2/events", body=body, headers=headers)
+        response = conn.getresponse()
+        status, answer = response.status, response.read()
+    finally:
+        conn.close()
+    assert status == 202, answer
+    assert server.stored()[-1].body == body
+
+
+def test_same_key_in_different_objects_or_in_strings_is_accepted(server: Server) -> None:
+    body = (
+        b'{"environment": "development", "user_attributes": {"environment": "x:y",'
+        b' "k": "\\"k\\": 1, \\"k\\": 2", "t": "\\u003a"}, "events": [{"event_type":'
+        b' "custom_event", "data": {"event_name": "a", "custom_event_type": "other",'
+        b' "custom_attributes": {"k": 1, "K": 2}}}]}'
+    )
+    status, _, answer = server.post("/v2/events", body)
+    assert status == 202, answer
+    assert server.stored()[-1].body == body
 
 
 # --- compression accepted ------------------------------------------------------------------
@@ -894,6 +1000,8 @@ def test_openapi(server: Server) -> None:
     for path in ("/v2/events", "/v2/bulkevents", "/v2/bulkevents/historical"):
         responses = document["paths"][path]["post"]["responses"]
         assert {"202", "400", "401", "403", "413", "415", "429"} <= set(responses)
+        assert "duplicate key" in responses["400"]["description"]
+        assert "Content-Type" in responses["415"]["description"]
 
 
 def _rejects(server: Server) -> dict[str, float]:
@@ -915,6 +1023,7 @@ def test_metrics_count_rejects_by_reason(server: Server) -> None:
     server.post("/v2/events", _pad(LIMIT + 1))  # too_large
     server.post("/v2/events", _GOOD, {"Content-Encoding": "br"})  # unsupported_encoding
     server.post("/v2/bulkevents", b"[{}, 1, 2]")  # invalid_batch x2
+    server.post("/v2/events", _GOOD, {"Content-Type": "text/plain"})  # unsupported_media_type
     after = _rejects(server)
     delta = {reason: after.get(reason, 0) - before.get(reason, 0) for reason in after}
     assert delta["unauthorized"] == 1
@@ -923,3 +1032,4 @@ def test_metrics_count_rejects_by_reason(server: Server) -> None:
     assert delta["too_large"] == 1
     assert delta["unsupported_encoding"] == 1
     assert delta["invalid_batch"] == 2
+    assert delta["unsupported_media_type"] == 1

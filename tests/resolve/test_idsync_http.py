@@ -944,6 +944,71 @@ def test_an_oversized_body_is_413(api: Idsync) -> None:
     assert error_of(status, headers, answer)[0] == "REQUEST_TOO_LARGE"
 
 
+def test_a_repeated_key_is_400_and_changes_nothing(api: Idsync) -> None:
+    """A key twice in one object: decoders keep the last, another reader the first."""
+    server = api.server
+    first, second = uid("dup-") + "@example.com", uid("dup-") + "@example.com"
+    mpid = identify(server, {"email": first})["mpid"]
+    key = server.credentials.key
+    before = log_size(server)
+    for path, body, where in (
+        (
+            "/v1/identify",
+            f'{{"known_identities": {{"email": "{second}", "email": "x@example.com"}}}}',
+            "known_identities.email",
+        ),
+        (
+            f"/v1/{mpid}/modify",
+            '{"identity_changes": [{"identity_type": "email", "old_value": null,'
+            f' "new_value": "{second}", "\\u006eew_value": "y@example.com"}}]}}',
+            "identity_changes[0].new_value",
+        ),
+        (
+            f"/v1/identity/{key}/Alias",
+            f'{{"data": {{"source_mpid": "{mpid}", "destination_mpid": "1",'
+            ' "destination_mpid": "2"}}',
+            "data.destination_mpid",
+        ),
+    ):
+        status, headers, answer = call(server, path, body.encode())
+        assert status == 400, answer
+        assert error_of(status, headers, answer) == ("BAD_REQUEST", f"{where}: duplicate key")
+    assert log_size(server) == before
+    assert search(server, {"email": second}) is None
+    assert search(server, {"email": first}) == mpid
+
+
+@pytest.mark.parametrize(
+    ("content_type", "status"),
+    [
+        ("text/plain;charset=UTF-8", 415),
+        ("application/x-www-form-urlencoded", 415),
+        ("application/json; charset=utf-8", 200),  # the SDKs send application/json
+    ],
+)
+def test_a_body_declared_as_anything_but_json_is_415(
+    api: Idsync, content_type: str, status: int
+) -> None:
+    server = api.server
+    email = uid("type-") + "@example.com"
+    before = log_size(server)
+    got, headers, answer = call(
+        server,
+        "/v1/identify",
+        request_body(known_identities={"email": email}),
+        headers={"Content-Type": content_type},
+    )
+    assert got == status, answer
+    if status == 415:
+        code, message = error_of(got, headers, answer)
+        assert code == "UNSUPPORTED_MEDIA_TYPE"
+        assert message.startswith("$: unsupported Content-Type"), message
+        assert log_size(server) == before
+        assert search(server, {"email": email}) is None
+    else:
+        assert search(server, {"email": email}) == answer["mpid"]
+
+
 def test_authentication(api: Idsync) -> None:
     server, web = api.server, api.web
     body = request_body(known_identities={"customerid": uid("c-")})

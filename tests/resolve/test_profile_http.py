@@ -214,6 +214,60 @@ def test_token_body_is_not_json_of_strings(api: Api) -> None:
     assert "client_id" in answer["error_description"]
 
 
+@pytest.mark.parametrize("content_type", [None, "application/x-www-form-urlencoded"])
+def test_token_body_with_a_repeated_key_is_refused(api: Api, content_type: str | None) -> None:
+    """Which client_id would be meant? Neither: 400, and no token."""
+    body = (
+        f'{{"client_id": "{api.client_id}", "client_secret": "{api.client_secret}",'
+        f' "grant_type": "client_credentials", "\\u0063lient_id": "pc_other"}}'
+    ).encode()
+    headers = {"Content-Type": content_type} if content_type else {}
+    status, _, answer = api.request("POST", "/oauth/token", body, headers)
+    assert status == 400, answer
+    assert answer["error"] == "invalid_request"
+    assert answer["error_description"] == "client_id: duplicate key"
+    assert "access_token" not in answer
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("/oauth/token", "text/plain"),
+        ("/oauth/token", "multipart/form-data; boundary=x"),
+        ("/userprofile/v1/resolve/1/2/3", "text/plain;charset=UTF-8"),
+        ("/userprofile/v1/resolve/1/2/3", "application/x-www-form-urlencoded"),
+    ],
+)
+def test_a_body_of_another_type_is_415(api: Api, path: str, content_type: str) -> None:
+    """The token endpoint takes a form or JSON, the resolve route JSON (undeclared: JSON)."""
+    fields = {"client_id": api.client_id, "client_secret": api.client_secret}
+    token = {**fields, "grant_type": "client_credentials"}
+    body = json.dumps(
+        token if path == "/oauth/token" else {"identity": {"type": "customer_id", "value": "c-1"}}
+    ).encode()
+    headers = {
+        "Content-Type": content_type,
+        "Authorization": basic(api.client_id, api.client_secret),
+    }
+    status, _, answer = api.request("POST", path, body, headers)
+    assert status == 415, answer
+    if path == "/oauth/token":
+        assert answer["error"] == "invalid_request"
+        assert answer["error_description"].startswith("unsupported Content-Type")
+        assert "access_token" not in answer
+    else:
+        assert answer["errors"][0]["code"] == "UNSUPPORTED_MEDIA_TYPE"
+
+
+def test_resolve_body_with_a_repeated_key_is_400(api: Api) -> None:
+    body = b'{"identity": {"type": "customer_id", "value": "c-1", "value": "c-2"}}'
+    status, _, answer = api.request(
+        "POST", "/userprofile/v1/resolve/1/2/3", body, {"Authorization": api.bearer()}
+    )
+    assert status == 400, answer
+    assert answer["errors"] == [{"code": "BAD_REQUEST", "message": "identity.value: duplicate key"}]
+
+
 def test_token_body_is_bounded(api: Api) -> None:
     """Over the limit: 413 before reading (Content-Length) and while reading (chunked)."""
     big = json.dumps({"client_id": "x" * LIMIT, "client_secret": "y"}).encode()

@@ -221,6 +221,44 @@ def test_a_body_that_is_not_json(client: Client) -> None:
     assert got == 400 and "not JSON" in answer["error"]
 
 
+def test_a_repeated_key_is_400_and_changes_nothing(client: Client) -> None:
+    client.call("POST", PREFIX, definition("gold"), 201)
+    before = client.call("GET", f"{PREFIX}/gold")
+    document = json.dumps(definition("silver"))
+    repeated = document[:-1] + ', "name": "bronze"}'
+    for method, path, body, where in (
+        ("POST", PREFIX, repeated, "name"),
+        (
+            "PUT",
+            f"{PREFIX}/gold",
+            json.dumps(definition("gold"))[:-1] + ', "name": "gold"}',
+            "name",
+        ),
+        ("POST", f"{PREFIX}/gold/connections", '{"output": "crm", "output": "crm2"}', "output"),
+    ):
+        got, _, answer = client.request(method, path, raw=body.encode())
+        assert got == 400, answer
+        assert answer["error"] == f"{where}: duplicate key"
+    assert [a["name"] for a in client.call("GET", PREFIX)] == ["gold"]
+    assert client.call("GET", f"{PREFIX}/gold") == before
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
+def test_a_body_of_another_type_is_415(client: Client, content_type: str) -> None:
+    """JSON, or YAML by its Content-Type; nothing else."""
+    for path in (PREFIX, f"{PREFIX}/gold/connections"):
+        got, _, answer = client.request(
+            "POST", path, definition("silver"), content_type=content_type
+        )
+        assert got == 415, answer
+        assert answer["errors"][0]["code"] == "UNSUPPORTED_MEDIA_TYPE"
+        accepted = "application/json or application/yaml" if path == PREFIX else "application/json"
+        assert answer["error"].startswith(
+            f"$: unsupported Content-Type {content_type!r}: send {accepted}"
+        )
+    assert client.call("GET", PREFIX) == []
+
+
 def test_mounted_by_create_app(data_dir: Path) -> None:
     settings = Settings(data_dir=data_dir, delivery_process=False)
     app = create_app(settings, admin_token=TOKEN)

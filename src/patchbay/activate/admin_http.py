@@ -24,7 +24,7 @@ Routes (JSON in and out)::
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 import msgspec
@@ -35,9 +35,9 @@ from starlette.routing import Route
 
 from patchbay.activate.service import ActivateError, ActivateService
 from patchbay.backends.records import Filters
-from patchbay.collect.body import BodyError, read_body
 from patchbay.errors import StorageFull
 from patchbay.http.auth import BearerToken, auth_failed, source_address
+from patchbay.http.body import BodyError, read_json
 from patchbay.http.errors import error_response, status_code, storage_full_response
 from patchbay.settings import DEFAULT_MAX_REQUEST_BYTES
 
@@ -100,15 +100,12 @@ class AdminApi:
         self._token = BearerToken(token) if token else None
         self._max_body_bytes = max_body_bytes
 
-    async def body(self, request: Request) -> bytes:
-        """The request's body, at most ``max_body_bytes`` (a :class:`BodyError`, 413 beyond,
-        as on every route, which :meth:`guard` answers)."""
-        return await read_body(
-            request.stream(),
-            request.headers.get("content-length"),
-            request.headers.get("content-encoding"),
-            self._max_body_bytes,
-        )
+    async def body(self, request: Request, others: Collection[str] = ()) -> bytes:
+        """The request's body, read by :func:`~patchbay.http.body.read_json`: at most
+        ``max_body_bytes`` (413 beyond, as on every route), JSON without a repeated key (400)
+        unless its ``Content-Type`` is one of ``others`` (any other type: 415). Raises
+        :class:`~patchbay.http.body.BodyError`, which :meth:`guard` answers."""
+        return await read_json(request, self._max_body_bytes, others)
 
     def _authorized(self, request: Request) -> Response | None:
         if self._token is None:

@@ -1,9 +1,9 @@
 """The Events API over HTTP: ``/v2/events``, ``/v2/bulkevents``, ``/v2/bulkevents/historical``.
 
-Each request goes: authenticate (401/403) -> read the body within the limits (413/415) ->
-decode and validate (400) -> rate limit (429) -> append durably -> 202. A rejected request
-writes nothing; in a bulk request the valid batches are stored and the rejected ones are
-listed in the 202 body.
+Each request goes: authenticate (401/403) -> read the body: its type, the limits and repeated
+keys (415/413/400) -> decode and validate (400) -> rate limit (429) -> append durably -> 202.
+A rejected request writes nothing; in a bulk request the valid batches are stored and the
+rejected ones are listed in the 202 body (a repeated key refuses the whole request).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from patchbay.backends.abstract import InputStore
 from patchbay.backends.records import Input
 from patchbay.clock import Clock
 from patchbay.collect.appender import GroupCommitAppender
-from patchbay.collect.body import BodyError, read_body
 from patchbay.collect.decode import BadInput
 from patchbay.collect.ingest import (
     Prepared,
@@ -35,13 +34,14 @@ from patchbay.collect.inputs import authenticate
 from patchbay.collect.ratelimit import RateLimiter
 from patchbay.errors import StorageFull
 from patchbay.http.auth import auth_failed
+from patchbay.http.body import BodyError, read_json
 from patchbay.http.errors import (
     STORAGE_FULL_MESSAGE,
     STORAGE_FULL_RETRY_AFTER_S,
     ApiError,
     ErrorBody,
-    error_response,
 )
+from patchbay.http.reject import Refusals
 from patchbay.metrics import Metrics
 from patchbay.settings import Settings
 
@@ -103,6 +103,7 @@ class EventsApi:
         self._clock = clock
         self._metrics = metrics
         self._limiter = RateLimiter(clock)
+        self._reject = Refusals(metrics, log)
         #: Requests being handled now (read by the resolve stage to yield to collecting).
         self.in_flight = 0
 
@@ -133,25 +134,6 @@ class EventsApi:
         finally:
             self.in_flight -= 1
 
-    def _reject(
-        self,
-        route: str,
-        status: int,
-        code: str,
-        message: str,
-        reason: str,
-        logged: bool = False,
-        **headers: str,
-    ) -> Response:
-        """The error answer, counted, and logged unless ``logged`` (an authentication failure,
-        logged by :func:`~patchbay.http.auth.auth_failed`)."""
-        self._metrics.rejects.labels(reason).inc()
-        if not logged:
-            log.info("request_rejected", route=route, status=status, reason=reason, error=message)
-        return error_response(
-            status, code, message, {k.replace("_", "-"): v for k, v in headers.items()}
-        )
-
     async def _process(
         self, request: Request, route: str, bulk: bool, historical: bool
     ) -> Response:
@@ -165,8 +147,8 @@ class EventsApi:
                 "UNAUTHORIZED",
                 "Authorization: use HTTP Basic authentication with an input's key and secret",
                 "unauthorized",
+                {"WWW-Authenticate": 'Basic realm="patchbay"'},
                 logged=True,
-                WWW_Authenticate='Basic realm="patchbay"',
             )
         item = authenticate(self._inputs, *credentials)
         if item is None:
@@ -180,15 +162,9 @@ class EventsApi:
                 logged=True,
             )
         try:
-            body = await read_body(
-                request.stream(),
-                request.headers.get("content-length"),
-                request.headers.get("content-encoding"),
-                self._settings.max_request_bytes,
-            )
+            body = await read_json(request, self._settings.max_request_bytes)
         except BodyError as exc:
-            reason = {413: "too_large", 415: "unsupported_encoding"}.get(exc.status, "bad_request")
-            return self._reject(route, exc.status, exc.code, exc.message, reason)
+            return self._reject(route, exc.status, exc.code, exc.message, exc.reason)
 
         stamps = RequestStamps(
             input=item,
@@ -218,8 +194,10 @@ class EventsApi:
                 "TOO_MANY_REQUESTS",
                 f"$: over the input's limit of {item.rate_limit:g} batches per second",
                 "rate_limited",
-                Retry_After=str(decision.retry_after_s),
-                X_mp_rate_limit_exceeded="feed" if item.type == "feed" else "app",
+                {
+                    "Retry-After": str(decision.retry_after_s),
+                    "X-mp-rate-limit-exceeded": "feed" if item.type == "feed" else "app",
+                },
             )
         try:
             return await self._store(item, prepared, decision.percent_used)
@@ -230,7 +208,7 @@ class EventsApi:
                 "STORAGE_FULL",
                 STORAGE_FULL_MESSAGE,
                 "storage_full",
-                Retry_After=str(STORAGE_FULL_RETRY_AFTER_S),
+                {"Retry-After": str(STORAGE_FULL_RETRY_AFTER_S)},
             )
 
     def _all_rejected(self, route: str, rejected: list[Rejection]) -> Response:

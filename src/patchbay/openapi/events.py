@@ -37,7 +37,9 @@ def _operation(schemas: Schemas, operation_id: str, summary: str, body: Doc) -> 
             "202": accepted,
             "400": error(
                 schemas,
-                "Malformed JSON or a batch that breaks the format; nothing"
+                "Malformed JSON, a key repeated in one object (the message names its JSON"
+                " path, e.g. `events[0].data.custom_attributes.color: duplicate key`; a bulk"
+                " request is refused whole), or a batch that breaks the format; nothing"
                 " stored (a bulk request: every batch was rejected).",
             ),
             "401": error(schemas, "No Authorization header, or not HTTP Basic."),

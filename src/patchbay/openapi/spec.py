@@ -81,7 +81,11 @@ def query_parameter(name: str, description: str, schema: Doc | None = None) -> D
 #: What the body limits answer on every route that reads a body.
 BODY_LIMITS = {
     "413": "The body (or its decompressed form) is over the size limit.",
-    "415": "A Content-Encoding other than gzip.",
+    "415": (
+        "A Content-Type other than JSON (`application/json` with any parameters, or"
+        " `application/*+json`; a request without Content-Type is read as JSON), or a"
+        " Content-Encoding other than gzip; nothing stored."
+    ),
 }
 
 #: The headers of a 429.

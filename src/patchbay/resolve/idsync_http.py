@@ -5,8 +5,8 @@ mParticle's identity API (``https://identity.mparticle.com/v1``) as the SDKs cal
 alias request under ``/v1/identity/{key}/Alias`` and ``/webevents/v1/identity/{key}/Alias``.
 See docs/api/idsync.md.
 
-A request goes: authenticate (401/403) -> read the body (413/415) -> check an HMAC
-signature (401/403) -> rate limit (429) -> decode and validate (400) -> ask the
+A request goes: authenticate (401/403) -> read the body (415/413, 400 for a repeated key) ->
+check an HMAC signature (401/403) -> rate limit (429) -> decode and validate (400) -> ask the
 :class:`ResolveService` -> if the state changes, append the record of the change to the log,
 *then* commit the change -> answer.
 
@@ -41,7 +41,6 @@ from patchbay.backends.abstract import InputStore
 from patchbay.backends.records import Credential, Input, NewBatch
 from patchbay.clock import Clock
 from patchbay.collect.appender import GroupCommitAppender
-from patchbay.collect.body import BodyError, read_body
 from patchbay.collect.decode import ROOT, BadInput, decode_json
 from patchbay.collect.fields import Int64, parse_mpid
 from patchbay.collect.http import WRONG_CREDENTIALS, basic_auth_problem, parse_basic_auth
@@ -50,7 +49,8 @@ from patchbay.collect.inputs import SERVER_SIDE_TYPES, authenticate, key_only_al
 from patchbay.collect.ratelimit import RateLimiter
 from patchbay.errors import PatchbayError
 from patchbay.http.auth import auth_failed
-from patchbay.http.errors import error_response
+from patchbay.http.body import BodyError, read_json
+from patchbay.http.reject import Refusals
 from patchbay.metrics import Metrics
 from patchbay.resolve.identities import (
     ALL_IDENTITY_TYPES,
@@ -300,6 +300,7 @@ class IdentityApi:
         self._metrics = metrics
         self._box = box
         self._limiter = RateLimiter(clock)
+        self._reject = Refusals(metrics, log)
 
     def routes(self) -> list[Route]:
         """The Starlette routes: each endpoint under ``/v1`` and ``/identity/v1``."""
@@ -711,15 +712,9 @@ class IdentityApi:
 
     async def _body(self, request: Request, route: str) -> bytes | Response:
         try:
-            return await read_body(
-                request.stream(),
-                request.headers.get("content-length"),
-                request.headers.get("content-encoding"),
-                MAX_BODY_BYTES,
-            )
+            return await read_json(request, MAX_BODY_BYTES)
         except BodyError as exc:
-            reason = {413: "too_large", 415: "unsupported_encoding"}.get(exc.status, "bad_request")
-            return self._reject(route, exc.status, exc.code, exc.message, reason)
+            return self._reject(route, exc.status, exc.code, exc.message, exc.reason)
 
     def _unauthorized(
         self,
@@ -750,23 +745,6 @@ class IdentityApi:
     ) -> Response:
         auth_failed(request, "idsync", reason or message, key)
         return self._reject(route, 403, "FORBIDDEN", message, "forbidden", logged=True)
-
-    def _reject(
-        self,
-        route: str,
-        status: int,
-        code: str,
-        message: str,
-        reason: str,
-        headers: dict[str, str] | None = None,
-        logged: bool = False,
-    ) -> Response:
-        """The error answer, counted, and logged unless ``logged`` (an authentication failure,
-        logged by :func:`~patchbay.http.auth.auth_failed`)."""
-        self._metrics.rejects.labels(reason).inc()
-        if not logged:
-            log.info("request_rejected", route=route, status=status, reason=reason, error=message)
-        return error_response(status, code, message, headers)
 
 
 def _identity_response(answer: IdentityAnswer, ephemeral: bool) -> IdentityResponse:

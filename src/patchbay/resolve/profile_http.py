@@ -11,8 +11,10 @@ mParticle's OAuth2 client-credentials flow (``POST /oauth/token`` with the clien
 secret, form-encoded as RFC 6749 has it or as JSON as mParticle's clients send it, or with
 HTTP Basic; answered by oauthlib's :class:`~oauthlib.oauth2.BackendApplicationServer`),
 whose bearer token lasts 8 hours and lives in memory only, or HTTP Basic with the client's
-id and secret on every request. A token is checked against its client on every use: once
-the client is disabled, removed or its secret rotated, the token gets 401.
+id and secret on every request. Bodies are read by :func:`patchbay.http.body.read_json`: a
+``Content-Type`` other than JSON (or, for the token endpoint, a form) is a 415, a repeated
+JSON key a 400. A token is checked against its client on every use: once the client is
+disabled, removed or its secret rotated, the token gets 401.
 """
 
 from __future__ import annotations
@@ -36,10 +38,10 @@ from patchbay.api_clients import PROFILES_READ, authenticate_client
 from patchbay.backends.abstract import ApiClientStore
 from patchbay.backends.records import ApiClient
 from patchbay.clock import Clock
-from patchbay.collect.body import BodyError, read_body
 from patchbay.collect.fields import parse_mpid
 from patchbay.collect.http import parse_basic_auth
 from patchbay.http.auth import auth_failed
+from patchbay.http.body import FORM, BodyError, check_unique_keys, read_json
 from patchbay.http.errors import HttpError, error_response
 from patchbay.resolve.identities import Identity, canonical_type
 from patchbay.resolve.profile import Profile
@@ -261,28 +263,17 @@ class ProfileApi:
             ),
         ]
 
-    async def _body(self, request: Request) -> bytes:
-        """The body, at most ``max_body_bytes`` (raises :class:`BodyError`)."""
-        return await read_body(
-            request.stream(),
-            request.headers.get("content-length"),
-            request.headers.get("content-encoding"),
-            self._max_body_bytes,
-        )
-
     async def token(self, request: Request) -> Response:
         """``POST /oauth/token``: a bearer token for an API client's id and secret.
 
         Errors are RFC 6749's (``{"error": "invalid_client", ...}``, 401 for bad client
         credentials), as mParticle's token endpoint answers."""
         try:
-            raw = await self._body(request)
+            raw = await read_json(request, self._max_body_bytes, others=(FORM,))
+            form = _form_body(raw)
         except BodyError as exc:
             return _oauth_error(exc.status, "invalid_request", exc.message.removeprefix("$: "))
-        form = _form_body(raw)
-        if isinstance(form, Response):
-            return form
-        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        headers = {"Content-Type": FORM}
         if "authorization" in request.headers:
             headers["Authorization"] = request.headers["authorization"]
         uri = str(request.url)
@@ -376,7 +367,7 @@ class ProfileApi:
         await self._client(request)
         fields = self._fields(request)
         try:
-            raw = await self._body(request)
+            raw = await read_json(request, self._max_body_bytes)
         except BodyError as exc:
             return error_response(exc.status, exc.code, exc.message)
         try:
@@ -402,19 +393,25 @@ def _forbidden(reason: str) -> HttpError:
     return HttpError(403, "FORBIDDEN", f"Authorization: {reason}")
 
 
-def _form_body(raw: bytes) -> str | Response:
+def _form_body(raw: bytes) -> str:
     """The token request as the form oauthlib reads: a JSON object (mParticle's clients
-    send one, whatever their Content-Type says) is turned into one; a form is kept."""
+    send one, whatever their Content-Type says) is turned into one; a form is kept. A
+    :class:`BodyError` (400) for a body that is neither."""
     if raw.lstrip()[:1] == b"{":
         try:
             fields = msgspec.json.decode(raw, type=dict[str, Any])
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            return _oauth_error(400, "invalid_request", f"the JSON body is invalid: {exc}")
+            raise _invalid(f"the JSON body is invalid: {exc}") from None
+        check_unique_keys(raw)  # JSON under a form Content-Type (curl -d) is checked here
         for name, value in fields.items():
             if not isinstance(value, str):
-                return _oauth_error(400, "invalid_request", f"{name}: expected a string")
+                raise _invalid(f"{name}: expected a string")
         return urllib.parse.urlencode(fields)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        return _oauth_error(400, "invalid_request", "the body is not UTF-8")
+        raise _invalid("the body is not UTF-8") from None
+
+
+def _invalid(message: str) -> BodyError:
+    return BodyError(400, "BAD_REQUEST", message)

@@ -16,9 +16,10 @@ Routes::
     DELETE /admin/v1/audiences/{name}/connections/{output}
 
 ``POST`` and ``PUT`` take the definition as a JSON document, or as YAML text with
-``Content-Type: application/yaml`` (or ``text/yaml``). Mount :meth:`AudienceAdminApi.routes`
-before :meth:`~patchbay.activate.admin_http.AdminApi.routes`, whose last route answers
-every other ``/admin/v1`` path with 404.
+``Content-Type: application/yaml`` (or ``text/yaml``); any other declared type is a 415, and
+a key repeated in an object (JSON) or a mapping (YAML) a 400. Mount
+:meth:`AudienceAdminApi.routes` before :meth:`~patchbay.activate.admin_http.AdminApi.routes`,
+whose last route answers every other ``/admin/v1`` path with 404.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from patchbay.activate.admin_http import PREFIX, AdminApi, Handler, admin_error, json_response
+from patchbay.http.body import media_type
 from patchbay.segment.service import DEFAULT_PAGE, AudienceError, AudienceService
 
 #: Content types whose body is YAML text rather than a JSON document.
@@ -70,9 +72,8 @@ class AudienceAdminApi:
 
     async def _definition(self, request: Request) -> str | dict[str, Any]:
         """The body: YAML text (by its content type), else a JSON object."""
-        raw = await self._admin.body(request)
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type in YAML_TYPES:
+        raw = await self._admin.body(request, others=YAML_TYPES)
+        if media_type(request.headers.get("content-type")) in YAML_TYPES:
             try:
                 return raw.decode("utf-8")
             except UnicodeDecodeError as exc:
