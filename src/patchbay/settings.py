@@ -15,6 +15,9 @@ DEFAULT_MAX_BATCHES = 100
 #: How long a ``source_request_id`` is remembered (mParticle keeps it 30 to 60 days).
 DEFAULT_DEDUP_WINDOW_S = 30 * 24 * 3600.0
 
+#: How long the log keeps batches every stage has handled (a week).
+DEFAULT_LOG_RETENTION_S = 7 * 24 * 3600.0
+
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 Seconds = Annotated[float, msgspec.Meta(ge=0)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
@@ -56,6 +59,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     max_request_bytes: Positive = DEFAULT_MAX_REQUEST_BYTES
     max_batches_per_request: Positive = DEFAULT_MAX_BATCHES
     dedup_window_s: Seconds = DEFAULT_DEDUP_WINDOW_S
+    #: How long batches stay in the log once every stage has them (0: for ever); see
+    #: patchbay/retention.py.
+    log_retention_s: Seconds = DEFAULT_LOG_RETENTION_S
+    #: The most bytes of batches the log keeps (0: no limit).
+    log_retention_bytes: Annotated[int, msgspec.Meta(ge=0)] = 0
     durability: Literal["full", "normal"] = "full"
     log_level: str = "info"
     identity_strategy: Path | None = None
