@@ -288,12 +288,20 @@ def test_progress_text() -> None:
     assert progress_text(live) == "audience 'a' (version 2) is live: 1,234 members"
     evaluating = {**base, "build": {"phase": "evaluating", "users_done": 50, "users_total": 200}}
     assert "evaluating users: 50 / 200 (25%)" in progress_text(evaluating)
-    scanning = {
+    scanning: dict[str, Any] = {
         **base,
         "build": {"phase": "scanning", "conditions": {"building": 2, "scanned": 5000}},
     }
     assert "scanning: 2 event condition(s) being counted" in progress_text(scanning)
     assert "5,000 batches scanned" in progress_text(scanning)
+    assert "retention" not in progress_text(scanning)
+    history = {"partition": 0, "from": "0:51", "from_received_at": "2026-12-01T00:00:00+00:00"}
+    removed = [{**history, "to": "0:90", "removed_upto": "0:50"}]
+    scanning["build"]["history"] = removed
+    assert (
+        "counted over the stored batches (from 0:51, received 2026-12-01T00:00:00+00:00;"
+        " older ones removed by retention), 5,000 batches scanned"
+    ) in progress_text(scanning)
 
 
 def test_with_patchbay_serve(server: Server, tmp_path: Path) -> None:

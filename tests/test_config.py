@@ -56,6 +56,23 @@ def test_env_values_are_parsed_and_empty_ones_ignored() -> None:
     assert settings.port == 8080
 
 
+def test_durations_in_seconds_or_with_a_unit(tmp_path: Path) -> None:
+    """``log_retention_s`` (and every ``_s`` setting) takes seconds or a duration such as
+    ``7d``, from the file, a variable or a flag; the retention default is a week."""
+    assert Settings().log_retention_s == 7 * 86400 and Settings().log_retention_bytes == 0
+    file = toml(tmp_path, 'log_retention_s = "3d"\ndedup_window_s = "12h"\n')
+    from_file = load_settings({}, {}, file)
+    assert (from_file.log_retention_s, from_file.dedup_window_s) == (3 * 86400, 12 * 3600)
+    env = {"PATCHBAY_LOG_RETENTION_S": "90m", "PATCHBAY_LOG_RETENTION_BYTES": "1000000"}
+    from_env = load_settings({}, env, file)
+    assert (from_env.log_retention_s, from_env.log_retention_bytes) == (5400, 1_000_000)
+    assert load_settings({"log_retention_s": "0"}, env).log_retention_s == 0
+    with pytest.raises(ConfigError, match="PATCHBAY_LOG_RETENTION_S: expected seconds or a"):
+        load_settings({}, {"PATCHBAY_LOG_RETENTION_S": "a week"})
+    with pytest.raises(ConfigError, match="PATCHBAY_LOG_RETENTION_BYTES"):
+        load_settings({}, {"PATCHBAY_LOG_RETENTION_BYTES": "-1"})
+
+
 def test_config_file_from_patchbay_config(tmp_path: Path) -> None:
     file = toml(tmp_path, 'data_dir = "from-file"\ndelivery_page = 64\n')
     settings = load_settings({}, {CONFIG_ENV: str(file)})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import stat
 import tomllib
 from collections.abc import Callable, Mapping
@@ -36,6 +37,8 @@ FLAGS: dict[str, str] = {
     "header_timeout_s": "--header-timeout",
     "body_timeout_s": "--body-timeout",
     "max_connections": "--max-connections",
+    "log_retention_s": "--log-retention",
+    "log_retention_bytes": "--log-retention-bytes",
     "durability": "--durability",
     "log_level": "--log-level",
     "log_summary_interval_s": "--log-summary-interval",
@@ -151,6 +154,11 @@ def _checked(raw: Mapping[str, Any], *, strict: bool, name: Callable[[str], str]
     """Each value converted to its setting's type (``strict=False``: from a string)."""
     converted = {}
     for field, value in raw.items():
+        if field.endswith("_s") and isinstance(value, str):
+            try:
+                value = parse_seconds(value)
+            except ValueError as exc:
+                raise ConfigError(f"{name(field)}: {exc}") from None
         try:
             converted[field] = msgspec.convert(
                 value, _TYPES[field], strict=strict, dec_hook=_from_string
@@ -163,6 +171,21 @@ def _checked(raw: Mapping[str, Any], *, strict: bool, name: Callable[[str], str]
         if field == "trusted_proxies":
             _check_networks(converted[field], name(field))
     return converted
+
+
+_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?)\s*([smhd]?)\s*")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_seconds(text: str) -> float:
+    """A duration setting: seconds (``"90"``, ``"1.5"``) or a number and a unit, ``s``,
+    ``m``, ``h`` or ``d`` (``"7d"``); ``ValueError`` for anything else."""
+    found = _DURATION.fullmatch(text)
+    if found is None:
+        raise ValueError(
+            f"expected seconds or a duration such as '90s', '15m', '12h', '7d', not {text!r}"
+        )
+    return float(found.group(1)) * _UNIT_S[found.group(2)]
 
 
 def _check_networks(entries: tuple[str, ...], named: str) -> None:

@@ -17,6 +17,7 @@ __all__ = [
     "DeliveryMetrics",
     "Metrics",
     "SegmentMetrics",
+    "StorageMetrics",
     "storage_full_gauge",
 ]
 
@@ -256,3 +257,49 @@ def storage_full_gauge(registry: CollectorRegistry, stage: str) -> Gauge:
         f"1 while the {stage} stage backs off from a full store (storage full), else 0.",
         registry=registry,
     )
+
+
+class StorageMetrics:
+    """What the data takes and what retention removes, in a registry shared with
+    :class:`Metrics` (``/metrics``); set by :mod:`patchbay.retention`."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.file_bytes = Gauge(
+            "patchbay_store_size_bytes",
+            "Bytes a store's file takes on disk (with its write-ahead log), by file.",
+            ["file"],
+            registry=registry,
+        )
+        self.oldest = Gauge(
+            "patchbay_log_oldest_batch_timestamp_seconds",
+            "When the oldest batch the log retains was received (Unix time), by partition.",
+            ["partition"],
+            registry=registry,
+        )
+        self.log_bytes = Gauge(
+            "patchbay_log_retained_bytes",
+            "Bytes of the batches the log retains (their bodies), by partition.",
+            ["partition"],
+            registry=registry,
+        )
+        self.log_batches = Gauge(
+            "patchbay_log_retained_batches",
+            "Batches the log retains, by partition.",
+            ["partition"],
+            registry=registry,
+        )
+        self.removed = Counter(
+            "patchbay_log_batches_removed",
+            "Batches removed from the log by retention.",
+            registry=registry,
+        )
+        self.forgotten = Counter(
+            "patchbay_dedup_keys_forgotten",
+            "De-duplication keys dropped once older than the window.",
+            registry=registry,
+        )
+        self.reclaimed = Counter(
+            "patchbay_store_reclaimed_bytes",
+            "Bytes of freed space given back to the file system.",
+            registry=registry,
+        )

@@ -43,7 +43,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from patchbay.backends.abstract import Backend
-from patchbay.backends.records import Checkpoint, LogPosition
+from patchbay.backends.records import Checkpoint, LogPosition, lowest
 from patchbay.backoff import StorageBackoff
 from patchbay.clock import Clock
 from patchbay.errors import StorageFull
@@ -380,16 +380,18 @@ class Pipeline:
             stage.keeps_history for stage in self._elsewhere
         ):
             return 0
-        upto = self._backend.state.checkpoint()
-        passed = [feed.committed for feed in self.feeds]
-        passed += [self._backend.positions.get(stage.name) for stage in self._elsewhere]
-        for committed in passed:
-            upto = {
-                p: min(pos, mine)
-                for p, pos in upto.items()
-                if (mine := committed.get(p)) is not None
-            }
+        upto = self.passed()
         return self._backend.state.forget_resolved(upto) if upto else 0
+
+    def passed(self) -> Checkpoint:
+        """How far every stage got, by partition: the lowest of the committed checkpoints
+        of resolve and of each stage after it, here or elsewhere (a partition one of them
+        has no checkpoint of is left out). What retention may remove from the log."""
+        return lowest(
+            self._backend.state.checkpoint(),
+            *(feed.committed for feed in self.feeds),
+            *(self._backend.positions.get(stage.name) for stage in self._elsewhere),
+        )
 
     @property
     def error(self) -> BaseException | None:

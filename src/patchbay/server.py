@@ -29,7 +29,13 @@ from patchbay.http.auth import BearerToken, auth_failed
 from patchbay.http.cors import CorsPolicy
 from patchbay.http.errors import error_response
 from patchbay.http.health import Health
-from patchbay.metrics import CONTENT_TYPE_LATEST, DeliveryMetrics, Metrics, SegmentMetrics
+from patchbay.metrics import (
+    CONTENT_TYPE_LATEST,
+    DeliveryMetrics,
+    Metrics,
+    SegmentMetrics,
+    StorageMetrics,
+)
 from patchbay.openapi import build_openapi
 from patchbay.pipeline import Pipeline, Stage, StageElsewhere
 from patchbay.resolve.idsync_http import BROWSER_PATH_PREFIXES, IdentityApi
@@ -37,6 +43,7 @@ from patchbay.resolve.profile_http import ProfileApi
 from patchbay.resolve.resolver import Resolver
 from patchbay.resolve.service import ResolveService
 from patchbay.resolve.strategy import IdentityStrategy
+from patchbay.retention import RETENTION_INTERVAL_S, Retention, RetentionPolicy
 from patchbay.secretbox import SecretBox, key_path
 from patchbay.segment.admin_http import AudienceAdminApi
 from patchbay.segment.process import SegmentProcess
@@ -50,9 +57,6 @@ log = structlog.get_logger("patchbay.server")
 #: Requests in flight from which collecting counts as busy: the resolve stage then pauses
 #: after each chunk as long as the chunk took (:class:`~patchbay.resolve.stage.StageRunner`).
 INGEST_BUSY_REQUESTS = 8
-
-#: How often expired de-duplication entries are dropped.
-DEDUP_PURGE_INTERVAL_S = 3600.0
 
 
 def create_app(
@@ -140,6 +144,13 @@ def create_app(
         clock,
         {"resolve": lambda: pipeline.resolve.processed, "activate": lambda: activate.handled},
     )
+    retention = Retention(
+        backend,
+        RetentionPolicy.from_settings(settings),
+        clock,
+        pipeline.passed,
+        StorageMetrics(metrics.registry),
+    )
     if admin_token is None and settings.admin_token is not None:
         admin_token = settings.admin_token.reveal()
     admin_api = AdminApi(
@@ -189,18 +200,21 @@ def create_app(
                     "Authorization: /metrics requires the metrics token (Bearer)",
                     {"WWW-Authenticate": 'Bearer realm="patchbay-metrics"'},
                 )
+        await asyncio.to_thread(retention.observe)
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     async def openapi_endpoint(request: Request) -> Response:
         document = build_openapi(str(request.base_url))  # its token URL is absolute
         return Response(msgspec.json.encode(document), media_type="application/json")
 
-    async def purge_dedup() -> None:
+    async def retain() -> None:
+        """The log's retention, the dedup window and space given back, in the background."""
         while True:
-            await asyncio.sleep(DEDUP_PURGE_INTERVAL_S)
-            before = clock.now_ms() - int(settings.dedup_window_s * 1000)
-            dropped = await asyncio.to_thread(backend.dedup.forget_before, before)
-            log.info("dedup_purged", entries=dropped)
+            await asyncio.sleep(RETENTION_INTERVAL_S)
+            try:
+                await asyncio.to_thread(retention.run)
+            except Exception:
+                log.exception("retention_failed")  # tried again at the next pass
 
     async def summarize(interval_s: float) -> None:
         while True:
@@ -212,7 +226,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(purge_dedup())]
+        tasks = [asyncio.create_task(retain())]
         if settings.log_summary_interval_s > 0:
             tasks.append(asyncio.create_task(summarize(settings.log_summary_interval_s)))
         if engine is not None:

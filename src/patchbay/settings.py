@@ -17,6 +17,9 @@ DEFAULT_DEDUP_WINDOW_S = 30 * 24 * 3600.0
 #: Largest request line and headers of one HTTP request (431 beyond it).
 DEFAULT_MAX_HEADER_BYTES = 64 * 1024
 
+#: How long the log keeps batches every stage has handled (a week).
+DEFAULT_LOG_RETENTION_S = 7 * 24 * 3600.0
+
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 Seconds = Annotated[float, msgspec.Meta(ge=0)]
 Timeout = Annotated[float, msgspec.Meta(gt=0)]
@@ -67,6 +70,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     body_timeout_s: Timeout = 30.0
     #: Open HTTP connections ``serve`` keeps; one more is answered 503 and closed.
     max_connections: Positive = 1000
+    #: How long batches stay in the log once every stage has them (0: for ever); see
+    #: patchbay/retention.py.
+    log_retention_s: Seconds = DEFAULT_LOG_RETENTION_S
+    #: The most bytes of batches the log keeps (0: no limit).
+    log_retention_bytes: Annotated[int, msgspec.Meta(ge=0)] = 0
     durability: Literal["full", "normal"] = "full"
     log_level: str = "info"
     #: Seconds between two throughput summaries in the log (0: none); see summary.py.

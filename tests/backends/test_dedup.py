@@ -15,7 +15,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from patchbay.backends.abstract import Backend, BatchLog, DedupIndex
-from patchbay.backends.records import DedupKey, LogPosition, NewBatch, StoredBatch
+from patchbay.backends.records import (
+    DedupKey,
+    LogEntry,
+    LogExtent,
+    LogPosition,
+    NewBatch,
+    StoredBatch,
+)
 from patchbay.collect.appender import (
     AppendResult,
     GroupCommitAppender,
@@ -103,6 +110,19 @@ def test_forget_before_drops_strictly_older_keys(dedup: DedupIndex) -> None:
     assert dedup.seen([("input-1000", "r"), ("input-2000", "r")], 0) == {("input-2000", "r")}
     assert dedup.forget_before(3_001) == 2
     assert dedup.seen([("input-2000", "r"), ("input-3000", "r")], 0) == set()
+
+
+def test_forget_before_with_a_limit_drops_the_oldest_first(dedup: DedupIndex) -> None:
+    """With ``limit``, at most that many keys go, the oldest first (retention deletes in
+    short steps)."""
+    times = (4_000, 1_000, 3_000, 2_000, 9_000)
+    dedup.record([((f"input-{t}", "r"), t, POSITION) for t in times], {})
+    assert dedup.forget_before(5_000, limit=2) == 2
+    left = dedup.seen([(f"input-{t}", "r") for t in times], 0)
+    assert left == {("input-3000", "r"), ("input-4000", "r"), ("input-9000", "r")}
+    assert dedup.forget_before(5_000, limit=10) == 2
+    assert dedup.forget_before(5_000, limit=10) == 0
+    assert dedup.seen([("input-9000", "r")], 0) == {("input-9000", "r")}
 
 
 @pytest.mark.persists
@@ -430,6 +450,15 @@ class FailingLog:
         raise NotImplementedError
 
     def end(self, partition: int) -> LogPosition | None:
+        raise NotImplementedError
+
+    def oldest(self, partition: int, limit: int) -> list[LogEntry]:
+        raise NotImplementedError
+
+    def remove(self, partition: int, upto: LogPosition) -> int:
+        raise NotImplementedError
+
+    def extent(self, partition: int) -> LogExtent:
         raise NotImplementedError
 
     def close(self) -> None:

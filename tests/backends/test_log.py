@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from patchbay.backends.abstract import Backend, BatchLog
-from patchbay.backends.records import LogPosition, NewBatch, StoredBatch
+from patchbay.backends.records import LogEntry, LogExtent, LogPosition, NewBatch, StoredBatch
 from tests.backends.conftest import BACKENDS, PARTITIONED, BackendSpec, Stores, spec_of
 from tests.backends.helpers import (
     ALL,
@@ -348,3 +348,86 @@ def test_any_appends_and_reads_give_each_batch_once_in_order(
                 assert increasing_per_partition(s.position for s in read[partition])
         finally:
             backend.close()
+
+
+# -- retention: oldest, remove, extent ---------------------------------------------------
+
+
+def _by_partition(positions: list[LogPosition]) -> dict[int, list[LogPosition]]:
+    parts: dict[int, list[LogPosition]] = {}
+    for position in positions:
+        parts.setdefault(position.partition, []).append(position)
+    return parts
+
+
+def test_a_new_log_retains_nothing(log: BatchLog) -> None:
+    """An empty partition has no oldest batch, an extent of zero, nothing removed."""
+    for partition in range(log.partitions):
+        assert log.oldest(partition, 10) == []
+        assert log.extent(partition) == LogExtent(0, 0, None)
+        assert log.remove(partition, LogPosition(partition, 10**9)) == 0
+        assert log.end(partition) is None
+
+
+def test_oldest_and_extent_follow_appends(log: BatchLog) -> None:
+    """``oldest`` gives the first batches with their time and body size; ``extent`` counts
+    every batch and byte retained."""
+    news = [batch(input_id=f"input-{i % 4}", at=1_000 + i, body=b"x" * (10 + i)) for i in range(12)]
+    positions = log.append(news)
+    for partition, mine in _by_partition(positions).items():
+        entries = [
+            LogEntry(p, n.received_at_ms, len(n.body))
+            for p, n in zip(positions, news, strict=True)
+            if p.partition == partition
+        ]
+        assert log.oldest(partition, 2) == entries[:2]
+        assert log.oldest(partition, ALL) == entries
+        assert log.extent(partition) == LogExtent(len(mine), sum(e.size for e in entries), None)
+
+
+def test_remove_takes_the_oldest_up_to_a_position(log: BatchLog) -> None:
+    """``remove`` deletes exactly the batches at or before the position, counts them, and
+    leaves every later batch readable (also after a removed position); the extent and
+    ``end`` follow; positions keep growing."""
+    news = [batch(f"b{i}", input_id=f"input-{i % 3}", body=b"y" * (i + 1)) for i in range(15)]
+    positions = log.append(news)
+    sizes = {p: len(n.body) for p, n in zip(positions, news, strict=True)}
+    for partition, mine in _by_partition(positions).items():
+        cut = mine[len(mine) // 2]
+        kept = [p for p in mine if p > cut]
+        assert log.remove(partition, cut) == len(mine) - len(kept)
+        assert [s.position for s in log.read(partition, None, ALL)] == kept
+        assert [s.position for s in log.read(partition, mine[0], ALL)] == kept
+        assert [e.position for e in log.oldest(partition, ALL)] == kept
+        assert log.extent(partition) == LogExtent(len(kept), sum(sizes[p] for p in kept), cut)
+        assert log.end(partition) == mine[-1]
+        assert log.remove(partition, cut) == 0  # nothing left at or before it
+    ends = {p: mine[-1] for p, mine in _by_partition(positions).items()}
+    more = log.append([batch("late", input_id=f"input-{i}") for i in range(3)])
+    assert all(p > ends[p.partition] for p in more if p.partition in ends)
+
+
+def test_removing_everything_keeps_the_end(log: BatchLog) -> None:
+    """A partition emptied by retention still has its end, and the next batch comes after it."""
+    first = log.append([batch("a"), batch("b")])
+    partition = first[-1].partition
+    assert log.remove(partition, first[-1]) == 2
+    assert log.read(partition, None, ALL) == []
+    assert log.end(partition) == first[-1]
+    assert log.extent(partition) == LogExtent(0, 0, first[-1])
+    later = log.append([batch("c")])
+    assert later[0] > first[-1]
+    assert log.end(partition) == later[0]
+    assert [s.position for s in log.read(partition, None, ALL)] == later
+
+
+@pytest.mark.persists
+def test_removal_persists_across_reopen(stores: Stores, backend: Backend) -> None:
+    """What was removed stays removed, and the extent is the same after reopening."""
+    positions = backend.log.append([batch(str(i), body=b"z" * 7) for i in range(5)])
+    backend.log.remove(0, positions[1])
+    extent = backend.log.extent(0)
+    assert extent == LogExtent(3, 21, positions[1])
+    reopened = stores.reopen(backend)
+    assert reopened.log.extent(0) == extent
+    assert [s.position for s in reopened.log.read(0, None, ALL)] == positions[2:]

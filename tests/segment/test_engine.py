@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from patchbay.segment import engine as engine_module
 from patchbay.segment.criteria import (
@@ -234,3 +235,21 @@ def test_a_batch_that_finds_a_window_passed_before_the_check_still_leaves() -> N
     (chunk,) = world.chunks
     world.engine.apply(chunk.batches)  # before any expiry check
     assert members(world, "recent") == set()
+
+
+def test_a_build_counts_the_history_the_log_retains_and_says_so() -> None:
+    """Batches removed by retention are not counted by a later build, and the build's
+    ``condition_built`` line names the range it covered."""
+    world = SegmentWorld()
+    for i in range(6):
+        world.send(play(f"c{i % 3}", at_ms=BASE_MS - i * 600_000))
+        world.settle()
+    removed = world.backend.log.read(0, None, 3)[-1].position
+    world.backend.state.forget_resolved({0: removed})
+    world.backend.log.remove(0, removed)
+    with capture_logs() as logs:
+        world.define(Definition("twice", "", EventCondition(PLAY, count=Count(2))))
+        world.settle()
+    assert members(world, "twice") == set()  # each player has one play left in the log
+    (built,) = [entry for entry in logs if entry["event"] == "condition_built"]
+    assert built["history"][0].endswith(f"up to {removed} removed by retention")

@@ -19,6 +19,7 @@ from patchbay.clock import ManualClock
 from patchbay.firehose import AudienceSubscriptionRequest, parse
 from patchbay.segment.parse import definition_document, parse_definition
 from patchbay.segment.service import AudienceError, AudienceService
+from tests.backends.helpers import batch
 from tests.segment.audience_setup import NOW, SECRET, definition, setup_outputs
 
 
@@ -222,6 +223,25 @@ def test_a_referenced_audience_cannot_be_renamed_or_deleted(service: AudienceSer
 # -- sizes, builds, members ----------------------------------------------------------------------
 
 
+def test_a_build_shows_the_history_the_log_retains(
+    service: AudienceService, backend: Backend
+) -> None:
+    """While an audience builds, ``show`` and ``progress`` say which batches the log holds
+    and the newest that retention removed (the build counts only those it holds)."""
+    service.create(definition("gold"))
+    positions = backend.log.append([batch(at=NOW + i) for i in range(4)])
+    backend.log.remove(0, positions[1])
+    history = {
+        "partition": 0,
+        "from": str(positions[2]),
+        "from_received_at": "2023-11-14T22:13:20+00:00",
+        "to": str(positions[3]),
+        "removed_upto": str(positions[1]),
+    }
+    assert service.show("gold")["build"]["history"] == [history]
+    assert service.progress("gold")["build"]["history"] == [history]
+
+
 def test_sizes_builds_members_and_memberships(service: AudienceService, backend: Backend) -> None:
     gold = service.create(definition("gold"))["id"]
     silver = service.create(definition("silver", tier="silver"))["id"]
@@ -244,7 +264,11 @@ def test_sizes_builds_members_and_memberships(service: AudienceService, backend:
     assert listed["silver"]["build"]["users_total"] == 10
     shown = service.show("silver")
     assert shown["build"]["conditions"] == {"building": 1, "scanned": 12}
+    assert shown["build"]["history"] == [
+        {"partition": 0, "from": None, "from_received_at": None, "to": None, "removed_upto": None}
+    ]
     assert "conditions" not in service.show("gold")["build"]
+    assert "history" not in service.show("gold")["build"]
     assert service.progress("gold")["status"] == "live"
 
     first = service.members("gold", limit=2)

@@ -16,7 +16,9 @@ The stages and what they use:
   :class:`StagePositions` (their own checkpoints);
 * segment: :class:`AudienceStore` (definitions, connections, per-user state, memberships
   and the membership changes waiting to be sent);
-* activate: :class:`OutputStore`, :class:`ModuleStore` and :class:`Outbox`.
+* activate: :class:`OutputStore`, :class:`ModuleStore` and :class:`Outbox`;
+* retention (:mod:`patchbay.retention`): :class:`BatchLog` (remove), :class:`DedupIndex`
+  (forget) and :class:`StoreFiles` (sizes, space given back).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from patchbay.backends.records import (
     DedupKey,
     Delivery,
     Input,
+    LogEntry,
+    LogExtent,
     LogPosition,
     MergeRecord,
     ModuleRecord,
@@ -79,7 +83,22 @@ class BatchLog(Protocol):
         ...
 
     def end(self, partition: int) -> LogPosition | None:
-        """The position of the newest batch in ``partition`` (``None``: it is empty)."""
+        """The position of the newest batch appended to ``partition``, even if retention
+        removed it since (``None``: nothing was ever appended)."""
+        ...
+
+    def oldest(self, partition: int, limit: int) -> list[LogEntry]:
+        """Up to ``limit`` of the oldest batches ``partition`` retains, oldest first, as
+        retention sees them (position, time received, size)."""
+        ...
+
+    def remove(self, partition: int, upto: LogPosition) -> int:
+        """Remove every batch of ``partition`` at or before ``upto`` (retention: callers
+        bound how many by choosing ``upto`` from :meth:`oldest`); return how many."""
+        ...
+
+    def extent(self, partition: int) -> LogExtent:
+        """How many batches ``partition`` retains, their size, and the newest removed."""
         ...
 
     def close(self) -> None:
@@ -108,8 +127,9 @@ class DedupIndex(Protocol):
         """How far the log's keys are recorded, by partition."""
         ...
 
-    def forget_before(self, before_ms: int) -> int:
-        """Drop keys received before ``before_ms``; return how many."""
+    def forget_before(self, before_ms: int, limit: int | None = None) -> int:
+        """Drop keys received before ``before_ms`` (at most ``limit`` of them, the oldest
+        first); return how many."""
         ...
 
     def close(self) -> None:
@@ -548,6 +568,22 @@ class AudienceStore(Protocol):
         ...
 
 
+class StoreFiles(Protocol):
+    """The files a backend keeps its stores in: their size, and space freed inside them
+    (rows deleted) given back."""
+
+    def sizes(self) -> dict[str, int]:
+        """The bytes each store takes on disk, by file name (none for a backend in memory)."""
+        ...
+
+    def reclaim(self, keep_min_bytes: int, keep_fraction: float, pause_s: float = 0.0) -> int:
+        """Give the space freed inside each file back to the file system, in short steps
+        ``pause_s`` apart, but for ``max(keep_min_bytes, keep_fraction x the bytes in use)``
+        kept for reuse (writes reuse free space: a store under steady load neither grows
+        nor churns); return how many bytes were given back."""
+        ...
+
+
 @dataclass
 class Backend:
     """All the stores of one backend, opened together and closed together."""
@@ -564,6 +600,7 @@ class Backend:
     outputs: OutputStore
     outbox: Outbox
     audiences: AudienceStore
+    files: StoreFiles
 
     def close(self) -> None:
         """Close every store (each once, even where one object serves several roles)."""

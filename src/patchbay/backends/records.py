@@ -53,6 +53,24 @@ class LogPosition(msgspec.Struct, frozen=True, order=True, array_like=True):
 Checkpoint = dict[int, LogPosition]
 
 
+class LogEntry(msgspec.Struct, frozen=True):
+    """A batch as retention sees it: where it is, when it was received and its size (the
+    length of its body, as received)."""
+
+    position: LogPosition
+    received_at_ms: int
+    size: int
+
+
+class LogExtent(msgspec.Struct, frozen=True):
+    """What one partition of the log retains: how many batches, their size (bodies, as
+    :class:`LogEntry`), and the newest batch retention removed (``None``: none ever)."""
+
+    batches: int
+    size: int
+    removed: LogPosition | None = None
+
+
 def advance(checkpoint: Checkpoint, positions: list[LogPosition]) -> Checkpoint:
     """``checkpoint`` moved past ``positions`` (each partition to its highest)."""
     moved = dict(checkpoint)
@@ -61,6 +79,19 @@ def advance(checkpoint: Checkpoint, positions: list[LogPosition]) -> Checkpoint:
         if current is None or position > current:
             moved[position.partition] = position
     return moved
+
+
+def lowest(*checkpoints: Checkpoint) -> Checkpoint:
+    """How far all of ``checkpoints`` got: each partition at its lowest, and only the
+    partitions every one of them has."""
+    if not checkpoints:
+        return {}
+    low = dict(checkpoints[0])
+    for checkpoint in checkpoints[1:]:
+        low = {
+            p: min(pos, mine) for p, pos in low.items() if (mine := checkpoint.get(p)) is not None
+        }
+    return low
 
 
 class NewBatch(msgspec.Struct, frozen=True):

@@ -133,11 +133,25 @@ def progress_text(summary: dict[str, Any]) -> str:
     conditions = build.get("conditions") or {}
     counting = (
         f"{conditions.get('building', 0)} event condition(s) being counted over the stored"
-        f" batches, {conditions.get('scanned', 0):,} batches scanned"
+        f" batches{_history_text(build.get('history') or [])},"
+        f" {conditions.get('scanned', 0):,} batches scanned"
     )
     if phase == "scanning":
         return f"{name}: scanning: {counting}"
     return f"{name}: waiting for the segment stage ({counting})"
+
+
+def _history_text(history: list[dict[str, Any]]) -> str:
+    """Which batches the log retains for a build: `` (from 0:1235, received ...; older
+    ones removed by retention)``, or nothing when it retains every batch."""
+    parts = [
+        f"from {h['from']}, received {h['from_received_at']}" if h["from"] else "none"
+        for h in history
+        if h["removed_upto"]
+    ]
+    if not parts:
+        return ""
+    return f" ({'; '.join(parts)}; older ones removed by retention)"
 
 
 def follow(settings: Settings, service: AudienceService, name: str, timeout_s: float) -> None:

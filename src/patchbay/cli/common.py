@@ -22,7 +22,7 @@ from patchbay.backends import (
 )
 from patchbay.backends.records import LogPosition
 from patchbay.clock import SystemClock
-from patchbay.config import FLAGS, ConfigError, settings_from_process
+from patchbay.config import FLAGS, ConfigError, parse_seconds, settings_from_process
 from patchbay.datadir import DataDirError
 from patchbay.locking import AlreadyRunning, data_dir_lock
 from patchbay.logs import configure_logging
@@ -172,6 +172,23 @@ class LogPositionType(click.ParamType[LogPosition, Any]):
 
 
 LOG_POSITION = LogPositionType()
+
+
+class DurationType(click.ParamType[float, Any]):
+    """A duration on the command line: seconds, or a number and s, m, h or d (``7d``)."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        if isinstance(value, float | int):
+            return float(value)
+        try:
+            return parse_seconds(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+DURATION = DurationType()
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import msgspec
 
-from patchbay.backends.abstract import Backend, StateStore
+from patchbay.backends.abstract import Backend, BatchLog, StateStore
 from patchbay.backends.records import LogPosition, StateChanges
 from patchbay.cli.common import (
     LOG_POSITION,
@@ -27,6 +27,7 @@ from patchbay.resolve.resolver import Resolver
 from patchbay.resolve.service import ResolveService
 from patchbay.resolve.stage import ResolveStage
 from patchbay.resolve.strategy import IdentityStrategy
+from patchbay.retention import retained
 from patchbay.segment.replay import replay
 from patchbay.settings import Settings
 
@@ -87,6 +88,26 @@ def profiles_find(settings: Settings, **identities: str | None) -> None:
         _show_profile(service, profile, backend)
 
 
+def _say_retained(log: BatchLog, from_position: LogPosition | None) -> None:
+    """Print which batches a replay covers, and what retention removed before them."""
+    for part in retained(log):
+        click.echo(f"log partition {part.partition}: {part.describe()}", err=True)
+        if part.removed is None:
+            continue
+        if from_position is None or from_position.partition != part.partition:
+            click.echo(
+                "  the batches removed by retention are not replayed: what only they said"
+                " is not in the rebuilt profiles and audiences",
+                err=True,
+            )
+        elif from_position <= part.removed:
+            click.echo(
+                f"  --from {from_position}: the batches up to {part.removed} were removed by"
+                " retention; the replay starts at the oldest one retained",
+                err=True,
+            )
+
+
 @click.command()
 @pass_settings
 @click.option(
@@ -109,11 +130,13 @@ def reprocess(from_position: LogPosition | None, settings: Settings) -> None:
     Every profile, identity link and merge is dropped, then the log is resolved again from
     --from: MPIDs are derived from batch ids, so a full replay gives the same users. Then
     the audiences are computed again from the whole log (connected outputs receive every
-    member again).
+    member again). Only the batches the log retains are replayed: the range is printed
+    first, with what retention removed (--log-retention).
     """
     strategy = identity_strategy(settings)
     with exclusive(settings), opened(settings) as backend:
         log, state = backend.log, backend.state
+        _say_retained(log, from_position)
         ends = [e for p in range(log.partitions) if (e := log.end(p)) is not None]
         state.reset()
         if from_position is not None and from_position.offset > 0:

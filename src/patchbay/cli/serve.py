@@ -10,6 +10,7 @@ import click
 from patchbay.backends.records import StoreUnavailable
 from patchbay.cli.common import (
     DEFAULTS,
+    DURATION,
     creating_data_dir_option,
     exclusive,
     identity_strategy,
@@ -76,6 +77,21 @@ from patchbay.settings import Settings
     show_default=True,
     type=click.IntRange(min=1),
     help="Open HTTP connections kept; one more is answered 503 and closed.",
+)
+@click.option(
+    "--log-retention",
+    default=DEFAULTS.log_retention_s,
+    show_default=True,
+    type=DURATION,
+    help="How long the batch log keeps batches every stage has handled: seconds or a"
+    " duration (12h, 7d); 0 keeps them for ever.",
+)
+@click.option(
+    "--log-retention-bytes",
+    default=DEFAULTS.log_retention_bytes,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="The most bytes of batches the log keeps (the oldest go first); 0: no limit.",
 )
 @click.option(
     "--durability",

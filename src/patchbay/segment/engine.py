@@ -59,6 +59,7 @@ from patchbay.collect.events import (
 )
 from patchbay.resolve.profile import Profile
 from patchbay.resolve.stage import ResolvedBatch, decode_stored
+from patchbay.retention import retained
 from patchbay.segment import tallies
 from patchbay.segment.catalog import (
     AudienceSource,
@@ -848,7 +849,12 @@ class SegmentEngine:
             self._conditions[record.id] = updated
             work.changes.conditions.append(updated)
             if finished:
-                log.info("condition_built", condition=record.id, batches=updated.scanned)
+                log.info(
+                    "condition_built",
+                    condition=record.id,
+                    batches=updated.scanned,
+                    history=[r.describe() for r in retained(self._log)],
+                )
         for user in work.users.values():
             if user.mpid in work.dirty:
                 self._expire_tallies(user, now)

@@ -34,6 +34,7 @@ from patchbay.clock import Clock
 from patchbay.errors import PatchbayError
 from patchbay.firehose import ModuleRegistrationResponse, SettingError
 from patchbay.logs import config_changed
+from patchbay.retention import retained
 from patchbay.segment.criteria import Definition, references
 from patchbay.segment.parse import (
     DefinitionError,
@@ -78,6 +79,7 @@ class AudienceService:
 
     def __init__(self, backend: Backend, clock: Clock) -> None:
         self.audiences = backend.audiences
+        self.log = backend.log
         self.outputs = backend.outputs
         self.modules = backend.modules
         self.outbox = backend.outbox
@@ -369,6 +371,7 @@ class AudienceService:
         summary = self._summary(audience, self.audiences.sizes(), self._builds())
         if summary["status"] != "live":
             summary["build"]["conditions"] = self.conditions_progress()
+            summary["build"]["history"] = [r.document() for r in retained(self.log)]
         summary["definition"] = msgspec.json.decode(audience.definition)
         summary["connections"] = [
             self._connection_summary(audience, c, self._secret(c.output))
@@ -382,6 +385,7 @@ class AudienceService:
         audience = self._audience(name)
         summary = self._summary(audience, self.audiences.sizes(), self._builds())
         summary["build"]["conditions"] = self.conditions_progress()
+        summary["build"]["history"] = [r.document() for r in retained(self.log)]
         return summary
 
     def members(

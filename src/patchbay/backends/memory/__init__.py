@@ -19,6 +19,18 @@ from patchbay.backends.memory.state import MemoryStagePositions, MemoryStateStor
 __all__ = ["open_memory"]
 
 
+class MemoryFiles:
+    """No files: nothing on disk, nothing to give back."""
+
+    def sizes(self) -> dict[str, int]:
+        """None."""
+        return {}
+
+    def reclaim(self, keep_min_bytes: int, keep_fraction: float, pause_s: float = 0.0) -> int:
+        """Nothing."""
+        return 0
+
+
 def open_memory(partitions: int = 1) -> Backend:
     """New, empty in-memory stores (the log with ``partitions`` partitions)."""
     outbox = MemoryOutbox()
@@ -34,4 +46,5 @@ def open_memory(partitions: int = 1) -> Backend:
         outputs=outbox,
         outbox=outbox,
         audiences=MemoryAudienceStore(),
+        files=MemoryFiles(),
     )

@@ -13,6 +13,10 @@ Every file is in WAL mode with ``synchronous=FULL`` by default (``durability="no
 survives a crash of the process, not of the machine), and owner-only (``0600``). The
 credentials stored to call partners are encrypted with the key of a file apart
 (:mod:`patchbay.secretbox`; ``secrets.key`` in the data directory by default).
+
+Every file has ``auto_vacuum=INCREMENTAL``, so that the space of deleted rows can be given
+back (:class:`~patchbay.backends.sqlite.files.SqliteFiles`); a file made before that is
+rewritten once (``VACUUM``) the first time it is opened.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from patchbay.backends.sqlite.api_clients import SqliteApiClientStore
 from patchbay.backends.sqlite.audiences import SEGMENT_FILE, SEGMENT_PRAGMAS, SqliteAudienceStore
 from patchbay.backends.sqlite.db import Durability, SqliteDatabase
 from patchbay.backends.sqlite.dedup import SqliteDedupIndex
+from patchbay.backends.sqlite.files import SqliteFiles
 from patchbay.backends.sqlite.inputs import SqliteInputStore
 from patchbay.backends.sqlite.log import DB_FILE, SqliteBatchLog
 from patchbay.backends.sqlite.modules import SqliteModuleStore
@@ -94,6 +99,8 @@ def open_sqlite(
         state = database(data_dir / STATE_FILE, durability, STATE_PRAGMAS)
         outbox = SqliteOutbox(database(data_dir / DELIVERIES_FILE, durability), box)
         segment = database(data_dir / SEGMENT_FILE, durability, SEGMENT_PRAGMAS)
+        files = SqliteFiles(opened)
+        files.migrate()  # before any store creates a table in a new file
         return Backend(
             name="sqlite",
             log=SqliteBatchLog(main),
@@ -106,6 +113,7 @@ def open_sqlite(
             outputs=outbox,
             outbox=outbox,
             audiences=SqliteAudienceStore(segment, box),
+            files=files,
         )
     except (OSError, sqlite3.Error, StorageFull) as exc:
         for db in opened:

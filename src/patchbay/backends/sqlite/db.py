@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
+import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from functools import cache
 from pathlib import Path
@@ -28,6 +29,13 @@ SQLITE_FULL = 13
 
 #: ``full`` fsyncs every commit (survives power loss); ``normal`` survives a process crash.
 Durability = Literal["full", "normal"]
+
+
+#: Bytes the ``-wal`` file is cut back to after a checkpoint.
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
+#: Pages given back per transaction by :meth:`SqliteDatabase.reclaim` (1 MiB of 4 KiB pages).
+RECLAIM_STEP_PAGES = 256
+_INCREMENTAL = 2  # PRAGMA auto_vacuum's value for INCREMENTAL
 
 
 class SqliteDatabase:
@@ -49,8 +57,14 @@ class SqliteDatabase:
         self.durability = durability
         self._pragmas = (
             "PRAGMA busy_timeout = 30000",
+            # before journal_mode, which writes the first page: a new file gets it (an
+            # existing one is rewritten once for it: use_incremental_vacuum)
+            "PRAGMA auto_vacuum = INCREMENTAL",
             "PRAGMA journal_mode = WAL",
             f"PRAGMA synchronous = {durability.upper()}",
+            # the -wal file is cut back to this after a checkpoint (a burst of writes, a
+            # large delete, would otherwise keep it at its largest)
+            f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}",
             *pragmas,
         )
         self._local = threading.local()
@@ -128,6 +142,57 @@ class SqliteDatabase:
             if getattr(exc, "sqlite_errorcode", 0) & 0xFF == SQLITE_FULL:
                 raise StorageFull(self.path, str(exc)) from exc
             raise
+
+    def use_incremental_vacuum(self) -> bool:
+        """Make freed pages returnable (:meth:`reclaim`): a new file has ``auto_vacuum =
+        INCREMENTAL`` from the start; a file made before it is rewritten once (``VACUUM``,
+        which needs as much free disk as the file takes). Returns whether it rewrote."""
+        conn = self.conn()
+        if conn.execute("PRAGMA auto_vacuum").fetchone()[0] == _INCREMENTAL:
+            return False
+        with self.write_lock:
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            conn.execute("VACUUM")
+        return True
+
+    def pages(self) -> tuple[int, int, int]:
+        """The page size, how many pages the file has and how many of them are free."""
+        conn = self.conn()
+        return (
+            int(conn.execute("PRAGMA page_size").fetchone()[0]),
+            int(conn.execute("PRAGMA page_count").fetchone()[0]),
+            int(conn.execute("PRAGMA freelist_count").fetchone()[0]),
+        )
+
+    def reclaim(
+        self, keep_bytes: int = 0, pause_s: float = 0.0, step_pages: int = RECLAIM_STEP_PAGES
+    ) -> int:
+        """Give the free pages beyond ``keep_bytes`` back to the file system,
+        ``step_pages`` per transaction (short: writers wait for each), ``pause_s`` apart;
+        return the bytes. Free pages are reused by later writes anyway: this returns what a
+        shrinking store (a drained outbox, a log cut by retention) no longer needs."""
+        returned = 0
+        while True:
+            if returned:
+                time.sleep(pause_s)
+            page_size, _, free = self.pages()
+            excess = free - keep_bytes // page_size
+            if excess <= 0:
+                return returned
+            with self.write_lock:  # executescript: steps the pragma to its end
+                self.conn().executescript(f"PRAGMA incremental_vacuum({min(excess, step_pages)});")
+            left = self.pages()[2]
+            if left >= free:  # auto_vacuum is off: nothing can be given back
+                return returned
+            returned += (free - left) * page_size
+
+    def file_bytes(self) -> int:
+        """What the database takes on disk: its file, write-ahead log and shared memory."""
+        total = 0
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                total += self.path.with_name(self.path.name + suffix).stat().st_size
+        return total
 
     def close(self) -> None:
         """Close every connection opened so far."""

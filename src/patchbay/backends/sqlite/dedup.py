@@ -84,9 +84,14 @@ class SqliteDedupIndex:
         rows = self._db.conn().execute("SELECT part, seq FROM dedup_recorded")
         return {int(p): LogPosition(int(p), int(o)) for p, o in rows}
 
-    def forget_before(self, before_ms: int) -> int:
-        """Drop old keys."""
-        return self._db.write("DELETE FROM dedup WHERE received_at_ms < ?", (before_ms,))
+    def forget_before(self, before_ms: int, limit: int | None = None) -> int:
+        """Drop old keys, the oldest first (a limit keeps each transaction short)."""
+        return self._db.write(
+            "DELETE FROM dedup WHERE (input_id, source_request_id) IN (SELECT input_id,"
+            " source_request_id FROM dedup WHERE received_at_ms < ?"
+            " ORDER BY received_at_ms LIMIT ?)",
+            (before_ms, -1 if limit is None else limit),
+        )
 
     def close(self) -> None:
         """Close every connection of the database."""
