@@ -540,6 +540,22 @@ def test_isolation_with_a_real_server(setup: Setup, tmp_path: Path) -> None:
         assert len(rec.at("/slow")) >= 1
         assert rec.at("/broken", handled=True) == []
         assert len(rec.at("/broken")) >= 1
+
+        def circuit(name: str) -> str:
+            rows = [
+                json.loads(line)
+                for line in cli(data_dir, "outputs", "status", "--json").splitlines()
+            ]
+            return str(next(r["circuit"] for r in rows if r["name"] == name))
+
+        wait_for(lambda: circuit("broken") == "open", what="the broken output's breaker open")
+        attempts = len(rec.at("/broken"))
+        assert attempts < 40  # the breaker stopped it: no attempt per delivery
+        rec.set("/broken", status=200)  # it works again: everything that waited flows
+        wait_for(lambda: len(rec.at("/broken", handled=True)) >= 40, what="all 40 at broken")
+        wait_for(lambda: circuit("broken") == "closed", what="the breaker closed")
+        ids = [r.headers["x-patchbay-delivery-id"] for r in rec.at("/broken", handled=True)]
+        assert set(ids) == expected_ids(server, "broken") and len(ids) == 40
     finally:
         stop_server(server)
         hooks.stop()
