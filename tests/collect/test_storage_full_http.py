@@ -41,8 +41,9 @@ class Running:
         self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
     ) -> tuple[int, dict[str, str], Any]:
         data = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json", **(headers or {})}
         request = urllib.request.Request(
-            self.server.url + path, data=data, headers=headers or {}, method=method
+            self.server.url + path, data=data, headers=headers, method=method
         )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
