@@ -25,6 +25,6 @@ compile() {  # compile OUTPUT EXTRA...
     --custom-compile-command "scripts/lock.sh" --output-file "$output" "${passthrough[@]}"
 }
 passthrough=("$@")
-compile requirements/server.txt server lambda
+compile requirements/server.txt server lambda scale
 compile requirements/dev.txt dev
 echo "lock: requirements/server.txt, requirements/dev.txt"

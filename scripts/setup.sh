@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates .venv with Python >= 3.11 and installs Patchbay into it.
-# Usage: scripts/setup.sh [--dev]   (installs .[server,lambda] from requirements/server.txt;
+# Usage: scripts/setup.sh [--dev]   (installs .[server,lambda,scale] from requirements/server.txt;
 # --dev installs .[dev] from requirements/dev.txt: the same and the test and lint tools)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -3,6 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --dev
+# PostgreSQL for the scale-out tests (installed once, as root, from Debian's packages);
+# the tests start and stop their own servers through the same script.
+scripts/infra.sh install
 echo "== ruff"
 .venv/bin/ruff check src tests bench examples
 .venv/bin/ruff format --check src tests bench examples

@@ -333,3 +333,10 @@ def storage_log(monkeypatch: pytest.MonkeyPatch) -> Lines:
     recorder = Lines()
     monkeypatch.setattr(patchbay.backoff, "log", recorder)
     return recorder
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop the servers the scale-out tests started (:mod:`tests.infra`)."""
+    from tests import infra
+
+    infra.stop_all()

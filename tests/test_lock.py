@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 PROJECT = PYPROJECT["project"]
 LOCKS = {
-    "requirements/server.txt": ["server", "lambda"],
+    "requirements/server.txt": ["server", "lambda", "scale"],
     "requirements/dev.txt": ["dev"],
 }
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^ ;\\]+)")
@@ -87,6 +87,6 @@ def test_the_build_backend_is_locked() -> None:
 def test_runtime_dependencies_have_upper_bounds() -> None:
     """A wheel installed beside other packages must not accept a future major release that
     nobody tested: every runtime range is capped (the lock then picks inside it)."""
-    for requirement in _requirements(["server", "lambda"]):
+    for requirement in _requirements(["server", "lambda", "scale"]):
         operators = {spec.operator for spec in requirement.specifier}
         assert operators & {"<", "<=", "==", "~="}, f"{requirement} has no upper bound"

@@ -14,6 +14,8 @@ several log partitions; the log and append suites run on those too.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,10 @@ import pytest
 
 from patchbay.backends.abstract import Backend
 from patchbay.backends.memory import open_memory
+from patchbay.backends.postgres import PostgresDatabase
 from patchbay.backends.sqlite import open_sqlite
+from patchbay.secretbox import SecretBox, key_path
+from tests import infra
 
 
 @dataclass(frozen=True)
@@ -36,12 +41,38 @@ class BackendSpec:
     persists: bool
 
 
+#: The stores on PostgreSQL so far, each made from the test's database and key; while the
+#: backend is being built, the others come from SQLite in the test's directory.
+POSTGRES_STORES: dict[str, Callable[[PostgresDatabase, SecretBox], object]] = {}
+
+
+class _PostgresBackend(Backend):
+    """The stores of :data:`POSTGRES_STORES` on this session's PostgreSQL server, in a
+    schema of the test's own, the rest on SQLite."""
+
+    def __init__(self, location: Path) -> None:
+        self._sqlite = open_sqlite(location / "data")
+        schema = "t_" + hashlib.sha1(str(location).encode()).hexdigest()[:20]
+        self._db = PostgresDatabase(infra.postgres_url(), schema=schema, pool_size=4)
+        box = SecretBox(key_path(location / "data", None))
+        fields = {f.name: getattr(self._sqlite, f.name) for f in dataclasses.fields(Backend)}
+        fields["name"] = "postgres"
+        for name, make in POSTGRES_STORES.items():
+            fields[name] = make(self._db, box)
+        super().__init__(**fields)
+
+    def close(self) -> None:
+        self._sqlite.close()
+        self._db.close()
+
+
 BACKENDS: list[BackendSpec] = [
     BackendSpec("memory", lambda _location: open_memory(), persists=False),
     BackendSpec("sqlite", lambda location: open_sqlite(location / "data"), persists=True),
     BackendSpec(
         "sqlite-normal", lambda location: open_sqlite(location / "data", "normal"), persists=True
     ),
+    BackendSpec("postgres", _PostgresBackend, persists=True),
 ]
 
 #: Configurations with several log partitions, for the suites of the log and of appends.
