@@ -28,6 +28,8 @@ FIELDS: tuple[str, ...] = Settings.__struct_fields__
 #: The settings that have a command-line flag (on ``patchbay serve``; ``data_dir`` everywhere).
 FLAGS: dict[str, str] = {
     "data_dir": "--data-dir",
+    "log": "--log",
+    "state": "--state",
     "host": "--host",
     "port": "--port",
     "max_request_bytes": "--max-request-bytes",
@@ -170,6 +172,8 @@ def _checked(raw: Mapping[str, Any], *, strict: bool, name: Callable[[str], str]
             _check_targets(converted[field], name(field))
         if field == "trusted_proxies":
             _check_networks(converted[field], name(field))
+        if field in _URL_SCHEMES and converted[field] is not None:
+            _check_url(converted[field], field, name(field))
     return converted
 
 
@@ -186,6 +190,23 @@ def parse_seconds(text: str) -> float:
             f"expected seconds or a duration such as '90s', '15m', '12h', '7d', not {text!r}"
         )
     return float(found.group(1)) * _UNIT_S[found.group(2)]
+
+
+#: The settings that are URLs, and the schemes each takes.
+_URL_SCHEMES = {"log": ("kafka",), "state": ("postgresql", "postgres")}
+_KAFKA_URL = re.compile(r"kafka://(?:[^\s,/:]+:\d{1,5})(?:,[^\s,/:]+:\d{1,5})*/?")
+
+
+def _check_url(value: str | Secret, field: str, named: str) -> None:
+    """Refuse a ``log`` that is not ``kafka://HOST:PORT[,...]`` or a ``state`` that is not a
+    PostgreSQL URL (without showing it: it may hold a password)."""
+    text = value.reveal() if isinstance(value, Secret) else value
+    scheme = text.partition("://")[0]
+    if scheme not in _URL_SCHEMES[field] or "://" not in text:
+        expected = " or ".join(f"{s}://" for s in _URL_SCHEMES[field])
+        raise ConfigError(f"{named}: expected a URL starting with {expected}")
+    if field == "log" and not _KAFKA_URL.fullmatch(text):
+        raise ConfigError(f"{named}: expected kafka://HOST:PORT[,HOST:PORT...], not {text!r}")
 
 
 def _check_networks(entries: tuple[str, ...], named: str) -> None:

@@ -57,6 +57,19 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     #: Where state is kept: ``sqlite`` (files in ``data_dir``) or ``memory`` (tests only).
     backend: Literal["sqlite", "memory"] = "sqlite"
     data_dir: Path = Path("patchbay-data")
+    #: The batch log in Apache Kafka, ``kafka://HOST:PORT[,HOST:PORT...]`` (``None``: in the
+    #: data directory); needs ``state`` (docs/scale-out.md).
+    log: str | None = None
+    #: The state in PostgreSQL, ``postgresql://USER[:PASSWORD]@HOST:PORT/DB`` (``None``: in
+    #: the data directory); never shown.
+    state: Secret | None = None
+    #: The Kafka topic of the batch log, its partitions and replication factor (used when
+    #: the topic is created).
+    kafka_topic: str = "patchbay.batches"
+    kafka_partitions: Positive = 12
+    kafka_replication_factor: Positive = 1
+    #: Connections each process keeps to PostgreSQL.
+    state_pool_size: Positive = 8
     host: str = "127.0.0.1"
     port: Port = 8080
     max_request_bytes: Positive = DEFAULT_MAX_REQUEST_BYTES

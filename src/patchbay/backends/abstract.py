@@ -24,7 +24,7 @@ The stages and what they use:
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from patchbay.backends.records import (
@@ -57,6 +57,14 @@ from patchbay.backends.records import (
 )
 from patchbay.resolve.identities import Identity
 from patchbay.resolve.profile import Profile
+
+
+class Closeable(Protocol):
+    """Anything a backend closes."""
+
+    def close(self) -> None:
+        """Release it."""
+        ...
 
 
 class BatchLog(Protocol):
@@ -601,9 +609,15 @@ class Backend:
     outbox: Outbox
     audiences: AudienceStore
     files: StoreFiles
+    #: The schema scripts opening applied, by component (``patchbay db upgrade`` shows
+    #: them); a backend without versioned schemas has none.
+    migrations: dict[str, int] = field(default_factory=dict)
+    #: What else closing releases once the stores are closed (a connection pool).
+    resources: tuple[Closeable, ...] = ()
 
     def close(self) -> None:
-        """Close every store (each once, even where one object serves several roles)."""
+        """Close every store (each once, even where one object serves several roles), then
+        :attr:`resources`."""
         closed: set[int] = set()
         stores = (
             self.log,
@@ -617,7 +631,7 @@ class Backend:
             self.outbox,
             self.audiences,
         )
-        for store in stores:
+        for store in (*stores, *self.resources):
             if id(store) not in closed:
                 closed.add(id(store))
                 store.close()

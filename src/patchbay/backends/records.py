@@ -186,9 +186,10 @@ class ApiClient(msgspec.Struct, frozen=True):
 
 
 class StoreMissing(PatchbayError):
-    """There is no store where the settings point (and it was not to be created)."""
+    """There is no store where the settings point (and it was not to be created):
+    ``data_dir`` is the directory, or the database's URL (its password masked)."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path | str) -> None:
         super().__init__(f"no Patchbay data at {data_dir}")
         self.data_dir = data_dir
 
@@ -197,7 +198,7 @@ class StoreUnavailable(PatchbayError):
     """The store cannot be opened or created: a path that is not a directory, no
     permission, a file that is not a database..."""
 
-    def __init__(self, data_dir: Path, reason: str) -> None:
+    def __init__(self, data_dir: Path | str, reason: str) -> None:
         super().__init__(f"cannot open the Patchbay data at {data_dir}: {reason}")
         self.data_dir = data_dir
         self.reason = reason

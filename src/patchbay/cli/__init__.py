@@ -21,6 +21,7 @@ from patchbay.cli.api_clients import api_clients
 from patchbay.cli.audiences import audiences
 from patchbay.cli.batches import batches
 from patchbay.cli.connections import connections
+from patchbay.cli.db import db
 from patchbay.cli.deliveries import deliveries
 from patchbay.cli.inputs import inputs
 from patchbay.cli.modules import modules
@@ -64,5 +65,6 @@ for command in (
     connections,
     deliveries,
     audiences,
+    db,
 ):
     main.add_command(command)

@@ -51,6 +51,19 @@ def _settings_options(function: Callable[..., Any], data_dir_help: str) -> Calla
         " apart from the data.",
     )(function)
     function = click.option(
+        "--state",
+        default=None,
+        metavar="postgresql://USER@HOST:PORT/DB",
+        help="Keep the state in PostgreSQL instead of the data directory (env PATCHBAY_STATE;"
+        " put a password in ~/.pgpass or the variable, not here); see docs/scale-out.md.",
+    )(function)
+    function = click.option(
+        "--log",
+        default=None,
+        metavar="kafka://HOST:PORT[,...]",
+        help="Keep the batch log in Apache Kafka (env PATCHBAY_LOG); needs --state.",
+    )(function)
+    function = click.option(
         "--config",
         type=click.Path(dir_okay=False, path_type=Path),
         default=None,
@@ -131,7 +144,7 @@ NO_STORE_HINT = (
 def store_error(exc: StoreMissing | StoreUnavailable) -> click.ClickException:
     """The one-line CLI error for a store that is missing or cannot be opened (the path in
     full, so that a command run from another directory says where it looked)."""
-    where = exc.data_dir.absolute()
+    where = exc.data_dir.absolute() if isinstance(exc.data_dir, Path) else exc.data_dir
     if isinstance(exc, StoreMissing):
         return click.ClickException(f"no Patchbay data at {where} ({NO_STORE_HINT})")
     return click.ClickException(f"cannot open the Patchbay data at {where}: {exc.reason}")

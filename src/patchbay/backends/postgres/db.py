@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -58,6 +57,8 @@ class PostgresDatabase:
     def __init__(self, url: str, *, schema: str | None = None, pool_size: int = 8) -> None:
         self.url = url
         self.where = masked(url) + (f" (schema {schema})" if schema else "")
+        #: The scripts :meth:`migrate` applied, by component (``patchbay db upgrade``).
+        self.applied: dict[str, int] = {}
         kwargs: dict[str, Any] = {"autocommit": False}
         if schema is not None:
             if not _SCHEMA_NAME.match(schema):
@@ -79,7 +80,7 @@ class PostgresDatabase:
 
     def unavailable(self, exc: BaseException) -> StoreUnavailable:
         """The error for a database that cannot be reached or used."""
-        return StoreUnavailable(Path(self.where), masked(str(exc).strip() or type(exc).__name__))
+        return StoreUnavailable(self.where, masked(str(exc).strip() or type(exc).__name__))
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -113,6 +114,7 @@ class PostgresDatabase:
                     f"{self.where}: the {component} schema is at version {version}; this"
                     f" Patchbay knows {len(scripts)}: upgrade Patchbay"
                 )
+            self.applied[component] = len(scripts) - version
             for number, script in enumerate(scripts[version:], start=version + 1):
                 conn.execute(script.encode())
                 conn.execute(
