@@ -25,6 +25,11 @@ import pytest
 from patchbay.backends.abstract import Backend
 from patchbay.backends.memory import open_memory
 from patchbay.backends.postgres import PostgresDatabase
+from patchbay.backends.postgres.api_clients import PostgresApiClientStore
+from patchbay.backends.postgres.dedup import PostgresDedupIndex
+from patchbay.backends.postgres.inputs import PostgresInputStore
+from patchbay.backends.postgres.modules import PostgresModuleStore
+from patchbay.backends.postgres.positions import PostgresStagePositions
 from patchbay.backends.sqlite import open_sqlite
 from patchbay.secretbox import SecretBox, key_path
 from tests import infra
@@ -43,7 +48,13 @@ class BackendSpec:
 
 #: The stores on PostgreSQL so far, each made from the test's database and key; while the
 #: backend is being built, the others come from SQLite in the test's directory.
-POSTGRES_STORES: dict[str, Callable[[PostgresDatabase, SecretBox], object]] = {}
+POSTGRES_STORES: dict[str, Callable[[PostgresDatabase, SecretBox], object]] = {
+    "inputs": lambda db, box: PostgresInputStore(db),
+    "api_clients": lambda db, box: PostgresApiClientStore(db),
+    "modules": lambda db, box: PostgresModuleStore(db, box),
+    "positions": lambda db, box: PostgresStagePositions(db),
+    "dedup": lambda db, box: PostgresDedupIndex(db),
+}
 
 
 class _PostgresBackend(Backend):
