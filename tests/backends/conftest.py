@@ -25,6 +25,7 @@ import pytest
 from patchbay.backends.abstract import Backend
 from patchbay.backends.memory import open_memory
 from patchbay.backends.postgres import PostgresDatabase
+from patchbay.backends.postgres.audiences import PostgresAudienceStore
 from patchbay.backends.sqlite import open_sqlite
 from patchbay.secretbox import SecretBox, key_path
 from tests import infra
@@ -43,7 +44,9 @@ class BackendSpec:
 
 #: The stores on PostgreSQL so far, each made from the test's database and key; while the
 #: backend is being built, the others come from SQLite in the test's directory.
-POSTGRES_STORES: dict[str, Callable[[PostgresDatabase, SecretBox], object]] = {}
+POSTGRES_STORES: dict[str, Callable[[PostgresDatabase, SecretBox], object]] = {
+    "audiences": lambda db, box: PostgresAudienceStore(db, box),
+}
 
 
 class _PostgresBackend(Backend):
