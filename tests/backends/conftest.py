@@ -27,6 +27,7 @@ from patchbay.backends.abstract import Backend
 from patchbay.backends.memory import open_memory
 from patchbay.backends.postgres import PostgresDatabase
 from patchbay.backends.postgres.api_clients import PostgresApiClientStore
+from patchbay.backends.postgres.audiences import PostgresAudienceStore
 from patchbay.backends.postgres.dedup import PostgresDedupIndex
 from patchbay.backends.postgres.inputs import PostgresInputStore
 from patchbay.backends.postgres.modules import PostgresModuleStore
@@ -60,6 +61,7 @@ POSTGRES_STORES: dict[str, Callable[[PostgresDatabase, SecretBox], object]] = {
     "state": lambda db, box: PostgresStateStore(db),
     "outputs": lambda db, box: PostgresOutbox(db, box),
     "outbox": lambda db, box: PostgresOutbox(db, box),
+    "audiences": lambda db, box: PostgresAudienceStore(db, box),
 }
 
 
