@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -62,11 +62,18 @@ def wait_http(url: str, process: subprocess.Popen[bytes], log_path: Path, what: 
 
 
 def start_server(
-    data_dir: Path, port: int, durability: str, log_path: Path
+    data_dir: Path,
+    port: int,
+    durability: str,
+    log_path: Path,
+    log_level: str = "warning",
+    extra: Sequence[str] = (),
 ) -> subprocess.Popen[bytes]:
-    """``patchbay serve`` on ``port`` (warnings and errors to ``log_path``), once it answers."""
+    """``patchbay serve`` on ``port`` (its log appended to ``log_path``; warnings and errors
+    by default), with ``extra`` options, once it answers."""
     command = [sys.executable, "-m", "patchbay", "serve", "--data-dir", str(data_dir)]
-    command += ["--port", str(port), "--durability", durability, "--log-level", "warning"]
+    command += ["--port", str(port), "--durability", durability, "--log-level", log_level]
+    command += extra
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(
             command,

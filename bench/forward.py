@@ -49,6 +49,7 @@ import tempfile
 import time
 import urllib.request
 from base64 import b64encode
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -83,15 +84,41 @@ SAMPLE_BODIES = 256
 # -- the partner (its own process) --------------------------------------------------------
 
 
+@dataclass
+class PartnerApp:
+    """The bench partner's ASGI app, its counters (what ``GET /stats`` answers) and a
+    function writing what it received so far to the ``out`` file (done at every shutdown)."""
+
+    app: Any
+    stats: Callable[[], dict[str, Any]]
+    dump: Callable[[], None]
+
+
 def _partner_main(port: int, out: Path, audiences: bool = False) -> None:
-    """Serve the bench partner on ``port``; on shutdown write what it received to ``out``.
+    """Serve the bench partner on ``port``; on shutdown write what it received to ``out``."""
+    import uvicorn
+
+    uvicorn.run(
+        partner_app(out, audiences).app,
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        log_level="warning",
+        access_log=False,
+    )
+
+
+def partner_app(out: Path, audiences: bool = False) -> PartnerApp:
+    """The bench partner: accepts everything, records one tuple per request: the output
+    (its account setting ``outputName``), ``source_id``, the message id, the event count and
+    ``time.time()`` on receipt.
 
     With ``audiences`` it also registers audience processing (no bulk configuration: changes
     are sent at once), answers subscription and membership change requests (the SDK's
     defaults), and records one tuple per (user, audience) change: the MPID, the audience
     id, the action and ``time.time()`` on receipt (bench/audiences.py)."""
-    import uvicorn
-
     from patchbay.firehose import (
         AudienceMembershipChangeRequest,
         AudienceMembershipChangeResponse,
@@ -207,6 +234,18 @@ def _partner_main(port: int, out: Path, audiences: bool = False) -> None:
     inner = asgi_app(partner, token=TOKEN, threaded=False)
     encode = msgspec.json.encode
 
+    def stats() -> dict[str, Any]:
+        counts: dict[str, Any] = {"messages": len(partner.records), "events": partner.events}
+        if audiences:
+            counts["subscriptions"] = partner.subscriptions
+            counts["audience_messages"] = partner.audience_messages
+            counts["audience_changes"] = len(partner.changes)
+        return counts
+
+    def dump() -> None:
+        received = {"records": partner.records, "samples": partner.samples}
+        out.write_bytes(encode(received | {"changes": partner.changes}))
+
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
             while True:
@@ -214,24 +253,11 @@ def _partner_main(port: int, out: Path, audiences: bool = False) -> None:
                 if event["type"] == "lifespan.startup":
                     await send({"type": "lifespan.startup.complete"})
                 elif event["type"] == "lifespan.shutdown":
-                    out.write_bytes(
-                        encode(
-                            {
-                                "records": partner.records,
-                                "samples": partner.samples,
-                                "changes": partner.changes,
-                            }
-                        )
-                    )
+                    dump()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == "/stats":
-            stats: dict[str, Any] = {"messages": len(partner.records), "events": partner.events}
-            if audiences:
-                stats["subscriptions"] = partner.subscriptions
-                stats["audience_messages"] = partner.audience_messages
-                stats["audience_changes"] = len(partner.changes)
-            body = encode(stats)
+            body = encode(stats())
             await send(
                 {
                     "type": "http.response.start",
@@ -257,16 +283,7 @@ def _partner_main(port: int, out: Path, audiences: bool = False) -> None:
                 return
         await inner(scope, receive, send)
 
-    uvicorn.run(
-        app,
-        host="127.0.0.1",
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        log_level="warning",
-        access_log=False,
-    )
+    return PartnerApp(app, stats, dump)
 
 
 def start_partner(

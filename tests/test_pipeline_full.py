@@ -52,6 +52,10 @@ def sqlite(tmp_path: Path) -> Iterator[Backend]:
     backend.close()
 
 
+def refused(backoff: StorageBackoff, count: int) -> bool:
+    return backoff.refusals == count
+
+
 def pending(backend: Backend) -> int:
     stats = backend.outbox.stats().get("hook")
     return stats.pending if stats is not None else 0
@@ -83,6 +87,8 @@ def test_a_stage_backs_off_from_a_full_store_and_catches_up(
             assert stage.calls == calls
             clock.advance(0.5)
             wait_for(partial(attempted, calls + 1), "the next attempt")  # ...then one
+            # counted as it starts: its refusal is in once the backoff has it
+            wait_for(partial(refused, feed.backoff, calls + 1), "its refusal")
         assert pending(sqlite) == 0 and feed.committed == {}
 
         fill(sqlite, full=False)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,14 @@ import pytest
 from patchbay.backends.abstract import Backend
 from patchbay.backends.memory import open_memory
 from patchbay.backends.postgres import PostgresDatabase
+from patchbay.backends.postgres.api_clients import PostgresApiClientStore
+from patchbay.backends.postgres.audiences import PostgresAudienceStore
+from patchbay.backends.postgres.dedup import PostgresDedupIndex
+from patchbay.backends.postgres.inputs import PostgresInputStore
+from patchbay.backends.postgres.modules import PostgresModuleStore
+from patchbay.backends.postgres.outbox import PostgresOutbox
+from patchbay.backends.postgres.positions import PostgresStagePositions
+from patchbay.backends.postgres.state import PostgresStateStore
 from patchbay.backends.sqlite import open_sqlite
 from patchbay.secretbox import SecretBox, key_path
 from tests import infra
@@ -43,7 +52,17 @@ class BackendSpec:
 
 #: The stores on PostgreSQL so far, each made from the test's database and key; while the
 #: backend is being built, the others come from SQLite in the test's directory.
-POSTGRES_STORES: dict[str, Callable[[PostgresDatabase, SecretBox], object]] = {}
+POSTGRES_STORES: dict[str, Callable[[PostgresDatabase, SecretBox], object]] = {
+    "inputs": lambda db, box: PostgresInputStore(db),
+    "api_clients": lambda db, box: PostgresApiClientStore(db),
+    "modules": lambda db, box: PostgresModuleStore(db, box),
+    "positions": lambda db, box: PostgresStagePositions(db),
+    "dedup": lambda db, box: PostgresDedupIndex(db),
+    "state": lambda db, box: PostgresStateStore(db),
+    "outputs": lambda db, box: PostgresOutbox(db, box),
+    "outbox": lambda db, box: PostgresOutbox(db, box),
+    "audiences": lambda db, box: PostgresAudienceStore(db, box),
+}
 
 
 class _PostgresBackend(Backend):
@@ -141,3 +160,15 @@ def stores(spec: BackendSpec, tmp_path: Path, request: pytest.FixtureRequest) ->
 def backend(stores: Stores) -> Backend:
     """The backend of this test, freshly opened and empty."""
     return stores.open()
+
+
+@pytest.fixture
+def two_databases() -> Iterator[tuple[PostgresDatabase, PostgresDatabase]]:
+    """Two pools on one fresh schema of the session's server: two processes sharing a
+    database, for the PostgreSQL stores' concurrency tests."""
+    schema = "c_" + uuid.uuid4().hex[:12]
+    first = PostgresDatabase(infra.postgres_url(), schema=schema, pool_size=4)
+    second = PostgresDatabase(infra.postgres_url(), schema=schema, pool_size=4)
+    yield first, second
+    second.close()
+    first.close()

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import threading
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
 
 from patchbay.backends.abstract import Backend, BatchLog
 from patchbay.backends.records import LogPosition, NewBatch, StoredBatch
 from patchbay.backends.sqlite.db import SqliteDatabase
+
+_T = TypeVar("_T")
 
 #: More than any test appends: a read that returns everything.
 ALL = 1_000_000
@@ -104,3 +108,26 @@ def fill(store: object, full: bool = True) -> None:
     ``SQLITE_FULL``, as on a full disk; ``full=False`` lifts the cap."""
     for db in sqlite_databases(store):
         db.pragma(f"PRAGMA max_page_count = {1 if full else NO_PAGE_CAP}")
+
+
+def at_once(*calls: Callable[[], _T]) -> list[_T]:
+    """Run ``calls`` on threads started together; their results (raises the first error)."""
+    results: dict[int, _T] = {}
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(calls))
+
+    def run(index: int) -> None:
+        try:
+            start.wait()
+            results[index] = calls[index]()
+        except BaseException as exc:  # noqa: BLE001 - raised by the caller's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return [results[i] for i in range(len(calls))]

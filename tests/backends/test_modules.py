@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from pathlib import Path
 
 import msgspec
 import pytest
 
 from patchbay.backends.abstract import Backend, ModuleStore
+from patchbay.backends.postgres import PostgresDatabase
+from patchbay.backends.postgres.modules import PostgresModuleStore
 from patchbay.backends.records import ModuleRecord, ModuleRegistrationEntry
 from patchbay.backends.sqlite import DB_FILE, open_sqlite
 from patchbay.partner.targets import HttpTarget, LambdaTarget
+from patchbay.secretbox import PREFIX, SecretBox
+from tests import infra
 from tests.backends.conftest import Stores
 
 
@@ -177,3 +182,22 @@ def test_sqlite_keeps_the_target_in_its_columns(tmp_path: Path) -> None:
         assert backend.modules.get_module("demo") == http_module("demo")
     finally:
         backend.close()
+
+
+def test_postgres_keeps_the_token_sealed(tmp_path: Path) -> None:
+    """The PostgreSQL store keeps the target in the same columns, the token sealed with the
+    key file: no column of the row holds it in plain text."""
+    db = PostgresDatabase(infra.postgres_url(), schema="m_" + uuid.uuid4().hex[:12])
+    try:
+        store = PostgresModuleStore(db, SecretBox(tmp_path / "secrets.key"))
+        store.put_module(http_module("demo"))
+        with db.transaction() as conn:
+            row = conn.execute("SELECT transport, url, token, m::text FROM modules m").fetchone()
+        assert row is not None
+        transport, url, token, whole = row
+        assert (transport, url) == ("http", "https://demo.example.com/firehose")
+        assert str(token).startswith(PREFIX)
+        assert "s3cret-token" not in whole
+        assert store.get_module("demo") == http_module("demo")
+    finally:
+        db.close()

@@ -94,6 +94,11 @@ class PostgresDatabase:
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise self.unavailable(exc) from exc
 
+    def write(self, statement: str, params: Sequence[object] = ()) -> int:
+        """Run one write statement in its own transaction; return the rows it changed."""
+        with self.transaction() as conn:
+            return conn.execute(statement, params).rowcount
+
     def migrate(self, component: str, scripts: Sequence[str]) -> int:
         """Apply the scripts of ``component`` the database has not seen yet, in order, each
         in its transaction; return how many. Raises :class:`SchemaTooNew` when the database

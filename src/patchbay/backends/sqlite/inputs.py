@@ -35,8 +35,8 @@ _ADDED_COLUMNS = (
     ("credentials", "secret_sealed", "TEXT"),
 )
 
-_INPUT_COLUMNS = "id, name, type, rate_limit, enabled, created_at_ms, idsync_key_only"
-_CREDENTIAL_COLUMNS = "key, input_id, secret_hash, created_at_ms, enabled, secret_sealed"
+INPUT_COLUMNS = "id, name, type, rate_limit, enabled, created_at_ms, idsync_key_only"
+CREDENTIAL_COLUMNS = "key, input_id, secret_hash, created_at_ms, enabled, secret_sealed"
 
 
 class SqliteInputStore:
@@ -55,7 +55,7 @@ class SqliteInputStore:
         try:
             with self._db.transaction() as conn:
                 conn.execute(
-                    f"INSERT INTO inputs ({_INPUT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT INTO inputs ({INPUT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (
                         item.id,
                         item.name,
@@ -75,19 +75,19 @@ class SqliteInputStore:
         row = (
             self._db.conn()
             .execute(
-                f"SELECT {_INPUT_COLUMNS} FROM inputs WHERE name = ? OR id = ?",
+                f"SELECT {INPUT_COLUMNS} FROM inputs WHERE name = ? OR id = ?",
                 (name_or_id, name_or_id),
             )
             .fetchone()
         )
-        return _input(row) if row else None
+        return input_from_row(row) if row else None
 
     def list_inputs(self) -> list[Input]:
         """Every input, oldest first."""
         rows = self._db.conn().execute(
-            f"SELECT {_INPUT_COLUMNS} FROM inputs ORDER BY created_at_ms, name"
+            f"SELECT {INPUT_COLUMNS} FROM inputs ORDER BY created_at_ms, name"
         )
-        return [_input(r) for r in rows]
+        return [input_from_row(r) for r in rows]
 
     def set_input_enabled(self, input_id: str, enabled: bool) -> None:
         """Enable or disable an input."""
@@ -117,11 +117,11 @@ class SqliteInputStore:
     def credentials(self, input_id: str) -> list[Credential]:
         """The keys of an input, oldest first."""
         rows = self._db.conn().execute(
-            f"SELECT {_CREDENTIAL_COLUMNS} FROM credentials WHERE input_id = ?"
+            f"SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE input_id = ?"
             " ORDER BY created_at_ms, rowid",
             (input_id,),
         )
-        return [_credential(r) for r in rows]
+        return [credential_from_row(r) for r in rows]
 
     def find_credential(self, key: str) -> tuple[Credential, Input] | None:
         """The credential with this key and its input."""
@@ -138,14 +138,14 @@ class SqliteInputStore:
         )
         if row is None:
             return None
-        return _credential(row[:6]), _input(row[6:])
+        return credential_from_row(row[:6]), input_from_row(row[6:])
 
     # -- plumbing --------------------------------------------------------------------
 
     @staticmethod
     def _insert_credential(conn: sqlite3.Connection, credential: Credential) -> None:
         conn.execute(
-            f"INSERT INTO credentials ({_CREDENTIAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO credentials ({CREDENTIAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
             (
                 credential.key,
                 credential.input_id,
@@ -161,7 +161,8 @@ class SqliteInputStore:
         self._db.close()
 
 
-def _input(row: Sequence[object]) -> Input:
+def input_from_row(row: Sequence[object]) -> Input:
+    """The input a row of :data:`INPUT_COLUMNS` holds (the PostgreSQL store's too)."""
     return Input(
         id=str(row[0]),
         name=str(row[1]),
@@ -173,7 +174,8 @@ def _input(row: Sequence[object]) -> Input:
     )
 
 
-def _credential(row: Sequence[object]) -> Credential:
+def credential_from_row(row: Sequence[object]) -> Credential:
+    """The credential a row of :data:`CREDENTIAL_COLUMNS` holds."""
     return Credential(
         key=str(row[0]),
         input_id=str(row[1]),

@@ -60,8 +60,8 @@ CREATE TABLE IF NOT EXISTS module_registrations (
 CREATE INDEX IF NOT EXISTS module_registrations_name ON module_registrations (name, id);
 """
 
-#: Columns in table order; the JSON ones are encoded with msgspec.
-_COLUMNS = (
+#: Columns in table order; the JSON ones are encoded with msgspec (as text).
+COLUMNS = (
     "name",
     "display_name",
     "version",
@@ -108,7 +108,7 @@ _TARGET_COLUMNS = {
     "region": "lambda_region",
     "endpoint_url": "lambda_endpoint_url",
 }
-_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM modules"
+_SELECT = f"SELECT {', '.join(COLUMNS)} FROM modules"
 
 
 class SqliteModuleStore:
@@ -129,10 +129,10 @@ class SqliteModuleStore:
             ).fetchone()
             if row is not None:
                 module = msgspec.structs.replace(module, created_at_ms=int(row[0]))
-            placeholders = ", ".join("?" for _ in _COLUMNS)
+            placeholders = ", ".join("?" for _ in COLUMNS)
             conn.execute(
-                f"INSERT OR REPLACE INTO modules ({', '.join(_COLUMNS)}) VALUES ({placeholders})",
-                _row(module, self._box),
+                f"INSERT OR REPLACE INTO modules ({', '.join(COLUMNS)}) VALUES ({placeholders})",
+                module_row(module, self._box),
             )
             conn.execute(
                 "INSERT INTO module_registrations (name, version, registered_at_ms,"
@@ -144,12 +144,12 @@ class SqliteModuleStore:
     def get_module(self, name: str) -> ModuleRecord | None:
         """The module with this name."""
         row = self._db.conn().execute(f"{_SELECT} WHERE name = ?", (name,)).fetchone()
-        return _module(row, self._box) if row else None
+        return module_from_row(row, self._box) if row else None
 
     def list_modules(self) -> list[ModuleRecord]:
         """Every module, by name."""
         rows = self._db.conn().execute(f"{_SELECT} ORDER BY name")
-        return [_module(r, self._box) for r in rows]
+        return [module_from_row(r, self._box) for r in rows]
 
     def delete_module(self, name: str) -> bool:
         """Remove a module and its history."""
@@ -200,12 +200,14 @@ def _target(columns: dict[str, object]) -> Target:
     return target
 
 
-def _row(module: ModuleRecord, box: SecretBox) -> tuple[object, ...]:
+def module_row(module: ModuleRecord, box: SecretBox) -> tuple[object, ...]:
+    """The values of :data:`COLUMNS` for ``module``, its token sealed (the PostgreSQL
+    store's too: JSON as text, flags as booleans, the registration as bytes)."""
     target = _target_columns(module.target)
     if isinstance(target["token"], str):
         target["token"] = box.seal(target["token"])
     values: list[object] = []
-    for column in _COLUMNS:
+    for column in COLUMNS:
         if column in target:
             values.append(target[column])
             continue
@@ -213,14 +215,15 @@ def _row(module: ModuleRecord, box: SecretBox) -> tuple[object, ...]:
         if column in _JSON_COLUMNS:
             value = msgspec.json.encode(value).decode()
         elif column in _BOOL_COLUMNS:
-            value = int(value)
+            value = bool(value)
         values.append(value)
     return tuple(values)
 
 
-def _module(row: Sequence[object], box: SecretBox) -> ModuleRecord:
+def module_from_row(row: Sequence[object], box: SecretBox) -> ModuleRecord:
+    """The module a row of :data:`COLUMNS` holds, its token opened."""
     fields: dict[str, object] = {}
-    for column, value in zip(_COLUMNS, row, strict=True):
+    for column, value in zip(COLUMNS, row, strict=True):
         if column == "token":
             fields[column] = None if value is None else open_text(box, value)
         elif column in _JSON_COLUMNS:

@@ -84,12 +84,14 @@ CREATE TABLE IF NOT EXISTS output_circuits (
 ) WITHOUT ROWID;
 """
 
-#: ``kind, module, url, path``: the destination (see :func:`_destination_columns`).
-_OUTPUT_COLUMNS = (
+#: The columns of each table (the PostgreSQL outbox has the same, and shares the row
+#: helpers at the end of this module). ``kind, module, url, path``: the destination (see
+#: :func:`destination_columns`).
+OUTPUT_COLUMNS = (
     "name, kind, module, url, path, settings, paused, paused_reason, created_at_ms, updated_at_ms"
 )
-_CONNECTION_COLUMNS = "id, input_id, output, settings, filters, created_at_ms"
-_DELIVERY_COLUMNS = (
+CONNECTION_COLUMNS = "id, input_id, output, settings, filters, created_at_ms"
+DELIVERY_COLUMNS = (
     "id, output, connection_id, batch_offset, payload, created_at_ms, since_ms,"
     " next_attempt_ms, state, attempts, last_error, parked_at_ms"
 )
@@ -110,21 +112,21 @@ class SqliteOutbox:
         seal_plain_payloads(db, box, "deliveries", "id", "payload", SEALED_PAYLOADS)
 
     def _sealed(self, settings: dict[str, str]) -> str:
-        return self._box.seal(msgspec.json.encode(settings).decode())
+        return seal_settings(self._box, settings)
 
     def _settings(self, stored: object) -> dict[str, str]:
-        return _settings_decoder.decode(open_text(self._box, stored))
+        return open_settings(self._box, stored)
 
     def _output(self, row: Sequence[object]) -> Output:
-        return _output(row, self._settings(row[5]))
+        return output_from_row(row, self._settings(row[5]))
 
     def _delivery_row(self, d: Delivery) -> tuple[object, ...]:
-        return _delivery_row(d, self._box.seal_payload(d.payload, d.id))
+        return delivery_row(d, self._box.seal_payload(d.payload, d.id))
 
     def _delivery(self, row: Sequence[object]) -> Delivery:
         stored = row[4]
         assert isinstance(stored, bytes | memoryview)
-        return _delivery(row, self._box.open_payload(bytes(stored), str(row[0])))
+        return delivery_from_row(row, self._box.open_payload(bytes(stored), str(row[0])))
 
     # -- outputs -------------------------------------------------------------------------
 
@@ -132,10 +134,10 @@ class SqliteOutbox:
         """Create ``output``; raises :class:`DuplicateName` if the name is taken."""
         try:
             self._db.write(
-                f"INSERT INTO outputs ({_OUTPUT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO outputs ({OUTPUT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     output.name,
-                    *_destination_columns(output.destination),
+                    *destination_columns(output.destination),
                     self._sealed(output.settings),
                     int(output.paused),
                     output.paused_reason,
@@ -150,14 +152,14 @@ class SqliteOutbox:
         """The output with this name."""
         row = (
             self._db.conn()
-            .execute(f"SELECT {_OUTPUT_COLUMNS} FROM outputs WHERE name = ?", (name,))
+            .execute(f"SELECT {OUTPUT_COLUMNS} FROM outputs WHERE name = ?", (name,))
             .fetchone()
         )
         return self._output(row) if row else None
 
     def list_outputs(self) -> list[Output]:
         """Every output, by name."""
-        rows = self._db.conn().execute(f"SELECT {_OUTPUT_COLUMNS} FROM outputs ORDER BY name")
+        rows = self._db.conn().execute(f"SELECT {OUTPUT_COLUMNS} FROM outputs ORDER BY name")
         return [self._output(r) for r in rows]
 
     def set_paused(self, name: str, paused: bool, reason: str | None, now_ms: int) -> bool:
@@ -188,7 +190,7 @@ class SqliteOutbox:
         connected to the output."""
         try:
             self._db.write(
-                f"INSERT INTO connections ({_CONNECTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO connections ({CONNECTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
                 (
                     connection.id,
                     connection.input_id,
@@ -206,19 +208,9 @@ class SqliteOutbox:
     def list_connections(self) -> list[Connection]:
         """Every connection, by input then output."""
         rows = self._db.conn().execute(
-            f"SELECT {_CONNECTION_COLUMNS} FROM connections ORDER BY input_id, output"
+            f"SELECT {CONNECTION_COLUMNS} FROM connections ORDER BY input_id, output"
         )
-        return [
-            Connection(
-                id=str(r[0]),
-                input_id=str(r[1]),
-                output=str(r[2]),
-                settings=self._settings(r[3]),
-                filters=_filters_decoder.decode(r[4]),
-                created_at_ms=int(r[5]),
-            )
-            for r in rows
-        ]
+        return [connection_from_row(r, self._settings(r[3])) for r in rows]
 
     def remove_connection(self, connection_id: str) -> bool:
         """Remove a connection; whether it existed (its pending deliveries stay queued)."""
@@ -236,7 +228,7 @@ class SqliteOutbox:
         rows = [self._delivery_row(d) for d in deliveries]
         with self._db.transaction() as conn:
             before = conn.total_changes
-            insert_rows(conn, f"INSERT OR IGNORE INTO deliveries ({_DELIVERY_COLUMNS})", rows)
+            insert_rows(conn, f"INSERT OR IGNORE INTO deliveries ({DELIVERY_COLUMNS})", rows)
             return conn.total_changes - before
 
     def due(
@@ -248,7 +240,7 @@ class SqliteOutbox:
             return []
         skip = set(exclude)
         rows = self._db.conn().execute(
-            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries"
+            f"SELECT {DELIVERY_COLUMNS} FROM deliveries"
             " WHERE output = ? AND state = 'pending' AND next_attempt_ms <= ?"
             " ORDER BY next_attempt_ms, created_at_ms LIMIT ?",
             (output, now_ms, limit + len(skip)),
@@ -297,7 +289,7 @@ class SqliteOutbox:
         where = "state = 'parked'" + (" AND output = ?" if output is not None else "")
         params: tuple[object, ...] = (output, limit) if output is not None else (limit,)
         rows = self._db.conn().execute(
-            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE {where}"
+            f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {where}"
             " ORDER BY parked_at_ms, created_at_ms LIMIT ?",
             params,
         )
@@ -322,7 +314,7 @@ class SqliteOutbox:
         """One delivery."""
         row = (
             self._db.conn()
-            .execute(f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE id = ?", (delivery_id,))
+            .execute(f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?", (delivery_id,))
             .fetchone()
         )
         return self._delivery(row) if row else None
@@ -350,19 +342,30 @@ class SqliteOutbox:
 
 #: The columns that hold an output's destination: ``kind`` (its tag), then one column for
 #: each kind's field (``NULL`` in the others).
-_DESTINATION_COLUMNS = ("kind", "module", "url", "path")
+DESTINATION_COLUMNS = ("kind", "module", "url", "path")
 
 
-def _destination_columns(destination: Destination) -> tuple[object, ...]:
+def destination_columns(destination: Destination) -> tuple[object, ...]:
     fields = msgspec.to_builtins(destination)
-    return tuple(fields.get(column) for column in _DESTINATION_COLUMNS)
+    return tuple(fields.get(column) for column in DESTINATION_COLUMNS)
 
 
-def _output(row: Sequence[object], settings: dict[str, str]) -> Output:
+def seal_settings(box: SecretBox, settings: dict[str, str]) -> str:
+    """``settings`` (an output's or a connection's) as stored: JSON, sealed."""
+    return box.seal(msgspec.json.encode(settings).decode())
+
+
+def open_settings(box: SecretBox, stored: object) -> dict[str, str]:
+    """The settings :func:`seal_settings` stored (or plain text not yet migrated)."""
+    return _settings_decoder.decode(open_text(box, stored))
+
+
+def output_from_row(row: Sequence[object], settings: dict[str, str]) -> Output:
+    """The output of a row of :data:`OUTPUT_COLUMNS` with its ``settings`` opened."""
     return msgspec.convert(
         {
             "name": row[0],
-            "destination": dict(zip(_DESTINATION_COLUMNS, row[1:5], strict=True)),
+            "destination": dict(zip(DESTINATION_COLUMNS, row[1:5], strict=True)),
             "settings": settings,
             "paused": bool(row[6]),
             "paused_reason": row[7],
@@ -373,7 +376,19 @@ def _output(row: Sequence[object], settings: dict[str, str]) -> Output:
     )
 
 
-def _delivery_row(d: Delivery, payload: bytes) -> tuple[object, ...]:
+def connection_from_row(row: Sequence[object], settings: dict[str, str]) -> Connection:
+    """The connection of a row of :data:`CONNECTION_COLUMNS` with its ``settings`` opened."""
+    return Connection(
+        id=str(row[0]),
+        input_id=str(row[1]),
+        output=str(row[2]),
+        settings=settings,
+        filters=_filters_decoder.decode(str(row[4])),
+        created_at_ms=int(str(row[5])),
+    )
+
+
+def delivery_row(d: Delivery, payload: bytes) -> tuple[object, ...]:
     """The columns of ``d`` with its ``payload`` as stored (sealed)."""
     return (
         d.id,
@@ -391,7 +406,7 @@ def _delivery_row(d: Delivery, payload: bytes) -> tuple[object, ...]:
     )
 
 
-def _delivery(row: Sequence[object], payload: bytes) -> Delivery:
+def delivery_from_row(row: Sequence[object], payload: bytes) -> Delivery:
     """The delivery of ``row`` with its ``payload`` opened."""
     return Delivery(
         id=str(row[0]),
