@@ -25,6 +25,8 @@ def open_backend(settings: Settings, *, create: bool = True) -> Backend:
     store holds). A store that cannot be opened or created raises
     :class:`StoreUnavailable`. The memory backend always starts empty.
     """
+    if settings.state is not None or settings.log is not None:
+        return _open_scaled(settings, create=create)
     if settings.backend == "memory":
         from patchbay.backends.memory import open_memory
 
@@ -36,10 +38,51 @@ def open_backend(settings: Settings, *, create: bool = True) -> Backend:
     )
 
 
+def _open_scaled(settings: Settings, *, create: bool) -> Backend:
+    """The scale-out mode: the batch log in Kafka, every other store in PostgreSQL, the key
+    of the stored secrets in a file (``secrets.key`` in the data directory by default),
+    which every process of the deployment must share (docs/scale-out.md)."""
+    from patchbay.backends.kafka import KafkaBatchLog
+    from patchbay.backends.postgres import PostgresDatabase, open_postgres
+    from patchbay.config import ConfigError
+    from patchbay.datadir import prepare_data_dir
+    from patchbay.secretbox import SecretBox, key_path
+
+    if settings.state is None or settings.log is None:
+        raise ConfigError(
+            "the scale-out mode needs both --log kafka://... and --state postgresql://..."
+            " (PATCHBAY_LOG and PATCHBAY_STATE)"
+        )
+    if settings.secrets_key_file is None:
+        prepare_data_dir(settings.data_dir)
+    box = SecretBox(key_path(settings.data_dir, settings.secrets_key_file))
+    db = PostgresDatabase(settings.state.reveal(), pool_size=settings.state_pool_size)
+    try:
+        retention_bytes = settings.log_retention_bytes // settings.kafka_partitions
+        log = KafkaBatchLog(
+            settings.log.removeprefix("kafka://").rstrip("/"),
+            topic=settings.kafka_topic,
+            partitions=settings.kafka_partitions,
+            replication=settings.kafka_replication_factor,
+            retention_ms=round(settings.log_retention_s * 1000) or None,
+            retention_bytes=retention_bytes or None,
+        )
+    except BaseException:
+        db.close()
+        raise
+    try:
+        return open_postgres(db, log, box, create=create)
+    except BaseException:
+        log.close()
+        db.close()
+        raise
+
+
 def check_store(settings: Settings) -> None:
     """Raise :class:`StoreMissing` (or :class:`StoreUnavailable`) unless the store
-    ``settings`` names exists; creates nothing. The memory backend always exists."""
-    if settings.backend == "memory":
+    ``settings`` names exists; creates nothing. The memory backend always exists; the
+    scale-out mode's database is checked when it is opened."""
+    if settings.backend == "memory" or settings.state is not None:
         return
     from patchbay.backends.sqlite import check_sqlite
 
