@@ -328,7 +328,7 @@ def patchbay_cli(*args: str) -> str:
     result = CliRunner().invoke(main, list(args), catch_exceptions=False)
     if result.exit_code != 0:
         raise SystemExit(f"patchbay {' '.join(args[:2])} failed:\n{result.output}")
-    return result.output
+    return result.stdout  # its log lines go to stderr
 
 
 def setup(data_dir: Path, partner_port: int, n_outputs: int) -> dict[str, str]:

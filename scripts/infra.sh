@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
-# Real servers for the scale-out mode, as local processes: PostgreSQL (the state) and, later
-# in this script, Apache Kafka (the batch log). The tests start them through this script, and
-# a user can run it to try the mode:
+# Real servers for the scale-out mode, as local processes: PostgreSQL (the state) and Apache
+# Kafka (the batch log). The tests start them through this script, and a user can run it to
+# try the mode:
 #
 #   scripts/infra.sh install                 # once: PostgreSQL from Debian's packages (as root)
+#                                            # and the Kafka jars from Maven Central (cached)
 #   scripts/infra.sh postgres start [DIR] [PORT]
 #                                            # a throwaway cluster in DIR (default
 #                                            # .infra/postgres), on 127.0.0.1:PORT (default
 #                                            # 55432); prints `export PATCHBAY_STATE=...`
 #   scripts/infra.sh postgres stop [DIR]
+#   scripts/infra.sh kafka start [DIR] [PORT] [--brokers N]
+#                                            # a throwaway KRaft cluster of N brokers (default
+#                                            # 1) in DIR (default .infra/kafka): broker i
+#                                            # (from 0) on 127.0.0.1:PORT+2i (default 59092),
+#                                            # its controller on the next port; prints
+#                                            # `export PATCHBAY_LOG=kafka://...`
+#   scripts/infra.sh kafka stop [DIR]
 #
-# Nothing here is for production: the cluster trusts every local connection.
+# Nothing here is for production: the servers trust every local connection. Kafka needs Java
+# 17+ and Maven; its jars are kept in $PATCHBAY_CACHE (default ~/.cache/patchbay).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -87,12 +96,166 @@ postgres_stop() {
   fi
 }
 
+KAFKA_VERSION=4.1.1
+LOG4J_VERSION=2.24.3
+KAFKA_LIB=${PATCHBAY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/patchbay}/kafka-$KAFKA_VERSION/lib
+
+# The broker's runtime classpath, from Maven Central through a throwaway pom, once: later
+# calls (and concurrent ones, under a lock) find it in the cache.
+install_kafka() {
+  if [[ -f $KAFKA_LIB/.complete ]]; then
+    return
+  fi
+  local tool
+  for tool in java mvn flock; do
+    if ! command -v "$tool" >/dev/null; then
+      echo "infra: Kafka needs $tool (Java 17+ and Maven: sudo apt-get install openjdk-17-jre-headless maven)" >&2
+      exit 1
+    fi
+  done
+  mkdir -p "$(dirname "$KAFKA_LIB")"
+  (
+    flock 9
+    if [[ -f $KAFKA_LIB/.complete ]]; then
+      exit 0
+    fi
+    echo "infra: fetching Apache Kafka $KAFKA_VERSION from Maven Central" >&2
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+    cat >"$work/pom.xml" <<EOF
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>patchbay</groupId>
+  <artifactId>kafka-runtime</artifactId>
+  <version>1</version>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>$KAFKA_VERSION</version></dependency>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-tools</artifactId><version>$KAFKA_VERSION</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-core</artifactId><version>$LOG4J_VERSION</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j2-impl</artifactId><version>$LOG4J_VERSION</version></dependency>
+  </dependencies>
+</project>
+EOF
+    local out
+    if ! out=$(cd "$work" && mvn -B -q -Dstyle.color=never dependency:copy-dependencies \
+      -DoutputDirectory=lib -DincludeScope=runtime 2>&1); then
+      echo "infra: Maven could not fetch Kafka: $out" >&2
+      exit 1
+    fi
+    rm -rf "$KAFKA_LIB"
+    mv "$work/lib" "$KAFKA_LIB"
+    touch "$KAFKA_LIB/.complete"
+  ) 9>"$(dirname "$KAFKA_LIB")/.lock"
+}
+
+# Whether something accepts connections on 127.0.0.1:$1.
+listening() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# Whether the broker kept in directory $1 runs.
+kafka_running() {
+  [[ -f $1/pid ]] && kill -0 "$(cat "$1/pid")" 2>/dev/null
+}
+
+kafka_start() {
+  local dir=.infra/kafka port=59092 brokers=1 positional=()
+  while (($#)); do
+    case $1 in
+      --brokers) brokers=${2:?--brokers needs a number}; shift 2 ;;
+      *) positional+=("$1"); shift ;;
+    esac
+  done
+  dir=${positional[0]:-$dir}
+  port=${positional[1]:-$port}
+  install_kafka
+  mkdir -p "$dir"
+  dir=$(cd "$dir" && pwd)
+  if [[ ! -f $dir/cluster-id ]]; then
+    # A cluster id as Kafka writes them: 16 random bytes, base64url without padding.
+    head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n' >"$dir/cluster-id"
+  fi
+  # A static quorum (controller.quorum.voters): every broker is one of the controllers.
+  local i node client voters="" urls="" replicas=$((brokers < 3 ? brokers : 3))
+  for ((i = 0; i < brokers; i++)); do
+    voters+="${voters:+,}$((i + 1))@127.0.0.1:$((port + 2 * i + 1))"
+    urls+="${urls:+,}127.0.0.1:$((port + 2 * i))"
+  done
+  for ((i = 0; i < brokers; i++)); do
+    node=$dir/broker-$((i + 1))
+    client=$((port + 2 * i))
+    mkdir -p "$node"
+    if kafka_running "$node"; then
+      continue
+    fi
+    cat >"$node/server.properties" <<EOF
+process.roles=broker,controller
+node.id=$((i + 1))
+controller.quorum.voters=$voters
+listeners=PLAINTEXT://127.0.0.1:$client,CONTROLLER://127.0.0.1:$((client + 1))
+advertised.listeners=PLAINTEXT://127.0.0.1:$client
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$node/data
+auto.create.topics.enable=false
+offsets.topic.replication.factor=$replicas
+transaction.state.log.replication.factor=$replicas
+transaction.state.log.min.isr=1
+group.initial.rebalance.delay.ms=0
+EOF
+    if [[ ! -f $node/data/meta.properties ]]; then
+      local out
+      if ! out=$(java -cp "$KAFKA_LIB/*" kafka.tools.StorageTool format \
+        -t "$(cat "$dir/cluster-id")" -c "$node/server.properties" 2>&1); then
+        echo "infra: formatting Kafka broker $((i + 1)) failed: $out" >&2
+        exit 1
+      fi
+    fi
+    nohup java -Xmx512m -Xms64m -cp "$KAFKA_LIB/*" kafka.Kafka "$node/server.properties" \
+      >"$node/server.log" 2>&1 </dev/null &
+    echo $! >"$node/pid"
+  done
+  for ((i = 0; i < brokers; i++)); do
+    node=$dir/broker-$((i + 1))
+    local waited=0
+    until listening $((port + 2 * i)); do
+      if ! kafka_running "$node" || ((waited++ >= 480)); then
+        echo "infra: Kafka broker $((i + 1)) did not start; the end of $node/server.log:" >&2
+        tail -n 20 "$node/server.log" >&2
+        exit 1
+      fi
+      sleep 0.25
+    done
+  done
+  echo "export PATCHBAY_LOG=kafka://$urls"
+}
+
+kafka_stop() {
+  local dir=${1:-.infra/kafka} node pid waited
+  for node in "$dir"/broker-*; do
+    if kafka_running "$node"; then
+      pid=$(cat "$node/pid")
+      kill "$pid"
+      waited=0
+      while kill -0 "$pid" 2>/dev/null; do
+        if ((waited++ == 240)); then  # 60 s: a broker that hangs on its way out
+          kill -9 "$pid" 2>/dev/null || true
+        fi
+        sleep 0.25
+      done
+    fi
+    rm -f "$node/pid"
+  done
+}
+
 case "${1:-}/${2:-}" in
-  install/*) install_postgres ;;
+  install/*) install_postgres; install_kafka ;;
   postgres/start) shift 2; postgres_start "$@" ;;
   postgres/stop) shift 2; postgres_stop "$@" ;;
+  kafka/start) shift 2; kafka_start "$@" ;;
+  kafka/stop) shift 2; kafka_stop "$@" ;;
   *)
-    sed -n '2,13p' "$0" >&2
+    sed -n '2,22p' "$0" >&2
     exit 2
     ;;
 esac

@@ -4,7 +4,8 @@ Catch :class:`PatchbayError` to handle anything Patchbay reports (bad input, a r
 configuration, a partner that failed, a name already taken); anything else is a bug. The
 module imports only the standard library, so the partner SDK (:mod:`patchbay.firehose`) can
 share the root without pulling in the server. :class:`StorageFull` is here too: the stores,
-the secrets key and the file outputs all raise it.
+the secrets key and the file outputs all raise it; and :class:`LogUnavailable`, which the
+Events API answers like it.
 """
 
 from __future__ import annotations
@@ -34,3 +35,14 @@ class StorageFull(PatchbayError):
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             return cls(where, exc.strerror or str(exc))
         return None
+
+
+class LogUnavailable(PatchbayError):
+    """The batch log cannot be reached (a Kafka cluster down, or out of reach): the append or
+    read did not complete; retry later. An append that raises it acknowledged none of its
+    batches, though a log that is not atomic (Kafka) may hold some of them (see
+    :meth:`patchbay.backends.abstract.BatchLog.append`)."""
+
+    def __init__(self, where: object, detail: str) -> None:
+        super().__init__(f"the batch log is unavailable: {where}: {detail}")
+        self.where = str(where)

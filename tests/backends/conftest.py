@@ -10,6 +10,9 @@ To add a backend (PostgreSQL next), append one ``BackendSpec`` to :data:`BACKEND
 ``open`` connects to a database or schema derived from the location (creating it when
 missing): every suite then runs on it. :data:`PARTITIONED` lists extra configurations with
 several log partitions; the log and append suites run on those too.
+
+The ``kafka`` backends keep the log in a topic of this session's Kafka broker named after
+the location, and every other store on SQLite in the location.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from patchbay.backends.abstract import Backend
+from patchbay.backends.kafka import KafkaBatchLog
 from patchbay.backends.memory import open_memory
 from patchbay.backends.postgres import PostgresDatabase
 from patchbay.backends.postgres.api_clients import PostgresApiClientStore
@@ -48,6 +52,9 @@ class BackendSpec:
     open: Callable[[Path], Backend]
     #: Whether data survives closing and reopening (``open`` again sees it).
     persists: bool
+    #: Whether an append interrupted part way stores none of its batches (not Kafka's:
+    #: see :meth:`~patchbay.backends.abstract.BatchLog.append`).
+    atomic: bool = True
 
 
 #: The stores on PostgreSQL so far, each made from the test's database and key; while the
@@ -71,7 +78,7 @@ class _PostgresBackend(Backend):
 
     def __init__(self, location: Path) -> None:
         self._sqlite = open_sqlite(location / "data")
-        schema = "t_" + hashlib.sha1(str(location).encode()).hexdigest()[:20]
+        schema = "t_" + _location_name(location)
         self._db = PostgresDatabase(infra.postgres_url(), schema=schema, pool_size=4)
         box = SecretBox(key_path(location / "data", None))
         fields = {f.name: getattr(self._sqlite, f.name) for f in dataclasses.fields(Backend)}
@@ -85,6 +92,24 @@ class _PostgresBackend(Backend):
         self._db.close()
 
 
+def _location_name(location: Path) -> str:
+    """A name of the test's own for what it keeps on a shared server."""
+    return hashlib.sha1(str(location).encode()).hexdigest()[:20]
+
+
+def _kafka(partitions: int) -> Callable[[Path], Backend]:
+    """A backend whose log is a topic of its own (``partitions`` of them) on this session's
+    Kafka broker; every other store on SQLite in the location."""
+
+    def open_kafka(location: Path) -> Backend:
+        sqlite = open_sqlite(location / "data")
+        topic = f"patchbay.test.{_location_name(location)}"
+        log = KafkaBatchLog(infra.kafka_url(), topic=topic, partitions=partitions)
+        return dataclasses.replace(sqlite, name="kafka", log=log)
+
+    return open_kafka
+
+
 BACKENDS: list[BackendSpec] = [
     BackendSpec("memory", lambda _location: open_memory(), persists=False),
     BackendSpec("sqlite", lambda location: open_sqlite(location / "data"), persists=True),
@@ -92,11 +117,13 @@ BACKENDS: list[BackendSpec] = [
         "sqlite-normal", lambda location: open_sqlite(location / "data", "normal"), persists=True
     ),
     BackendSpec("postgres", _PostgresBackend, persists=True),
+    BackendSpec("kafka", _kafka(1), persists=True, atomic=False),
 ]
 
 #: Configurations with several log partitions, for the suites of the log and of appends.
 PARTITIONED: list[BackendSpec] = [
     BackendSpec("memory-3", lambda _location: open_memory(partitions=3), persists=False),
+    BackendSpec("kafka-3", _kafka(3), persists=True, atomic=False),
 ]
 
 

@@ -72,7 +72,9 @@ class BatchLog(Protocol):
 
     Positions are opaque (:class:`~patchbay.backends.records.LogPosition`): within a
     partition they only grow, and a reader asks for what comes after the last position it
-    finished. The embedded log has one partition.
+    finished. Offsets start wherever the log starts them (1 in the embedded log, 0 in
+    Kafka). The embedded log has one partition; a partitioned log puts all the batches of
+    one input in one partition (the CRC-32 of the input id modulo the partition count).
     """
 
     @property
@@ -81,8 +83,15 @@ class BatchLog(Protocol):
         ...
 
     def append(self, batches: Sequence[NewBatch]) -> list[LogPosition]:
-        """Append ``batches`` atomically and durably; return their positions, in order, once
-        they are committed."""
+        """Append ``batches`` durably; return their positions, in order, once they are
+        committed.
+
+        A batch the log cannot store (a field of the wrong type) fails the append before
+        anything is stored. The embedded and memory logs append atomically: an append that
+        fails or is interrupted (the process killed) stores none of its batches. Kafka does
+        not: an append that fails part way (a broker lost, the process killed) may have
+        stored a prefix of each partition's share of the batches, in order and once each;
+        it raises :class:`~patchbay.errors.LogUnavailable` and acknowledged none of them."""
         ...
 
     def read(self, partition: int, after: LogPosition | None, limit: int) -> list[StoredBatch]:

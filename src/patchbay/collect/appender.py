@@ -12,7 +12,9 @@ A full store (:class:`~patchbay.errors.StorageFull`) fails every request of the 
 writes none of their batches; the thread goes on, and the next group is written once there is
 room. Should the log take a group and the index then have no room for its keys, the requests
 are answered (their batches are stored) and the keys are recorded from the log before the
-next group is looked up.
+next group is looked up. The same goes after a log out of reach
+(:class:`~patchbay.errors.LogUnavailable`): every request of the group fails, but a log that
+is not atomic (Kafka) may have stored part of it, so a retry of those batches is recognised.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 
 from patchbay.backends.abstract import BatchLog, DedupIndex
 from patchbay.backends.records import DedupKey, LogPosition, NewBatch, advance
-from patchbay.errors import StorageFull
+from patchbay.errors import LogUnavailable, StorageFull
 
 _STOP = object()
 
@@ -164,6 +166,8 @@ class GroupCommitAppender:
             result = append_new(self._log, self._dedup, batches, since)
             self._unrecorded = result.unrecorded
         except BaseException as exc:  # noqa: BLE001 - every waiter must hear of the failure
+            if isinstance(exc, LogUnavailable):  # part of the group may be stored (Kafka)
+                self._unrecorded = True
             for p in group:
                 p.loop.call_soon_threadsafe(_fail, p.future, exc)
             return

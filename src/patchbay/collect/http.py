@@ -32,10 +32,12 @@ from patchbay.collect.ingest import (
 )
 from patchbay.collect.inputs import authenticate
 from patchbay.collect.ratelimit import RateLimiter
-from patchbay.errors import StorageFull
+from patchbay.errors import LogUnavailable, StorageFull
 from patchbay.http.auth import auth_failed
 from patchbay.http.body import BodyError, read_json
 from patchbay.http.errors import (
+    LOG_UNAVAILABLE_MESSAGE,
+    LOG_UNAVAILABLE_RETRY_AFTER_S,
     STORAGE_FULL_MESSAGE,
     STORAGE_FULL_RETRY_AFTER_S,
     ApiError,
@@ -209,6 +211,16 @@ class EventsApi:
                 STORAGE_FULL_MESSAGE,
                 "storage_full",
                 {"Retry-After": str(STORAGE_FULL_RETRY_AFTER_S)},
+            )
+        except LogUnavailable as exc:  # 503: none acknowledged (the sender retries)
+            log.warning("log_unavailable", route=route, error=str(exc))
+            return self._reject(
+                route,
+                503,
+                "LOG_UNAVAILABLE",
+                LOG_UNAVAILABLE_MESSAGE,
+                "log_unavailable",
+                {"Retry-After": str(LOG_UNAVAILABLE_RETRY_AFTER_S)},
             )
 
     def _all_rejected(self, route: str, rejected: list[Rejection]) -> Response:

@@ -4,7 +4,8 @@
 IDSync and the Profile API share (see docs/api/errors.md). ``code`` is the HTTP status' name
 (``BAD_REQUEST``, ``METHOD_NOT_ALLOWED``, ...) unless an API documents a finer one: a full
 store answers every API's writes with 503 ``STORAGE_FULL`` and ``Retry-After``
-(:func:`storage_full_response`).
+(:func:`storage_full_response`), a batch log out of reach (Kafka) with 503
+``LOG_UNAVAILABLE`` and ``Retry-After`` (:func:`log_unavailable_response`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ExceptionHandler
 
-from patchbay.errors import PatchbayError, StorageFull
+from patchbay.errors import LogUnavailable, PatchbayError, StorageFull
 
 log = structlog.get_logger("patchbay.http")
 
@@ -100,6 +101,27 @@ def storage_full_response(route: str, exc: StorageFull, *, legacy: bool = False)
     return error_response(503, "STORAGE_FULL", STORAGE_FULL_MESSAGE, headers, legacy=legacy)
 
 
+#: The ``Retry-After`` of a 503 ``LOG_UNAVAILABLE``, in seconds.
+LOG_UNAVAILABLE_RETRY_AFTER_S = 5
+#: The message of a 503 ``LOG_UNAVAILABLE`` (which log, and why, is logged, not told).
+LOG_UNAVAILABLE_MESSAGE = "the server cannot reach its batch log: nothing was accepted; retry later"
+
+
+def log_unavailable_response(route: str, exc: LogUnavailable) -> Response:
+    """The answer to a request the batch log could not take (logged): 503
+    ``LOG_UNAVAILABLE`` with ``Retry-After``; none of the request's batches is accepted."""
+    log.warning(
+        "request_rejected", route=route, status=503, reason="log_unavailable", error=str(exc)
+    )
+    headers = {"Retry-After": str(LOG_UNAVAILABLE_RETRY_AFTER_S)}
+    return error_response(503, "LOG_UNAVAILABLE", LOG_UNAVAILABLE_MESSAGE, headers)
+
+
+async def _log_unavailable(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, LogUnavailable)
+    return log_unavailable_response(request.url.path, exc)
+
+
 async def _storage_full(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StorageFull)
     return storage_full_response(request.url.path, exc)
@@ -140,6 +162,7 @@ async def _unhandled(request: Request, exc: Exception) -> Response:
 EXCEPTION_HANDLERS: dict[int | type[Exception], ExceptionHandler] = {
     HttpError: _http_error,
     StorageFull: _storage_full,
+    LogUnavailable: _log_unavailable,
     HTTPException: _http_exception,
     ClientDisconnect: _client_gone,
     Exception: _unhandled,

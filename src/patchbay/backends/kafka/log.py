@@ -1,0 +1,478 @@
+"""The batch log in one Kafka topic (:class:`KafkaBatchLog`).
+
+* **Layout.** One topic (``patchbay.batches`` unless told otherwise) with the log's
+  partitions, created when missing through the admin client with the partition count,
+  replication factor and retention given; an existing topic keeps its own (its partition
+  count is the log's). A log partition is a Kafka partition and a log offset is the Kafka
+  offset: from 0, one per batch (the producer writes no transaction markers, and nothing
+  compacts the topic). Patchbay stores nothing anywhere else: every answer below comes from
+  the topic's messages and its watermarks.
+* **Messages.** The key is the batch's input id; the value is :class:`_Record`, the
+  batch's fields (MessagePack, by msgspec); the message timestamp is the time received.
+  The partition is chosen by Patchbay, not by the client's partitioner: the CRC-32 of the
+  input id modulo the partition count, as the in-memory log does, so one input's batches
+  stay in one partition, in order.
+* **Appends.** An idempotent producer (``enable.idempotence``, ``acks=all``) sends every
+  batch of an append, and :meth:`KafkaBatchLog.append` returns once every delivery report
+  is in: an acknowledged batch is on every in-sync replica (durability comes from
+  replication: Kafka acknowledges before it syncs to disk, so a single broker's batches
+  survive its process dying, not its machine). A batch is one message: the topic's
+  ``max.message.bytes`` (1 MB by default) bounds it. Every message is encoded before
+  the first is sent, so a bad batch stores nothing. A broker that cannot be reached, or a
+  delivery that fails, raises :class:`~patchbay.errors.LogUnavailable` (503 with
+  ``Retry-After`` from the Events API) after at most ``timeout_s``; the batches of that
+  append may then be stored in part (a prefix of each partition's share, never out of order
+  nor twice).
+* **Reads.** A consumer assigned to the partition (no consumer group, nothing committed), one
+  per partition and thread, kept between reads: a reader that continues where it stopped
+  reuses what the consumer fetched ahead. A read asks the watermarks first (on a client of
+  their own), so it knows what exists and waits for exactly that.
+* **Retention.** Kafka deletes old segments itself, after ``retention_ms`` or past
+  ``retention_bytes`` per partition (topic configs set at creation from Patchbay's
+  retention settings; it does not know the stages' checkpoints). :meth:`KafkaBatchLog.remove`
+  (Patchbay's own retention) moves the partition's start with ``DeleteRecords``. The oldest
+  retained batch is at the low watermark, the newest removed just before it, the newest
+  appended just before the high watermark; the count retained is their difference (offsets
+  are dense). The bytes a partition retains (the bodies' lengths) are counted by reading
+  it: once, then only what was appended since (kept in memory, read again whole when the
+  start moved by something other than :meth:`remove`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from patchbay.backends.records import LogEntry, LogExtent, LogPosition, NewBatch, StoredBatch
+from patchbay.errors import LogUnavailable
+
+#: The topic of the log unless told otherwise.
+DEFAULT_TOPIC = "patchbay.batches"
+#: How many batches a consumer asks for at once.
+_FETCH = 1000
+#: The errors of a client whose metadata of the topic's partitions is missing or stale.
+_STALE = (
+    KafkaError._UNKNOWN_PARTITION,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+)
+
+
+class _Record(msgspec.Struct, array_like=True, frozen=True):
+    """A batch's fields in a message's value (its offset and partition are the message's)."""
+
+    batch_id: str
+    input_id: str
+    received_at_ms: int
+    channel: str
+    body: bytes
+    ip: str | None
+    historical: bool
+    source_request_id: str | None
+
+
+#: A client's configuration.
+_Config = dict[str, str | int | float | bool]
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(_Record).decode
+
+
+def bootstrap_servers(url: str) -> str:
+    """The ``HOST:PORT,...`` list of a ``kafka://HOST:PORT[,HOST:PORT...]`` URL."""
+    scheme, sep, servers = url.partition("://")
+    if not sep or scheme != "kafka" or not servers.strip("/"):
+        raise ValueError("not a Kafka URL: expected kafka://HOST:PORT[,HOST:PORT...]")
+    return servers.strip("/")
+
+
+def partition_of(input_id: str, partitions: int) -> int:
+    """The partition of an input's batches (as :class:`~patchbay.backends.memory.log.
+    MemoryBatchLog` places them)."""
+    return zlib.crc32(input_id.encode()) % partitions
+
+
+class _Deliveries:
+    """The delivery reports of one append."""
+
+    def __init__(self, count: int) -> None:
+        self.positions: list[LogPosition | None] = [None] * count
+        self.waiting = count
+        self.error: KafkaError | None = None
+        self._lock = threading.Lock()  # reports come in whichever thread polls the producer
+
+    def callback(self, index: int) -> Any:
+        def delivered(error: KafkaError | None, message: Message) -> None:
+            with self._lock:
+                self.waiting -= 1
+                if error is not None:
+                    self.error = self.error or error
+                else:
+                    self.positions[index] = LogPosition(_int(message.partition()), _offset(message))
+
+        return delivered
+
+
+class KafkaBatchLog:
+    """The batch log in the topic ``topic`` of the Kafka cluster at ``url``; see the module
+    docs. ``retention_ms`` and ``retention_bytes`` (per partition; ``None``: no limit) apply
+    to a topic this creates."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        topic: str = DEFAULT_TOPIC,
+        partitions: int = 1,
+        replication: int = 1,
+        retention_ms: int | None = None,
+        retention_bytes: int | None = None,
+        timeout_s: float = 10.0,
+    ) -> None:
+        if partitions < 1:
+            raise ValueError("a log needs at least one partition")
+        self.topic = topic
+        self._servers = bootstrap_servers(url)
+        self._timeout_s = timeout_s
+        common: _Config = {
+            "bootstrap.servers": self._servers,
+            "socket.timeout.ms": int(timeout_s * 1000),
+        }
+        self._admin = AdminClient(common)
+        self._partitions = self._ensure_topic(
+            partitions,
+            replication,
+            {
+                "retention.ms": str(-1 if retention_ms is None else retention_ms),
+                "retention.bytes": str(-1 if retention_bytes is None else retention_bytes),
+                "cleanup.policy": "delete",
+                "message.timestamp.type": "CreateTime",
+            },
+        )
+        self._producer_config: _Config = {
+            **common,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 2,
+            "compression.type": "lz4",
+            "message.timeout.ms": int(timeout_s * 1000),
+        }
+        self._producer = Producer(self._producer_config)
+        self._producer_lock = threading.Lock()
+        self._consumer_config: _Config = {
+            **common,
+            "group.id": "patchbay-log-reader",  # required, never joined: partitions are assigned
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            # A fetch waiting at the broker delays a consumer sent elsewhere (a read that
+            # does not continue the last one) by up to this.
+            "fetch.wait.max.ms": 100,
+        }
+        # The watermarks are asked on a connection of their own: a reader's consumer keeps a
+        # fetch waiting at the broker (up to fetch.wait.max.ms), and a request sent behind it
+        # waits as long.
+        self._watermark_client = Consumer(self._consumer_config)
+        self._local = threading.local()
+        self._consumers: list[Consumer] = [self._watermark_client]
+        self._consumers_lock = threading.Lock()
+        #: By partition: (start, end, bytes of the bodies in between), as last counted.
+        self._sizes: dict[int, tuple[int, int, int]] = {}
+        self._sizes_lock = threading.Lock()
+
+    @property
+    def partitions(self) -> int:
+        """How many partitions the topic has."""
+        return self._partitions
+
+    def _unavailable(self, what: str, error: object) -> LogUnavailable:
+        return LogUnavailable(f"Kafka at {self._servers}, topic {self.topic}", f"{what}: {error}")
+
+    def _ensure_topic(self, partitions: int, replication: int, config: dict[str, str]) -> int:
+        """Create the topic unless it exists; how many partitions it has."""
+        try:
+            found = self._admin.list_topics(self.topic, timeout=self._timeout_s).topics
+            existing = found.get(self.topic)
+            if existing is not None and existing.error is None:
+                return self._await_topic()
+            new = NewTopic(self.topic, partitions, replication, config=config)
+            future = self._admin.create_topics([new], request_timeout=self._timeout_s)[self.topic]
+            try:
+                future.result()
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:  # another process
+                    raise
+        except KafkaException as exc:
+            raise self._unavailable("cannot create the topic", exc.args[0]) from None
+        return self._await_topic()
+
+    def _await_topic(self) -> int:
+        """The partition count of the topic once every partition has a leader (a new topic
+        takes a moment to reach every broker)."""
+        deadline = time.monotonic() + self._timeout_s
+        while True:
+            try:
+                found = self._admin.list_topics(self.topic, timeout=self._timeout_s).topics
+            except KafkaException as exc:
+                raise self._unavailable("cannot read the topic", exc.args[0]) from None
+            topic = found.get(self.topic)
+            parts = [] if topic is None or topic.error else list(topic.partitions.values())
+            if parts and all(p.leader >= 0 and p.error is None for p in parts):
+                return len(parts)
+            if time.monotonic() > deadline:
+                raise self._unavailable("the topic has no leader", "none in time")
+            time.sleep(0.1)
+
+    # -- appends -------------------------------------------------------------------------
+
+    def append(self, batches: Sequence[NewBatch]) -> list[LogPosition]:
+        """Send ``batches`` and wait for every delivery report; see the module docs."""
+        messages = [
+            (
+                partition_of(b.input_id, self._partitions),
+                b.input_id.encode(),
+                _encode(
+                    _Record(
+                        b.batch_id,
+                        b.input_id,
+                        b.received_at_ms,
+                        b.channel,
+                        b.body,
+                        b.ip,
+                        b.historical,
+                        b.source_request_id,
+                    )
+                ),
+                b.received_at_ms,
+            )
+            for b in batches
+        ]
+        if not messages:
+            return []
+        producer = self._producer
+        reports = _Deliveries(len(messages))
+        for index, (partition, key, value, at_ms) in enumerate(messages):
+            while True:
+                try:
+                    producer.produce(
+                        self.topic,
+                        value,
+                        key,
+                        partition=partition,
+                        timestamp=at_ms,
+                        on_delivery=reports.callback(index),
+                    )
+                    break
+                except BufferError:  # the producer's queue is full: let it drain
+                    producer.poll(0.05)
+        # message.timeout.ms ends every delivery in a report; the deadline is a safety net.
+        deadline = time.monotonic() + self._timeout_s + 5
+        while reports.waiting and time.monotonic() < deadline:
+            producer.poll(0.05)
+        if reports.error is not None or reports.waiting:
+            error = reports.error
+            if error is not None and error.fatal():
+                self._renew_producer(producer)
+            raise self._unavailable("append failed", error or "no delivery report in time")
+        return [p for p in reports.positions if p is not None]
+
+    def _renew_producer(self, broken: Producer) -> None:
+        """Replace a producer that hit a fatal error (its idempotence state is lost)."""
+        with self._producer_lock:
+            if self._producer is broken:
+                self._producer = Producer(self._producer_config)
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def _consumer(self, partition: int) -> tuple[Consumer, list[int]]:
+        """This thread's consumer of ``partition``, with the offset it will read next."""
+        mine: dict[int, tuple[Consumer, list[int]]] | None = getattr(self._local, "consumers", None)
+        if mine is None:
+            mine = self._local.consumers = {}
+        if partition not in mine:
+            consumer = Consumer(self._consumer_config)
+            with self._consumers_lock:
+                self._consumers.append(consumer)
+            mine[partition] = (consumer, [-1])
+        return mine[partition]
+
+    def _watermarks(self, partition: int) -> tuple[int, int]:
+        """The partition's low and high watermarks (oldest retained, next to be written)."""
+        deadline = time.monotonic() + self._timeout_s
+        while True:
+            try:
+                low, high = self._watermark_client.get_watermark_offsets(
+                    TopicPartition(self.topic, partition), timeout=self._timeout_s, cached=False
+                )
+                return int(low), int(high)
+            except KafkaException as exc:
+                # A new topic's partitions take a moment to have a leader everywhere, and a
+                # new consumer to know them; a leader moves when a broker goes.
+                error: KafkaError = exc.args[0]
+                transient = error.retriable() or error.code() in _STALE
+                if not transient or time.monotonic() > deadline:
+                    raise self._unavailable("cannot read the watermarks", error) from None
+            time.sleep(0.05)
+
+    def _exists(self, partition: int) -> bool:
+        return 0 <= partition < self._partitions
+
+    def read(self, partition: int, after: LogPosition | None, limit: int) -> list[StoredBatch]:
+        """Up to ``limit`` batches of ``partition`` after ``after``, oldest first."""
+        if not self._exists(partition) or limit <= 0:
+            return []
+        low, high = self._watermarks(partition)
+        start = max(low, 0 if after is None else after.offset + 1)
+        return self._read(partition, start, min(high, start + limit))
+
+    def _read(self, partition: int, start: int, stop: int) -> list[StoredBatch]:
+        """The batches from offset ``start`` to before ``stop`` (both retained)."""
+        if start >= stop:
+            return []
+        consumer, next_offset = self._consumer(partition)
+        if next_offset[0] != start:
+            consumer.assign([TopicPartition(self.topic, partition, start)])
+        found: list[StoredBatch] = []
+        deadline = time.monotonic() + self._timeout_s
+        try:
+            while start < stop:
+                messages = consumer.consume(min(stop - start, _FETCH), timeout=0.5)
+                if not messages:
+                    # Kafka's retention may have removed the rest since the watermarks.
+                    start = max(start, self._watermarks(partition)[0])
+                    if time.monotonic() > deadline:
+                        raise self._unavailable("read", "no messages in time")
+                    continue
+                deadline = time.monotonic() + self._timeout_s
+                for message in messages:
+                    if (error := message.error()) is not None:
+                        raise self._unavailable("read", error)
+                    offset = _offset(message)
+                    if offset >= start:  # (a retry may give one again)
+                        found.append(_stored(partition, offset, message.value() or b""))
+                        start = offset + 1
+        finally:
+            next_offset[0] = start
+        # What was fetched past ``stop`` comes first in the next read from ``stop``.
+        return [s for s in found if s.offset < stop]
+
+    def end(self, partition: int) -> LogPosition | None:
+        """The offset before the high watermark (``None`` when nothing was ever appended)."""
+        if not self._exists(partition):
+            return None
+        _, high = self._watermarks(partition)
+        return LogPosition(partition, high - 1) if high > 0 else None
+
+    # -- retention -----------------------------------------------------------------------
+
+    def oldest(self, partition: int, limit: int) -> list[LogEntry]:
+        """The batches from the low watermark on, as retention sees them."""
+        return [
+            LogEntry(s.position, s.received_at_ms, len(s.body))
+            for s in self.read(partition, None, limit)
+        ]
+
+    def remove(self, partition: int, upto: LogPosition) -> int:
+        """Move the partition's start past ``upto`` (``DeleteRecords``); how many batches
+        that removed."""
+        if not self._exists(partition):
+            return 0
+        low, high = self._watermarks(partition)
+        cut = min(upto.offset + 1, high)
+        if cut <= low:
+            return 0
+        removed_bytes = self._counted_bytes(partition, low, cut)
+        request = TopicPartition(self.topic, partition, cut)
+        try:
+            future = self._admin.delete_records([request], request_timeout=self._timeout_s)
+            next(iter(future.values())).result()
+        except KafkaException as exc:
+            raise self._unavailable("cannot remove batches", exc.args[0]) from None
+        with self._sizes_lock:
+            counted = self._sizes.get(partition)
+            if counted is not None and removed_bytes is not None and counted[0] == low:
+                self._sizes[partition] = (cut, counted[1], counted[2] - removed_bytes)
+        return cut - low
+
+    def _counted_bytes(self, partition: int, start: int, stop: int) -> int | None:
+        """The bodies' bytes from ``start`` to ``stop`` when that range was counted (read
+        now to keep the count), else ``None``."""
+        with self._sizes_lock:
+            counted = self._sizes.get(partition)
+        if counted is None or counted[0] != start or stop > counted[1]:
+            return None
+        return sum(len(s.body) for s in self._read(partition, start, stop))
+
+    def extent(self, partition: int) -> LogExtent:
+        """Counts from the watermarks; the bytes counted by reading (see the module docs)."""
+        if not self._exists(partition):
+            return LogExtent(0, 0)
+        low, high = self._watermarks(partition)
+        removed = LogPosition(partition, low - 1) if low > 0 else None
+        return LogExtent(high - low, self._size(partition, low, high), removed)
+
+    def _size(self, partition: int, low: int, high: int) -> int:
+        with self._sizes_lock:
+            counted = self._sizes.get(partition)
+        if counted is None or counted[0] != low or counted[1] > high:
+            counted = (low, low, 0)
+        start, size = counted[1], counted[2]
+        while start < high:
+            page = self._read(partition, start, min(high, start + _FETCH))
+            if not page:
+                break
+            size += sum(len(s.body) for s in page)
+            start = page[-1].offset + 1
+        with self._sizes_lock:
+            self._sizes[partition] = (low, start, size)
+        return size
+
+    def close(self) -> None:
+        """Send what is queued (within the timeout) and close every consumer."""
+        self._producer.flush(self._timeout_s)
+        with self._consumers_lock:
+            consumers, self._consumers = self._consumers, []
+        for consumer in consumers:
+            consumer.close()
+
+
+def _int(value: int | None) -> int:
+    if value is None:  # only for messages never sent or read: not those of reports and reads
+        raise ValueError("a Kafka message without a partition or offset")
+    return value
+
+
+def _offset(message: Message) -> int:
+    return _int(message.offset())
+
+
+def _stored(partition: int, offset: int, value: bytes) -> StoredBatch:
+    record = _decode(value)
+    return StoredBatch(
+        offset=offset,
+        batch_id=record.batch_id,
+        input_id=record.input_id,
+        received_at_ms=record.received_at_ms,
+        channel=record.channel,
+        body=record.body,
+        ip=record.ip,
+        historical=record.historical,
+        partition=partition,
+        source_request_id=record.source_request_id,
+    )
