@@ -567,6 +567,7 @@ NEEDS_A_STORE: dict[str, list[str]] = {
     "audiences delete": ["buyers"],
     "audiences connect": ["buyers", "--output", "hook"],
     "audiences disconnect": ["buyers", "--output", "hook"],
+    "db upgrade": [],
 }
 CREATES_A_STORE = {"serve", "inputs add"}
 

@@ -267,3 +267,27 @@ def test_secret_values_are_hidden_in_errors() -> None:
     with pytest.raises(ConfigError) as raised:
         load_settings({"metrics_token": 12345}, {})
     assert "12345" not in str(raised.value) and "***" in str(raised.value)
+
+
+def test_the_scale_out_urls_are_checked_and_the_state_never_shown() -> None:
+    settings = load_settings(
+        {"log": "kafka://k1:9092,k2:9093"}, {"PATCHBAY_STATE": "postgresql://u:pw@db:5432/pb"}
+    )
+    assert settings.log == "kafka://k1:9092,k2:9093"
+    assert isinstance(settings.state, Secret) and "pw" not in repr(settings)
+    for flags, env, message in (
+        ({"log": "http://k1:9092"}, {}, "--log: expected a URL starting with kafka://"),
+        ({"log": "kafka://k1"}, {}, "expected kafka://HOST:PORT"),
+        ({}, {"PATCHBAY_STATE": "mysql://u:pw@h/d"}, "PATCHBAY_STATE: expected a URL starting"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(message)) as caught:
+            load_settings(flags, env)
+        assert "pw" not in str(caught.value)
+
+
+def test_the_scale_out_mode_needs_both_urls(tmp_path: Path) -> None:
+    from patchbay.backends import open_backend
+
+    settings = load_settings({"log": "kafka://127.0.0.1:9", "data_dir": tmp_path}, {})
+    with pytest.raises(ConfigError, match=re.escape("needs both --log kafka://... and --state")):
+        open_backend(settings)

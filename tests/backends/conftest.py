@@ -6,18 +6,18 @@ directory per test), and whether it ``persists``. Opening the same location agai
 reopen the same data; tests that reopen are marked ``@pytest.mark.persists`` and are skipped,
 explicitly, on a backend that does not persist.
 
-To add a backend (PostgreSQL next), append one ``BackendSpec`` to :data:`BACKENDS` whose
+To add a backend, append one ``BackendSpec`` to :data:`BACKENDS` whose
 ``open`` connects to a database or schema derived from the location (creating it when
 missing): every suite then runs on it. :data:`PARTITIONED` lists extra configurations with
 several log partitions; the log and append suites run on those too.
 
-The ``kafka`` backends keep the log in a topic of this session's Kafka broker named after
-the location, and every other store on SQLite in the location.
+The ``postgres`` backends are the scale-out mode: every store in a schema of the test's own
+on this session's PostgreSQL server, the log in a topic of its own on this session's Kafka
+broker (both started by ``scripts/infra.sh``, :mod:`tests.infra`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,15 +29,7 @@ import pytest
 from patchbay.backends.abstract import Backend
 from patchbay.backends.kafka import KafkaBatchLog
 from patchbay.backends.memory import open_memory
-from patchbay.backends.postgres import PostgresDatabase
-from patchbay.backends.postgres.api_clients import PostgresApiClientStore
-from patchbay.backends.postgres.audiences import PostgresAudienceStore
-from patchbay.backends.postgres.dedup import PostgresDedupIndex
-from patchbay.backends.postgres.inputs import PostgresInputStore
-from patchbay.backends.postgres.modules import PostgresModuleStore
-from patchbay.backends.postgres.outbox import PostgresOutbox
-from patchbay.backends.postgres.positions import PostgresStagePositions
-from patchbay.backends.postgres.state import PostgresStateStore
+from patchbay.backends.postgres import PostgresDatabase, open_postgres
 from patchbay.backends.sqlite import open_sqlite
 from patchbay.secretbox import SecretBox, key_path
 from tests import infra
@@ -57,57 +49,30 @@ class BackendSpec:
     atomic: bool = True
 
 
-#: The stores on PostgreSQL so far, each made from the test's database and key; while the
-#: backend is being built, the others come from SQLite in the test's directory.
-POSTGRES_STORES: dict[str, Callable[[PostgresDatabase, SecretBox], object]] = {
-    "inputs": lambda db, box: PostgresInputStore(db),
-    "api_clients": lambda db, box: PostgresApiClientStore(db),
-    "modules": lambda db, box: PostgresModuleStore(db, box),
-    "positions": lambda db, box: PostgresStagePositions(db),
-    "dedup": lambda db, box: PostgresDedupIndex(db),
-    "state": lambda db, box: PostgresStateStore(db),
-    "outputs": lambda db, box: PostgresOutbox(db, box),
-    "outbox": lambda db, box: PostgresOutbox(db, box),
-    "audiences": lambda db, box: PostgresAudienceStore(db, box),
-}
-
-
-class _PostgresBackend(Backend):
-    """The stores of :data:`POSTGRES_STORES` on this session's PostgreSQL server, in a
-    schema of the test's own, the rest on SQLite."""
-
-    def __init__(self, location: Path) -> None:
-        self._sqlite = open_sqlite(location / "data")
-        schema = "t_" + _location_name(location)
-        self._db = PostgresDatabase(infra.postgres_url(), schema=schema, pool_size=4)
-        box = SecretBox(key_path(location / "data", None))
-        fields = {f.name: getattr(self._sqlite, f.name) for f in dataclasses.fields(Backend)}
-        fields["name"] = "postgres"
-        for name, make in POSTGRES_STORES.items():
-            fields[name] = make(self._db, box)
-        super().__init__(**fields)
-
-    def close(self) -> None:
-        self._sqlite.close()
-        self._db.close()
-
-
 def _location_name(location: Path) -> str:
     """A name of the test's own for what it keeps on a shared server."""
     return hashlib.sha1(str(location).encode()).hexdigest()[:20]
 
 
-def _kafka(partitions: int) -> Callable[[Path], Backend]:
-    """A backend whose log is a topic of its own (``partitions`` of them) on this session's
-    Kafka broker; every other store on SQLite in the location."""
+def _scaled(partitions: int) -> Callable[[Path], Backend]:
+    """The scale-out mode (:func:`~patchbay.backends.postgres.open_postgres`): every store in
+    a schema of the test's own on this session's PostgreSQL server, the log in a topic of its
+    own (``partitions`` of them) on this session's Kafka broker."""
 
-    def open_kafka(location: Path) -> Backend:
-        sqlite = open_sqlite(location / "data")
-        topic = f"patchbay.test.{_location_name(location)}"
-        log = KafkaBatchLog(infra.kafka_url(), topic=topic, partitions=partitions)
-        return dataclasses.replace(sqlite, name="kafka", log=log)
+    def open_scaled(location: Path) -> Backend:
+        name = _location_name(location)
+        (location / "data").mkdir(mode=0o700, exist_ok=True)
+        box = SecretBox(key_path(location / "data", None))
+        db = PostgresDatabase(infra.postgres_url(), schema=f"t_{name}", pool_size=4)
+        try:
+            topic = f"patchbay.test.{name}"
+            log = KafkaBatchLog(infra.kafka_url(), topic=topic, partitions=partitions)
+        except BaseException:
+            db.close()
+            raise
+        return open_postgres(db, log, box)
 
-    return open_kafka
+    return open_scaled
 
 
 BACKENDS: list[BackendSpec] = [
@@ -116,14 +81,13 @@ BACKENDS: list[BackendSpec] = [
     BackendSpec(
         "sqlite-normal", lambda location: open_sqlite(location / "data", "normal"), persists=True
     ),
-    BackendSpec("postgres", _PostgresBackend, persists=True),
-    BackendSpec("kafka", _kafka(1), persists=True, atomic=False),
+    BackendSpec("postgres", _scaled(1), persists=True, atomic=False),
 ]
 
 #: Configurations with several log partitions, for the suites of the log and of appends.
 PARTITIONED: list[BackendSpec] = [
     BackendSpec("memory-3", lambda _location: open_memory(partitions=3), persists=False),
-    BackendSpec("kafka-3", _kafka(3), persists=True, atomic=False),
+    BackendSpec("postgres-3", _scaled(3), persists=True, atomic=False),
 ]
 
 

@@ -58,14 +58,13 @@ def _open_scaled(settings: Settings, *, create: bool) -> Backend:
     box = SecretBox(key_path(settings.data_dir, settings.secrets_key_file))
     db = PostgresDatabase(settings.state.reveal(), pool_size=settings.state_pool_size)
     try:
-        retention_bytes = settings.log_retention_bytes // settings.kafka_partitions
+        # No retention of Kafka's own: it would remove batches a stage has not read yet.
+        # Patchbay's retention pass removes what every stage has passed (retention.py).
         log = KafkaBatchLog(
-            settings.log.removeprefix("kafka://").rstrip("/"),
+            settings.log,
             topic=settings.kafka_topic,
             partitions=settings.kafka_partitions,
             replication=settings.kafka_replication_factor,
-            retention_ms=round(settings.log_retention_s * 1000) or None,
-            retention_bytes=retention_bytes or None,
         )
     except BaseException:
         db.close()

@@ -628,7 +628,7 @@ class Backend:
         """Close every store (each once, even where one object serves several roles), then
         :attr:`resources`."""
         closed: set[int] = set()
-        stores = (
+        stores: tuple[Closeable, ...] = (
             self.log,
             self.dedup,
             self.inputs,

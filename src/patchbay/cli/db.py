@@ -19,7 +19,9 @@ def db() -> None:
 def upgrade(settings: Settings) -> None:
     """Apply the schema migrations this version of Patchbay brings (`serve` applies them
     too when it starts, and refuses a schema newer than it knows)."""
-    with opened(settings) as backend:
+    # A new PostgreSQL database gets its schema here; a data directory is made by `serve`
+    # or `inputs add`.
+    with opened(settings, create=settings.state is not None) as backend:
         migrations = backend.migrations
     if not migrations:
         click.echo(f"the {backend.name} store is up to date")

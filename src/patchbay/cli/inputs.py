@@ -222,16 +222,16 @@ def inputs_set_rate_limit(name: str, batches_per_s: float, settings: Settings) -
 @inputs.command("set-idsync-key-only")
 @pass_settings
 @click.argument("name")
-@click.argument("state", type=click.Choice(["on", "off"]))
+@click.argument("switch", metavar="on|off", type=click.Choice(["on", "off"]))
 @data_dir_option
-def inputs_set_idsync_key_only(name: str, state: str, settings: Settings) -> None:
+def inputs_set_idsync_key_only(name: str, switch: str, settings: Settings) -> None:
     """Whether IDSync accepts a client input's key alone (x-mp-key, no secret or signature).
 
     Off by default for ios, android and the other client types, whose SDKs sign their IDSync
     requests; always on for web inputs (the Web SDK has no secret); never on for server and
     feed inputs. A request authenticated by the key alone may modify or alias only users its
     input has seen."""
-    on = state == "on"
+    on = switch == "on"
     with opened(settings) as backend:
         item = _find(backend.inputs, name)
         try:
@@ -240,4 +240,4 @@ def inputs_set_idsync_key_only(name: str, state: str, settings: Settings) -> Non
             raise click.ClickException(str(exc)) from None
         backend.inputs.set_idsync_key_only(item.id, on)
         config_changed("input", name, "update", id=item.id, idsync_key_only=on)
-    click.echo(f"input {name!r}: IDSync key-only {state}")
+    click.echo(f"input {name!r}: IDSync key-only {switch}")
