@@ -92,7 +92,11 @@ def sqlite_databases(store: object) -> list[SqliteDatabase]:
     if isinstance(store, SqliteDatabase):
         return [store]
     stores = (
-        [getattr(store, f.name) for f in dataclasses.fields(store) if f.name != "name"]
+        [
+            getattr(store, f.name)
+            for f in dataclasses.fields(store)
+            if f.name not in ("name", "migrations", "resources")
+        ]
         if isinstance(store, Backend)
         else [store]
     )
