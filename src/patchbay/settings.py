@@ -121,7 +121,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     delivery_ack_delay_s: Seconds = 0.005
     delivery_ack_max: Positive = 512
     delivery_breaker_failures: Positive = 3
-    delivery_probe_max_delay_s: Seconds = 60.0
+    delivery_probe_max_delay_s: Seconds = 10.0
     #: Where file outputs may write (``None``: ``<data_dir>/outputs``); see activate/files.py.
     outputs_dir: Path | None = None
     #: CIDRs and host names outputs and modules may send to (``None``: any address but the

@@ -36,7 +36,7 @@ class BreakerPolicy:
 
     failures_to_open: int = 3
     base_delay_s: float = 1.0
-    max_delay_s: float = 60.0
+    max_delay_s: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
