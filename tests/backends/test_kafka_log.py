@@ -64,6 +64,14 @@ def test_a_cluster_out_of_reach_raises_log_unavailable_in_time() -> None:
     assert f"127.0.0.1:{port}" in str(raised.value)
 
 
+def test_the_client_library_writes_no_text_on_stderr(capfd: pytest.CaptureFixture[str]) -> None:
+    """librdkafka's lines (``%3|...|FAIL|...``) go through Python's logging, so that every
+    line Patchbay writes is JSON."""
+    with pytest.raises(LogUnavailable):
+        KafkaBatchLog(f"kafka://127.0.0.1:{free_port()}", topic=_topic(), timeout_s=1.0)
+    assert [line for line in capfd.readouterr().err.splitlines() if line.startswith("%")] == []
+
+
 @pytest.mark.parametrize("url", ["127.0.0.1:9092", "http://127.0.0.1:9092", "kafka://"])
 def test_only_kafka_urls_are_taken(url: str) -> None:
     with pytest.raises(ValueError, match="not a Kafka URL"):

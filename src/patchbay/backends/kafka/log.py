@@ -40,11 +40,12 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import zlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from confluent_kafka import (
@@ -88,7 +89,10 @@ class _Record(msgspec.Struct, array_like=True, frozen=True):
 
 
 #: A client's configuration.
-_Config = dict[str, str | int | float | bool]
+_Config = dict[str, str | int | float | bool | logging.Logger]
+
+#: Where the client library's lines go.
+LIBRDKAFKA_LOG = logging.getLogger("patchbay.kafka.client")
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(_Record).decode
@@ -153,8 +157,13 @@ class KafkaBatchLog:
         common: _Config = {
             "bootstrap.servers": self._servers,
             "socket.timeout.ms": int(timeout_s * 1000),
+            # librdkafka's own lines through Python's logging (JSON, as every line of
+            # Patchbay's), not printed on stderr as text.
+            "logger": LIBRDKAFKA_LOG,
         }
-        self._admin = AdminClient(common)
+        # confluent-kafka takes a `logger` in every client's configuration (its typing of
+        # AdminClient's leaves it out).
+        self._admin = AdminClient(cast("dict[str, str | int | float | bool]", common))
         self._partitions = self._ensure_topic(
             partitions,
             replication,
