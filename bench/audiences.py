@@ -102,6 +102,7 @@ from patchbay.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # bench/common.py
+    exit_status,
     free_port,
     open_store,
     percentile,
@@ -1534,14 +1535,7 @@ def main() -> int:
                 indent=2,
             )
         )
-    sys.stdout.flush()
-    for e in errors:
-        print(f"ERROR: {e}", file=sys.stderr)
-    if errors:
-        return 2
-    if args.strict and not all(ok is not False for ok, _ in goals.values()):
-        return 1
-    return 0
+    return exit_status(errors, goals, args.strict)
 
 
 if __name__ == "__main__":

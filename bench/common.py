@@ -12,7 +12,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Literal
 
@@ -138,3 +139,31 @@ def run_config(args: argparse.Namespace, leave_out: Collection[str] = ()) -> dic
     return {
         k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in leave_out
     }
+
+
+def run_child(main: Callable[[], Coroutine[Any, Any, object]], conn: Connection, what: str) -> None:
+    """A benchmark's child process: run ``main`` on uvloop and send its result back through
+    ``conn`` (or what failed, before raising it)."""
+    try:
+        import uvloop
+
+        result = uvloop.run(main())
+    except BaseException as exc:
+        conn.send(f"{what} failed: {type(exc).__name__}: {exc}")
+        raise
+    conn.send(result)
+
+
+def exit_status(
+    errors: Sequence[str], goals: Mapping[str, tuple[bool | None, str]], strict: bool
+) -> int:
+    """Print ``errors``; 2 with any, else 1 when ``strict`` and a goal was missed (``None``:
+    not measured, not missed), else 0."""
+    sys.stdout.flush()
+    for e in errors:
+        print(f"ERROR: {e}", file=sys.stderr)
+    if errors:
+        return 2
+    if strict and not all(ok is not False for ok, _ in goals.values()):
+        return 1
+    return 0

@@ -63,6 +63,7 @@ from common import (  # bench/common.py
     machine_cpu_s,
     percentile,
     process_cpu_s,
+    run_child,
     run_config,
     start_server,
     stop_process,
@@ -509,14 +510,7 @@ async def _phase(cfg: PhaseConfig) -> PhaseResult:
 
 def run_phase(cfg: PhaseConfig, conn: Connection) -> None:
     """Entry point of the client process: run one phase, send back a PhaseResult."""
-    try:
-        import uvloop
-
-        result = uvloop.run(_phase(cfg))
-    except BaseException as exc:
-        conn.send(f"client failed: {type(exc).__name__}: {exc}")
-        raise
-    conn.send(result)
+    run_child(lambda: _phase(cfg), conn, "client")
 
 
 def in_process(target: Any, arg: Any, timeout: float) -> Any:

@@ -66,10 +66,12 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # bench/common.py
+    exit_status,
     free_port,
     machine_cpu_s,
     percentile,
     process_cpu_s,
+    run_child,
     run_config,
     start_server,
     stop_process,
@@ -345,14 +347,7 @@ async def _load(cfg: LoadConfig) -> LoadResult:
 
 def run_load(cfg: LoadConfig, conn: Connection) -> None:
     """Entry point of the load process: run, send back a LoadResult."""
-    try:
-        import uvloop
-
-        result = uvloop.run(_load(cfg))
-    except BaseException as exc:
-        conn.send(f"load client failed: {type(exc).__name__}: {exc}")
-        raise
-    conn.send(result)
+    run_child(lambda: _load(cfg), conn, "load client")
 
 
 # -- the schedule -------------------------------------------------------------------------
@@ -1153,14 +1148,7 @@ def main() -> int:
                 default=str,
             )
         )
-    sys.stdout.flush()
-    for e in errors:
-        print(f"ERROR: {e}", file=sys.stderr)
-    if errors:
-        return 2
-    if args.strict and not all(ok is not False for ok, _ in goals.values()):
-        return 1
-    return 0
+    return exit_status(errors, goals, args.strict)
 
 
 if __name__ == "__main__":
