@@ -117,6 +117,10 @@ def test_resolve_and_the_stages_lose_nothing_to_a_full_store(
     stage = Counting(ActivateStage(sqlite.outputs, sqlite.outbox, sqlite.modules, clock))
     segment = SegmentStage(sqlite, clock)
     running = Pipeline(sqlite, service, [stage, segment], chunk=50, clock=clock)
+
+    def logged() -> list[tuple[str, str]]:
+        return [(event, fields["stage"]) for _, event, fields in storage_log.lines]
+
     news = [new_batch(n, user=f"user-{n}") for n in range(200)]  # a profile each
     positions = append_new(sqlite.log, sqlite.dedup, news, 0).positions
     fill(sqlite)
@@ -126,9 +130,15 @@ def test_resolve_and_the_stages_lose_nothing_to_a_full_store(
         wait_for(lambda: running.backoff.full, "resolve backing off")
         clock.idle()
         assert sqlite.state.checkpoint() != {0: positions[-1]}
+        # room for resolve's state, none yet for the segment stage's (which gets each chunk
+        # once resolve committed it)
         fill(sqlite, full=False)
+        fill(sqlite.audiences)
         clock.advance(60.0)
         wait_for(lambda: sqlite.state.checkpoint() == {0: positions[-1]}, "resolve")
+        wait_for(lambda: ("storage_full", "segment") in logged(), "segment backing off")
+        fill(sqlite.audiences, full=False)
+        clock.advance(60.0)
         wait_for(lambda: pending(sqlite) == 200, "every delivery")
         wait_for(lambda: sum(sqlite.audiences.sizes().values()) == 200, "every member")
     finally:

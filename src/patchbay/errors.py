@@ -46,3 +46,10 @@ class LogUnavailable(PatchbayError):
     def __init__(self, where: object, detail: str) -> None:
         super().__init__(f"the batch log is unavailable: {where}: {detail}")
         self.where = str(where)
+
+
+class ResolveConflict(PatchbayError):
+    """A resolve commit was refused: another resolver's commit changed the identity links
+    or profiles it was decided on since they were read (the scale-out mode, where several
+    resolvers share the state). Nothing was written; resolve again from a fresh read. An
+    identity request that met it too often in a row is answered 503 with ``Retry-After``."""

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 from patchbay.activate.breaker import BreakerState
 
@@ -16,6 +19,7 @@ __all__ = [
     "CONTENT_TYPE_LATEST",
     "DeliveryMetrics",
     "Metrics",
+    "ResolveConflicts",
     "SegmentMetrics",
     "StorageMetrics",
     "storage_full_gauge",
@@ -247,6 +251,27 @@ class SegmentMetrics:
         for metric in (self.joins, self.leaves, self.members, self.built):
             with contextlib.suppress(KeyError):
                 metric.remove(audience)
+
+
+class ResolveConflicts(Collector):
+    """``patchbay_resolve_conflicts_total``: resolve commits refused because another
+    resolver changed what they were decided on (and done again), by ``where`` they were
+    resolved (``stage``, ``idsync``), read from the counts given (``conflicts`` of
+    :class:`~patchbay.resolve.stage.ResolveStage` and
+    :class:`~patchbay.resolve.service.ResolveService`). Register it in the registry."""
+
+    def __init__(self, **counts: Callable[[], int]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "patchbay_resolve_conflicts",
+            "Resolve commits refused for a conflict with another resolver, and done again.",
+            labels=["where"],
+        )
+        for where, count in self._counts.items():
+            family.add_metric([where], count())
+        return [family]
 
 
 def storage_full_gauge(registry: CollectorRegistry, stage: str) -> Gauge:

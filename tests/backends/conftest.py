@@ -47,6 +47,9 @@ class BackendSpec:
     #: Whether an append interrupted part way stores none of its batches (not Kafka's:
     #: see :meth:`~patchbay.backends.abstract.BatchLog.append`).
     atomic: bool = True
+    #: Whether several resolvers may share its state: a resolve commit then checks the
+    #: links and profiles it was decided on (a store with one writer may skip the check).
+    shared_state: bool = False
 
 
 def _location_name(location: Path) -> str:
@@ -81,13 +84,13 @@ BACKENDS: list[BackendSpec] = [
     BackendSpec(
         "sqlite-normal", lambda location: open_sqlite(location / "data", "normal"), persists=True
     ),
-    BackendSpec("postgres", _scaled(1), persists=True, atomic=False),
+    BackendSpec("postgres", _scaled(1), persists=True, atomic=False, shared_state=True),
 ]
 
 #: Configurations with several log partitions, for the suites of the log and of appends.
 PARTITIONED: list[BackendSpec] = [
     BackendSpec("memory-3", lambda _location: open_memory(partitions=3), persists=False),
-    BackendSpec("postgres-3", _scaled(3), persists=True, atomic=False),
+    BackendSpec("postgres-3", _scaled(3), persists=True, atomic=False, shared_state=True),
 ]
 
 

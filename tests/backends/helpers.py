@@ -29,8 +29,11 @@ def batch(
     historical: bool = False,
     channel: str = "server_to_server",
     body: bytes | None = None,
+    user: str | None = None,
 ) -> NewBatch:
-    """A new batch; its body names ``tag`` so that it can be recognised when read back."""
+    """A new batch; its body names ``tag`` so that it can be recognised when read back. Its
+    partition key is ``user``, else one per input (a test's batches of one input share a
+    partition)."""
     return NewBatch(
         batch_id=str(uuid.uuid4()),
         input_id=input_id,
@@ -40,6 +43,7 @@ def batch(
         ip=ip,
         source_request_id=srid,
         historical=historical,
+        partition_key=user if user is not None else f"user-of:{input_id}",
     )
 
 

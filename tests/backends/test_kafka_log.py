@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 
+import msgspec
 import pytest
 from confluent_kafka import admin
 
@@ -45,12 +46,22 @@ def test_the_topic_is_created_with_the_partitions_replicas_and_retention_given()
         again.close()
 
 
-def test_batches_go_to_the_partition_of_their_input_as_in_memory() -> None:
+def test_batches_go_to_the_partition_of_their_user_as_in_memory() -> None:
+    """A batch's partition is its user's key's (the same on both logs), not its input's:
+    one input's users spread, one user's batches from several inputs share a partition."""
     log = KafkaBatchLog(infra.kafka_url(), topic=_topic(), partitions=3)
     memory = MemoryBatchLog(partitions=3)
     try:
-        news = [batch(str(i), input_id=f"input-{i}") for i in range(12)]
-        assert [p.partition for p in log.append(news)] == [p.partition for p in memory.append(news)]
+        news = [
+            msgspec.structs.replace(batch(str(i), input_id=f"input-{i % 2}"), partition_key=key)
+            for i in range(24)
+            for key in (f"email:user{i // 2}@example.com", None)
+        ]
+        placed = [p.partition for p in log.append(news)]
+        assert placed == [p.partition for p in memory.append(news)]
+        assert len({p for p, b in zip(placed, news, strict=True) if b.input_id == "input-0"}) == 3
+        for i in range(0, 48, 4):  # the same user's batch from the other input
+            assert placed[i] == placed[i + 2]
     finally:
         log.close()
 

@@ -115,7 +115,7 @@ def test_read_pages_in_order(log: BatchLog) -> None:
     positions: list[LogPosition] = []
     for start in range(0, 25, 4):
         positions += log.append(news[start : start + 4])
-    (partition,) = {p.partition for p in positions}  # one input: one partition
+    (partition,) = {p.partition for p in positions}  # one input's key: one partition
 
     pages: list[list[StoredBatch]] = []
     after: LogPosition | None = None
@@ -167,22 +167,25 @@ def test_failed_append_stores_nothing(log: BatchLog) -> None:
     assert bodies(log) == [b'{"tag":"before"}']
 
 
-def test_one_inputs_batches_stay_in_one_partition_in_order(log: BatchLog) -> None:
-    """All batches of one input go to the same partition, in the order appended, whatever
-    they are appended with."""
-    inputs = [f"input-{i}" for i in range(12)]
-    appended: dict[str, list[LogPosition]] = {i: [] for i in inputs}
-    ids: dict[str, list[str]] = {i: [] for i in inputs}
+def test_one_users_batches_stay_in_one_partition_in_order(log: BatchLog) -> None:
+    """All batches with one partition key (one user's) go to the same partition, in the
+    order appended, whatever input sent them and whatever they are appended with."""
+    users = [f"email:user{i}@example.com" for i in range(12)]
+    appended: dict[str, list[LogPosition]] = {u: [] for u in users}
+    ids: dict[str, list[str]] = {u: [] for u in users}
     for round_ in range(4):
-        news = [batch(f"{round_}-{i}", input_id=i) for i in inputs for _ in range(2)]
+        news = [
+            batch(f"{round_}-{u}-{n}", input_id=f"input-{n}", user=u) for u in users for n in (1, 2)
+        ]
         for new, position in zip(news, log.append(news), strict=True):
-            appended[new.input_id].append(position)
-            ids[new.input_id].append(new.batch_id)
-    for input_id, positions in appended.items():
+            assert new.partition_key is not None
+            appended[new.partition_key].append(position)
+            ids[new.partition_key].append(new.batch_id)
+    for user, positions in appended.items():
         assert len({p.partition for p in positions}) == 1
         assert positions == sorted(positions)
-        read = [s for s in everything(log) if s.input_id == input_id]
-        assert [s.batch_id for s in read] == ids[input_id]
+        read = [s for s in everything(log) if s.batch_id in ids[user]]
+        assert [s.batch_id for s in read] == ids[user]
         assert [s.position for s in read] == positions
 
 
@@ -236,7 +239,7 @@ def test_batches_persist_across_reopen(stores: Stores, backend: Backend) -> None
 # -- crash ---------------------------------------------------------------------------------
 
 #: Appends forever to the backend named argv[1] at argv[2], printing the number of each
-#: append once it returned. Append n holds n % 3 + 1 batches with ids "n-i".
+#: append once it returned. Append n holds n % 3 + 1 batches with ids "n-i", of one user.
 _APPENDER = """
 import sys
 from pathlib import Path
@@ -248,7 +251,10 @@ log = spec.open(Path(sys.argv[2])).log
 n = 0
 while True:
     log.append([
-        NewBatch(f"{n}-{i}", "crash", n, "server_to_server", b'{"pad":"%s"}' % (b"x" * 500))
+        NewBatch(
+            f"{n}-{i}", "crash", n, "server_to_server", b'{"pad":"%s"}' % (b"x" * 500),
+            partition_key="user-1",
+        )
         for i in range(n % 3 + 1)
     ])
     print(n, flush=True)
@@ -268,7 +274,7 @@ def _batch_ids(appends: int) -> list[str]:
 def test_sigkill_keeps_exactly_the_returned_appends(stores: Stores) -> None:
     """A process killed (SIGKILL) while appending in a loop leaves a log holding every
     append that returned, whole and in order, plus at most the one in flight: whole, or
-    a prefix of it where appends are not atomic (all its batches are of one input)."""
+    a prefix of it where appends are not atomic (all its batches are of one user)."""
     location = stores.location
     backend = stores.open()  # the store exists, on a server the child shares (tests/infra.py)
     child = subprocess.Popen(
@@ -431,7 +437,7 @@ def test_removing_everything_keeps_the_end(log: BatchLog) -> None:
 def test_removal_persists_across_reopen(stores: Stores, backend: Backend) -> None:
     """What was removed stays removed, and the extent is the same after reopening."""
     positions = backend.log.append([batch(str(i), body=b"z" * 7) for i in range(5)])
-    partition = positions[0].partition  # one input: one partition
+    partition = positions[0].partition  # one input's key: one partition
     backend.log.remove(partition, positions[1])
     extent = backend.log.extent(partition)
     assert extent == LogExtent(3, 21, positions[1])

@@ -5,11 +5,17 @@ from __future__ import annotations
 import pytest
 
 from patchbay.backends.abstract import Backend, StateStore
-from patchbay.backends.records import Checkpoint, LogPosition, MergeRecord, StateChanges
+from patchbay.backends.records import (
+    Checkpoint,
+    LogPosition,
+    MergeRecord,
+    StateChanges,
+)
+from patchbay.errors import ResolveConflict
 from patchbay.resolve.identities import Identity
 from patchbay.resolve.profile import IdentityRecord, new_profile
 from patchbay.resolve.state import StagedState
-from tests.backends.conftest import Stores
+from tests.backends.conftest import BackendSpec, Stores
 
 
 @pytest.fixture
@@ -288,3 +294,82 @@ def test_state_persists_across_reopen(stores: Stores, backend: Backend) -> None:
     assert state.resolved(0, None, 10) == [(at(0, 4), 1)]
     assert state.resolved(1, None, 10) == [(at(1, 2), 2)]
     assert state.count_profiles() == 2
+
+
+def _new_user_for(state: StateStore, email: Identity, mpid: int) -> StagedState:
+    """A resolver's decision: ``email`` is nobody's (as read), so it goes to a new user."""
+    staged = StagedState(state)
+    assert staged.users_with(email) == []
+    assert staged.profile(mpid) is None
+    staged.put(new_profile(mpid, 1))
+    staged.link(email, mpid)
+    return staged
+
+
+def _shared(spec: BackendSpec) -> None:
+    if not spec.shared_state:
+        pytest.skip(f"{spec.name}: one resolver writes the state (the check may be skipped)")
+
+
+def test_a_commit_decided_on_stale_links_is_refused(state: StateStore, spec: BackendSpec) -> None:
+    """Two resolvers both read that an email is nobody's and each give it a new user: the
+    later commit is refused and writes nothing (not even its checkpoint); read again, the
+    email is the first user's."""
+    _shared(spec)
+    email = Identity("email", "a@example.com")
+    first, second = _new_user_for(state, email, 1), _new_user_for(state, email, 2)
+    state.commit(first.changes, {0: at(0, 1)})
+    with pytest.raises(ResolveConflict):
+        state.commit(second.changes, {0: at(0, 2)})
+    assert state.users_with(email) == [1]
+    assert state.profile(2) is None
+    assert state.checkpoint() == {0: at(0, 1)}
+    assert StagedState(state).users_with(email) == [1]
+
+
+def test_a_commit_decided_on_a_stale_profile_is_refused(
+    state: StateStore, spec: BackendSpec
+) -> None:
+    """A resolver updates a profile another commit merged meanwhile: refused, nothing
+    written; a profile written again as it was read is no conflict."""
+    _shared(spec)
+    state.commit(StateChanges(profiles={1: new_profile(1, 1), 2: new_profile(2, 2)}), {})
+    stale = StagedState(state)
+    stale.prefetch_profiles([1, 3])
+    seen = stale.profile(1)
+    assert seen is not None
+    seen.user_attributes["plan"] = "gold"
+    stale.put(seen)
+
+    merged = new_profile(1, 1)
+    merged.merged_into = 2
+    state.commit(StateChanges(profiles={1: merged}), {})
+    with pytest.raises(ResolveConflict):
+        state.commit(stale.changes, {})
+    assert state.profile(1) == merged
+
+    same = StagedState(state)
+    assert same.profile(3) is None
+    state.commit(StateChanges(profiles={1: merged}), {})  # the same content again
+    same.put(new_profile(3, 3))
+    same.profile(1)
+    state.commit(same.changes, {})
+    assert state.profile(3) == new_profile(3, 3)
+
+
+def test_before_runs_after_the_check_and_before_the_writes(state: StateStore) -> None:
+    """``before`` sees nothing of the commit yet; if it raises, nothing is written."""
+    email = Identity("email", "a@example.com")
+    seen: list[list[int]] = []
+    staged = _new_user_for(state, email, 1)
+
+    def failing() -> None:
+        seen.append(state.users_with(email))
+        raise RuntimeError("the record could not be appended")
+
+    with pytest.raises(RuntimeError):
+        state.commit(staged.changes, {0: at(0, 1)}, failing)
+    assert (state.users_with(email), state.profile(1), state.checkpoint()) == ([], None, {})
+    state.commit(staged.changes, {0: at(0, 1)}, lambda: seen.append(state.users_with(email)))
+    assert seen == [[], []]
+    assert state.users_with(email) == [1]

@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Message
 
-from patchbay.errors import StorageFull
+from patchbay.errors import ResolveConflict, StorageFull
 from patchbay.http import EXCEPTION_HANDLERS, middleware
 from patchbay.http.cors import CorsPolicy
 from patchbay.http.errors import HttpError, error_response
@@ -40,6 +40,10 @@ async def _full(request: Request) -> Response:
     raise StorageFull("/srv/patchbay/state.db", "database or disk is full")
 
 
+async def _conflict(request: Request) -> Response:
+    raise ResolveConflict("the profile of 42 changed since read")
+
+
 @pytest.fixture
 def metrics() -> Metrics:
     return Metrics()
@@ -54,6 +58,7 @@ def app(metrics: Metrics) -> Starlette:
             Route("/v1/{mpid}/modify", _ok, methods=["POST"]),
             Route("/v1/refuse", _refuse, methods=["POST"]),
             Route("/v1/full", _full, methods=["POST"]),
+            Route("/v1/conflict", _conflict, methods=["POST"]),
         ],
         middleware=middleware(metrics, CorsPolicy(("/v1/",))),
         exception_handlers=EXCEPTION_HANDLERS,
@@ -147,6 +152,18 @@ def test_a_full_store_is_a_json_503_with_retry_after(app: Starlette) -> None:
         "message": "the server's storage is full: nothing was stored; retry later",
     }
     assert b"/srv" not in answer[2]
+
+
+def test_an_identity_change_that_kept_conflicting_is_a_json_503_with_retry_after(
+    app: Starlette,
+) -> None:
+    """IDSync answers a change other resolvers kept invalidating (after its retries) so,
+    without naming the user."""
+    answer = call(app, "POST", "/v1/conflict")
+    assert answer[0] == 503
+    assert answer[1]["retry-after"] == "1"
+    assert one_error(answer)["code"] == "RESOLVE_CONFLICT"
+    assert b"42" not in answer[2]
 
 
 def test_the_legacy_shape_adds_error_beside_errors() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -53,14 +53,22 @@ class WrappedState:
     def merges(self, mpid: int) -> list[MergeRecord]:
         return self.inner.merges(mpid)
 
+    def merged_into(self, mpids: Collection[int]) -> dict[int, list[int]]:
+        return self.inner.merged_into(mpids)
+
     def reset(self) -> None:
         self.inner.reset()
 
     def close(self) -> None:
         self.inner.close()
 
-    def commit(self, changes: StateChanges, checkpoint: Checkpoint) -> None:
-        self.inner.commit(changes, checkpoint)
+    def commit(
+        self,
+        changes: StateChanges,
+        checkpoint: Checkpoint,
+        before: Callable[[], None] | None = None,
+    ) -> None:
+        self.inner.commit(changes, checkpoint, before)
 
 
 class World:

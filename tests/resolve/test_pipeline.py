@@ -4,7 +4,7 @@ it (:class:`PendingOverlay`); everything else that touches the state waits for t
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import msgspec
@@ -32,10 +32,15 @@ class GatedCommits(WrappedState):
         self.gate = threading.Event()
         self.started = threading.Event()
 
-    def commit(self, changes: StateChanges, checkpoint: Checkpoint) -> None:
+    def commit(
+        self,
+        changes: StateChanges,
+        checkpoint: Checkpoint,
+        before: Callable[[], None] | None = None,
+    ) -> None:
         self.started.set()
         assert self.gate.wait(30)
-        self.inner.commit(changes, checkpoint)
+        self.inner.commit(changes, checkpoint, before)
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ import json
 import os
 import sqlite3
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -380,7 +380,12 @@ class CrashingState(WrappedState):
         self.mode = mode
         self.calls = 0
 
-    def commit(self, changes: StateChanges, offset: Checkpoint) -> None:
+    def commit(
+        self,
+        changes: StateChanges,
+        offset: Checkpoint,
+        before: Callable[[], None] | None = None,
+    ) -> None:
         self.calls += 1
         if self.calls != self.crash_at:
             self.inner.commit(changes, offset)
@@ -468,6 +473,10 @@ def run_with_crashes(
                 stage.run_until_caught_up()
             except Crash:
                 outcome.crashes += 1
+            # A chunk is offered once committed: one whose commit crashed after writing was
+            # not, and the stages after read it back from the committed resolved users.
+            for position, mpid in inner.resolved(0, None, 1_000_000):
+                outcome.mpids.setdefault(position.offset, mpid)
         outcome.mpids.update(sink.mpids)
         chunk = plan.chunk_after
     outcome.mpids.update(one_pass(log_dir, state_dir, strategy, chunk))

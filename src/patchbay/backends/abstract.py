@@ -23,7 +23,7 @@ The stages and what they use:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -265,8 +265,21 @@ class StateStore(StateView, Protocol):
         """The last log position the state includes, by partition (empty: nothing)."""
         ...
 
-    def commit(self, changes: StateChanges, checkpoint: Checkpoint) -> None:
-        """Apply ``changes`` and record ``checkpoint``, atomically and durably."""
+    def commit(
+        self,
+        changes: StateChanges,
+        checkpoint: Checkpoint,
+        before: Callable[[], None] | None = None,
+    ) -> None:
+        """Apply ``changes`` and record ``checkpoint``, atomically and durably.
+
+        A store that several resolvers share first checks that the links and profiles
+        the changes were decided on (``changes.read_links``, ``read_profiles``) are still
+        as read, and raises :class:`~patchbay.errors.ResolveConflict` (writing
+        nothing) when another commit changed them; a store with one writer may skip the
+        check. ``before`` is called once the check passed, before anything is written,
+        with no other commit able to change what was checked until this one ends (an
+        exception from it writes nothing)."""
         ...
 
     def resolved(

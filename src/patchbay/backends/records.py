@@ -6,6 +6,7 @@ returns exactly these, so a stage never sees which backend it runs on.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -95,7 +96,11 @@ def lowest(*checkpoints: Checkpoint) -> Checkpoint:
 
 
 class NewBatch(msgspec.Struct, frozen=True):
-    """A validated batch about to be appended, with the stamps of its request."""
+    """A validated batch about to be appended, with the stamps of its request.
+
+    ``partition_key`` is its user's key (:func:`patchbay.collect.userkey.user_key`), or
+    ``None`` when it names nobody; a partitioned log places the batch by :meth:`partition`.
+    """
 
     batch_id: str
     input_id: str
@@ -105,6 +110,20 @@ class NewBatch(msgspec.Struct, frozen=True):
     ip: str | None = None
     source_request_id: str | None = None
     historical: bool = False
+    partition_key: str | None = None
+
+    @property
+    def log_key(self) -> str:
+        """What places the batch: its user's key; without one, its input and
+        ``source_request_id`` (a retry's too), or its random id (a random spread)."""
+        if self.partition_key is not None:
+            return self.partition_key
+        return self.input_id + "/" + (self.source_request_id or self.batch_id)
+
+    def partition(self, partitions: int) -> int:
+        """The partition of a log of ``partitions`` this batch goes to: the CRC-32 of
+        :attr:`log_key`, so one user's batches share a partition on every log."""
+        return zlib.crc32(self.log_key.encode()) % partitions
 
 
 class StoredBatch(msgspec.Struct, frozen=True):
@@ -419,6 +438,13 @@ class StateChanges:
     unlinked: dict[Identity, set[int]] = field(default_factory=dict)
     merges: list[MergeRecord] = field(default_factory=list)
     resolved: list[tuple[LogPosition, int]] = field(default_factory=list)
+    #: What the changes were decided on: the links of each identity read (oldest first)
+    #: and each profile read (its MessagePack document; ``None``: there was none). A store
+    #: that several resolvers write refuses the commit with
+    #: :class:`~patchbay.errors.ResolveConflict` when
+    #: another commit changed one of them since (optimistic concurrency).
+    read_links: dict[Identity, list[int]] = field(default_factory=dict)
+    read_profiles: dict[int, bytes | None] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.profiles or self.linked or self.unlinked or self.merges or self.resolved)

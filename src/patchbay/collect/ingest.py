@@ -15,6 +15,7 @@ import msgspec
 from patchbay.backends.records import Input, NewBatch
 from patchbay.collect.batch import Batch
 from patchbay.collect.decode import BadInput, decode_batch, split_bulk
+from patchbay.collect.userkey import user_key
 
 #: Historical batches must be at least this old (mParticle: 72 hours).
 HISTORICAL_MIN_AGE_MS = 72 * 3600 * 1000
@@ -99,6 +100,7 @@ def _stamp(batch: Batch, body: bytes, stamps: RequestStamps, batch_id: str) -> N
         ip=batch.ip or stamps.ip,
         source_request_id=batch.source_request_id,
         historical=stamps.historical,
+        partition_key=user_key(batch),
     )
 
 

@@ -19,7 +19,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ExceptionHandler
 
-from patchbay.errors import LogUnavailable, PatchbayError, StorageFull
+from patchbay.errors import LogUnavailable, PatchbayError, ResolveConflict, StorageFull
 
 log = structlog.get_logger("patchbay.http")
 
@@ -127,6 +127,21 @@ async def _storage_full(request: Request, exc: Exception) -> Response:
     return storage_full_response(request.url.path, exc)
 
 
+#: The ``Retry-After`` of a 503 ``RESOLVE_CONFLICT``, in seconds.
+RESOLVE_CONFLICT_RETRY_AFTER_S = 1
+
+
+async def _resolve_conflict(request: Request, exc: Exception) -> Response:
+    """An identity change that other resolvers' commits kept invalidating (logged): 503
+    ``RESOLVE_CONFLICT`` with ``Retry-After``; nothing was changed."""
+    assert isinstance(exc, ResolveConflict)
+    route = request.url.path
+    log.warning("request_rejected", route=route, status=503, reason="conflict", error=str(exc))
+    headers = {"Retry-After": str(RESOLVE_CONFLICT_RETRY_AFTER_S)}
+    message = "the user changed under this request too often: nothing was changed; retry"
+    return error_response(503, "RESOLVE_CONFLICT", message, headers)
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HttpError)
     return error_response(exc.status, exc.code, exc.message, exc.headers)
@@ -163,6 +178,7 @@ EXCEPTION_HANDLERS: dict[int | type[Exception], ExceptionHandler] = {
     HttpError: _http_error,
     StorageFull: _storage_full,
     LogUnavailable: _log_unavailable,
+    ResolveConflict: _resolve_conflict,
     HTTPException: _http_exception,
     ClientDisconnect: _client_gone,
     Exception: _unhandled,

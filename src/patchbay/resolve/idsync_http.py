@@ -47,6 +47,7 @@ from patchbay.collect.http import WRONG_CREDENTIALS, basic_auth_problem, parse_b
 from patchbay.collect.ingest import new_batch_ids
 from patchbay.collect.inputs import SERVER_SIDE_TYPES, authenticate, key_only_allowed
 from patchbay.collect.ratelimit import RateLimiter
+from patchbay.collect.userkey import mpid_key
 from patchbay.errors import PatchbayError
 from patchbay.http.auth import auth_failed
 from patchbay.http.body import BodyError, read_json
@@ -482,19 +483,25 @@ class IdentityApi:
         batch_id: str,
         request: Request,
     ) -> tuple[Pending, T] | None:
-        """Stage a change, append its record to the log, then commit it: under the lock."""
+        """Stage a change, append its record to the log, then commit it: under the lock, and
+        again while another resolver's commit changed what it read (see
+        :meth:`ResolveService.apply`)."""
         loop = asyncio.get_running_loop()
         ip = request.client.host if request.client else None
         service, appender = self._service, self._appender
 
-        def run() -> tuple[Pending, T] | None:
+        def attempt() -> tuple[Pending, T] | None:
             with service.lock:
                 staged = stage()
                 if staged is None:
                     return None
                 service.seen_by(staged[0], item.id)
-                record = staged[0].answer.record
-                if record is not None:
+                answer = staged[0].answer
+                record = answer.record
+
+                def append() -> None:
+                    if record is None:
+                        return
                     now = self._clock.now_ms()
                     batch = NewBatch(
                         batch_id=batch_id,
@@ -503,13 +510,15 @@ class IdentityApi:
                         channel=CHANNEL,
                         body=record,
                         ip=ip,
+                        partition_key=mpid_key(answer.mpid),
                     )
-                    append = appender.append([batch], now)
-                    asyncio.run_coroutine_threadsafe(append, loop).result()
-                service.apply(staged[0])
+                    future = appender.append([batch], now)
+                    asyncio.run_coroutine_threadsafe(future, loop).result()
+
+                service.apply(staged[0], append)
                 return staged
 
-        return await asyncio.to_thread(run)
+        return await asyncio.to_thread(service.retrying, attempt)
 
     def _check_seen(self, caller: Caller, users: Sequence[tuple[str, int]]) -> None:
         """Raise :class:`NotSeen` if ``caller`` is key-only and one of ``users`` (JSON path,

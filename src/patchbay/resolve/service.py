@@ -2,27 +2,38 @@
 
 The resolve stage and these operations change the same state, so both run under one lock.
 An operation that changes state (identify or login creating a user, modify) returns the
-batch that records it; the caller appends that batch to the log *before* calling
-:meth:`ResolveService.apply`, so that replaying the log reproduces the change.
+batch that records it; the caller appends that batch to the log *before* the change is
+written (:meth:`ResolveService.apply` calls the append once the store checked the change),
+so that replaying the log reproduces the change.
+
+With several resolvers on one store (processes on PostgreSQL), another one may change what
+an operation read before it commits: the store refuses the commit before the record is
+appended (:class:`~patchbay.errors.ResolveConflict`), and the operation is staged
+again from a fresh read (:meth:`ResolveService.retrying`). So no record of a change that was
+not applied reaches the log.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import msgspec
 
 from patchbay.backends.abstract import StateStore
 from patchbay.backends.records import MergeRecord
 from patchbay.clock import Clock
+from patchbay.errors import ResolveConflict
 from patchbay.resolve.identities import IDSYNC_NAMES, Identity, is_device_type
 from patchbay.resolve.profile import Profile
 from patchbay.resolve.resolver import Resolver, derived_mpid, live_mpid
 from patchbay.resolve.stage import ResolveStage
-from patchbay.resolve.state import StagedState
+from patchbay.resolve.state import StagedState, retry_conflicts
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -63,6 +74,8 @@ class ResolveService:
         self.clock = clock
         self.lock = threading.RLock()
         self._stage: ResolveStage | None = None
+        #: How many commits were refused for a conflict with another resolver (and redone).
+        self.conflicts = 0
 
     def attach(self, stage: ResolveStage) -> None:
         """Serialise with ``stage``: its steps run under :attr:`lock` (:meth:`step`), and
@@ -73,8 +86,15 @@ class ResolveService:
     def _locked(self) -> Iterator[None]:
         with self.lock:
             if self._stage is not None:
-                self._stage.settle()
+                try:
+                    self._stage.settle()
+                except ResolveConflict:  # not this request's: the stage's next step redoes it
+                    self.conflicted()
             yield
+
+    def conflicted(self) -> None:
+        """Count a commit refused for a conflict with another resolver."""
+        self.conflicts += 1
 
     # -- reads -----------------------------------------------------------------------
 
@@ -235,11 +255,23 @@ class ResolveService:
             profile.inputs.append(input_id)
             pending.staged.put(profile)
 
-    def apply(self, pending: Pending) -> None:
-        """Commit a staged change (after its record, if any, is in the log)."""
+    def apply(self, pending: Pending, before: Callable[[], None] | None = None) -> None:
+        """Commit a staged change; ``before`` (which appends its record to the log) runs
+        once the store has checked that nothing the change was decided on changed
+        meanwhile, and before the change is written. Raises :class:`ResolveConflict`
+        (nothing appended nor written) if something did: stage the change again
+        (:meth:`retrying`)."""
         with self._locked():
             if pending.staged.changes:
-                self.state.commit(pending.staged.changes, {})
+                self.state.commit(pending.staged.changes, {}, before)
+            elif before is not None:
+                before()
+
+    def retrying(self, attempt: Callable[[], T]) -> T:
+        """``attempt()`` (stage a change and :meth:`apply` it), staged and applied again
+        while another resolver's commit changed what it read (a bounded number of times,
+        counted in :attr:`conflicts`)."""
+        return retry_conflicts(attempt, self.conflicted)
 
     def step(self, stage: ResolveStage) -> int:
         """Run one step of the stage under the lock."""

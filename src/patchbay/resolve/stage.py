@@ -2,8 +2,11 @@
 
 Each step takes the next chunk of batches of a partition after the state's checkpoint,
 resolves every batch to a user and updates the profiles on a staged copy of the state,
-offers the resolved chunk to the stages after it (:mod:`patchbay.pipeline`), and commits
-the state changes, the user of each batch and the chunk's last position together. A crash
+commits the state changes, the user of each batch and the chunk's last position together,
+and then offers the resolved chunk to the stages after it (:mod:`patchbay.pipeline`): a
+chunk whose commit was refused because another resolver changed what it read
+(:class:`~patchbay.errors.ResolveConflict`) is resolved again, and the stages after see
+only the committed one. A crash
 before the commit replays the chunk: MPIDs are derived from batch ids, so the replay
 decides the same, and a later stage may see a batch twice (at least once) but never misses
 one: what it did not take from memory it reads back from the committed resolved users.
@@ -23,7 +26,7 @@ import msgspec
 import structlog
 
 from patchbay.backends.abstract import BatchLog, StateStore
-from patchbay.backends.records import Checkpoint, LogPosition, StoredBatch
+from patchbay.backends.records import Checkpoint, LogPosition, StateChanges, StoredBatch
 from patchbay.backoff import CLOCK_POLL_S, StorageBackoff
 from patchbay.collect.batch import Batch
 from patchbay.collect.decode import BadInput, decode_batch
@@ -32,7 +35,7 @@ from patchbay.errors import StorageFull
 from patchbay.resolve.identities import Identity, batch_identities, canonical_type
 from patchbay.resolve.profile import Profile, apply_batch
 from patchbay.resolve.resolver import Resolver, derived_mpid, live_mpid
-from patchbay.resolve.state import PendingOverlay, StagedState
+from patchbay.resolve.state import PendingOverlay, StagedState, retry_conflicts
 
 log = structlog.get_logger("patchbay.resolve")
 
@@ -125,6 +128,8 @@ class ResolveStage:
         self._listeners = tuple(listeners)
         self._chunk = chunk
         self.processed = 0
+        #: How many commits were refused for a conflict with another resolver (and redone).
+        self.conflicts = 0
         # The commit of the last chunk runs on this thread while the next chunk is resolved
         # on top of it (``_overlay``); at most one commit is in flight.
         self._committer = ThreadPoolExecutor(1, thread_name_prefix="patchbay-resolve-commit")
@@ -136,7 +141,17 @@ class ResolveStage:
     def step(self) -> int:
         """Resolve the next chunk and start its commit (the previous chunk's commit is
         waited for first); return how many batches it held. A step that finds nothing new
-        waits for the last commit, so when it returns 0 everything resolved is committed."""
+        waits for the last commit, so when it returns 0 everything resolved is committed.
+
+        A commit refused because another resolver changed what it read
+        (:class:`~patchbay.errors.ResolveConflict`) is done again from the stored
+        checkpoint, a bounded number of times (counted in :attr:`conflicts`)."""
+        return retry_conflicts(self._step, self._conflicted)
+
+    def _conflicted(self) -> None:
+        self.conflicts += 1
+
+    def _step(self) -> int:
         if self._commit is None:
             self._checkpoint = self._state.checkpoint()
         partition, stored = self._next_chunk()
@@ -155,8 +170,6 @@ class ResolveStage:
             resolved = [self._resolve(staged, s, batch, ids) for s, batch, ids in decoded]
             staged.changes.resolved = [(r.stored.position, r.mpid) for r in resolved]
             chunk = ResolvedChunk(partition, after, stored[-1].position, resolved)
-            for listener in self._listeners:
-                listener.offer(chunk)
         except BaseException:
             with contextlib.suppress(Exception):  # no commit goes on after a failed step
                 self.settle()
@@ -164,11 +177,19 @@ class ResolveStage:
         self.settle()
         self._checkpoint = {**self._checkpoint, partition: chunk.last}
         self._commit = self._committer.submit(
-            self._state.commit, staged.changes, {partition: chunk.last}
+            self._commit_and_offer, staged.changes, {partition: chunk.last}, chunk
         )
         self._overlay = PendingOverlay(staged, self._state)
         self.processed += len(stored)
         return len(stored)
+
+    def _commit_and_offer(
+        self, changes: StateChanges, checkpoint: Checkpoint, chunk: ResolvedChunk
+    ) -> None:
+        """Commit a chunk, then offer it: a chunk whose commit is refused is never seen."""
+        self._state.commit(changes, checkpoint)
+        for listener in self._listeners:
+            listener.offer(chunk)
 
     def _next_chunk(self) -> tuple[int, list[StoredBatch]]:
         """The next batches to resolve, taking the partitions in turn."""

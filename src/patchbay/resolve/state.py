@@ -4,21 +4,50 @@ The stage works on a :class:`StagedState`: the committed state of a
 :class:`~patchbay.backends.abstract.StateStore` plus the changes of the batches processed
 since the last commit. The change set and the log checkpoint it brings the state to are
 then committed in one transaction, so a crash never leaves state and checkpoint out of step.
+
+The change set also holds what was read from the store (``read_links``,
+``read_profiles``): a store that several resolvers share refuses a commit whose reads
+another commit changed (:class:`~patchbay.errors.ResolveConflict`), and the
+caller resolves again from a fresh read (:func:`retry_conflicts`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
+from typing import TypeVar
 
 import msgspec
+import structlog
 
 from patchbay.backends.abstract import StateView
 from patchbay.backends.records import MergeRecord, StateChanges
+from patchbay.errors import ResolveConflict
 from patchbay.resolve.identities import Identity
 from patchbay.resolve.profile import Profile
 
 _encode_profile = msgspec.msgpack.Encoder().encode
 _decode_profile = msgspec.msgpack.Decoder(Profile).decode
+
+log = structlog.get_logger("patchbay.resolve")
+
+#: How many times a resolution whose commit conflicted is done again before the conflict
+#: is raised (each attempt reads afresh what the other commit wrote).
+CONFLICT_RETRIES = 10
+
+T = TypeVar("T")
+
+
+def retry_conflicts(attempt: Callable[[], T], conflicted: Callable[[], None]) -> T:
+    """``attempt()``, run again while it raises :class:`ResolveConflict` (at most
+    :data:`CONFLICT_RETRIES` times more: then the conflict is raised); ``conflicted`` is
+    called for each conflict (a metric), logged at debug."""
+    for tries in range(1, CONFLICT_RETRIES + 1):
+        try:
+            return attempt()
+        except ResolveConflict as exc:
+            conflicted()
+            log.debug("resolve_conflict", attempt=tries, error=str(exc))
+    return attempt()
 
 
 def _copy_profile(profile: Profile) -> Profile:
@@ -93,8 +122,19 @@ class StagedState:
         """Committed links plus pending ones, minus pending removals."""
         cached = self._users.get(identity)
         if cached is None:
-            cached = self._users[identity] = list(self._base.users_with(identity))
+            cached = self._users[identity] = self._read_links(
+                identity, self._base.users_with(identity)
+            )
         return cached
+
+    def _read_links(self, identity: Identity, users: list[int]) -> list[int]:
+        """Remember ``users`` as the links of ``identity`` read; a copy to stage on."""
+        self.changes.read_links[identity] = list(users)
+        return list(users)
+
+    def _read_profile(self, mpid: int, profile: Profile | None) -> None:
+        """Remember ``profile`` as read (a snapshot: the resolver changes it in place)."""
+        self.changes.read_profiles[mpid] = None if profile is None else _encode_profile(profile)
 
     def staged_users(self, identity: Identity) -> list[int] | None:
         """The links of ``identity`` as staged here, or ``None`` if this state never read
@@ -117,7 +157,7 @@ class StagedState:
         if wanted:
             found = self._base.users_with_each(wanted)
             for identity in wanted:
-                self._users[identity] = found.get(identity, [])
+                self._users[identity] = self._read_links(identity, found.get(identity, []))
 
     def prefetch_profiles(self, mpids: Iterable[int]) -> None:
         """Load the profiles of ``mpids`` in bulk, remembering which do not exist."""
@@ -126,12 +166,15 @@ class StagedState:
             found = self._base.profiles(wanted)
             self._profiles.update(found)
             self._missing.update(wanted - found.keys())
+            for mpid in wanted:
+                self._read_profile(mpid, found.get(mpid))
 
     def profile(self, mpid: int) -> Profile | None:
         """The profile as staged (a private copy: call :meth:`put` after changing it)."""
         found = self._profiles.get(mpid)
         if found is None and mpid not in self._missing:
             found = self._base.profile(mpid)
+            self._read_profile(mpid, found)
             if found is None:
                 self._missing.add(mpid)  # a new user's MPID is looked up more than once
             else:

@@ -7,11 +7,12 @@
   offset: from 0, one per batch (the producer writes no transaction markers, and nothing
   compacts the topic). Patchbay stores nothing anywhere else: every answer below comes from
   the topic's messages and its watermarks.
-* **Messages.** The key is the batch's input id; the value is :class:`_Record`, the
+* **Messages.** The key is the batch's partition key (its user's:
+  :attr:`~patchbay.backends.records.NewBatch.log_key`); the value is :class:`_Record`, the
   batch's fields (MessagePack, by msgspec); the message timestamp is the time received.
-  The partition is chosen by Patchbay, not by the client's partitioner: the CRC-32 of the
-  input id modulo the partition count, as the in-memory log does, so one input's batches
-  stay in one partition, in order.
+  The partition is chosen by Patchbay, not by the client's partitioner
+  (:meth:`~patchbay.backends.records.NewBatch.partition`, as the in-memory log does), so
+  one user's batches stay in one partition, in order.
 * **Appends.** An idempotent producer (``enable.idempotence``, ``acks=all``) sends every
   batch of an append, and :meth:`KafkaBatchLog.append` returns once every delivery report
   is in: an acknowledged batch is on every in-sync replica (durability comes from
@@ -43,7 +44,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import zlib
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -104,12 +104,6 @@ def bootstrap_servers(url: str) -> str:
     if not sep or scheme != "kafka" or not servers.strip("/"):
         raise ValueError("not a Kafka URL: expected kafka://HOST:PORT[,HOST:PORT...]")
     return servers.strip("/")
-
-
-def partition_of(input_id: str, partitions: int) -> int:
-    """The partition of an input's batches (as :class:`~patchbay.backends.memory.log.
-    MemoryBatchLog` places them)."""
-    return zlib.crc32(input_id.encode()) % partitions
 
 
 class _Deliveries:
@@ -254,8 +248,8 @@ class KafkaBatchLog:
         """Send ``batches`` and wait for every delivery report; see the module docs."""
         messages = [
             (
-                partition_of(b.input_id, self._partitions),
-                b.input_id.encode(),
+                b.partition(self._partitions),
+                b.log_key.encode(),
                 _encode(
                     _Record(
                         b.batch_id,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import zlib
 from collections.abc import Collection, Sequence
 
 from patchbay.backends.records import (
@@ -19,10 +18,10 @@ from patchbay.backends.records import (
 
 
 class MemoryBatchLog:
-    """A partitioned log in lists; a batch goes to the partition of a hash of its input
-    (one input's batches stay in order). Offsets start at 1 in every partition; the batch
-    at offset ``n`` is at index ``n - 1 - removed`` (``removed``: how many retention took
-    from the front)."""
+    """A partitioned log in lists; a batch goes to the partition of a hash of its user's
+    key (:meth:`NewBatch.partition`: one user's batches stay in order). Offsets start at 1
+    in every partition; the batch at offset ``n`` is at index ``n - 1 - removed``
+    (``removed``: how many retention took from the front)."""
 
     def __init__(self, partitions: int = 1) -> None:
         if partitions < 1:
@@ -43,7 +42,7 @@ class MemoryBatchLog:
             sizes = [len(p) + r for p, r in zip(self._parts, self._removed, strict=True)]
             placed: list[tuple[int, StoredBatch]] = []
             for b in batches:
-                part = zlib.crc32(b.input_id.encode()) % len(self._parts)
+                part = b.partition(len(self._parts))
                 sizes[part] += 1
                 stored = StoredBatch(
                     offset=sizes[part],

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 import msgspec
 
@@ -55,8 +55,18 @@ class MemoryStateStore:
         with self._lock:
             return dict(self._checkpoint)
 
-    def commit(self, changes: StateChanges, checkpoint: Checkpoint) -> None:
-        """Apply ``changes`` and ``checkpoint`` at once."""
+    def commit(
+        self,
+        changes: StateChanges,
+        checkpoint: Checkpoint,
+        before: Callable[[], None] | None = None,
+    ) -> None:
+        """Apply ``changes`` and ``checkpoint`` at once. ``before`` first.
+
+        The reads the changes were decided on are not checked: the store has one writer
+        (the process's resolve stage and identity operations, under one lock)."""
+        if before is not None:
+            before()
         docs = {m: _encode(p) for m, p in changes.profiles.items()}
         with self._lock:
             self._profiles.update(docs)

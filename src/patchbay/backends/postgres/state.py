@@ -8,28 +8,59 @@ one statement per kind of row, over arrays sent in binary (``%b``) and read with
 or ``unnest``: the resolve stage's look-ups of a chunk are one round trip each, not one per
 identity or profile.
 
-What is serialised, and why:
+What is serialised, and why (several resolvers: processors owning different partitions,
+and IDSync requests on any server, change the same state at once):
 
 * :meth:`PostgresStateStore.commit` is one transaction: the profiles, links, merges and
   resolved users of a chunk and the checkpoint of the log they include become visible
   together or not at all, so a resolver that restarts from the checkpoint never applies a
-  chunk twice nor loses one. Links are inserted sorted by identity (``ON CONFLICT DO
-  NOTHING``) and profiles upserted in MPID order, so that two commits touching the same
-  rows lock them in the same order (they wait for each other, never deadlock).
-* Nothing else is locked: the store does not decide which process resolves which
-  partition. Two resolvers writing the same profile would each overwrite the other's read
-  (last commit wins); the resolve stage must own its partitions (a lease or the log's
-  consumer group) and keep the users of one identity on one resolver, as it does today.
+  chunk twice nor loses one.
+* **Optimistic concurrency.** A resolver reads without locking and decides on what it read
+  (recorded in ``changes.read_links`` and ``read_profiles`` by
+  :class:`~patchbay.resolve.state.StagedState`). Its commit first takes transaction-scoped
+  advisory locks on every identity and MPID it read or writes, then compares what it read
+  with what is stored, and raises :class:`~patchbay.errors.ResolveConflict`
+  (writing nothing) if another commit changed any of it; the resolver then reads again and
+  resolves the chunk or request again. Validation and writes happen under the locks, so
+  for any identity or MPID the commits that touch it are serialised, and each one's
+  decisions hold on the state it writes over: the result is the one of running them one
+  after the other. Reading needs no lock, so resolution itself (the CPU work) runs in
+  parallel; only the commits of overlapping chunks wait for each other.
+* Why advisory locks and not row locks: the identity that matters most is one no user has
+  yet (two resolvers each about to create a user for the same new email) and has no row to
+  lock. The locks are striped: an identity or MPID maps by a hash to one of
+  :data:`LOCK_STRIPES` keys (in a key space of their own), so a commit holds at most that
+  many locks (PostgreSQL's lock table is shared and bounded by
+  ``max_locks_per_transaction``); two keys sharing a stripe merely wait for each other.
+  Every commit takes its stripes in ascending order, in one statement, before any row:
+  two commits never wait for each other in a cycle (no deadlock).
+* The check reads after the locks are held, in the transaction's READ COMMITTED snapshot
+  of each statement (the database's default): it sees every commit that held them before.
+* Profiles are compared by content (the document read against the one stored, decoded
+  when the bytes differ), not by a version: a resolver reading through the overlay of its
+  own commit in flight (:class:`~patchbay.resolve.state.PendingOverlay`) knows the content
+  that commit writes, not a version it would get.
+* Links are inserted sorted by identity (``ON CONFLICT DO NOTHING``) and profiles upserted
+  in MPID order, as before; under the stripes' locks no other state commit waits on them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import zlib
+from collections.abc import Callable, Collection
+from typing import Any
 
 import msgspec
+import psycopg
 
 from patchbay.backends.postgres.db import PostgresDatabase
-from patchbay.backends.records import Checkpoint, LogPosition, MergeRecord, StateChanges
+from patchbay.backends.records import (
+    Checkpoint,
+    LogPosition,
+    MergeRecord,
+    StateChanges,
+)
+from patchbay.errors import ResolveConflict
 from patchbay.resolve.identities import Identity
 from patchbay.resolve.profile import Profile
 
@@ -74,6 +105,12 @@ _decode_profile = msgspec.msgpack.Decoder(Profile).decode
 
 _TABLES = "profiles, identity_links, merges, resolve_offset, resolved"
 
+#: How many advisory locks identities and MPIDs share (the most a commit holds).
+LOCK_STRIPES = 1024
+#: The first key of the two-key advisory locks of the stripes (``PBRS``): a key space of
+#: their own, apart from the one-key locks of migrations.
+_LOCK_SPACE = 0x50425253
+
 
 class PostgresStateStore:
     """Profiles, identity links, merges, resolved users and the resolve checkpoint."""
@@ -95,30 +132,18 @@ class PostgresStateStore:
         pairs: one probe of the ``(type, value, mpid)`` index each, a plan that holds even
         when the table's statistics are stale, which ``type = .. AND value = ANY(..)`` does
         not); identities linked to nobody are left out."""
-        asked = set(identities)
-        if not asked:
+        if not identities:
             return {}
         with self._db.transaction() as conn:
-            rows = conn.execute(
-                "SELECT l.type, l.value, l.mpid FROM identity_links l"
-                " JOIN unnest(%b::text[], %b::text[]) AS q (type, value)"
-                " ON l.type = q.type AND l.value = q.value ORDER BY l.id",
-                ([i.type for i in asked], [i.value for i in asked]),
-            ).fetchall()
-        found: dict[Identity, list[int]] = {}
-        for kind, value, mpid in rows:
-            found.setdefault(Identity(kind, value), []).append(int(mpid))
-        return found
+            return _links(conn, identities)
 
     def profiles(self, mpids: Collection[int]) -> dict[int, Profile]:
         """The stored profiles among ``mpids``, in one statement."""
         if not mpids:
             return {}
         with self._db.transaction() as conn:
-            rows = conn.execute(
-                "SELECT mpid, doc FROM profiles WHERE mpid = ANY(%b::bigint[])", (list(mpids),)
-            ).fetchall()
-        return {int(mpid): _decode_profile(doc) for mpid, doc in rows}
+            docs = _docs(conn, mpids)
+        return {mpid: _decode_profile(doc) for mpid, doc in docs.items()}
 
     def checkpoint(self) -> Checkpoint:
         """The log positions included in the state, by partition."""
@@ -126,9 +151,16 @@ class PostgresStateStore:
             rows = conn.execute("SELECT part, seq FROM resolve_offset").fetchall()
         return _checkpoint(rows)
 
-    def commit(self, changes: StateChanges, checkpoint: Checkpoint) -> None:
+    def commit(
+        self,
+        changes: StateChanges,
+        checkpoint: Checkpoint,
+        before: Callable[[], None] | None = None,
+    ) -> None:
         """Write ``changes`` and ``checkpoint`` in one transaction, a statement per kind of
-        row (see the module's docstring for the order rows are locked in)."""
+        row, once the reads they were decided on are checked under the stripes' locks
+        (:class:`ResolveConflict` if another commit changed them; see the module docs);
+        ``before`` runs between the check and the writes, under the locks."""
         profiles = sorted(changes.profiles)
         unlinked = [(i.type, i.value, m) for i, mpids in changes.unlinked.items() for m in mpids]
         # sorted: the same lock order in every commit; stable, so that an identity's users
@@ -139,7 +171,17 @@ class PostgresStateStore:
         )
         resolved = {(p.partition, p.offset): m for p, m in changes.resolved}  # last one wins
         merges = changes.merges
+        stripes = _stripes(changes)
         with self._db.transaction() as conn:
+            if stripes:
+                conn.execute(
+                    "SELECT pg_advisory_xact_lock(%s::integer, s) FROM"
+                    " (SELECT s FROM unnest(%b::integer[]) AS u (s) ORDER BY s) AS o",
+                    (_LOCK_SPACE, stripes),
+                )
+            _check_reads(conn, changes)
+            if before is not None:
+                before()
             if profiles:
                 conn.execute(
                     "INSERT INTO profiles (mpid, doc)"
@@ -250,6 +292,65 @@ class PostgresStateStore:
 
     def close(self) -> None:
         """Nothing to release: the database is the backend's, closed by it."""
+
+
+def _links(
+    conn: psycopg.Connection[Any], identities: Collection[Identity]
+) -> dict[Identity, list[int]]:
+    """The links of ``identities`` (see :meth:`PostgresStateStore.users_with_each`)."""
+    asked = set(identities)
+    rows = conn.execute(
+        "SELECT l.type, l.value, l.mpid FROM identity_links l"
+        " JOIN unnest(%b::text[], %b::text[]) AS q (type, value)"
+        " ON l.type = q.type AND l.value = q.value ORDER BY l.id",
+        ([i.type for i in asked], [i.value for i in asked]),
+    ).fetchall()
+    found: dict[Identity, list[int]] = {}
+    for kind, value, mpid in rows:
+        found.setdefault(Identity(kind, value), []).append(int(mpid))
+    return found
+
+
+def _docs(conn: psycopg.Connection[Any], mpids: Collection[int]) -> dict[int, bytes]:
+    """The stored profile documents among ``mpids``."""
+    rows = conn.execute(
+        "SELECT mpid, doc FROM profiles WHERE mpid = ANY(%b::bigint[])", (list(mpids),)
+    ).fetchall()
+    return {int(mpid): bytes(doc) for mpid, doc in rows}
+
+
+def _stripe(key: str) -> int:
+    return zlib.crc32(key.encode()) % LOCK_STRIPES
+
+
+def _stripes(changes: StateChanges) -> list[int]:
+    """The lock stripes of every identity and MPID ``changes`` read or write, ascending."""
+    identities = {*changes.read_links, *changes.linked, *changes.unlinked}
+    mpids = {*changes.read_profiles, *changes.profiles}
+    found = {_stripe(f"i\0{i.type}\0{i.value}") for i in identities}
+    found.update(_stripe(f"p\0{m}") for m in mpids)
+    return sorted(found)
+
+
+def _check_reads(conn: psycopg.Connection[Any], changes: StateChanges) -> None:
+    """Raise :class:`ResolveConflict` if a link or profile ``changes`` were decided on is
+    no longer as read."""
+    if changes.read_links:
+        stored = _links(conn, changes.read_links)
+        for identity, read in changes.read_links.items():
+            if stored.get(identity, []) != read:
+                raise ResolveConflict(
+                    f"the users of {identity.type} changed since read"
+                    f" ({read} then {stored.get(identity, [])})"
+                )
+    if changes.read_profiles:
+        docs = _docs(conn, changes.read_profiles)
+        for mpid, doc in changes.read_profiles.items():
+            now = docs.get(mpid)
+            if now == doc:
+                continue
+            if now is None or doc is None or _decode_profile(now) != _decode_profile(doc):
+                raise ResolveConflict(f"the profile of {mpid} changed since read")
 
 
 def _checkpoint(rows: Collection[tuple[int, int]]) -> Checkpoint:

@@ -10,7 +10,7 @@ of the later stages (:class:`SqliteStagePositions`) are kept here too.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 
 import msgspec
 
@@ -133,8 +133,18 @@ class SqliteStateStore:
         )
         return _checkpoint(rows)
 
-    def commit(self, changes: StateChanges, checkpoint: Checkpoint) -> None:
-        """Write ``changes`` and ``checkpoint`` in one transaction."""
+    def commit(
+        self,
+        changes: StateChanges,
+        checkpoint: Checkpoint,
+        before: Callable[[], None] | None = None,
+    ) -> None:
+        """Write ``changes`` and ``checkpoint`` in one transaction. ``before`` first.
+
+        The reads the changes were decided on are not checked: the store has one writer
+        (the process's resolve stage and identity operations, under one lock)."""
+        if before is not None:
+            before()
         # rows first, then multi-row statements (the resolve stage runs this on a thread of
         # its own, and the rows' Python would hold the GIL in the transaction)
         profiles = [(m, _encode(changes.profiles[m])) for m in sorted(changes.profiles)]

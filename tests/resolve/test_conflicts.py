@@ -1,0 +1,128 @@
+"""A commit refused because another resolver changed what it read (ResolveConflict): the
+resolve stage and the identity operations resolve again, a bounded number of times."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from patchbay.backends.abstract import StateStore
+from patchbay.backends.records import Checkpoint, NewBatch, StateChanges
+from patchbay.backends.sqlite import open_sqlite
+from patchbay.clock import ManualClock
+from patchbay.errors import ResolveConflict
+from patchbay.metrics import ResolveConflicts
+from patchbay.resolve.identities import Identity
+from patchbay.resolve.resolver import Resolver
+from patchbay.resolve.service import ResolveService
+from patchbay.resolve.stage import ResolvedChunk, ResolveStage
+from patchbay.resolve.state import CONFLICT_RETRIES
+from patchbay.resolve.strategy import IdentityStrategy
+from tests.resolve.harness import WrappedState
+
+
+class Conflicting(WrappedState):
+    """A store whose first ``refuse`` commits are refused as conflicts (nothing written,
+    ``before`` not called)."""
+
+    def __init__(self, inner: StateStore, refuse: int) -> None:
+        super().__init__(inner)
+        self.refuse = refuse
+        self.commits = 0
+
+    def commit(
+        self,
+        changes: StateChanges,
+        checkpoint: Checkpoint,
+        before: Callable[[], None] | None = None,
+    ) -> None:
+        self.commits += 1
+        if self.commits <= self.refuse:
+            raise ResolveConflict("another resolver changed it")
+        self.inner.commit(changes, checkpoint, before)
+
+
+def test_the_stage_resolves_a_refused_chunk_again_and_offers_only_the_committed_one(
+    tmp_path: Path,
+) -> None:
+    backend = open_sqlite(tmp_path, "normal")
+    try:
+        bodies = [{"user_identities": {"email": f"u{i % 3}@example.com"}} for i in range(7)]
+        backend.log.append(
+            [
+                NewBatch(f"b{i}", "in", 1_000 + i, "server_to_server", json.dumps(b).encode())
+                for i, b in enumerate(bodies)
+            ]
+        )
+        offered: list[ResolvedChunk] = []
+
+        class Listener:
+            def offer(self, chunk: ResolvedChunk) -> None:
+                offered.append(chunk)
+
+        state = Conflicting(backend.state, refuse=2)
+        stage = ResolveStage(backend.log, state, Resolver(IdentityStrategy()), [Listener()], 3)
+        assert stage.run_until_caught_up() >= 7
+        stage.close()
+
+        assert stage.conflicts == 2
+        offsets = [b.stored.offset for c in offered for b in c.batches]
+        assert offsets == sorted(set(offsets)) and len(offsets) == 7  # each once, in order
+        users = {b.mpid for c in offered for b in c.batches}
+        assert len(users) == 3
+        assert backend.state.count_profiles() == 3
+    finally:
+        backend.close()
+
+
+def test_an_identity_change_is_staged_again_and_its_record_appended_once(
+    tmp_path: Path,
+) -> None:
+    backend = open_sqlite(tmp_path, "normal")
+    try:
+        state = Conflicting(backend.state, refuse=1)
+        service = ResolveService(state, Resolver(IdentityStrategy()), ManualClock())
+        appended: list[int] = []
+        email = Identity("email", "a@example.com")
+
+        def login() -> int:
+            pending = service.identify([email], seed="request-1")
+            service.apply(pending, lambda: appended.append(pending.answer.mpid))
+            return pending.answer.mpid
+
+        mpid = service.retrying(login)
+        assert appended == [mpid]  # not appended for the refused attempt
+        assert service.conflicts == 1
+        assert backend.state.users_with(email) == [mpid]
+    finally:
+        backend.close()
+
+
+def test_conflicts_without_end_are_raised(tmp_path: Path) -> None:
+    backend = open_sqlite(tmp_path, "normal")
+    try:
+        state = Conflicting(backend.state, refuse=10**6)
+        service = ResolveService(state, Resolver(IdentityStrategy()), ManualClock())
+
+        def login() -> None:
+            service.apply(service.identify([Identity("email", "a@example.com")], seed="r"))
+
+        with pytest.raises(ResolveConflict):
+            service.retrying(login)
+        assert state.commits == CONFLICT_RETRIES + 1
+        assert service.conflicts == CONFLICT_RETRIES
+    finally:
+        backend.close()
+
+
+def test_conflicts_are_a_metric() -> None:
+    registry = CollectorRegistry()
+    counts = {"stage": 3, "idsync": 1}
+    registry.register(ResolveConflicts(stage=lambda: counts["stage"], idsync=lambda: 1))
+    text = generate_latest(registry).decode()
+    assert 'patchbay_resolve_conflicts_total{where="stage"} 3.0' in text
+    assert 'patchbay_resolve_conflicts_total{where="idsync"} 1.0' in text
