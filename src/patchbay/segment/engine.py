@@ -29,6 +29,7 @@ connected to (:class:`~patchbay.backends.records.PendingChange`), sent by the st
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -64,7 +65,6 @@ from patchbay.segment import tallies
 from patchbay.segment.catalog import (
     AudienceSource,
     Catalog,
-    Counted,
     Feature,
     compile_catalog,
     condition_key,
@@ -74,13 +74,10 @@ from patchbay.segment.evaluate import (
     MISSING,
     ProfileFacts,
     counted,
-    details_match,
-    event_actions,
     event_matches,
-    event_name,
     event_time,
-    holds,
     measured,
+    rest_matches,
 )
 from patchbay.segment.parse import DefinitionError, check_references, parse_definition
 
@@ -105,8 +102,9 @@ def _before(a: LogPosition | None, b: LogPosition | None) -> bool:
 
 
 class UserFacts(ProfileFacts):
-    """What criteria can ask about one user, from its segment state and profile
-    (:class:`~patchbay.segment.evaluate.Facts`)."""
+    """What criteria can ask about one user, from its segment state and profile: the
+    :class:`~patchbay.segment.evaluate.Facts` of :func:`holds` and the
+    :class:`~patchbay.segment.compiled.Known` of compiled criteria."""
 
     def __init__(
         self,
@@ -120,13 +118,17 @@ class UserFacts(ProfileFacts):
         self._engine = engine
         self._catalog = engine.catalog
         self._user = user
-        self._members = members
-        self._now = now_ms
+        self.members = members
+        self.now_ms = now_ms
+        self.tallies = user.tallies
+        self.attributes: Mapping[str, object] = (
+            profile.user_attributes if profile is not None else {}
+        )
 
     def events(self, condition: EventCondition) -> tuple[int, float]:
         condition_id = self._catalog.condition_id(condition)
         tally = self._user.tallies.get(condition_id)
-        return tallies.stats(tally, condition.window_ms, self._now)
+        return tallies.stats(tally, condition.window_ms, self.now_ms)
 
     def seen_input(self, name: str) -> bool:
         if self._profile is None:
@@ -138,7 +140,7 @@ class UserFacts(ProfileFacts):
 
     def member(self, audience: str) -> bool:
         audience_id = self._catalog.by_name.get(audience)
-        return audience_id is not None and audience_id in self._members
+        return audience_id is not None and audience_id in self.members
 
 
 @dataclass
@@ -409,29 +411,21 @@ class SegmentEngine:
             user.environments.append(environment)
             work.dirty.add(mpid)
             work.touch(mpid, ("env", environment))
-        counters = self.catalog.counters
-        if not counters or not batch.events:
+        catalog = self.catalog
+        if not catalog.counters or not batch.events:
             return
         user_tallies = user.tallies
         before: dict[int, tuple[int, float]] | None = None
         for event in batch.events:
-            by_name = counters.get(event_type_of(event))
-            if by_name is None:
-                continue
-            candidates: Sequence[Counted] = by_name.get(None, ())  # (None: any name)
-            if len(by_name) > 1 or None not in by_name:
-                name = event_name(event)
-                named = by_name.get(name, ()) if name is not None else ()
-                candidates = [*candidates, *named] if candidates else named
+            candidates = catalog.candidates(event)
             if not candidates:
                 continue
-            actions = event_actions(event)
             at = event_time(event, received_ms)
             for counter in candidates:
                 condition = counter.condition
-                if not details_match(condition.match, event, actions):
+                if not counter.plain and not rest_matches(condition.match, event):
                     continue
-                value = 1.0 if condition.measure is None else measured(condition.measure, event)
+                value = 1.0 if condition.sum is None else measured(condition.measure, event)
                 if value is None:
                     continue
                 condition_id = counter.id
@@ -439,7 +433,9 @@ class SegmentEngine:
                 if before is None:
                     before = work.before.setdefault(mpid, {})
                 if condition_id not in before:
-                    before[condition_id] = tallies.stats(tally, condition.window_ms, now)
+                    before[condition_id] = tallies.stats(
+                        tally, condition.window_ms, now, condition.sum is not None
+                    )
                 if tally is None:
                     tally = Tally()
                 if tallies.add_event(tally, condition.window_ms, at, value, now):
@@ -563,9 +559,13 @@ class SegmentEngine:
         if not before:
             return
         windows, checks, user_tallies = self._windows, self.catalog.checks, user.tallies
+        summed = self.catalog.summed
         for condition_id, (count, total) in before.items():
             after_count, after_total = tallies.stats(
-                user_tallies.get(condition_id), windows.get(condition_id), now
+                user_tallies.get(condition_id),
+                windows.get(condition_id),
+                now,
+                condition_id in summed,
             )
             if after_count == count and after_total == total:
                 continue
@@ -600,26 +600,33 @@ class SegmentEngine:
         members = {a for a in user.audiences if a in catalog.audiences}
         facts = UserFacts(self, user, profile, members, now)
         joined: set[int] = set()
-        if affected:
-            for audience_id in catalog.order:
-                if audience_id not in affected:
-                    continue
-                if audience_id not in include and not self._live_for(audience_id, user.mpid):
-                    continue
-                audience = catalog.audiences[audience_id]
-                inside = holds(audience.criteria, facts)
-                was = audience_id in members
-                if inside != (audience.default if new else was):
-                    affected |= catalog.dependents(audience_id)
-                if inside == was:
-                    continue
-                if inside:
-                    members.add(audience_id)
-                    joined.add(audience_id)
-                    self._joined(work, audience_id, user.mpid, now)
-                else:
-                    members.discard(audience_id)
-                    self._left(work, audience_id, user.mpid, now)
+        position, order = catalog.position, catalog.order
+        # the affected audiences in evaluation order (a heap of their positions: those that
+        # refer to one that changed are added as they come, always later in the order)
+        queue = [position[a] for a in affected if a in position]
+        heapq.heapify(queue)
+        queued = set(queue)
+        while queue:
+            audience_id = order[heapq.heappop(queue)]
+            if audience_id not in include and not self._live_for(audience_id, user.mpid):
+                continue
+            audience = catalog.audiences[audience_id]
+            inside = audience.test(facts)
+            was = audience_id in members
+            if inside != (audience.default if new else was):
+                for dependent in catalog.dependents(audience_id):
+                    if position[dependent] not in queued:
+                        queued.add(position[dependent])
+                        heapq.heappush(queue, position[dependent])
+            if inside == was:
+                continue
+            if inside:
+                members.add(audience_id)
+                joined.add(audience_id)
+                self._joined(work, audience_id, user.mpid, now)
+            else:
+                members.discard(audience_id)
+                self._left(work, audience_id, user.mpid, now)
         user.audiences = sorted(members)
         self._attribute_updates(work, user, members - joined, now)
         user.next_check_ms = self._next_check(user)
@@ -801,8 +808,7 @@ class SegmentEngine:
             by_id = {c.id: c for c in targets}
             conditions = {
                 c.id: c.condition
-                for by_name in self.catalog.counters.values()
-                for counted_ in by_name.values()
+                for counted_ in self.catalog.counters.values()
                 for c in counted_
                 if c.id in by_id
             }
