@@ -877,6 +877,39 @@ def test_sqlite_keeps_audiences_in_a_file_of_their_own(tmp_path: Path) -> None:
     assert (tmp_path / SEGMENT_FILE).exists()
 
 
+def test_sqlite_keys_memberships_of_earlier_versions_by_user(tmp_path: Path) -> None:
+    """A ``segment.db`` whose memberships are keyed by (audience, MPID), as earlier
+    versions kept them, is rebuilt keyed by (MPID, audience) when opened: the same
+    members, memberships and sizes, and the sizes still kept as members join and leave."""
+    backend = open_sqlite(tmp_path)
+    try:
+        a, b = add(backend.audiences, "a", "b")
+        backend.audiences.commit(
+            SegmentChanges(users=[user(m) for m in (1, 2, 3)], joined=[(a, 1), (a, 2), (b, 2)])
+        )
+        conn = cast(SqliteAudienceStore, backend.audiences)._db.conn()
+        conn.executescript(
+            "BEGIN; CREATE TABLE old (audience_id INTEGER NOT NULL, mpid INTEGER NOT NULL,"
+            " PRIMARY KEY (audience_id, mpid)) WITHOUT ROWID;"
+            " INSERT INTO old SELECT audience_id, mpid FROM memberships;"
+            " DROP TABLE memberships; ALTER TABLE old RENAME TO memberships; COMMIT;"
+        )
+    finally:
+        backend.close()
+    backend = open_sqlite(tmp_path)
+    try:
+        store = backend.audiences
+        conn = cast(SqliteAudienceStore, store)._db.conn()
+        (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'memberships'")
+        assert "PRIMARY KEY (mpid, audience_id)" in sql[0]
+        assert store.members(a, None, 10) == [1, 2] and store.members(b, None, 10) == [2]
+        assert store.memberships(2) == [a, b] and store.sizes() == {a: 2, b: 1}
+        store.commit(SegmentChanges(joined=[(b, 3)], left=[(a, 1)]))
+        assert store.sizes() == {a: 1, b: 2} and store.members(b, 2, 10) == [3]
+    finally:
+        backend.close()
+
+
 def test_sqlite_rolls_back_a_commit_that_fails_halfway(tmp_path: Path) -> None:
     """A commit that fails after some of its statements ran (a user state under an MPID
     that is not an integer, after more than one statement's worth of users) leaves
