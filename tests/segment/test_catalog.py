@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from patchbay.backends.records import AudienceConnection
 from patchbay.collect.events import Event
+from patchbay.segment import evaluate
 from patchbay.segment.catalog import (
     AudienceSource,
     Catalog,
@@ -529,3 +530,37 @@ def test_candidates_are_the_conditions_of_the_event_s_type_name_and_action(
             matching
         )
         assert all(event_matches(c.condition.match, event) for c in candidates if c.plain)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.builds(
+            lambda low, span, summing: EventCondition(
+                PLAYED.match,
+                PLAYED.window_ms,
+                sum=Sum("attribute:n", "gte", float(low)) if summing else None,
+                count=None if summing else Count(low, None if span is None else low + span),
+            ),
+            st.integers(0, 4),
+            st.none() | st.integers(0, 3),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    st.tuples(st.integers(0, 8), st.integers(0, 8)),
+)
+def test_answers_change_whenever_a_check_s_answer_does(
+    checks: list[EventCondition], counts: tuple[int, int]
+) -> None:
+    summing = [c for c in checks if c.sum is not None]
+    catalog = compile_({f"a{i}": c for i, c in enumerate(summing or checks)})
+    (condition_id,) = {cond_id(catalog, c) for c in summing or checks}
+    before, after = ((n, float(n)) for n in counts)
+    changes = any(
+        evaluate.counted(c, *before) != evaluate.counted(c, *after) for c in summing or checks
+    )
+    assert catalog.answers_change(condition_id, before, after) or not changes
+    if before == after:
+        assert not catalog.answers_change(condition_id, before, after)

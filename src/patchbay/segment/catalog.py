@@ -11,6 +11,7 @@ another audience).
 
 from __future__ import annotations
 
+import bisect
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from patchbay.segment.compiled import Test, compile_criteria
 from patchbay.segment.criteria import (
     AudienceRef,
     Consent,
+    Count,
     EnvironmentSeen,
     EventCondition,
     IdentityCondition,
@@ -30,7 +32,14 @@ from patchbay.segment.criteria import (
     event_conditions,
     walk,
 )
-from patchbay.segment.evaluate import MISSING, Facts, event_actions, event_name, holds
+from patchbay.segment.evaluate import (
+    MISSING,
+    Facts,
+    counted,
+    event_actions,
+    event_name,
+    holds,
+)
 
 #: One thing a batch can change about a user: ``("cond", ID)``, ``("attr", KEY)``,
 #: ``("identity", TYPE)``, ``("consent", "gdpr:PURPOSE" | "ccpa:PURPOSE")``,
@@ -115,6 +124,9 @@ class Catalog:
     #: Every condition node counted by each condition id (they may differ in their bounds):
     #: a change of the tally matters only if one of them changes its answer.
     checks: dict[int, list[EventCondition]] = field(default_factory=dict)
+    #: For each counting condition id (not :attr:`summed`), the counts at which an answer of
+    #: its :attr:`checks` changes, ascending: ``min`` and ``max + 1`` of each.
+    thresholds: dict[int, tuple[int, ...]] = field(default_factory=dict)
     #: The features read from profiles that some audience (or, for attributes, some
     #: connection's ``attributes``) reads.
     profile_features: frozenset[Feature] = frozenset()
@@ -155,6 +167,21 @@ class Catalog:
                 if counted:
                     found.extend(counted)
         return found
+
+    def answers_change(
+        self, condition_id: int, before: tuple[int, float], after: tuple[int, float]
+    ) -> bool:
+        """Whether the count and sum of a condition going from ``before`` to ``after`` may
+        change the answer of one of its checks (never ``False`` when one does)."""
+        thresholds = self.thresholds.get(condition_id)
+        if thresholds is not None:  # some threshold lies between the two counts
+            return bisect.bisect_right(thresholds, before[0]) != bisect.bisect_right(
+                thresholds, after[0]
+            )
+        return any(
+            counted(check, *before) != counted(check, *after)
+            for check in self.checks.get(condition_id, ())
+        )
 
     def condition_id(self, condition: EventCondition) -> int:
         """The id of a condition node of the compiled criteria."""
@@ -285,6 +312,11 @@ def compile_catalog(
     catalog.named_types = frozenset(m.type for m in matches if m.name is not None)
     catalog.action_types = frozenset(m.type for m in matches if m.action is not None)
     catalog.summed = frozenset(c.id for c in counters if c.condition.sum is not None)
+    for condition_id, checks in catalog.checks.items():
+        if condition_id not in catalog.summed:
+            bounds = [c.count or Count() for c in checks]
+            ends = {b.min for b in bounds} | {b.max + 1 for b in bounds if b.max is not None}
+            catalog.thresholds[condition_id] = tuple(sorted(ends))
     catalog.defaults = frozenset(a for a, c in catalog.audiences.items() if c.default)
     profile = {f for f in catalog.by_feature if f[0] in PROFILE_KINDS}
     for connection in connections:

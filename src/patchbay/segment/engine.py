@@ -73,7 +73,6 @@ from patchbay.segment.criteria import Definition, EventCondition, event_conditio
 from patchbay.segment.evaluate import (
     MISSING,
     ProfileFacts,
-    counted,
     event_matches,
     event_time,
     measured,
@@ -558,21 +557,17 @@ class SegmentEngine:
         before = work.before.get(mpid)
         if not before:
             return
-        windows, checks, user_tallies = self._windows, self.catalog.checks, user.tallies
-        summed = self.catalog.summed
-        for condition_id, (count, total) in before.items():
-            after_count, after_total = tallies.stats(
+        catalog, windows, user_tallies = self.catalog, self._windows, user.tallies
+        summed = catalog.summed
+        for condition_id, stats in before.items():
+            after = tallies.stats(
                 user_tallies.get(condition_id),
                 windows.get(condition_id),
                 now,
                 condition_id in summed,
             )
-            if after_count == count and after_total == total:
-                continue
-            for check in checks.get(condition_id, ()):
-                if counted(check, count, total) != counted(check, after_count, after_total):
-                    work.touch(mpid, ("cond", str(condition_id)))
-                    break
+            if after != stats and catalog.answers_change(condition_id, stats, after):
+                work.touch(mpid, ("cond", str(condition_id)))
 
     def _evaluate(
         self,
