@@ -130,6 +130,8 @@ class Catalog:
     #: The features read from profiles that some audience (or, for attributes, some
     #: connection's ``attributes``) reads.
     profile_features: frozenset[Feature] = frozenset()
+    #: :attr:`profile_features` with the key of each in a user's facts (``"KIND:NAME"``).
+    profile_reads: tuple[tuple[str, str, str], ...] = ()
     #: The audiences each feature can affect.
     by_feature: dict[Feature, set[int]] = field(default_factory=dict)
     #: The audiences that hold for a user nothing is known of.
@@ -324,4 +326,5 @@ def compile_catalog(
             catalog.connections.setdefault(connection.audience_id, []).append(connection)
             profile.update(("attr", key) for key in connection.attributes)
     catalog.profile_features = frozenset(profile)
+    catalog.profile_reads = tuple((kind, name, f"{kind}:{name}") for kind, name in sorted(profile))
     return catalog

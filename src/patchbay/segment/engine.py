@@ -501,6 +501,8 @@ class SegmentEngine:
         last, and keep the new ones."""
         facts = self._profile_facts(profile)
         old = user.facts
+        if facts == old and all(type(v) is type(old[k]) for k, v in facts.items()):
+            return  # (``==`` alone takes ``True`` for ``1``)
         changed = [
             key
             for key in {*facts, *old}
@@ -525,11 +527,11 @@ class SegmentEngine:
         identities: dict[str, list[str]] | None = None
         inputs: set[str | None] | None = None
         attributes = profile.user_attributes
-        for kind, name in self.catalog.profile_features:
+        for kind, name, key in self.catalog.profile_reads:
             if kind == "attr":
                 value = attributes.get(name, MISSING)
                 if value is not MISSING:
-                    facts[f"attr:{name}"] = value
+                    facts[key] = value
             elif kind == "identity":
                 if identities is None:
                     identities = {}
@@ -537,18 +539,18 @@ class SegmentEngine:
                         identities.setdefault(record.type, []).append(record.value)
                 values = identities.get(name)
                 if values:
-                    facts[f"identity:{name}"] = sorted(values)
+                    facts[key] = sorted(values)
             elif kind == "consent":
                 regulation, _, purpose = name.partition(":")
                 decisions = profile.gdpr if regulation == "gdpr" else profile.ccpa
                 found = decisions.get(purpose)
                 if found is not None:
-                    facts[f"consent:{name}"] = found.consented
+                    facts[key] = found.consented
             elif kind == "input":
                 if inputs is None:
                     inputs = {self.input_name(i) for i in profile.inputs}
                 if name in inputs:
-                    facts[f"input:{name}"] = True
+                    facts[key] = True
         return facts
 
     def _condition_changes(self, work: _Work, user: SegmentUser, now: int) -> None:
