@@ -396,32 +396,63 @@ class OutputStore(Protocol):
 
 
 class Outbox(Protocol):
-    """The durable outbox: one delivery per message and output, until it succeeds."""
+    """The durable outbox: one delivery per message and output, until it succeeds.
+
+    Several deliverers may share it: :meth:`due` *leases* what it hands out to its caller
+    (``owner``, unique per process) for ``lease_ms``, and hands no delivery another owner
+    holds until that lease expires. :meth:`succeeded`, :meth:`succeeded_many`,
+    :meth:`retry_at` and :meth:`park` end the lease; given an ``owner``, they act only on a
+    delivery that owner holds (or nobody does): a deliverer whose lease expired and was
+    taken by another changes nothing of what the other does (docs/scale-out.md).
+    """
 
     def enqueue(self, deliveries: Sequence[Delivery]) -> int:
         """Add the deliveries whose id is new (in one transaction); return how many."""
         ...
 
     def due(
-        self, output: str, now_ms: int, limit: int, exclude: Sequence[str] = ()
+        self,
+        output: str,
+        now_ms: int,
+        limit: int,
+        exclude: Sequence[str] = (),
+        owner: str | None = None,
+        lease_ms: int = 0,
     ) -> list[Delivery]:
-        """Pending deliveries of ``output`` due at ``now_ms``, oldest due first."""
+        """Pending deliveries of ``output`` due at ``now_ms``, oldest due first, but those
+        in ``exclude`` and those another owner's lease holds at ``now_ms``; leased to
+        ``owner`` until ``now_ms + lease_ms`` (in one transaction: two owners never get the
+        same delivery while a lease holds). The owner's own leases are handed to it again
+        (and renewed). Without an ``owner``: a look at what is due, leased or not, that
+        leases nothing."""
         ...
 
-    def succeeded(self, delivery_id: str) -> None:
-        """Remove a delivery that was accepted."""
+    def succeeded(self, delivery_id: str, owner: str | None = None) -> None:
+        """Remove a delivery that was accepted (unless another ``owner`` holds it)."""
         ...
 
-    def succeeded_many(self, delivery_ids: Sequence[str]) -> None:
-        """Remove deliveries that were accepted, in one transaction."""
+    def succeeded_many(self, delivery_ids: Sequence[str], owner: str | None = None) -> None:
+        """Remove deliveries that were accepted, in one transaction (but those another
+        ``owner`` holds)."""
         ...
 
-    def retry_at(self, delivery_id: str, attempts: int, next_attempt_ms: int, error: str) -> None:
-        """Record a failed attempt and when to try again."""
+    def retry_at(
+        self,
+        delivery_id: str,
+        attempts: int,
+        next_attempt_ms: int,
+        error: str,
+        owner: str | None = None,
+    ) -> None:
+        """Record a failed attempt and when to try again, ending the lease (unless another
+        ``owner`` holds it)."""
         ...
 
-    def park(self, delivery_id: str, attempts: int, error: str, now_ms: int) -> None:
-        """Give up on a delivery for now, keeping it with its last error."""
+    def park(
+        self, delivery_id: str, attempts: int, error: str, now_ms: int, owner: str | None = None
+    ) -> None:
+        """Give up on a delivery for now, keeping it with its last error, ending the lease
+        (unless another ``owner`` holds it)."""
         ...
 
     def parked(self, output: str | None = None, limit: int = 1000) -> list[Delivery]:
