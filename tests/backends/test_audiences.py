@@ -918,7 +918,7 @@ def test_sqlite_rolls_back_a_commit_that_fails_halfway(tmp_path: Path) -> None:
     try:
         store = backend.audiences
         (a,) = add(store, "a")
-        bad = msgspec.structs.replace(user(0), mpid=cast(int, "not an mpid"))
+        bad = msgspec.structs.replace(user(0), mpid=cast(int, 1000.5))  # (written last)
         with pytest.raises(sqlite3.IntegrityError):
             store.commit(
                 SegmentChanges(users=[*(user(m) for m in range(100)), bad], joined=[(a, 1)]),

@@ -393,7 +393,11 @@ class SqliteAudienceStore:
             return
         # rows first (the stage runs this on a thread of its own, and the rows' Python
         # would hold the GIL in the transaction)
-        users = [(u.mpid, _encode(u), u.next_check_ms) for u in changes.users]
+        # by MPID: neighbouring keys one after the other down the B-tree
+        users = [
+            (u.mpid, _encode(u), u.next_check_ms)
+            for u in sorted(changes.users, key=lambda u: u.mpid)
+        ]
         conditions = [(c.id, _encode(c)) for c in changes.conditions]
         builds = [(b.audience_id, _encode(b)) for b in changes.builds]
         joined, left = net_memberships(changes.joined, changes.left)
@@ -403,8 +407,13 @@ class SqliteAudienceStore:
             if changes.pending:
                 rows = conn.execute("SELECT audience_id, output FROM audience_connections")
                 connected = {(int(a), str(o)) for a, o in rows}
-            insert_rows(
-                conn, "INSERT OR REPLACE INTO segment_users (mpid, doc, next_check_ms)", users
+            insert_rows(  # an upsert updates a stored user in place (REPLACE would delete
+                # it and insert it again, which costs more)
+                conn,
+                "INSERT INTO segment_users (mpid, doc, next_check_ms)",
+                users,
+                "ON CONFLICT (mpid) DO UPDATE SET doc = excluded.doc,"
+                " next_check_ms = excluded.next_check_ms",
             )
             conn.executemany(
                 "DELETE FROM segment_users WHERE mpid = ?", [(m,) for m in changes.dropped_users]
