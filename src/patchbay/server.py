@@ -22,6 +22,7 @@ from patchbay.activate.engine import DeliveryEngine, EngineConfig
 from patchbay.activate.process import DeliveryProcess
 from patchbay.activate.service import ActivateService
 from patchbay.activate.stage import ActivateStage
+from patchbay.assignment import open_assignment
 from patchbay.backends import EMBEDDED_BACKENDS, Backend, open_backend
 from patchbay.backoff import StorageBackoff
 from patchbay.clock import Clock, SystemClock
@@ -274,6 +275,14 @@ def process_part(
         part.start.append(_now(segment.start))
     else:
         stages.append(SegmentStage(backend, clock, wake, metrics=SegmentMetrics(registry)))
+    # the partitions this process resolves: all of them on the embedded store, a share of
+    # them, through the processors' consumer group, on Kafka
+    assignment = open_assignment(
+        backend,
+        group=settings.kafka_group,
+        session_timeout_s=settings.kafka_session_timeout_s,
+        registry=registry,
+    )
     pipeline = Pipeline(
         backend,
         shared.service,
@@ -282,11 +291,13 @@ def process_part(
         elsewhere=elsewhere,
         clock=clock,
         registry=registry,
+        assignment=assignment,
     )
     if api is not None:
         api.on_append = pipeline.wake
     part.start.append(_now(pipeline.start))
     part.stop.append(_in_thread(pipeline.stop))
+    part.stop.append(_in_thread(assignment.close))  # leaves the group: others take over
     if settings.segment_process:
         part.stop.append(_in_thread(segment.stop))
     retention = Retention(

@@ -73,6 +73,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     kafka_topic: str = "patchbay.batches"
     kafka_partitions: Positive = 12
     kafka_replication_factor: Positive = 1
+    #: The Kafka consumer group processors share the log's partitions in, and how long the
+    #: group waits for a member that stopped heartbeating (killed) before it moves the
+    #: member's partitions to the others.
+    kafka_group: str = "patchbay-process"
+    kafka_session_timeout_s: Timeout = 10.0
     #: Connections each process keeps to PostgreSQL.
     state_pool_size: Positive = 8
     #: What ``serve`` runs: ``all``, or some of ``ingest``, ``process``, ``deliver`` (the

@@ -21,6 +21,7 @@ from patchbay.backends.records import (
     AudienceBuild,
     AudienceConnection,
     AudienceRecord,
+    CheckpointMoved,
     ConditionRecord,
     DuplicateName,
     LogPosition,
@@ -493,6 +494,25 @@ def test_conditions_and_builds_are_upserted(store: AudienceStore) -> None:
 
     store.conditions()[0].target[1] = at(1, 1)
     assert store.conditions()[0] == done
+
+
+def test_fenced_commit_applies_only_from_where_it_started(store: AudienceStore) -> None:
+    """A commit given the positions it started from (``since``; ``None``: no position yet)
+    applies its changes and checkpoint only if the stage's stored checkpoint is still
+    there; otherwise it raises ``CheckpointMoved`` and applies nothing."""
+    (a,) = add(store, "a")
+    store.commit(SegmentChanges(joined=[(a, 1)]), {0: at(0, 5)}, since={0: None})
+    with pytest.raises(CheckpointMoved) as caught:
+        store.commit(
+            SegmentChanges(joined=[(a, 2)], users=[user(2)]), {0: at(0, 7)}, since={0: None}
+        )
+    assert caught.value.partitions == [0]
+    with pytest.raises(CheckpointMoved):
+        store.commit(SegmentChanges(joined=[(a, 3)]), {0: at(0, 7)}, since={0: at(0, 4)})
+    assert store.checkpoint() == {0: at(0, 5)}
+    assert store.members(a, None, 10) == [1] and store.users([2]) == {}
+    store.commit(SegmentChanges(joined=[(a, 2)]), {0: at(0, 7)}, since={0: at(0, 5)})
+    assert store.checkpoint() == {0: at(0, 7)} and store.members(a, None, 10) == [1, 2]
 
 
 def test_checkpoint_moves_only_when_given(store: AudienceStore) -> None:

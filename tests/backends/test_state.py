@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from patchbay.backends.abstract import Backend, StateStore
-from patchbay.backends.records import Checkpoint, LogPosition, MergeRecord, StateChanges
+from patchbay.backends.records import (
+    Checkpoint,
+    CheckpointMoved,
+    LogPosition,
+    MergeRecord,
+    StateChanges,
+)
 from patchbay.resolve.identities import Identity
 from patchbay.resolve.profile import IdentityRecord, new_profile
 from patchbay.resolve.state import StagedState
@@ -179,6 +185,37 @@ def test_checkpoint_per_partition(state: StateStore) -> None:
     returned = state.checkpoint()
     returned[1] = at(1, 100)
     assert state.checkpoint() == {0: at(0, 9), 2: at(2, 3)}
+
+
+def test_fenced_commit_applies_only_from_where_it_started(state: StateStore) -> None:
+    """A commit given the positions it started from (``since``) applies only if every one
+    of them is still the stored position (``None``: the partition has none); otherwise it
+    raises ``CheckpointMoved`` naming the partitions and applies nothing: the fence that
+    keeps a processor that lost a partition from applying a chunk the new owner applies."""
+    profile = new_profile(1, 1)
+    state.commit(StateChanges(resolved=[(at(0, 1), 1)]), {0: at(0, 1)}, since={0: None})
+    state.commit(StateChanges(), {1: at(1, 4)}, since={1: None})
+    with pytest.raises(CheckpointMoved) as caught:
+        state.commit(
+            StateChanges(profiles={1: profile}, resolved=[(at(0, 2), 1)]),
+            {0: at(0, 2), 1: at(1, 6)},
+            since={0: None, 1: at(1, 4)},
+        )
+    assert caught.value.partitions == [0]
+    with pytest.raises(CheckpointMoved):
+        state.commit(StateChanges(), {1: at(1, 9)}, since={1: at(1, 5)})
+    assert state.checkpoint() == {0: at(0, 1), 1: at(1, 4)}
+    assert state.profile(1) is None
+    assert state.resolved(0, None, 10) == [(at(0, 1), 1)]
+    state.commit(
+        StateChanges(profiles={1: profile}, resolved=[(at(0, 2), 1)]),
+        {0: at(0, 2), 1: at(1, 6)},
+        since={0: at(0, 1), 1: at(1, 4)},
+    )
+    assert state.checkpoint() == {0: at(0, 2), 1: at(1, 6)}
+    assert state.profile(1) == profile
+    state.commit(StateChanges(), {0: at(0, 1)})  # unfenced: last one wins (a rewind)
+    assert state.checkpoint() == {0: at(0, 1), 1: at(1, 6)}
 
 
 def test_resolved_users_in_log_order_per_partition(state: StateStore) -> None:

@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from patchbay.backends.abstract import StateStore
-from patchbay.backends.records import Checkpoint, LogPosition, MergeRecord, NewBatch, StateChanges
+from patchbay.backends.records import (
+    Checkpoint,
+    LogPosition,
+    MergeRecord,
+    NewBatch,
+    Since,
+    StateChanges,
+)
 from patchbay.backends.sqlite import open_sqlite
 from patchbay.resolve.identities import Identity
 from patchbay.resolve.profile import Profile
@@ -53,14 +60,19 @@ class WrappedState:
     def merges(self, mpid: int) -> list[MergeRecord]:
         return self.inner.merges(mpid)
 
+    def merged_into(self, mpids: Collection[int]) -> dict[int, list[int]]:
+        return self.inner.merged_into(mpids)
+
     def reset(self) -> None:
         self.inner.reset()
 
     def close(self) -> None:
         self.inner.close()
 
-    def commit(self, changes: StateChanges, checkpoint: Checkpoint) -> None:
-        self.inner.commit(changes, checkpoint)
+    def commit(
+        self, changes: StateChanges, checkpoint: Checkpoint, since: Since | None = None
+    ) -> None:
+        self.inner.commit(changes, checkpoint, since)
 
 
 class World:

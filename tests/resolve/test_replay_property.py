@@ -35,7 +35,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from patchbay.backends.abstract import BatchLog, StateStore
-from patchbay.backends.records import Checkpoint, MergeRecord, NewBatch, StateChanges
+from patchbay.backends.records import Checkpoint, MergeRecord, NewBatch, Since, StateChanges
 from patchbay.backends.sqlite import STATE_FILE, open_sqlite
 from patchbay.collect.decode import decode_batch
 from patchbay.resolve.profile import Profile
@@ -380,10 +380,10 @@ class CrashingState(WrappedState):
         self.mode = mode
         self.calls = 0
 
-    def commit(self, changes: StateChanges, offset: Checkpoint) -> None:
+    def commit(self, changes: StateChanges, offset: Checkpoint, since: Since | None = None) -> None:
         self.calls += 1
         if self.calls != self.crash_at:
-            self.inner.commit(changes, offset)
+            self.inner.commit(changes, offset, since)
             return
         if self.mode == "before":
             raise Crash("before the commit")

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from patchbay.backends.records import CheckpointMoved
 from patchbay.segment.catalog import CompiledAudience
 from patchbay.segment.criteria import (
     All,
@@ -157,6 +158,22 @@ def test_a_batch_offered_twice_is_counted_once() -> None:
     restarted = world.new_engine()
     restarted.refresh()
     assert restarted.apply(chunk.batches) == 0
+    assert len(members(world, "one-play")) == 1
+
+
+def test_an_engine_whose_partition_moved_on_counts_nothing() -> None:
+    """An engine that lost its partition to another processor, which counted a batch
+    meanwhile, is refused when it commits the same batch (``CheckpointMoved``): the batch
+    is counted once (twice, the user would leave an audience of exactly one play)."""
+    world = SegmentWorld()
+    world.define(Definition("one-play", "", EventCondition(PLAY, count=Count(min=1, max=1))))
+    former = world.new_engine()
+    former.refresh()
+    world.send(play("c1"))
+    world.settle()
+    (chunk,) = world.handed
+    with pytest.raises(CheckpointMoved):
+        former.apply(chunk.batches)
     assert len(members(world, "one-play")) == 1
 
 

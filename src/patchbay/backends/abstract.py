@@ -52,6 +52,7 @@ from patchbay.backends.records import (
     QueueStats,
     SegmentChanges,
     SegmentUser,
+    Since,
     StateChanges,
     StoredBatch,
 )
@@ -265,8 +266,14 @@ class StateStore(StateView, Protocol):
         """The last log position the state includes, by partition (empty: nothing)."""
         ...
 
-    def commit(self, changes: StateChanges, checkpoint: Checkpoint) -> None:
-        """Apply ``changes`` and record ``checkpoint``, atomically and durably."""
+    def commit(
+        self, changes: StateChanges, checkpoint: Checkpoint, since: Since | None = None
+    ) -> None:
+        """Apply ``changes`` and record ``checkpoint``, atomically and durably. With
+        ``since`` (the positions the commit started from), only if each of its partitions
+        is still at that position, checked in the same transaction; otherwise nothing is
+        applied and :class:`~patchbay.backends.records.CheckpointMoved` is raised (another
+        processor owns the partition now)."""
         ...
 
     def resolved(
@@ -310,8 +317,9 @@ class StagePositions(Protocol):
         """``stage``'s checkpoint (empty when it never committed)."""
         ...
 
-    def commit(self, stage: str, checkpoint: Checkpoint) -> None:
-        """Record durably that ``stage`` finished everything up to ``checkpoint``."""
+    def commit(self, stage: str, checkpoint: Checkpoint, since: Since | None = None) -> None:
+        """Record durably that ``stage`` finished everything up to ``checkpoint``; with
+        ``since``, only if it is still at those positions (see :meth:`StateStore.commit`)."""
         ...
 
     def close(self) -> None:
@@ -572,8 +580,15 @@ class AudienceStore(Protocol):
         earliest first."""
         ...
 
-    def commit(self, changes: SegmentChanges, checkpoint: Checkpoint | None = None) -> None:
-        """Apply ``changes`` and, if given, record ``checkpoint``, atomically: visible to
+    def commit(
+        self,
+        changes: SegmentChanges,
+        checkpoint: Checkpoint | None = None,
+        since: Since | None = None,
+    ) -> None:
+        """Apply ``changes`` and, if given, record ``checkpoint``, atomically (with
+        ``since``, only if the stage's checkpoint is still there: see
+        :meth:`StateStore.commit`): visible to
         every reader and surviving a crash of the process once it returns, surviving a
         power failure after the next :meth:`sync` (everything committed here is derived
         from the log and the checkpoint goes with it, so a commit lost that way is made

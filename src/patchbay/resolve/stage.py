@@ -7,6 +7,13 @@ the state changes, the user of each batch and the chunk's last position together
 before the commit replays the chunk: MPIDs are derived from batch ids, so the replay
 decides the same, and a later stage may see a batch twice (at least once) but never misses
 one: what it did not take from memory it reads back from the committed resolved users.
+
+The stage resolves only the partitions it owns (``owned``: every partition unless
+processors share them, :mod:`patchbay.assignment`), and goes on from the committed
+checkpoint whenever they change. Each commit is fenced on the position its chunk started
+from: if another processor moved the partition on meanwhile, the commit applies nothing
+(:class:`~patchbay.backends.records.CheckpointMoved`), and the stage drops the chunk and
+starts again from the stored checkpoint.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
@@ -23,7 +30,7 @@ import msgspec
 import structlog
 
 from patchbay.backends.abstract import BatchLog, StateStore
-from patchbay.backends.records import Checkpoint, LogPosition, StoredBatch
+from patchbay.backends.records import Checkpoint, CheckpointMoved, LogPosition, StoredBatch
 from patchbay.backoff import CLOCK_POLL_S, StorageBackoff
 from patchbay.collect.batch import Batch
 from patchbay.collect.decode import BadInput, decode_batch
@@ -118,6 +125,8 @@ class ResolveStage:
         resolver: Resolver,
         listeners: Sequence[ChunkListener] = (),
         chunk: int = 1000,
+        owned: Callable[[], Collection[int]] | None = None,
+        fenced: Callable[[], None] | None = None,
     ) -> None:
         self._log = log_
         self._state = state
@@ -132,11 +141,22 @@ class ResolveStage:
         self._overlay: PendingOverlay | None = None
         self._checkpoint: Checkpoint = {}
         self._next_partition = 0
+        self._owned_fn = owned or (lambda: range(log_.partitions))
+        self._owned: list[int] = []
+        #: How many chunks were dropped because another processor moved their partition
+        #: on (``fenced`` is called for each too).
+        self.fenced = 0
+        self._on_fenced = fenced
+        self._dropped = False
 
     def step(self) -> int:
         """Resolve the next chunk and start its commit (the previous chunk's commit is
         waited for first); return how many batches it held. A step that finds nothing new
         waits for the last commit, so when it returns 0 everything resolved is committed."""
+        owned = sorted(self._owned_fn())
+        if owned != self._owned:
+            self.settle()  # the partitions gained go on from their committed checkpoint
+            self._owned = owned
         if self._commit is None:
             self._checkpoint = self._state.checkpoint()
         partition, stored = self._next_chunk()
@@ -155,40 +175,56 @@ class ResolveStage:
             resolved = [self._resolve(staged, s, batch, ids) for s, batch, ids in decoded]
             staged.changes.resolved = [(r.stored.position, r.mpid) for r in resolved]
             chunk = ResolvedChunk(partition, after, stored[-1].position, resolved)
+            # the previous commit first: a chunk resolved over a refused one is dropped
+            # before any stage sees it
+            self._dropped = False
+            self.settle()
+            if self._dropped:
+                return self.step()  # again from the stored checkpoint
             for listener in self._listeners:
                 listener.offer(chunk)
         except BaseException:
             with contextlib.suppress(Exception):  # no commit goes on after a failed step
                 self.settle()
             raise
-        self.settle()
         self._checkpoint = {**self._checkpoint, partition: chunk.last}
         self._commit = self._committer.submit(
-            self._state.commit, staged.changes, {partition: chunk.last}
+            self._state.commit, staged.changes, {partition: chunk.last}, {partition: after}
         )
         self._overlay = PendingOverlay(staged, self._state)
         self.processed += len(stored)
         return len(stored)
 
     def _next_chunk(self) -> tuple[int, list[StoredBatch]]:
-        """The next batches to resolve, taking the partitions in turn."""
-        count = self._log.partitions
-        for turn in range(count):
-            partition = (self._next_partition + turn) % count
+        """The next batches to resolve, taking the owned partitions in turn."""
+        owned = self._owned
+        for turn in range(len(owned)):
+            index = (self._next_partition + turn) % len(owned)
+            partition = owned[index]
             stored = self._log.read(partition, self._checkpoint.get(partition), self._chunk)
             if stored:
-                self._next_partition = (partition + 1) % count
+                self._next_partition = index + 1
                 return partition, stored
         return 0, []
 
     def settle(self) -> None:
         """Wait for the commit in flight; raise its error (the next step then starts again
-        from the stored checkpoint). Call before reading or writing the state elsewhere."""
+        from the stored checkpoint). A commit refused because another processor moved its
+        partition on is dropped, logged and counted, not raised. Call before reading or
+        writing the state elsewhere."""
         commit, self._commit = self._commit, None
         if commit is None:
             return
         try:
             commit.result()
+        except CheckpointMoved as exc:
+            self._overlay = None
+            self._dropped = True
+            self.fenced += 1
+            if self._on_fenced is not None:
+                self._on_fenced()
+            log.warning("chunk_fenced", stage="resolve", partitions=exc.partitions)
+            return
         except BaseException:
             self._overlay = None
             raise

@@ -22,7 +22,10 @@ The engine keeps, per user, a tally of each counted event condition
 
 Every change is committed with the engine's own checkpoint in one
 :meth:`~patchbay.backends.abstract.AudienceStore.commit`: a batch offered again after a
-crash is recognised and skipped, so a batch is counted exactly once. Membership changes
+crash is recognised and skipped, so a batch is counted exactly once. The commit is fenced
+on the positions it started from: an engine whose partition another processor moved on
+meanwhile gets :class:`~patchbay.backends.records.CheckpointMoved`, applies nothing, and
+is replaced by one that starts from the stored checkpoint. Membership changes
 are recorded, in the same commit, as pending changes for each output the audience is
 connected to (:class:`~patchbay.backends.records.PendingChange`), sent by the stage.
 """
@@ -323,7 +326,10 @@ class SegmentEngine:
             self._count(work, user, resolved.stored.received_at_ms, resolved.batch, now)
         self._evaluate_all(work, now, live=True)
         checkpoint = advance(self.checkpoint, [b.stored.position for b in fresh])
-        self._store.commit(work.changes, checkpoint)
+        # only the partitions it moved, fenced on where they were: a processor that lost a
+        # partition never counts its batches again (CheckpointMoved)
+        moved = {p: pos for p, pos in checkpoint.items() if self.checkpoint.get(p) != pos}
+        self._store.commit(work.changes, moved, since={p: self.checkpoint.get(p) for p in moved})
         self.checkpoint = checkpoint
         self.counted += len(fresh)
         return len(fresh)

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 
 import structlog
 
@@ -114,6 +114,11 @@ class SegmentStage:
         except StorageFull:
             self.engine = self._new_engine()
             raise
+
+    def resume(self, partitions: Collection[int]) -> None:
+        """Start ``partitions`` again from the stored checkpoint (the feed gained them, or
+        another processor moved them on): a new engine reads it."""
+        self.engine = self._new_engine()
 
     def handle(self, batches: Sequence[ResolvedBatch]) -> None:
         """Count and evaluate ``batches`` (durably, with the stage's own checkpoint)."""

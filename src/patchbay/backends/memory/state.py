@@ -7,7 +7,14 @@ from collections.abc import Collection
 
 import msgspec
 
-from patchbay.backends.records import Checkpoint, LogPosition, MergeRecord, StateChanges
+from patchbay.backends.records import (
+    Checkpoint,
+    LogPosition,
+    MergeRecord,
+    Since,
+    StateChanges,
+    check_since,
+)
 from patchbay.resolve.identities import Identity
 from patchbay.resolve.profile import Profile
 
@@ -55,10 +62,13 @@ class MemoryStateStore:
         with self._lock:
             return dict(self._checkpoint)
 
-    def commit(self, changes: StateChanges, checkpoint: Checkpoint) -> None:
-        """Apply ``changes`` and ``checkpoint`` at once."""
+    def commit(
+        self, changes: StateChanges, checkpoint: Checkpoint, since: Since | None = None
+    ) -> None:
+        """Apply ``changes`` and ``checkpoint`` at once (if still at ``since``)."""
         docs = {m: _encode(p) for m, p in changes.profiles.items()}
         with self._lock:
+            check_since("resolve state", self._checkpoint, since)
             self._profiles.update(docs)
             for identity, gone in changes.unlinked.items():
                 kept = self._links.get(identity, [])
@@ -138,9 +148,10 @@ class MemoryStagePositions:
         with self._lock:
             return dict(self._positions.get(stage, {}))
 
-    def commit(self, stage: str, checkpoint: Checkpoint) -> None:
-        """Record ``stage``'s checkpoint."""
+    def commit(self, stage: str, checkpoint: Checkpoint, since: Since | None = None) -> None:
+        """Record ``stage``'s checkpoint (if still at ``since``)."""
         with self._lock:
+            check_since(f"stage {stage}", self._positions.get(stage, {}), since)
             self._positions.setdefault(stage, {}).update(checkpoint)
 
     def close(self) -> None:

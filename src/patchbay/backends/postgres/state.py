@@ -16,10 +16,14 @@ What is serialised, and why:
   chunk twice nor loses one. Links are inserted sorted by identity (``ON CONFLICT DO
   NOTHING``) and profiles upserted in MPID order, so that two commits touching the same
   rows lock them in the same order (they wait for each other, never deadlock).
+* A commit given the positions it started from (``since``) is fenced
+  (:mod:`.fencing`): the resolve checkpoint rows of its partitions are locked first, in
+  partition order, and the commit applies only if they did not move, so a resolver that
+  lost a partition to another (the log's consumer group) never applies a chunk the new
+  owner applies too.
 * Nothing else is locked: the store does not decide which process resolves which
   partition. Two resolvers writing the same profile would each overwrite the other's read
-  (last commit wins); the resolve stage must own its partitions (a lease or the log's
-  consumer group) and keep the users of one identity on one resolver, as it does today.
+  (last commit wins); the users of one identity must stay on one resolver.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from collections.abc import Collection
 import msgspec
 
 from patchbay.backends.postgres.db import PostgresDatabase
-from patchbay.backends.records import Checkpoint, LogPosition, MergeRecord, StateChanges
+from patchbay.backends.postgres.fencing import fence
+from patchbay.backends.records import Checkpoint, LogPosition, MergeRecord, Since, StateChanges
 from patchbay.resolve.identities import Identity
 from patchbay.resolve.profile import Profile
 
@@ -126,9 +131,12 @@ class PostgresStateStore:
             rows = conn.execute("SELECT part, seq FROM resolve_offset").fetchall()
         return _checkpoint(rows)
 
-    def commit(self, changes: StateChanges, checkpoint: Checkpoint) -> None:
+    def commit(
+        self, changes: StateChanges, checkpoint: Checkpoint, since: Since | None = None
+    ) -> None:
         """Write ``changes`` and ``checkpoint`` in one transaction, a statement per kind of
-        row (see the module's docstring for the order rows are locked in)."""
+        row (see the module's docstring for the order rows are locked in); with ``since``,
+        fenced first (:func:`~.fencing.fence`)."""
         profiles = sorted(changes.profiles)
         unlinked = [(i.type, i.value, m) for i, mpids in changes.unlinked.items() for m in mpids]
         # sorted: the same lock order in every commit; stable, so that an identity's users
@@ -140,6 +148,7 @@ class PostgresStateStore:
         resolved = {(p.partition, p.offset): m for p, m in changes.resolved}  # last one wins
         merges = changes.merges
         with self._db.transaction() as conn:
+            fence(conn, "resolve state", "resolve_offset", since, checkpoint)
             if profiles:
                 conn.execute(
                     "INSERT INTO profiles (mpid, doc)"

@@ -40,6 +40,8 @@ from patchbay.backends.records import (
     PendingChange,
     SegmentChanges,
     SegmentUser,
+    Since,
+    check_since,
 )
 from patchbay.backends.sqlite.db import SqliteDatabase, docs_by_mpid, insert_rows
 from patchbay.backends.sqlite.sealed import seal_plain_columns
@@ -381,8 +383,14 @@ class SqliteAudienceStore:
         )
         return [int(r[0]) for r in rows]
 
-    def commit(self, changes: SegmentChanges, checkpoint: Checkpoint | None = None) -> None:
-        """Apply ``changes`` and ``checkpoint`` in one transaction: user states written,
+    def commit(
+        self,
+        changes: SegmentChanges,
+        checkpoint: Checkpoint | None = None,
+        since: Since | None = None,
+    ) -> None:
+        """Apply ``changes`` and ``checkpoint`` in one transaction (if the checkpoint is
+        still at ``since``): user states written,
         then dropped; memberships joined and left (see :func:`net_memberships`); pending
         changes added, then flushed; conditions and builds written; the checkpoint's
         partitions moved. Joins, leaves and builds of audiences that do not exist, and
@@ -402,6 +410,8 @@ class SqliteAudienceStore:
         builds = [(b.audience_id, _encode(b)) for b in changes.builds]
         joined, left = net_memberships(changes.joined, changes.left)
         with self._db.transaction(synced=False) as conn:
+            if since is not None:
+                check_since("segment stage", self.checkpoint(), since)
             audiences = {int(r[0]) for r in conn.execute("SELECT id FROM audiences")}
             connected: set[tuple[int, str]] = set()
             if changes.pending:
