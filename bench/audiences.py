@@ -779,7 +779,7 @@ PROFILE_PARTS = [
     ("  apply", "segment/engine.py", "apply"),
     ("    read the users' states (SQLite + msgpack)", "sqlite/audiences.py", "users"),
     ("    _count: match events, add to tallies", "segment/engine.py", "_count"),
-    ("      matching an event's details", "segment/evaluate.py", "event_matches|details_match"),
+    ("      matching an event's details", "segment/evaluate.py", "event_matches|rest_matches"),
     ("    _evaluate_all", "segment/engine.py", "_evaluate_all"),
     ("      read profiles not in the batch", "sqlite/state.py", "profiles"),
     ("      what changed: profile facts", "segment/engine.py", "_profile_changes"),
@@ -816,7 +816,7 @@ def profile_shares(stats: pstats.Stats, batches: int, events: int) -> str:
         lines.append(f"    {seconds / total if total else 0:6.1%} {seconds:7.2f}s  {label}")
     evaluations = calls.get(("segment/engine.py", "_evaluate"), 0)
     audiences = calls.get(("segment/evaluate.py", "holds"), 0)
-    matches = calls.get(("segment/evaluate.py", "event_matches|details_match"), 0)
+    matches = calls.get(("segment/evaluate.py", "event_matches|rest_matches"), 0)
     lines.append(
         f"  {evaluations:,} user evaluations for {batches:,} batches (expiries included),"
         f" {audiences / max(1, evaluations):.1f} audiences evaluated each;"

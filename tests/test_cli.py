@@ -502,7 +502,11 @@ def test_serve_creates_a_missing_data_dir(tmp_path: Path) -> None:
         assert (data_dir / DB_FILE).is_file()
         status, body = server.get("/healthz")
         assert status == 200
-        assert json.loads(body) == {"status": "ok", "last_offset": 0}
+        assert json.loads(body) == {
+            "status": "ok",
+            "last_offset": 0,
+            "roles": ["ingest", "process", "deliver"],
+        }
     finally:
         stop_server(server)
     # A graceful stop: uvicorn re-raises the SIGTERM it handled once it has shut down.

@@ -8,7 +8,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -264,3 +264,66 @@ def test_resolve_waits_for_a_stage_that_keeps_up_and_not_for_a_stuck_one(
         gate.set()
         for feed in feeds:
             feed.stop()
+
+
+class Noting:
+    """A stage that notes the batches it handles, and the partitions it was told to
+    resume."""
+
+    name = "noting"
+
+    def __init__(self) -> None:
+        self.handled: list[ResolvedBatch] = []
+        self.resumed: list[set[int]] = []
+
+    def handle(self, batches: Sequence[ResolvedBatch]) -> None:
+        self.handled.extend(batches)
+
+    def resume(self, partitions: Collection[int]) -> None:
+        self.resumed.append(set(partitions))
+
+
+def test_a_feed_goes_on_from_the_committed_checkpoint_of_each_partition_it_gains() -> None:
+    """A feed processes the partitions owned now: a partition it gains goes on from the
+    checkpoint committed then (another processor moved it meanwhile), not from what it
+    held before it lost it, and the stage is told to resume it; a chunk of a partition it
+    does not own is left alone."""
+    backend = open_memory(partitions=2)
+    owned = {0}
+    stage = Noting()
+    feed = StageFeed(stage, backend, idle_s=0.01, owned=lambda: frozenset(owned))
+    feed.start()
+    try:
+        backend.positions.commit("noting", {1: LogPosition(1, 5)})  # another processor
+        owned.add(1)
+        wait_for(lambda: feed.checkpoint == {1: LogPosition(1, 5)}, "the feed")
+        assert stage.resumed == [{1}]
+        owned.discard(1)
+        wait_for(lambda: 1 not in feed.checkpoint, "the feed")
+        feed.offer(ResolvedChunk(1, LogPosition(1, 5), LogPosition(1, 6), []))
+        backend.positions.commit("noting", {1: LogPosition(1, 9)})
+        owned.add(1)
+        wait_for(lambda: feed.checkpoint == {1: LogPosition(1, 9)}, "the feed")
+        assert stage.resumed == [{1}, {1}]
+    finally:
+        feed.stop()
+    assert backend.positions.get("noting") == {1: LogPosition(1, 9)}
+    assert feed.fenced == 0
+
+
+def test_a_feed_whose_partition_moved_on_drops_what_it_did_and_goes_on_from_there() -> None:
+    """A feed's checkpoint commit is refused when another processor moved the partition
+    on: it is counted, and the feed (and its stage) go on from the stored checkpoint."""
+    backend = open_memory(partitions=1)
+    stage = Noting()
+    feed = StageFeed(stage, backend, idle_s=0.01)
+    backend.positions.commit("noting", {0: LogPosition(0, 7)})  # the new owner's
+    feed.start()
+    try:
+        feed.offer(ResolvedChunk(0, None, LogPosition(0, 3), []))
+        wait_for(lambda: feed.fenced == 1, "the feed")
+        wait_for(lambda: feed.checkpoint == {0: LogPosition(0, 7)}, "the feed")
+    finally:
+        feed.stop()
+    assert stage.resumed == [{0}]
+    assert backend.positions.get("noting") == {0: LogPosition(0, 7)}

@@ -32,6 +32,7 @@ FLAGS: dict[str, str] = {
     "state": "--state",
     "host": "--host",
     "port": "--port",
+    "roles": "--role",
     "max_request_bytes": "--max-request-bytes",
     "max_batches_per_request": "--max-batches",
     "dedup_window_s": "--dedup-window",
@@ -92,7 +93,20 @@ def load_settings(
         path = values.get(file_field)
         if path is not None:
             values[secret] = read_token_file(path, file_field)
-    return Settings(**values)
+    return _consistent(Settings(**values))
+
+
+def _consistent(settings: Settings) -> Settings:
+    """``settings``, unless two of them contradict each other."""
+    longest_send_s = settings.delivery_timeout_s + settings.delivery_connect_timeout_s
+    if settings.delivery_lease_s <= longest_send_s:
+        raise ConfigError(
+            f"delivery_lease_s ({settings.delivery_lease_s:g}) must be longer than a send can"
+            f" take: delivery_timeout_s + delivery_connect_timeout_s ({longest_send_s:g})"
+        )
+    if "all" in settings.roles and len(set(settings.roles)) > 1:
+        raise ConfigError("roles: 'all' already runs every role; give it alone")
+    return settings
 
 
 def _merge(values: dict[str, Any], layer: dict[str, Any]) -> None:
@@ -149,7 +163,7 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 _TYPES = {f.name: f.type for f in msgspec.structs.fields(Settings)}
 #: The settings that are lists (comma-separated in a variable).
-_LISTS = ("allowed_targets", "trusted_proxies")
+_LISTS = ("allowed_targets", "trusted_proxies", "roles")
 
 
 def _checked(raw: Mapping[str, Any], *, strict: bool, name: Callable[[str], str]) -> dict[str, Any]:

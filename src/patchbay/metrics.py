@@ -22,6 +22,8 @@ __all__ = [
     "ResolveConflicts",
     "SegmentMetrics",
     "StorageMetrics",
+    "fenced_counter",
+    "owned_partitions_gauge",
     "storage_full_gauge",
 ]
 
@@ -280,6 +282,30 @@ def storage_full_gauge(registry: CollectorRegistry, stage: str) -> Gauge:
     return Gauge(
         f"patchbay_{stage}_storage_full",
         f"1 while the {stage} stage backs off from a full store (storage full), else 0.",
+        registry=registry,
+    )
+
+
+def fenced_counter(registry: CollectorRegistry, stage: str) -> Counter:
+    """``patchbay_STAGE_chunks_fenced``: the chunks ``stage`` dropped because another
+    processor moved their partition's checkpoint on (it owns the partition now). A family
+    per stage, as :func:`storage_full_gauge`."""
+    return Counter(
+        f"patchbay_{stage}_chunks_fenced",
+        f"Chunks the {stage} stage dropped: another processor moved their partition on.",
+        registry=registry,
+    )
+
+
+def owned_partitions_gauge(registry: CollectorRegistry, stage: str | None = None) -> Gauge:
+    """``patchbay_partitions_owned``: the partitions of the log this process processes
+    (``patchbay_STAGE_partitions_owned``: those a stage in a child process of its own
+    processes)."""
+    prefix = f"patchbay_{stage}_" if stage else "patchbay_"
+    return Gauge(
+        f"{prefix}partitions_owned",
+        f"Partitions of the batch log {'the ' + stage + ' stage' if stage else 'this process'}"
+        " processes now.",
         registry=registry,
     )
 

@@ -16,6 +16,13 @@ buffer of resolved chunks and a checkpoint in the backend's ``StagePositions``.
   the log and their users from the resolved users resolve committed. So each stage gets
   every resolved batch, at least once, in log order within a partition.
 * The resolved users every stage has passed are pruned (:meth:`Pipeline.prune`).
+* Processors may share the log's partitions (:mod:`patchbay.assignment`): resolve and
+  every feed process only the partitions the process owns now, and go on from the
+  committed checkpoint of each partition they gain. Every checkpoint commit is fenced on
+  the positions it started from: one refused because another processor moved the
+  partition on (:class:`~patchbay.backends.records.CheckpointMoved`) drops what the stage
+  did since, which it then reads again from the stored checkpoint (logged, and counted in
+  ``patchbay_STAGE_chunks_fenced``).
 * A full store (:class:`~patchbay.errors.StorageFull`) backs the stage that met it off
   (:mod:`patchbay.backoff`): what it is offered meanwhile is dropped, and once there is
   room it reads back from its checkpoint what it missed.
@@ -35,18 +42,20 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 
+from patchbay.assignment import AllPartitions, Assignment
 from patchbay.backends.abstract import Backend
-from patchbay.backends.records import Checkpoint, LogPosition, lowest
+from patchbay.backends.records import Checkpoint, CheckpointMoved, LogPosition, lowest
 from patchbay.backoff import StorageBackoff
 from patchbay.clock import Clock
 from patchbay.errors import StorageFull
+from patchbay.metrics import fenced_counter
 from patchbay.resolve.service import ResolveService
 from patchbay.resolve.stage import (
     ResolvedBatch,
@@ -83,6 +92,16 @@ class Stage(Protocol):
     def handle(self, batches: Sequence[ResolvedBatch]) -> None:
         """Take resolved batches in log order, durably before returning (raising leaves
         them to be offered again)."""
+        ...
+
+
+class ResumableStage(Stage, Protocol):
+    """A stage that keeps its own committed checkpoint and state in memory (the segment
+    stage): its feed calls :meth:`resume` when partitions must go on from what is stored
+    (gained from another processor, or moved on by one)."""
+
+    def resume(self, partitions: Collection[int]) -> None:
+        """Forget what is held in memory about ``partitions``; read it again."""
         ...
 
 
@@ -127,6 +146,8 @@ class StageFeed:
         idle_s: float = 0.2,
         page: int = 1000,
         backoff: StorageBackoff | None = None,
+        owned: Callable[[], Collection[int]] | None = None,
+        fenced: Counter | None = None,
     ) -> None:
         self.stage = stage
         self.name = stage.name
@@ -138,14 +159,64 @@ class StageFeed:
         self._page = page
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"patchbay-{self.name}")
-        #: What the stage has handled, and what of it is committed (pruning goes by that).
-        self.checkpoint: Checkpoint = backend.positions.get(self.name)
+        self._owned_fn = owned or AllPartitions(backend.log.partitions).owned
+        self._owned: frozenset[int] = frozenset(self._owned_fn())
+        #: What the stage has handled, and what of it is committed (pruning goes by that),
+        #: of the owned partitions.
+        self.checkpoint: Checkpoint = self._stored(self._owned)
         self.committed: Checkpoint = dict(self.checkpoint)
         self._committed_at = 0.0
         self._ticked_at = 0.0
         self._tick: Callable[[], None] | None = getattr(stage, "tick", None)
+        self._resume: Callable[[Collection[int]], None] | None = getattr(stage, "resume", None)
         self.dropped = 0
+        #: Chunks dropped because another processor moved their partition on.
+        self.fenced = 0
+        self._fenced_counter = fenced
         self.error: BaseException | None = None
+
+    def _stored(self, partitions: Collection[int]) -> Checkpoint:
+        """The committed checkpoint of ``partitions``, read now."""
+        stored = self._backend.positions.get(self.name)
+        return {p: pos for p, pos in stored.items() if p in partitions}
+
+    def _sync_owned(self) -> None:
+        """Follow the partitions owned now: forget those lost, and go on from the
+        committed checkpoint of those gained."""
+        owned = frozenset(self._owned_fn())
+        if owned == self._owned:
+            return
+        gained = owned - self._owned
+        self._owned = owned
+        self.checkpoint = {p: pos for p, pos in self.checkpoint.items() if p in owned}
+        self.committed = {p: pos for p, pos in self.committed.items() if p in owned}
+        self._restart(gained)
+
+    def _restart(self, partitions: Collection[int]) -> None:
+        """Go on from the committed checkpoint of ``partitions`` (the stage too)."""
+        if not partitions:
+            return
+        stored = self._stored(partitions)
+        # new dicts: the pipeline reads ``committed`` from another thread
+        self.checkpoint = {
+            **{p: pos for p, pos in self.checkpoint.items() if p not in partitions},
+            **stored,
+        }
+        self.committed = {
+            **{p: pos for p, pos in self.committed.items() if p not in partitions},
+            **stored,
+        }
+        if self._resume is not None:
+            self._resume(partitions)
+
+    def _fenced(self, exc: CheckpointMoved) -> None:
+        """Another processor moved ``exc.partitions`` on: drop what was done since the
+        last commit and go on from the stored checkpoint."""
+        self.fenced += 1
+        if self._fenced_counter is not None:
+            self._fenced_counter.inc()
+        log.warning("chunk_fenced", stage=self.name, partitions=exc.partitions)
+        self._restart(exc.partitions)
 
     def offer(self, chunk: ResolvedChunk) -> threading.Event | None:
         """Buffer ``chunk``, or drop it when the buffer is full (read back later). Returns
@@ -180,6 +251,7 @@ class StageFeed:
             with contextlib.suppress(queue.Empty):
                 chunk, done = self._queue.get(timeout=self._idle)
             try:
+                self._sync_owned()
                 if self.backoff.full:
                     self._in_sync = False  # what is offered meanwhile is read back later
                     if self.backoff.wait_s() > 0:
@@ -195,6 +267,9 @@ class StageFeed:
                     if self._queue.empty():
                         self._in_sync = True  # caught up with resolve
                 self.backoff.succeeded()
+            except CheckpointMoved as exc:
+                self._in_sync = False
+                self._fenced(exc)
             except StorageFull as exc:
                 self._in_sync = False
                 self.backoff.failed(exc)
@@ -208,6 +283,8 @@ class StageFeed:
                     done.set()
         try:
             self._commit()
+        except CheckpointMoved as exc:  # another processor goes on from its own
+            self._fenced(exc)
         except StorageFull as exc:  # the next start resumes from the last one committed
             self.backoff.failed(exc)
 
@@ -217,14 +294,19 @@ class StageFeed:
             self._tick()
 
     def _commit(self) -> None:
-        """Commit the checkpoint if it moved since the last commit."""
-        if self.checkpoint != self.committed:
-            self._backend.positions.commit(self.name, self.checkpoint)
-            self.committed = dict(self.checkpoint)
+        """Commit the partitions of the checkpoint that moved since the last commit,
+        fenced on where they were (raises :class:`CheckpointMoved`)."""
+        moved = {p: pos for p, pos in self.checkpoint.items() if self.committed.get(p) != pos}
+        if moved:
+            since = {p: self.committed.get(p) for p in moved}
+            self._backend.positions.commit(self.name, moved, since)
+            self.committed = {**self.committed, **moved}
             self._committed_at = time.monotonic()
 
     def _take(self, chunk: ResolvedChunk) -> None:
         partition = chunk.partition
+        if partition not in self._owned:
+            return  # another processor's now
         if _before(self.checkpoint.get(partition), chunk.after):
             self._catch_up(partition, chunk.after, wait_s=GAP_WAIT_S)
         mine = self.checkpoint.get(partition)
@@ -247,7 +329,7 @@ class StageFeed:
     def _catch_up_all(self) -> None:
         """Read back whatever resolve committed that this stage has not handled."""
         for partition, committed in self._backend.state.checkpoint().items():
-            if _before(self.checkpoint.get(partition), committed):
+            if partition in self._owned and _before(self.checkpoint.get(partition), committed):
                 self._catch_up(partition, committed, wait_s=0.0)
 
     def _catch_up(self, partition: int, upto: LogPosition | None, wait_s: float) -> None:
@@ -255,6 +337,9 @@ class StageFeed:
         storage, waiting up to ``wait_s`` for resolve to commit them."""
         deadline = time.monotonic() + wait_s
         while _before(self.checkpoint.get(partition), upto) and not self._stopping.is_set():
+            self._sync_owned()
+            if partition not in self._owned:
+                return
             self._maybe_tick()  # time-driven work goes on however far behind the stage is
             committed = self._backend.state.checkpoint().get(partition)
             target = upto if not _before(committed, upto) else committed
@@ -336,6 +421,8 @@ class Pipeline:
     for them). ``busy`` tells the resolve stage that collecting is busy (it then yields the
     GIL after each chunk; see :class:`~patchbay.resolve.stage.StageRunner`). Each stage backs
     off from a full store by ``clock``, shown in ``registry`` (:mod:`patchbay.backoff`).
+    ``assignment`` gives the partitions this process owns (every one by default; the
+    caller closes it, after :meth:`stop`).
     """
 
     def __init__(
@@ -349,15 +436,31 @@ class Pipeline:
         elsewhere: Sequence[StageElsewhere] = (),
         clock: Clock | None = None,
         registry: CollectorRegistry | None = None,
+        assignment: Assignment | None = None,
     ) -> None:
         self._backend = backend
         self._elsewhere = tuple(elsewhere)
+        owned = (assignment or AllPartitions(backend.log.partitions)).owned
         self.feeds = [
-            StageFeed(s, backend, buffer_chunks, backoff=StorageBackoff(s.name, clock, registry))
+            StageFeed(
+                s,
+                backend,
+                buffer_chunks,
+                backoff=StorageBackoff(s.name, clock, registry),
+                owned=owned,
+                fenced=fenced_counter(registry, s.name) if registry is not None else None,
+            )
             for s in stages
         ]
+        fenced = fenced_counter(registry, "resolve") if registry is not None else None
         self.resolve = ResolveStage(
-            backend.log, backend.state, service.resolver, [Fanout(self.feeds)], chunk
+            backend.log,
+            backend.state,
+            service.resolver,
+            [Fanout(self.feeds)],
+            chunk,
+            owned=owned,
+            fenced=fenced.inc if fenced is not None else None,
         )
         service.attach(self.resolve)
         self._service = service

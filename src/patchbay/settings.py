@@ -24,6 +24,11 @@ Positive = Annotated[int, msgspec.Meta(ge=1)]
 Seconds = Annotated[float, msgspec.Meta(ge=0)]
 Timeout = Annotated[float, msgspec.Meta(gt=0)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+#: What one ``serve`` runs (docs/scale-out.md): the HTTP APIs, the pipeline, the delivery
+#: engine, or all three.
+Role = Literal["ingest", "process", "deliver", "all"]
+#: The roles ``all`` stands for.
+ROLES: tuple[Role, ...] = ("ingest", "process", "deliver")
 
 
 class Secret:
@@ -68,8 +73,16 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     kafka_topic: str = "patchbay.batches"
     kafka_partitions: Positive = 12
     kafka_replication_factor: Positive = 1
+    #: The Kafka consumer group processors share the log's partitions in, and how long the
+    #: group waits for a member that stopped heartbeating (killed) before it moves the
+    #: member's partitions to the others.
+    kafka_group: str = "patchbay-process"
+    kafka_session_timeout_s: Timeout = 10.0
     #: Connections each process keeps to PostgreSQL.
     state_pool_size: Positive = 8
+    #: What ``serve`` runs: ``all``, or some of ``ingest``, ``process``, ``deliver`` (the
+    #: scale-out mode only; see :func:`patchbay.server.create_app`).
+    roles: Annotated[tuple[Role, ...], msgspec.Meta(min_length=1)] = ("all",)
     host: str = "127.0.0.1"
     port: Port = 8080
     max_request_bytes: Positive = DEFAULT_MAX_REQUEST_BYTES
@@ -121,6 +134,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     delivery_ack_delay_s: Seconds = 0.005
     delivery_ack_max: Positive = 512
     delivery_breaker_failures: Positive = 3
+    #: How long a delivery read from the outbox stays this process's alone (several
+    #: deliverers share the outbox); longer than a send can take (checked in config.py).
+    delivery_lease_s: Timeout = 60.0
     delivery_probe_max_delay_s: Seconds = 10.0
     #: Where file outputs may write (``None``: ``<data_dir>/outputs``); see activate/files.py.
     outputs_dir: Path | None = None
@@ -131,3 +147,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     #: ``X-Forwarded-Proto`` are believed (none: those headers are ignored, whoever sends
     #: them, and a request's address is its peer's).
     trusted_proxies: tuple[str, ...] = ()
+
+    def runs(self, role: Role) -> bool:
+        """Whether ``serve`` runs ``role`` (one of :data:`ROLES`)."""
+        return role in self.roles or "all" in self.roles
+
+    @property
+    def scaled_roles(self) -> bool:
+        """Whether ``serve`` runs a part of the work only (not ``all``)."""
+        return not all(self.runs(role) for role in ROLES)

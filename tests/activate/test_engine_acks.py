@@ -85,11 +85,11 @@ class FailingAcks(SqliteOutbox):
 
     failures = 2
 
-    def succeeded_many(self, delivery_ids: Sequence[str]) -> None:
+    def succeeded_many(self, delivery_ids: Sequence[str], owner: str | None = None) -> None:
         if self.failures > 0:
             self.failures -= 1
             raise OSError("disk I/O error")
-        super().succeeded_many(delivery_ids)
+        super().succeeded_many(delivery_ids, owner)
 
 
 def test_a_failed_group_commit_resends_and_loses_nothing(

@@ -21,6 +21,7 @@ from patchbay.backends.records import (
     AudienceBuild,
     AudienceConnection,
     AudienceRecord,
+    CheckpointMoved,
     ConditionRecord,
     DuplicateName,
     LogPosition,
@@ -495,6 +496,25 @@ def test_conditions_and_builds_are_upserted(store: AudienceStore) -> None:
     assert store.conditions()[0] == done
 
 
+def test_fenced_commit_applies_only_from_where_it_started(store: AudienceStore) -> None:
+    """A commit given the positions it started from (``since``; ``None``: no position yet)
+    applies its changes and checkpoint only if the stage's stored checkpoint is still
+    there; otherwise it raises ``CheckpointMoved`` and applies nothing."""
+    (a,) = add(store, "a")
+    store.commit(SegmentChanges(joined=[(a, 1)]), {0: at(0, 5)}, since={0: None})
+    with pytest.raises(CheckpointMoved) as caught:
+        store.commit(
+            SegmentChanges(joined=[(a, 2)], users=[user(2)]), {0: at(0, 7)}, since={0: None}
+        )
+    assert caught.value.partitions == [0]
+    with pytest.raises(CheckpointMoved):
+        store.commit(SegmentChanges(joined=[(a, 3)]), {0: at(0, 7)}, since={0: at(0, 4)})
+    assert store.checkpoint() == {0: at(0, 5)}
+    assert store.members(a, None, 10) == [1] and store.users([2]) == {}
+    store.commit(SegmentChanges(joined=[(a, 2)]), {0: at(0, 7)}, since={0: at(0, 5)})
+    assert store.checkpoint() == {0: at(0, 7)} and store.members(a, None, 10) == [1, 2]
+
+
 def test_checkpoint_moves_only_when_given(store: AudienceStore) -> None:
     """The checkpoint is kept per partition: a commit with one moves the partitions it
     names, one without leaves it; the returned checkpoint is a copy."""
@@ -877,6 +897,39 @@ def test_sqlite_keeps_audiences_in_a_file_of_their_own(tmp_path: Path) -> None:
     assert (tmp_path / SEGMENT_FILE).exists()
 
 
+def test_sqlite_keys_memberships_of_earlier_versions_by_user(tmp_path: Path) -> None:
+    """A ``segment.db`` whose memberships are keyed by (audience, MPID), as earlier
+    versions kept them, is rebuilt keyed by (MPID, audience) when opened: the same
+    members, memberships and sizes, and the sizes still kept as members join and leave."""
+    backend = open_sqlite(tmp_path)
+    try:
+        a, b = add(backend.audiences, "a", "b")
+        backend.audiences.commit(
+            SegmentChanges(users=[user(m) for m in (1, 2, 3)], joined=[(a, 1), (a, 2), (b, 2)])
+        )
+        conn = cast(SqliteAudienceStore, backend.audiences)._db.conn()
+        conn.executescript(
+            "BEGIN; CREATE TABLE old (audience_id INTEGER NOT NULL, mpid INTEGER NOT NULL,"
+            " PRIMARY KEY (audience_id, mpid)) WITHOUT ROWID;"
+            " INSERT INTO old SELECT audience_id, mpid FROM memberships;"
+            " DROP TABLE memberships; ALTER TABLE old RENAME TO memberships; COMMIT;"
+        )
+    finally:
+        backend.close()
+    backend = open_sqlite(tmp_path)
+    try:
+        store = backend.audiences
+        conn = cast(SqliteAudienceStore, store)._db.conn()
+        (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'memberships'")
+        assert "PRIMARY KEY (mpid, audience_id)" in sql[0]
+        assert store.members(a, None, 10) == [1, 2] and store.members(b, None, 10) == [2]
+        assert store.memberships(2) == [a, b] and store.sizes() == {a: 2, b: 1}
+        store.commit(SegmentChanges(joined=[(b, 3)], left=[(a, 1)]))
+        assert store.sizes() == {a: 1, b: 2} and store.members(b, 2, 10) == [3]
+    finally:
+        backend.close()
+
+
 def test_sqlite_rolls_back_a_commit_that_fails_halfway(tmp_path: Path) -> None:
     """A commit that fails after some of its statements ran (a user state under an MPID
     that is not an integer, after more than one statement's worth of users) leaves
@@ -885,7 +938,7 @@ def test_sqlite_rolls_back_a_commit_that_fails_halfway(tmp_path: Path) -> None:
     try:
         store = backend.audiences
         (a,) = add(store, "a")
-        bad = msgspec.structs.replace(user(0), mpid=cast(int, "not an mpid"))
+        bad = msgspec.structs.replace(user(0), mpid=cast(int, 1000.5))  # (written last)
         with pytest.raises(sqlite3.IntegrityError):
             store.commit(
                 SegmentChanges(users=[*(user(m) for m in range(100)), bad], joined=[(a, 1)]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -232,6 +233,87 @@ def test_enqueue_from_threads(outbox: Outbox) -> None:
     assert set(ids(outbox.due("hook", NOW, 1000))) == expected
 
 
+LEASE = 1000
+
+
+def test_two_owners_never_get_the_same_delivery_while_a_lease_holds(outbox: Outbox) -> None:
+    """``due`` leases what it hands out: another owner gets the rest, the owner itself
+    gets its own again (renewed); a look without an owner sees them all."""
+    outbox.enqueue([delivery(i) for i in range(1, 5)])
+    assert ids(outbox.due("hook", NOW, 2, owner="a", lease_ms=LEASE)) == ["d1", "d2"]
+    assert ids(outbox.due("hook", NOW, 10, owner="b", lease_ms=LEASE)) == ["d3", "d4"]
+    assert outbox.due("hook", NOW + LEASE - 1, 10, owner="c", lease_ms=LEASE) == []
+    assert len(outbox.due("hook", NOW + LEASE - 1, 10)) == 4  # a look, leased or not
+    assert ids(outbox.due("hook", NOW + 500, 10, owner="a", lease_ms=LEASE)) == ["d1", "d2"]
+    assert ids(outbox.due("hook", NOW + 500, 10, ["d1"], owner="a", lease_ms=LEASE)) == ["d2"]
+    # a's renewed leases hold past the first ones' end; b's have expired
+    later = NOW + LEASE
+    assert ids(outbox.due("hook", later, 10, owner="c", lease_ms=LEASE)) == ["d3", "d4"]
+
+
+def test_an_expired_lease_goes_to_another_owner(outbox: Outbox) -> None:
+    """Once a lease expires, the delivery goes to whoever asks; the first owner's late
+    success, retry or park then changes nothing, the new owner's success removes it."""
+    outbox.enqueue([delivery(1)])
+    assert ids(outbox.due("hook", NOW, 10, owner="a", lease_ms=LEASE)) == ["d1"]
+    assert outbox.due("hook", NOW + LEASE - 1, 10, owner="b", lease_ms=LEASE) == []
+    assert ids(outbox.due("hook", NOW + LEASE, 10, owner="b", lease_ms=LEASE)) == ["d1"]
+    outbox.succeeded("d1", owner="a")
+    outbox.succeeded_many(["d1"], owner="a")
+    outbox.retry_at("d1", 1, NOW + 10 * LEASE, "late", owner="a")
+    outbox.park("d1", 1, "late", NOW, owner="a")
+    assert outbox.get_delivery("d1") == delivery(1)
+    assert outbox.due("hook", NOW + LEASE, 10, owner="a", lease_ms=LEASE) == []
+    outbox.succeeded("d1", owner="b")
+    assert outbox.get_delivery("d1") is None
+
+
+def test_acknowledging_ends_the_lease(outbox: Outbox) -> None:
+    """A retry, a park (then a replay) or a success by the owner ends its lease: the
+    delivery is anyone's again (or gone)."""
+    outbox.enqueue([delivery(1), delivery(2), delivery(3)])
+    assert len(outbox.due("hook", NOW, 10, owner="a", lease_ms=LEASE)) == 3
+    outbox.retry_at("d1", 1, NOW, "HTTP 503", owner="a")
+    assert ids(outbox.due("hook", NOW, 10, owner="b", lease_ms=LEASE)) == ["d1"]
+    outbox.park("d2", 1, "HTTP 400", NOW, owner="a")
+    assert outbox.replay(NOW) == 1
+    assert ids(outbox.due("hook", NOW, 10, owner="c", lease_ms=LEASE)) == ["d2"]
+    outbox.succeeded_many(["d3"], owner="a")
+    assert outbox.get_delivery("d3") is None
+    # without an owner (an operator's command), acknowledging acts whoever holds it
+    outbox.succeeded("d1")
+    assert outbox.get_delivery("d1") is None
+
+
+def test_owners_leasing_from_threads_share_the_deliveries(outbox: Outbox) -> None:
+    """Owners leasing and acknowledging at once, on threads, each get a share: every
+    delivery goes to exactly one of them."""
+    total, owners = 200, 4
+    outbox.enqueue([delivery(i) for i in range(total)])
+    got: dict[str, list[str]] = {f"o{n}": [] for n in range(owners)}
+    start = threading.Barrier(owners)
+    errors: list[BaseException] = []
+
+    def work(owner: str) -> None:
+        try:
+            start.wait()
+            while found := outbox.due("hook", NOW, 7, owner=owner, lease_ms=60_000):
+                got[owner].extend(ids(found))
+                outbox.succeeded_many(ids(found), owner=owner)
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    workers = [threading.Thread(target=work, args=(o,)) for o in got]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert errors == []
+    handed = [i for found in got.values() for i in found]
+    assert sorted(handed) == sorted(f"d{i}" for i in range(total))  # each exactly once
+    assert outbox.stats() == {}
+
+
 @pytest.mark.persists
 def test_deliveries_persist_across_reopen(stores: Stores, backend: Backend) -> None:
     """Pending and parked deliveries, with their attempts, are there after reopening."""
@@ -253,3 +335,19 @@ def test_sqlite_keeps_the_outbox_in_a_file_of_its_own(tmp_path: Path) -> None:
     finally:
         backend.close()
     assert (tmp_path / DELIVERIES_FILE).exists()
+
+
+def test_sqlite_adds_the_lease_columns_to_an_earlier_outbox(tmp_path: Path) -> None:
+    """A ``deliveries.db`` of an earlier version (no lease columns) gets them when opened:
+    its pending deliveries can be leased."""
+    open_sqlite(tmp_path).close()
+    with sqlite3.connect(tmp_path / DELIVERIES_FILE) as db:
+        db.execute("ALTER TABLE deliveries DROP COLUMN leased_by")
+        db.execute("ALTER TABLE deliveries DROP COLUMN leased_until_ms")
+    backend = open_sqlite(tmp_path)
+    try:
+        backend.outbox.enqueue([delivery(1)])
+        assert ids(backend.outbox.due("hook", NOW, 10, owner="a", lease_ms=LEASE)) == ["d1"]
+        assert backend.outbox.due("hook", NOW, 10, owner="b", lease_ms=LEASE) == []
+    finally:
+        backend.close()

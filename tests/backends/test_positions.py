@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from patchbay.backends.abstract import Backend, BatchLog, StagePositions
-from patchbay.backends.records import LogPosition, NewBatch, StoredBatch
+from patchbay.backends.records import CheckpointMoved, LogPosition, NewBatch, StoredBatch
 from tests.backends.conftest import Stores
 
 
@@ -49,6 +49,25 @@ def test_stages_are_independent(positions: StagePositions) -> None:
     positions.commit("firehose", {0: at(0, 9)})
     assert positions.get("firehose") == {0: at(0, 9)}
     assert positions.get("warehouse") == {0: at(0, 2)}
+
+
+def test_fenced_commit_applies_only_from_where_it_started(positions: StagePositions) -> None:
+    """A commit given the positions it started from (``since``; ``None``: no position
+    yet) applies only if the stage's stored positions are still those, and raises
+    ``CheckpointMoved`` naming the partitions that moved otherwise, changing nothing.
+    Another stage's positions are not compared."""
+    positions.commit("activate", {0: at(0, 3)}, since={0: None})
+    positions.commit("segment", {1: at(1, 8)})
+    positions.commit("activate", {1: at(1, 2)}, since={1: None})
+    with pytest.raises(CheckpointMoved) as caught:
+        positions.commit("activate", {0: at(0, 5), 1: at(1, 4)}, since={0: at(0, 3), 1: None})
+    assert caught.value.partitions == [1]
+    with pytest.raises(CheckpointMoved):
+        positions.commit("activate", {0: at(0, 9)}, since={0: at(0, 2)})
+    assert positions.get("activate") == {0: at(0, 3), 1: at(1, 2)}
+    positions.commit("activate", {0: at(0, 5), 1: at(1, 4)}, since={0: at(0, 3), 1: at(1, 2)})
+    assert positions.get("activate") == {0: at(0, 5), 1: at(1, 4)}
+    assert positions.get("segment") == {1: at(1, 8)}
 
 
 def test_checkpoint_per_partition(positions: StagePositions) -> None:

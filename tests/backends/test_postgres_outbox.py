@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from patchbay.backends.postgres import PostgresDatabase
-from patchbay.backends.postgres.outbox import PostgresOutbox
+from patchbay.backends.postgres.outbox import MIGRATIONS, PostgresOutbox
+from patchbay.backends.sqlite.outbox import DELIVERY_COLUMNS, delivery_row
 from patchbay.secretbox import KEY_FILE, PAYLOAD_PREFIX, SecretBox, SecretsError
 from tests.backends import test_sealed as sealed
 from tests.backends.helpers import at_once
@@ -101,3 +102,42 @@ def test_secrets_and_payloads_are_sealed_in_the_database(
     assert outbox.get_delivery("d1") == sealed.delivery("d1")
     with pytest.raises(SecretsError, match="cannot be decrypted"):
         outbox.get_delivery("d2")
+
+
+def test_two_processes_leasing_at_once_get_disjoint_deliveries(
+    two_databases: Pair, tmp_path: Path
+) -> None:
+    """Two deliverers (two pools) leasing at the same moment, again and again, never get
+    the same delivery, and together get every one."""
+    first, second = outboxes(two_databases, tmp_path)
+    first.enqueue([delivery(i) for i in range(400)])
+    held: dict[str, list[str]] = {"first": [], "second": []}  # excluded: as an engine does
+    for _ in range(25):
+        got = at_once(
+            partial(first.due, "hook", NOW, 10, held["first"], "first", 60_000),
+            partial(second.due, "hook", NOW, 10, held["second"], "second", 60_000),
+        )
+        assert not set(ids(got[0])) & set(ids(got[1]))
+        held["first"] += ids(got[0])
+        held["second"] += ids(got[1])
+    handed = held["first"] + held["second"]
+    assert sorted(handed) == sorted(f"d{i}" for i in range(400))
+
+
+def test_an_outbox_of_the_first_version_gets_the_lease_columns(
+    two_databases: Pair, tmp_path: Path
+) -> None:
+    """A database whose outbox is at migration 1 (no leases) is migrated when opened: its
+    pending deliveries stay, and can be leased."""
+    database = two_databases[0]
+    database.migrate("outbox", MIGRATIONS[:1])
+    box = SecretBox(tmp_path / KEY_FILE)
+    with database.transaction() as conn:
+        conn.execute(
+            f"INSERT INTO deliveries ({DELIVERY_COLUMNS})"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            delivery_row(delivery(1), box.seal_payload(delivery(1).payload, "d1")),
+        )
+    outbox = PostgresOutbox(database, box)
+    assert ids(outbox.due("hook", NOW, 10, owner="a", lease_ms=60_000)) == ["d1"]
+    assert outbox.due("hook", NOW, 10, owner="b", lease_ms=60_000) == []

@@ -19,7 +19,9 @@ from patchbay.backends.postgres.dedup import PostgresDedupIndex
 from patchbay.backends.postgres.inputs import PostgresInputStore
 from patchbay.backends.postgres.modules import PostgresModuleStore
 from patchbay.backends.postgres.positions import PostgresStagePositions
-from patchbay.backends.records import DuplicateName, LogPosition
+from patchbay.backends.postgres.state import PostgresStateStore
+from patchbay.backends.records import CheckpointMoved, DuplicateName, LogPosition, StateChanges
+from patchbay.resolve.profile import new_profile
 from patchbay.secretbox import SecretBox
 from tests import infra
 from tests.backends.test_inputs import make_credential, make_input
@@ -143,3 +145,42 @@ def test_processes_registering_one_module_keep_its_first_creation(
     history = [h.version for h in stores[0].module_history("demo")]
     assert history[0] == "0" and sorted(history[1:]) == versions
     assert history[-1] == stored.version  # the last registration is the one stored
+
+
+@pytest.mark.parametrize("since", [None, LogPosition(0, 4)], ids=["first", "moved"])
+def test_fenced_commits_from_one_position_one_wins(
+    databases: list[PostgresDatabase], since: LogPosition | None
+) -> None:
+    """Processors that each believe they own partition 0 commit a chunk from the same
+    position at once (its first, or a later one): exactly one commit applies, the others
+    raise ``CheckpointMoved`` and apply nothing, whatever the order they arrive in."""
+    states = [PostgresStateStore(db) for db in databases]
+    positions = [PostgresStagePositions(db) for db in databases]
+    if since is not None:
+        states[0].commit(StateChanges(), {0: since})
+        positions[0].commit("activate", {0: since})
+    state_outcomes = at_once(
+        [
+            partial(
+                s.commit,
+                StateChanges(profiles={i: new_profile(i, 1)}),
+                {0: LogPosition(0, 10 + i)},
+                {0: since},
+            )
+            for i, s in enumerate(states)
+        ]
+    )
+    position_outcomes = at_once(
+        [
+            partial(p.commit, "activate", {0: LogPosition(0, 10 + i)}, {0: since})
+            for i, p in enumerate(positions)
+        ]
+    )
+    for outcomes in (state_outcomes, position_outcomes):
+        assert sum(o is None for o in outcomes) == 1
+        assert all(o is None or isinstance(o, CheckpointMoved) for o in outcomes)
+    (winner,) = [i for i, o in enumerate(state_outcomes) if o is None]
+    assert states[0].checkpoint() == {0: LogPosition(0, 10 + winner)}
+    assert states[0].profiles(range(PROCESSES)).keys() == {winner}
+    (winner,) = [i for i, o in enumerate(position_outcomes) if o is None]
+    assert positions[0].get("activate") == {0: LogPosition(0, 10 + winner)}

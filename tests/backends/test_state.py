@@ -7,6 +7,7 @@ import pytest
 from patchbay.backends.abstract import Backend, StateStore
 from patchbay.backends.records import (
     Checkpoint,
+    CheckpointMoved,
     LogPosition,
     MergeRecord,
     StateChanges,
@@ -185,6 +186,37 @@ def test_checkpoint_per_partition(state: StateStore) -> None:
     returned = state.checkpoint()
     returned[1] = at(1, 100)
     assert state.checkpoint() == {0: at(0, 9), 2: at(2, 3)}
+
+
+def test_fenced_commit_applies_only_from_where_it_started(state: StateStore) -> None:
+    """A commit given the positions it started from (``since``) applies only if every one
+    of them is still the stored position (``None``: the partition has none); otherwise it
+    raises ``CheckpointMoved`` naming the partitions and applies nothing: the fence that
+    keeps a processor that lost a partition from applying a chunk the new owner applies."""
+    profile = new_profile(1, 1)
+    state.commit(StateChanges(resolved=[(at(0, 1), 1)]), {0: at(0, 1)}, since={0: None})
+    state.commit(StateChanges(), {1: at(1, 4)}, since={1: None})
+    with pytest.raises(CheckpointMoved) as caught:
+        state.commit(
+            StateChanges(profiles={1: profile}, resolved=[(at(0, 2), 1)]),
+            {0: at(0, 2), 1: at(1, 6)},
+            since={0: None, 1: at(1, 4)},
+        )
+    assert caught.value.partitions == [0]
+    with pytest.raises(CheckpointMoved):
+        state.commit(StateChanges(), {1: at(1, 9)}, since={1: at(1, 5)})
+    assert state.checkpoint() == {0: at(0, 1), 1: at(1, 4)}
+    assert state.profile(1) is None
+    assert state.resolved(0, None, 10) == [(at(0, 1), 1)]
+    state.commit(
+        StateChanges(profiles={1: profile}, resolved=[(at(0, 2), 1)]),
+        {0: at(0, 2), 1: at(1, 6)},
+        since={0: at(0, 1), 1: at(1, 4)},
+    )
+    assert state.checkpoint() == {0: at(0, 2), 1: at(1, 6)}
+    assert state.profile(1) == profile
+    state.commit(StateChanges(), {0: at(0, 1)})  # unfenced: last one wins (a rewind)
+    assert state.checkpoint() == {0: at(0, 1), 1: at(1, 6)}
 
 
 def test_resolved_users_in_log_order_per_partition(state: StateStore) -> None:
@@ -368,8 +400,30 @@ def test_before_runs_after_the_check_and_before_the_writes(state: StateStore) ->
         raise RuntimeError("the record could not be appended")
 
     with pytest.raises(RuntimeError):
-        state.commit(staged.changes, {0: at(0, 1)}, failing)
+        state.commit(staged.changes, {0: at(0, 1)}, before=failing)
     assert (state.users_with(email), state.profile(1), state.checkpoint()) == ([], None, {})
-    state.commit(staged.changes, {0: at(0, 1)}, lambda: seen.append(state.users_with(email)))
+    state.commit(staged.changes, {0: at(0, 1)}, before=lambda: seen.append(state.users_with(email)))
     assert seen == [[], []]
     assert state.users_with(email) == [1]
+
+
+def test_a_fenced_commit_calls_no_before_and_wins_over_a_conflict(
+    state: StateStore, spec: BackendSpec
+) -> None:
+    """The fence is checked before ``before`` runs: a commit whose partition moved calls
+    nothing and writes nothing. On a shared store, a commit both fenced out and decided on
+    stale reads is refused as fenced (its chunk is dropped, not resolved again)."""
+    email = Identity("email", "a@example.com")
+    first, second = _new_user_for(state, email, 1), _new_user_for(state, email, 2)
+    state.commit(first.changes, {0: at(0, 1)}, since={0: None})
+    called: list[str] = []
+    with pytest.raises(CheckpointMoved):
+        state.commit(
+            second.changes, {0: at(0, 2)}, since={0: None}, before=lambda: called.append("x")
+        )
+    assert called == []
+    assert (state.users_with(email), state.profile(2)) == ([1], None)
+    assert state.checkpoint() == {0: at(0, 1)}
+    if spec.shared_state:
+        with pytest.raises(ResolveConflict):
+            state.commit(second.changes, {0: at(0, 2)}, since={0: at(0, 1)})

@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from patchbay.backends.abstract import StateStore
-from patchbay.backends.records import Checkpoint, LogPosition, MergeRecord, NewBatch, StateChanges
+from patchbay.backends.records import (
+    Checkpoint,
+    LogPosition,
+    MergeRecord,
+    NewBatch,
+    Since,
+    StateChanges,
+)
 from patchbay.backends.sqlite import open_sqlite
 from patchbay.resolve.identities import Identity
 from patchbay.resolve.profile import Profile
@@ -66,9 +73,10 @@ class WrappedState:
         self,
         changes: StateChanges,
         checkpoint: Checkpoint,
+        since: Since | None = None,
         before: Callable[[], None] | None = None,
     ) -> None:
-        self.inner.commit(changes, checkpoint, before)
+        self.inner.commit(changes, checkpoint, since, before)
 
 
 class World:

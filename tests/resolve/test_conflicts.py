@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from patchbay.backends.abstract import StateStore
-from patchbay.backends.records import Checkpoint, NewBatch, StateChanges
+from patchbay.backends.records import Checkpoint, CheckpointMoved, NewBatch, Since, StateChanges
 from patchbay.backends.sqlite import open_sqlite
 from patchbay.clock import ManualClock
 from patchbay.errors import ResolveConflict
@@ -38,12 +38,13 @@ class Conflicting(WrappedState):
         self,
         changes: StateChanges,
         checkpoint: Checkpoint,
+        since: Since | None = None,
         before: Callable[[], None] | None = None,
     ) -> None:
         self.commits += 1
         if self.commits <= self.refuse:
             raise ResolveConflict("another resolver changed it")
-        self.inner.commit(changes, checkpoint, before)
+        self.inner.commit(changes, checkpoint, since, before)
 
 
 def test_the_stage_resolves_a_refused_chunk_again_and_offers_only_the_committed_one(
@@ -74,6 +75,72 @@ def test_the_stage_resolves_a_refused_chunk_again_and_offers_only_the_committed_
         assert offsets == sorted(set(offsets)) and len(offsets) == 7  # each once, in order
         users = {b.mpid for c in offered for b in c.batches}
         assert len(users) == 3
+        assert backend.state.count_profiles() == 3
+    finally:
+        backend.close()
+
+
+class Refusing(WrappedState):
+    """A store that refuses its first commits with ``refusals`` in turn (nothing written)."""
+
+    def __init__(self, inner: StateStore, refusals: list[Exception]) -> None:
+        super().__init__(inner)
+        self.refusals = refusals
+
+    def commit(
+        self,
+        changes: StateChanges,
+        checkpoint: Checkpoint,
+        since: Since | None = None,
+        before: Callable[[], None] | None = None,
+    ) -> None:
+        if self.refusals:
+            raise self.refusals.pop(0)
+        self.inner.commit(changes, checkpoint, since, before)
+
+
+def test_fenced_and_conflicting_commits_in_one_flow(tmp_path: Path) -> None:
+    """A fenced commit drops its chunk (and the one resolved over it), a conflicting one is
+    resolved again; both go on from the stored checkpoint, and the stages after get each
+    batch once, in order, only from committed chunks."""
+    backend = open_sqlite(tmp_path, "normal")
+    try:
+        bodies = [{"user_identities": {"email": f"u{i % 3}@example.com"}} for i in range(9)]
+        backend.log.append(
+            [
+                NewBatch(f"b{i}", "in", 1_000 + i, "server_to_server", json.dumps(b).encode())
+                for i, b in enumerate(bodies)
+            ]
+        )
+        offered: list[ResolvedChunk] = []
+
+        class Listener:
+            def offer(self, chunk: ResolvedChunk) -> None:
+                offered.append(chunk)
+
+        refusals: list[Exception] = [
+            CheckpointMoved("resolve state", [0]),
+            ResolveConflict("another resolver changed it"),
+            CheckpointMoved("resolve state", [0]),
+        ]
+        state = Refusing(backend.state, refusals)
+        fenced: list[int] = []
+        stage = ResolveStage(
+            backend.log,
+            state,
+            Resolver(IdentityStrategy()),
+            [Listener()],
+            3,
+            fenced=lambda: fenced.append(1),
+        )
+        assert stage.run_until_caught_up() >= 9
+        stage.close()
+
+        assert (stage.fenced, len(fenced), stage.conflicts) == (2, 2, 1)
+        offsets = [b.stored.offset for c in offered for b in c.batches]
+        assert offsets == sorted(set(offsets)) and len(offsets) == 9  # each once, in order
+        assert [c.after for c in offered[1:]] == [c.last for c in offered[:-1]]
+        assert len({b.mpid for c in offered for b in c.batches}) == 3
         assert backend.state.count_profiles() == 3
     finally:
         backend.close()

@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from patchbay.backends.abstract import BatchLog, StateStore
-from patchbay.backends.records import Checkpoint, LogPosition, NewBatch, StateChanges
+from patchbay.backends.records import Checkpoint, LogPosition, NewBatch, Since, StateChanges
 from patchbay.backends.sqlite import open_sqlite
 from patchbay.clock import ManualClock
 from patchbay.resolve.identities import Identity
@@ -36,11 +36,12 @@ class GatedCommits(WrappedState):
         self,
         changes: StateChanges,
         checkpoint: Checkpoint,
+        since: Since | None = None,
         before: Callable[[], None] | None = None,
     ) -> None:
         self.started.set()
         assert self.gate.wait(30)
-        self.inner.commit(changes, checkpoint, before)
+        self.inner.commit(changes, checkpoint, since, before)
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from patchbay.backends.abstract import BatchLog, StateStore
-from patchbay.backends.records import Checkpoint, MergeRecord, NewBatch, StateChanges
+from patchbay.backends.records import Checkpoint, MergeRecord, NewBatch, Since, StateChanges
 from patchbay.backends.sqlite import STATE_FILE, open_sqlite
 from patchbay.collect.decode import decode_batch
 from patchbay.resolve.profile import Profile
@@ -384,11 +384,12 @@ class CrashingState(WrappedState):
         self,
         changes: StateChanges,
         offset: Checkpoint,
+        since: Since | None = None,
         before: Callable[[], None] | None = None,
     ) -> None:
         self.calls += 1
         if self.calls != self.crash_at:
-            self.inner.commit(changes, offset)
+            self.inner.commit(changes, offset, since, before)
             return
         if self.mode == "before":
             raise Crash("before the commit")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC
+from typing import Any
 
 from hypothesis import strategies as st
 
@@ -215,3 +216,49 @@ def definitions(
         )
     descriptions = st.text(max_size=20) if wide else st.sampled_from(("", "a test audience"))
     return st.builds(c.Definition, names, descriptions, criteria(audience_names, wide, max_leaves))
+
+
+def attribute_values() -> st.SearchStrategy[Any]:
+    """User attribute values: scalars of every kind the pools compare, and lists."""
+    scalar = (
+        st.sampled_from(TEXT_POOL)
+        | st.sampled_from(NUMBER_POOL)
+        | st.sampled_from(DATE_POOL)
+        | st.booleans()
+    )
+    return scalar | st.lists(st.sampled_from(TEXT_POOL), max_size=2)
+
+
+@st.composite
+def events(draw: st.DrawFn, base_ms: int) -> dict[str, Any]:
+    """An event of a type, name, action and attributes the pools' criteria look for (as
+    JSON), its time, when it has one, within an hour of ``base_ms``."""
+    event_type = draw(st.sampled_from((*EVENT_TYPE_POOL, "session_end")))
+    data: dict[str, Any] = {}
+    if draw(st.booleans()):
+        # event times around now: in the past, and a little in the future
+        data["timestamp_unixtime_ms"] = base_ms + draw(st.integers(-2, 2)) * 1_800_000
+    attributes = draw(
+        st.dictionaries(
+            st.sampled_from((*ATTRIBUTE_KEY_POOL, "amount")),
+            st.sampled_from(TEXT_POOL) | st.sampled_from(NUMBER_POOL),
+            max_size=2,
+        )
+    )
+    if attributes:
+        data["custom_attributes"] = attributes
+    if event_type == "custom_event":
+        data["event_name"] = draw(st.sampled_from(EVENT_NAME_POOL))
+        data["custom_event_type"] = draw(st.sampled_from(CUSTOM_EVENT_TYPE_POOL))
+    elif event_type == "screen_view":
+        data["screen_name"] = draw(st.sampled_from(EVENT_NAME_POOL))
+    elif event_type == "commerce_event":
+        action = draw(st.sampled_from(ACTION_POOL))
+        if action == "view":
+            data["promotion_action"] = {"action": "view"}
+        else:
+            data["product_action"] = {
+                "action": action,
+                "total_amount": draw(st.sampled_from([1, 7, 10])),
+            }
+    return {"event_type": event_type, "data": data}

@@ -9,10 +9,14 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from patchbay.backends.records import AudienceConnection
+from patchbay.collect.events import Event
+from patchbay.segment import evaluate
 from patchbay.segment.catalog import (
     AudienceSource,
     Catalog,
@@ -41,6 +45,7 @@ from patchbay.segment.criteria import (
     Value,
     event_conditions,
 )
+from patchbay.segment.evaluate import event_matches, rest_matches
 from patchbay.segment.parse import parse_definition
 from tests.segment import strategies as pools
 
@@ -356,15 +361,15 @@ def test_counters_by_event_type() -> None:
     catalog = compile_({"a": All((PLAYED, SEARCHED)), "b": AnyOf((BOUGHT, PLAYED))})
     by_type = {
         event_type: sorted((c.id, condition_key(c.condition)) for c in counted(catalog, event_type))
-        for event_type in catalog.counters
+        for event_type in catalog.counted_types
     }
-    # and by the name they match (None: any)
-    assert {
-        name: [c.id for c in found] for name, found in catalog.counters["custom_event"].items()
-    } == {
-        PLAYED.match.name: [cond_id(catalog, PLAYED)],
-        SEARCHED.match.name: [cond_id(catalog, SEARCHED)],
+    # by the type, name and action they match (None: any)
+    assert {key: [c.id for c in found] for key, found in catalog.counters.items()} == {
+        ("custom_event", "play", None): [cond_id(catalog, PLAYED)],
+        ("custom_event", "search", None): [cond_id(catalog, SEARCHED)],
+        ("commerce_event", None, "purchase"): [cond_id(catalog, BOUGHT)],
     }
+    assert catalog.summed == {cond_id(catalog, BOUGHT)}
     assert by_type == {
         "custom_event": sorted(
             [
@@ -416,7 +421,7 @@ def test_one_counter_per_condition_id() -> None:
 
 def counted(catalog: Catalog, event_type: str) -> list[Counted]:
     """The counted conditions of an event type, whatever name they match."""
-    return [c for named in catalog.counters.get(event_type, {}).values() for c in named]
+    return [c for key, found in catalog.counters.items() if key[0] == event_type for c in found]
 
 
 def on(value: Value) -> EventCondition:
@@ -502,3 +507,60 @@ def test_connections_grouped_by_audience() -> None:
     )
     assert catalog.connections == {10: [first, second], 20: [other]}
     assert compile_({"a": attr("x", "exists")}).connections == {}
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(pools.event_conditions(), min_size=1, max_size=8),
+    st.lists(pools.events(0), min_size=1, max_size=5),
+)
+def test_candidates_are_the_conditions_of_the_event_s_type_name_and_action(
+    conditions: list[EventCondition], events: list[dict[str, Any]]
+) -> None:
+    """An event's candidates are, once each, the counted conditions it matches, and those
+    whose custom event type or attributes are left to test; a plain one always matches."""
+    catalog = compile_({f"a{i}": condition for i, condition in enumerate(conditions)})
+    every = [c for found in catalog.counters.values() for c in found]
+    for body in events:
+        event = msgspec.convert(body, type=Event)
+        candidates = catalog.candidates(event)
+        assert len({c.id for c in candidates}) == len(candidates)
+        matching = {c.id for c in every if event_matches(c.condition.match, event)}
+        assert {c.id for c in candidates if c.plain or rest_matches(c.condition.match, event)} == (
+            matching
+        )
+        assert all(event_matches(c.condition.match, event) for c in candidates if c.plain)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.builds(
+            lambda low, span, summing: EventCondition(
+                PLAYED.match,
+                PLAYED.window_ms,
+                sum=Sum("attribute:n", "gte", float(low)) if summing else None,
+                count=None if summing else Count(low, None if span is None else low + span),
+            ),
+            st.integers(0, 4),
+            st.none() | st.integers(0, 3),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    st.tuples(st.integers(0, 8), st.integers(0, 8)),
+)
+def test_answers_change_whenever_a_check_s_answer_does(
+    checks: list[EventCondition], counts: tuple[int, int]
+) -> None:
+    summing = [c for c in checks if c.sum is not None]
+    catalog = compile_({f"a{i}": c for i, c in enumerate(summing or checks)})
+    (condition_id,) = {cond_id(catalog, c) for c in summing or checks}
+    before, after = ((n, float(n)) for n in counts)
+    changes = any(
+        evaluate.counted(c, *before) != evaluate.counted(c, *after) for c in summing or checks
+    )
+    assert catalog.answers_change(condition_id, before, after) or not changes
+    if before == after:
+        assert not catalog.answers_change(condition_id, before, after)

@@ -5,12 +5,14 @@ batch offered twice, audiences built over the history, and the work a batch caus
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
-from patchbay.segment import engine as engine_module
+from patchbay.backends.records import CheckpointMoved
+from patchbay.segment.catalog import CompiledAudience
 from patchbay.segment.criteria import (
     All,
     AudienceRef,
@@ -23,7 +25,6 @@ from patchbay.segment.criteria import (
     Sum,
     UserAttribute,
 )
-from patchbay.segment.evaluate import holds
 from tests.segment.harness import BASE_MS, SegmentWorld
 
 PLAY = EventMatch("custom_event", name="play")
@@ -160,6 +161,22 @@ def test_a_batch_offered_twice_is_counted_once() -> None:
     assert len(members(world, "one-play")) == 1
 
 
+def test_an_engine_whose_partition_moved_on_counts_nothing() -> None:
+    """An engine that lost its partition to another processor, which counted a batch
+    meanwhile, is refused when it commits the same batch (``CheckpointMoved``): the batch
+    is counted once (twice, the user would leave an audience of exactly one play)."""
+    world = SegmentWorld()
+    world.define(Definition("one-play", "", EventCondition(PLAY, count=Count(min=1, max=1))))
+    former = world.new_engine()
+    former.refresh()
+    world.send(play("c1"))
+    world.settle()
+    (chunk,) = world.handed
+    with pytest.raises(CheckpointMoved):
+        former.apply(chunk.batches)
+    assert len(members(world, "one-play")) == 1
+
+
 @pytest.mark.parametrize("later", [False, True])
 def test_an_audience_built_over_the_history_equals_one_kept_live(later: bool) -> None:
     world = SegmentWorld()
@@ -192,9 +209,7 @@ def test_an_audience_of_an_audience_follows_it() -> None:
     assert members(world, "players") == set() and members(world, "gold-players") == set()
 
 
-def test_a_batch_evaluates_only_the_audiences_that_read_what_it_holds(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_batch_evaluates_only_the_audiences_that_read_what_it_holds() -> None:
     world = SegmentWorld()
     for i in range(50):
         attribute = UserAttribute(Compare(f"attribute-{i}", "eq", "x"))
@@ -202,18 +217,22 @@ def test_a_batch_evaluates_only_the_audiences_that_read_what_it_holds(
     world.define(Definition("players", "", EventCondition(PLAY)))
     world.send(play("c1"))
     world.settle()  # a new user: evaluated for what its batch holds (and defaults: none)
-    evaluated: list[object] = []
+    evaluated: list[str] = []
 
-    def counting(node: Any, facts: Any) -> bool:
-        evaluated.append(node)
-        return holds(node, facts)
+    def counting(audience: CompiledAudience) -> CompiledAudience:
+        def test(known: Any) -> bool:
+            evaluated.append(audience.name)
+            return audience.test(known)
 
-    monkeypatch.setattr(engine_module, "holds", counting)
+        return dataclasses.replace(audience, test=test)
+
+    catalog = world.engine.catalog
+    catalog.audiences = {i: counting(a) for i, a in catalog.audiences.items()}
     world.send(play("c1", **{"attribute-7": "x"}))
     world.settle()
     # attribute-7 changed (a7); a second play changes nothing "players" reads (one play
     # or more): one of 51 audiences
-    assert len(evaluated) == 1
+    assert evaluated == ["a7"]
     assert {n for n, m in world.memberships().items() if m} == {"players", "a7"}
     evaluated.clear()
     world.send(play("c1", **{"attribute-7": "x"}))  # the same again: nothing changes

@@ -35,50 +35,6 @@ PERSONAS = [
 STEPS_MS = [0, 1_000, 30_000, 50_000, 600_000, 3_600_000, 7_300_000, 31 * 86_400_000]
 
 
-def _attribute_value() -> st.SearchStrategy[Any]:
-    scalar = (
-        st.sampled_from(pools.TEXT_POOL)
-        | st.sampled_from(pools.NUMBER_POOL)
-        | st.sampled_from(pools.DATE_POOL)
-        | st.booleans()
-    )
-    return scalar | st.lists(st.sampled_from(pools.TEXT_POOL), max_size=2)
-
-
-@st.composite
-def events(draw: st.DrawFn) -> dict[str, Any]:
-    """An event of a type, name, action and attributes the pools' criteria look for."""
-    event_type = draw(st.sampled_from((*pools.EVENT_TYPE_POOL, "session_end")))
-    data: dict[str, Any] = {}
-    if draw(st.booleans()):
-        # event times around now: in the past, and a little in the future
-        data["timestamp_unixtime_ms"] = BASE_MS + draw(st.integers(-2, 2)) * 1_800_000
-    attributes = draw(
-        st.dictionaries(
-            st.sampled_from((*pools.ATTRIBUTE_KEY_POOL, "amount")),
-            st.sampled_from(pools.TEXT_POOL) | st.sampled_from(pools.NUMBER_POOL),
-            max_size=2,
-        )
-    )
-    if attributes:
-        data["custom_attributes"] = attributes
-    if event_type == "custom_event":
-        data["event_name"] = draw(st.sampled_from(pools.EVENT_NAME_POOL))
-        data["custom_event_type"] = draw(st.sampled_from(pools.CUSTOM_EVENT_TYPE_POOL))
-    elif event_type == "screen_view":
-        data["screen_name"] = draw(st.sampled_from(pools.EVENT_NAME_POOL))
-    elif event_type == "commerce_event":
-        action = draw(st.sampled_from(pools.ACTION_POOL))
-        if action == "view":
-            data["promotion_action"] = {"action": "view"}
-        else:
-            data["product_action"] = {
-                "action": action,
-                "total_amount": draw(st.sampled_from([1, 7, 10])),
-            }
-    return {"event_type": event_type, "data": data}
-
-
 @st.composite
 def batches(draw: st.DrawFn) -> dict[str, Any]:
     """A batch of one of the personas (so users meet and merge) with segment data."""
@@ -88,11 +44,11 @@ def batches(draw: st.DrawFn) -> dict[str, Any]:
         body["user_identities"] = {"customer_id": customer}
         if draw(st.booleans()):
             body["user_identities"]["email"] = draw(st.sampled_from(pools.IDENTITY_VALUE_POOL[:2]))
-    body["events"] = draw(st.lists(events(), max_size=3))
+    body["events"] = draw(st.lists(pools.events(BASE_MS), max_size=3))
     if draw(st.booleans()):
         body["user_attributes"] = draw(
             st.dictionaries(
-                st.sampled_from(pools.ATTRIBUTE_KEY_POOL), _attribute_value(), max_size=2
+                st.sampled_from(pools.ATTRIBUTE_KEY_POOL), pools.attribute_values(), max_size=2
             )
         )
     if draw(st.integers(0, 4)) == 0:

@@ -17,6 +17,12 @@
   its own and reads again only when the queue runs low and there may be more (new
   deliveries, a poll, a failed acknowledgement); the output and module records are read
   again on every :meth:`DeliveryEngine.refresh` (each ``refresh_s``), not per send.
+* **Several deliverers.** What a worker reads is leased to its engine
+  (:attr:`DeliveryEngine.deliverer`) for ``lease_s``: no other deliverer sharing the outbox
+  sends it meanwhile. A send starts only if it ends (its timeouts) before the lease does;
+  a queued delivery too close to its lease's end is read again, which renews the lease.
+  Acknowledgements, retries and parks are the owner's: one whose lease went to another
+  deliverer changes nothing (docs/scale-out.md).
 * **suspend_subscription.** A module that answers ``suspend_subscription: true`` (to an
   event or an audience membership change) has its output paused, with the reason shown by
   ``patchbay outputs status``.
@@ -50,6 +56,8 @@ import contextlib
 import email.utils
 import os
 import random
+import secrets
+import socket
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -66,6 +74,7 @@ from patchbay.activate.breaker import BreakerPolicy, BreakerState, CircuitBreake
 from patchbay.activate.files import OutputPathError, OutputsDir
 from patchbay.activate.outputs import confidential_values, redacted
 from patchbay.activate.targets import TargetPolicy
+from patchbay.backends import EMBEDDED_BACKENDS
 from patchbay.backends.abstract import Backend
 from patchbay.backends.records import (
     Circuit,
@@ -172,7 +181,8 @@ class EngineConfig:
     ``targets``: where HTTP outputs and modules may send; ``outputs``: where file outputs
     may write (``None``: nowhere). ``breaker``: when an output's circuit breaker opens and
     how often it probes; ``summary_s``: how often a failing output's failures are logged
-    (0: never)."""
+    (0: never). ``lease_s``: how long the deliveries read stay this engine's (longer than
+    :attr:`longest_send_ms`)."""
 
     concurrency: int = 32
     timeouts: Timeouts = field(default_factory=Timeouts)
@@ -186,6 +196,13 @@ class EngineConfig:
     outputs: OutputsDir | None = None
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     summary_s: float = 60.0
+    lease_s: float = 60.0
+
+    @property
+    def longest_send_ms(self) -> int:
+        """The longest one send can take (its timeouts): none starts closer than this to
+        the end of its delivery's lease."""
+        return round((self.timeouts.total + self.timeouts.connect) * 1000)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EngineConfig:
@@ -212,6 +229,7 @@ class EngineConfig:
                 max_delay_s=settings.delivery_probe_max_delay_s,
             ),
             summary_s=settings.log_summary_interval_s,
+            lease_s=settings.delivery_lease_s,
         )
 
 
@@ -547,7 +565,7 @@ class AckBatcher:
         try:
             while True:
                 try:
-                    await engine.db(engine.outbox.succeeded_many, ids)
+                    await engine.db(engine.outbox.succeeded_many, ids, engine.deliverer)
                     break
                 except StorageFull as exc:
                     engine.backoff.failed(exc)
@@ -611,6 +629,8 @@ class OutputWorker:
         self.output = output
         self.wake = asyncio.Event()
         self._queue: deque[Delivery] = deque()
+        #: When the lease of each queued delivery ends (ms).
+        self._lease_ends: dict[str, int] = {}
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._acking: set[str] = set()
         self._more = True
@@ -655,6 +675,7 @@ class OutputWorker:
                 task.cancel()
             await asyncio.wait(tasks, timeout=1.0)
         self._queue.clear()
+        self._lease_ends.clear()
         await self._close_sender()
 
     async def _run(self) -> None:
@@ -675,6 +696,15 @@ class OutputWorker:
                 if timeout > 0:
                     self._more = True  # retries come due, other processes change the outbox
             self.wake.clear()
+
+    def _drop_expiring(self) -> None:
+        """Forget the queued deliveries whose lease ends before a send started now would:
+        read again, their leases are renewed (or they went to another deliverer)."""
+        ends = self._lease_ends
+        latest_start = self.engine.clock.now_ms() + self.engine.config.longest_send_ms
+        while self._queue and ends.get(self._queue[0].id, 0) < latest_start:
+            ends.pop(self._queue.popleft().id, None)
+            self._more = True
 
     def _holding(self) -> list[str]:
         return [*(d.id for d in self._queue), *self._inflight, *self._acking]
@@ -699,13 +729,24 @@ class OutputWorker:
             return min(breaker.wait_s(engine.clock.now_ms()) or poll, CLOCK_POLL_S)
         if len(self._inflight) >= config.concurrency:
             return poll
+        self._drop_expiring()
         if self._more and len(self._queue) < config.concurrency:
             # cleared first: a notify during the read sets it again
             self._more = False
             page = max(config.page, config.concurrency)
             now = engine.clock.now_ms()
-            found = await engine.db(engine.outbox.due, self.name, now, page, self._holding())
+            lease_ms = round(config.lease_s * 1000)
+            found = await engine.db(
+                engine.outbox.due,
+                self.name,
+                now,
+                page,
+                self._holding(),
+                engine.deliverer,
+                lease_ms,
+            )
             self._queue.extend(found)
+            self._lease_ends.update((d.id, now + lease_ms) for d in found)
             if len(found) >= page:
                 self._more = True
         if not self._queue:
@@ -717,6 +758,7 @@ class OutputWorker:
             return poll
         while self._queue and len(self._inflight) < config.concurrency:
             delivery = self._queue.popleft()
+            self._lease_ends.pop(delivery.id, None)
             self._inflight[delivery.id] = asyncio.create_task(self._deliver(sender, delivery))
             if allowed == 1:  # the breaker's one probe
                 self._probes[delivery.id] = breaker.probe_started()
@@ -909,7 +951,9 @@ class OutputWorker:
             await self._circuit_changed(failed, now)
             if probe is None and self.breaker.state is not BreakerState.CLOSED:
                 # Failed with the endpoint: it waits with the others, due when it works.
-                await engine.db(engine.outbox.retry_at, delivery.id, attempts, now, error)
+                await engine.db(
+                    engine.outbox.retry_at, delivery.id, attempts, now, error, engine.deliverer
+                )
                 engine.backoff.succeeded()
                 engine.metrics.retry(self.name)
                 return
@@ -923,13 +967,15 @@ class OutputWorker:
             jitter=engine.random(),
         )
         if at is None:
-            await engine.db(engine.outbox.park, delivery.id, attempts, error, now)
+            await engine.db(engine.outbox.park, delivery.id, attempts, error, now, engine.deliverer)
             engine.backoff.succeeded()
             engine.metrics.parked(self.name)
             self.tally.parked += 1
             log.debug("delivery_parked", output=self.name, delivery=delivery.id, error=error)
         else:
-            await engine.db(engine.outbox.retry_at, delivery.id, attempts, at, error)
+            await engine.db(
+                engine.outbox.retry_at, delivery.id, attempts, at, error, engine.deliverer
+            )
             engine.backoff.succeeded()
             engine.metrics.retry(self.name)
             log.debug(
@@ -940,6 +986,19 @@ class OutputWorker:
                 retry_in_s=(at - now) / 1000,
                 error=error,
             )
+
+
+#: The deliverer of an embedded backend: its one ``serve`` (the data directory's lock).
+EMBEDDED_DELIVERER = "embedded"
+
+
+def deliverer_id(backend_name: str) -> str:
+    """Who leases deliveries: on a shared outbox, a name of this process's own
+    (``host-pid-random``); on an embedded backend, always :data:`EMBEDDED_DELIVERER`, so
+    that a restarted ``serve`` resends at once what it held when it stopped."""
+    if backend_name in EMBEDDED_BACKENDS:
+        return EMBEDDED_DELIVERER
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
 class DeliveryEngine:
@@ -953,13 +1012,18 @@ class DeliveryEngine:
         metrics: DeliveryMetricsLike | None = None,
         random_: Callable[[], float] = random.random,
         backoff: StorageBackoff | None = None,
+        deliverer: str | None = None,
     ) -> None:
+        #: Whose leases this engine's are (:func:`deliverer_id` by default).
+        self.deliverer = deliverer or deliverer_id(backend.name)
         self.outputs = backend.outputs
         self.outbox = backend.outbox
         self.modules = backend.modules
         self.audiences = backend.audiences
         self.clock = clock
         self.config = config or EngineConfig()
+        if self.config.lease_s * 1000 <= self.config.longest_send_ms:
+            raise ValueError("the lease must be longer than a send can take (its timeouts)")
         self.metrics: DeliveryMetricsLike = metrics or _NoMetrics()
         self.random = random_
         #: Every worker's back-off from a full store.

@@ -13,7 +13,17 @@ from patchbay.backends.abstract import Backend
 from patchbay.backends.records import StoreMissing, StoreUnavailable
 from patchbay.settings import Settings
 
-__all__ = ["Backend", "StoreMissing", "StoreUnavailable", "check_store", "open_backend"]
+__all__ = [
+    "EMBEDDED_BACKENDS",
+    "Backend",
+    "StoreMissing",
+    "StoreUnavailable",
+    "check_store",
+    "open_backend",
+]
+
+#: The backends whose store belongs to one ``serve`` (its data directory, or its memory).
+EMBEDDED_BACKENDS = ("sqlite", "memory")
 
 
 def open_backend(settings: Settings, *, create: bool = True) -> Backend:

@@ -52,6 +52,7 @@ from patchbay.backends.records import (
     QueueStats,
     SegmentChanges,
     SegmentUser,
+    Since,
     StateChanges,
     StoredBatch,
 )
@@ -269,17 +270,23 @@ class StateStore(StateView, Protocol):
         self,
         changes: StateChanges,
         checkpoint: Checkpoint,
+        since: Since | None = None,
         before: Callable[[], None] | None = None,
     ) -> None:
         """Apply ``changes`` and record ``checkpoint``, atomically and durably.
 
-        A store that several resolvers share first checks that the links and profiles
-        the changes were decided on (``changes.read_links``, ``read_profiles``) are still
-        as read, and raises :class:`~patchbay.errors.ResolveConflict` (writing
-        nothing) when another commit changed them; a store with one writer may skip the
-        check. ``before`` is called once the check passed, before anything is written,
-        with no other commit able to change what was checked until this one ends (an
-        exception from it writes nothing)."""
+        With ``since`` (the positions the commit started from), only if each of its
+        partitions is still at that position, checked in the same transaction; otherwise
+        nothing is applied and :class:`~patchbay.backends.records.CheckpointMoved` is
+        raised (another processor owns the partition now).
+
+        A store that several resolvers share also checks that the links and profiles the
+        changes were decided on (``changes.read_links``, ``read_profiles``) are still as
+        read, and raises :class:`~patchbay.errors.ResolveConflict` (writing nothing) when
+        another commit changed them; a store with one writer may skip this check.
+        ``before`` is called once the checks passed, before anything is written, with no
+        other commit able to change what was checked until this one ends (an exception
+        from it writes nothing)."""
         ...
 
     def resolved(
@@ -323,8 +330,9 @@ class StagePositions(Protocol):
         """``stage``'s checkpoint (empty when it never committed)."""
         ...
 
-    def commit(self, stage: str, checkpoint: Checkpoint) -> None:
-        """Record durably that ``stage`` finished everything up to ``checkpoint``."""
+    def commit(self, stage: str, checkpoint: Checkpoint, since: Since | None = None) -> None:
+        """Record durably that ``stage`` finished everything up to ``checkpoint``; with
+        ``since``, only if it is still at those positions (see :meth:`StateStore.commit`)."""
         ...
 
     def close(self) -> None:
@@ -409,32 +417,63 @@ class OutputStore(Protocol):
 
 
 class Outbox(Protocol):
-    """The durable outbox: one delivery per message and output, until it succeeds."""
+    """The durable outbox: one delivery per message and output, until it succeeds.
+
+    Several deliverers may share it: :meth:`due` *leases* what it hands out to its caller
+    (``owner``, unique per process) for ``lease_ms``, and hands no delivery another owner
+    holds until that lease expires. :meth:`succeeded`, :meth:`succeeded_many`,
+    :meth:`retry_at` and :meth:`park` end the lease; given an ``owner``, they act only on a
+    delivery that owner holds (or nobody does): a deliverer whose lease expired and was
+    taken by another changes nothing of what the other does (docs/scale-out.md).
+    """
 
     def enqueue(self, deliveries: Sequence[Delivery]) -> int:
         """Add the deliveries whose id is new (in one transaction); return how many."""
         ...
 
     def due(
-        self, output: str, now_ms: int, limit: int, exclude: Sequence[str] = ()
+        self,
+        output: str,
+        now_ms: int,
+        limit: int,
+        exclude: Sequence[str] = (),
+        owner: str | None = None,
+        lease_ms: int = 0,
     ) -> list[Delivery]:
-        """Pending deliveries of ``output`` due at ``now_ms``, oldest due first."""
+        """Pending deliveries of ``output`` due at ``now_ms``, oldest due first, but those
+        in ``exclude`` and those another owner's lease holds at ``now_ms``; leased to
+        ``owner`` until ``now_ms + lease_ms`` (in one transaction: two owners never get the
+        same delivery while a lease holds). The owner's own leases are handed to it again
+        (and renewed). Without an ``owner``: a look at what is due, leased or not, that
+        leases nothing."""
         ...
 
-    def succeeded(self, delivery_id: str) -> None:
-        """Remove a delivery that was accepted."""
+    def succeeded(self, delivery_id: str, owner: str | None = None) -> None:
+        """Remove a delivery that was accepted (unless another ``owner`` holds it)."""
         ...
 
-    def succeeded_many(self, delivery_ids: Sequence[str]) -> None:
-        """Remove deliveries that were accepted, in one transaction."""
+    def succeeded_many(self, delivery_ids: Sequence[str], owner: str | None = None) -> None:
+        """Remove deliveries that were accepted, in one transaction (but those another
+        ``owner`` holds)."""
         ...
 
-    def retry_at(self, delivery_id: str, attempts: int, next_attempt_ms: int, error: str) -> None:
-        """Record a failed attempt and when to try again."""
+    def retry_at(
+        self,
+        delivery_id: str,
+        attempts: int,
+        next_attempt_ms: int,
+        error: str,
+        owner: str | None = None,
+    ) -> None:
+        """Record a failed attempt and when to try again, ending the lease (unless another
+        ``owner`` holds it)."""
         ...
 
-    def park(self, delivery_id: str, attempts: int, error: str, now_ms: int) -> None:
-        """Give up on a delivery for now, keeping it with its last error."""
+    def park(
+        self, delivery_id: str, attempts: int, error: str, now_ms: int, owner: str | None = None
+    ) -> None:
+        """Give up on a delivery for now, keeping it with its last error, ending the lease
+        (unless another ``owner`` holds it)."""
         ...
 
     def parked(self, output: str | None = None, limit: int = 1000) -> list[Delivery]:
@@ -554,8 +593,15 @@ class AudienceStore(Protocol):
         earliest first."""
         ...
 
-    def commit(self, changes: SegmentChanges, checkpoint: Checkpoint | None = None) -> None:
-        """Apply ``changes`` and, if given, record ``checkpoint``, atomically: visible to
+    def commit(
+        self,
+        changes: SegmentChanges,
+        checkpoint: Checkpoint | None = None,
+        since: Since | None = None,
+    ) -> None:
+        """Apply ``changes`` and, if given, record ``checkpoint``, atomically (with
+        ``since``, only if the stage's checkpoint is still there: see
+        :meth:`StateStore.commit`): visible to
         every reader and surviving a crash of the process once it returns, surviving a
         power failure after the next :meth:`sync` (everything committed here is derived
         from the log and the checkpoint goes with it, so a commit lost that way is made

@@ -7,6 +7,7 @@ returns exactly these, so a stage never sees which backend it runs on.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -70,6 +71,34 @@ class LogExtent(msgspec.Struct, frozen=True):
     batches: int
     size: int
     removed: LogPosition | None = None
+
+
+#: Where a checkpointed commit started from, by partition (``None``: the partition had no
+#: position yet): the commit applies only if every one is still the stored position.
+Since = Mapping[int, LogPosition | None]
+
+
+class CheckpointMoved(PatchbayError):
+    """A checkpointed commit was refused: the stored position of ``partitions`` is no longer
+    where the commit started from (another processor owns them now and moved them on).
+    Nothing of the commit was applied; the caller drops what it made and starts again
+    from the stored checkpoint."""
+
+    def __init__(self, where: str, partitions: Collection[int]) -> None:
+        self.partitions = sorted(partitions)
+        super().__init__(f"{where}: the checkpoint of partitions {self.partitions} moved")
+
+
+def moved(stored: Checkpoint, since: Since | None) -> list[int]:
+    """The partitions of ``since`` whose stored position is not the one given (none when
+    ``since`` is ``None``: an unconditional commit)."""
+    return sorted(p for p, pos in (since or {}).items() if stored.get(p) != pos)
+
+
+def check_since(where: str, stored: Checkpoint, since: Since | None) -> None:
+    """Raise :class:`CheckpointMoved` if a partition of ``since`` moved (see :func:`moved`)."""
+    if gone := moved(stored, since):
+        raise CheckpointMoved(where, gone)
 
 
 def advance(checkpoint: Checkpoint, positions: list[LogPosition]) -> Checkpoint:

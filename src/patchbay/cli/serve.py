@@ -1,7 +1,9 @@
-"""``patchbay serve``: every stage and API on the embedded store."""
+"""``patchbay serve``: every stage and API, or some of them (``--role``, the scale-out
+mode)."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from patchbay.cli.common import (
     store_error,
 )
 from patchbay.errors import PatchbayError
-from patchbay.settings import Settings
+from patchbay.settings import ROLES, Settings
 
 
 @click.command()
@@ -27,6 +29,14 @@ from patchbay.settings import Settings
 @click.option("--host", default=DEFAULTS.host, show_default=True, help="Address to listen on.")
 @click.option(
     "--port", default=DEFAULTS.port, show_default=True, type=int, help="Port to listen on."
+)
+@click.option(
+    "--role",
+    type=click.Choice([*ROLES, "all"]),
+    multiple=True,
+    help="What this process runs, repeatable: ingest (the HTTP APIs), process (the"
+    " pipeline), deliver (the delivery engine) or all (the default). Other than all: the"
+    " scale-out mode only. Env PATCHBAY_ROLES (comma-separated).",
 )
 @click.option(
     "--max-request-bytes",
@@ -153,14 +163,17 @@ from patchbay.settings import Settings
     " or $PATCHBAY_METRICS_TOKEN. Without one /metrics is open.",
 )
 def serve(settings: Settings) -> None:
-    """Run the Events API and every stage on the embedded store."""
+    """Run the Events API and every stage (or the roles --role names)."""
     from patchbay.logs import configure_logging
     from patchbay.server import create_app
 
     configure_logging(settings.log_level, catch_uncaught=True)
     strategy = identity_strategy(settings)
     # The lock before the backend is opened (and recovered); serve creates a missing store.
-    with exclusive(settings, create=True):
+    # It guards the embedded store's files: the scale-out mode has none in the data
+    # directory (only the key file, created race-free), and runs several serves over it.
+    scaled = settings.state is not None or settings.log is not None
+    with contextlib.nullcontext() if scaled else exclusive(settings, create=True):
         try:
             app = create_app(settings, strategy=strategy)  # its lifespan closes the backend
         except StoreUnavailable as exc:

@@ -263,7 +263,7 @@ class ResolveService:
         (:meth:`retrying`)."""
         with self._locked():
             if pending.staged.changes:
-                self.state.commit(pending.staged.changes, {}, before)
+                self.state.commit(pending.staged.changes, {}, before=before)
             elif before is not None:
                 before()
 

@@ -3,13 +3,26 @@
 Each step takes the next chunk of batches of a partition after the state's checkpoint,
 resolves every batch to a user and updates the profiles on a staged copy of the state,
 commits the state changes, the user of each batch and the chunk's last position together,
-and then offers the resolved chunk to the stages after it (:mod:`patchbay.pipeline`): a
-chunk whose commit was refused because another resolver changed what it read
-(:class:`~patchbay.errors.ResolveConflict`) is resolved again, and the stages after see
-only the committed one. A crash
-before the commit replays the chunk: MPIDs are derived from batch ids, so the replay
-decides the same, and a later stage may see a batch twice (at least once) but never misses
-one: what it did not take from memory it reads back from the committed resolved users.
+and, once the commit succeeded, offers the resolved chunk to the stages after it
+(:mod:`patchbay.pipeline`), on the commit thread: the stages after see only committed
+chunks. A crash before the commit replays the chunk: MPIDs are derived from batch ids, so
+the replay decides the same, and a later stage may see a batch twice (at least once) but
+never misses one: what it did not take from memory it reads back from the committed
+resolved users.
+
+The stage resolves only the partitions it owns (``owned``: every partition unless
+processors share them, :mod:`patchbay.assignment`), and goes on from the committed
+checkpoint whenever they change. A commit can be refused, applying nothing, for two
+reasons, met when the next step waits for it (:meth:`ResolveStage.settle`):
+
+* **fenced**: another processor moved the chunk's partition on meanwhile (each commit is
+  fenced on the position its chunk started from;
+  :class:`~patchbay.backends.records.CheckpointMoved`): the stage drops the chunk (and the
+  one resolved over it), logs ``chunk_fenced`` and goes on from the stored checkpoint;
+* **conflict**: another resolver changed a link or profile the chunk was resolved on
+  (PostgreSQL; :class:`~patchbay.errors.ResolveConflict`): the stage resolves it again
+  from the stored checkpoint on a fresh read, a bounded number of times
+  (:func:`~patchbay.resolve.state.retry_conflicts`).
 """
 
 from __future__ import annotations
@@ -17,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
@@ -26,7 +39,14 @@ import msgspec
 import structlog
 
 from patchbay.backends.abstract import BatchLog, StateStore
-from patchbay.backends.records import Checkpoint, LogPosition, StateChanges, StoredBatch
+from patchbay.backends.records import (
+    Checkpoint,
+    CheckpointMoved,
+    LogPosition,
+    Since,
+    StateChanges,
+    StoredBatch,
+)
 from patchbay.backoff import CLOCK_POLL_S, StorageBackoff
 from patchbay.collect.batch import Batch
 from patchbay.collect.decode import BadInput, decode_batch
@@ -121,6 +141,8 @@ class ResolveStage:
         resolver: Resolver,
         listeners: Sequence[ChunkListener] = (),
         chunk: int = 1000,
+        owned: Callable[[], Collection[int]] | None = None,
+        fenced: Callable[[], None] | None = None,
     ) -> None:
         self._log = log_
         self._state = state
@@ -137,6 +159,12 @@ class ResolveStage:
         self._overlay: PendingOverlay | None = None
         self._checkpoint: Checkpoint = {}
         self._next_partition = 0
+        self._owned_fn = owned or (lambda: range(log_.partitions))
+        self._owned: list[int] = []
+        #: How many chunks were dropped because another processor moved their partition
+        #: on (``fenced`` is called for each too).
+        self.fenced = 0
+        self._on_fenced = fenced
 
     def step(self) -> int:
         """Resolve the next chunk and start its commit (the previous chunk's commit is
@@ -152,6 +180,10 @@ class ResolveStage:
         self.conflicts += 1
 
     def _step(self) -> int:
+        owned = sorted(self._owned_fn())
+        if owned != self._owned:
+            self.settle()  # the partitions gained go on from their committed checkpoint
+            self._owned = owned
         if self._commit is None:
             self._checkpoint = self._state.checkpoint()
         partition, stored = self._next_chunk()
@@ -174,47 +206,65 @@ class ResolveStage:
             with contextlib.suppress(Exception):  # no commit goes on after a failed step
                 self.settle()
             raise
-        self.settle()
+        if not self.settle():  # resolved over a chunk whose commit was fenced: drop it
+            return self._step()  # again from the stored checkpoint
         self._checkpoint = {**self._checkpoint, partition: chunk.last}
         self._commit = self._committer.submit(
-            self._commit_and_offer, staged.changes, {partition: chunk.last}, chunk
+            self._commit_and_offer,
+            staged.changes,
+            {partition: chunk.last},
+            {partition: after},
+            chunk,
         )
         self._overlay = PendingOverlay(staged, self._state)
         self.processed += len(stored)
         return len(stored)
 
     def _commit_and_offer(
-        self, changes: StateChanges, checkpoint: Checkpoint, chunk: ResolvedChunk
+        self, changes: StateChanges, checkpoint: Checkpoint, since: Since, chunk: ResolvedChunk
     ) -> None:
-        """Commit a chunk, then offer it: a chunk whose commit is refused is never seen."""
-        self._state.commit(changes, checkpoint)
+        """Commit a chunk (fenced on ``since``), then offer it: on the commit thread, so
+        that a chunk whose commit is refused is never seen by the stages after."""
+        self._state.commit(changes, checkpoint, since)
         for listener in self._listeners:
             listener.offer(chunk)
 
     def _next_chunk(self) -> tuple[int, list[StoredBatch]]:
-        """The next batches to resolve, taking the partitions in turn."""
-        count = self._log.partitions
-        for turn in range(count):
-            partition = (self._next_partition + turn) % count
+        """The next batches to resolve, taking the owned partitions in turn."""
+        owned = self._owned
+        for turn in range(len(owned)):
+            index = (self._next_partition + turn) % len(owned)
+            partition = owned[index]
             stored = self._log.read(partition, self._checkpoint.get(partition), self._chunk)
             if stored:
-                self._next_partition = (partition + 1) % count
+                self._next_partition = index + 1
                 return partition, stored
         return 0, []
 
-    def settle(self) -> None:
+    def settle(self) -> bool:
         """Wait for the commit in flight; raise its error (the next step then starts again
-        from the stored checkpoint). Call before reading or writing the state elsewhere."""
+        from the stored checkpoint: a :class:`~patchbay.errors.ResolveConflict` resolves
+        the chunk again). A commit refused because another processor moved its partition
+        on is dropped, logged and counted, not raised: then ``False``. Call before reading
+        or writing the state elsewhere."""
         commit, self._commit = self._commit, None
         if commit is None:
-            return
+            return True
         try:
             commit.result()
+        except CheckpointMoved as exc:
+            self._overlay = None
+            self.fenced += 1
+            if self._on_fenced is not None:
+                self._on_fenced()
+            log.warning("chunk_fenced", stage="resolve", partitions=exc.partitions)
+            return False
         except BaseException:
             self._overlay = None
             raise
         if self._overlay is not None:
             self._overlay.detach()
+        return True
 
     def run_until_caught_up(self) -> int:
         """Step until the log is exhausted and committed; return how many batches were

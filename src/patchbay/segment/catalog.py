@@ -11,14 +11,18 @@ another audience).
 
 from __future__ import annotations
 
+import bisect
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from patchbay.backends.records import AudienceConnection
+from patchbay.collect.events import Event, event_type_of
+from patchbay.segment.compiled import Test, compile_criteria
 from patchbay.segment.criteria import (
     AudienceRef,
     Consent,
+    Count,
     EnvironmentSeen,
     EventCondition,
     IdentityCondition,
@@ -28,7 +32,14 @@ from patchbay.segment.criteria import (
     event_conditions,
     walk,
 )
-from patchbay.segment.evaluate import MISSING, Facts, holds
+from patchbay.segment.evaluate import (
+    MISSING,
+    Facts,
+    counted,
+    event_actions,
+    event_name,
+    holds,
+)
 
 #: One thing a batch can change about a user: ``("cond", ID)``, ``("attr", KEY)``,
 #: ``("identity", TYPE)``, ``("consent", "gdpr:PURPOSE" | "ccpa:PURPOSE")``,
@@ -68,14 +79,19 @@ class CompiledAudience:
     references: frozenset[int]
     #: Whether it holds for a user nothing is known of (evaluated for every new user).
     default: bool
+    #: The criteria compiled (:mod:`.compiled`): what evaluation runs.
+    test: Test
 
 
 @dataclass(frozen=True)
 class Counted:
-    """A condition counted for every user: its id and what it counts."""
+    """A condition counted for every user: its id and what it counts. ``plain``: the
+    catalog's index (event type, name, action) is all it matches on, an event found there
+    needs no other test (:func:`~patchbay.segment.evaluate.rest_matches`)."""
 
     id: int
     condition: EventCondition
+    plain: bool = False
 
 
 @dataclass
@@ -86,6 +102,8 @@ class Catalog:
     by_name: dict[str, int] = field(default_factory=dict)
     #: Audience ids, every audience after those it refers to.
     order: list[int] = field(default_factory=list)
+    #: The position of each audience id in :attr:`order`.
+    position: dict[int, int] = field(default_factory=dict)
     #: Condition id by the identity (``id()``) of each condition node of the compiled
     #: criteria: conditions that compare equal may still count differently (``true`` and
     #: ``1`` are equal in Python, not in a definition), so nodes are told apart by their
@@ -93,14 +111,27 @@ class Catalog:
     node_ids: dict[int, int] = field(default_factory=dict)
     #: The window of each condition id.
     windows: dict[int, int | None] = field(default_factory=dict)
-    #: The counted conditions by event type, then by the name they match (``None``: any).
-    counters: dict[str, dict[str | None, list[Counted]]] = field(default_factory=dict)
+    #: The ids of the conditions that sum a measure (the others count: each event is 1).
+    summed: frozenset[int] = frozenset()
+    #: The counted conditions by the event type, name and action they match (``None``:
+    #: any name, any action): see :meth:`candidates`.
+    counters: dict[tuple[str, str | None, str | None], list[Counted]] = field(default_factory=dict)
+    #: The event types some condition counts; those some condition names; those some
+    #: condition asks an action of.
+    counted_types: frozenset[str] = frozenset()
+    named_types: frozenset[str] = frozenset()
+    action_types: frozenset[str] = frozenset()
     #: Every condition node counted by each condition id (they may differ in their bounds):
     #: a change of the tally matters only if one of them changes its answer.
     checks: dict[int, list[EventCondition]] = field(default_factory=dict)
+    #: For each counting condition id (not :attr:`summed`), the counts at which an answer of
+    #: its :attr:`checks` changes, ascending: ``min`` and ``max + 1`` of each.
+    thresholds: dict[int, tuple[int, ...]] = field(default_factory=dict)
     #: The features read from profiles that some audience (or, for attributes, some
     #: connection's ``attributes``) reads.
     profile_features: frozenset[Feature] = frozenset()
+    #: :attr:`profile_features` with the key of each in a user's facts (``"KIND:NAME"``).
+    profile_reads: tuple[tuple[str, str, str], ...] = ()
     #: The audiences each feature can affect.
     by_feature: dict[Feature, set[int]] = field(default_factory=dict)
     #: The audiences that hold for a user nothing is known of.
@@ -114,6 +145,45 @@ class Catalog:
         for feature in features:
             found |= self.by_feature.get(feature, set())
         return found
+
+    def candidates(self, event: Event) -> list[Counted]:
+        """The counted conditions whose type, name and action ``event`` has (each once):
+        the plain ones match it, the others still need
+        :func:`~patchbay.segment.evaluate.rest_matches`."""
+        event_type = event_type_of(event)
+        if event_type not in self.counted_types:
+            return []
+        names: tuple[str | None, ...] = (None,)
+        if event_type in self.named_types:
+            name = event_name(event)
+            if name is not None:
+                names = (None, name)
+        actions: Iterable[str | None] = (None,)
+        if event_type in self.action_types:
+            actions = dict.fromkeys((None, *event_actions(event)))
+        found: list[Counted] = []
+        counters = self.counters
+        for name in names:
+            for action in actions:
+                counted = counters.get((event_type, name, action))
+                if counted:
+                    found.extend(counted)
+        return found
+
+    def answers_change(
+        self, condition_id: int, before: tuple[int, float], after: tuple[int, float]
+    ) -> bool:
+        """Whether the count and sum of a condition going from ``before`` to ``after`` may
+        change the answer of one of its checks (never ``False`` when one does)."""
+        thresholds = self.thresholds.get(condition_id)
+        if thresholds is not None:  # some threshold lies between the two counts
+            return bisect.bisect_right(thresholds, before[0]) != bisect.bisect_right(
+                thresholds, after[0]
+            )
+        return any(
+            counted(check, *before) != counted(check, *after)
+            for check in self.checks.get(condition_id, ())
+        )
 
     def condition_id(self, condition: EventCondition) -> int:
         """The id of a condition node of the compiled criteria."""
@@ -207,7 +277,8 @@ def compile_catalog(
                     checks.append(node)  # one of each bound is enough
                 if condition_id not in catalog.windows:
                     catalog.windows[condition_id] = node.window_ms
-                    counters.append(Counted(condition_id, node))
+                    plain = node.match.custom_event_type is None and not node.match.attributes
+                    counters.append(Counted(condition_id, node, plain))
         features = features_of(source.criteria, condition_ids)
         references = {
             by_name[n.name].id
@@ -217,6 +288,8 @@ def compile_catalog(
         for ref in references:
             features.add(("audience", str(ref)))
         defaults[name] = holds(source.criteria, nothing)
+        catalog.by_name[name] = source.id
+        catalog.position[source.id] = len(catalog.order)
         catalog.audiences[source.id] = CompiledAudience(
             id=source.id,
             name=name,
@@ -227,15 +300,25 @@ def compile_catalog(
             ),
             references=frozenset(references),
             default=defaults[name],
+            # (every audience it refers to is compiled before it: ``order``)
+            test=compile_criteria(source.criteria, catalog.condition_id, catalog.by_name),
         )
-        catalog.by_name[name] = source.id
         catalog.order.append(source.id)
         for feature in features:
             catalog.by_feature.setdefault(feature, set()).add(source.id)
     for counter in counters:
         match = counter.condition.match
-        named = catalog.counters.setdefault(match.type, {})
-        named.setdefault(match.name, []).append(counter)
+        catalog.counters.setdefault((match.type, match.name, match.action), []).append(counter)
+    matches = [c.condition.match for c in counters]
+    catalog.counted_types = frozenset(m.type for m in matches)
+    catalog.named_types = frozenset(m.type for m in matches if m.name is not None)
+    catalog.action_types = frozenset(m.type for m in matches if m.action is not None)
+    catalog.summed = frozenset(c.id for c in counters if c.condition.sum is not None)
+    for condition_id, checks in catalog.checks.items():
+        if condition_id not in catalog.summed:
+            bounds = [c.count or Count() for c in checks]
+            ends = {b.min for b in bounds} | {b.max + 1 for b in bounds if b.max is not None}
+            catalog.thresholds[condition_id] = tuple(sorted(ends))
     catalog.defaults = frozenset(a for a, c in catalog.audiences.items() if c.default)
     profile = {f for f in catalog.by_feature if f[0] in PROFILE_KINDS}
     for connection in connections:
@@ -243,4 +326,5 @@ def compile_catalog(
             catalog.connections.setdefault(connection.audience_id, []).append(connection)
             profile.update(("attr", key) for key in connection.attributes)
     catalog.profile_features = frozenset(profile)
+    catalog.profile_reads = tuple((kind, name, f"{kind}:{name}") for kind, name in sorted(profile))
     return catalog

@@ -22,13 +22,17 @@ The engine keeps, per user, a tally of each counted event condition
 
 Every change is committed with the engine's own checkpoint in one
 :meth:`~patchbay.backends.abstract.AudienceStore.commit`: a batch offered again after a
-crash is recognised and skipped, so a batch is counted exactly once. Membership changes
+crash is recognised and skipped, so a batch is counted exactly once. The commit is fenced
+on the positions it started from: an engine whose partition another processor moved on
+meanwhile gets :class:`~patchbay.backends.records.CheckpointMoved`, applies nothing, and
+is replaced by one that starts from the stored checkpoint. Membership changes
 are recorded, in the same commit, as pending changes for each output the audience is
 connected to (:class:`~patchbay.backends.records.PendingChange`), sent by the stage.
 """
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -64,7 +68,6 @@ from patchbay.segment import tallies
 from patchbay.segment.catalog import (
     AudienceSource,
     Catalog,
-    Counted,
     Feature,
     compile_catalog,
     condition_key,
@@ -73,14 +76,10 @@ from patchbay.segment.criteria import Definition, EventCondition, event_conditio
 from patchbay.segment.evaluate import (
     MISSING,
     ProfileFacts,
-    counted,
-    details_match,
-    event_actions,
     event_matches,
-    event_name,
     event_time,
-    holds,
     measured,
+    rest_matches,
 )
 from patchbay.segment.parse import DefinitionError, check_references, parse_definition
 
@@ -105,8 +104,9 @@ def _before(a: LogPosition | None, b: LogPosition | None) -> bool:
 
 
 class UserFacts(ProfileFacts):
-    """What criteria can ask about one user, from its segment state and profile
-    (:class:`~patchbay.segment.evaluate.Facts`)."""
+    """What criteria can ask about one user, from its segment state and profile: the
+    :class:`~patchbay.segment.evaluate.Facts` of :func:`holds` and the
+    :class:`~patchbay.segment.compiled.Known` of compiled criteria."""
 
     def __init__(
         self,
@@ -120,13 +120,17 @@ class UserFacts(ProfileFacts):
         self._engine = engine
         self._catalog = engine.catalog
         self._user = user
-        self._members = members
-        self._now = now_ms
+        self.members = members
+        self.now_ms = now_ms
+        self.tallies = user.tallies
+        self.attributes: Mapping[str, object] = (
+            profile.user_attributes if profile is not None else {}
+        )
 
     def events(self, condition: EventCondition) -> tuple[int, float]:
         condition_id = self._catalog.condition_id(condition)
         tally = self._user.tallies.get(condition_id)
-        return tallies.stats(tally, condition.window_ms, self._now)
+        return tallies.stats(tally, condition.window_ms, self.now_ms)
 
     def seen_input(self, name: str) -> bool:
         if self._profile is None:
@@ -138,7 +142,7 @@ class UserFacts(ProfileFacts):
 
     def member(self, audience: str) -> bool:
         audience_id = self._catalog.by_name.get(audience)
-        return audience_id is not None and audience_id in self._members
+        return audience_id is not None and audience_id in self.members
 
 
 @dataclass
@@ -322,7 +326,10 @@ class SegmentEngine:
             self._count(work, user, resolved.stored.received_at_ms, resolved.batch, now)
         self._evaluate_all(work, now, live=True)
         checkpoint = advance(self.checkpoint, [b.stored.position for b in fresh])
-        self._store.commit(work.changes, checkpoint)
+        # only the partitions it moved, fenced on where they were: a processor that lost a
+        # partition never counts its batches again (CheckpointMoved)
+        moved = {p: pos for p, pos in checkpoint.items() if self.checkpoint.get(p) != pos}
+        self._store.commit(work.changes, moved, since={p: self.checkpoint.get(p) for p in moved})
         self.checkpoint = checkpoint
         self.counted += len(fresh)
         return len(fresh)
@@ -409,29 +416,21 @@ class SegmentEngine:
             user.environments.append(environment)
             work.dirty.add(mpid)
             work.touch(mpid, ("env", environment))
-        counters = self.catalog.counters
-        if not counters or not batch.events:
+        catalog = self.catalog
+        if not catalog.counters or not batch.events:
             return
         user_tallies = user.tallies
         before: dict[int, tuple[int, float]] | None = None
         for event in batch.events:
-            by_name = counters.get(event_type_of(event))
-            if by_name is None:
-                continue
-            candidates: Sequence[Counted] = by_name.get(None, ())  # (None: any name)
-            if len(by_name) > 1 or None not in by_name:
-                name = event_name(event)
-                named = by_name.get(name, ()) if name is not None else ()
-                candidates = [*candidates, *named] if candidates else named
+            candidates = catalog.candidates(event)
             if not candidates:
                 continue
-            actions = event_actions(event)
             at = event_time(event, received_ms)
             for counter in candidates:
                 condition = counter.condition
-                if not details_match(condition.match, event, actions):
+                if not counter.plain and not rest_matches(condition.match, event):
                     continue
-                value = 1.0 if condition.measure is None else measured(condition.measure, event)
+                value = 1.0 if condition.sum is None else measured(condition.measure, event)
                 if value is None:
                     continue
                 condition_id = counter.id
@@ -439,7 +438,9 @@ class SegmentEngine:
                 if before is None:
                     before = work.before.setdefault(mpid, {})
                 if condition_id not in before:
-                    before[condition_id] = tallies.stats(tally, condition.window_ms, now)
+                    before[condition_id] = tallies.stats(
+                        tally, condition.window_ms, now, condition.sum is not None
+                    )
                 if tally is None:
                     tally = Tally()
                 if tallies.add_event(tally, condition.window_ms, at, value, now):
@@ -506,6 +507,8 @@ class SegmentEngine:
         last, and keep the new ones."""
         facts = self._profile_facts(profile)
         old = user.facts
+        if facts == old and all(type(v) is type(old[k]) for k, v in facts.items()):
+            return  # (``==`` alone takes ``True`` for ``1``)
         changed = [
             key
             for key in {*facts, *old}
@@ -530,11 +533,11 @@ class SegmentEngine:
         identities: dict[str, list[str]] | None = None
         inputs: set[str | None] | None = None
         attributes = profile.user_attributes
-        for kind, name in self.catalog.profile_features:
+        for kind, name, key in self.catalog.profile_reads:
             if kind == "attr":
                 value = attributes.get(name, MISSING)
                 if value is not MISSING:
-                    facts[f"attr:{name}"] = value
+                    facts[key] = value
             elif kind == "identity":
                 if identities is None:
                     identities = {}
@@ -542,18 +545,18 @@ class SegmentEngine:
                         identities.setdefault(record.type, []).append(record.value)
                 values = identities.get(name)
                 if values:
-                    facts[f"identity:{name}"] = sorted(values)
+                    facts[key] = sorted(values)
             elif kind == "consent":
                 regulation, _, purpose = name.partition(":")
                 decisions = profile.gdpr if regulation == "gdpr" else profile.ccpa
                 found = decisions.get(purpose)
                 if found is not None:
-                    facts[f"consent:{name}"] = found.consented
+                    facts[key] = found.consented
             elif kind == "input":
                 if inputs is None:
                     inputs = {self.input_name(i) for i in profile.inputs}
                 if name in inputs:
-                    facts[f"input:{name}"] = True
+                    facts[key] = True
         return facts
 
     def _condition_changes(self, work: _Work, user: SegmentUser, now: int) -> None:
@@ -562,17 +565,17 @@ class SegmentEngine:
         before = work.before.get(mpid)
         if not before:
             return
-        windows, checks, user_tallies = self._windows, self.catalog.checks, user.tallies
-        for condition_id, (count, total) in before.items():
-            after_count, after_total = tallies.stats(
-                user_tallies.get(condition_id), windows.get(condition_id), now
+        catalog, windows, user_tallies = self.catalog, self._windows, user.tallies
+        summed = catalog.summed
+        for condition_id, stats in before.items():
+            after = tallies.stats(
+                user_tallies.get(condition_id),
+                windows.get(condition_id),
+                now,
+                condition_id in summed,
             )
-            if after_count == count and after_total == total:
-                continue
-            for check in checks.get(condition_id, ()):
-                if counted(check, count, total) != counted(check, after_count, after_total):
-                    work.touch(mpid, ("cond", str(condition_id)))
-                    break
+            if after != stats and catalog.answers_change(condition_id, stats, after):
+                work.touch(mpid, ("cond", str(condition_id)))
 
     def _evaluate(
         self,
@@ -600,26 +603,33 @@ class SegmentEngine:
         members = {a for a in user.audiences if a in catalog.audiences}
         facts = UserFacts(self, user, profile, members, now)
         joined: set[int] = set()
-        if affected:
-            for audience_id in catalog.order:
-                if audience_id not in affected:
-                    continue
-                if audience_id not in include and not self._live_for(audience_id, user.mpid):
-                    continue
-                audience = catalog.audiences[audience_id]
-                inside = holds(audience.criteria, facts)
-                was = audience_id in members
-                if inside != (audience.default if new else was):
-                    affected |= catalog.dependents(audience_id)
-                if inside == was:
-                    continue
-                if inside:
-                    members.add(audience_id)
-                    joined.add(audience_id)
-                    self._joined(work, audience_id, user.mpid, now)
-                else:
-                    members.discard(audience_id)
-                    self._left(work, audience_id, user.mpid, now)
+        position, order = catalog.position, catalog.order
+        # the affected audiences in evaluation order (a heap of their positions: those that
+        # refer to one that changed are added as they come, always later in the order)
+        queue = [position[a] for a in affected if a in position]
+        heapq.heapify(queue)
+        queued = set(queue)
+        while queue:
+            audience_id = order[heapq.heappop(queue)]
+            if audience_id not in include and not self._live_for(audience_id, user.mpid):
+                continue
+            audience = catalog.audiences[audience_id]
+            inside = audience.test(facts)
+            was = audience_id in members
+            if inside != (audience.default if new else was):
+                for dependent in catalog.dependents(audience_id):
+                    if position[dependent] not in queued:
+                        queued.add(position[dependent])
+                        heapq.heappush(queue, position[dependent])
+            if inside == was:
+                continue
+            if inside:
+                members.add(audience_id)
+                joined.add(audience_id)
+                self._joined(work, audience_id, user.mpid, now)
+            else:
+                members.discard(audience_id)
+                self._left(work, audience_id, user.mpid, now)
         user.audiences = sorted(members)
         self._attribute_updates(work, user, members - joined, now)
         user.next_check_ms = self._next_check(user)
@@ -801,8 +811,7 @@ class SegmentEngine:
             by_id = {c.id: c for c in targets}
             conditions = {
                 c.id: c.condition
-                for by_name in self.catalog.counters.values()
-                for counted_ in by_name.values()
+                for counted_ in self.catalog.counters.values()
                 for c in counted_
                 if c.id in by_id
             }

@@ -301,22 +301,19 @@ def event_matches(match: EventMatch, event: Event) -> bool:
         return False
     if match.name is not None and event_name(event) != match.name:
         return False
-    return details_match(match, event)
+    if match.action is not None and match.action not in event_actions(event):
+        return False
+    return rest_matches(match, event)
 
 
-def details_match(match: EventMatch, event: Event, actions: tuple[str, ...] | None = None) -> bool:
-    """The rest of :func:`event_matches` for an event already known to have ``match``'s
-    type and name: its custom event type, action and attributes (``actions``: the event's
-    :func:`event_actions`, when the caller has them)."""
+def rest_matches(match: EventMatch, event: Event) -> bool:
+    """Whether ``event`` has ``match``'s custom event type and attributes (what is left to
+    test of an event known to have its type, name and action)."""
     data = event.data
     if match.custom_event_type is not None:
         kind = getattr(data, "custom_event_type", None)
         if kind != match.custom_event_type:
             return False
-    if actions is None and match.action is not None:
-        actions = event_actions(event)
-    if match.action is not None and actions is not None and match.action not in actions:
-        return False
     if match.attributes:
         attributes = data.custom_attributes or {}
         for condition in match.attributes:

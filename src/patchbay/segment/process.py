@@ -13,6 +13,12 @@ passes on to the delivery engine.
 Nothing is lost or counted twice whatever stops first: the stage's engine commits its own
 checkpoint with its state (:mod:`.engine`), and resolve keeps the resolved users while the
 stage reads them (``keeps_history``).
+
+The child processes the partitions it owns (:mod:`patchbay.assignment`): every one, but
+on a Kafka log, where it joins a consumer group of the segment stage's own
+(``KAFKA_GROUP.segment``), so that the segment children of all the processors share the
+partitions between them, whichever processor resolves them; its commits are fenced like
+every stage's.
 """
 
 from __future__ import annotations
@@ -58,10 +64,11 @@ class SegmentProcess(ChildProcess):
 
 def run_segment(link: ParentLink, settings: Settings) -> None:
     """The child process's entry point."""
+    from patchbay.assignment import open_assignment
     from patchbay.backends import open_backend
     from patchbay.backoff import StorageBackoff
     from patchbay.clock import SystemClock
-    from patchbay.metrics import SegmentMetrics
+    from patchbay.metrics import SegmentMetrics, fenced_counter
     from patchbay.pipeline import StageFeed
     from patchbay.segment.stage import SegmentStage
 
@@ -73,7 +80,22 @@ def run_segment(link: ParentLink, settings: Settings) -> None:
 
     stage = SegmentStage(backend, SystemClock(), notify, metrics=SegmentMetrics(link.registry))
     backoff = StorageBackoff(stage.name, registry=link.registry)
-    feed = StageFeed(stage, backend, idle_s=POLL_S, page=PAGE, backoff=backoff)
+    assignment = open_assignment(
+        backend,
+        group=f"{settings.kafka_group}.{stage.name}",
+        session_timeout_s=settings.kafka_session_timeout_s,
+        registry=link.registry,
+        stage=stage.name,
+    )
+    feed = StageFeed(
+        stage,
+        backend,
+        idle_s=POLL_S,
+        page=PAGE,
+        backoff=backoff,
+        owned=assignment.owned,
+        fenced=fenced_counter(link.registry, stage.name),
+    )
     terminated = False
 
     def on_sigterm(signum: int, frame: object) -> None:
@@ -89,5 +111,6 @@ def run_segment(link: ParentLink, settings: Settings) -> None:
             pass
     finally:
         feed.stop()
+        assignment.close()
         backend.close()
         log.info("segment_stage_stopped", terminated=terminated)

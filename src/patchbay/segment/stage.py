@@ -16,8 +16,10 @@ a second, does what time drives:
    accepted the audience's subscription, batched as the module's registration asks
    (``bulk_configuration``), then the delivery engine sends them like any delivery
    (retries, parking, replay, isolation between outputs). An output has one membership
-   message in the outbox at a time, so its partner gets them in order; the changes that
-   happen meanwhile go in the next one (a user's add and delete in between collapse).
+   message in the outbox at a time, so its partner gets them in order (also with several
+   deliverers: only the one leasing the message sends it, and only its success removes
+   it; docs/scale-out.md); the changes that happen meanwhile go in the next one (a user's
+   add and delete in between collapse).
 
 The outbox is written before the pending changes are removed: a crash in between builds
 the same messages again, with the same ids, and the outbox keeps one of each. The engine's
@@ -30,7 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 
 import structlog
 
@@ -112,6 +114,11 @@ class SegmentStage:
         except StorageFull:
             self.engine = self._new_engine()
             raise
+
+    def resume(self, partitions: Collection[int]) -> None:
+        """Start ``partitions`` again from the stored checkpoint (the feed gained them, or
+        another processor moved them on): a new engine reads it."""
+        self.engine = self._new_engine()
 
     def handle(self, batches: Sequence[ResolvedBatch]) -> None:
         """Count and evaluate ``batches`` (durably, with the stage's own checkpoint)."""

@@ -49,8 +49,12 @@ def expire(tally: Tally, window_ms: int | None, now_ms: int) -> bool:
     return keep > 0
 
 
-def stats(tally: Tally | None, window_ms: int | None, now_ms: int) -> tuple[int, float]:
-    """The count and sum of the events inside the window at ``now_ms``."""
+def stats(
+    tally: Tally | None, window_ms: int | None, now_ms: int, summed: bool = True
+) -> tuple[int, float]:
+    """The count and sum of the events inside the window at ``now_ms``. ``summed=False``
+    for a condition that counts (every event worth 1): the sum is then the count, without
+    adding the events up."""
     if tally is None:
         return 0, 0.0
     if window_ms is None:
@@ -59,7 +63,10 @@ def stats(tally: Tally | None, window_ms: int | None, now_ms: int) -> tuple[int,
     if not events:
         return 0, 0.0
     first = _first_inside(events, window_ms, now_ms)
-    return len(events) - first, float(sum(value for _, value in events[first:]))
+    count = len(events) - first
+    if not summed:
+        return count, float(count)
+    return count, float(sum(value for _, value in events[first:]))
 
 
 def _first_inside(events: list[tuple[int, float]], window_ms: int, now_ms: int) -> int:

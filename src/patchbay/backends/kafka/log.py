@@ -145,6 +145,7 @@ class KafkaBatchLog:
     ) -> None:
         if partitions < 1:
             raise ValueError("a log needs at least one partition")
+        self.url = url
         self.topic = topic
         self._servers = bootstrap_servers(url)
         self._timeout_s = timeout_s

@@ -21,6 +21,8 @@ from patchbay.backends.records import (
     PendingChange,
     SegmentChanges,
     SegmentUser,
+    Since,
+    check_since,
 )
 from patchbay.errors import PatchbayError
 
@@ -222,13 +224,19 @@ class MemoryAudienceStore:
     def sync(self) -> None:
         """Nothing to do: nothing here survives the process."""
 
-    def commit(self, changes: SegmentChanges, checkpoint: Checkpoint | None = None) -> None:
+    def commit(
+        self,
+        changes: SegmentChanges,
+        checkpoint: Checkpoint | None = None,
+        since: Since | None = None,
+    ) -> None:
         """Apply ``changes`` and ``checkpoint`` at once, as the SQLite store does (see
         :meth:`~patchbay.backends.sqlite.audiences.SqliteAudienceStore.commit`)."""
         users = [(u.mpid, _encode(u), u.next_check_ms) for u in changes.users]
         conditions = [(c.id, _encode(c)) for c in changes.conditions]
         joined, left = _net_memberships(changes.joined, changes.left)
         with self._lock:
+            check_since("segment stage", self._checkpoint, since)
             for mpid, doc, next_check_ms in users:
                 if mpid not in self._users:
                     self._user_order = None

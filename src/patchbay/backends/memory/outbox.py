@@ -26,6 +26,8 @@ class MemoryOutbox:
         self._outputs: dict[str, Output] = {}
         self._connections: dict[str, Connection] = {}
         self._deliveries: dict[str, Delivery] = {}
+        #: Delivery id -> its owner and the end of its lease.
+        self._leases: dict[str, tuple[str, int]] = {}
         self._circuits: dict[str, Circuit] = {}
         self._lock = threading.Lock()
 
@@ -101,9 +103,16 @@ class MemoryOutbox:
         return added
 
     def due(
-        self, output: str, now_ms: int, limit: int, exclude: Sequence[str] = ()
+        self,
+        output: str,
+        now_ms: int,
+        limit: int,
+        exclude: Sequence[str] = (),
+        owner: str | None = None,
+        lease_ms: int = 0,
     ) -> list[Delivery]:
-        """Pending deliveries of ``output`` due at ``now_ms``, oldest due first."""
+        """Pending deliveries of ``output`` due at ``now_ms``, oldest due first, but those
+        in ``exclude`` and those another owner holds; leased to ``owner``."""
         skip = set(exclude)
         with self._lock:
             found = [
@@ -113,33 +122,63 @@ class MemoryOutbox:
                 and d.state == "pending"
                 and d.next_attempt_ms <= now_ms
                 and d.id not in skip
+                and self._free(d.id, owner, now_ms)
             ]
-        found.sort(key=lambda d: (d.next_attempt_ms, d.created_at_ms))
-        return found[: max(limit, 0)]
+            found.sort(key=lambda d: (d.next_attempt_ms, d.created_at_ms, d.id))
+            found = found[: max(limit, 0)]
+            if owner is not None:
+                for d in found:
+                    self._leases[d.id] = (owner, now_ms + lease_ms)
+        return found
 
-    def succeeded(self, delivery_id: str) -> None:
+    def _free(self, delivery_id: str, owner: str | None, now_ms: int) -> bool:
+        """Whether no owner but ``owner`` holds the delivery at ``now_ms`` (no ``owner``:
+        a look, whoever holds it)."""
+        lease = self._leases.get(delivery_id)
+        return owner is None or lease is None or lease[0] == owner or lease[1] <= now_ms
+
+    def _release(self, delivery_id: str, owner: str | None) -> bool:
+        """End the delivery's lease unless another owner holds it; whether it did."""
+        lease = self._leases.get(delivery_id)
+        if owner is not None and lease is not None and lease[0] != owner:
+            return False
+        self._leases.pop(delivery_id, None)
+        return True
+
+    def succeeded(self, delivery_id: str, owner: str | None = None) -> None:
         """Remove a delivery that was accepted."""
-        self.succeeded_many((delivery_id,))
+        self.succeeded_many((delivery_id,), owner)
 
-    def succeeded_many(self, delivery_ids: Sequence[str]) -> None:
+    def succeeded_many(self, delivery_ids: Sequence[str], owner: str | None = None) -> None:
         """Remove deliveries that were accepted."""
         with self._lock:
             for delivery_id in delivery_ids:
-                self._deliveries.pop(delivery_id, None)
+                if self._release(delivery_id, owner):
+                    self._deliveries.pop(delivery_id, None)
 
-    def retry_at(self, delivery_id: str, attempts: int, next_attempt_ms: int, error: str) -> None:
+    def retry_at(
+        self,
+        delivery_id: str,
+        attempts: int,
+        next_attempt_ms: int,
+        error: str,
+        owner: str | None = None,
+    ) -> None:
         """Record a failed attempt and when to try again."""
         with self._lock:
             found = self._deliveries.get(delivery_id)
-            if found is not None and found.state == "pending":
+            if found is not None and found.state == "pending" and self._release(delivery_id, owner):
                 self._deliveries[delivery_id] = _replace(
                     found, attempts=attempts, next_attempt_ms=next_attempt_ms, last_error=error
                 )
 
-    def park(self, delivery_id: str, attempts: int, error: str, now_ms: int) -> None:
+    def park(
+        self, delivery_id: str, attempts: int, error: str, now_ms: int, owner: str | None = None
+    ) -> None:
         """Give up on a delivery for now."""
         with self._lock:
-            if (found := self._deliveries.get(delivery_id)) is not None:
+            found = self._deliveries.get(delivery_id)
+            if found is not None and self._release(delivery_id, owner):
                 self._deliveries[delivery_id] = _replace(
                     found, state="parked", attempts=attempts, last_error=error, parked_at_ms=now_ms
                 )

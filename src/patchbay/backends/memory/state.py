@@ -7,7 +7,14 @@ from collections.abc import Callable, Collection
 
 import msgspec
 
-from patchbay.backends.records import Checkpoint, LogPosition, MergeRecord, StateChanges
+from patchbay.backends.records import (
+    Checkpoint,
+    LogPosition,
+    MergeRecord,
+    Since,
+    StateChanges,
+    check_since,
+)
 from patchbay.resolve.identities import Identity
 from patchbay.resolve.profile import Profile
 
@@ -59,16 +66,21 @@ class MemoryStateStore:
         self,
         changes: StateChanges,
         checkpoint: Checkpoint,
+        since: Since | None = None,
         before: Callable[[], None] | None = None,
     ) -> None:
-        """Apply ``changes`` and ``checkpoint`` at once. ``before`` first.
+        """Apply ``changes`` and ``checkpoint`` at once (if still at ``since``).
 
         The reads the changes were decided on are not checked: the store has one writer
-        (the process's resolve stage and identity operations, under one lock)."""
+        (the process's resolve stage and identity operations, under one lock). ``before``
+        runs after the fence is checked, outside the store's lock (it may wait for the
+        event loop: IDSync appends its record there)."""
         if before is not None:
+            check_since("resolve state", self.checkpoint(), since)
             before()
         docs = {m: _encode(p) for m, p in changes.profiles.items()}
         with self._lock:
+            check_since("resolve state", self._checkpoint, since)
             self._profiles.update(docs)
             for identity, gone in changes.unlinked.items():
                 kept = self._links.get(identity, [])
@@ -148,9 +160,10 @@ class MemoryStagePositions:
         with self._lock:
             return dict(self._positions.get(stage, {}))
 
-    def commit(self, stage: str, checkpoint: Checkpoint) -> None:
-        """Record ``stage``'s checkpoint."""
+    def commit(self, stage: str, checkpoint: Checkpoint, since: Since | None = None) -> None:
+        """Record ``stage``'s checkpoint (if still at ``since``)."""
         with self._lock:
+            check_since(f"stage {stage}", self._positions.get(stage, {}), since)
             self._positions.setdefault(stage, {}).update(checkpoint)
 
     def close(self) -> None:

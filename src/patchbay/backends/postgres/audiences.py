@@ -37,6 +37,10 @@ serialised is serialised here by PostgreSQL. Every method is one transaction.
   lock rows in one order; should PostgreSQL still find a deadlock, it fails one commit
   whole, which the stage makes again like any failed commit. Documents are sent as binary
   parameters (``%b``): as text, their hex escaping took most of a commit's time.
+* **Fenced checkpoints.** A commit given the positions it started from (``since``) locks
+  the stage's checkpoint rows of those partitions first and applies only if they did not
+  move (:mod:`.fencing`): a processor that lost a partition to another never counts its
+  batches a second time.
 * **What is not serialised**: the read-modify-write of a user's state (``users`` then
   ``commit``) across processes. The segment stage must give each user one writer.
 * **Durability.** Every commit is durable when it returns (PostgreSQL's ``COMMIT``), so
@@ -57,6 +61,7 @@ import psycopg
 from psycopg.rows import TupleRow
 
 from patchbay.backends.postgres.db import Connection, PostgresDatabase
+from patchbay.backends.postgres.fencing import fence
 from patchbay.backends.records import (
     MAX_AUDIENCE_ID,
     AudienceAction,
@@ -70,6 +75,7 @@ from patchbay.backends.records import (
     PendingChange,
     SegmentChanges,
     SegmentUser,
+    Since,
 )
 from patchbay.backends.sqlite.audiences import net_memberships
 from patchbay.errors import PatchbayError
@@ -382,8 +388,14 @@ class PostgresAudienceStore:
         )
         return [int(r[0]) for r in rows]
 
-    def commit(self, changes: SegmentChanges, checkpoint: Checkpoint | None = None) -> None:
-        """Apply ``changes`` and ``checkpoint`` in one transaction, a statement per kind of
+    def commit(
+        self,
+        changes: SegmentChanges,
+        checkpoint: Checkpoint | None = None,
+        since: Since | None = None,
+    ) -> None:
+        """Apply ``changes`` and ``checkpoint`` in one transaction (with ``since``, fenced
+        first: :mod:`.fencing`), a statement per kind of
         record: user states written (the last of an MPID wins), then dropped; memberships
         joined and left (see :func:`net_memberships`) with the member counts; pending
         changes added under the next seqs, then flushed; conditions and builds written; the
@@ -402,6 +414,7 @@ class PostgresAudienceStore:
         joined, left = (sorted(p) for p in net_memberships(changes.joined, changes.left))
         parts = sorted((checkpoint or {}).items())
         with self._db.transaction() as conn:
+            fence(conn, "segment stage", "segment_checkpoint", since, checkpoint or {})
             audiences = _held_audiences(conn, {a for a, _ in (*joined, *left, *builds)})
             if users:
                 conn.execute(

@@ -19,16 +19,15 @@ What is serialised, and why (several processes share these tables):
   first's transaction, then skips). Rows go in sorted by id, so two enqueues of overlapping
   ids take their locks in the same order and never deadlock; ``succeeded_many``'s
   ``= ANY`` look-up locks in index order too.
-* :meth:`~PostgresOutbox.due` selects ``FOR UPDATE SKIP LOCKED``: two deliverers asking at
-  the same moment get disjoint deliveries, and a delivery whose success, retry or park is
-  being committed by another process is skipped rather than handed out stale. The lock ends
-  with the call, though: a second ``due`` after the first returned gives the same
-  deliveries again (as the embedded outbox does; ``exclude`` is the caller's own list of
-  what it holds). The next step for several deliverer processes is a lease: columns
-  ``leased_by`` and ``leased_until_ms`` set by ``due`` in the same statement
-  (``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING``), skipped by
-  other owners until they expire, and checked by ``succeeded``/``retry_at``/``park``; it
-  needs the interface to name the caller and the lease's length.
+* :meth:`~PostgresOutbox.due` is a lease, in one statement: ``UPDATE ... SET leased_by,
+  leased_until_ms WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING``. The rows
+  another transaction has locked (being leased, acknowledged, rescheduled) are skipped, and
+  a row whose lease another deliverer committed after this statement's snapshot is checked
+  again once locked (read committed re-reads it): two deliverers never get the same
+  delivery while a lease holds, and one whose lease expired is handed to the next that
+  asks. :meth:`~PostgresOutbox.succeeded_many`, :meth:`~PostgresOutbox.retry_at` and
+  :meth:`~PostgresOutbox.park` end the lease, and change nothing of a delivery another
+  owner holds (its lease moved on: the other's outcome stands).
 """
 
 from __future__ import annotations
@@ -107,8 +106,16 @@ MIGRATIONS = [
         since_ms BIGINT NOT NULL,
         error TEXT
     );
+    """,
+    # 2: leases, so that several deliverers share the outbox
     """
+    ALTER TABLE deliveries ADD COLUMN leased_by TEXT, ADD COLUMN leased_until_ms BIGINT;
+    """,
 ]
+#: Acknowledging needs no other owner to hold the delivery (parameters: owner, owner).
+_HOLDER = " AND (%s::text IS NULL OR leased_by IS NULL OR leased_by = %s)"
+#: A delivery's lease ended.
+_UNLEASED = "leased_by = NULL, leased_until_ms = NULL"
 
 #: The ``unnest`` of a delivery's columns (in :data:`DELIVERY_COLUMNS` order).
 _DELIVERY_ARRAYS = (
@@ -248,46 +255,79 @@ class PostgresOutbox:
         )
 
     def due(
-        self, output: str, now_ms: int, limit: int, exclude: Sequence[str] = ()
+        self,
+        output: str,
+        now_ms: int,
+        limit: int,
+        exclude: Sequence[str] = (),
+        owner: str | None = None,
+        lease_ms: int = 0,
     ) -> list[Delivery]:
         """Pending deliveries of ``output`` due at ``now_ms``, oldest due first (then oldest
         created, then by id, as the embedded outbox's index orders them), leaving out
-        the ids in ``exclude`` (those the caller already holds) and those another
-        transaction has locked (see the module docstring)."""
+        the ids in ``exclude`` (those the caller already holds), those another owner holds
+        and those another transaction has locked; leased to ``owner`` (see the module
+        docstring)."""
         if limit <= 0:
             return []
-        rows = self._read(
-            f"SELECT {DELIVERY_COLUMNS} FROM deliveries"
+        select = (
+            "SELECT {columns} FROM deliveries"
             " WHERE output = %s AND state = 'pending' AND next_attempt_ms <= %s"
             " AND id <> ALL(%b::text[])"
-            " ORDER BY next_attempt_ms, created_at_ms, id LIMIT %s FOR UPDATE SKIP LOCKED",
-            (output, now_ms, list(exclude), limit),
+            " AND (%s::text IS NULL OR leased_by IS NULL OR leased_by = %s"
+            " OR leased_until_ms <= %s)"
+            " ORDER BY next_attempt_ms, created_at_ms, id LIMIT %s FOR UPDATE SKIP LOCKED"
         )
+        params: list[object] = [output, now_ms, list(exclude), owner, owner, now_ms, limit]
+        if owner is None:
+            rows = self._read(select.format(columns=DELIVERY_COLUMNS), params)
+        else:
+            rows = self._read(
+                "UPDATE deliveries SET leased_by = %s, leased_until_ms = %s"
+                f" WHERE id IN ({select.format(columns='id')}) RETURNING {DELIVERY_COLUMNS}",
+                [owner, now_ms + lease_ms, *params],
+            )
+            rows.sort(key=lambda r: (int(str(r[7])), int(str(r[5])), str(r[0])))
         return [self._delivery(r) for r in rows]
 
-    def succeeded(self, delivery_id: str) -> None:
-        """Remove a delivery that was accepted."""
-        self._write("DELETE FROM deliveries WHERE id = %s", (delivery_id,))
+    def succeeded(self, delivery_id: str, owner: str | None = None) -> None:
+        """Remove a delivery that was accepted (unless another owner holds it)."""
+        self.succeeded_many([delivery_id], owner)
 
-    def succeeded_many(self, delivery_ids: Sequence[str]) -> None:
-        """Remove deliveries that were accepted, in one statement."""
+    def succeeded_many(self, delivery_ids: Sequence[str], owner: str | None = None) -> None:
+        """Remove deliveries that were accepted, in one statement (but those another owner
+        holds)."""
         if delivery_ids:
-            self._write("DELETE FROM deliveries WHERE id = ANY(%b::text[])", (list(delivery_ids),))
+            self._write(
+                f"DELETE FROM deliveries WHERE id = ANY(%b::text[]){_HOLDER}",
+                (list(delivery_ids), owner, owner),
+            )
 
-    def retry_at(self, delivery_id: str, attempts: int, next_attempt_ms: int, error: str) -> None:
-        """Record a failed attempt and when to try again (a parked delivery stays parked)."""
+    def retry_at(
+        self,
+        delivery_id: str,
+        attempts: int,
+        next_attempt_ms: int,
+        error: str,
+        owner: str | None = None,
+    ) -> None:
+        """Record a failed attempt and when to try again, ending the lease (a parked
+        delivery stays parked)."""
         self._write(
-            "UPDATE deliveries SET attempts = %s, next_attempt_ms = %s, last_error = %s"
-            " WHERE id = %s AND state = 'pending'",
-            (attempts, next_attempt_ms, error, delivery_id),
+            "UPDATE deliveries SET attempts = %s, next_attempt_ms = %s, last_error = %s,"
+            f" {_UNLEASED} WHERE id = %s AND state = 'pending'{_HOLDER}",
+            (attempts, next_attempt_ms, error, delivery_id, owner, owner),
         )
 
-    def park(self, delivery_id: str, attempts: int, error: str, now_ms: int) -> None:
-        """Give up on a delivery for now, keeping it with its last error."""
+    def park(
+        self, delivery_id: str, attempts: int, error: str, now_ms: int, owner: str | None = None
+    ) -> None:
+        """Give up on a delivery for now, keeping it with its last error, ending the
+        lease."""
         self._write(
             "UPDATE deliveries SET state = 'parked', attempts = %s, last_error = %s,"
-            " parked_at_ms = %s WHERE id = %s",
-            (attempts, error, now_ms, delivery_id),
+            f" parked_at_ms = %s, {_UNLEASED} WHERE id = %s{_HOLDER}",
+            (attempts, error, now_ms, delivery_id, owner, owner),
         )
 
     def parked(self, output: str | None = None, limit: int = 1000) -> list[Delivery]:

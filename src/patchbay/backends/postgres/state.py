@@ -15,9 +15,14 @@ and IDSync requests on any server, change the same state at once):
   resolved users of a chunk and the checkpoint of the log they include become visible
   together or not at all, so a resolver that restarts from the checkpoint never applies a
   chunk twice nor loses one.
+* **Fence.** A commit given the positions it started from (``since``) is fenced
+  (:mod:`.fencing`): the resolve checkpoint rows of its partitions are locked, in
+  partition order, and the commit applies only if they did not move, so a resolver that
+  lost a partition to another (the log's consumer group) never applies a chunk the new
+  owner applies too (:class:`~patchbay.backends.records.CheckpointMoved`).
 * **Optimistic concurrency.** A resolver reads without locking and decides on what it read
   (recorded in ``changes.read_links`` and ``read_profiles`` by
-  :class:`~patchbay.resolve.state.StagedState`). Its commit first takes transaction-scoped
+  :class:`~patchbay.resolve.state.StagedState`). Its commit takes transaction-scoped
   advisory locks on every identity and MPID it read or writes, then compares what it read
   with what is stored, and raises :class:`~patchbay.errors.ResolveConflict`
   (writing nothing) if another commit changed any of it; the resolver then reads again and
@@ -32,8 +37,14 @@ and IDSync requests on any server, change the same state at once):
   :data:`LOCK_STRIPES` keys (in a key space of their own), so a commit holds at most that
   many locks (PostgreSQL's lock table is shared and bounded by
   ``max_locks_per_transaction``); two keys sharing a stripe merely wait for each other.
-  Every commit takes its stripes in ascending order, in one statement, before any row:
-  two commits never wait for each other in a cycle (no deadlock).
+* **Lock order** (no two commits ever wait for each other in a cycle): (1) the stripes'
+  advisory locks, in ascending order, in one statement; (2) the fence's checkpoint rows,
+  in partition order; (3) the check of the reads; (4) ``before``, then the writes. Every
+  state commit takes (1) before (2), and nothing else locks checkpoint rows, so a commit
+  waiting on a stripe holds no checkpoint row; the rows the writes lock (profiles, links
+  of the identities and MPIDs under its stripes; resolved users of its fenced partitions)
+  no other state commit can hold. The fence comes before the check: a commit both fenced
+  out and conflicting reports :class:`CheckpointMoved` (its chunk is dropped, not redone).
 * The check reads after the locks are held, in the transaction's READ COMMITTED snapshot
   of each statement (the database's default): it sees every commit that held them before.
 * Profiles are compared by content (the document read against the one stored, decoded
@@ -41,7 +52,7 @@ and IDSync requests on any server, change the same state at once):
   own commit in flight (:class:`~patchbay.resolve.state.PendingOverlay`) knows the content
   that commit writes, not a version it would get.
 * Links are inserted sorted by identity (``ON CONFLICT DO NOTHING``) and profiles upserted
-  in MPID order, as before; under the stripes' locks no other state commit waits on them.
+  in MPID order, as before.
 """
 
 from __future__ import annotations
@@ -54,12 +65,8 @@ import msgspec
 import psycopg
 
 from patchbay.backends.postgres.db import PostgresDatabase
-from patchbay.backends.records import (
-    Checkpoint,
-    LogPosition,
-    MergeRecord,
-    StateChanges,
-)
+from patchbay.backends.postgres.fencing import fence
+from patchbay.backends.records import Checkpoint, LogPosition, MergeRecord, Since, StateChanges
 from patchbay.errors import ResolveConflict
 from patchbay.resolve.identities import Identity
 from patchbay.resolve.profile import Profile
@@ -155,12 +162,14 @@ class PostgresStateStore:
         self,
         changes: StateChanges,
         checkpoint: Checkpoint,
+        since: Since | None = None,
         before: Callable[[], None] | None = None,
     ) -> None:
         """Write ``changes`` and ``checkpoint`` in one transaction, a statement per kind of
-        row, once the reads they were decided on are checked under the stripes' locks
-        (:class:`ResolveConflict` if another commit changed them; see the module docs);
-        ``before`` runs between the check and the writes, under the locks."""
+        row: under the stripes' locks, fenced (with ``since``: :func:`~.fencing.fence`),
+        once the reads they were decided on are checked (:class:`ResolveConflict` if
+        another commit changed them); ``before`` runs between the check and the writes
+        (see the module docs for the lock order)."""
         profiles = sorted(changes.profiles)
         unlinked = [(i.type, i.value, m) for i, mpids in changes.unlinked.items() for m in mpids]
         # sorted: the same lock order in every commit; stable, so that an identity's users
@@ -179,6 +188,7 @@ class PostgresStateStore:
                     " (SELECT s FROM unnest(%b::integer[]) AS u (s) ORDER BY s) AS o",
                     (_LOCK_SPACE, stripes),
                 )
+            fence(conn, "resolve state", "resolve_offset", since, checkpoint)
             _check_reads(conn, changes)
             if before is not None:
                 before()

@@ -12,8 +12,9 @@ stop at :data:`~patchbay.backends.records.MAX_AUDIENCE_ID`. The ``version`` row 
 builds and user states are msgpack documents (a connection's encrypted, as it holds the
 subscription settings and the partner's answer: :mod:`patchbay.secretbox`); a user's
 ``next_check_ms`` is also a column with a partial index, for
-:meth:`SqliteAudienceStore.due_users`. Memberships are keyed by (audience, MPID), as
-:meth:`~SqliteAudienceStore.members` reads them, with an index by MPID; pending changes are
+:meth:`SqliteAudienceStore.due_users`. Memberships are keyed by (MPID, audience): what one
+batch changes, one user's, is one page; :meth:`~SqliteAudienceStore.members` scans them in
+MPID order, and the size of each audience is kept by triggers; pending changes are
 numbered by an ``AUTOINCREMENT`` ``seq`` (never reused, also after a reset) and indexed by
 (output, seq).
 """
@@ -39,6 +40,8 @@ from patchbay.backends.records import (
     PendingChange,
     SegmentChanges,
     SegmentUser,
+    Since,
+    check_since,
 )
 from patchbay.backends.sqlite.db import SqliteDatabase, docs_by_mpid, insert_rows
 from patchbay.backends.sqlite.sealed import seal_plain_columns
@@ -86,13 +89,14 @@ CREATE TABLE IF NOT EXISTS segment_users (
 );
 CREATE INDEX IF NOT EXISTS segment_users_due ON segment_users (next_check_ms)
     WHERE next_check_ms IS NOT NULL;
+-- keyed by user first: a batch's joins and leaves, all of one user, write one page (keyed
+-- by audience, each was a random page of its own); the members of an audience are read
+-- by a scan in MPID order (members())
 CREATE TABLE IF NOT EXISTS memberships (
-    audience_id INTEGER NOT NULL,
     mpid INTEGER NOT NULL,
-    PRIMARY KEY (audience_id, mpid)
+    audience_id INTEGER NOT NULL,
+    PRIMARY KEY (mpid, audience_id)
 ) WITHOUT ROWID;
--- no index by mpid: it would cost every join and leave a random write more, and a user's
--- memberships are found by one look-up per audience instead (memberships())
 DROP INDEX IF EXISTS memberships_mpid;
 -- the members of each audience, kept by triggers (counting millions of memberships for
 -- /metrics would take the stage's thread for a second)
@@ -100,13 +104,6 @@ CREATE TABLE IF NOT EXISTS audience_sizes (
     audience_id INTEGER PRIMARY KEY,
     members INTEGER NOT NULL
 );
-CREATE TRIGGER IF NOT EXISTS memberships_added AFTER INSERT ON memberships BEGIN
-    INSERT INTO audience_sizes (audience_id, members) VALUES (NEW.audience_id, 1)
-        ON CONFLICT (audience_id) DO UPDATE SET members = members + 1;
-END;
-CREATE TRIGGER IF NOT EXISTS memberships_removed AFTER DELETE ON memberships BEGIN
-    UPDATE audience_sizes SET members = members - 1 WHERE audience_id = OLD.audience_id;
-END;
 CREATE TABLE IF NOT EXISTS pending_changes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     output TEXT NOT NULL,
@@ -120,6 +117,16 @@ CREATE TABLE IF NOT EXISTS segment_checkpoint (
     part INTEGER PRIMARY KEY,
     seq INTEGER NOT NULL
 );
+"""
+
+_SIZE_TRIGGERS = """
+CREATE TRIGGER IF NOT EXISTS memberships_added AFTER INSERT ON memberships BEGIN
+    INSERT INTO audience_sizes (audience_id, members) VALUES (NEW.audience_id, 1)
+        ON CONFLICT (audience_id) DO UPDATE SET members = members + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS memberships_removed AFTER DELETE ON memberships BEGIN
+    UPDATE audience_sizes SET members = members - 1 WHERE audience_id = OLD.audience_id;
+END;
 """
 
 _AUDIENCE_COLUMNS = "id, name, description, definition, created_at_ms, updated_at_ms, version"
@@ -145,6 +152,8 @@ class SqliteAudienceStore:
         self._db = db
         self._box = box
         db.create(_SCHEMA)
+        _key_memberships_by_user(db)
+        db.create(_SIZE_TRIGGERS)
         seal_plain_columns(
             db, box, "audience_connections", ("audience_id", "output"), "doc", binary=True
         )
@@ -374,8 +383,14 @@ class SqliteAudienceStore:
         )
         return [int(r[0]) for r in rows]
 
-    def commit(self, changes: SegmentChanges, checkpoint: Checkpoint | None = None) -> None:
-        """Apply ``changes`` and ``checkpoint`` in one transaction: user states written,
+    def commit(
+        self,
+        changes: SegmentChanges,
+        checkpoint: Checkpoint | None = None,
+        since: Since | None = None,
+    ) -> None:
+        """Apply ``changes`` and ``checkpoint`` in one transaction (if the checkpoint is
+        still at ``since``): user states written,
         then dropped; memberships joined and left (see :func:`net_memberships`); pending
         changes added, then flushed; conditions and builds written; the checkpoint's
         partitions moved. Joins, leaves and builds of audiences that do not exist, and
@@ -386,30 +401,41 @@ class SqliteAudienceStore:
             return
         # rows first (the stage runs this on a thread of its own, and the rows' Python
         # would hold the GIL in the transaction)
-        users = [(u.mpid, _encode(u), u.next_check_ms) for u in changes.users]
+        # by MPID: neighbouring keys one after the other down the B-tree
+        users = [
+            (u.mpid, _encode(u), u.next_check_ms)
+            for u in sorted(changes.users, key=lambda u: u.mpid)
+        ]
         conditions = [(c.id, _encode(c)) for c in changes.conditions]
         builds = [(b.audience_id, _encode(b)) for b in changes.builds]
         joined, left = net_memberships(changes.joined, changes.left)
         with self._db.transaction(synced=False) as conn:
+            if since is not None:
+                check_since("segment stage", self.checkpoint(), since)
             audiences = {int(r[0]) for r in conn.execute("SELECT id FROM audiences")}
             connected: set[tuple[int, str]] = set()
             if changes.pending:
                 rows = conn.execute("SELECT audience_id, output FROM audience_connections")
                 connected = {(int(a), str(o)) for a, o in rows}
-            insert_rows(
-                conn, "INSERT OR REPLACE INTO segment_users (mpid, doc, next_check_ms)", users
+            insert_rows(  # an upsert updates a stored user in place (REPLACE would delete
+                # it and insert it again, which costs more)
+                conn,
+                "INSERT INTO segment_users (mpid, doc, next_check_ms)",
+                users,
+                "ON CONFLICT (mpid) DO UPDATE SET doc = excluded.doc,"
+                " next_check_ms = excluded.next_check_ms",
             )
             conn.executemany(
                 "DELETE FROM segment_users WHERE mpid = ?", [(m,) for m in changes.dropped_users]
             )
             insert_rows(
                 conn,
-                "INSERT OR IGNORE INTO memberships (audience_id, mpid)",
-                [(a, m) for a, m in joined if a in audiences],
+                "INSERT OR IGNORE INTO memberships (mpid, audience_id)",
+                sorted((m, a) for a, m in joined if a in audiences),
             )
             conn.executemany(
-                "DELETE FROM memberships WHERE audience_id = ? AND mpid = ?",
-                [(a, m) for a, m in left if a in audiences],
+                "DELETE FROM memberships WHERE mpid = ? AND audience_id = ?",
+                sorted((m, a) for a, m in left if a in audiences),
             )
             insert_rows(
                 conn,
@@ -445,7 +471,9 @@ class SqliteAudienceStore:
 
     def members(self, audience_id: int, after: int | None, limit: int) -> list[int]:
         """Up to ``limit`` members above ``after`` (from the lowest when ``None``),
-        ascending."""
+        ascending: a scan of the memberships in MPID order from ``after``, so a page of an
+        audience holding a share *s* of the users reads about ``limit / s`` rows (the whole
+        table, for an audience with fewer members than ``limit`` left)."""
         if after is None:
             sql = "SELECT mpid FROM memberships WHERE audience_id = ? ORDER BY mpid LIMIT ?"
             params: tuple[int, ...] = (audience_id, max(limit, 0))
@@ -465,11 +493,10 @@ class SqliteAudienceStore:
         return {int(a): int(n) for a, n in rows}
 
     def memberships(self, mpid: int) -> list[int]:
-        """The audiences ``mpid`` belongs to, ascending (a primary-key look-up per audience:
-        there is no index by mpid)."""
+        """The audiences ``mpid`` belongs to, ascending (one range of the primary key)."""
         rows = self._db.conn().execute(
             "SELECT audience_id FROM memberships"
-            " WHERE audience_id IN (SELECT id FROM audiences) AND mpid = ?"
+            " WHERE mpid = ? AND audience_id IN (SELECT id FROM audiences)"
             " ORDER BY audience_id",
             (mpid,),
         )
@@ -517,6 +544,27 @@ class SqliteAudienceStore:
     def close(self) -> None:
         """Close every connection."""
         self._db.close()
+
+
+def _key_memberships_by_user(db: SqliteDatabase) -> None:
+    """Rebuild a ``memberships`` table keyed by (audience, MPID), as earlier versions kept
+    it, keyed by (MPID, audience): once, at open, in one transaction (its size triggers go
+    with the old table and are made again)."""
+    conn = db.conn()
+    row = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'memberships'").fetchone()
+    if row is None or "PRIMARY KEY (audience_id, mpid)" not in str(row[0]):
+        return
+    with db.transaction() as tx:
+        tx.execute(
+            "CREATE TABLE memberships_by_user (mpid INTEGER NOT NULL,"
+            " audience_id INTEGER NOT NULL, PRIMARY KEY (mpid, audience_id)) WITHOUT ROWID"
+        )
+        tx.execute(
+            "INSERT INTO memberships_by_user (mpid, audience_id)"
+            " SELECT mpid, audience_id FROM memberships ORDER BY mpid, audience_id"
+        )
+        tx.execute("DROP TABLE memberships")
+        tx.execute("ALTER TABLE memberships_by_user RENAME TO memberships")
 
 
 def net_memberships(

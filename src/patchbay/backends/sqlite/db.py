@@ -235,24 +235,24 @@ def marks(count: int) -> str:
 
 
 def insert_rows(
-    conn: sqlite3.Connection, head: str, rows: Sequence[Sequence[object]]
+    conn: sqlite3.Connection, head: str, rows: Sequence[Sequence[object]], tail: str = ""
 ) -> list[tuple[int, int]]:
     """Run ``head`` (``"INSERT INTO t (a, b)"``, any conflict clause) with ``rows`` as
-    multi-row ``VALUES`` lists, 64 rows a statement; return each statement's row count and
-    ``lastrowid``. A few statements instead of one per row: each statement hands the GIL
-    over and, under load, waits to get it back."""
+    multi-row ``VALUES`` lists, 64 rows a statement, then ``tail`` (an upsert clause); return
+    each statement's row count and ``lastrowid``. A few statements instead of one per row:
+    each statement hands the GIL over and, under load, waits to get it back."""
     done = []
     for start in range(0, len(rows), ROWS_PER_INSERT):
         part = rows[start : start + ROWS_PER_INSERT]
-        cursor = conn.execute(_values_sql(head, len(part[0]), len(part)), _flat(part))
+        cursor = conn.execute(_values_sql(head, len(part[0]), len(part), tail), _flat(part))
         done.append((len(part), int(cursor.lastrowid or 0)))
     return done
 
 
 @cache
-def _values_sql(head: str, width: int, rows: int) -> str:
+def _values_sql(head: str, width: int, rows: int, tail: str = "") -> str:
     one = "(" + ", ".join("?" * width) + ")"
-    return f"{head} VALUES " + ", ".join([one] * rows)
+    return f"{head} VALUES " + ", ".join([one] * rows) + (f" {tail}" if tail else "")
 
 
 def _flat(rows: Sequence[Sequence[object]]) -> list[object]:

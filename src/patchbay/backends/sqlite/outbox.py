@@ -73,7 +73,9 @@ CREATE TABLE IF NOT EXISTS deliveries (
     state TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
-    parked_at_ms INTEGER
+    parked_at_ms INTEGER,
+    leased_by TEXT,
+    leased_until_ms INTEGER
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (output, state, next_attempt_ms);
 CREATE TABLE IF NOT EXISTS output_circuits (
@@ -96,6 +98,14 @@ DELIVERY_COLUMNS = (
     " next_attempt_ms, state, attempts, last_error, parked_at_ms"
 )
 
+#: A delivery's lease ended.
+_UNLEASED = "leased_by = NULL, leased_until_ms = NULL"
+#: No owner but the caller holds the delivery (a caller without one: anything goes;
+#: parameters: owner, owner, now).
+_NOT_HELD = "(? IS NULL OR leased_by IS NULL OR leased_by = ? OR leased_until_ms <= ?)"
+#: Acknowledging needs no other owner to hold the delivery (parameters: owner, owner).
+_HOLDER = " AND (? IS NULL OR leased_by IS NULL OR leased_by = ?)"
+
 _settings_decoder = msgspec.json.Decoder(dict[str, str])
 _filters_decoder = msgspec.json.Decoder(Filters)
 
@@ -107,6 +117,7 @@ class SqliteOutbox:
         self._db = db
         self._box = box
         db.create(_SCHEMA)
+        add_lease_columns(db)
         seal_plain_columns(db, box, "outputs", ("name",), "settings")
         seal_plain_columns(db, box, "connections", ("id",), "settings")
         seal_plain_payloads(db, box, "deliveries", "id", "payload", SEALED_PAYLOADS)
@@ -232,56 +243,87 @@ class SqliteOutbox:
             return conn.total_changes - before
 
     def due(
-        self, output: str, now_ms: int, limit: int, exclude: Sequence[str] = ()
+        self,
+        output: str,
+        now_ms: int,
+        limit: int,
+        exclude: Sequence[str] = (),
+        owner: str | None = None,
+        lease_ms: int = 0,
     ) -> list[Delivery]:
         """Pending deliveries of ``output`` due at ``now_ms``, oldest due first, leaving out
-        the ids in ``exclude`` (those the caller already holds)."""
+        the ids in ``exclude`` (those the caller already holds) and those another owner
+        holds; then leased to ``owner`` (in one transaction, each only if it is still
+        free: nothing found, no write). The lease is committed without an fsync of its
+        own: one lost to a power failure only lets the delivery be sent again, which at
+        least once allows."""
         if limit <= 0:
             return []
         skip = set(exclude)
-        rows = self._db.conn().execute(
+        query = (
             f"SELECT {DELIVERY_COLUMNS} FROM deliveries"
             " WHERE output = ? AND state = 'pending' AND next_attempt_ms <= ?"
-            " ORDER BY next_attempt_ms, created_at_ms LIMIT ?",
-            (output, now_ms, limit + len(skip)),
+            f" AND {_NOT_HELD}"
+            " ORDER BY next_attempt_ms, created_at_ms LIMIT ?"
         )
-        found: list[Delivery] = []
+        params = (output, now_ms, owner, owner, now_ms, limit + len(skip))
+        rows = self._db.conn().execute(query, params)
         try:
-            for row in rows:
-                if row[0] in skip:
-                    continue
-                found.append(self._delivery(row))
-                if len(found) >= limit:
-                    break
+            found = [r for r in rows if r[0] not in skip][:limit]
         finally:
             rows.close()  # end the read at once (a WAL snapshot must not stay open)
-        return found
+        if owner is not None and found:
+            # leased only if still free (another process may have leased it since the read)
+            with self._db.transaction(synced=False) as conn:
+                found = [
+                    r
+                    for r in found
+                    if conn.execute(
+                        "UPDATE deliveries SET leased_by = ?, leased_until_ms = ?"
+                        " WHERE id = ? AND state = 'pending' AND next_attempt_ms <= ?"
+                        f" AND {_NOT_HELD}",
+                        (owner, now_ms + lease_ms, r[0], now_ms, owner, owner, now_ms),
+                    ).rowcount
+                ]
+        return [self._delivery(r) for r in found]
 
-    def succeeded(self, delivery_id: str) -> None:
-        """Remove a delivery that was accepted."""
-        self._db.write("DELETE FROM deliveries WHERE id = ?", (delivery_id,))
+    def succeeded(self, delivery_id: str, owner: str | None = None) -> None:
+        """Remove a delivery that was accepted (unless another owner holds it)."""
+        self._db.write(f"DELETE FROM deliveries WHERE id = ?{_HOLDER}", (delivery_id, owner, owner))
 
-    def succeeded_many(self, delivery_ids: Sequence[str]) -> None:
+    def succeeded_many(self, delivery_ids: Sequence[str], owner: str | None = None) -> None:
         """Remove deliveries that were accepted, in one transaction (one commit)."""
         if not delivery_ids:
             return
         with self._db.transaction() as conn:
-            conn.executemany("DELETE FROM deliveries WHERE id = ?", [(i,) for i in delivery_ids])
+            conn.executemany(
+                f"DELETE FROM deliveries WHERE id = ?{_HOLDER}",
+                [(i, owner, owner) for i in delivery_ids],
+            )
 
-    def retry_at(self, delivery_id: str, attempts: int, next_attempt_ms: int, error: str) -> None:
-        """Record a failed attempt and when to try again."""
+    def retry_at(
+        self,
+        delivery_id: str,
+        attempts: int,
+        next_attempt_ms: int,
+        error: str,
+        owner: str | None = None,
+    ) -> None:
+        """Record a failed attempt and when to try again, ending the lease."""
         self._db.write(
-            "UPDATE deliveries SET attempts = ?, next_attempt_ms = ?, last_error = ?"
-            " WHERE id = ? AND state = 'pending'",
-            (attempts, next_attempt_ms, error, delivery_id),
+            "UPDATE deliveries SET attempts = ?, next_attempt_ms = ?, last_error = ?,"
+            f" {_UNLEASED} WHERE id = ? AND state = 'pending'{_HOLDER}",
+            (attempts, next_attempt_ms, error, delivery_id, owner, owner),
         )
 
-    def park(self, delivery_id: str, attempts: int, error: str, now_ms: int) -> None:
+    def park(
+        self, delivery_id: str, attempts: int, error: str, now_ms: int, owner: str | None = None
+    ) -> None:
         """Give up on a delivery for now, keeping it with its last error."""
         self._db.write(
             "UPDATE deliveries SET state = 'parked', attempts = ?, last_error = ?,"
-            " parked_at_ms = ? WHERE id = ?",
-            (attempts, error, now_ms, delivery_id),
+            f" parked_at_ms = ?, {_UNLEASED} WHERE id = ?{_HOLDER}",
+            (attempts, error, now_ms, delivery_id, owner, owner),
         )
 
     def parked(self, output: str | None = None, limit: int = 1000) -> list[Delivery]:
@@ -338,6 +380,20 @@ class SqliteOutbox:
     def close(self) -> None:
         """Close every connection this store opened."""
         self._db.close()
+
+
+def add_lease_columns(db: SqliteDatabase) -> None:
+    """Add the lease columns to the ``deliveries`` of an earlier version (once, whichever
+    of the processes opening the file at once gets there first)."""
+
+    def missing(conn: sqlite3.Connection) -> bool:
+        return "leased_by" not in {r[1] for r in conn.execute("PRAGMA table_info(deliveries)")}
+
+    if missing(db.conn()):
+        with db.transaction() as conn:
+            if missing(conn):
+                conn.execute("ALTER TABLE deliveries ADD COLUMN leased_by TEXT")
+                conn.execute("ALTER TABLE deliveries ADD COLUMN leased_until_ms INTEGER")
 
 
 #: The columns that hold an output's destination: ``kind`` (its tag), then one column for

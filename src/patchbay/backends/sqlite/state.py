@@ -14,7 +14,14 @@ from collections.abc import Callable, Collection, Iterator
 
 import msgspec
 
-from patchbay.backends.records import Checkpoint, LogPosition, MergeRecord, StateChanges
+from patchbay.backends.records import (
+    Checkpoint,
+    LogPosition,
+    MergeRecord,
+    Since,
+    StateChanges,
+    check_since,
+)
 from patchbay.backends.sqlite.db import (
     SqliteDatabase,
     chunks,
@@ -137,19 +144,26 @@ class SqliteStateStore:
         self,
         changes: StateChanges,
         checkpoint: Checkpoint,
+        since: Since | None = None,
         before: Callable[[], None] | None = None,
     ) -> None:
-        """Write ``changes`` and ``checkpoint`` in one transaction. ``before`` first.
+        """Write ``changes`` and ``checkpoint`` in one transaction (if the checkpoint is
+        still at ``since``: read in the transaction, which holds the write lock).
 
         The reads the changes were decided on are not checked: the store has one writer
-        (the process's resolve stage and identity operations, under one lock)."""
+        (the process's resolve stage and identity operations, under one lock). ``before``
+        runs after the fence is checked, outside the write lock (it may wait for the event
+        loop: IDSync appends its record there)."""
         if before is not None:
+            check_since("resolve state", self.checkpoint(), since)
             before()
         # rows first, then multi-row statements (the resolve stage runs this on a thread of
         # its own, and the rows' Python would hold the GIL in the transaction)
         profiles = [(m, _encode(changes.profiles[m])) for m in sorted(changes.profiles)]
         links = [(i.type, i.value, m) for i, mpids in changes.linked.items() for m in mpids]
         with self._db.transaction() as conn:
+            if since is not None:
+                check_since("resolve state", self.checkpoint(), since)
             insert_rows(conn, "INSERT OR REPLACE INTO profiles (mpid, doc)", profiles)
             conn.executemany(
                 "DELETE FROM identity_links WHERE type = ? AND value = ? AND mpid = ?",
@@ -250,9 +264,11 @@ class SqliteStagePositions:
         )
         return _checkpoint(rows)
 
-    def commit(self, stage: str, checkpoint: Checkpoint) -> None:
-        """Record ``stage``'s checkpoint."""
+    def commit(self, stage: str, checkpoint: Checkpoint, since: Since | None = None) -> None:
+        """Record ``stage``'s checkpoint (if still at ``since``)."""
         with self._db.transaction() as conn:
+            if since is not None:
+                check_since(f"stage {stage}", self.get(stage), since)
             conn.executemany(
                 "INSERT OR REPLACE INTO stage_positions VALUES (?, ?, ?)",
                 [(stage, p, pos.offset) for p, pos in checkpoint.items()],
