@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import bisect
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from patchbay.backends.records import AudienceConnection
@@ -39,6 +39,7 @@ from patchbay.segment.evaluate import (
     event_actions,
     event_name,
     holds,
+    prepared_rest,
 )
 
 #: One thing a batch can change about a user: ``("cond", ID)``, ``("attr", KEY)``,
@@ -85,13 +86,13 @@ class CompiledAudience:
 
 @dataclass(frozen=True)
 class Counted:
-    """A condition counted for every user: its id and what it counts. ``plain``: the
-    catalog's index (event type, name, action) is all it matches on, an event found there
-    needs no other test (:func:`~patchbay.segment.evaluate.rest_matches`)."""
+    """A condition counted for every user: its id and what it counts. ``rest``: what is
+    left to test of an event the catalog's index (event type, name, action) found for it
+    (:func:`~patchbay.segment.evaluate.prepared_rest`; ``None``: nothing, it matches)."""
 
     id: int
     condition: EventCondition
-    plain: bool = False
+    rest: Callable[[Event], bool] | None = None
 
 
 @dataclass
@@ -148,8 +149,7 @@ class Catalog:
 
     def candidates(self, event: Event) -> list[Counted]:
         """The counted conditions whose type, name and action ``event`` has (each once):
-        the plain ones match it, the others still need
-        :func:`~patchbay.segment.evaluate.rest_matches`."""
+        those without a :attr:`Counted.rest` match it, the others if it passes."""
         event_type = event_type_of(event)
         if event_type not in self.counted_types:
             return []
@@ -277,8 +277,7 @@ def compile_catalog(
                     checks.append(node)  # one of each bound is enough
                 if condition_id not in catalog.windows:
                     catalog.windows[condition_id] = node.window_ms
-                    plain = node.match.custom_event_type is None and not node.match.attributes
-                    counters.append(Counted(condition_id, node, plain))
+                    counters.append(Counted(condition_id, node, prepared_rest(node.match)))
         features = features_of(source.criteria, condition_ids)
         references = {
             by_name[n.name].id
