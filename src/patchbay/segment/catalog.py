@@ -35,10 +35,10 @@ from patchbay.segment.criteria import (
 from patchbay.segment.evaluate import (
     MISSING,
     Facts,
-    counted,
     event_actions,
     event_name,
     holds,
+    prepared,
     prepared_rest,
 )
 
@@ -128,6 +128,8 @@ class Catalog:
     #: For each counting condition id (not :attr:`summed`), the counts at which an answer of
     #: its :attr:`checks` changes, ascending: ``min`` and ``max + 1`` of each.
     thresholds: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    #: For each :attr:`summed` condition id, the tests of the sums of its checks.
+    sum_tests: dict[int, tuple[Callable[[object], bool], ...]] = field(default_factory=dict)
     #: The features read from profiles that some audience (or, for attributes, some
     #: connection's ``attributes``) reads.
     profile_features: frozenset[Feature] = frozenset()
@@ -181,8 +183,7 @@ class Catalog:
                 thresholds, after[0]
             )
         return any(
-            counted(check, *before) != counted(check, *after)
-            for check in self.checks.get(condition_id, ())
+            test(before[1]) != test(after[1]) for test in self.sum_tests.get(condition_id, ())
         )
 
     def condition_id(self, condition: EventCondition) -> int:
@@ -314,7 +315,11 @@ def compile_catalog(
     catalog.action_types = frozenset(m.type for m in matches if m.action is not None)
     catalog.summed = frozenset(c.id for c in counters if c.condition.sum is not None)
     for condition_id, checks in catalog.checks.items():
-        if condition_id not in catalog.summed:
+        if condition_id in catalog.summed:
+            catalog.sum_tests[condition_id] = tuple(
+                prepared(c.sum.op, c.sum.value) for c in checks if c.sum is not None
+            )
+        else:
             bounds = [c.count or Count() for c in checks]
             ends = {b.min for b in bounds} | {b.max + 1 for b in bounds if b.max is not None}
             catalog.thresholds[condition_id] = tuple(sorted(ends))

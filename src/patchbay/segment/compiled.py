@@ -29,7 +29,7 @@ from patchbay.segment.criteria import (
     Not,
     UserAttribute,
 )
-from patchbay.segment.evaluate import MISSING, compare, prepared
+from patchbay.segment.evaluate import MISSING, prepared
 
 
 class Known(Protocol):
@@ -140,11 +140,11 @@ def _event(condition: EventCondition, condition_id: int) -> Test:
     window = condition.window_ms
     stats = tallies.stats
     if condition.sum is not None:
-        op, value = condition.sum.op, condition.sum.value
+        test = prepared(condition.sum.op, condition.sum.value)
 
         def summed(known: Known) -> bool:
             _, total = stats(known.tallies.get(condition_id), window, known.now_ms)
-            return compare(op, total, value)
+            return test(total)
 
         return summed
     low = condition.count.min if condition.count is not None else 1
