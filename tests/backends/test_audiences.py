@@ -32,6 +32,7 @@ from patchbay.backends.records import (
     Tally,
 )
 from patchbay.backends.sqlite import SEGMENT_FILE, open_sqlite
+from patchbay.backends.sqlite import audiences as sqlite_audiences
 from patchbay.backends.sqlite.audiences import SqliteAudienceStore
 from patchbay.errors import PatchbayError
 from tests.backends.conftest import BackendSpec, Stores
@@ -926,6 +927,68 @@ def test_sqlite_keys_memberships_of_earlier_versions_by_user(tmp_path: Path) -> 
         assert store.memberships(2) == [a, b] and store.sizes() == {a: 2, b: 1}
         store.commit(SegmentChanges(joined=[(b, 3)], left=[(a, 1)]))
         assert store.sizes() == {a: 1, b: 2} and store.members(b, 2, 10) == [3]
+    finally:
+        backend.close()
+
+
+def test_sqlite_schedule_keeps_what_users_were_rescheduled_from_until_it_passes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user rescheduled (or dropped) leaves its old entry in the schedule: met once its
+    second passed, it is removed and never makes the user due early or twice; more stale
+    entries than a page hide no user that is due behind them."""
+    monkeypatch.setattr(sqlite_audiences, "SCHEDULE_PAGE", 4)
+    backend = open_sqlite(tmp_path)
+    try:
+        store = cast(SqliteAudienceStore, backend.audiences)
+        conn = store._db.conn()
+        store.commit(SegmentChanges(users=[user(m, 1_000 + m) for m in range(10)]))
+        # all rescheduled to later seconds, one of them dropped, one due at 2.5 s
+        store.commit(
+            SegmentChanges(
+                users=[*(user(m, 60_000) for m in range(1, 9)), user(9, 2_500)],
+                dropped_users=[0],
+            )
+        )
+        assert conn.execute("SELECT count(*) FROM segment_schedule").fetchone()[0] == 19
+        assert store.due_users(2_000, 10) == []
+        assert store.due_users(2_600, 10) == [9]
+        # the entries of the first second are gone; 9's stays until it is written again
+        assert conn.execute("SELECT count(*) FROM segment_schedule WHERE at_s = 1").fetchone() == (
+            0,
+        )
+        store.commit(SegmentChanges(users=[user(9)]))
+        assert store.due_users(59_999, 10) == []
+        assert store.due_users(60_000, 3) == [1, 2, 3]
+        assert conn.execute("SELECT count(*) FROM segment_schedule").fetchone()[0] == 8
+    finally:
+        backend.close()
+
+
+def test_sqlite_schedule_of_earlier_versions_comes_from_the_users(tmp_path: Path) -> None:
+    """A ``segment.db`` that kept the users' next checks in an index (earlier versions) gets
+    its schedule from them when opened, and the index is dropped."""
+    backend = open_sqlite(tmp_path)
+    try:
+        store = cast(SqliteAudienceStore, backend.audiences)
+        store.commit(SegmentChanges(users=[user(1, 5_000), user(2), user(3, 1_500)]))
+        conn = store._db.conn()
+        conn.executescript(
+            "BEGIN; DELETE FROM segment_schedule;"
+            " CREATE INDEX segment_users_due ON segment_users (next_check_ms)"
+            " WHERE next_check_ms IS NOT NULL; COMMIT;"
+        )
+    finally:
+        backend.close()
+    backend = open_sqlite(tmp_path)
+    try:
+        store = cast(SqliteAudienceStore, backend.audiences)
+        conn = store._db.conn()
+        assert (
+            conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'segment_users_due'").fetchone()
+            is None
+        )
+        assert store.due_users(10_000, 10) == [3, 1]
     finally:
         backend.close()
 

@@ -518,7 +518,8 @@ def test_candidates_are_the_conditions_of_the_event_s_type_name_and_action(
     conditions: list[EventCondition], events: list[dict[str, Any]]
 ) -> None:
     """An event's candidates are, once each, the counted conditions it matches, and those
-    whose custom event type or attributes are left to test; a plain one always matches."""
+    whose custom event type or attributes are left to test (their ``rest``, which says
+    what :func:`rest_matches` says); one with nothing left to test always matches."""
     catalog = compile_({f"a{i}": condition for i, condition in enumerate(conditions)})
     every = [c for found in catalog.counters.values() for c in found]
     for body in events:
@@ -526,10 +527,12 @@ def test_candidates_are_the_conditions_of_the_event_s_type_name_and_action(
         candidates = catalog.candidates(event)
         assert len({c.id for c in candidates}) == len(candidates)
         matching = {c.id for c in every if event_matches(c.condition.match, event)}
-        assert {c.id for c in candidates if c.plain or rest_matches(c.condition.match, event)} == (
-            matching
+        assert {c.id for c in candidates if c.rest is None or c.rest(event)} == matching
+        assert all(
+            c.rest(event) == rest_matches(c.condition.match, event)
+            for c in candidates
+            if c.rest is not None
         )
-        assert all(event_matches(c.condition.match, event) for c in candidates if c.plain)
 
 
 @settings(max_examples=300, deadline=None)

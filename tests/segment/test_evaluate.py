@@ -52,6 +52,7 @@ from patchbay.segment.evaluate import (
     in_window,
     measured,
     number,
+    prepared,
 )
 from patchbay.segment.parse import parse_definition
 from tests.segment import strategies as pools
@@ -995,3 +996,29 @@ def test_absent_and_null(op: Op, expected: Scalar) -> None:
     value: Value = (expected,) if op == "in" else expected
     assert compare(op, MISSING, value) is (op in ("ne", "not_exists"))
     assert compare(op, None, value) is (op in ("ne", "exists"))
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    pools.compares(st.just("k"), st.sampled_from(pools.TEXT_POOL) | st.text(max_size=4), True),
+    st.data(),
+)
+def test_prepared_compares_as_compare_does(condition: Compare, data: st.DataObject) -> None:
+    """What compiled criteria run is :func:`compare` with its expected value fixed, for
+    any value, and for the expected value itself (or one of its options), also as text."""
+    expected = condition.value
+    near = [*expected] if isinstance(expected, tuple) else [expected]
+    actual = data.draw(
+        st.one_of(
+            st.just(MISSING),
+            st.none(),
+            pools.attribute_values(),
+            st.sampled_from(pools.NUMBER_POOL).map(str),
+            st.floats(allow_nan=True, allow_infinity=True),
+            st.integers(-(2**70), 2**70),
+            st.sampled_from(near),
+            st.sampled_from(near).map(str),
+        )
+    )
+    got = prepared(condition.op, expected)(actual)
+    assert got == compare(condition.op, actual, expected)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import bisect
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from patchbay.backends.records import AudienceConnection
@@ -35,10 +35,11 @@ from patchbay.segment.criteria import (
 from patchbay.segment.evaluate import (
     MISSING,
     Facts,
-    counted,
     event_actions,
     event_name,
     holds,
+    prepared,
+    prepared_rest,
 )
 
 #: One thing a batch can change about a user: ``("cond", ID)``, ``("attr", KEY)``,
@@ -85,13 +86,13 @@ class CompiledAudience:
 
 @dataclass(frozen=True)
 class Counted:
-    """A condition counted for every user: its id and what it counts. ``plain``: the
-    catalog's index (event type, name, action) is all it matches on, an event found there
-    needs no other test (:func:`~patchbay.segment.evaluate.rest_matches`)."""
+    """A condition counted for every user: its id and what it counts. ``rest``: what is
+    left to test of an event the catalog's index (event type, name, action) found for it
+    (:func:`~patchbay.segment.evaluate.prepared_rest`; ``None``: nothing, it matches)."""
 
     id: int
     condition: EventCondition
-    plain: bool = False
+    rest: Callable[[Event], bool] | None = None
 
 
 @dataclass
@@ -127,6 +128,8 @@ class Catalog:
     #: For each counting condition id (not :attr:`summed`), the counts at which an answer of
     #: its :attr:`checks` changes, ascending: ``min`` and ``max + 1`` of each.
     thresholds: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    #: For each :attr:`summed` condition id, the tests of the sums of its checks.
+    sum_tests: dict[int, tuple[Callable[[object], bool], ...]] = field(default_factory=dict)
     #: The features read from profiles that some audience (or, for attributes, some
     #: connection's ``attributes``) reads.
     profile_features: frozenset[Feature] = frozenset()
@@ -148,8 +151,7 @@ class Catalog:
 
     def candidates(self, event: Event) -> list[Counted]:
         """The counted conditions whose type, name and action ``event`` has (each once):
-        the plain ones match it, the others still need
-        :func:`~patchbay.segment.evaluate.rest_matches`."""
+        those without a :attr:`Counted.rest` match it, the others if it passes."""
         event_type = event_type_of(event)
         if event_type not in self.counted_types:
             return []
@@ -181,8 +183,7 @@ class Catalog:
                 thresholds, after[0]
             )
         return any(
-            counted(check, *before) != counted(check, *after)
-            for check in self.checks.get(condition_id, ())
+            test(before[1]) != test(after[1]) for test in self.sum_tests.get(condition_id, ())
         )
 
     def condition_id(self, condition: EventCondition) -> int:
@@ -277,8 +278,7 @@ def compile_catalog(
                     checks.append(node)  # one of each bound is enough
                 if condition_id not in catalog.windows:
                     catalog.windows[condition_id] = node.window_ms
-                    plain = node.match.custom_event_type is None and not node.match.attributes
-                    counters.append(Counted(condition_id, node, plain))
+                    counters.append(Counted(condition_id, node, prepared_rest(node.match)))
         features = features_of(source.criteria, condition_ids)
         references = {
             by_name[n.name].id
@@ -315,7 +315,11 @@ def compile_catalog(
     catalog.action_types = frozenset(m.type for m in matches if m.action is not None)
     catalog.summed = frozenset(c.id for c in counters if c.condition.sum is not None)
     for condition_id, checks in catalog.checks.items():
-        if condition_id not in catalog.summed:
+        if condition_id in catalog.summed:
+            catalog.sum_tests[condition_id] = tuple(
+                prepared(c.sum.op, c.sum.value) for c in checks if c.sum is not None
+            )
+        else:
             bounds = [c.count or Count() for c in checks]
             ends = {b.min for b in bounds} | {b.max + 1 for b in bounds if b.max is not None}
             catalog.thresholds[condition_id] = tuple(sorted(ends))

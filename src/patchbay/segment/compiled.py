@@ -29,7 +29,7 @@ from patchbay.segment.criteria import (
     Not,
     UserAttribute,
 )
-from patchbay.segment.evaluate import MISSING, compare
+from patchbay.segment.evaluate import MISSING, prepared
 
 
 class Known(Protocol):
@@ -87,14 +87,14 @@ def compile_criteria(
             case EventCondition():
                 return _event(node, condition_id(node))
             case UserAttribute(compare=c):
-                key, op, value = c.key, c.op, c.value
-                return lambda known: compare(op, known.attributes.get(key, MISSING), value)
+                key, attribute = c.key, prepared(c.op, c.value)
+                return lambda known: attribute(known.attributes.get(key, MISSING))
             case IdentityCondition(compare=c):
-                kind, op, value = c.key, c.op, c.value
+                kind, identity_ = c.key, prepared(c.op, c.value)
 
                 def identity(known: Known) -> bool:
                     values = known.identities(kind)
-                    return compare(op, list(values) if values else MISSING, value)
+                    return identity_(list(values) if values else MISSING)
 
                 return identity
             case AudienceRef(name):
@@ -140,11 +140,11 @@ def _event(condition: EventCondition, condition_id: int) -> Test:
     window = condition.window_ms
     stats = tallies.stats
     if condition.sum is not None:
-        op, value = condition.sum.op, condition.sum.value
+        test = prepared(condition.sum.op, condition.sum.value)
 
         def summed(known: Known) -> bool:
             _, total = stats(known.tallies.get(condition_id), window, known.now_ms)
-            return compare(op, total, value)
+            return test(total)
 
         return summed
     low = condition.count.min if condition.count is not None else 1

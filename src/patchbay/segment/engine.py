@@ -79,7 +79,6 @@ from patchbay.segment.evaluate import (
     event_matches,
     event_time,
     measured,
-    rest_matches,
 )
 from patchbay.segment.parse import DefinitionError, check_references, parse_definition
 
@@ -428,7 +427,7 @@ class SegmentEngine:
             at = event_time(event, received_ms)
             for counter in candidates:
                 condition = counter.condition
-                if not counter.plain and not rest_matches(condition.match, event):
+                if counter.rest is not None and not counter.rest(event):
                     continue
                 value = 1.0 if condition.sum is None else measured(condition.measure, event)
                 if value is None:

@@ -16,7 +16,8 @@ except ``not_exists`` is false for an absent attribute.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import operator
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Final, Protocol
@@ -224,6 +225,92 @@ def _order(op: Op, actual: object, expected: Scalar) -> bool:
     return False
 
 
+def prepared(op: Op, expected: Value) -> Callable[[object], bool]:
+    """``compare(op, actual, expected)`` as a function of ``actual`` alone, with what
+    depends on ``expected`` (its number, date and text) worked out once: what compiled
+    criteria run."""
+    if op == "exists":
+        return lambda actual: actual is not MISSING
+    if op == "not_exists":
+        return lambda actual: actual is MISSING
+    if op == "ne":
+        equal = prepared("eq", expected)
+        return lambda actual: not equal(actual)
+    one = _prepared_one(op, expected)
+
+    def test(actual: object) -> bool:
+        if actual is MISSING or actual is None:
+            return False
+        if isinstance(actual, list | tuple):
+            return any(one(item) for item in actual if item is not None)
+        return one(actual)
+
+    return test
+
+
+def _prepared_one(op: Op, expected: Value) -> Callable[[object], bool]:
+    if op == "in":
+        options = expected if isinstance(expected, tuple) else (expected,)
+        tests = tuple(_prepared_equal(option) for option in options if option is not None)
+        return lambda actual: any(t(actual) for t in tests)
+    if expected is None or isinstance(expected, tuple):
+        return lambda actual: False
+    if op == "eq":
+        return _prepared_equal(expected)
+    text = _text(expected)
+    if op == "contains":
+        return lambda actual: text in _text(actual)
+    if op == "starts_with":
+        return lambda actual: _text(actual).startswith(text)
+    return _prepared_order(op, expected)
+
+
+def _prepared_equal(expected: Scalar) -> Callable[[object], bool]:
+    """:func:`_equal` with ``expected`` fixed."""
+    number_, date_, text = number(expected), date(expected), _text(expected)
+
+    def equal(actual: object) -> bool:
+        if number_ is not None:
+            a = number(actual)
+            if a is not None:
+                return a == number_
+        if date_ is not None:
+            da = date(actual)
+            if da is not None:
+                return da == date_
+        return _text(actual) == text
+
+    return equal
+
+
+_ORDERS: Final[dict[str, Callable[[Any, Any], bool]]] = {
+    "gt": operator.gt,
+    "gte": operator.ge,
+    "lt": operator.lt,
+    "lte": operator.le,
+}
+
+
+def _prepared_order(op: Op, expected: Scalar) -> Callable[[object], bool]:
+    """:func:`_order` with ``expected`` fixed."""
+    before = _ORDERS.get(op)
+    if before is None:
+        return lambda actual: False
+    number_, date_ = number(expected), date(expected)
+
+    def order(actual: object) -> bool:
+        if number_ is not None:
+            a = number(actual)
+            if a is not None:
+                return bool(before(a, number_))
+        if date_ is None:
+            return False
+        da = date(actual)
+        return da is not None and bool(before(da, date_))
+
+    return order
+
+
 def _text(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -304,6 +391,29 @@ def event_matches(match: EventMatch, event: Event) -> bool:
     if match.action is not None and match.action not in event_actions(event):
         return False
     return rest_matches(match, event)
+
+
+def prepared_rest(match: EventMatch) -> Callable[[Event], bool] | None:
+    """:func:`rest_matches` for ``match`` as a function of the event, its attribute tests
+    :func:`prepared`; ``None`` when there is nothing left to test (no custom event type, no
+    attributes)."""
+    kind = match.custom_event_type
+    tests = tuple((c.key, prepared(c.op, c.value)) for c in match.attributes)
+    if kind is None and not tests:
+        return None
+
+    def rest(event: Event) -> bool:
+        data = event.data
+        if kind is not None and getattr(data, "custom_event_type", None) != kind:
+            return False
+        if tests:
+            attributes = data.custom_attributes or {}
+            for key, test in tests:
+                if not test(attributes.get(key, MISSING)):
+                    return False
+        return True
+
+    return rest
 
 
 def rest_matches(match: EventMatch, event: Event) -> bool:

@@ -11,10 +11,11 @@ stop at :data:`~patchbay.backends.records.MAX_AUDIENCE_ID`. The ``version`` row 
 ``segment_meta`` grows with every write of the owner's records. Connections, conditions,
 builds and user states are msgpack documents (a connection's encrypted, as it holds the
 subscription settings and the partner's answer: :mod:`patchbay.secretbox`); a user's
-``next_check_ms`` is also a column with a partial index, for
-:meth:`SqliteAudienceStore.due_users`. Memberships are keyed by (MPID, audience): what one
-batch changes, one user's, is one page; :meth:`~SqliteAudienceStore.members` scans them in
-MPID order, and the size of each audience is kept by triggers; pending changes are
+``next_check_ms`` is also a column, and an entry of the schedule (by second) that
+:meth:`SqliteAudienceStore.due_users` reads. Memberships are keyed by (MPID, audience):
+what one batch changes, one user's, is one page; :meth:`~SqliteAudienceStore.members`
+scans them in MPID order, and the size of each audience is kept by triggers; pending
+changes are
 numbered by an ``AUTOINCREMENT`` ``seq`` (never reused, also after a reset) and indexed by
 (output, seq).
 """
@@ -49,6 +50,10 @@ from patchbay.errors import PatchbayError
 from patchbay.secretbox import SecretBox
 
 SEGMENT_FILE = "segment.db"
+#: Entries of the schedule :meth:`SqliteAudienceStore.due_users` reads at a time, and the
+#: most pages it reads in one call.
+SCHEDULE_PAGE = 1000
+SCHEDULE_PAGES = 20
 
 #: Pragmas of ``segment.db``: like ``state.db``'s (a bigger page cache and rarer WAL
 #: checkpoints), as the segment stage also commits a chunk of users at a time.
@@ -87,8 +92,12 @@ CREATE TABLE IF NOT EXISTS segment_users (
     doc BLOB NOT NULL,
     next_check_ms INTEGER
 );
-CREATE INDEX IF NOT EXISTS segment_users_due ON segment_users (next_check_ms)
-    WHERE next_check_ms IS NOT NULL;
+-- when users are due (next_check_ms), to the second: see due_users()
+CREATE TABLE IF NOT EXISTS segment_schedule (
+    at_s INTEGER NOT NULL,
+    mpid INTEGER NOT NULL,
+    PRIMARY KEY (at_s, mpid)
+) WITHOUT ROWID;
 -- keyed by user first: a batch's joins and leaves, all of one user, write one page (keyed
 -- by audience, each was a random page of its own); the members of an audience are read
 -- by a scan in MPID order (members())
@@ -153,6 +162,7 @@ class SqliteAudienceStore:
         self._box = box
         db.create(_SCHEMA)
         _key_memberships_by_user(db)
+        _schedule_from_index(db)
         db.create(_SIZE_TRIGGERS)
         seal_plain_columns(
             db, box, "audience_connections", ("audience_id", "output"), "doc", binary=True
@@ -375,13 +385,52 @@ class SqliteAudienceStore:
         return int(self._db.conn().execute("SELECT count(*) FROM segment_users").fetchone()[0])
 
     def due_users(self, now_ms: int, limit: int) -> list[int]:
-        """Up to ``limit`` MPIDs due at ``now_ms``, earliest first (then by MPID)."""
+        """Up to ``limit`` MPIDs due at ``now_ms``, earliest first (then by MPID).
+
+        The schedule holds an entry (second, MPID) for every ``next_check_ms`` a commit
+        wrote; one that is no longer the user's (rescheduled, or the user dropped) stays
+        until its second has passed, and is removed here when met: a user's write never
+        costs a random page of the schedule, only an entry at the end, where the others
+        written then go. The entries of a due user stay until it is written again (a crash
+        in between finds it due again)."""
+        if limit <= 0:
+            return []
+        now_s = now_ms // 1000
+        due: list[tuple[int, int]] = []
+        after: tuple[int, int] | None = None
+        for _ in range(SCHEDULE_PAGES):
+            page = self._schedule_page(now_s, after)
+            if not page:
+                break
+            stale = []
+            for at_s, mpid, next_check_ms in page:
+                if next_check_ms is None or next_check_ms // 1000 != at_s:
+                    stale.append((at_s, mpid))
+                elif next_check_ms <= now_ms:
+                    due.append((next_check_ms, mpid))
+            if stale:
+                with self._db.transaction(synced=False) as conn:
+                    conn.executemany(
+                        "DELETE FROM segment_schedule WHERE at_s = ? AND mpid = ?", stale
+                    )
+            after = page[-1][:2]
+            if len(due) >= limit or len(page) < SCHEDULE_PAGE:
+                break
+        return [mpid for _, mpid in sorted(due)[:limit]]
+
+    def _schedule_page(
+        self, now_s: int, after: tuple[int, int] | None
+    ) -> list[tuple[int, int, int | None]]:
+        """A page of the schedule's entries up to ``now_s`` (after ``after``), each with
+        the user's ``next_check_ms`` now (``None``: none, or no such user)."""
+        where = "s.at_s <= ?" if after is None else "s.at_s <= ? AND (s.at_s, s.mpid) > (?, ?)"
         rows = self._db.conn().execute(
-            "SELECT mpid FROM segment_users WHERE next_check_ms <= ?"
-            " ORDER BY next_check_ms, mpid LIMIT ?",
-            (now_ms, max(limit, 0)),
+            "SELECT s.at_s, s.mpid, u.next_check_ms FROM segment_schedule s"
+            f" LEFT JOIN segment_users u ON u.mpid = s.mpid WHERE {where}"
+            " ORDER BY s.at_s, s.mpid LIMIT ?",
+            (now_s, *(after or ()), SCHEDULE_PAGE),
         )
-        return [int(r[0]) for r in rows]
+        return [(int(a), int(m), None if n is None else int(n)) for a, m, n in rows]
 
     def commit(
         self,
@@ -424,6 +473,11 @@ class SqliteAudienceStore:
                 users,
                 "ON CONFLICT (mpid) DO UPDATE SET doc = excluded.doc,"
                 " next_check_ms = excluded.next_check_ms",
+            )
+            insert_rows(
+                conn,
+                "INSERT OR IGNORE INTO segment_schedule (at_s, mpid)",
+                sorted({(n // 1000, m) for m, _, n in users if n is not None}),
             )
             conn.executemany(
                 "DELETE FROM segment_users WHERE mpid = ?", [(m,) for m in changes.dropped_users]
@@ -535,6 +589,7 @@ class SqliteAudienceStore:
                 "segment_conditions",
                 "audience_builds",
                 "segment_users",
+                "segment_schedule",
                 "memberships",
                 "pending_changes",
                 "segment_checkpoint",
@@ -565,6 +620,20 @@ def _key_memberships_by_user(db: SqliteDatabase) -> None:
         )
         tx.execute("DROP TABLE memberships")
         tx.execute("ALTER TABLE memberships_by_user RENAME TO memberships")
+
+
+def _schedule_from_index(db: SqliteDatabase) -> None:
+    """Fill the schedule from the users' ``next_check_ms`` in a store of an earlier version,
+    which kept them in an index instead (dropped here): once, at open."""
+    conn = db.conn()
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'segment_users_due'").fetchone():
+        with db.transaction() as tx:
+            tx.execute(
+                "INSERT OR IGNORE INTO segment_schedule (at_s, mpid)"
+                " SELECT next_check_ms / 1000, mpid FROM segment_users"
+                " WHERE next_check_ms IS NOT NULL"
+            )
+            tx.execute("DROP INDEX segment_users_due")
 
 
 def net_memberships(
