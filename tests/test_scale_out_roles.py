@@ -50,11 +50,10 @@ def post_batches(ingest: Server, first: int, count: int) -> None:
 def test_ingest_process_and_two_deliverers(
     scaled: str, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # in each serve's own process (no child), two sends at a time, read two at a time (so
+    # deliveries in each serve's own process (no child), two sends at a time, read two at a time (so
     # that both deliverers get a share), a send bounded well within the short lease
     for name, value in {
         "DELIVERY_PROCESS": "false",
-        "SEGMENT_PROCESS": "false",
         "DELIVERY_CONCURRENCY": "2",
         "DELIVERY_PAGE": "2",
         "DELIVERY_TIMEOUT_S": "2",

@@ -76,6 +76,21 @@ def test_an_embedded_backend_refuses_roles(tmp_path: Path, backend: str) -> None
     assert not (tmp_path / "data").exists()
 
 
+def test_the_scale_out_mode_refuses_the_segment_stage_in_the_server(tmp_path: Path) -> None:
+    """In the scale-out mode the segment stage runs in its child, which competes for the
+    stage's lead: a processor without it is refused, before anything is opened."""
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        state=Secret("postgresql://nobody@127.0.0.1:9/none"),
+        log="kafka://127.0.0.1:9",
+        roles=("process",),
+        segment_process=False,
+    )
+    with pytest.raises(ConfigError, match="segment_process = false"):
+        create_app(settings)
+    assert not (tmp_path / "data").exists()
+
+
 def test_serve_role_on_the_embedded_store_is_an_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

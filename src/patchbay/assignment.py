@@ -55,12 +55,11 @@ def open_assignment(
     group: str,
     session_timeout_s: float,
     registry: CollectorRegistry | None = None,
-    stage: str | None = None,
 ) -> Assignment:
     """The assignment of a processor over ``backend``'s log: the Kafka consumer group
     ``group`` for a Kafka log (how many partitions it owns in ``registry``: see
-    :func:`~patchbay.metrics.owned_partitions_gauge` for ``stage``), else every
-    partition."""
+    :func:`~patchbay.metrics.owned_partitions_gauge`), else every partition. (The segment
+    stage has none: one process leads it over every partition, :mod:`patchbay.leadership`.)"""
     from patchbay.backends.kafka import KafkaBatchLog
 
     log = backend.log
@@ -72,6 +71,6 @@ def open_assignment(
             log.topic,
             group,
             session_timeout_s=session_timeout_s,
-            gauge=owned_partitions_gauge(registry, stage) if registry is not None else None,
+            gauge=owned_partitions_gauge(registry) if registry is not None else None,
         )
     return AllPartitions(log.partitions)

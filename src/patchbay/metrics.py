@@ -23,6 +23,7 @@ __all__ = [
     "SegmentMetrics",
     "StorageMetrics",
     "fenced_counter",
+    "leader_gauge",
     "owned_partitions_gauge",
     "storage_full_gauge",
 ]
@@ -297,15 +298,21 @@ def fenced_counter(registry: CollectorRegistry, stage: str) -> Counter:
     )
 
 
-def owned_partitions_gauge(registry: CollectorRegistry, stage: str | None = None) -> Gauge:
-    """``patchbay_partitions_owned``: the partitions of the log this process processes
-    (``patchbay_STAGE_partitions_owned``: those a stage in a child process of its own
-    processes)."""
-    prefix = f"patchbay_{stage}_" if stage else "patchbay_"
+def leader_gauge(registry: CollectorRegistry, work: str) -> Gauge:
+    """``patchbay_WORK_leader``: 1 while this process leads ``work`` (which runs in one
+    process at a time: :mod:`patchbay.leadership`), else 0."""
     return Gauge(
-        f"{prefix}partitions_owned",
-        f"Partitions of the batch log {'the ' + stage + ' stage' if stage else 'this process'}"
-        " processes now.",
+        f"patchbay_{work}_leader",
+        f"1 while this process leads the {work} work (one process at a time), else 0.",
+        registry=registry,
+    )
+
+
+def owned_partitions_gauge(registry: CollectorRegistry) -> Gauge:
+    """``patchbay_partitions_owned``: the partitions of the log this process processes."""
+    return Gauge(
+        "patchbay_partitions_owned",
+        "Partitions of the batch log this process processes now.",
         registry=registry,
     )
 

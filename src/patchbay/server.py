@@ -154,6 +154,11 @@ def create_app(
     """
     scale_out = settings.state is not None or settings.log is not None
     check_roles(settings, backend.name if backend else "" if scale_out else settings.backend)
+    if scale_out and settings.runs("process") and not settings.segment_process:
+        raise ConfigError(
+            "segment_process = false: in the scale-out mode the segment stage runs in its"
+            " child process, led by one processor at a time (docs/scale-out.md)"
+        )
     if backend is None:
         backend = open_backend(settings)
     for child in ("delivery", "segment"):

@@ -5,17 +5,25 @@ the server."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
 from pathlib import Path
+from typing import cast
 
 import pytest
 
+from patchbay.backends.abstract import AudienceStore
+from patchbay.backends.records import SegmentChanges
+from patchbay.leadership import NotLeader
+from patchbay.segment.process import LeaderOnly
+from patchbay.segment.stage import SegmentStage
 from tests.activate.test_deliveries_e2e import cli
 from tests.activate.test_delivery_process import alive, children
 from tests.activate.test_engine_support import wait_for
 from tests.conftest import Server, add_input, start_server, stop_server
+from tests.segment.test_stage import actions, buy, sent, world_with_output
 
 pytestmark = pytest.mark.slow
 
@@ -105,3 +113,44 @@ def test_no_segment_process_keeps_the_stage_in_the_server(data_dir: Path, tmp_pa
         assert metric(server, "patchbay_segment_batches_total") == 1.0
     finally:
         stop_server(server)
+
+
+class Switch:
+    """A lead the test gives and takes."""
+
+    def __init__(self) -> None:
+        self.leads = True
+
+    def acquire(self) -> bool:
+        return self.leads
+
+    def held(self) -> bool:
+        return self.leads
+
+    def release(self) -> None:
+        self.leads = False
+
+
+def test_a_stage_that_lost_the_lead_writes_nothing() -> None:
+    """The leader's stage writes through :class:`LeaderOnly`: once the lead is not held,
+    its time-driven work (here: putting a pending join in the outbox) is refused, and
+    nothing is written; held again, it goes on."""
+    world, _, _ = world_with_output()
+    buy(world, "c1")
+    world.settle()
+    switch = Switch()
+    audiences = cast(AudienceStore, LeaderOnly(world.backend.audiences, switch))
+    stage = SegmentStage(dataclasses.replace(world.backend, audiences=audiences), world.clock)
+    switch.leads = False
+    world.clock.advance(1.0)  # time to look at the pending changes
+    with pytest.raises(NotLeader):
+        stage.tick()
+    with pytest.raises(NotLeader):
+        audiences.commit(SegmentChanges())
+    assert sent(world) == []
+    assert world.backend.audiences.pending_outputs() != {}
+    switch.leads = True
+    world.clock.advance(1.0)
+    stage.tick()
+    assert actions(sent(world))[0][0] == "add"
+    assert world.backend.audiences.pending_outputs() == {}

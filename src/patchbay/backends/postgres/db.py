@@ -64,6 +64,7 @@ class PostgresDatabase:
             if not _SCHEMA_NAME.match(schema):
                 raise ValueError(f"not a schema name: {schema!r}")
             kwargs["options"] = f"-c search_path={schema}"
+        self._options: str = kwargs.get("options", "")
         try:
             # One connection first: a server that cannot be reached fails at once, with its
             # reason (the pool would retry until its timeout).
@@ -93,6 +94,18 @@ class PostgresDatabase:
             raise StorageFull(self.where, str(exc).strip()) from exc
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise self.unavailable(exc) from exc
+
+    def connect(self, options: str = "", **kwargs: Any) -> Connection:
+        """A connection of its own, outside the pool (autocommit), in the pool's schema;
+        ``options`` adds server settings (``-c name=value ...``), ``kwargs`` libpq
+        parameters. Raises :class:`~patchbay.backends.records.StoreUnavailable`."""
+        joined = f"{self._options} {options}".strip()
+        if joined:
+            kwargs["options"] = joined
+        try:
+            return psycopg.connect(self.url, autocommit=True, **kwargs)
+        except psycopg.Error as exc:
+            raise self.unavailable(exc) from None
 
     def write(self, statement: str, params: Sequence[object] = ()) -> int:
         """Run one write statement in its own transaction; return the rows it changed."""
