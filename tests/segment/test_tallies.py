@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from unittest import mock
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -331,3 +332,22 @@ def test_merge_equals_one_tally_of_both(
         assert into.events == both.events
         count = min(cap, len(mine) + len(theirs))
         assert stats(into, W, 0) == (count, sum(v for _, v in into.events))
+
+
+def test_whole_values_are_kept_as_integers_and_read_back_the_same() -> None:
+    """Whole values (every counted event's 1) are kept as integers, which take one byte
+    stored instead of a float's nine; read back, a tally counts and sums the same."""
+    windowed, ever = Tally(), Tally()
+    for at, value in [(1_000, 1.0), (2_000, 2.5), (3_000, 3.0)]:
+        add_event(windowed, 60_000, at, value, 3_000)
+        add_event(ever, None, at, value, 3_000)
+    assert [type(v) for _, v in windowed.events] == [int, float, int]
+    assert type(ever.total) is float and ever.total == 6.5
+    add_event(ever, None, 4_000, 0.5, 4_000)
+    assert type(ever.total) is int and ever.total == 7
+    decode = msgspec.msgpack.Decoder(Tally).decode
+    for tally, window in ((windowed, 60_000), (ever, None)):
+        again = decode(msgspec.msgpack.encode(tally))
+        assert stats(again, window, 4_000) == stats(tally, window, 4_000)
+    as_floats = Tally(events=[(at, float(v)) for at, v in windowed.events])
+    assert len(msgspec.msgpack.encode(windowed)) < len(msgspec.msgpack.encode(as_floats))

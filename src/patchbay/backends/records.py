@@ -547,8 +547,9 @@ class Tally(msgspec.Struct, array_like=True, gc=False):
     ``[time_ms, value]`` pairs still inside the window, oldest first."""
 
     count: int = 0
-    total: float = 0.0
-    events: list[tuple[int, float]] = []
+    # (whole values are kept as integers: one byte each instead of nine when stored)
+    total: int | float = 0
+    events: list[tuple[int, int | float]] = []
 
 
 class SegmentUser(msgspec.Struct, kw_only=True):

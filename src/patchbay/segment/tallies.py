@@ -23,9 +23,10 @@ MAX_EVENTS = 1000
 def add_event(tally: Tally, window_ms: int | None, time_ms: int, value: float, now_ms: int) -> bool:
     """Count one matching event at ``time_ms`` worth ``value``; whether the tally changed
     (an event already outside the window changes nothing)."""
+    value = _compact(value)
     if window_ms is None:
         tally.count += 1
-        tally.total += value
+        tally.total = _compact(tally.total + value)
         return True
     if not in_window(time_ms, window_ms, now_ms):
         return False
@@ -36,6 +37,15 @@ def add_event(tally: Tally, window_ms: int | None, time_ms: int, value: float, n
     if len(events) > MAX_EVENTS:
         del events[: len(events) - MAX_EVENTS]
     return True
+
+
+def _compact(value: float) -> int | float:
+    """``value`` as an integer when it is a whole number that a float holds exactly (it
+    is stored in one to nine bytes instead of nine; read back, it compares and adds up
+    the same)."""
+    if isinstance(value, float) and value.is_integer() and -(2**53) <= value <= 2**53:
+        return int(value)
+    return value
 
 
 def expire(tally: Tally, window_ms: int | None, now_ms: int) -> bool:
