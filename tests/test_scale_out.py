@@ -12,9 +12,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from confluent_kafka import admin
 
 from patchbay.activate.ids import message_id
 from patchbay.backends import open_backend
+from patchbay.backends.kafka import bootstrap_servers
+from patchbay.backends.kafka.log import min_insync_replicas
 from patchbay.backends.records import StoredBatch
 from patchbay.config import settings_from_process
 from tests import infra
@@ -101,3 +104,24 @@ def test_collect_resolve_and_deliver_on_kafka_and_postgresql(
     assert len(lines) == 40 and all(json.loads(line)["batch_id"] for line in lines)
     found = json.loads(cli(data_dir, "profiles", "find", "--email", "user3@example.com"))
     assert found["mpid"]
+
+
+def test_the_topic_keeps_every_batch_until_patchbay_removes_it(scaled: str, tmp_path: Path) -> None:
+    """The scale-out backend creates its topic without a retention of Kafka's own (which
+    would delete batches a stage has not read yet, whatever ``log_retention_s`` says):
+    Patchbay's retention removes only what every stage has passed. And with acks=all, one
+    replica alone never acknowledges a batch once the topic has three."""
+    settings = settings_from_process({"data_dir": tmp_path / "data"}, None)
+    backend = open_backend(settings)
+    try:
+        client = admin.AdminClient({"bootstrap.servers": bootstrap_servers(infra.kafka_url())})
+        topic = f"patchbay.{scaled}"
+        resource = admin.ConfigResource("topic", topic)  # type: ignore[attr-defined]
+        (future,) = client.describe_configs([resource]).values()
+        config = {k: v.value for k, v in future.result().items()}
+        assert settings.log_retention_s > 0
+        assert config["retention.ms"] == "-1" and config["retention.bytes"] == "-1"
+        assert config["min.insync.replicas"] == "1"  # (one replica here)
+    finally:
+        backend.close()
+    assert [min_insync_replicas(n) for n in (1, 2, 3, 5)] == [1, 1, 2, 2]

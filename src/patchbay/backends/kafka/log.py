@@ -28,10 +28,11 @@
   per partition and thread, kept between reads: a reader that continues where it stopped
   reuses what the consumer fetched ahead. A read asks the watermarks first (on a client of
   their own), so it knows what exists and waits for exactly that.
-* **Retention.** Kafka deletes old segments itself, after ``retention_ms`` or past
-  ``retention_bytes`` per partition (topic configs set at creation from Patchbay's
-  retention settings; it does not know the stages' checkpoints). :meth:`KafkaBatchLog.remove`
-  (Patchbay's own retention) moves the partition's start with ``DeleteRecords``. The oldest
+* **Retention.** With ``retention_ms`` or ``retention_bytes`` (per partition) Kafka deletes
+  old segments itself, without knowing the stages' checkpoints; the scale-out backend gives
+  neither (:func:`patchbay.backends.open_backend`: the topic keeps every batch), and
+  :meth:`KafkaBatchLog.remove` (Patchbay's own retention, which never passes a stage's
+  checkpoint) moves the partition's start with ``DeleteRecords``. The oldest
   retained batch is at the low watermark, the newest removed just before it, the newest
   appended just before the high watermark; the count retained is their difference (offsets
   are dense). The bytes a partition retains (the bodies' lengths) are counted by reading
@@ -106,6 +107,12 @@ def bootstrap_servers(url: str) -> str:
     return servers.strip("/")
 
 
+def min_insync_replicas(replication: int) -> int:
+    """The ``min.insync.replicas`` of a topic Patchbay creates with ``replication``
+    replicas: 2 from 3 replicas on (one broker may be down), else 1."""
+    return 2 if replication >= 3 else 1
+
+
 class _Deliveries:
     """The delivery reports of one append."""
 
@@ -167,6 +174,10 @@ class KafkaBatchLog:
                 "retention.bytes": str(-1 if retention_bytes is None else retention_bytes),
                 "cleanup.policy": "delete",
                 "message.timestamp.type": "CreateTime",
+                # with acks=all, a batch is acknowledged once this many replicas have it:
+                # two of three, so one broker may be down and no acknowledged batch is on
+                # one broker alone
+                "min.insync.replicas": str(min_insync_replicas(replication)),
             },
         )
         self._producer_config: _Config = {
