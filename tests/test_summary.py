@@ -3,6 +3,7 @@ metrics registry (children's metrics included) and the stages' own counters."""
 
 from __future__ import annotations
 
+import msgspec
 from prometheus_client import CollectorRegistry
 
 from patchbay.backends.memory import open_memory
@@ -100,3 +101,28 @@ def test_each_line_counts_the_interval_only() -> None:
     assert again["segment"]["batches"] == 2
     assert again["resolve"]["lag_s"] == 90.0
     assert again["delivery"]["sent"] == 0 and again["delivery"]["outputs"] == {}
+
+
+def test_each_stage_s_lag_in_batches_is_a_gauge() -> None:
+    """``patchbay_stage_lag_batches``: per stage, the batches of every partition after its
+    checkpoint (all of them before it handled any), set when ``/metrics`` is read."""
+    backend = open_memory(partitions=2)
+    metrics = Metrics()
+    throughput = Throughput(metrics.registry, backend, ManualClock(), {})
+    news = [
+        msgspec.structs.replace(NewBatch(f"b{i}", "web", 0, "events", b"{}"), partition_key=f"u{i}")
+        for i in range(10)
+    ]
+    placed = backend.log.append(news)
+    by_partition = {p: [x for x in placed if x.partition == p] for p in (0, 1)}
+    assert all(by_partition.values())  # (both partitions hold some)
+    backend.positions.commit("activate", {0: by_partition[0][0]})
+    backend.positions.commit("segment", {p: found[-1] for p, found in by_partition.items()})
+    throughput.observe()
+
+    def lag(stage: str) -> float | None:
+        return metrics.registry.get_sample_value("patchbay_stage_lag_batches", {"stage": stage})
+
+    assert lag("resolve") == 10
+    assert lag("activate") == 10 - 1
+    assert lag("segment") == 0

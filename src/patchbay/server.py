@@ -360,6 +360,7 @@ def _app(shared: Shared, roles: list[str], parts: list[Part]) -> Starlette:
     metrics_token = BearerToken(settings.metrics_token.reveal()) if settings.metrics_token else None
 
     def observe() -> None:
+        throughput.observe()
         for part in parts:
             for refresh in part.observe:
                 refresh()

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
 
 from patchbay.backends.abstract import Backend
 from patchbay.backends.records import Checkpoint
@@ -104,6 +104,13 @@ class Throughput:
         self._processed = processed
         self._before, self._done_before = self._read()
         self._at_ms = clock.now_ms()
+        self._lag_batches = Gauge(
+            "patchbay_stage_lag_batches",
+            "Batches in the log a stage has not handled yet, all partitions (the processors"
+            " commit no offsets to Kafka: this is their consumer lag)",
+            ["stage"],
+            registry=registry,
+        )
 
     def _read(self) -> tuple[Totals, dict[str, int]]:
         return totals(self._registry), {stage: count() for stage, count in self._processed.items()}
@@ -147,15 +154,35 @@ class Throughput:
         ]
         return [{**line, "interval_s": interval_s} for line in lines]
 
-    def _lags(self, now_ms: int) -> dict[str, float]:
-        """Each stage's lag in seconds: the age of the oldest batch it has not handled."""
+    def _checkpoints(self) -> dict[str, Checkpoint]:
         positions = self._backend.positions
-        checkpoints: dict[str, Checkpoint] = {
+        return {
             "resolve": self._backend.state.checkpoint(),
             "activate": positions.get("activate"),
             "segment": positions.get("segment"),
         }
+
+    def _lags(self, now_ms: int) -> dict[str, float]:
+        """Each stage's lag in seconds: the age of the oldest batch it has not handled."""
+        checkpoints = self._checkpoints()
         return {stage: self._lag(checkpoint, now_ms) for stage, checkpoint in checkpoints.items()}
+
+    def observe(self) -> None:
+        """Set ``patchbay_stage_lag_batches`` (for ``/metrics``): per stage, the batches
+        between its checkpoint and the end of each partition of the log."""
+        log_ = self._backend.log
+        ends = {p: log_.end(p) for p in range(log_.partitions)}
+        for stage, checkpoint in self._checkpoints().items():
+            behind = 0
+            for partition, end in ends.items():
+                if end is None:
+                    continue
+                done = checkpoint.get(partition)
+                if done is not None:
+                    behind += end.offset - done.offset
+                elif first := log_.read(partition, None, 1):  # (nothing handled yet)
+                    behind += end.offset - first[0].position.offset + 1
+            self._lag_batches.labels(stage).set(max(0, behind))
 
     def _lag(self, checkpoint: Checkpoint, now_ms: int) -> float:
         oldest = [
