@@ -1,0 +1,176 @@
+"""The segment stage alone: its CPU per batch over a stream, on a copy of a preloaded data dir.
+
+A diagnostic for work on the stage (``bench/audiences.py`` is the benchmark of the whole
+pipeline, with its floor and goals). ``setup`` builds a data dir once: ``bench/audiences.py``'s
+100 audiences, ``--profiles`` first batches resolved and counted, then a stream of 50,000
+events appended and resolved but not yet counted. ``measure`` copies it and runs
+:class:`~patchbay.segment.stage.SegmentStage` in this process over the stream, a page of
+500 batches at a time with a tick after each, on a clock that advances as if 5,000 batches
+went by per second; it prints the CPU per batch (``time.process_time``, handle and tick, the
+read-back not included) and the part of it the audience store's calls took. ``profile`` does
+the same under cProfile. Two code versions compare by running ``measure`` with each on
+``PYTHONPATH`` over the same data dir, in turns (the figures vary by ±10% on a shared VM)::
+
+    .venv/bin/python bench/segment_stage.py setup --profiles 1000000   # ~10 min, 2.2 GB
+    .venv/bin/python bench/segment_stage.py measure --profiles 1000000 --rounds 3
+    .venv/bin/python bench/segment_stage.py profile --profiles 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from audiences import append, audience_documents, first_batch, prepare, profile_shares, stream
+from common import open_store
+from patchbay.backends import Backend
+from patchbay.clock import ManualClock
+from patchbay.logs import configure_logging
+from patchbay.pipeline import Pipeline, read_resolved
+from patchbay.resolve.resolver import Resolver
+from patchbay.resolve.service import ResolveService
+from patchbay.resolve.strategy import IdentityStrategy
+from patchbay.segment.process import SegmentProcess
+from patchbay.segment.stage import SegmentStage
+
+#: The stream's clock: its events' time, and where the preload's events lie before it.
+NOW_MS = 1_790_000_000_000
+#: Stream events appended after the preload.
+STREAM_EVENTS = 50_000
+#: Batches the stage handles at a time (as the segment process reads them back).
+PAGE = 500
+#: How fast the clock runs while the stage works: batches per simulated second.
+BATCHES_PER_S = 5_000
+#: The audience store's calls whose CPU is shown apart.
+STORE_CALLS = ("commit", "users", "due_users")
+
+
+def resolve_all(backend: Backend) -> None:
+    """Resolve what the log holds (no stage after resolve; their checkpoints wait)."""
+    service = ResolveService(backend.state, Resolver(IdentityStrategy()), ManualClock(NOW_MS))
+    pipeline = Pipeline(backend, service, [], elsewhere=[SegmentProcess.stage])
+    end = backend.log.end(0)
+    pipeline.start()
+    try:
+        while True:
+            done = backend.state.checkpoint().get(0)
+            if done is not None and end is not None and not done < end:
+                return
+            time.sleep(0.05)
+    finally:
+        pipeline.stop()
+
+
+def run_stage(
+    backend: Backend, clock: ManualClock, profiler: cProfile.Profile | None = None
+) -> tuple[int, float, dict[str, float]]:
+    """Run the segment stage over what resolve committed beyond its checkpoint: batches,
+    CPU seconds, and CPU seconds of each of :data:`STORE_CALLS`."""
+    spent = dict.fromkeys(STORE_CALLS, 0.0)
+    store: Any = backend.audiences
+    for name in STORE_CALLS:
+        store_call: Callable[..., Any] = getattr(store, name)
+
+        def timed(
+            *args: Any, _call: Callable[..., Any] = store_call, _name: str = name, **kw: Any
+        ) -> Any:
+            started = time.process_time()
+            try:
+                return _call(*args, **kw)
+            finally:
+                spent[_name] += time.process_time() - started
+
+        setattr(store, name, timed)
+    stage = SegmentStage(backend, clock)
+    after = stage.engine.checkpoint.get(0)
+    batches, cpu = 0, 0.0
+    while True:
+        page, last = read_resolved(backend, 0, after, PAGE)
+        if last is None:
+            return batches, cpu, spent
+        started = time.process_time()
+        if profiler is not None:
+            profiler.runcall(stage.handle, page)
+            profiler.runcall(stage.tick)
+        else:
+            stage.handle(page)
+            stage.tick()
+        cpu += time.process_time() - started
+        clock.advance(len(page) / BATCHES_PER_S)
+        batches += len(page)
+        after = last
+
+
+def setup(base: Path, profiles: int) -> None:
+    shutil.rmtree(base, ignore_errors=True)
+    creds = prepare(base, "full", audience_documents())
+    backend = open_store(base, "full")
+    try:
+        rng = random.Random(1)
+        users = (first_batch(rng, i, NOW_MS - 60_000) for i in range(profiles))
+        append([(backend, creds["id"])], users)
+        resolve_all(backend)
+        batches, cpu, _ = run_stage(backend, ManualClock(NOW_MS - 30_000))
+        print(f"preload: {batches:,} users counted, {cpu / batches * 1e6:,.0f} µs of CPU each")
+        count, events = append(
+            [(backend, creds["id"])], stream(7, STREAM_EVENTS, int(profiles * 0.9), NOW_MS)
+        )
+        resolve_all(backend)
+        print(f"stream: {count:,} batches, {events:,} events appended and resolved")
+    finally:
+        backend.close()
+
+
+def measure(base: Path, rounds: int, profile: bool) -> None:
+    if not base.exists():
+        raise SystemExit(f"no data dir at {base}: run `setup` first")
+    for _ in range(rounds):
+        with tempfile.TemporaryDirectory(prefix="patchbay-segment-stage-") as work:
+            copy = Path(work) / "data"
+            shutil.copytree(base, copy)
+            backend = open_store(copy, "full")
+            profiler = cProfile.Profile() if profile else None
+            try:
+                batches, cpu, spent = run_stage(backend, ManualClock(NOW_MS), profiler)
+            finally:
+                backend.close()
+        parts = ", ".join(f"{n} {s / batches * 1e6:,.0f}" for n, s in spent.items())
+        print(
+            f"{batches:,} batches: {cpu / batches * 1e6:,.0f} µs of CPU per batch"
+            f" (of which the store's {parts})",
+            flush=True,
+        )
+        if profiler is not None:
+            stats = pstats.Stats(profiler)
+            stats.sort_stats("tottime").print_stats(25)
+            print(profile_shares(stats, batches, STREAM_EVENTS))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=["setup", "measure", "profile"])
+    parser.add_argument("--profiles", type=int, default=50_000, help="users preloaded (50,000)")
+    parser.add_argument("--dir", type=Path, help="the data dir (default: one per --profiles)")
+    parser.add_argument("--rounds", type=int, default=1, help="measure: how many times (1)")
+    args = parser.parse_args()
+    configure_logging("warning")
+    base = args.dir or Path(tempfile.gettempdir()) / f"patchbay-segment-stage-{args.profiles}"
+    if args.command == "setup":
+        setup(base, args.profiles)
+        print(f"data dir: {base}")
+    else:
+        measure(base, args.rounds, args.command == "profile")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
