@@ -17,6 +17,17 @@
 #                                            # its controller on the next port; prints
 #                                            # `export PATCHBAY_LOG=kafka://...`
 #   scripts/infra.sh kafka stop [DIR]
+#   scripts/infra.sh kafka stop-broker DIR I [--kill]
+#                                            # stop the broker in DIR/broker-I (I from 1: the
+#                                            # one on PORT+2(I-1)): a controlled shutdown, or
+#                                            # with --kill a crash (SIGKILL)
+#   scripts/infra.sh kafka start-broker DIR I # start it again, its data kept; returns once it
+#                                            # listens
+#   scripts/infra.sh kafka restart-broker DIR I
+#
+# A cluster of 3 brokers or more replicates its internal topics 3 times and keeps
+# min.insync.replicas=2 (a topic of replication factor 3 then takes acks=all writes with one
+# broker down, as in production).
 #
 # Nothing here is for production: the servers trust every local connection. Kafka needs Java
 # 17+ and Maven; its jars are kept in $PATCHBAY_CACHE (default ~/.cache/patchbay).
@@ -172,8 +183,13 @@ kafka_start() {
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
   if [[ ! -f $dir/cluster-id ]]; then
-    # A cluster id as Kafka writes them: 16 random bytes, base64url without padding.
-    head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n' >"$dir/cluster-id"
+    # A cluster id as Kafka makes them: 16 random bytes, base64url without padding, never
+    # starting with "-" (the storage tool would read it as an option).
+    local id=-
+    while [[ $id == -* ]]; do
+      id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+    done
+    echo "$id" >"$dir/cluster-id"
   fi
   # A static quorum (controller.quorum.voters): every broker is one of the controllers.
   local i node client voters="" urls="" replicas=$((brokers < 3 ? brokers : 3))
@@ -201,6 +217,7 @@ auto.create.topics.enable=false
 offsets.topic.replication.factor=$replicas
 transaction.state.log.replication.factor=$replicas
 transaction.state.log.min.isr=1
+min.insync.replicas=$((replicas < 3 ? 1 : 2))
 group.initial.rebalance.delay.ms=0
 EOF
     if [[ ! -f $node/data/meta.properties ]]; then
@@ -211,41 +228,102 @@ EOF
         exit 1
       fi
     fi
-    nohup java -Xmx512m -Xms64m -cp "$KAFKA_LIB/*" kafka.Kafka "$node/server.properties" \
-      >"$node/server.log" 2>&1 </dev/null &
-    echo $! >"$node/pid"
+    kafka_launch "$node"
   done
   for ((i = 0; i < brokers; i++)); do
-    node=$dir/broker-$((i + 1))
-    local waited=0
-    until listening $((port + 2 * i)); do
-      if ! kafka_running "$node" || ((waited++ >= 480)); then
-        echo "infra: Kafka broker $((i + 1)) did not start; the end of $node/server.log:" >&2
-        tail -n 20 "$node/server.log" >&2
-        exit 1
-      fi
-      sleep 0.25
-    done
+    kafka_await "$dir/broker-$((i + 1))"
   done
   echo "export PATCHBAY_LOG=kafka://$urls"
 }
 
-kafka_stop() {
-  local dir=${1:-.infra/kafka} node pid waited
-  for node in "$dir"/broker-*; do
-    if kafka_running "$node"; then
-      pid=$(cat "$node/pid")
-      kill "$pid"
-      waited=0
-      while kill -0 "$pid" 2>/dev/null; do
-        if ((waited++ == 240)); then  # 60 s: a broker that hangs on its way out
-          kill -9 "$pid" 2>/dev/null || true
-        fi
-        sleep 0.25
-      done
+# Starts the broker of directory $1 (formatted, with its server.properties) in the background.
+kafka_launch() {
+  nohup java -Xmx512m -Xms64m -cp "$KAFKA_LIB/*" kafka.Kafka "$1/server.properties" \
+    >>"$1/server.log" 2>&1 </dev/null &
+  echo $! >"$1/pid"
+}
+
+# Waits until the broker of directory $1 accepts connections on its client port.
+kafka_await() {
+  local node=$1 port waited=0
+  port=$(sed -n 's/^advertised.listeners=PLAINTEXT:\/\/127.0.0.1:\([0-9]*\)$/\1/p' "$node/server.properties")
+  until listening "$port"; do
+    if ! kafka_running "$node" || ((waited++ >= 480)); then
+      echo "infra: Kafka $(basename "$node") did not start; the end of $node/server.log:" >&2
+      tail -n 20 "$node/server.log" >&2
+      exit 1
     fi
-    rm -f "$node/pid"
+    sleep 0.25
   done
+}
+
+# Sends signal $2 (TERM: a controlled shutdown; KILL: a crash) to the broker of directory $1,
+# if it runs.
+kafka_signal() {
+  if kafka_running "$1"; then
+    kill "-$2" "$(cat "$1/pid")"
+  fi
+}
+
+# Waits until the broker of directory $1 has stopped (killing it after 60 s: a broker that
+# hangs on its way out).
+kafka_reap() {
+  local pid waited=0
+  if [[ -f $1/pid ]]; then
+    pid=$(cat "$1/pid")
+    while kill -0 "$pid" 2>/dev/null; do
+      if ((waited++ == 240)); then
+        kill -9 "$pid" 2>/dev/null || true
+      fi
+      sleep 0.25
+    done
+  fi
+  rm -f "$1/pid"
+}
+
+# Every broker is told at once: one by one, the last ones would wait for a controller
+# quorum that has gone.
+kafka_stop() {
+  local dir=${1:-.infra/kafka} node
+  for node in "$dir"/broker-*; do
+    kafka_signal "$node" TERM
+  done
+  for node in "$dir"/broker-*; do
+    kafka_reap "$node"
+  done
+}
+
+# The directory of broker $2 (from 1) of the cluster in $1, which must have been started.
+kafka_node() {
+  local node=${1:?a cluster directory}/broker-${2:?a broker number}
+  if [[ ! -f $node/server.properties ]]; then
+    echo "infra: no Kafka broker $2 in $1 (start the cluster first)" >&2
+    exit 1
+  fi
+  echo "$node"
+}
+
+kafka_stop_broker() {
+  local node signal=TERM positional=()
+  while (($#)); do
+    case $1 in
+      --kill) signal=KILL; shift ;;
+      *) positional+=("$1"); shift ;;
+    esac
+  done
+  node=$(kafka_node "${positional[@]}")
+  kafka_signal "$node" "$signal"
+  kafka_reap "$node"
+}
+
+kafka_start_broker() {
+  local node
+  node=$(kafka_node "$@")
+  install_kafka
+  if ! kafka_running "$node"; then
+    kafka_launch "$node"
+  fi
+  kafka_await "$node"
 }
 
 case "${1:-}/${2:-}" in
@@ -254,8 +332,11 @@ case "${1:-}/${2:-}" in
   postgres/stop) shift 2; postgres_stop "$@" ;;
   kafka/start) shift 2; kafka_start "$@" ;;
   kafka/stop) shift 2; kafka_stop "$@" ;;
+  kafka/stop-broker) shift 2; kafka_stop_broker "$@" ;;
+  kafka/start-broker) shift 2; kafka_start_broker "$@" ;;
+  kafka/restart-broker) shift 2; kafka_stop_broker "$@"; kafka_start_broker "$@" ;;
   *)
-    sed -n '2,22p' "$0" >&2
+    sed -n '2,33p' "$0" >&2
     exit 2
     ;;
 esac

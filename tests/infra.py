@@ -4,6 +4,8 @@
 A process the tests start (the child a crash test kills) uses the session's servers, not
 servers of its own (which nobody would stop): their URLs are passed down in the
 environment (:data:`ENV`).
+
+A test that stops and starts brokers has a cluster of its own (:class:`KafkaCluster`).
 """
 
 from __future__ import annotations
@@ -40,15 +42,7 @@ def _url(server: str, port: int) -> str:
         parent = Path(tempfile.mkdtemp(prefix="patchbay-infra-"))
         parent.chmod(0o755)
         directory = parent / server
-        done = subprocess.run(
-            [str(SCRIPT), server, "start", str(directory), str(port)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"scripts/infra.sh {server} start failed: {done.stderr}")
-        url = done.stdout.strip().rpartition("=")[2]
+        url = _script(server, "start", str(directory), str(port)).strip().rpartition("=")[2]
         _started[server] = (directory, url)
         os.environ[ENV[server]] = url
         return url
@@ -59,21 +53,62 @@ def postgres_url() -> str:
     return _url("postgres", free_port())
 
 
-def _free_port_pair() -> int:
-    """A port that is free, with the next one free too (a broker and its controller)."""
+def kafka_url() -> str:
+    """The ``kafka://`` URL of this session's Kafka broker (started at the first call)."""
+    return _url("kafka", _free_port_run(2))
+
+
+def _free_port_run(count: int) -> int:
+    """A port that is free, with the ``count - 1`` next ones free too."""
     while True:
         port = free_port()
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
+        if port + count > 65536:
+            continue
+        socks = [socket.socket() for _ in range(count - 1)]
+        try:
+            for offset, sock in enumerate(socks, 1):
+                sock.bind(("127.0.0.1", port + offset))
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
         return port
 
 
-def kafka_url() -> str:
-    """The ``kafka://`` URL of this session's Kafka broker (started at the first call)."""
-    return _url("kafka", _free_port_pair())
+def _script(*args: str) -> str:
+    done = subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"scripts/infra.sh {' '.join(args)} failed: {done.stderr}")
+    return done.stdout
+
+
+class KafkaCluster:
+    """A Kafka cluster of ``brokers`` brokers of one test's own (``scripts/infra.sh kafka
+    start DIR PORT --brokers N``), whose brokers the test may stop and start again."""
+
+    def __init__(self, directory: Path, brokers: int) -> None:
+        self.directory = directory
+        self.brokers = brokers
+        try:
+            out = _script("kafka", "start", str(directory), str(_free_port_run(2 * brokers)),
+                          "--brokers", str(brokers))  # fmt: skip
+        except BaseException:
+            self.stop()  # the brokers that did start
+            raise
+        self.url = out.strip().rpartition("=")[2]
+
+    def stop_broker(self, broker: int, kill: bool = False) -> None:
+        """Stop broker ``broker`` (from 1): a controlled shutdown, or a crash (SIGKILL)."""
+        _script("kafka", "stop-broker", str(self.directory), str(broker), *["--kill"] * kill)
+
+    def start_broker(self, broker: int) -> None:
+        """Start broker ``broker`` again; returns once it listens."""
+        _script("kafka", "start-broker", str(self.directory), str(broker))
+
+    def stop(self) -> None:
+        """Stop every broker."""
+        subprocess.run([str(SCRIPT), "kafka", "stop", str(self.directory)], check=False)
 
 
 def stop_all() -> None:

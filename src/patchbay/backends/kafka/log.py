@@ -67,6 +67,12 @@ from patchbay.errors import LogUnavailable
 DEFAULT_TOPIC = "patchbay.batches"
 #: How many batches a consumer asks for at once.
 _FETCH = 1000
+#: How often every client asks the cluster for the topic's partition leaders. A client
+#: learns that a leader moved when a request to it fails, except for a watermark query,
+#: which goes on asking the former leader (gone with its broker) until this refresh:
+#: librdkafka's default of 5 minutes stalled every read, and appends after a failed one,
+#: for that long when a broker crashed.
+_METADATA_REFRESH_MS = 5_000
 #: The errors of a client whose metadata of the topic's partitions is missing or stale.
 _STALE = (
     KafkaError._UNKNOWN_PARTITION,
@@ -159,6 +165,7 @@ class KafkaBatchLog:
         common: _Config = {
             "bootstrap.servers": self._servers,
             "socket.timeout.ms": int(timeout_s * 1000),
+            "topic.metadata.refresh.interval.ms": _METADATA_REFRESH_MS,
             # librdkafka's own lines through Python's logging (JSON, as every line of
             # Patchbay's), not printed on stderr as text.
             "logger": LIBRDKAFKA_LOG,
