@@ -93,6 +93,11 @@ def test_collect_resolve_and_deliver_on_kafka_and_postgresql(
         body = json.dumps([batch(j) for j in range(30, 40)]).encode()
         assert server.post("/v2/bulkevents", body)[0] == 202
         wait_for(lambda: len({r.headers["x-patchbay-delivery-id"] for r in rec.at("/hook")}) >= 40)
+        # commands beside the running serve; reprocess needs the deployment to itself
+        cli(data_dir, "deliveries", "parked")
+        refused = run_cli("reprocess", data_dir=data_dir)
+        assert refused.returncode != 0
+        assert "stop every serve of the deployment first" in refused.stderr
     finally:
         stop_server(server)
         hooks.stop()
@@ -104,6 +109,9 @@ def test_collect_resolve_and_deliver_on_kafka_and_postgresql(
     assert len(lines) == 40 and all(json.loads(line)["batch_id"] for line in lines)
     found = json.loads(cli(data_dir, "profiles", "find", "--email", "user3@example.com"))
     assert found["mpid"]
+    cli(data_dir, "reprocess")  # no serve now: the same users again (MPIDs from batch ids)
+    again = json.loads(cli(data_dir, "profiles", "find", "--email", "user3@example.com"))
+    assert again["mpid"] == found["mpid"]
 
 
 def test_the_topic_keeps_every_batch_until_patchbay_removes_it(scaled: str, tmp_path: Path) -> None:

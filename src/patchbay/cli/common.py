@@ -219,13 +219,19 @@ def activate_service(settings: Settings) -> Iterator[ActivateService]:
 @contextlib.contextmanager
 def exclusive(settings: Settings, *, create: bool = False) -> Iterator[None]:
     """Hold the data directory's lock (a CLI error if a server holds it, or if group or
-    others can access the directory). Without
-    ``create``, a CLI error when there is no store there (and nothing is created)."""
+    others can access the directory); in the scale-out mode, the deployment's lock alone
+    (a CLI error while any ``patchbay serve`` of it runs; see
+    :mod:`patchbay.backends.postgres.serving`).
+    Without ``create``, a CLI error when there is no store there (and nothing is created)."""
     if not create:
         try:
             check_store(settings)
         except (StoreMissing, StoreUnavailable) as exc:
             raise store_error(exc) from None
+    if settings.state is not None:
+        with _deployment_lock(settings, alone=True):
+            yield
+        return
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(data_dir_lock(settings.data_dir))
@@ -234,6 +240,47 @@ def exclusive(settings: Settings, *, create: bool = False) -> Iterator[None]:
         except OSError as exc:
             raise store_error(StoreUnavailable.of(settings.data_dir, exc)) from None
         yield
+
+
+@contextlib.contextmanager
+def serving(settings: Settings) -> Iterator[None]:
+    """What a ``patchbay serve`` holds while it runs: the data directory's lock on the
+    embedded store (:func:`exclusive`, creating a missing store), the deployment's lock
+    shared with the other serves in the scale-out mode."""
+    if settings.state is None:
+        with exclusive(settings, create=True):
+            yield
+        return
+    with _deployment_lock(settings, alone=False):
+        yield
+
+
+@contextlib.contextmanager
+def _deployment_lock(settings: Settings, *, alone: bool) -> Iterator[None]:
+    from patchbay.backends.postgres import PostgresDatabase
+    from patchbay.backends.postgres.serving import ServingLock
+
+    assert settings.state is not None
+    try:
+        db = PostgresDatabase(settings.state.reveal(), pool_size=1)
+    except StoreUnavailable as exc:
+        raise store_error(exc) from None
+    lock = ServingLock(db)
+    try:
+        try:
+            if not alone:
+                lock.share()
+            elif not lock.try_alone():
+                raise click.ClickException(
+                    f"a patchbay serve is running on {db.where}: stop every serve of the"
+                    " deployment first"
+                )
+        except StoreUnavailable as exc:
+            raise store_error(exc) from None
+        yield
+    finally:
+        lock.release()
+        db.close()
 
 
 # -- output --------------------------------------------------------------------------------

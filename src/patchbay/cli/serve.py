@@ -3,7 +3,6 @@ mode)."""
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +13,9 @@ from patchbay.cli.common import (
     DEFAULTS,
     DURATION,
     creating_data_dir_option,
-    exclusive,
     identity_strategy,
     pass_settings,
+    serving,
     store_error,
 )
 from patchbay.errors import PatchbayError
@@ -170,10 +169,9 @@ def serve(settings: Settings) -> None:
     configure_logging(settings.log_level, catch_uncaught=True)
     strategy = identity_strategy(settings)
     # The lock before the backend is opened (and recovered); serve creates a missing store.
-    # It guards the embedded store's files: the scale-out mode has none in the data
-    # directory (only the key file, created race-free), and runs several serves over it.
-    scaled = settings.state is not None or settings.log is not None
-    with contextlib.nullcontext() if scaled else exclusive(settings, create=True):
+    # The embedded store's is the data directory's; the scale-out mode's is shared by every
+    # serve of the deployment (and kept from `patchbay reprocess` while any runs).
+    with serving(settings):
         try:
             app = create_app(settings, strategy=strategy)  # its lifespan closes the backend
         except StoreUnavailable as exc:
