@@ -17,8 +17,9 @@ import structlog
 from prometheus_client import CollectorRegistry, Gauge
 
 from patchbay.backends.abstract import Backend
-from patchbay.backends.records import Checkpoint
+from patchbay.backends.records import Checkpoint, StoreUnavailable
 from patchbay.clock import Clock
+from patchbay.errors import LogUnavailable
 
 log = structlog.get_logger("patchbay.summary")
 
@@ -169,7 +170,14 @@ class Throughput:
 
     def observe(self) -> None:
         """Set ``patchbay_stage_lag_batches`` (for ``/metrics``): per stage, the batches
-        between its checkpoint and the end of each partition of the log."""
+        between its checkpoint and the end of each partition of the log. A log or store
+        out of reach leaves them as they were (``/metrics`` answers all the same)."""
+        try:
+            self._observe()
+        except (LogUnavailable, StoreUnavailable) as exc:
+            log.debug("stage_lag_unknown", error=str(exc))
+
+    def _observe(self) -> None:
         log_ = self._backend.log
         ends = {p: log_.end(p) for p in range(log_.partitions)}
         for stage, checkpoint in self._checkpoints().items():
