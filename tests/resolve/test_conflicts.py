@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from patchbay.backends.abstract import StateStore
+from patchbay.backends.abstract import BatchLog, StateStore
 from patchbay.backends.records import Checkpoint, CheckpointMoved, NewBatch, Since, StateChanges
 from patchbay.backends.sqlite import open_sqlite
 from patchbay.clock import ManualClock
@@ -47,33 +47,43 @@ class Conflicting(WrappedState):
         self.inner.commit(changes, checkpoint, since, before)
 
 
+def append_three_users(log: BatchLog, batches: int) -> None:
+    """``batches`` batches naming the e-mail addresses of three users in turn."""
+    bodies = [{"user_identities": {"email": f"u{i % 3}@example.com"}} for i in range(batches)]
+    log.append(
+        [
+            NewBatch(f"b{i}", "in", 1_000 + i, "server_to_server", json.dumps(b).encode())
+            for i, b in enumerate(bodies)
+        ]
+    )
+
+
+class Offered:
+    """A stage after resolve that keeps the chunks it is offered."""
+
+    def __init__(self) -> None:
+        self.chunks: list[ResolvedChunk] = []
+
+    def offer(self, chunk: ResolvedChunk) -> None:
+        self.chunks.append(chunk)
+
+
 def test_the_stage_resolves_a_refused_chunk_again_and_offers_only_the_committed_one(
     tmp_path: Path,
 ) -> None:
     backend = open_sqlite(tmp_path, "normal")
     try:
-        bodies = [{"user_identities": {"email": f"u{i % 3}@example.com"}} for i in range(7)]
-        backend.log.append(
-            [
-                NewBatch(f"b{i}", "in", 1_000 + i, "server_to_server", json.dumps(b).encode())
-                for i, b in enumerate(bodies)
-            ]
-        )
-        offered: list[ResolvedChunk] = []
-
-        class Listener:
-            def offer(self, chunk: ResolvedChunk) -> None:
-                offered.append(chunk)
-
+        append_three_users(backend.log, 7)
+        listener = Offered()
         state = Conflicting(backend.state, refuse=2)
-        stage = ResolveStage(backend.log, state, Resolver(IdentityStrategy()), [Listener()], 3)
+        stage = ResolveStage(backend.log, state, Resolver(IdentityStrategy()), [listener], 3)
         assert stage.run_until_caught_up() >= 7
         stage.close()
 
         assert stage.conflicts == 2
-        offsets = [b.stored.offset for c in offered for b in c.batches]
+        offsets = [b.stored.offset for c in listener.chunks for b in c.batches]
         assert offsets == sorted(set(offsets)) and len(offsets) == 7  # each once, in order
-        users = {b.mpid for c in offered for b in c.batches}
+        users = {b.mpid for c in listener.chunks for b in c.batches}
         assert len(users) == 3
         assert backend.state.count_profiles() == 3
     finally:
@@ -105,19 +115,8 @@ def test_fenced_and_conflicting_commits_in_one_flow(tmp_path: Path) -> None:
     batch once, in order, only from committed chunks."""
     backend = open_sqlite(tmp_path, "normal")
     try:
-        bodies = [{"user_identities": {"email": f"u{i % 3}@example.com"}} for i in range(9)]
-        backend.log.append(
-            [
-                NewBatch(f"b{i}", "in", 1_000 + i, "server_to_server", json.dumps(b).encode())
-                for i, b in enumerate(bodies)
-            ]
-        )
-        offered: list[ResolvedChunk] = []
-
-        class Listener:
-            def offer(self, chunk: ResolvedChunk) -> None:
-                offered.append(chunk)
-
+        append_three_users(backend.log, 9)
+        listener = Offered()
         refusals: list[Exception] = [
             CheckpointMoved("resolve state", [0]),
             ResolveConflict("another resolver changed it"),
@@ -129,7 +128,7 @@ def test_fenced_and_conflicting_commits_in_one_flow(tmp_path: Path) -> None:
             backend.log,
             state,
             Resolver(IdentityStrategy()),
-            [Listener()],
+            [listener],
             3,
             fenced=lambda: fenced.append(1),
         )
@@ -137,10 +136,10 @@ def test_fenced_and_conflicting_commits_in_one_flow(tmp_path: Path) -> None:
         stage.close()
 
         assert (stage.fenced, len(fenced), stage.conflicts) == (2, 2, 1)
-        offsets = [b.stored.offset for c in offered for b in c.batches]
+        offsets = [b.stored.offset for c in listener.chunks for b in c.batches]
         assert offsets == sorted(set(offsets)) and len(offsets) == 9  # each once, in order
-        assert [c.after for c in offered[1:]] == [c.last for c in offered[:-1]]
-        assert len({b.mpid for c in offered for b in c.batches}) == 3
+        assert [c.after for c in listener.chunks[1:]] == [c.last for c in listener.chunks[:-1]]
+        assert len({b.mpid for c in listener.chunks for b in c.batches}) == 3
         assert backend.state.count_profiles() == 3
     finally:
         backend.close()
