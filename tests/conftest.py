@@ -20,18 +20,14 @@ from typing import Any
 import pytest
 
 import patchbay.backoff
+from patchbay.backends.abstract import Backend
 from patchbay.backends.records import StoredBatch
 from patchbay.backends.sqlite import open_sqlite
 from patchbay.clock import ManualClock
+from tests.deployments import DEPLOYED, BackendSpec, Deployment, Stores, new_deployment
+from tests.ports import free_port
 
 DATA = Path(__file__).parent / "data"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def run_cli(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
@@ -119,6 +115,8 @@ class Server:
     credentials: Credentials
     log_path: Path
     extra_args: list[str] = field(default_factory=list)
+    #: Where its data is (the embedded store in ``data_dir``, or the scale-out mode).
+    deployment: Deployment = field(default_factory=lambda: Deployment(DEPLOYED[0], {}))
 
     def post(
         self,
@@ -150,12 +148,21 @@ class Server:
             return exc.code, exc.read()
 
     def stored(self) -> list[StoredBatch]:
-        """Every batch in the server's log, read straight from its store."""
-        backend = open_sqlite(self.data_dir)
+        """Every batch in the server's log, read straight from its store (partition by
+        partition)."""
+        backend = self.open_store()
         try:
-            return backend.log.read(0, None, 1_000_000)
+            return [
+                stored
+                for partition in range(backend.log.partitions)
+                for stored in backend.log.read(partition, None, 1_000_000)
+            ]
         finally:
             backend.close()
+
+    def open_store(self) -> Backend:
+        """The server's stores, opened beside it (the caller closes them)."""
+        return self.deployment.open(self.data_dir)
 
     def alive(self) -> bool:
         """Whether the process still runs."""
@@ -269,13 +276,58 @@ def store_dir(data_dir: Path) -> Path:
 
 
 @pytest.fixture
-def server(data_dir: Path) -> Iterator[Server]:
-    """A running ``patchbay serve`` with an input of unlimited rate in ``server.credentials``."""
+def server(data_dir: Path, deployment: Deployment) -> Iterator[Server]:
+    """A running ``patchbay serve`` with an input of unlimited rate in ``server.credentials``,
+    on this test's deployment."""
     credentials = add_input(data_dir, "test-server")
     running = start_server(data_dir)
     running.credentials = credentials
+    running.deployment = deployment
     yield running
     stop_server(running)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "persists: reopens the backend (skipped where the backend does not persist)"
+    )
+
+
+@pytest.fixture
+def spec() -> BackendSpec:
+    """The backend of the tests that take one: the embedded store. The behavioural suites
+    (``tests/collect``, ``tests/resolve``, ``tests/segment``, ``tests/activate``) run on
+    each of :data:`~tests.deployments.DEPLOYED`, the contract suites (``tests/backends``)
+    on every backend: their ``conftest.py`` overrides this fixture."""
+    return DEPLOYED[0]
+
+
+@pytest.fixture
+def stores(spec: BackendSpec, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Stores]:
+    """The opener of this test's backend; a ``persists`` test is skipped where data does
+    not survive a reopen."""
+    if request.node.get_closest_marker("persists") and not spec.persists:
+        pytest.skip(f"{spec.name} backend does not persist")
+    made = Stores(spec, tmp_path)
+    yield made
+    made.close_all()
+
+
+@pytest.fixture
+def backend(stores: Stores) -> Backend:
+    """The backend of this test, freshly opened and empty."""
+    return stores.open()
+
+
+@pytest.fixture
+def deployment(spec: BackendSpec, monkeypatch: pytest.MonkeyPatch) -> Deployment:
+    """Where this test's ``patchbay`` commands and ``patchbay serve`` keep their data: the
+    environment they inherit names a database and a topic of the test's own in the
+    scale-out mode, nothing for the embedded store."""
+    made = new_deployment(spec)
+    for name, value in made.env.items():
+        monkeypatch.setenv(name, value)
+    return made
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from tests.conftest import free_port
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "infra.sh"

@@ -9,7 +9,7 @@ import pytest
 
 from patchbay.backends.abstract import ApiClientStore, Backend
 from patchbay.backends.records import ApiClient, DuplicateName
-from tests.backends.conftest import Stores
+from tests.deployments import Stores
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ from patchbay.backends.sqlite import SEGMENT_FILE, open_sqlite
 from patchbay.backends.sqlite import audiences as sqlite_audiences
 from patchbay.backends.sqlite.audiences import SqliteAudienceStore
 from patchbay.errors import PatchbayError
-from tests.backends.conftest import BackendSpec, Stores
+from tests.deployments import BackendSpec, Stores
 
 NOW = 1_700_000_000_000
 #: More than any test stores: a read that returns everything.

@@ -29,7 +29,7 @@ from patchbay.collect.appender import (
     append_new,
     recover_dedup,
 )
-from tests.backends.conftest import BACKENDS, PARTITIONED, BackendSpec, Stores, spec_of
+from tests.backends.conftest import spec_of
 from tests.backends.helpers import (
     as_stored,
     batch,
@@ -38,6 +38,7 @@ from tests.backends.helpers import (
     increasing_per_partition,
     stored,
 )
+from tests.deployments import BACKENDS, PARTITIONED, BackendSpec, Stores
 
 POSITION = LogPosition(0, 1)
 

@@ -12,7 +12,7 @@ import pytest
 from patchbay.backends.abstract import Backend, InputStore
 from patchbay.backends.records import Credential, DuplicateName, Input
 from patchbay.backends.sqlite import DB_FILE, open_sqlite
-from tests.backends.conftest import Stores
+from tests.deployments import Stores
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from patchbay.backends.abstract import Backend, BatchLog
 from patchbay.backends.records import LogEntry, LogExtent, LogPosition, NewBatch, StoredBatch
-from tests.backends.conftest import BACKENDS, PARTITIONED, BackendSpec, Stores, spec_of
+from tests.backends.conftest import spec_of
 from tests.backends.helpers import (
     ALL,
     as_stored,
@@ -26,6 +26,7 @@ from tests.backends.helpers import (
     everything,
     increasing_per_partition,
 )
+from tests.deployments import BACKENDS, PARTITIONED, BackendSpec, Stores
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -244,7 +245,7 @@ _APPENDER = """
 import sys
 from pathlib import Path
 from patchbay.backends.records import NewBatch
-from tests.backends.conftest import BACKENDS, PARTITIONED
+from tests.deployments import BACKENDS, PARTITIONED
 
 spec = next(s for s in BACKENDS + PARTITIONED if s.name == sys.argv[1])
 log = spec.open(Path(sys.argv[2])).log

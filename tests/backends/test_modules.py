@@ -17,7 +17,7 @@ from patchbay.backends.sqlite import DB_FILE, open_sqlite
 from patchbay.partner.targets import HttpTarget, LambdaTarget
 from patchbay.secretbox import PREFIX, SecretBox
 from tests import infra
-from tests.backends.conftest import Stores
+from tests.deployments import Stores
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 from patchbay.backends.abstract import Backend, Outbox
 from patchbay.backends.records import Delivery, QueueStats
 from patchbay.backends.sqlite import DELIVERIES_FILE, open_sqlite
-from tests.backends.conftest import Stores
+from tests.deployments import Stores
 
 NOW = 1_700_000_000_000
 

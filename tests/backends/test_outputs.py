@@ -21,7 +21,7 @@ from patchbay.backends.records import (
 )
 from patchbay.backends.sqlite import open_sqlite
 from patchbay.backends.sqlite.outbox import DELIVERIES_FILE
-from tests.backends.conftest import Stores
+from tests.deployments import Stores
 
 NOW = 1_700_000_000_000
 

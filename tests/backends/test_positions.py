@@ -7,7 +7,7 @@ import pytest
 
 from patchbay.backends.abstract import Backend, BatchLog, StagePositions
 from patchbay.backends.records import CheckpointMoved, LogPosition, NewBatch, StoredBatch
-from tests.backends.conftest import Stores
+from tests.deployments import Stores
 
 
 @pytest.fixture

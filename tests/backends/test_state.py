@@ -16,7 +16,7 @@ from patchbay.errors import ResolveConflict
 from patchbay.resolve.identities import Identity
 from patchbay.resolve.profile import IdentityRecord, new_profile
 from patchbay.resolve.state import StagedState
-from tests.backends.conftest import BackendSpec, Stores
+from tests.deployments import BackendSpec, Stores
 
 
 @pytest.fixture
