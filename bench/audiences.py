@@ -102,6 +102,7 @@ from patchbay.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # bench/common.py
+    child_pid,
     exit_status,
     free_port,
     open_store,
@@ -142,6 +143,8 @@ PROBE_EVERY = 20
 PROBE_SHARE = 0.1
 APPEND_CHUNK = 5_000
 SEGMENT_BATCHES = "patchbay_segment_batches_total"
+#: The key of the segment stage's counting rate among the latency phases' CPU figures.
+SEGMENT_RATE = "segment batches/s"
 DAY_MS = 86_400_000
 
 COUNTRIES = ["US", "DE", "FR", "GB", "BR", "JP", "IN", "ES"]
@@ -1099,7 +1102,15 @@ def run_latency(
             )
             ctx = Context(args, pool, workdir, errors)
             pids = {"server": server.pid, "partner": partner.pid}
-            result, cores = drive(ctx, cfg, pids, spy if number == 0 else None)
+            segment = child_pid(server.pid, "pb-segment")
+            if segment is not None:  # its CPU is also in the server's (its parent's)
+                pids["segment"] = segment
+            counters = {
+                SEGMENT_RATE: lambda: server_metric(server_port, SEGMENT_BATCHES),
+            }
+            result, cores = drive(
+                ctx, cfg, pids, spy if number == 0 else None, ("segment",), counters
+            )
             accepted += result.accepted_batches
             behind = accepted - int(server_metric(server_port, SEGMENT_BATCHES))
             acked = acked_probes(result, probe_of)
@@ -1487,8 +1498,16 @@ def main() -> int:
         )
     for latency in latencies:
         cores = ", ".join(
-            f"{k} {v:.2f}" for k, v in latency.cores.items() if v is not None and k != "machine"
+            f"{k} {v:.2f}"
+            for k, v in latency.cores.items()
+            if v is not None and k not in ("machine", SEGMENT_RATE)
         )
+        stage, counted = latency.cores.get("segment"), latency.cores.get(SEGMENT_RATE)
+        if stage is not None and counted:
+            cores += (
+                f"; the segment process (in the server's figure) counted {counted:,.0f}"
+                f" batches/s, {stage / counted * 1e6:,.0f} µs of CPU per batch"
+            )
         print(
             f"latency @ {latency.rate:,.0f}: {latency.probes_total:,} probes in all, missing"
             f" {latency.missing}; the segment stage was {latency.segment_behind:,} batches"

@@ -125,6 +125,20 @@ def process_cpu_s(pid: int) -> float | None:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def child_pid(parent: int, name: str) -> int | None:
+    """The pid of ``parent``'s child process named ``name`` (as ``ps`` shows it, e.g.
+    ``pb-segment``), Linux only; ``None`` when there is none."""
+    for stat_path in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            stat = stat_path.read_text()
+        except OSError:
+            continue
+        comm = stat[stat.find("(") + 1 : stat.rfind(")")]
+        if comm == name and stat.rsplit(")", 1)[1].split()[1] == str(parent):
+            return int(stat_path.parent.name)
+    return None
+
+
 def percentile(values: list[float], q: float) -> float:
     """The ``q``-th percentile (0-100) of ``values``, nearest rank."""
     if not values:

@@ -49,7 +49,7 @@ import tempfile
 import time
 import urllib.request
 from base64 import b64encode
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -671,29 +671,49 @@ class Context:
     samples: list[str] = field(default_factory=list)
 
 
-def phase_cpu(pids: dict[str, int]) -> dict[str, float | None]:
+#: Counters read with the processes' CPU (name -> a function reading it): their rate in
+#: the window is reported beside the cores (e.g. batches a stage counted per second).
+Counters = Mapping[str, Callable[[], float | None]]
+
+
+def phase_cpu(pids: dict[str, int], counters: Counters | None = None) -> dict[str, float | None]:
     values: dict[str, float | None] = {k: process_cpu_s(p) for k, p in pids.items()}
     values["machine"] = machine_cpu_s()
+    for name, read in (counters or {}).items():
+        values[name] = read()
     return values
 
 
 def cpu_cores(
-    before: dict[str, float | None], after: dict[str, float | None], seconds: float
+    before: dict[str, float | None],
+    after: dict[str, float | None],
+    seconds: float,
+    apart: Collection[str] = (),
 ) -> dict[str, float | None]:
+    """Per second of the window: each process's cores, and the rate of each counter.
+    ``apart``: keys that are not processes of their own (a child counted in its parent's
+    figure, a counter), left out of what the machine's ``other`` is computed from."""
     cores: dict[str, float | None] = {}
     for key, value in before.items():
         other = after.get(key)
         cores[key] = None if value is None or other is None else (other - value) / seconds
     if cores.get("machine") is not None:
-        known = sum(v or 0.0 for k, v in cores.items() if k != "machine")
+        known = sum(v or 0.0 for k, v in cores.items() if k != "machine" and k not in apart)
         cores["other"] = max(0.0, (cores["machine"] or 0.0) - known)
     return cores
 
 
 def drive(
-    ctx: Context, cfg: PhaseConfig, pids: dict[str, int], profile: Path | None
+    ctx: Context,
+    cfg: PhaseConfig,
+    pids: dict[str, int],
+    profile: Path | None,
+    apart: Collection[str] = (),
+    counters: Counters | None = None,
 ) -> tuple[PhaseResult, dict[str, float | None]]:
-    """Run one phase in a client process; CPU use of each process in its window."""
+    """Run one phase in a client process; CPU use of each process in its window (``pids``
+    named in ``apart`` are children whose CPU their parent's figure includes too), and the
+    rate of each of ``counters``."""
     ctx_ = multiprocessing.get_context("spawn")
     ours, theirs = ctx_.Pipe(duplex=False)
     client = ctx_.Process(target=run_phase, args=(cfg, theirs), name="bench-client")
@@ -701,10 +721,10 @@ def drive(
     theirs.close()
     time.sleep(cfg.warmup_s + 0.3)  # the process start-up, then the warm-up
     spy = start_profile(pids["server"], cfg.duration_s - 0.5, profile) if profile else None
-    before = phase_cpu({**pids, "client": client.pid or 0})
+    before = phase_cpu({**pids, "client": client.pid or 0}, counters)
     time.sleep(max(0.0, cfg.duration_s - 0.6))
-    after = phase_cpu({**pids, "client": client.pid or 0})
-    cores = cpu_cores(before, after, max(0.1, cfg.duration_s - 0.6))
+    after = phase_cpu({**pids, "client": client.pid or 0}, counters)
+    cores = cpu_cores(before, after, max(0.1, cfg.duration_s - 0.6), {*apart, *(counters or {})})
     if not ours.poll(cfg.duration_s + 180):
         client.kill()
         raise SystemExit("the client process did not finish")
