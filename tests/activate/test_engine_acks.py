@@ -4,52 +4,48 @@ never sends a delivery twice while it holds it."""
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-
-import pytest
+from typing import Any, cast
 
 from patchbay.activate.engine import DeliveryEngine
-from patchbay.backends.sqlite import DELIVERIES_FILE, open_sqlite
-from patchbay.backends.sqlite.db import SqliteDatabase
-from patchbay.backends.sqlite.outbox import SqliteOutbox
-from patchbay.clock import SystemClock
+from patchbay.backends import open_backend
+from patchbay.backends.abstract import Backend
+from patchbay.config import settings_from_process
 from patchbay.resolve.stage import StageRunner
-from patchbay.secretbox import KEY_FILE, SecretBox
-from tests.activate.test_engine_support import Recorder, async_wait_for, serve, wait_for
-from tests.activate.test_engine_workers import FAST, enqueue, run_engine, webhook
+from tests.activate.test_engine_support import (
+    Deliveries,
+    Recorder,
+    async_wait_for,
+    deliveries_of,
+    wait_for,
+)
+from tests.activate.test_engine_workers import FAST, enqueue, recorder, run_engine, webhook
+from tests.deployments import Deployment
+
+__all__ = ["recorder"]  # the fixture
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def recorder() -> Iterator[tuple[Recorder, str]]:
-    rec = Recorder()
-    server = serve(rec.app)
-    try:
-        yield rec, server.url
-    finally:
-        server.stop()
-
-
-def pending(store: SqliteOutbox, output: str) -> int:
+def pending(store: Deliveries, output: str) -> int:
     stats = store.stats().get(output)
     return stats.pending if stats else 0
 
 
-def test_successes_are_removed_in_groups(tmp_path: Path, recorder: tuple[Recorder, str]) -> None:
+def test_successes_are_removed_in_groups(backend: Backend, recorder: tuple[Recorder, str]) -> None:
     rec, url = recorder
     config = replace(FAST, concurrency=8, page=4, ack_delay_s=0.3, ack_max=1000)
 
-    async def body(engine: DeliveryEngine, store: SqliteOutbox) -> None:
+    async def body(engine: DeliveryEngine, store: Deliveries) -> None:
         webhook(store, "hook", url + "/hook")
         await engine.refresh()
         ids = enqueue(store, "hook", 40, engine.clock.now_ms())
@@ -61,15 +57,15 @@ def test_successes_are_removed_in_groups(tmp_path: Path, recorder: tuple[Recorde
         sent = sorted(r.headers["x-patchbay-delivery-id"] for r in rec.at("/hook"))
         assert sent == sorted(ids)
 
-    run_engine(tmp_path, body, config=config)
+    run_engine(backend, body, config=config)
 
 
-def test_a_full_group_commits_at_once(tmp_path: Path, recorder: tuple[Recorder, str]) -> None:
+def test_a_full_group_commits_at_once(backend: Backend, recorder: tuple[Recorder, str]) -> None:
     _, url = recorder
     # one send at a time, so that a group holds exactly ack_max successes
     config = replace(FAST, concurrency=1, ack_delay_s=3600.0, ack_max=5)
 
-    async def body(engine: DeliveryEngine, store: SqliteOutbox) -> None:
+    async def body(engine: DeliveryEngine, store: Deliveries) -> None:
         webhook(store, "hook", url + "/hook")
         await engine.refresh()
         enqueue(store, "hook", 10, engine.clock.now_ms())
@@ -77,64 +73,64 @@ def test_a_full_group_commits_at_once(tmp_path: Path, recorder: tuple[Recorder, 
         await async_wait_for(lambda: pending(store, "hook") == 0, what="two full groups")
         assert engine.acks.commits == 2
 
-    run_engine(tmp_path, body, config=config)
+    run_engine(backend, body, config=config)
 
 
-class FailingAcks(SqliteOutbox):
-    """An outbox whose first group commits fail."""
+class FailingAcks:
+    """A backend's outputs and outbox whose first group commits fail."""
 
-    failures = 2
+    def __init__(self, store: Deliveries, failures: int = 2) -> None:
+        self.store = store
+        self.failures = failures
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
 
     def succeeded_many(self, delivery_ids: Sequence[str], owner: str | None = None) -> None:
         if self.failures > 0:
             self.failures -= 1
             raise OSError("disk I/O error")
-        super().succeeded_many(delivery_ids, owner)
+        self.store.succeeded_many(delivery_ids, owner)
 
 
 def test_a_failed_group_commit_resends_and_loses_nothing(
-    tmp_path: Path, recorder: tuple[Recorder, str]
+    backend: Backend, recorder: tuple[Recorder, str]
 ) -> None:
     rec, url = recorder
-    backend = open_sqlite(tmp_path / "data")
-    box = SecretBox(tmp_path / "data" / KEY_FILE)
-    store = FailingAcks(SqliteDatabase(tmp_path / "data" / DELIVERIES_FILE), box)
-    backend.outputs = backend.outbox = store
+    failing = cast(Deliveries, FailingAcks(deliveries_of(backend)))
     config = replace(FAST, concurrency=4, ack_delay_s=0.05)
 
-    async def main() -> None:
-        engine = DeliveryEngine(backend, SystemClock(), config)
-        await engine.start()
-        try:
-            webhook(store, "hook", url + "/hook")
-            await engine.refresh()
-            ids = enqueue(store, "hook", 6, engine.clock.now_ms())
-            engine.notify({"hook"})
-            await async_wait_for(lambda: pending(store, "hook") == 0, what="an empty outbox")
-            sent = [r.headers["x-patchbay-delivery-id"] for r in rec.at("/hook")]
-            assert set(sent) == set(ids)
-            assert len(sent) > len(ids)  # the unacknowledged ones were sent again
-        finally:
-            await engine.stop()
+    async def body(engine: DeliveryEngine, store: Deliveries) -> None:
+        webhook(store, "hook", url + "/hook")
+        await engine.refresh()
+        ids = enqueue(store, "hook", 6, engine.clock.now_ms())
+        engine.notify({"hook"})
+        await async_wait_for(lambda: pending(store, "hook") == 0, what="an empty outbox")
+        sent = [r.headers["x-patchbay-delivery-id"] for r in rec.at("/hook")]
+        assert set(sent) == set(ids)
+        assert len(sent) > len(ids)  # the unacknowledged ones were sent again
 
-    try:
-        asyncio.run(main())
-    finally:
-        backend.close()
+    run_engine(dataclasses.replace(backend, outputs=failing, outbox=failing), body, config=config)
 
 
+#: An engine on the stores of the test's deployment (the environment names them) that
+#: never commits its acknowledgements; its leases are short, so that after its death
+#: another deliverer of a shared outbox takes its deliveries soon.
 _CRASHING_ENGINE = """
 import asyncio, sys
 from pathlib import Path
 from patchbay.activate.engine import DeliveryEngine, EngineConfig
+from patchbay.backends import open_backend
 from patchbay.clock import SystemClock
-from patchbay.backends.sqlite import open_sqlite
+from patchbay.config import settings_from_process
+from patchbay.partner.transport import Timeouts
 
 async def main() -> None:
-    data = Path(sys.argv[1])
+    backend = open_backend(settings_from_process({"data_dir": Path(sys.argv[1])}))
     config = EngineConfig(concurrency=4, poll_s=0.05, refresh_s=0.1,
-                          ack_delay_s=3600.0, ack_max=1_000_000)
-    engine = DeliveryEngine(open_sqlite(data), SystemClock(), config)
+                          ack_delay_s=3600.0, ack_max=1_000_000,
+                          timeouts=Timeouts(total=1.0, connect=0.5), lease_s=2.0)
+    engine = DeliveryEngine(backend, SystemClock(), config)
     await engine.start()
     await asyncio.sleep(3600)
 
@@ -143,18 +139,20 @@ asyncio.run(main())
 
 
 def test_sigkill_before_the_group_commit_resends_with_the_same_ids(
-    tmp_path: Path, recorder: tuple[Recorder, str]
+    data_dir: Path, deployment: Deployment, recorder: tuple[Recorder, str]
 ) -> None:
+    """An engine killed after its sends were accepted, before it acknowledged them: the
+    next engine on the same stores (``deployment``: the environment names them) sends
+    each again once, under its id (on a shared outbox, once the dead one's leases end)."""
     rec, url = recorder
-    data = tmp_path / "data"
-    backend = open_sqlite(data)
-    store = backend.outbox
+    backend = open_backend(settings_from_process({"data_dir": data_dir}))
     try:
+        store = deliveries_of(backend)
         webhook(store, "hook", url + "/hook")
         ids = enqueue(store, "hook", 8, int(time.time() * 1000))
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
         process = subprocess.Popen(
-            [sys.executable, "-c", _CRASHING_ENGINE, str(data)], env=env, cwd=ROOT
+            [sys.executable, "-c", _CRASHING_ENGINE, str(data_dir)], env=env, cwd=ROOT
         )
         try:
             wait_for(lambda: len(rec.at("/hook", handled=True)) == 8, what="8 accepted")
@@ -163,13 +161,13 @@ def test_sigkill_before_the_group_commit_resends_with_the_same_ids(
             process.wait()
         # accepted, but the group was never committed: all still pending
         assert pending(store, "hook") == 8
+
+        async def body(engine: DeliveryEngine, store: Deliveries) -> None:
+            await async_wait_for(lambda: pending(store, "hook") == 0, what="an empty outbox")
+
+        run_engine(backend, body)
     finally:
         backend.close()
-
-    async def body(engine: DeliveryEngine, store: SqliteOutbox) -> None:
-        await async_wait_for(lambda: pending(store, "hook") == 0, what="an empty outbox")
-
-    run_engine(tmp_path, body)
     sent = [r.headers["x-patchbay-delivery-id"] for r in rec.at("/hook")]
     assert sorted(sent) == sorted(ids * 2)  # each resent once, with its id
 

@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from pathlib import Path
 
 from structlog.testing import capture_logs
 
 from patchbay.activate.breaker import BreakerPolicy, BreakerState
 from patchbay.activate.engine import DeliveryEngine
-from patchbay.backends.sqlite import open_sqlite
-from patchbay.backends.sqlite.outbox import SqliteOutbox
+from patchbay.backends.abstract import Backend
 from patchbay.clock import ManualClock
-from tests.activate.test_engine_support import Recorder, async_wait_for, serve
+from tests.activate.test_engine_support import Recorder, async_wait_for, deliveries_of, serve
 from tests.activate.test_engine_workers import FAST, enqueue, webhook
 
 CONFIG = dataclasses.replace(
@@ -58,15 +56,13 @@ async def polls(engine: DeliveryEngine, output: str, count: int = 10) -> None:
         await asyncio.sleep(CONFIG.poll_s)
 
 
-def test_the_breaker_opens_probes_one_at_a_time_and_closes(tmp_path: Path) -> None:
+def test_the_breaker_opens_probes_one_at_a_time_and_closes(backend: Backend) -> None:
     rec = Recorder()
     rec.set("/down", status=503)
     endpoint = serve(rec.app)
     clock = ManualClock()
     metrics = CircuitCalls()
-    backend = open_sqlite(tmp_path / "data")
-    store = backend.outbox
-    assert isinstance(store, SqliteOutbox)
+    store = deliveries_of(backend)
 
     def sent() -> int:
         return len(rec.at("/down"))
@@ -120,7 +116,6 @@ def test_the_breaker_opens_probes_one_at_a_time_and_closes(tmp_path: Path) -> No
         with capture_logs() as logs:
             asyncio.run(main())
     finally:
-        backend.close()
         endpoint.stop()
     states = [(state, opened) for output, state, opened in metrics.calls if output == "down"]
     assert states == [
@@ -138,15 +133,13 @@ def test_the_breaker_opens_probes_one_at_a_time_and_closes(tmp_path: Path) -> No
     assert "delivery_retrying" not in events and "delivery_parked" not in events
 
 
-def test_failures_are_summed_up_per_output(tmp_path: Path) -> None:
+def test_failures_are_summed_up_per_output(backend: Backend) -> None:
     rec = Recorder()
     rec.set("/bad", status=400, body=b'{"message": "no"}')
     rec.set("/flaky", status=500)
     endpoint = serve(rec.app)
     clock = ManualClock()
-    backend = open_sqlite(tmp_path / "data")
-    store = backend.outbox
-    assert isinstance(store, SqliteOutbox)
+    store = deliveries_of(backend)
 
     async def main() -> None:
         engine = DeliveryEngine(backend, clock, CONFIG)
@@ -177,5 +170,4 @@ def test_failures_are_summed_up_per_output(tmp_path: Path) -> None:
     try:
         asyncio.run(main())
     finally:
-        backend.close()
         endpoint.stop()

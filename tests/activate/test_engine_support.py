@@ -1,5 +1,6 @@
 """Shared pieces of the delivery tests: a recording HTTP endpoint whose behaviour can be
-changed while it runs, and waiting helpers (no test in this module)."""
+changed while it runs, waiting helpers, and a backend's outputs and outbox as one store (no
+test in this module)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, cast
 
 import msgspec
 from starlette.applications import Starlette
@@ -16,7 +17,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from patchbay.backends.abstract import Backend, Outbox, OutputStore
 from patchbay.partner.lambda_local import BackgroundServer
+
+
+class Deliveries(OutputStore, Outbox, Protocol):
+    """A backend's outputs and its outbox: one store on every backend."""
+
+
+def deliveries_of(backend: Backend) -> Deliveries:
+    """The store that keeps ``backend``'s outputs and outbox."""
+    outputs: object = backend.outputs
+    assert outputs is backend.outbox
+    return cast(Deliveries, backend.outbox)
 
 
 @dataclass
@@ -50,10 +63,16 @@ class Recorder:
         self.behaviours: dict[str, Behaviour] = {}
         self.handled: list[Received] = []  # answered 2xx
         self._lock = threading.Lock()
+        self._released = threading.Event()
         self.app = Starlette(routes=[Route("/{path:path}", self._handle, methods=["POST"])])
 
     def set(self, path: str, **kwargs: Any) -> None:
         self.behaviours[path] = Behaviour(**kwargs)
+
+    def release(self) -> None:
+        """End every delay now and from now on (so that the server stops without waiting
+        for the answers held back)."""
+        self._released.set()
 
     async def _handle(self, request: Request) -> Response:
         path = "/" + request.path_params["path"]
@@ -61,8 +80,9 @@ class Recorder:
         with self._lock:
             self.received.append(item)
         behaviour = self.behaviours.get(path, Behaviour())
-        if behaviour.delay_s:
-            await asyncio.sleep(behaviour.delay_s)
+        deadline = time.monotonic() + behaviour.delay_s
+        while time.monotonic() < deadline and not self._released.is_set():
+            await asyncio.sleep(min(0.05, behaviour.delay_s))
         if 200 <= behaviour.status < 300:
             with self._lock:
                 self.handled.append(item)

@@ -23,7 +23,6 @@ from patchbay.activate import engine as engine_module
 from patchbay.activate.engine import DeliveryEngine, EngineConfig, RetryPolicy, reply_type
 from patchbay.activate.files import OutputsDir
 from patchbay.backends.abstract import Backend, ModuleStore
-from patchbay.backends.memory import open_memory
 from patchbay.backends.records import (
     AudienceConnection,
     AudienceRecord,
@@ -34,8 +33,6 @@ from patchbay.backends.records import (
     Output,
     WebhookDestination,
 )
-from patchbay.backends.sqlite import open_sqlite
-from patchbay.backends.sqlite.outbox import SqliteOutbox
 from patchbay.clock import Clock, ManualClock, SystemClock
 from patchbay.firehose import (
     AudienceMembershipChangeRequest,
@@ -52,7 +49,13 @@ from patchbay.firehose import (
 from patchbay.partner.lambda_local import LocalLambda
 from patchbay.partner.targets import HttpTarget, LambdaTarget, Target
 from patchbay.partner.transport import Timeouts, response_type_for
-from tests.activate.test_engine_support import Recorder, async_wait_for, serve
+from tests.activate.test_engine_support import (
+    Deliveries,
+    Recorder,
+    async_wait_for,
+    deliveries_of,
+    serve,
+)
 from tests.conftest import CountingClock, Lines
 
 FAST = EngineConfig(
@@ -71,18 +74,19 @@ def recorder() -> Iterator[tuple[Recorder, str]]:
     try:
         yield rec, server.url
     finally:
+        rec.release()
         server.stop()
 
 
 def run_engine(
-    tmp_path: Path,
-    body: Callable[[DeliveryEngine, SqliteOutbox], Awaitable[None]],
+    backend: Backend,
+    body: Callable[[DeliveryEngine, Deliveries], Awaitable[None]],
     clock: Clock | None = None,
     config: EngineConfig = FAST,
 ) -> None:
-    backend = open_sqlite(tmp_path / "data")
-    store = backend.outbox
-    assert isinstance(store, SqliteOutbox)
+    """Run ``body`` with an engine started on ``backend`` and the store of its outputs and
+    outbox; the engine is stopped after (the backend stays open)."""
+    store = deliveries_of(backend)
 
     async def main() -> None:
         engine = DeliveryEngine(backend, clock or SystemClock(), config)
@@ -92,17 +96,14 @@ def run_engine(
         finally:
             await engine.stop()
 
-    try:
-        asyncio.run(main())
-    finally:
-        backend.close()
+    asyncio.run(main())
 
 
-def webhook(store: SqliteOutbox, name: str, url: str, now: int = 0) -> None:
+def webhook(store: Deliveries, name: str, url: str, now: int = 0) -> None:
     store.add_output(Output(name, WebhookDestination(url), now, now, settings={"token": "sekret"}))
 
 
-def enqueue(store: SqliteOutbox, output: str, count: int, now: int) -> list[str]:
+def enqueue(store: Deliveries, output: str, count: int, now: int) -> list[str]:
     ids = [f"{output}-{i}" for i in range(count)]
     store.enqueue(
         [
@@ -114,11 +115,11 @@ def enqueue(store: SqliteOutbox, output: str, count: int, now: int) -> list[str]
 
 
 def test_webhook_deliveries_arrive_and_leave_the_outbox(
-    tmp_path: Path, recorder: tuple[Recorder, str]
+    backend: Backend, recorder: tuple[Recorder, str]
 ) -> None:
     rec, url = recorder
 
-    async def body(engine: DeliveryEngine, store: SqliteOutbox) -> None:
+    async def body(engine: DeliveryEngine, store: Deliveries) -> None:
         webhook(store, "hook", url + "/hook")
         await engine.refresh()
         ids = enqueue(store, "hook", 5, engine.clock.now_ms())
@@ -132,16 +133,16 @@ def test_webhook_deliveries_arrive_and_leave_the_outbox(
         assert all(r.headers["authorization"] == "Bearer sekret" for r in got)
         assert sorted(r.json()["id"] for r in got) == sorted(ids)
 
-    run_engine(tmp_path, body)
+    run_engine(backend, body)
 
 
 def test_retryable_errors_are_retried_with_the_same_id(
-    tmp_path: Path, recorder: tuple[Recorder, str]
+    backend: Backend, recorder: tuple[Recorder, str]
 ) -> None:
     rec, url = recorder
     rec.set("/flaky", status=503)
 
-    async def body(engine: DeliveryEngine, store: SqliteOutbox) -> None:
+    async def body(engine: DeliveryEngine, store: Deliveries) -> None:
         webhook(store, "flaky", url + "/flaky")
         await engine.refresh()
         enqueue(store, "flaky", 1, engine.clock.now_ms())
@@ -154,16 +155,16 @@ def test_retryable_errors_are_retried_with_the_same_id(
         await async_wait_for(lambda: store.get_delivery("flaky-0") is None, what="removal")
         assert {r.headers["x-patchbay-delivery-id"] for r in rec.at("/flaky")} == {"flaky-0"}
 
-    run_engine(tmp_path, body)
+    run_engine(backend, body)
 
 
 def test_non_retryable_errors_park_at_once_and_replay_resends(
-    tmp_path: Path, recorder: tuple[Recorder, str]
+    backend: Backend, recorder: tuple[Recorder, str]
 ) -> None:
     rec, url = recorder
     rec.set("/bad", status=400, body=b'{"error": "no such list"}')
 
-    async def body(engine: DeliveryEngine, store: SqliteOutbox) -> None:
+    async def body(engine: DeliveryEngine, store: Deliveries) -> None:
         webhook(store, "bad", url + "/bad")
         await engine.refresh()
         enqueue(store, "bad", 2, engine.clock.now_ms())
@@ -179,10 +180,10 @@ def test_non_retryable_errors_park_at_once_and_replay_resends(
         ids = [r.headers["x-patchbay-delivery-id"] for r in rec.at("/bad")]
         assert sorted(ids) == ["bad-0", "bad-0", "bad-1", "bad-1"]
 
-    run_engine(tmp_path, body)
+    run_engine(backend, body)
 
 
-def test_retries_stop_at_the_retry_window(tmp_path: Path, recorder: tuple[Recorder, str]) -> None:
+def test_retries_stop_at_the_retry_window(backend: Backend, recorder: tuple[Recorder, str]) -> None:
     rec, url = recorder
     rec.set("/down", status=502)
     config = EngineConfig(
@@ -192,7 +193,7 @@ def test_retries_stop_at_the_retry_window(tmp_path: Path, recorder: tuple[Record
         refresh_s=0.1,
     )
 
-    async def body(engine: DeliveryEngine, store: SqliteOutbox) -> None:
+    async def body(engine: DeliveryEngine, store: Deliveries) -> None:
         webhook(store, "down", url + "/down")
         await engine.refresh()
         enqueue(store, "down", 1, engine.clock.now_ms())
@@ -200,21 +201,21 @@ def test_retries_stop_at_the_retry_window(tmp_path: Path, recorder: tuple[Record
         parked = store.parked("down")[0]
         assert parked.attempts >= 2 and "502" in (parked.last_error or "")
 
-    run_engine(tmp_path, body, config=config)
+    run_engine(backend, body, config=config)
 
 
-def attempts(store: SqliteOutbox, delivery_id: str) -> int | None:
+def attempts(store: Deliveries, delivery_id: str) -> int | None:
     """The failed attempts recorded for a pending delivery (``None``: not in the outbox)."""
     delivery = store.get_delivery(delivery_id)
     return None if delivery is None else delivery.attempts
 
 
-def test_retry_after_is_honoured(tmp_path: Path, recorder: tuple[Recorder, str]) -> None:
+def test_retry_after_is_honoured(backend: Backend, recorder: tuple[Recorder, str]) -> None:
     rec, url = recorder
     rec.set("/busy", status=429, headers={"Retry-After": "30"})
     clock = ManualClock()
 
-    async def body(engine: DeliveryEngine, store: SqliteOutbox) -> None:
+    async def body(engine: DeliveryEngine, store: Deliveries) -> None:
         webhook(store, "busy", url + "/busy")
         await engine.refresh()
         first_at = clock.now_ms()
@@ -235,13 +236,13 @@ def test_retry_after_is_honoured(tmp_path: Path, recorder: tuple[Recorder, str])
         engine.notify({"busy"})
         await async_wait_for(lambda: len(rec.at("/busy")) == 2, what="the retry")
 
-    run_engine(tmp_path, body, clock=clock)
+    run_engine(backend, body, clock=clock)
 
 
-def test_paused_output_holds_its_queue(tmp_path: Path, recorder: tuple[Recorder, str]) -> None:
+def test_paused_output_holds_its_queue(backend: Backend, recorder: tuple[Recorder, str]) -> None:
     rec, url = recorder
 
-    async def body(engine: DeliveryEngine, store: SqliteOutbox) -> None:
+    async def body(engine: DeliveryEngine, store: Deliveries) -> None:
         webhook(store, "held", url + "/held")
         store.set_paused("held", True, "maintenance", 0)
         await engine.refresh()
@@ -253,14 +254,14 @@ def test_paused_output_holds_its_queue(tmp_path: Path, recorder: tuple[Recorder,
         store.set_paused("held", False, None, 0)
         await async_wait_for(lambda: len(rec.at("/held")) == 3, what="resumed deliveries")
 
-    run_engine(tmp_path, body)
+    run_engine(backend, body)
 
 
-def test_file_output_appends_json_lines(tmp_path: Path) -> None:
+def test_file_output_appends_json_lines(tmp_path: Path, backend: Backend) -> None:
     path = tmp_path / "out" / "events.jsonl"
     config = dataclasses.replace(FAST, outputs=OutputsDir(tmp_path / "out"))
 
-    async def body(engine: DeliveryEngine, store: SqliteOutbox) -> None:
+    async def body(engine: DeliveryEngine, store: Deliveries) -> None:
         store.add_output(Output("lines", FileDestination(str(path)), 0, 0))
         await engine.refresh()
         enqueue(store, "lines", 4, engine.clock.now_ms())
@@ -268,13 +269,13 @@ def test_file_output_appends_json_lines(tmp_path: Path) -> None:
             lambda: path.exists() and len(path.read_bytes().splitlines()) == 4, what="4 lines"
         )
 
-    run_engine(tmp_path, body, config=config)
+    run_engine(backend, body, config=config)
     lines = [msgspec.json.decode(line) for line in path.read_bytes().splitlines()]
     assert sorted(x["id"] for x in lines) == [f"lines-{i}" for i in range(4)]
 
 
 def test_a_full_disk_backs_the_engine_off_and_loses_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, storage_log: Lines
+    tmp_path: Path, backend: Backend, monkeypatch: pytest.MonkeyPatch, storage_log: Lines
 ) -> None:
     """A file output's disk is full: no attempt is counted, the engine tries again after 1 s,
     2 s, 4 s... of its clock, logs once, and writes everything once there is room."""
@@ -293,32 +294,34 @@ def test_a_full_disk_backs_the_engine_off_and_loses_nothing(
 
     monkeypatch.setattr(os, "write", write)
 
-    def tried(count: int) -> bool:
-        return len(tries) == count
+    def tried(engine: DeliveryEngine, count: int) -> bool:
+        """The write was refused ``count`` times, and the engine has taken each refusal in
+        (the write runs in a thread: the test must not move the clock in between)."""
+        return len(tries) == count and engine.backoff.refusals == count
 
     async def went_round() -> None:
         start = clock.reads
         await async_wait_for(lambda: clock.reads >= start + 5, what="the worker's loop")
 
-    async def body(engine: DeliveryEngine, store: SqliteOutbox) -> None:
+    async def body(engine: DeliveryEngine, store: Deliveries) -> None:
         nonlocal room
         store.add_output(Output("lines", FileDestination(str(path)), 0, 0))
         await engine.refresh()
         enqueue(store, "lines", 3, clock.now_ms())
         engine.notify({"lines"})
-        await async_wait_for(lambda: len(tries) == 1, what="the first try")
+        await async_wait_for(partial(tried, engine, 1), what="the first try")
         for done, wait_s in ((1, 1.0), (2, 2.0), (3, 4.0)):
             await went_round()
             assert len(tries) == done
             clock.advance(wait_s)
-            await async_wait_for(partial(tried, done + 1), what="the next try")
+            await async_wait_for(partial(tried, engine, done + 1), what="the next try")
         assert [d.attempts for d in store.due("lines", clock.now_ms(), 10)] == [0, 0, 0]
         room = True
         clock.advance(8.0)
         await async_wait_for(lambda: not store.stats().get("lines"), what="every delivery")
         assert not engine.backoff.full
 
-    run_engine(tmp_path, body, clock=clock, config=config)
+    run_engine(backend, body, clock=clock, config=config)
     assert sorted(msgspec.json.decode(line)["id"] for line in path.read_bytes().splitlines()) == [
         f"lines-{i}" for i in range(3)
     ]
@@ -329,7 +332,7 @@ def test_a_full_disk_backs_the_engine_off_and_loses_nothing(
 
 
 def test_file_outputs_outside_or_changed_on_disk_are_parked_never_written(
-    tmp_path: Path,
+    tmp_path: Path, backend: Backend
 ) -> None:
     outputs = OutputsDir(tmp_path / "out", tmp_path / "data")
     config = dataclasses.replace(FAST, outputs=outputs)
@@ -338,7 +341,7 @@ def test_file_outputs_outside_or_changed_on_disk_are_parked_never_written(
     victim = tmp_path / "victim"
     victim.write_bytes(b"keep")
 
-    async def body(engine: DeliveryEngine, store: SqliteOutbox) -> None:
+    async def body(engine: DeliveryEngine, store: Deliveries) -> None:
         store.add_output(Output("old", FileDestination(str(outside)), 0, 0))
         store.add_output(Output("lines", FileDestination(str(inside)), 0, 0))
         await engine.refresh()
@@ -357,13 +360,13 @@ def test_file_outputs_outside_or_changed_on_disk_are_parked_never_written(
         await async_wait_for(lambda: len(store.parked("lines")) == 1, what="parked (link)")
         assert "changed on disk" in (store.parked("lines")[0].last_error or "")
 
-    run_engine(tmp_path, body, config=config)
+    run_engine(backend, body, config=config)
     assert not outside.exists()
     assert victim.read_bytes() == b"keep"
 
 
 def test_refused_targets_are_parked_with_the_reason_and_never_sent(
-    tmp_path: Path, recorder: tuple[Recorder, str], monkeypatch: pytest.MonkeyPatch
+    backend: Backend, recorder: tuple[Recorder, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rec, url = recorder
     port = url.rsplit(":", 1)[1]
@@ -373,7 +376,7 @@ def test_refused_targets_are_parked_with_the_reason_and_never_sent(
         lambda: FakeResolver({"meta.test": "169.254.169.254", "local.test": "127.0.0.1"}),
     )
 
-    async def body(engine: DeliveryEngine, store: SqliteOutbox) -> None:
+    async def body(engine: DeliveryEngine, store: Deliveries) -> None:
         store.add_output(Output("meta", WebhookDestination("http://169.254.169.254/x"), 0, 0))
         store.add_output(Output("named", WebhookDestination(f"http://meta.test:{port}/x"), 0, 0))
         store.add_output(Output("fine", WebhookDestination(f"http://local.test:{port}/ok"), 0, 0))
@@ -386,11 +389,11 @@ def test_refused_targets_are_parked_with_the_reason_and_never_sent(
             error = store.parked(name)[0].last_error or ""
             assert "cloud metadata address" in error and "never sends there" in error, error
 
-    run_engine(tmp_path, body)
+    run_engine(backend, body)
 
 
 def test_tokens_never_cross_plain_http_to_other_hosts(
-    tmp_path: Path, recorder: tuple[Recorder, str], monkeypatch: pytest.MonkeyPatch
+    backend: Backend, recorder: tuple[Recorder, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rec, url = recorder
     port = url.rsplit(":", 1)[1]
@@ -399,7 +402,7 @@ def test_tokens_never_cross_plain_http_to_other_hosts(
         "aiohttp.DefaultResolver", lambda: FakeResolver({"partner.test": "10.1.2.3"})
     )
 
-    async def body(engine: DeliveryEngine, store: SqliteOutbox) -> None:
+    async def body(engine: DeliveryEngine, store: Deliveries) -> None:
         webhook(store, "hook", f"http://partner.test:{port}/hook")
         await engine.refresh()
         enqueue(store, "hook", 1, engine.clock.now_ms())
@@ -407,7 +410,7 @@ def test_tokens_never_cross_plain_http_to_other_hosts(
         error = store.parked("hook")[0].last_error or ""
         assert "plain http" in error and "sekret" not in error
 
-    run_engine(tmp_path, body)
+    run_engine(backend, body)
     assert rec.at("/hook") == []
 
 
@@ -432,14 +435,14 @@ class FakeResolver(AbstractResolver):
 
 
 def test_a_slow_or_failing_output_does_not_delay_another(
-    tmp_path: Path, recorder: tuple[Recorder, str]
+    backend: Backend, recorder: tuple[Recorder, str]
 ) -> None:
     rec, url = recorder
     # Slower than the engine's 10 s request timeout: the slow output never gets an answer.
     rec.set("/slow", delay_s=12.0)
     rec.set("/broken", status=500)
 
-    async def body(engine: DeliveryEngine, store: SqliteOutbox) -> None:
+    async def body(engine: DeliveryEngine, store: Deliveries) -> None:
         for name in ("slow", "broken", "good"):
             webhook(store, name, f"{url}/{name}")
         await engine.refresh()
@@ -455,7 +458,7 @@ def test_a_slow_or_failing_output_does_not_delay_another(
         assert len(rec.at("/slow", handled=True)) == 0
         assert len(rec.at("/broken", handled=True)) == 0
 
-    run_engine(tmp_path, body)
+    run_engine(backend, body)
 
 
 # --------------------------------------------------------------------------- module outputs
@@ -465,7 +468,7 @@ OVERSIZED = b'{"type": "event_processing_response", "pad": "' + b"x" * (4 << 20)
 ACCEPTED = dumps(EventProcessingResponse())
 
 
-def module_output(store: SqliteOutbox, modules: ModuleStore, name: str, target: Target) -> None:
+def module_output(store: Deliveries, modules: ModuleStore, name: str, target: Target) -> None:
     """A module ``name`` reached at ``target``, and an output of the same name sending to
     it."""
     modules.put_module(ModuleRecord(name, name, "1.0", target, b"{}", 0, 0))
@@ -473,12 +476,12 @@ def module_output(store: SqliteOutbox, modules: ModuleStore, name: str, target: 
 
 
 def test_a_module_answer_over_the_cap_fails_the_attempt(
-    tmp_path: Path, recorder: tuple[Recorder, str]
+    backend: Backend, recorder: tuple[Recorder, str]
 ) -> None:
     rec, url = recorder
     rec.set("/big", body=OVERSIZED)
 
-    async def body(engine: DeliveryEngine, store: SqliteOutbox) -> None:
+    async def body(engine: DeliveryEngine, store: Deliveries) -> None:
         module_output(store, engine.modules, "big", HttpTarget(url + "/big"))
         await engine.refresh()
         enqueue(store, "big", 1, engine.clock.now_ms())
@@ -489,11 +492,11 @@ def test_a_module_answer_over_the_cap_fails_the_attempt(
         assert store.replay(engine.clock.now_ms(), output="big") == 1
         await async_wait_for(lambda: store.get_delivery("big-0") is None, what="delivered")
 
-    run_engine(tmp_path, body)
+    run_engine(backend, body)
 
 
 def test_a_lambda_module_answer_over_the_cap_fails_the_attempt(
-    tmp_path: Path, aws_env: None
+    backend: Backend, aws_env: None
 ) -> None:
     answers = {"size": "big"}
 
@@ -504,7 +507,7 @@ def test_a_lambda_module_answer_over_the_cap_fails_the_attempt(
 
     with LocalLambda({"fn": handler}).serve() as server:
 
-        async def body(engine: DeliveryEngine, store: SqliteOutbox) -> None:
+        async def body(engine: DeliveryEngine, store: Deliveries) -> None:
             module_output(store, engine.modules, "fn", LambdaTarget("fn", endpoint_url=server.url))
             await engine.refresh()
             enqueue(store, "fn", 1, engine.clock.now_ms())
@@ -514,15 +517,15 @@ def test_a_lambda_module_answer_over_the_cap_fails_the_attempt(
             assert store.replay(engine.clock.now_ms(), output="fn") == 1
             await async_wait_for(lambda: store.get_delivery("fn-0") is None, what="delivered")
 
-        run_engine(tmp_path, body)
+        run_engine(backend, body)
 
 
-def test_a_module_retry_after_is_honoured(tmp_path: Path, recorder: tuple[Recorder, str]) -> None:
+def test_a_module_retry_after_is_honoured(backend: Backend, recorder: tuple[Recorder, str]) -> None:
     rec, url = recorder
     rec.set("/busy", status=503, headers={"Retry-After": "30"})
     clock = ManualClock()
 
-    async def body(engine: DeliveryEngine, store: SqliteOutbox) -> None:
+    async def body(engine: DeliveryEngine, store: Deliveries) -> None:
         module_output(store, engine.modules, "busy", HttpTarget(url + "/busy"))
         await engine.refresh()
         first_at = clock.now_ms()
@@ -533,7 +536,7 @@ def test_a_module_retry_after_is_honoured(tmp_path: Path, recorder: tuple[Record
         assert delivery is not None and delivery.next_attempt_ms >= first_at + 30_000
         assert "503" in (delivery.last_error or "")
 
-    run_engine(tmp_path, body, clock=clock)
+    run_engine(backend, body, clock=clock)
 
 
 # --------------------------------------------------------------------------- audience answers
@@ -544,26 +547,6 @@ LIST_SETTING: dict[str, object] = {
     "name": "List",
     "visible": False,
 }
-
-
-def run_memory_engine(
-    body: Callable[[DeliveryEngine, Backend], Awaitable[None]], config: EngineConfig = FAST
-) -> None:
-    """:func:`run_engine` on the in-memory backend (with its audience store)."""
-    backend = open_memory()
-
-    async def main() -> None:
-        engine = DeliveryEngine(backend, SystemClock(), config)
-        await engine.start()
-        try:
-            await body(engine, backend)
-        finally:
-            await engine.stop()
-
-    try:
-        asyncio.run(main())
-    finally:
-        backend.close()
 
 
 def audience_output(backend: Backend, url: str, name: str = "crm") -> int:
@@ -634,7 +617,7 @@ def test_reply_types_are_told_by_the_payload_prefix() -> None:
 
 @pytest.mark.parametrize("action", ["add", "update"])
 def test_the_settings_a_partner_answers_to_a_subscription_are_recorded(
-    recorder: tuple[Recorder, str], monkeypatch: pytest.MonkeyPatch, action: str
+    backend: Backend, recorder: tuple[Recorder, str], monkeypatch: pytest.MonkeyPatch, action: str
 ) -> None:
     rec, url = recorder
     answer = AudienceSubscriptionResponse(
@@ -644,7 +627,7 @@ def test_the_settings_a_partner_answers_to_a_subscription_are_recorded(
     logged = CapturingLogger()
     monkeypatch.setattr(engine_module, "log", logged)
 
-    async def body(engine: DeliveryEngine, backend: Backend) -> None:
+    async def body(engine: DeliveryEngine, _: Deliveries) -> None:
         audience_id = audience_output(backend, url + "/crm")
         await engine.refresh()
         assert the_connection(backend, audience_id).subscribed_at_ms is None
@@ -660,16 +643,16 @@ def test_the_settings_a_partner_answers_to_a_subscription_are_recorded(
         assert warning.kwargs["dropped"] == ["secret"]
         assert warning.kwargs["audience_id"] == audience_id
 
-    run_memory_engine(body)
+    run_engine(backend, body)
     [received] = rec.at("/crm")
     assert received.json()["type"] == "audience_subscription_request"
 
 
-def test_a_removal_answer_records_nothing(recorder: tuple[Recorder, str]) -> None:
+def test_a_removal_answer_records_nothing(backend: Backend, recorder: tuple[Recorder, str]) -> None:
     rec, url = recorder
     rec.set("/crm", body=dumps(AudienceSubscriptionResponse()))
 
-    async def body(engine: DeliveryEngine, backend: Backend) -> None:
+    async def body(engine: DeliveryEngine, _: Deliveries) -> None:
         audience_id = audience_output(backend, url + "/crm")
         await engine.refresh()
         request = AudienceSubscriptionRequest(audience_id=audience_id, action="remove")
@@ -677,16 +660,16 @@ def test_a_removal_answer_records_nothing(recorder: tuple[Recorder, str]) -> Non
         await async_wait_for(lambda: backend.outbox.get_delivery("sub-1") is None, what="sent")
         assert the_connection(backend, audience_id).subscribed_at_ms is None
 
-    run_memory_engine(body)
+    run_engine(backend, body)
 
 
 def test_a_subscription_that_cannot_be_recorded_is_retried(
-    recorder: tuple[Recorder, str],
+    backend: Backend, recorder: tuple[Recorder, str]
 ) -> None:
     rec, url = recorder
     rec.set("/crm", body=dumps(AudienceSubscriptionResponse()))
 
-    async def body(engine: DeliveryEngine, backend: Backend) -> None:
+    async def body(engine: DeliveryEngine, _: Deliveries) -> None:
         audience_id = audience_output(backend, url + "/crm")
         store = backend.audiences
         failures = [OSError("disk full")]
@@ -705,16 +688,16 @@ def test_a_subscription_that_cannot_be_recorded_is_retried(
         assert len(rec.at("/crm")) == 2  # sent again after the failed record
         assert the_connection(backend, audience_id).subscribed_at_ms is not None
 
-    run_memory_engine(body)
+    run_engine(backend, body)
 
 
 def test_suspend_subscription_in_a_membership_answer_pauses_the_output(
-    recorder: tuple[Recorder, str],
+    backend: Backend, recorder: tuple[Recorder, str]
 ) -> None:
     rec, url = recorder
     rec.set("/crm", body=dumps(AudienceMembershipChangeResponse(suspend_subscription=True)))
 
-    async def body(engine: DeliveryEngine, backend: Backend) -> None:
+    async def body(engine: DeliveryEngine, _: Deliveries) -> None:
         audience_output(backend, url + "/crm")
         await engine.refresh()
         enqueue_message(engine, "crm", "m-1", AudienceMembershipChangeRequest(user_profiles=[]))
@@ -732,16 +715,16 @@ def test_suspend_subscription_in_a_membership_answer_pauses_the_output(
         await asyncio.sleep(FAST.poll_s * 4)
         assert len(rec.at("/crm")) == 1
 
-    run_memory_engine(body)
+    run_engine(backend, body)
 
 
 def test_an_answer_of_another_type_than_the_request_parks_it(
-    recorder: tuple[Recorder, str],
+    backend: Backend, recorder: tuple[Recorder, str]
 ) -> None:
     rec, url = recorder
     rec.set("/crm", body=ACCEPTED)  # an event processing response
 
-    async def body(engine: DeliveryEngine, backend: Backend) -> None:
+    async def body(engine: DeliveryEngine, _: Deliveries) -> None:
         audience_id = audience_output(backend, url + "/crm")
         await engine.refresh()
         request = AudienceSubscriptionRequest(audience_id=audience_id, action="add")
@@ -751,4 +734,4 @@ def test_an_answer_of_another_type_than_the_request_parks_it(
         assert "expected audience_subscription_response" in (parked.last_error or "")
         assert the_connection(backend, audience_id).subscribed_at_ms is None
 
-    run_memory_engine(body)
+    run_engine(backend, body)
