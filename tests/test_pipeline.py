@@ -8,8 +8,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Callable, Collection, Sequence
 
 import pytest
 
@@ -24,7 +23,6 @@ from patchbay.backends.records import (
     Output,
     WebhookDestination,
 )
-from patchbay.backends.sqlite import open_sqlite
 from patchbay.clock import ManualClock
 from patchbay.collect.appender import append_new
 from patchbay.collect.decode import decode_batch
@@ -33,6 +31,7 @@ from patchbay.resolve.resolver import Resolver
 from patchbay.resolve.service import ResolveService
 from patchbay.resolve.stage import ResolvedBatch, ResolvedChunk
 from patchbay.resolve.strategy import IdentityStrategy
+from tests.deployments import DEPLOYED, BackendSpec, Stores
 
 INPUT = "input-1"
 
@@ -84,7 +83,7 @@ class Recording:
 
 
 class GatedOutbox:
-    """The memory outbox, with enqueues held at a gate: activate stalled."""
+    """A backend's outbox, with enqueues held at a gate: activate stalled."""
 
     def __init__(self, backend: Backend) -> None:
         self.inner = backend.outbox
@@ -102,11 +101,11 @@ def pipeline(backend: Backend, stages: Sequence[object], **options: int) -> Pipe
     return Pipeline(backend, service, stages, **options)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def memory() -> Iterator[Backend]:
-    backend = open_memory()
-    yield backend
-    backend.close()
+@pytest.fixture(params=DEPLOYED, ids=lambda s: s.name)
+def spec(request: pytest.FixtureRequest) -> BackendSpec:
+    """Each deployment in turn: the pipeline's behaviour is the same on both."""
+    spec: BackendSpec = request.param
+    return spec
 
 
 def connect_webhook(backend: Backend) -> None:
@@ -114,24 +113,24 @@ def connect_webhook(backend: Backend) -> None:
     backend.outputs.add_connection(Connection("c1", INPUT, "hook", 0))
 
 
-def test_a_stage_gets_every_batch_while_activate_is_stalled(memory: Backend) -> None:
-    connect_webhook(memory)
-    gated = GatedOutbox(memory)
-    activate = ActivateStage(memory.outputs, gated, memory.modules, ManualClock(5_000))  # type: ignore[arg-type]
+def test_a_stage_gets_every_batch_while_activate_is_stalled(backend: Backend) -> None:
+    connect_webhook(backend)
+    gated = GatedOutbox(backend)
+    activate = ActivateStage(backend.outputs, gated, backend.modules, ManualClock(5_000))  # type: ignore[arg-type]
     recording = Recording()
     # small chunks and buffers: the stalled stage's buffer overflows many times over
-    running = pipeline(memory, [activate, recording], chunk=5, buffer_chunks=2)
+    running = pipeline(backend, [activate, recording], chunk=5, buffer_chunks=2)
     running.start()
     try:
-        positions = append(memory, 100)
+        positions = append(backend, 100)
         running.wake()
         wait_for(lambda: recording.positions() == positions, "the recording stage")
         assert gated.waiting.is_set() and not gated.gate.is_set()  # activate is still stuck
-        assert memory.outbox.stats() == {}
+        assert backend.outbox.stats() == {}
 
         gated.gate.set()  # activate resumes: it reads back what overflowed its buffer
-        wait_for(lambda: memory.outbox.stats().get("hook") is not None, "deliveries")
-        wait_for(lambda: memory.outbox.stats()["hook"].pending == 100, "every delivery")
+        wait_for(lambda: backend.outbox.stats().get("hook") is not None, "deliveries")
+        wait_for(lambda: backend.outbox.stats()["hook"].pending == 100, "every delivery")
     finally:
         gated.gate.set()
         running.stop()
@@ -143,13 +142,13 @@ def test_a_stage_gets_every_batch_while_activate_is_stalled(memory: Backend) -> 
     assert all(b.profile is not None for b in recording.seen)
 
 
-def test_a_failing_stage_reads_back_what_it_missed(memory: Backend) -> None:
+def test_a_failing_stage_reads_back_what_it_missed(backend: Backend) -> None:
     failing = Recording("failing", fail_first=2)
     steady = Recording("steady")
-    running = pipeline(memory, [failing, steady], chunk=10)
+    running = pipeline(backend, [failing, steady], chunk=10)
     running.start()
     try:
-        positions = append(memory, 40)
+        positions = append(backend, 40)
         running.wake()
         wait_for(lambda: steady.positions() == positions, "the steady stage")
         wait_for(lambda: sorted(set(failing.positions())) == positions, "the failing stage")
@@ -164,8 +163,9 @@ def test_a_failing_stage_reads_back_what_it_missed(memory: Backend) -> None:
     assert all(mpids[b.stored.position] == b.mpid for b in failing.seen)
 
 
-def test_a_restarted_pipeline_resumes_each_stage_at_its_checkpoint(tmp_path: Path) -> None:
-    backend = open_sqlite(tmp_path / "data", "normal")
+@pytest.mark.persists
+def test_a_restarted_pipeline_resumes_each_stage_at_its_checkpoint(stores: Stores) -> None:
+    backend = stores.open()
     first = Recording("a")
     running = pipeline(backend, [first])
     running.start()
@@ -173,10 +173,9 @@ def test_a_restarted_pipeline_resumes_each_stage_at_its_checkpoint(tmp_path: Pat
     running.wake()
     wait_for(lambda: first.positions() == positions, "stage a")
     running.stop()
-    backend.close()
 
     # more batches arrive while nothing runs; a stage "b" is added
-    backend = open_sqlite(tmp_path / "data", "normal")
+    backend = stores.reopen(backend)
     more = append(backend, 20, start=30)
     again, added = Recording("a"), Recording("b")
     running = pipeline(backend, [again, added])
@@ -187,12 +186,11 @@ def test_a_restarted_pipeline_resumes_each_stage_at_its_checkpoint(tmp_path: Pat
         wait_for(lambda: added.positions() == positions + more, "the new stage, from the start")
     finally:
         running.stop()
-        backend.close()
 
 
-def test_resolved_users_are_pruned_once_every_stage_has_them(memory: Backend) -> None:
+def test_resolved_users_are_pruned_once_every_stage_has_them(backend: Backend) -> None:
     slow, fast = Recording("slow"), Recording("fast")
-    running = pipeline(memory, [slow, fast])
+    running = pipeline(backend, [slow, fast])
     hold = threading.Event()
     original = slow.handle
 
@@ -203,24 +201,24 @@ def test_resolved_users_are_pruned_once_every_stage_has_them(memory: Backend) ->
     slow.handle = held  # type: ignore[method-assign]
     running.start()
     try:
-        positions = append(memory, 10)
+        positions = append(backend, 10)
         running.wake()
         wait_for(lambda: fast.positions() == positions, "the fast stage")
-        wait_for(lambda: len(memory.state.resolved(0, None, 100)) == 10, "resolve's commit")
+        wait_for(lambda: len(backend.state.resolved(0, None, 100)) == 10, "resolve's commit")
         assert running.prune() == 0  # the slow stage has none of them yet
-        assert len(memory.state.resolved(0, None, 100)) == 10
+        assert len(backend.state.resolved(0, None, 100)) == 10
         hold.set()
         wait_for(lambda: slow.positions() == positions, "the slow stage")
         assert running.prune() == 10
-        assert memory.state.resolved(0, None, 100) == []
+        assert backend.state.resolved(0, None, 100) == []
     finally:
         hold.set()
         running.stop()
 
 
-def test_a_full_buffer_drops_without_blocking(memory: Backend) -> None:
+def test_a_full_buffer_drops_without_blocking(backend: Backend) -> None:
     stage = Recording()
-    feed = StageFeed(stage, memory, buffer_chunks=1)
+    feed = StageFeed(stage, backend, buffer_chunks=1)
     # not started: nothing takes from the buffer, so the second offer finds it full
     chunk = ResolvedChunk(0, None, LogPosition(0, 1), [])
     feed.offer(chunk)
@@ -229,7 +227,7 @@ def test_a_full_buffer_drops_without_blocking(memory: Backend) -> None:
 
 
 def test_resolve_waits_for_a_stage_that_keeps_up_and_not_for_a_stuck_one(
-    memory: Backend,
+    backend: Backend,
 ) -> None:
     """The fan-out returns once every stage that keeps up is done with the chunk (they run
     on resolve's time, not beside it); a stage that does not finish in time is not waited
@@ -243,13 +241,13 @@ def test_resolve_waits_for_a_stage_that_keeps_up_and_not_for_a_stuck_one(
         original(batches)
 
     stuck.handle = held  # type: ignore[method-assign]
-    feeds = [StageFeed(steady, memory), StageFeed(stuck, memory)]
+    feeds = [StageFeed(steady, backend), StageFeed(stuck, backend)]
     fanout = Fanout(feeds, wait_s=0.5)
     for feed in feeds:
         feed.start()
     try:
-        (position,) = append(memory, 1)
-        stored = memory.log.read(0, None, 1)
+        (position,) = append(backend, 1)
+        stored = backend.log.read(0, None, 1)
         batch = ResolvedBatch(stored[0], decode_batch(stored[0].body), 7)
         chunk = ResolvedChunk(0, None, position, [batch])
         fanout.offer(chunk)
