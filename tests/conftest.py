@@ -270,9 +270,13 @@ def create_store(data_dir: Path) -> Path:
 
 
 @pytest.fixture
-def store_dir(data_dir: Path) -> Path:
-    """``data_dir`` with an empty store in it."""
-    return create_store(data_dir)
+def store_dir(data_dir: Path, deployment: Deployment) -> Path:
+    """``data_dir`` with an empty store of this test's deployment (in it, for the embedded
+    store)."""
+    if not deployment.scaled:
+        return create_store(data_dir)
+    deployment.open(data_dir, create=True).close()
+    return data_dir
 
 
 @pytest.fixture

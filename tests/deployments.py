@@ -151,15 +151,16 @@ class Deployment:
     def scaled(self) -> bool:
         return bool(self.env)
 
-    def open(self, data_dir: Path) -> Backend:
+    def open(self, data_dir: Path, *, create: bool = False) -> Backend:
         """The backend the commands of this deployment use with ``data_dir`` (the key of
-        stored secrets is in it in both modes); the caller closes it."""
+        stored secrets is in it in both modes), created if missing with ``create``; the
+        caller closes it."""
         from patchbay.backends import open_backend
         from patchbay.config import settings_from_process
 
         with _environment(self.env):
             settings = settings_from_process({"data_dir": data_dir}, None)
-        return open_backend(settings, create=False)
+        return open_backend(settings, create=create)
 
 
 @contextmanager

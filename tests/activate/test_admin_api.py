@@ -1,5 +1,6 @@
 """The admin HTTP API: token required (constant-time), disabled without one, and the
-outputs/connections/deliveries operations."""
+outputs/connections/deliveries operations (on each deployment: the embedded store, the
+scale-out mode)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from typing import Any
 import msgspec
 import pytest
 
+from patchbay.config import load_settings
 from patchbay.partner.lambda_local import BackgroundServer
 from patchbay.server import create_app
-from patchbay.settings import Settings
 from tests.conftest import add_input
+from tests.deployments import Deployment
 
 TOKEN = "admin-token-xyz"
 
@@ -32,12 +34,22 @@ class Answer:
 
 
 class Client:
-    """A real server (uvicorn in a thread) running ``create_app``."""
+    """A real server (uvicorn in a thread) running ``create_app`` on ``deployment`` (the
+    embedded store by default)."""
 
-    def __init__(self, data_dir: Path, token: str | None, max_request_bytes: int = 262144) -> None:
-        settings = Settings(
-            data_dir=data_dir, delivery_process=False, max_request_bytes=max_request_bytes
-        )
+    def __init__(
+        self,
+        data_dir: Path,
+        token: str | None,
+        max_request_bytes: int = 262144,
+        deployment: Deployment | None = None,
+    ) -> None:
+        flags = {
+            "data_dir": data_dir,
+            "delivery_process": False,
+            "max_request_bytes": max_request_bytes,
+        }
+        settings = load_settings(flags, deployment.env if deployment else {})
         app = create_app(settings, admin_token=token or "")
         self.server = BackgroundServer(app)
 
@@ -74,14 +86,10 @@ class Client:
         return self.request("GET", path, headers=headers)
 
 
-def client_for(data_dir: Path, token: str | None) -> Client:
-    return Client(data_dir, token)
-
-
 @pytest.fixture
-def client(data_dir: Path) -> Iterator[Client]:
+def client(data_dir: Path, deployment: Deployment) -> Iterator[Client]:
     add_input(data_dir, "app")
-    with client_for(data_dir, TOKEN) as c:
+    with Client(data_dir, TOKEN, deployment=deployment) as c:
         yield c
 
 
@@ -94,7 +102,7 @@ def json_auth() -> dict[str, str]:
     return {**auth(), "Content-Type": "application/json"}
 
 
-def test_bodies_are_bounded_on_every_admin_route(data_dir: Path) -> None:
+def test_bodies_are_bounded_on_every_admin_route(data_dir: Path, deployment: Deployment) -> None:
     """The admin API reads at most ``max_request_bytes`` of a body (it read whole bodies):
     a larger one is a 413, declared or chunked, and changes nothing."""
     add_input(data_dir, "app")
@@ -102,7 +110,7 @@ def test_bodies_are_bounded_on_every_admin_route(data_dir: Path) -> None:
     output = {"name": "hook", "webhook": "http://127.0.0.1:9/", "pad": padding}
     audience = {"name": "a", "criteria": {"environment": "production"}, "pad": padding}
     headers = json_auth()
-    with Client(data_dir, TOKEN, max_request_bytes=1000) as c:
+    with Client(data_dir, TOKEN, max_request_bytes=1000, deployment=deployment) as c:
         for path, document in (("/admin/v1/outputs", output), ("/admin/v1/audiences", audience)):
             body = msgspec.json.encode(document)
             answer = c.request("POST", path, body, headers)
@@ -146,15 +154,20 @@ def test_a_repeated_key_or_a_body_of_another_type_is_refused(client: Client) -> 
 
 
 def test_disabled_without_a_token(data_dir: Path) -> None:
-    with client_for(data_dir, None) as c:
+    with Client(data_dir, None) as c:
         answer = c.get("/admin/v1/outputs", headers=auth())
     assert answer.status_code == 404
     assert "disabled" in answer.json()["error"]
     assert "--admin-token" in answer.json()["error"]
 
 
-@pytest.mark.parametrize("header", [None, "Bearer wrong", f"Token {TOKEN}", "Bearer"])
-def test_every_route_requires_the_token(client: Client, header: str | None) -> None:
+def test_every_route_requires_the_token(client: Client) -> None:
+    for header in (None, "Bearer wrong", f"Token {TOKEN}", "Bearer"):
+        assert_every_route_refused(client, header)
+
+
+def assert_every_route_refused(client: Client, header: str | None) -> None:
+    """Every admin route answers 401 to a request with this ``Authorization`` header."""
     headers = {"Authorization": header} if header else {}
     for method, path in [
         ("GET", "/admin/v1/outputs"),
@@ -168,7 +181,7 @@ def test_every_route_requires_the_token(client: Client, header: str | None) -> N
         ("GET", "/admin/v1/anything"),
     ]:
         answer = client.request(method, path, headers=headers)
-        assert answer.status_code == 401, (method, path)
+        assert answer.status_code == 401, (header, method, path)
         assert answer.headers["www-authenticate"].startswith("Bearer")
 
 

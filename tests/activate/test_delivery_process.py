@@ -1,17 +1,17 @@
 """``patchbay serve`` runs the delivery engine in a child process: it delivers, reports its
-metrics on the server's ``/metrics``, is started again when it dies, and dies with the server."""
+metrics on the server's ``/metrics``, is started again when it dies, and dies with the server
+(on each deployment: the embedded store, the scale-out mode)."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
-import sqlite3
-from contextlib import closing
 from pathlib import Path
 
 from tests.activate.test_engine_support import wait_for
 from tests.conftest import Server, add_input, run_cli, start_server, stop_server
+from tests.deployments import Deployment
 
 
 def children(pid: int, name: str) -> list[int]:
@@ -55,10 +55,20 @@ def lines(path: Path) -> int:
     return len(path.read_bytes().splitlines()) if path.exists() else 0
 
 
-def pending(data_dir: Path) -> int:
-    """Deliveries still in the outbox (not yet acknowledged)."""
-    with closing(sqlite3.connect(data_dir / "deliveries.db")) as db:
-        return int(db.execute("SELECT count(*) FROM deliveries").fetchone()[0])
+def pending(server: Server) -> int:
+    """Deliveries still in the server's outbox (not yet acknowledged)."""
+    backend = server.open_store()
+    try:
+        return sum(queue.pending + queue.parked for queue in backend.outbox.stats().values())
+    finally:
+        backend.close()
+
+
+def serve(data_dir: Path, deployment: Deployment, *args: str) -> Server:
+    """Start ``patchbay serve ARGS`` on ``deployment``."""
+    server = start_server(data_dir, *args)
+    server.deployment = deployment
+    return server
 
 
 def succeeded_metric(server: Server) -> float:
@@ -69,7 +79,9 @@ def succeeded_metric(server: Server) -> float:
     return 0.0
 
 
-def test_the_child_delivers_reports_metrics_and_is_restarted(data_dir: Path) -> None:
+def test_the_child_delivers_reports_metrics_and_is_restarted(
+    data_dir: Path, deployment: Deployment
+) -> None:
     credentials = add_input(data_dir, "app")
     out = data_dir / "outputs" / "out.jsonl"
     for args in (
@@ -77,7 +89,7 @@ def test_the_child_delivers_reports_metrics_and_is_restarted(data_dir: Path) -> 
         ("connections", "add", "--input", "app", "--output", "lines"),
     ):
         assert run_cli(*args, data_dir=data_dir).returncode == 0
-    server = start_server(data_dir)
+    server = serve(data_dir, deployment)
     server.credentials = credentials
     try:
         wait_for(lambda: len(delivery_children(server.process.pid)) == 1, what="a child")
@@ -85,7 +97,7 @@ def test_the_child_delivers_reports_metrics_and_is_restarted(data_dir: Path) -> 
         post(server, "a@example.com")
         wait_for(lambda: lines(out) == 1, what="the first delivery")
         wait_for(lambda: succeeded_metric(server) == 1.0, what="the child's metrics")
-        wait_for(lambda: pending(data_dir) == 0, what="the acknowledgement")
+        wait_for(lambda: pending(server) == 0, what="the acknowledgement")
 
         os.kill(first, signal.SIGKILL)
         wait_for(
@@ -102,8 +114,10 @@ def test_the_child_delivers_reports_metrics_and_is_restarted(data_dir: Path) -> 
     wait_for(lambda: not any(alive(p) for p in children), 10, "the child stopped")
 
 
-def test_a_killed_server_takes_its_delivery_process_along(data_dir: Path) -> None:
-    server = start_server(data_dir)
+def test_a_killed_server_takes_its_delivery_process_along(
+    data_dir: Path, deployment: Deployment
+) -> None:
+    server = serve(data_dir, deployment)
     try:
         wait_for(lambda: len(delivery_children(server.process.pid)) == 1, what="a child")
         (child,) = delivery_children(server.process.pid)
@@ -114,12 +128,14 @@ def test_a_killed_server_takes_its_delivery_process_along(data_dir: Path) -> Non
         stop_server(server)
 
 
-def test_no_delivery_process_keeps_the_engine_in_the_server(data_dir: Path) -> None:
+def test_no_delivery_process_keeps_the_engine_in_the_server(
+    data_dir: Path, deployment: Deployment
+) -> None:
     credentials = add_input(data_dir, "app")
     out = data_dir / "outputs" / "out.jsonl"
     run_cli("outputs", "add", "lines", "--file", "out.jsonl", data_dir=data_dir)
     run_cli("connections", "add", "--input", "app", "--output", "lines", data_dir=data_dir)
-    server = start_server(data_dir, "--no-delivery-process")
+    server = serve(data_dir, deployment, "--no-delivery-process")
     server.credentials = credentials
     try:
         post(server, "a@example.com")

@@ -22,6 +22,7 @@ def partner_url(tmp_path: Path) -> Iterator[str]:
         yield server.url + "/firehose"
 
 
+@pytest.mark.usefixtures("deployment")
 def test_module_outputs_are_validated_and_secrets_hidden(data_dir: Path, partner_url: str) -> None:
     add_input(data_dir, "app")  # which creates the store
     assert (
