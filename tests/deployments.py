@@ -38,6 +38,7 @@ from patchbay.backends.memory import open_memory
 from patchbay.backends.postgres import PostgresDatabase, open_postgres
 from patchbay.backends.sqlite import open_sqlite
 from patchbay.secretbox import SecretBox, key_path
+from patchbay.settings import Settings
 from tests import infra
 
 
@@ -151,15 +152,20 @@ class Deployment:
     def scaled(self) -> bool:
         return bool(self.env)
 
-    def open(self, data_dir: Path) -> Backend:
+    def open(self, data_dir: Path, create: bool = False) -> Backend:
         """The backend the commands of this deployment use with ``data_dir`` (the key of
-        stored secrets is in it in both modes); the caller closes it."""
+        stored secrets is in it in both modes), created first with ``create``; the caller
+        closes it."""
         from patchbay.backends import open_backend
+
+        return open_backend(self.settings(data_dir), create=create)
+
+    def settings(self, data_dir: Path, **flags: object) -> Settings:
+        """The settings of this deployment's commands with ``data_dir`` and ``flags``."""
         from patchbay.config import settings_from_process
 
         with _environment(self.env):
-            settings = settings_from_process({"data_dir": data_dir}, None)
-        return open_backend(settings, create=False)
+            return settings_from_process({"data_dir": data_dir, **flags}, None)
 
 
 @contextmanager
