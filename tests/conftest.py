@@ -21,7 +21,7 @@ import pytest
 
 import patchbay.backoff
 from patchbay.backends.abstract import Backend
-from patchbay.backends.records import StoredBatch
+from patchbay.backends.records import LogPosition, StoredBatch
 from patchbay.backends.sqlite import open_sqlite
 from patchbay.clock import ManualClock
 from tests.deployments import DEPLOYED, BackendSpec, Deployment, Stores, new_deployment
@@ -117,6 +117,11 @@ class Server:
     extra_args: list[str] = field(default_factory=list)
     #: Where its data is (the embedded store in ``data_dir``, or the scale-out mode).
     deployment: Deployment = field(default_factory=lambda: Deployment(DEPLOYED[0], {}))
+    _reader: Backend | None = None
+    #: What :meth:`stored` read with ``_reader``: up to where, by partition, and the batches.
+    _read: tuple[dict[int, LogPosition], list[StoredBatch]] = field(
+        default_factory=lambda: ({}, [])
+    )
 
     def post(
         self,
@@ -149,16 +154,20 @@ class Server:
 
     def stored(self) -> list[StoredBatch]:
         """Every batch in the server's log, read straight from its store (partition by
-        partition)."""
-        backend = self.open_store()
-        try:
-            return [
-                stored
-                for partition in range(backend.log.partitions)
-                for stored in backend.log.read(partition, None, 1_000_000)
-            ]
-        finally:
-            backend.close()
+        partition). In the scale-out mode (where opening the stores and reading a topic
+        from its start take a tenth of a second each) the stores stay open until
+        :func:`stop_server` and each call reads only what was appended since the last one
+        (the tests' topics only grow)."""
+        if not self.deployment.scaled:
+            backend = self.open_store()
+            try:
+                return _read_all(backend, {}, [])
+            finally:
+                backend.close()
+        if self._reader is None:
+            self._reader = self.open_store()
+            self._read = ({}, [])
+        return list(_read_all(self._reader, *self._read))
 
     def open_store(self) -> Backend:
         """The server's stores, opened beside it (the caller closes them)."""
@@ -167,6 +176,20 @@ class Server:
     def alive(self) -> bool:
         """Whether the process still runs."""
         return self.process.poll() is None
+
+
+def _read_all(
+    backend: Backend, after: dict[int, LogPosition], batches: list[StoredBatch]
+) -> list[StoredBatch]:
+    """``batches`` (read before, up to ``after``) and the batches of ``backend``'s log past
+    ``after``, partition by partition (both updated)."""
+    for partition in range(backend.log.partitions):
+        new = backend.log.read(partition, after.get(partition), 1_000_000)
+        if new:
+            after[partition] = new[-1].position
+            index = sum(1 for b in batches if b.partition <= partition)
+            batches[index:index] = new
+    return batches
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str) -> None:
@@ -246,7 +269,11 @@ def start_server(
 
 
 def stop_server(server: Server) -> None:
-    """Stop the server gracefully (SIGTERM), killing it if it hangs."""
+    """Stop the server gracefully (SIGTERM), killing it if it hangs; close the stores
+    :meth:`Server.stored` kept open."""
+    if server._reader is not None:
+        server._reader.close()
+        server._reader = None
     if server.process.poll() is None:
         server.process.send_signal(signal.SIGTERM)
         try:
@@ -332,6 +359,17 @@ def deployment(spec: BackendSpec, monkeypatch: pytest.MonkeyPatch) -> Deployment
     for name, value in made.env.items():
         monkeypatch.setenv(name, value)
     return made
+
+
+@pytest.fixture(scope="module")
+def module_deployment(spec: BackendSpec) -> Iterator[Deployment]:
+    """:func:`deployment`, shared by the tests of a module (whose server starts once); for
+    the suites whose ``spec`` is of module scope (their ``conftest.py``)."""
+    made = new_deployment(spec)
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in made.env.items():
+            patch.setenv(name, value)
+        yield made
 
 
 @pytest.fixture

@@ -38,6 +38,7 @@ from patchbay.backends.memory import open_memory
 from patchbay.backends.postgres import PostgresDatabase, open_postgres
 from patchbay.backends.sqlite import open_sqlite
 from patchbay.secretbox import SecretBox, key_path
+from patchbay.settings import Settings
 from tests import infra
 
 
@@ -156,11 +157,15 @@ class Deployment:
         stored secrets is in it in both modes), created if missing with ``create``; the
         caller closes it."""
         from patchbay.backends import open_backend
+
+        return open_backend(self.settings(data_dir), create=create)
+
+    def settings(self, data_dir: Path, **flags: object) -> Settings:
+        """The settings of this deployment's commands with ``data_dir`` and ``flags``."""
         from patchbay.config import settings_from_process
 
         with _environment(self.env):
-            settings = settings_from_process({"data_dir": data_dir}, None)
-        return open_backend(settings, create=create)
+            return settings_from_process({"data_dir": data_dir, **flags}, None)
 
 
 @contextmanager

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Server, add_input, run_cli, start_server, stop_server
+from tests.deployments import Deployment
 
 pytestmark = pytest.mark.slow
 
@@ -31,12 +32,16 @@ HOUR_MS = 3600 * 1000
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """The conftest ``server`` (a real ``patchbay serve``, one unlimited input), per module."""
+def server(
+    tmp_path_factory: pytest.TempPathFactory, module_deployment: Deployment
+) -> Iterator[Server]:
+    """The conftest ``server`` (a real ``patchbay serve``, one unlimited input), per module
+    and deployment."""
     data_dir = tmp_path_factory.mktemp("bad-input") / "data"
     credentials = add_input(data_dir, "test-server")
     running = start_server(data_dir)
     running.credentials = credentials
+    running.deployment = module_deployment
     yield running
     stop_server(running)
 

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from patchbay.backends.sqlite import open_sqlite
 from patchbay.clock import SystemClock
 from patchbay.collect.inputs import create_input
 from tests.conftest import (
@@ -28,6 +27,7 @@ from tests.conftest import (
     start_server,
     stop_server,
 )
+from tests.deployments import Deployment
 
 INBOUND = DATA / "inbound"
 CAPTURED = DATA / "captured"
@@ -154,16 +154,20 @@ def test_python_sdk_bulk_capture_repeats_its_source_request_id() -> None:
 
 
 @pytest.fixture(scope="module")
-def samples_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One server for every sample; each test sends with an input of its own."""
+def samples_server(
+    tmp_path_factory: pytest.TempPathFactory, module_deployment: Deployment
+) -> Iterator[Server]:
+    """One server for every sample (per deployment); each test sends with an input of its
+    own."""
     running = start_server(tmp_path_factory.mktemp("samples") / "data")
+    running.deployment = module_deployment
     yield running
     stop_server(running)
 
 
-def new_input(data_dir: Path, name: str) -> Credentials:
-    """A fresh input (so that de-duplication is scoped to one test) in ``data_dir``."""
-    backend = open_sqlite(data_dir)
+def new_input(server: Server, name: str) -> Credentials:
+    """A fresh input (so that de-duplication is scoped to one test) in ``server``'s stores."""
+    backend = server.open_store()
     try:
         created = create_input(backend.inputs, name, "server", 0, SystemClock())
     finally:
@@ -181,7 +185,7 @@ def check_stored(server: Server, credentials: Credentials, case: Case) -> None:
 
 @pytest.mark.parametrize("case", INBOUND_CASES + CAPTURED_CASES, ids=lambda c: c.id)
 def test_sample_is_accepted_and_stored_unchanged(samples_server: Server, case: Case) -> None:
-    credentials = new_input(samples_server.data_dir, f"sample-{case.id}")
+    credentials = new_input(samples_server, f"sample-{case.id}")
     status, _, answer = samples_server.post(case.route, case.body, auth=credentials.basic)
     assert status == 202, answer
     assert json.loads(answer) == {
@@ -194,7 +198,7 @@ def test_sample_is_accepted_and_stored_unchanged(samples_server: Server, case: C
 
 def test_python_sdk_bulk_capture_sent_again_is_all_duplicates(samples_server: Server) -> None:
     (case,) = [c for c in CAPTURED_CASES if "pypi" in c.id and "bulk" in c.id]
-    credentials = new_input(samples_server.data_dir, "sample-pypi-bulk-twice")
+    credentials = new_input(samples_server, "sample-pypi-bulk-twice")
     for answer_expected in (
         {"accepted": 1, "duplicates": 1, "rejected": []},
         {"accepted": 0, "duplicates": 2, "rejected": []},
@@ -229,9 +233,12 @@ def rewrite_raw(raw: bytes, credentials: Credentials, port: int) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def raw_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def raw_server(
+    tmp_path_factory: pytest.TempPathFactory, module_deployment: Deployment
+) -> Iterator[Server]:
     """A fresh server for the raw replays."""
     running = start_server(tmp_path_factory.mktemp("raw") / "data")
+    running.deployment = module_deployment
     yield running
     stop_server(running)
 
@@ -239,7 +246,7 @@ def raw_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.mark.parametrize("path", RAW_FILES, ids=lambda p: p.stem)
 def test_raw_capture_replayed_gets_202(raw_server: Server, path: Path) -> None:
     raw = path.read_bytes()
-    credentials = new_input(raw_server.data_dir, f"raw-{path.stem}")
+    credentials = new_input(raw_server, f"raw-{path.stem}")
     request = rewrite_raw(raw, credentials, raw_server.port)
     body = raw.partition(b"\r\n\r\n")[2]
     declared = re.search(rb"\r\nContent-Length: *(\d+)\r\n", raw, re.IGNORECASE)

@@ -6,27 +6,19 @@ of the batches the failed append stored in part."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
-from patchbay.backends.abstract import BatchLog
-from patchbay.backends.memory import open_memory
+from patchbay.backends.abstract import Backend, BatchLog
 from patchbay.backends.records import LogPosition, NewBatch
-from patchbay.backends.sqlite import open_sqlite
-from patchbay.clock import SystemClock
 from patchbay.collect.appender import GroupCommitAppender
-from patchbay.collect.inputs import create_input
 from patchbay.errors import LogUnavailable
-from patchbay.partner.lambda_local import BackgroundServer
-from patchbay.server import create_app
-from patchbay.settings import Settings
 from tests.backends.helpers import ALL
 from tests.backends.helpers import batch as batch_of
-from tests.collect.test_storage_full_http import ADMIN, Running, batch
+from tests.collect.test_storage_full_http import Running, batch, serving
 
 
 class _Unreachable:
@@ -54,16 +46,11 @@ class _Unreachable:
 
 
 @pytest.fixture
-def running(tmp_path: Path) -> Iterator[tuple[Running, _Unreachable]]:
-    sqlite = open_sqlite(tmp_path / "data", "normal")
-    log = _Unreachable(sqlite.log)
-    backend = dataclasses.replace(sqlite, log=log)  # type: ignore[arg-type]
-    made = create_input(backend.inputs, "backend", "server", 10_000, SystemClock())
-    settings = Settings(data_dir=tmp_path / "data", delivery_process=False, segment_process=False)
-    app = create_app(settings, backend=backend, admin_token=ADMIN)
-    token = base64.b64encode(f"{made.key}:{made.secret}".encode()).decode()
-    with BackgroundServer(app).start() as server:
-        yield Running(backend, server, f"Basic {token}"), log
+def running(backend: Backend, tmp_path: Path) -> Iterator[tuple[Running, _Unreachable]]:
+    log = _Unreachable(backend.log)
+    unreachable = dataclasses.replace(backend, log=log)  # type: ignore[arg-type]
+    with serving(unreachable, tmp_path / "data") as started:
+        yield started, log
 
 
 def test_an_unreachable_log_answers_503_with_retry_after(
@@ -89,10 +76,9 @@ def test_an_unreachable_log_answers_503_with_retry_after(
     assert len(log.log.read(0, None, ALL)) == 2
 
 
-def test_a_retry_after_a_failed_append_skips_what_it_stored(tmp_path: Path) -> None:
-    memory = open_memory()
-    log = _Unreachable(memory.log)
-    appender = GroupCommitAppender(log, memory.dedup)  # type: ignore[arg-type]
+def test_a_retry_after_a_failed_append_skips_what_it_stored(backend: Backend) -> None:
+    log = _Unreachable(backend.log)
+    appender = GroupCommitAppender(log, backend.dedup)  # type: ignore[arg-type]
     news = [batch_of(str(i), srid=f"r{i}") for i in range(5)]
     try:
         log.down, log.stored_before_failing = True, 2
@@ -103,4 +89,4 @@ def test_a_retry_after_a_failed_append_skips_what_it_stored(tmp_path: Path) -> N
     finally:
         appender.close()
     assert retried.duplicates == 2  # those the failed append stored
-    assert [s.batch_id for s in memory.log.read(0, None, ALL)] == [n.batch_id for n in news]
+    assert [s.batch_id for s in backend.log.read(0, None, ALL)] == [n.batch_id for n in news]

@@ -22,10 +22,10 @@ import pytest
 from mparticle.models.user_attribute_change_event import UserAttributeChangeEvent
 from mparticle.rest import ApiException, RESTClientObject
 
-from patchbay.backends.sqlite import open_sqlite
 from patchbay.clock import SystemClock
 from patchbay.collect.inputs import create_input
 from tests.conftest import Credentials, Server, start_server, stop_server
+from tests.deployments import Deployment
 
 pytestmark = pytest.mark.slow
 
@@ -481,14 +481,17 @@ def reset_sdk_rate_limit_state() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def sdk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def sdk_server(
+    tmp_path_factory: pytest.TempPathFactory, module_deployment: Deployment
+) -> Iterator[Server]:
     running = start_server(tmp_path_factory.mktemp("sdk") / "data")
+    running.deployment = module_deployment
     yield running
     stop_server(running)
 
 
-def new_input(data_dir: Any, name: str, rate_limit: float = 0) -> Credentials:
-    backend = open_sqlite(data_dir)
+def new_input(server: Server, name: str, rate_limit: float = 0) -> Credentials:
+    backend = server.open_store()
     try:
         created = create_input(backend.inputs, name, "server", rate_limit, SystemClock())
     finally:
@@ -510,7 +513,7 @@ def api_for(sdk_server: Server) -> Iterator[Callable[..., tuple[mparticle.Events
     made: list[mparticle.EventsApi] = []
 
     def make(name: str, rate_limit: float = 0) -> tuple[mparticle.EventsApi, Credentials]:
-        credentials = new_input(sdk_server.data_dir, name, rate_limit)
+        credentials = new_input(sdk_server, name, rate_limit)
         api = sdk_client(sdk_server, credentials)
         made.append(api)
         return api, credentials

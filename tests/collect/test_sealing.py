@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from patchbay.backends.memory import open_memory
+from patchbay.backends.abstract import Backend
 from patchbay.clock import SystemClock
 from patchbay.collect.inputs import (
     INPUT_TYPES,
@@ -80,9 +80,9 @@ def test_key_file_default_and_setting(tmp_path: Path) -> None:
     assert key_path(tmp_path, elsewhere) == elsewhere
 
 
-def test_client_secrets_are_sealed_server_secrets_never(tmp_path: Path) -> None:
+def test_client_secrets_are_sealed_server_secrets_never(tmp_path: Path, backend: Backend) -> None:
     box = SecretBox(tmp_path / KEY_FILE)
-    store = open_memory().inputs
+    store = backend.inputs
     clock = SystemClock()
     for type_ in INPUT_TYPES:
         created = create_input(store, type_, type_, 0, clock, box=box)
@@ -104,8 +104,8 @@ def test_client_secrets_are_sealed_server_secrets_never(tmp_path: Path) -> None:
     assert [c.secret_sealed for c in store.credentials(plain.id)] == [None]
 
 
-def test_which_inputs_accept_their_key_alone() -> None:
-    store = open_memory().inputs
+def test_which_inputs_accept_their_key_alone(backend: Backend) -> None:
+    store = backend.inputs
     clock = SystemClock()
     for type_ in INPUT_TYPES:
         create_input(store, type_, type_, 0, clock)

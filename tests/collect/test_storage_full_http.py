@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,13 @@ import pytest
 
 from patchbay.backends.abstract import Backend
 from patchbay.backends.records import Connection, Output, WebhookDestination
-from patchbay.backends.sqlite import open_sqlite
 from patchbay.clock import SystemClock
 from patchbay.collect.inputs import create_input
 from patchbay.partner.lambda_local import BackgroundServer
 from patchbay.server import create_app
 from patchbay.settings import Settings
 from tests.backends.helpers import ALL, fill
+from tests.deployments import DEPLOYED
 
 ADMIN = "admin-token-for-tests"
 
@@ -61,17 +62,24 @@ class Running:
         return self.call(method, path, body, {"Authorization": f"Bearer {ADMIN}"})
 
 
-@pytest.fixture
-def running(tmp_path: Path) -> Iterator[Running]:
-    backend = open_sqlite(tmp_path / "data", "normal")
+@contextmanager
+def serving(backend: Backend, data_dir: Path) -> Iterator[Running]:
+    """The app over ``backend`` (an input of 10,000 batches/s with a webhook output),
+    started; stopping it closes ``backend``."""
     made = create_input(backend.inputs, "backend", "server", 10_000, SystemClock())
     backend.outputs.add_output(Output("hook", WebhookDestination("https://example.com/h"), 0, 0))
     backend.outputs.add_connection(Connection("c1", made.id, "hook", 0))
-    settings = Settings(data_dir=tmp_path / "data", delivery_process=False, segment_process=False)
+    settings = Settings(data_dir=data_dir, delivery_process=False, segment_process=False)
     app = create_app(settings, backend=backend, admin_token=ADMIN)
     token = base64.b64encode(f"{made.key}:{made.secret}".encode()).decode()
     with BackgroundServer(app).start() as server:
         yield Running(backend, server, f"Basic {token}")
+
+
+@pytest.fixture
+def running(backend: Backend, tmp_path: Path) -> Iterator[Running]:
+    with serving(backend, tmp_path / "data") as started:
+        yield started
 
 
 def batch(pad: int = 0) -> dict[str, Any]:
@@ -98,6 +106,8 @@ def wait_for(condition: Any, what: str) -> None:
         time.sleep(0.05)
 
 
+# SQLite's own SQLITE_FULL (a full disk under the data directory): the embedded store's.
+@pytest.mark.parametrize("spec", [DEPLOYED[0]], ids=["sqlite"])
 def test_a_full_store_answers_503_stores_nothing_and_catches_up(running: Running) -> None:
     backend = running.backend
     for _ in range(3):

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Collection
-from pathlib import Path
 from typing import Any
 
-from patchbay.backends.abstract import StateStore
+from patchbay.backends.abstract import Backend, StateStore
 from patchbay.backends.records import (
     Checkpoint,
     LogPosition,
@@ -17,7 +16,6 @@ from patchbay.backends.records import (
     Since,
     StateChanges,
 )
-from patchbay.backends.sqlite import open_sqlite
 from patchbay.resolve.identities import Identity
 from patchbay.resolve.profile import Profile
 from patchbay.resolve.resolver import Resolver
@@ -80,10 +78,10 @@ class WrappedState:
 
 
 class World:
-    """A batch log, a state store and a resolve stage in one data directory."""
+    """A backend's batch log and state store, and a resolve stage over them."""
 
-    def __init__(self, data_dir: Path, strategy: IdentityStrategy | None = None) -> None:
-        self.backend = open_sqlite(data_dir, "normal")
+    def __init__(self, backend: Backend, strategy: IdentityStrategy | None = None) -> None:
+        self.backend = backend
         self.log = self.backend.log
         self.state = self.backend.state
         self.captured: list[ResolvedChunk] = []
@@ -125,5 +123,5 @@ class World:
         return found
 
     def close(self) -> None:
-        """Close the stores."""
-        self.backend.close()
+        """Stop the stage (the backend is its opener's to close)."""
+        self.stage.close()

@@ -1,4 +1,4 @@
-"""A resolver on the memory backend's state, for unit tests of :meth:`Resolver.resolve`.
+"""A resolver on a backend's state, for unit tests of :meth:`Resolver.resolve`.
 
 Each call resolves one batch's identities on a fresh :class:`StagedState` and commits its
 changes to the store, as the resolve stage does with a chunk of one batch.
@@ -6,7 +6,7 @@ changes to the store, as the resolve stage does with a chunk of one batch.
 
 from __future__ import annotations
 
-from patchbay.backends.memory import open_memory
+from patchbay.backends.abstract import StateStore
 from patchbay.backends.records import MergeRecord
 from patchbay.resolve.identities import Identity
 from patchbay.resolve.profile import Profile
@@ -35,10 +35,11 @@ def idfa(value: str = IDFA) -> Identity:
 
 
 class Desk:
-    """A :class:`Resolver` with ``strategy`` over an empty memory state store."""
+    """A :class:`Resolver` with ``strategy`` over ``store``, emptied first."""
 
-    def __init__(self, strategy: IdentityStrategy | None = None) -> None:
-        self.store = open_memory().state
+    def __init__(self, store: StateStore, strategy: IdentityStrategy | None = None) -> None:
+        store.reset()
+        self.store = store
         self.resolver = Resolver(strategy or IdentityStrategy())
         self.batches = 0
         self.clock_ms = 1_700_000_000_000

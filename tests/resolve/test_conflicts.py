@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from patchbay.backends.abstract import BatchLog, StateStore
+from patchbay.backends.abstract import Backend, BatchLog, StateStore
 from patchbay.backends.records import Checkpoint, CheckpointMoved, NewBatch, Since, StateChanges
-from patchbay.backends.sqlite import open_sqlite
 from patchbay.clock import ManualClock
 from patchbay.errors import ResolveConflict
 from patchbay.metrics import ResolveConflicts
@@ -69,25 +67,21 @@ class Offered:
 
 
 def test_the_stage_resolves_a_refused_chunk_again_and_offers_only_the_committed_one(
-    tmp_path: Path,
+    backend: Backend,
 ) -> None:
-    backend = open_sqlite(tmp_path, "normal")
-    try:
-        append_three_users(backend.log, 7)
-        listener = Offered()
-        state = Conflicting(backend.state, refuse=2)
-        stage = ResolveStage(backend.log, state, Resolver(IdentityStrategy()), [listener], 3)
-        assert stage.run_until_caught_up() >= 7
-        stage.close()
+    append_three_users(backend.log, 7)
+    listener = Offered()
+    state = Conflicting(backend.state, refuse=2)
+    stage = ResolveStage(backend.log, state, Resolver(IdentityStrategy()), [listener], 3)
+    assert stage.run_until_caught_up() >= 7
+    stage.close()
 
-        assert stage.conflicts == 2
-        offsets = [b.stored.offset for c in listener.chunks for b in c.batches]
-        assert offsets == sorted(set(offsets)) and len(offsets) == 7  # each once, in order
-        users = {b.mpid for c in listener.chunks for b in c.batches}
-        assert len(users) == 3
-        assert backend.state.count_profiles() == 3
-    finally:
-        backend.close()
+    assert stage.conflicts == 2
+    offsets = [b.stored.offset for c in listener.chunks for b in c.batches]
+    assert offsets == sorted(set(offsets)) and len(offsets) == 7  # each once, in order
+    users = {b.mpid for c in listener.chunks for b in c.batches}
+    assert len(users) == 3
+    assert backend.state.count_profiles() == 3
 
 
 class Refusing(WrappedState):
@@ -109,80 +103,68 @@ class Refusing(WrappedState):
         self.inner.commit(changes, checkpoint, since, before)
 
 
-def test_fenced_and_conflicting_commits_in_one_flow(tmp_path: Path) -> None:
+def test_fenced_and_conflicting_commits_in_one_flow(backend: Backend) -> None:
     """A fenced commit drops its chunk (and the one resolved over it), a conflicting one is
     resolved again; both go on from the stored checkpoint, and the stages after get each
     batch once, in order, only from committed chunks."""
-    backend = open_sqlite(tmp_path, "normal")
-    try:
-        append_three_users(backend.log, 9)
-        listener = Offered()
-        refusals: list[Exception] = [
-            CheckpointMoved("resolve state", [0]),
-            ResolveConflict("another resolver changed it"),
-            CheckpointMoved("resolve state", [0]),
-        ]
-        state = Refusing(backend.state, refusals)
-        fenced: list[int] = []
-        stage = ResolveStage(
-            backend.log,
-            state,
-            Resolver(IdentityStrategy()),
-            [listener],
-            3,
-            fenced=lambda: fenced.append(1),
-        )
-        assert stage.run_until_caught_up() >= 9
-        stage.close()
+    append_three_users(backend.log, 9)
+    listener = Offered()
+    refusals: list[Exception] = [
+        CheckpointMoved("resolve state", [0]),
+        ResolveConflict("another resolver changed it"),
+        CheckpointMoved("resolve state", [0]),
+    ]
+    state = Refusing(backend.state, refusals)
+    fenced: list[int] = []
+    stage = ResolveStage(
+        backend.log,
+        state,
+        Resolver(IdentityStrategy()),
+        [listener],
+        3,
+        fenced=lambda: fenced.append(1),
+    )
+    assert stage.run_until_caught_up() >= 9
+    stage.close()
 
-        assert (stage.fenced, len(fenced), stage.conflicts) == (2, 2, 1)
-        offsets = [b.stored.offset for c in listener.chunks for b in c.batches]
-        assert offsets == sorted(set(offsets)) and len(offsets) == 9  # each once, in order
-        assert [c.after for c in listener.chunks[1:]] == [c.last for c in listener.chunks[:-1]]
-        assert len({b.mpid for c in listener.chunks for b in c.batches}) == 3
-        assert backend.state.count_profiles() == 3
-    finally:
-        backend.close()
+    assert (stage.fenced, len(fenced), stage.conflicts) == (2, 2, 1)
+    offsets = [b.stored.offset for c in listener.chunks for b in c.batches]
+    assert offsets == sorted(set(offsets)) and len(offsets) == 9  # each once, in order
+    assert [c.after for c in listener.chunks[1:]] == [c.last for c in listener.chunks[:-1]]
+    assert len({b.mpid for c in listener.chunks for b in c.batches}) == 3
+    assert backend.state.count_profiles() == 3
 
 
 def test_an_identity_change_is_staged_again_and_its_record_appended_once(
-    tmp_path: Path,
+    backend: Backend,
 ) -> None:
-    backend = open_sqlite(tmp_path, "normal")
-    try:
-        state = Conflicting(backend.state, refuse=1)
-        service = ResolveService(state, Resolver(IdentityStrategy()), ManualClock())
-        appended: list[int] = []
-        email = Identity("email", "a@example.com")
+    state = Conflicting(backend.state, refuse=1)
+    service = ResolveService(state, Resolver(IdentityStrategy()), ManualClock())
+    appended: list[int] = []
+    email = Identity("email", "a@example.com")
 
-        def login() -> int:
-            pending = service.identify([email], seed="request-1")
-            service.apply(pending, lambda: appended.append(pending.answer.mpid))
-            return pending.answer.mpid
+    def login() -> int:
+        pending = service.identify([email], seed="request-1")
+        service.apply(pending, lambda: appended.append(pending.answer.mpid))
+        return pending.answer.mpid
 
-        mpid = service.retrying(login)
-        assert appended == [mpid]  # not appended for the refused attempt
-        assert service.conflicts == 1
-        assert backend.state.users_with(email) == [mpid]
-    finally:
-        backend.close()
+    mpid = service.retrying(login)
+    assert appended == [mpid]  # not appended for the refused attempt
+    assert service.conflicts == 1
+    assert backend.state.users_with(email) == [mpid]
 
 
-def test_conflicts_without_end_are_raised(tmp_path: Path) -> None:
-    backend = open_sqlite(tmp_path, "normal")
-    try:
-        state = Conflicting(backend.state, refuse=10**6)
-        service = ResolveService(state, Resolver(IdentityStrategy()), ManualClock())
+def test_conflicts_without_end_are_raised(backend: Backend) -> None:
+    state = Conflicting(backend.state, refuse=10**6)
+    service = ResolveService(state, Resolver(IdentityStrategy()), ManualClock())
 
-        def login() -> None:
-            service.apply(service.identify([Identity("email", "a@example.com")], seed="r"))
+    def login() -> None:
+        service.apply(service.identify([Identity("email", "a@example.com")], seed="r"))
 
-        with pytest.raises(ResolveConflict):
-            service.retrying(login)
-        assert state.commits == CONFLICT_RETRIES + 1
-        assert service.conflicts == CONFLICT_RETRIES
-    finally:
-        backend.close()
+    with pytest.raises(ResolveConflict):
+        service.retrying(login)
+    assert state.commits == CONFLICT_RETRIES + 1
+    assert service.conflicts == CONFLICT_RETRIES
 
 
 def test_conflicts_are_a_metric() -> None:

@@ -15,7 +15,6 @@ import concurrent.futures
 import hashlib
 import hmac
 import json
-import sqlite3
 import time
 import urllib.error
 import urllib.request
@@ -29,8 +28,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from patchbay.backends.sqlite import DB_FILE, open_sqlite
 from patchbay.clock import SystemClock
+from patchbay.collect.inputs import create_input
 from patchbay.resolve.profile_view import merge_documents, profile_document
 from patchbay.resolve.resolver import Resolver
 from patchbay.resolve.service import ResolveService
@@ -44,6 +43,7 @@ from tests.conftest import (
     start_server,
     stop_server,
 )
+from tests.deployments import Deployment
 
 pytestmark = pytest.mark.slow
 
@@ -74,12 +74,15 @@ class Idsync:
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Idsync]:
+def api(
+    tmp_path_factory: pytest.TempPathFactory, module_deployment: Deployment
+) -> Iterator[Idsync]:
     data_dir = tmp_path_factory.mktemp("idsync") / "data"
     credentials = add_input(data_dir, "test-server")
     web = add_input(data_dir, "test-web", "web")
     running = start_server(data_dir)
     running.credentials = credentials
+    running.deployment = module_deployment
     yield Idsync(running, web)
     stop_server(running)
 
@@ -162,8 +165,8 @@ def log_size(server: Server) -> int:
 
 
 def show_profile(server: Server, mpid: str) -> dict[str, Any]:
-    """The profile of ``mpid`` (following merges) and its merges, read from the state file."""
-    backend = open_sqlite(server.data_dir)
+    """The profile of ``mpid`` (following merges) and its merges, read from its store."""
+    backend = server.open_store()
     try:
         service = ResolveService(backend.state, Resolver(IdentityStrategy()), SystemClock())
         profile = service.profile(int(mpid))
@@ -1181,10 +1184,13 @@ def test_mobile_sdk_signatures(api: Idsync) -> None:
 def test_a_key_made_before_signatures_is_refused_until_rotated(api: Idsync) -> None:
     server = api.server
     name = uid("ios-")
-    ios = add_input(server.data_dir, name, "ios")
-    with sqlite3.connect(server.data_dir / DB_FILE) as db:  # as a key made before sealing
-        db.execute("UPDATE credentials SET secret_sealed = NULL WHERE key = ?", (ios.key,))
-    db.close()
+    backend = server.open_store()
+    try:  # without the secrets key: as a key made before sealing
+        made = create_input(backend.inputs, name, "ios", 0, SystemClock())
+        assert [c.secret_sealed for c in backend.inputs.credentials(made.id)] == [None]
+    finally:
+        backend.close()
+    ios = Credentials(made.id, made.key, made.secret)
     body = json.dumps(request_body(known_identities={"customerid": uid("c-")})).encode()
     status, headers, answer = call(
         server, "/v1/identify", body, **signed(ios, "/v1/identify", body)
@@ -1201,7 +1207,9 @@ def test_a_key_made_before_signatures_is_refused_until_rotated(api: Idsync) -> N
     assert status == 200, answer
 
 
-def test_a_lost_secrets_key_refuses_signatures_and_says_so(tmp_path: Path) -> None:
+def test_a_lost_secrets_key_refuses_signatures_and_says_so(
+    tmp_path: Path, deployment: Deployment
+) -> None:
     data_dir = tmp_path / "data"
     ios = add_input(data_dir, "app", "ios")
     key_file = data_dir / "secrets.key"
@@ -1332,27 +1340,36 @@ def test_events_with_the_idsync_mpid_land_on_that_user(api: Idsync) -> None:
 class Servers:
     """One data directory, served by a server that can be restarted."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, deployment: Deployment) -> None:
         self.credentials = add_input(data_dir, "test-server")
-        self.current = start_server(data_dir)
-        self.current.credentials = self.credentials
+        self.deployment = deployment
+        self.current = self._start(data_dir)
+
+    def _start(self, data_dir: Path) -> Server:
+        running = start_server(data_dir)
+        running.credentials = self.credentials
+        running.deployment = self.deployment
+        return running
 
     def restart(self, wipe_state: bool = False) -> Server:
+        """Stop the server and start it again, after losing its resolve state (profiles,
+        identity links, merges and the resolve checkpoint) with ``wipe_state``."""
         data_dir = self.current.data_dir
         stop_server(self.current)
         if wipe_state:
-            removed = [p for p in data_dir.glob("state.db*") if p.is_file()]
-            assert removed
-            for path in removed:
-                path.unlink()
-        self.current = start_server(data_dir)
-        self.current.credentials = self.credentials
+            backend = self.current.open_store()
+            try:
+                backend.state.reset()
+                assert backend.state.checkpoint() == {}
+            finally:
+                backend.close()
+        self.current = self._start(data_dir)
         return self.current
 
 
 @pytest.fixture
-def servers(tmp_path: Path) -> Iterator[Servers]:
-    running = Servers(tmp_path / "data")
+def servers(tmp_path: Path, deployment: Deployment) -> Iterator[Servers]:
+    running = Servers(tmp_path / "data", deployment)
     yield running
     stop_server(running.current)
 

@@ -27,14 +27,15 @@ from patchbay.resolve.profile import Profile
 from patchbay.resolve.resolver import Resolver
 from patchbay.resolve.stage import ResolveStage
 from patchbay.resolve.strategy import IdentityStrategy
+from tests.deployments import BackendSpec
 from tests.resolve.test_replay_property import (
-    PROPERTY,
     STRATEGIES,
     Dump,
     Spec,
     dump,
     log_spec,
     opened,
+    property_on,
     write_log,
 )
 
@@ -75,25 +76,27 @@ def check_invariants(state: Dump, strategy: IdentityStrategy) -> None:
     assert {m for m, p in profiles.items() if p.merged_into is not None} == set(absorbed)
 
 
-@PROPERTY
-@given(
-    spec=log_spec(),
-    strategy_name=st.sampled_from(sorted(STRATEGIES)),
-    chunk=st.integers(1, 7),
-)
-def test_resolver_invariants_hold_after_every_chunk(
-    spec: Spec, strategy_name: str, chunk: int
-) -> None:
-    strategy = STRATEGIES[strategy_name]
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        offsets = write_log(root / "log", spec)
-        with opened(root / "log", root / "state") as (log, state):
-            stage = ResolveStage(log, state, Resolver(strategy), (), chunk)
-            while stage.step():
-                stage.settle()  # the chunk's commit may still be running
-                check_invariants(dump(root / "state"), strategy)
-            stage.close()
-        final = dump(root / "state")
-        assert final.offset == offsets[-1]
-        check_invariants(final, strategy)
+def test_resolver_invariants_hold_after_every_chunk(spec: BackendSpec) -> None:
+    open_ = spec.open
+
+    @property_on(spec)
+    @given(
+        written=log_spec(),
+        strategy_name=st.sampled_from(sorted(STRATEGIES)),
+        chunk=st.integers(1, 7),
+    )
+    def check(written: Spec, strategy_name: str, chunk: int) -> None:
+        strategy = STRATEGIES[strategy_name]
+        with tempfile.TemporaryDirectory() as tmp:
+            offsets = write_log(open_, Path(tmp) / "log", written)
+            with opened(open_, Path(tmp) / "log", Path(tmp) / "state") as (log, state):
+                stage = ResolveStage(log, state, Resolver(strategy), (), chunk)
+                while stage.step():
+                    stage.settle()  # the chunk's commit may still be running
+                    check_invariants(dump(state), strategy)
+                stage.close()
+                final = dump(state)
+            assert final.offset == offsets[-1]
+            check_invariants(final, strategy)
+
+    check()

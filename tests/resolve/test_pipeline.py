@@ -4,15 +4,13 @@ it (:class:`PendingOverlay`); everything else that touches the state waits for t
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import msgspec
 import pytest
 
-from patchbay.backends.abstract import BatchLog, StateStore
+from patchbay.backends.abstract import Backend, BatchLog, StateStore
 from patchbay.backends.records import Checkpoint, LogPosition, NewBatch, Since, StateChanges
-from patchbay.backends.sqlite import open_sqlite
 from patchbay.clock import ManualClock
 from patchbay.resolve.identities import Identity
 from patchbay.resolve.profile import Profile, new_profile
@@ -45,26 +43,25 @@ class GatedCommits(WrappedState):
 
 
 @pytest.fixture
-def stores(tmp_path: Path) -> Iterator[tuple[BatchLog, GatedCommits]]:
-    backend = open_sqlite(tmp_path, "normal")
-    yield backend.log, GatedCommits(backend.state)
-    backend.close()
+def gated(backend: Backend) -> tuple[BatchLog, GatedCommits]:
+    return backend.log, GatedCommits(backend.state)
 
 
-def append(log: BatchLog, batch_id: str, email: str, plan: str) -> None:
+def append(log: BatchLog, batch_id: str, email: str, plan: str) -> LogPosition:
     body = msgspec.json.encode(
         {"user_identities": {"email": email}, "user_attributes": {"plan": plan}}
     )
-    log.append([NewBatch(batch_id, "in", 1_000, "server_to_server", body)])
+    (position,) = log.append([NewBatch(batch_id, "in", 1_000, "server_to_server", body)])
+    return position
 
 
 def test_the_next_chunk_sees_the_chunk_being_committed(
-    stores: tuple[BatchLog, GatedCommits],
+    gated: tuple[BatchLog, GatedCommits],
 ) -> None:
-    log, state = stores
+    log, state = gated
     stage = ResolveStage(log, state, Resolver(IdentityStrategy()), chunk=1)
     append(log, "b1", "a@example.com", "free")
-    append(log, "b2", "a@example.com", "pro")
+    last = append(log, "b2", "a@example.com", "pro")
 
     assert stage.step() == 1  # b1 resolved, its commit waits at the gate
     assert state.started.wait(10)
@@ -81,14 +78,14 @@ def test_the_next_chunk_sees_the_chunk_being_committed(
     (mpid,) = state.users_with(Identity("email", "a@example.com"))
     profile = state.profile(mpid)
     assert profile is not None and profile.user_attributes["plan"] == "pro"
-    assert state.checkpoint() == {0: LogPosition(0, 2)}
+    assert state.checkpoint() == {0: last}
     stage.close()
 
 
 def test_identity_requests_wait_for_the_commit_in_flight(
-    stores: tuple[BatchLog, GatedCommits],
+    gated: tuple[BatchLog, GatedCommits],
 ) -> None:
-    log, state = stores
+    log, state = gated
     resolver = Resolver(IdentityStrategy())
     service = ResolveService(state, resolver, ManualClock(5_000))
     stage = ResolveStage(log, state, resolver, chunk=10)
@@ -111,34 +108,30 @@ def test_identity_requests_wait_for_the_commit_in_flight(
     stage.close()
 
 
-def test_pending_overlay_reads_copies_then_the_store_once_detached(tmp_path: Path) -> None:
-    backend = open_sqlite(tmp_path, "normal")
+def test_pending_overlay_reads_copies_then_the_store_once_detached(backend: Backend) -> None:
     store = backend.state
-    try:
-        store.commit(StateChanges(profiles={1: new_profile(1, 10)}), {0: LogPosition(0, 1)})
-        pending = StagedState(store)
-        profile = pending.profile(1)
-        assert profile is not None
-        profile.user_attributes["plan"] = "pro"
-        pending.put(profile)
-        pending.link(Identity("email", "a@example.com"), 1)
-        pending.prefetch_profiles([2])  # known to be absent
+    store.commit(StateChanges(profiles={1: new_profile(1, 10)}), {0: LogPosition(0, 1)})
+    pending = StagedState(store)
+    profile = pending.profile(1)
+    assert profile is not None
+    profile.user_attributes["plan"] = "pro"
+    pending.put(profile)
+    pending.link(Identity("email", "a@example.com"), 1)
+    pending.prefetch_profiles([2])  # known to be absent
 
-        overlay = PendingOverlay(pending, store)
-        copy = overlay.profile(1)
-        assert copy is not None and copy.user_attributes == {"plan": "pro"}
-        copy.user_attributes["plan"] = "changed"  # the pending chunk's profile is untouched
-        assert pending.profile(1).user_attributes == {"plan": "pro"}  # type: ignore[union-attr]
-        assert overlay.profile(2) is None
-        assert overlay.users_with(Identity("email", "a@example.com")) == [1]
-        assert overlay.users_with_each([Identity("email", "a@example.com")]) == {
-            Identity("email", "a@example.com"): [1]
-        }
-        assert overlay.profiles([1, 2, 3]).keys() == {1}
+    overlay = PendingOverlay(pending, store)
+    copy = overlay.profile(1)
+    assert copy is not None and copy.user_attributes == {"plan": "pro"}
+    copy.user_attributes["plan"] = "changed"  # the pending chunk's profile is untouched
+    assert pending.profile(1).user_attributes == {"plan": "pro"}  # type: ignore[union-attr]
+    assert overlay.profile(2) is None
+    assert overlay.users_with(Identity("email", "a@example.com")) == [1]
+    assert overlay.users_with_each([Identity("email", "a@example.com")]) == {
+        Identity("email", "a@example.com"): [1]
+    }
+    assert overlay.profiles([1, 2, 3]).keys() == {1}
 
-        overlay.detach()  # the pending changes were never committed: the store is read
-        assert overlay.users_with(Identity("email", "a@example.com")) == []
-        stored = overlay.profile(1)
-        assert stored is not None and stored.user_attributes == {}
-    finally:
-        backend.close()
+    overlay.detach()  # the pending changes were never committed: the store is read
+    assert overlay.users_with(Identity("email", "a@example.com")) == []
+    stored = overlay.profile(1)
+    assert stored is not None and stored.user_attributes == {}

@@ -18,7 +18,6 @@ from starlette.applications import Starlette
 
 from patchbay.api_clients import create_client, rotate_secret
 from patchbay.backends.abstract import Backend
-from patchbay.backends.memory import open_memory
 from patchbay.backends.records import StateChanges
 from patchbay.clock import ManualClock
 from patchbay.collect.inputs import NewCredentials, create_input
@@ -91,9 +90,8 @@ def basic(user: str, secret: str) -> str:
 
 
 @pytest.fixture
-def api() -> Iterator[Api]:
+def api(backend: Backend) -> Iterator[Api]:
     clock = ManualClock()
-    backend = open_memory()
     customer = Identity("customer_id", "c-1")
     profile = new_profile(4242, clock.now_ms())
     add_identity(profile, customer, clock.now_ms())
@@ -113,7 +111,6 @@ def api() -> Iterator[Api]:
             client.client_secret,
             ios,
         )
-    backend.close()
 
 
 # -- who may read profiles ------------------------------------------------------------------

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from patchbay.backends.abstract import Backend
 from patchbay.resolve.profile_view import profile_document
 from tests.conftest import (
     DATA,
@@ -23,6 +24,7 @@ from tests.conftest import (
     start_server,
     stop_server,
 )
+from tests.deployments import Deployment
 from tests.resolve.harness import World
 
 SAMPLE = DATA / "inbound" / "api-evangelist-mparticle__json-schema_mparticle-eventsapi-sample.json"
@@ -37,8 +39,8 @@ def _ids(doc: dict[str, Any], key: str) -> dict[str, str]:
     return {i["type"]: i["value"] for i in doc[key]}
 
 
-def test_profile_from_the_official_sample(data_dir: Path) -> None:
-    world = World(data_dir)
+def test_profile_from_the_official_sample(backend: Backend) -> None:
+    world = World(backend)
     try:
         mpid = world.send(json.loads(SAMPLE.read_text()))
         doc = profile_document(world.profile(mpid))
@@ -61,8 +63,8 @@ def test_profile_from_the_official_sample(data_dir: Path) -> None:
     assert doc["inputs"] == ["in-1"]
 
 
-def test_profile_from_the_master_sample(data_dir: Path) -> None:
-    world = World(data_dir)
+def test_profile_from_the_master_sample(backend: Backend) -> None:
+    world = World(backend)
     try:
         batch = json.loads(MASTER.read_text())
         mpid = world.send(batch)
@@ -79,8 +81,8 @@ def test_profile_from_the_master_sample(data_dir: Path) -> None:
     assert doc["user_attributes"] == batch["user_attributes"]
 
 
-def test_both_samples_for_one_customer_make_one_profile(data_dir: Path) -> None:
-    world = World(data_dir)
+def test_both_samples_for_one_customer_make_one_profile(backend: Backend) -> None:
+    world = World(backend)
     try:
         first = world.send(json.loads(SAMPLE.read_text()))
         again = dict(json.loads(SAMPLE.read_text()))
@@ -96,11 +98,14 @@ def test_both_samples_for_one_customer_make_one_profile(data_dir: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def resolving_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def resolving_server(
+    tmp_path_factory: pytest.TempPathFactory, module_deployment: Deployment
+) -> Iterator[Server]:
     data_dir = tmp_path_factory.mktemp("profiles") / "data"
     credentials = add_input(data_dir, "profiles-test")
     running = start_server(data_dir)
     running.credentials = credentials
+    running.deployment = module_deployment
     yield running
     stop_server(running)
 
@@ -214,7 +219,9 @@ def test_oauth_token_refuses_wrong_secret(
     assert status == 401 and answer["error"] == "invalid_client"
 
 
-def test_only_api_clients_read_profiles_and_tokens_follow_their_client(data_dir: Path) -> None:
+def test_only_api_clients_read_profiles_and_tokens_follow_their_client(
+    data_dir: Path, deployment: Deployment
+) -> None:
     """End to end over HTTP: an ios input's key and secret (they ship inside the app) get no
     token and no profile; an API client's do; its token is refused right after
     `api-clients disable`, and after `api-clients rotate`."""
@@ -255,7 +262,7 @@ def test_only_api_clients_read_profiles_and_tokens_follow_their_client(data_dir:
         stop_server(server)
 
 
-def test_cli_show_find_and_reprocess(data_dir: Path) -> None:
+def test_cli_show_find_and_reprocess(data_dir: Path, deployment: Deployment) -> None:
     credentials = add_input(data_dir, "cli")
     server = start_server(data_dir)
     server.credentials = credentials
@@ -266,9 +273,9 @@ def test_cli_show_find_and_reprocess(data_dir: Path) -> None:
         ]
         assert server.post("/v2/bulkevents", json.dumps(batches).encode())[0] == 202
         _wait_until_resolved(data_dir, "u4@x.io")
-        # reprocess refuses to run next to the server.
+        # reprocess refuses to run next to the server (in either mode), and says why.
         busy = run_cli("reprocess", data_dir=data_dir)
-        assert busy.returncode != 0 and "in use" in busy.stderr
+        assert busy.returncode != 0 and "patchbay serve" in busy.stderr
     finally:
         stop_server(server)
     before = {i: _find(data_dir, f"u{i}@x.io")["mpid"] for i in range(5)}
@@ -320,25 +327,25 @@ def test_profile_document_lists_audience_memberships() -> None:
     assert "audience_memberships" not in profile_document(profile, fields, [{"x": 1}])
 
 
-def test_profile_api_and_cli_show_audience_memberships(data_dir: Path) -> None:
+def test_profile_api_and_cli_show_audience_memberships(
+    data_dir: Path, deployment: Deployment
+) -> None:
     import base64
 
     from patchbay.api_clients import create_client
     from patchbay.backends.records import SegmentChanges, StateChanges
-    from patchbay.backends.sqlite import open_sqlite
     from patchbay.clock import SystemClock
     from patchbay.partner.lambda_local import BackgroundServer
     from patchbay.resolve.identities import Identity
     from patchbay.resolve.profile import add_identity, new_profile
     from patchbay.segment.service import AudienceService
     from patchbay.server import create_app
-    from patchbay.settings import Settings
 
     def audience(name: str) -> dict[str, Any]:
         return {"name": name, "criteria": {"user_attribute": "tier", "op": "exists"}}
 
     customer = Identity("customer_id", "aud-1")
-    backend = open_sqlite(data_dir)
+    backend = deployment.open(data_dir, create=True)
     try:
         profile = new_profile(4242, 1_700_000_000_000)
         add_identity(profile, customer, 1_700_000_000_000)
@@ -364,7 +371,7 @@ def test_profile_api_and_cli_show_audience_memberships(data_dir: Path) -> None:
 
     secret = f"{client.client_id}:{client.client_secret}".encode()
     basic = "Basic " + base64.b64encode(secret).decode()
-    app = create_app(Settings(data_dir=data_dir, delivery_process=False))
+    app = create_app(deployment.settings(data_dir, delivery_process=False))
     with BackgroundServer(app).start() as server:
         status, _, body = _get(server, "/userprofile/v1/1/2/3/4242", basic)  # type: ignore[arg-type]
         assert status == 200 and json.loads(body)["audience_memberships"] == expected

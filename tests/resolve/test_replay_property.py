@@ -2,9 +2,9 @@
 
 Random logs of batches (a few customers, emails and devices shared between them, blocked
 values, explicit MPIDs, attributes, identity and attribute change events, opt-outs,
-consent, and IDSync records that merge users) are appended to a real SQLite log and
-resolved by the real stage into a real SQLite state store, in chunks of a drawn size. The
-state after one pass must equal:
+consent, and IDSync records that merge users) are appended to a real log and resolved by
+the real stage into a real state store (each deployment's: SQLite, or Kafka and
+PostgreSQL), in chunks of a drawn size. The state after one pass must equal:
 
 * the state after one or more crashes (the sink raising at a drawn batch, the store's
   commit raising before, inside or after its transaction) each followed by a restart: a new
@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import closing, contextmanager
+from collections.abc import Callable, ItemsView, Iterator, Sequence
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,14 +33,14 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from patchbay.backends.abstract import BatchLog, StateStore
-from patchbay.backends.records import Checkpoint, MergeRecord, NewBatch, Since, StateChanges
-from patchbay.backends.sqlite import STATE_FILE, open_sqlite
+from patchbay.backends.abstract import Backend, BatchLog, StateStore
+from patchbay.backends.records import Checkpoint, LogPosition, NewBatch, Since, StateChanges
 from patchbay.collect.decode import decode_batch
 from patchbay.resolve.profile import Profile
 from patchbay.resolve.resolver import Resolver, derived_mpid
 from patchbay.resolve.stage import IDSYNC_CHANNEL, ResolvedBatch, ResolvedChunk, ResolveStage
 from patchbay.resolve.strategy import IdentityStrategy
+from tests.deployments import DEPLOYED, BackendSpec
 from tests.resolve.harness import WrappedState
 
 #: More examples for a deeper search: ``PATCHBAY_PROPERTY_EXAMPLES=2000 pytest tests/resolve``.
@@ -49,6 +48,26 @@ EXAMPLES = int(os.environ.get("PATCHBAY_PROPERTY_EXAMPLES", "60"))
 PROPERTY = settings(
     max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
+
+
+def property_on(spec: BackendSpec) -> settings:
+    """:data:`PROPERTY` for ``spec``: a tenth of the examples in the scale-out mode (every
+    example makes schemas and topics of its own there), the search being the embedded
+    store's."""
+    return settings(
+        PROPERTY, max_examples=EXAMPLES if spec is DEPLOYED[0] else max(1, EXAMPLES // 10)
+    )
+
+
+#: Opens the backend kept at a location (:attr:`BackendSpec.open`).
+Opener = Callable[[Path], Backend]
+
+
+def open_at(open_: Opener, location: Path) -> Backend:
+    """The backend at ``location`` (made first if missing)."""
+    location.mkdir(parents=True, exist_ok=True)
+    return open_(location)
+
 
 # -- the pools identities are drawn from ---------------------------------------------------
 
@@ -323,9 +342,9 @@ def new_batches(spec: Spec) -> list[NewBatch]:
     return batches
 
 
-def write_log(log_dir: Path, spec: Spec) -> list[int]:
-    """Append the spec's batches to a new log under ``log_dir``; return their offsets."""
-    backend = open_sqlite(log_dir, "normal")
+def write_log(open_: Opener, log_dir: Path, spec: Spec) -> list[int]:
+    """Append the spec's batches to a new log at ``log_dir``; return their offsets."""
+    backend = open_at(open_, log_dir)
     try:
         positions = backend.log.append(new_batches(spec))
     finally:
@@ -362,13 +381,16 @@ class Recorder:
             self.mpids[resolved.stored.offset] = resolved.mpid
 
 
-class _ExplodingList(list[MergeRecord]):
-    def __iter__(self) -> Iterator[MergeRecord]:
+class _ExplodingCheckpoint(dict[int, LogPosition]):
+    """A checkpoint that raises when its positions are read: a store writes the checkpoint
+    last in the commit's transaction, after the profiles, links and merges."""
+
+    def items(self) -> ItemsView[int, LogPosition]:
         raise Crash("inside the commit's transaction")
 
 
 class CrashingState(WrappedState):
-    """A :class:`SqliteProfileStore` whose ``commit`` crashes at its n-th call.
+    """A :class:`StateStore` whose ``commit`` crashes at its n-th call.
 
     ``before``: nothing written; ``inside``: profiles and links written in the transaction,
     then an error (the store must roll back); ``after``: committed, then the crash.
@@ -394,33 +416,34 @@ class CrashingState(WrappedState):
         if self.mode == "before":
             raise Crash("before the commit")
         if self.mode == "inside":
-            sabotaged = StateChanges(
-                changes.profiles, changes.linked, changes.unlinked, _ExplodingList(changes.merges)
-            )
-            self.inner.commit(sabotaged, offset)
+            assert offset, "a stage's commit moves its checkpoint"
+            self.inner.commit(changes, _ExplodingCheckpoint(offset))
             raise AssertionError("the sabotaged commit went through")
         self.inner.commit(changes, offset)
         raise Crash("after the commit")
 
 
 @contextmanager
-def opened(log_dir: Path, state_dir: Path) -> Iterator[tuple[BatchLog, StateStore]]:
-    """The log and a state store, opened (as a restarted process would) and closed after."""
-    logs = open_sqlite(log_dir, "normal")
-    states = open_sqlite(state_dir, "normal")
-    try:
+def opened(open_: Opener, log_dir: Path, state_dir: Path) -> Iterator[tuple[BatchLog, StateStore]]:
+    """The log and a state store, opened (as a restarted process would) and closed after
+    (both, whatever fails: a failing example leaks no connections to the next ones)."""
+    with ExitStack() as opened_:
+        logs = opened_.enter_context(closing(open_at(open_, log_dir)))
+        states = opened_.enter_context(closing(open_at(open_, state_dir)))
         yield logs.log, states.state
-    finally:
-        logs.close()
-        states.close()
 
 
 def one_pass(
-    log_dir: Path, state_dir: Path, strategy: IdentityStrategy, chunk: int, reset: bool = False
+    open_: Opener,
+    log_dir: Path,
+    state_dir: Path,
+    strategy: IdentityStrategy,
+    chunk: int,
+    reset: bool = False,
 ) -> dict[int, int]:
     """Resolve the whole log (after ``reset``, for a replay); return each offset's MPID."""
     sink = Recorder()
-    with opened(log_dir, state_dir) as (log, state):
+    with opened(open_, log_dir, state_dir) as (log, state):
         if reset:
             state.reset()
         ResolveStage(log, state, Resolver(strategy), [sink], chunk).run_until_caught_up()
@@ -457,6 +480,7 @@ class CrashRun:
 
 
 def run_with_crashes(
+    open_: Opener,
     log_dir: Path,
     state_dir: Path,
     strategy: IdentityStrategy,
@@ -467,7 +491,7 @@ def run_with_crashes(
     outcome = CrashRun()
     for plan in plans:
         sink = Recorder(plan.at if plan.mode == "sink" else None)
-        with opened(log_dir, state_dir) as (log, inner):
+        with opened(open_, log_dir, state_dir) as (log, inner):
             state = CrashingState(inner, plan.at if plan.mode != "sink" else 0, plan.mode)
             stage = ResolveStage(log, state, Resolver(strategy), [sink], chunk)
             try:
@@ -480,7 +504,7 @@ def run_with_crashes(
                 outcome.mpids.setdefault(position.offset, mpid)
         outcome.mpids.update(sink.mpids)
         chunk = plan.chunk_after
-    outcome.mpids.update(one_pass(log_dir, state_dir, strategy, chunk))
+    outcome.mpids.update(one_pass(open_, log_dir, state_dir, strategy, chunk))
     return outcome
 
 
@@ -504,11 +528,13 @@ class Dump:
         return {m: p for m, p in decoded.items() if p.merged_into is None}
 
 
-def dump(state_dir: Path) -> Dump:
-    """Read the whole state of ``state_dir`` with a plain connection."""
-    with closing(sqlite3.connect(state_dir / STATE_FILE)) as conn:
+def dump(state: StateStore) -> Dump:
+    """Read the whole of ``state`` through its own database (the embedded store's and
+    PostgreSQL's have the same tables)."""
+    db = state._db  # type: ignore[attr-defined]
+    with db.transaction() as conn:
         profiles = {
-            int(mpid): msgspec.to_builtins(_decode_profile(doc))
+            int(mpid): msgspec.to_builtins(_decode_profile(bytes(doc)))
             for mpid, doc in conn.execute("SELECT mpid, doc FROM profiles ORDER BY mpid")
         }
         links: dict[tuple[str, str], list[int]] = {}
@@ -522,44 +548,60 @@ def dump(state_dir: Path) -> Dump:
                 "SELECT from_mpid, to_mpid, reason, at_ms, log_offset FROM merges ORDER BY id"
             )
         ]
-        row = conn.execute("SELECT seq FROM resolve_offset WHERE name = 'resolve'").fetchone()
-    return Dump(profiles, links, merges, int(row[0]) if row else 0)
+    position = state.checkpoint().get(0)
+    return Dump(profiles, links, merges, position.offset if position else 0)
+
+
+def dump_at(open_: Opener, state_dir: Path) -> Dump:
+    """:func:`dump` of the state store at ``state_dir``."""
+    backend = open_at(open_, state_dir)
+    try:
+        return dump(backend.state)
+    finally:
+        backend.close()
 
 
 # -- the properties --------------------------------------------------------------------------
 
 
-@PROPERTY
-@given(
-    spec=log_spec(),
-    strategy_name=st.sampled_from(sorted(STRATEGIES)),
-    chunks=st.tuples(st.integers(1, 7), st.integers(1, 7), st.integers(1, 7)),
-    plans=crash_plans,
-)
-def test_crash_restart_and_replay_give_the_same_state(
-    spec: Spec, strategy_name: str, chunks: tuple[int, int, int], plans: list[CrashPlan]
+def test_crash_restart_and_replay_give_the_same_state(spec: BackendSpec) -> None:
+    open_ = spec.open
+
+    @property_on(spec)
+    @given(
+        written=log_spec(),
+        strategy_name=st.sampled_from(sorted(STRATEGIES)),
+        chunks=st.tuples(st.integers(1, 7), st.integers(1, 7), st.integers(1, 7)),
+        plans=crash_plans,
+    )
+    def check(
+        written: Spec, strategy_name: str, chunks: tuple[int, int, int], plans: list[CrashPlan]
+    ) -> None:
+        strategy = STRATEGIES[strategy_name]
+        with tempfile.TemporaryDirectory() as tmp:
+            log, once_at, crashed_at = Path(tmp) / "log", Path(tmp) / "once", Path(tmp) / "crashed"
+            offsets = write_log(open_, log, written)
+
+            mpids = one_pass(open_, log, once_at, strategy, chunks[0])
+            once = dump_at(open_, once_at)
+            assert once.offset == offsets[-1]
+            assert sorted(mpids) == offsets  # every batch reached the sink
+
+            crashed = run_with_crashes(open_, log, crashed_at, strategy, chunks[1], plans)
+            assert dump_at(open_, crashed_at) == once
+            # At least once: every batch reached a sink that did not fail, with the same user.
+            assert crashed.mpids == mpids
+
+            replayed = one_pass(open_, log, once_at, strategy, chunks[2], reset=True)
+            assert dump_at(open_, once_at) == once
+            assert replayed == mpids
+
+    check()
+
+
+def test_relinking_a_device_in_one_chunk_keeps_link_order(
+    tmp_path: Path, spec: BackendSpec
 ) -> None:
-    strategy = STRATEGIES[strategy_name]
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        offsets = write_log(root / "log", spec)
-
-        mpids = one_pass(root / "log", root / "once", strategy, chunks[0])
-        once = dump(root / "once")
-        assert once.offset == offsets[-1]
-        assert sorted(mpids) == offsets  # every batch reached the sink
-
-        crashed = run_with_crashes(root / "log", root / "crashed", strategy, chunks[1], plans)
-        assert dump(root / "crashed") == once
-        # At least once: every batch reached a sink that did not fail, with the same user.
-        assert crashed.mpids == mpids
-
-        replayed = one_pass(root / "log", root / "once", strategy, chunks[2], reset=True)
-        assert dump(root / "once") == once
-        assert replayed == mpids
-
-
-def test_relinking_a_device_in_one_chunk_keeps_link_order(tmp_path: Path) -> None:
     """A device unlinked and linked again to a user becomes its most recent link.
 
     Found by the property above: the staged state moved the link to the end, the committed
@@ -577,12 +619,13 @@ def test_relinking_a_device_in_one_chunk_keeps_link_order(tmp_path: Path) -> Non
         {"user_identities": {"customer_id": "c1"}, "device_info": idfa},  # A gets it back
         {"device_info": idfa},  # the device alone: its most recent user, A
     ]
-    spec = Spec(bodies, [1000] * len(bodies), ["in-1"] * len(bodies))
-    offsets = write_log(tmp_path / "log", spec)
+    written = Spec(bodies, [1000] * len(bodies), ["in-1"] * len(bodies))
+    offsets = write_log(spec.open, tmp_path / "log", written)
     by_chunk = {}
     for chunk in (1, 2, 5):
-        mpids = one_pass(tmp_path / "log", tmp_path / f"s{chunk}", IdentityStrategy(), chunk)
-        by_chunk[chunk] = (mpids, dump(tmp_path / f"s{chunk}"))
+        state_dir = tmp_path / f"s{chunk}"
+        mpids = one_pass(spec.open, tmp_path / "log", state_dir, IdentityStrategy(), chunk)
+        by_chunk[chunk] = (mpids, dump_at(spec.open, state_dir))
     assert by_chunk[1] == by_chunk[2] == by_chunk[5]
     mpids = by_chunk[1][0]
     assert mpids[offsets[4]] == mpids[offsets[0]]

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from patchbay.backends.abstract import Backend
 from patchbay.resolve import resolver as resolver_module
 from patchbay.resolve.resolver import derived_mpid
 from tests.resolve.resolver_desk import Desk
@@ -98,10 +99,10 @@ def test_a_digest_of_zero_or_int64_min_moves_to_the_next_attempt(
     assert mpid not in (0, INT64_MIN)
 
 
-def test_derived_mpid_taken_by_an_adopted_user_moves_to_attempt_one() -> None:
+def test_derived_mpid_taken_by_an_adopted_user_moves_to_attempt_one(backend: Backend) -> None:
     """A batch naming an unknown MPID adopts it. When that MPID is the one another batch
     would derive, the later batch's user gets attempt 1's MPID (still replayable)."""
-    desk = Desk()
+    desk = Desk(backend.state)
     adopted = desk.resolve(mpid=-7944415002511435596)  # derived_mpid("batch-1")
     assert adopted.created
     # The desk's second batch is ``batch-2``; make a desk whose next batch is ``batch-1``.

@@ -4,6 +4,7 @@ value directly (as IDSync and ``user_identity_change`` events do)."""
 
 from __future__ import annotations
 
+from patchbay.backends.abstract import Backend
 from patchbay.backends.records import MergeRecord
 from patchbay.resolve.identities import Identity
 from patchbay.resolve.profile import new_profile
@@ -22,16 +23,16 @@ def login_merge(desk: Desk) -> tuple[int, int]:
     return anonymous, known
 
 
-def test_a_batch_naming_a_merged_user_goes_to_the_survivor() -> None:
-    desk = Desk()
+def test_a_batch_naming_a_merged_user_goes_to_the_survivor(backend: Backend) -> None:
+    desk = Desk(backend.state)
     absorbed, survivor = login_merge(desk)
     assert desk.profile(absorbed).merged_into == survivor
     assert desk.resolve(mpid=absorbed).mpid == survivor
 
 
-def test_live_mpid_follows_a_chain_of_merges() -> None:
+def test_live_mpid_follows_a_chain_of_merges(backend: Backend) -> None:
     """a into b, then b into c: a's live user is c; an unknown user has none."""
-    desk = Desk()
+    desk = Desk(backend.state)
     staged = StagedState(desk.store)
     for mpid in (1, 2, 3):
         staged.put(new_profile(mpid, 1_000))
@@ -43,8 +44,8 @@ def test_live_mpid_follows_a_chain_of_merges() -> None:
     assert live_mpid(staged, 4) is None
 
 
-def test_a_login_merge_records_its_time_and_log_offset() -> None:
-    desk = Desk()
+def test_a_login_merge_records_its_time_and_log_offset(backend: Backend) -> None:
+    desk = Desk(backend.state)
     absorbed, survivor = login_merge(desk)
     # the third batch of the desk: its clock and offset
     assert desk.merges(survivor) == [
@@ -52,8 +53,8 @@ def test_a_login_merge_records_its_time_and_log_offset() -> None:
     ]
 
 
-def test_a_merge_without_an_offset_records_offset_zero() -> None:
-    desk = Desk()
+def test_a_merge_without_an_offset_records_offset_zero(backend: Backend) -> None:
+    desk = Desk(backend.state)
     staged = StagedState(desk.store)
     staged.put(new_profile(1, 1_000))
     staged.put(new_profile(2, 1_000))
@@ -61,10 +62,10 @@ def test_a_merge_without_an_offset_records_offset_zero() -> None:
     assert staged.changes.merges == [MergeRecord(1, 2, "alias", 5_000, 0)]
 
 
-def test_merges_that_cannot_happen_are_refused_and_record_nothing() -> None:
+def test_merges_that_cannot_happen_are_refused_and_record_nothing(backend: Backend) -> None:
     """A missing user on either side, a user merged into itself, or a user already merged
     away (on either side) is refused."""
-    desk = Desk()
+    desk = Desk(backend.state)
     staged = StagedState(desk.store)
     for mpid in (1, 2, 3):
         staged.put(new_profile(mpid, 1_000))
@@ -78,9 +79,9 @@ def test_merges_that_cannot_happen_are_refused_and_record_nothing() -> None:
     assert staged.changes.merges == [MergeRecord(1, 2, "alias", 2_000, 0)]
 
 
-def test_a_new_user_takes_the_first_derived_mpid_not_taken() -> None:
+def test_a_new_user_takes_the_first_derived_mpid_not_taken(backend: Backend) -> None:
     """Profiles already at the seed's attempts 0 and 1: the new user gets attempt 2."""
-    desk = Desk()
+    desk = Desk(backend.state)
     seed = f"batch-{desk.batches + 1}"
     staged = StagedState(desk.store)
     staged.put(new_profile(derived_mpid(seed, 0), 1_000))
@@ -91,10 +92,10 @@ def test_a_new_user_takes_the_first_derived_mpid_not_taken() -> None:
     assert resolution.mpid == derived_mpid(seed, 2)
 
 
-def test_linking_a_blocked_value_directly_is_refused_and_reported() -> None:
+def test_linking_a_blocked_value_directly_is_refused_and_reported(backend: Backend) -> None:
     strategy = IdentityStrategy(blocked_values=("nobody",))
     resolver = Resolver(strategy)
-    desk = Desk(strategy)
+    desk = Desk(backend.state, strategy)
     staged = StagedState(desk.store)
     profile = new_profile(1, 1_000)
     skipped: list[tuple[Identity, str]] = []

@@ -1,12 +1,12 @@
-"""Identity scenarios resolved end to end through the stage, on real SQLite stores."""
+"""Identity scenarios resolved end to end through the stage, on each deployment's stores."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from patchbay.backends.abstract import Backend
 from patchbay.resolve.strategy import IdentityStrategy
 from tests.resolve.harness import World
 
@@ -15,8 +15,8 @@ IDFA_2 = "8c61383f-2216-4713-8c1c-1cb0a5d7a4cc"
 
 
 @pytest.fixture
-def world(data_dir: Path) -> Iterator[World]:
-    w = World(data_dir)
+def world(backend: Backend) -> Iterator[World]:
+    w = World(backend)
     yield w
     w.close()
 
@@ -76,9 +76,9 @@ def test_shared_device_with_another_customer_is_another_user(world: World) -> No
     [(("customer_id", "email"), "by_customer"), (("email", "customer_id"), "by_email")],
 )
 def test_conflicting_identities_follow_priority(
-    data_dir: Path, priority: tuple[str, ...], winner: str
+    backend: Backend, priority: tuple[str, ...], winner: str
 ) -> None:
-    world = World(data_dir, IdentityStrategy(priority=priority))
+    world = World(backend, IdentityStrategy(priority=priority))
     try:
         users = {
             "by_customer": world.send({"user_identities": {"customer_id": "c1"}}),
@@ -101,8 +101,8 @@ def test_blocked_values_never_match(world: World, value: str) -> None:
     assert world.profile(one).identity("email") is None
 
 
-def test_configured_blocked_value(data_dir: Path) -> None:
-    world = World(data_dir, IdentityStrategy(blocked_values=("test@example.com",)))
+def test_configured_blocked_value(backend: Backend) -> None:
+    world = World(backend, IdentityStrategy(blocked_values=("test@example.com",)))
     try:
         assert world.send({"user_identities": {"email": "test@example.com"}}) != world.send(
             {"user_identities": {"email": "test@example.com"}}
@@ -111,8 +111,8 @@ def test_configured_blocked_value(data_dir: Path) -> None:
         world.close()
 
 
-def test_over_linked_identity_is_not_used(data_dir: Path) -> None:
-    world = World(data_dir, IdentityStrategy(max_users_per_identity=2))
+def test_over_linked_identity_is_not_used(backend: Backend) -> None:
+    world = World(backend, IdentityStrategy(max_users_per_identity=2))
     try:
         shared = {"ios_advertising_id": IDFA}
         users = [
