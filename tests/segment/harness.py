@@ -1,5 +1,5 @@
-"""A segment world for tests: a real log, resolve stage and segment engine on a backend,
-a manual clock, and a from-scratch evaluation of the same history to compare with.
+"""A segment world for tests: a real log, resolve stage and segment engine on the test's
+backend, a manual clock, and a from-scratch evaluation of the same history to compare with.
 
 :class:`SegmentWorld` appends batches, resolves them, hands the resolved chunks to the
 :class:`~patchbay.segment.engine.SegmentEngine` (as the pipeline does), runs its builds and
@@ -18,7 +18,6 @@ from typing import Any
 import msgspec
 
 from patchbay.backends.abstract import Backend
-from patchbay.backends.memory import open_memory
 from patchbay.backends.records import AudienceRecord, Credential, Input, NewBatch
 from patchbay.clock import ManualClock
 from patchbay.collect.batch import Batch
@@ -58,7 +57,7 @@ class Seen:
 class SegmentWorld:
     """See the module documentation."""
 
-    backend: Backend = field(default_factory=open_memory)
+    backend: Backend
     clock: ManualClock = field(default_factory=lambda: ManualClock(BASE_MS))
     history: list[Seen] = field(default_factory=list)
     chunks: list[ResolvedChunk] = field(default_factory=list)

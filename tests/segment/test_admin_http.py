@@ -1,5 +1,5 @@
 """The audience routes of the admin HTTP API: the admin token, every route, and errors in
-the admin API's shape. Served by uvicorn in a thread over a memory backend, and once
+the admin API's shape. Served by uvicorn in a thread over the test's backend, and once
 through ``create_app`` (the routes mounted before the admin API's catch-all 404)."""
 
 from __future__ import annotations
@@ -17,16 +17,16 @@ from starlette.applications import Starlette
 from patchbay.activate.admin_http import AdminApi
 from patchbay.activate.service import ActivateService
 from patchbay.backends.abstract import Backend
-from patchbay.backends.memory import open_memory
 from patchbay.backends.records import SegmentChanges
 from patchbay.clock import ManualClock
+from patchbay.config import settings_from_process
 from patchbay.firehose import AudienceSubscriptionRequest, parse
 from patchbay.http import EXCEPTION_HANDLERS
 from patchbay.partner.lambda_local import BackgroundServer
 from patchbay.segment.admin_http import AudienceAdminApi
 from patchbay.segment.service import AudienceService
 from patchbay.server import create_app
-from patchbay.settings import Settings
+from tests.deployments import Deployment, Stores
 from tests.segment.audience_setup import NOW, SECRET, definition, setup_outputs
 
 TOKEN = "admin-token-audiences"
@@ -77,11 +77,11 @@ def app_over(backend: Backend, token: str | None) -> Starlette:
 
 
 @pytest.fixture
-def backend() -> Iterator[Backend]:
-    opened = open_memory()
+def backend(stores: Stores) -> Backend:
+    """The test's backend, with the outputs of :func:`setup_outputs`."""
+    opened = stores.open()
     setup_outputs(opened)
-    yield opened
-    opened.close()
+    return opened
 
 
 @pytest.fixture
@@ -259,8 +259,8 @@ def test_a_body_of_another_type_is_415(client: Client, content_type: str) -> Non
     assert client.call("GET", PREFIX) == []
 
 
-def test_mounted_by_create_app(data_dir: Path) -> None:
-    settings = Settings(data_dir=data_dir, delivery_process=False)
+def test_mounted_by_create_app(data_dir: Path, deployment: Deployment) -> None:
+    settings = settings_from_process({"data_dir": data_dir, "delivery_process": False})
     app = create_app(settings, admin_token=TOKEN)
     with BackgroundServer(app).start() as server:
         client = Client(server.url)

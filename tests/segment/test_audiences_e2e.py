@@ -23,6 +23,8 @@ from tests.activate.test_deliveries_e2e import PartnerProxy, cli
 from tests.activate.test_deliveries_e2e import partner_rows as rows
 from tests.activate.test_engine_support import wait_for
 from tests.conftest import Server, add_input, start_server, stop_server
+from tests.deployments import Deployment
+from tests.segment.test_process import wait_for_segment_lead
 
 pytestmark = pytest.mark.slow
 
@@ -76,6 +78,7 @@ def test_audience_from_cli_to_partner(
     data_dir: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    deployment: Deployment,
 ) -> None:
     recorder, partner_db, port = partner
     for key, value in FAST.items():
@@ -114,6 +117,8 @@ def test_audience_from_cli_to_partner(
         assert subscription.audience_id == audience_id
         assert subscription.audience_name == "players"
 
+        # ada's play stays in the window for WINDOW_S from now: the stage must run already
+        wait_for_segment_lead(server)
         # two users play; one is in Germany (joins), one in Spain (does not)
         for body in (batch("ada", play=True, country="DE", plan="gold"),
                      batch("bob", play=True, country="ES", plan="gold")):  # fmt: skip

@@ -48,6 +48,7 @@ from patchbay.segment.criteria import (
 from patchbay.segment.evaluate import event_matches, rest_matches
 from patchbay.segment.parse import parse_definition
 from tests.segment import strategies as pools
+from tests.segment.harness import SegmentWorld
 
 PLAY = EventMatch("custom_event", "play", "navigation", None, (Compare("plan", "eq", "gold"),))
 BUY = EventMatch("commerce_event", action="purchase")
@@ -448,12 +449,11 @@ def test_conditions_on_true_and_on_1_are_kept_apart() -> None:
     assert len(counted(catalog, "custom_event")) == 2
 
 
-def _world_memberships(definitions: list[dict[str, Any]], events: list[dict[str, Any]]) -> Any:
-    """Define ``definitions``, send one batch per event (each from its own device), and
-    return (the engine's memberships, a from-scratch evaluation's)."""
-    from tests.segment.harness import SegmentWorld
-
-    world = SegmentWorld()
+def _world_memberships(
+    world: SegmentWorld, definitions: list[dict[str, Any]], events: list[dict[str, Any]]
+) -> Any:
+    """Define ``definitions`` in ``world``, send one batch per event (each from its own
+    device), and return (the engine's memberships, a from-scratch evaluation's)."""
     for definition in definitions:
         world.define(parse_definition(definition))
     world.settle()
@@ -463,8 +463,9 @@ def _world_memberships(definitions: list[dict[str, Any]], events: list[dict[str,
     return world.memberships(), world.expected()
 
 
-def test_end_to_end_one_event_is_counted_once() -> None:
+def test_end_to_end_one_event_is_counted_once(world: SegmentWorld) -> None:
     got, expected = _world_memberships(
+        world,
         [
             {
                 "name": "twice",
@@ -477,7 +478,7 @@ def test_end_to_end_one_event_is_counted_once() -> None:
     assert got["twice"] == expected["twice"] == set()
 
 
-def test_end_to_end_true_and_1_are_counted_apart() -> None:
+def test_end_to_end_true_and_1_are_counted_apart(world: SegmentWorld) -> None:
     def on(name: str, value: object) -> dict[str, Any]:
         attributes = [{"attribute": "f", "op": "eq", "value": value}]
         return {
@@ -491,7 +492,9 @@ def test_end_to_end_true_and_1_are_counted_apart() -> None:
             "data": {"event_name": "x", "custom_attributes": {"f": value}},
         }
 
-    got, expected = _world_memberships([on("bools", True), on("ones", 1)], [sent(1), sent(True)])
+    got, expected = _world_memberships(
+        world, [on("bools", True), on("ones", 1)], [sent(1), sent(True)]
+    )
     assert expected["bools"] != expected["ones"]
     assert got == expected
 

@@ -60,8 +60,7 @@ def members(world: SegmentWorld, name: str) -> set[int]:
     return world.memberships()[name]
 
 
-def test_a_user_leaves_exactly_when_the_event_leaves_the_window() -> None:
-    world = SegmentWorld()
+def test_a_user_leaves_exactly_when_the_event_leaves_the_window(world: SegmentWorld) -> None:
     world.define(Definition("recent", "", EventCondition(PLAY, window_ms=45_000)))
     world.send(play("c1", at_ms=BASE_MS))
     world.settle()
@@ -75,8 +74,7 @@ def test_a_user_leaves_exactly_when_the_event_leaves_the_window() -> None:
     assert world.backend.audiences.due_users(world.clock.now_ms() + 10**12, 10) == []
 
 
-def test_a_user_joins_when_an_event_leaves_a_window_with_a_max() -> None:
-    world = SegmentWorld()
+def test_a_user_joins_when_an_event_leaves_a_window_with_a_max(world: SegmentWorld) -> None:
     idle = All((EventCondition(PLAY), Not(EventCondition(PLAY, window_ms=3_600_000))))
     world.define(Definition("lapsed", "played once, but not in the last hour", idle))
     world.send(play("c1"))
@@ -87,8 +85,7 @@ def test_a_user_joins_when_an_event_leaves_a_window_with_a_max() -> None:
     assert len(members(world, "lapsed")) == 1
 
 
-def test_window_counts_from_the_events_own_time() -> None:
-    world = SegmentWorld()
+def test_window_counts_from_the_events_own_time(world: SegmentWorld) -> None:
     world.define(Definition("recent", "", EventCondition(PLAY, window_ms=60_000)))
     world.send(play("c1", at_ms=BASE_MS - 59_000))  # sent late: only 1 s of window left
     world.settle()
@@ -101,8 +98,7 @@ def test_window_counts_from_the_events_own_time() -> None:
     assert members(world, "recent") == set()
 
 
-def test_sums_of_revenue_over_a_window() -> None:
-    world = SegmentWorld()
+def test_sums_of_revenue_over_a_window(world: SegmentWorld) -> None:
     spend = EventCondition(PURCHASE, window_ms=86_400_000, sum=Sum("revenue", "gte", 100.0))
     world.define(Definition("big-spenders", "", spend))
     world.send(purchase("c1", 60))
@@ -113,11 +109,10 @@ def test_sums_of_revenue_over_a_window() -> None:
     assert len(members(world, "big-spenders")) == 1
 
 
-def test_an_unnamed_event_is_counted_once_beside_a_named_condition() -> None:
+def test_an_unnamed_event_is_counted_once_beside_a_named_condition(world: SegmentWorld) -> None:
     """A commerce event without a name counts once for a condition over every commerce
     event, also when another condition asks for a named one (found by the property test:
     it was counted twice)."""
-    world = SegmentWorld()
     twice = EventCondition(EventMatch("commerce_event"), count=Count(min=2))
     world.define(Definition("twice", "", twice))
     world.define(Definition("named", "", EventCondition(EventMatch("commerce_event", name="x"))))
@@ -129,8 +124,7 @@ def test_an_unnamed_event_is_counted_once_beside_a_named_condition() -> None:
     assert len(members(world, "twice")) == 1
 
 
-def test_a_merge_moves_memberships_to_the_survivor() -> None:
-    world = SegmentWorld()
+def test_a_merge_moves_memberships_to_the_survivor(world: SegmentWorld) -> None:
     world.define(Definition("two-plays", "", EventCondition(PLAY, count=Count(min=2))))
     # an anonymous device plays once; a known customer plays once on another device
     world.send({"device_info": {"ios_advertising_id": "IDFA-1"}, "events": play("x")["events"]})
@@ -147,8 +141,7 @@ def test_a_merge_moves_memberships_to_the_survivor() -> None:
     assert world.backend.audiences.count_users() == 1  # the absorbed user's state is gone
 
 
-def test_a_batch_offered_twice_is_counted_once() -> None:
-    world = SegmentWorld()
+def test_a_batch_offered_twice_is_counted_once(world: SegmentWorld) -> None:
     world.define(Definition("one-play", "", EventCondition(PLAY, count=Count(min=1, max=1))))
     world.send(play("c1"))
     world.settle()
@@ -161,11 +154,10 @@ def test_a_batch_offered_twice_is_counted_once() -> None:
     assert len(members(world, "one-play")) == 1
 
 
-def test_an_engine_whose_partition_moved_on_counts_nothing() -> None:
+def test_an_engine_whose_partition_moved_on_counts_nothing(world: SegmentWorld) -> None:
     """An engine that lost its partition to another processor, which counted a batch
     meanwhile, is refused when it commits the same batch (``CheckpointMoved``): the batch
     is counted once (twice, the user would leave an audience of exactly one play)."""
-    world = SegmentWorld()
     world.define(Definition("one-play", "", EventCondition(PLAY, count=Count(min=1, max=1))))
     former = world.new_engine()
     former.refresh()
@@ -178,8 +170,9 @@ def test_an_engine_whose_partition_moved_on_counts_nothing() -> None:
 
 
 @pytest.mark.parametrize("later", [False, True])
-def test_an_audience_built_over_the_history_equals_one_kept_live(later: bool) -> None:
-    world = SegmentWorld()
+def test_an_audience_built_over_the_history_equals_one_kept_live(
+    later: bool, world: SegmentWorld
+) -> None:
     definition = Definition("fans", "", EventCondition(PLAY, window_ms=7_200_000, count=Count(2)))
     if not later:
         world.define(definition)
@@ -195,8 +188,7 @@ def test_an_audience_built_over_the_history_equals_one_kept_live(later: bool) ->
     assert build.phase == "live"
 
 
-def test_an_audience_of_an_audience_follows_it() -> None:
-    world = SegmentWorld()
+def test_an_audience_of_an_audience_follows_it(world: SegmentWorld) -> None:
     world.define(Definition("players", "", EventCondition(PLAY)))
     gold = UserAttribute(Compare("plan", "eq", "gold"))
     world.define(Definition("gold-players", "", All((AudienceRef("players"), gold))))
@@ -209,8 +201,7 @@ def test_an_audience_of_an_audience_follows_it() -> None:
     assert members(world, "players") == set() and members(world, "gold-players") == set()
 
 
-def test_a_batch_evaluates_only_the_audiences_that_read_what_it_holds() -> None:
-    world = SegmentWorld()
+def test_a_batch_evaluates_only_the_audiences_that_read_what_it_holds(world: SegmentWorld) -> None:
     for i in range(50):
         attribute = UserAttribute(Compare(f"attribute-{i}", "eq", "x"))
         world.define(Definition(f"a{i}", "", attribute))
@@ -240,10 +231,11 @@ def test_a_batch_evaluates_only_the_audiences_that_read_what_it_holds() -> None:
     assert evaluated == []
 
 
-def test_a_batch_that_finds_a_window_passed_before_the_check_still_leaves() -> None:
+def test_a_batch_that_finds_a_window_passed_before_the_check_still_leaves(
+    world: SegmentWorld,
+) -> None:
     """The user's event left its window, and a batch of the user arrives before the stage
     looked at the windows that passed: the batch must not hide it."""
-    world = SegmentWorld()
     world.define(Definition("recent", "", EventCondition(PLAY, window_ms=45_000)))
     world.send(play("c1", at_ms=BASE_MS))
     world.settle()
@@ -256,10 +248,9 @@ def test_a_batch_that_finds_a_window_passed_before_the_check_still_leaves() -> N
     assert members(world, "recent") == set()
 
 
-def test_a_build_counts_the_history_the_log_retains_and_says_so() -> None:
+def test_a_build_counts_the_history_the_log_retains_and_says_so(world: SegmentWorld) -> None:
     """Batches removed by retention are not counted by a later build, and the build's
     ``condition_built`` line names the range it covered."""
-    world = SegmentWorld()
     for i in range(6):
         world.send(play(f"c{i % 3}", at_ms=BASE_MS - i * 600_000))
         world.settle()

@@ -1,7 +1,8 @@
 """The property that makes incremental audiences trustworthy: random histories, random
 definitions over every kind of criteria (nested audiences included), a random clock; after
 every step the memberships the engine keeps equal a from-scratch evaluation of the same
-history at the same moment.
+history at the same moment, on each deployment (each example on an empty backend of its
+own; fewer examples on PostgreSQL, where they cost more).
 
 A step sends a batch (events of every kind the criteria count, user attributes, consent,
 identities that make the resolver merge users, an environment, an input), sends an IDSync
@@ -22,7 +23,9 @@ from hypothesis import strategies as st
 from patchbay.resolve.resolver import derived_mpid
 from patchbay.segment.criteria import Definition
 from patchbay.segment.replay import replay
+from tests.deployments import BackendSpec
 from tests.segment import strategies as pools
+from tests.segment.conftest import Fresh
 from tests.segment.harness import BASE_MS, SegmentWorld
 
 PERSONAS = [
@@ -143,8 +146,16 @@ def histories(draw: st.DrawFn, restarts: bool) -> list[Step]:
     return steps
 
 
-def histories_settings(examples: int) -> settings:
-    """Histories are long to draw and to run: no deadline, no health checks on their size."""
+#: A postgres example costs a schema and a topic of its own and a round trip a store call:
+#: the property runs on it with this share of the examples (the embedded store runs all).
+SCALED_SHARE = 0.1
+
+
+def histories_settings(spec: BackendSpec, examples: int) -> settings:
+    """Histories are long to draw and to run: no deadline, no health checks on their size;
+    fewer examples where every store call is a round trip (:data:`SCALED_SHARE`)."""
+    if spec.shared_state:
+        examples = max(4, int(examples * SCALED_SHARE))
     return settings(
         max_examples=examples,
         deadline=None,
@@ -152,8 +163,7 @@ def histories_settings(examples: int) -> settings:
     )
 
 
-def run(steps: list[Step], read_back: bool = False) -> SegmentWorld:
-    world = SegmentWorld(read_back=read_back)
+def run(world: SegmentWorld, steps: list[Step]) -> SegmentWorld:
     sent = 0
     for step in steps:
         match step:
@@ -192,31 +202,51 @@ def run(steps: list[Step], read_back: bool = False) -> SegmentWorld:
     return world
 
 
-@histories_settings(100)
-@given(histories(restarts=False))
-def test_incremental_equals_from_scratch(steps: list[Step]) -> None:
-    run(steps)
+def test_incremental_equals_from_scratch(spec: BackendSpec, fresh_backends: Fresh) -> None:
+    @histories_settings(spec, 100)
+    @given(histories(restarts=False))
+    def check(steps: list[Step]) -> None:
+        with fresh_backends() as backend:
+            run(SegmentWorld(backend), steps)
+
+    check()
 
 
-@histories_settings(40)
-@given(histories(restarts=True))
-def test_restarts_and_offers_again_change_nothing(steps: list[Step]) -> None:
-    run(steps)
+def test_restarts_and_offers_again_change_nothing(spec: BackendSpec, fresh_backends: Fresh) -> None:
+    @histories_settings(spec, 40)
+    @given(histories(restarts=True))
+    def check(steps: list[Step]) -> None:
+        with fresh_backends() as backend:
+            run(SegmentWorld(backend), steps)
+
+    check()
 
 
-@histories_settings(40)
-@given(histories(restarts=True))
-def test_read_back_from_storage_equals_from_scratch(steps: list[Step]) -> None:
+def test_read_back_from_storage_equals_from_scratch(
+    spec: BackendSpec, fresh_backends: Fresh
+) -> None:
     """What a stage that fell behind reads back (the log, resolved users, merges since)."""
-    run(steps, read_back=True)
+
+    @histories_settings(spec, 40)
+    @given(histories(restarts=True))
+    def check(steps: list[Step]) -> None:
+        with fresh_backends() as backend:
+            run(SegmentWorld(backend, read_back=True), steps)
+
+    check()
 
 
-@histories_settings(40)
-@given(histories(restarts=False))
-def test_replay_gives_the_same_memberships(steps: list[Step]) -> None:
+def test_replay_gives_the_same_memberships(spec: BackendSpec, fresh_backends: Fresh) -> None:
     """``patchbay reprocess``: the segment state forgotten and computed again from the
     log gives the same memberships, and the same as from scratch."""
-    world = run(steps)
-    before = world.memberships()
-    replay(world.backend, world.clock)
-    assert world.memberships() == before
+
+    @histories_settings(spec, 40)
+    @given(histories(restarts=False))
+    def check(steps: list[Step]) -> None:
+        with fresh_backends() as backend:
+            world = run(SegmentWorld(backend), steps)
+            before = world.memberships()
+            replay(world.backend, world.clock)
+            assert world.memberships() == before
+
+    check()

@@ -23,6 +23,8 @@ from tests.activate.test_deliveries_e2e import cli
 from tests.activate.test_delivery_process import alive, children
 from tests.activate.test_engine_support import wait_for
 from tests.conftest import Server, add_input, start_server, stop_server
+from tests.deployments import DEPLOYED, Deployment
+from tests.segment.harness import SegmentWorld
 from tests.segment.test_stage import actions, buy, sent, world_with_output
 
 pytestmark = pytest.mark.slow
@@ -54,6 +56,13 @@ def metric(server: Server, name: str) -> float:
     return 0.0
 
 
+def wait_for_segment_lead(server: Server) -> None:
+    """Wait until ``server``'s segment stage runs: at once on the embedded store, once its
+    child holds the lead in the scale-out mode (some seconds after the lock is granted:
+    :mod:`patchbay.backends.postgres.leadership`)."""
+    wait_for(lambda: metric(server, "patchbay_segment_leader") == 1.0, what="a segment leader")
+
+
 def define(data_dir: Path, tmp_path: Path) -> None:
     """Two audiences: players (one Play ever) and fans (exactly three Plays ever: a batch
     counted twice or lost would show)."""
@@ -64,7 +73,9 @@ def define(data_dir: Path, tmp_path: Path) -> None:
         cli(data_dir, "audiences", "create", str(path))
 
 
-def test_the_child_keeps_audiences_and_survives_a_kill(data_dir: Path, tmp_path: Path) -> None:
+def test_the_child_keeps_audiences_and_survives_a_kill(
+    data_dir: Path, tmp_path: Path, deployment: Deployment
+) -> None:
     credentials = add_input(data_dir, "app")
     define(data_dir, tmp_path)
     server = start_server(data_dir)
@@ -101,7 +112,11 @@ def test_the_child_keeps_audiences_and_survives_a_kill(data_dir: Path, tmp_path:
         stop_server(server)
 
 
-def test_no_segment_process_keeps_the_stage_in_the_server(data_dir: Path, tmp_path: Path) -> None:
+# the embedded mode's option only: the scale-out mode refuses it (tests/test_server_roles.py)
+@pytest.mark.parametrize("spec", [DEPLOYED[0]], ids=["sqlite"])
+def test_no_segment_process_keeps_the_stage_in_the_server(
+    data_dir: Path, tmp_path: Path, deployment: Deployment
+) -> None:
     credentials = add_input(data_dir, "app")
     define(data_dir, tmp_path)
     server = start_server(data_dir, "--no-segment-process")
@@ -131,11 +146,11 @@ class Switch:
         self.leads = False
 
 
-def test_a_stage_that_lost_the_lead_writes_nothing() -> None:
+def test_a_stage_that_lost_the_lead_writes_nothing(world: SegmentWorld) -> None:
     """The leader's stage writes through :class:`LeaderOnly`: once the lead is not held,
     its time-driven work (here: putting a pending join in the outbox) is refused, and
     nothing is written; held again, it goes on."""
-    world, _, _ = world_with_output()
+    world_with_output(world)
     buy(world, "c1")
     world.settle()
     switch = Switch()

@@ -5,30 +5,27 @@ requests they put in the outbox."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import msgspec
 import pytest
 
 from patchbay.backends.abstract import Backend
-from patchbay.backends.memory import open_memory
 from patchbay.backends.records import AudienceBuild, ConditionRecord, Delivery, SegmentChanges
-from patchbay.backends.sqlite import open_sqlite
 from patchbay.clock import ManualClock
 from patchbay.firehose import AudienceSubscriptionRequest, parse
 from patchbay.segment.parse import definition_document, parse_definition
 from patchbay.segment.service import AudienceError, AudienceService
 from tests.backends.helpers import batch
+from tests.deployments import Stores
 from tests.segment.audience_setup import NOW, SECRET, definition, setup_outputs
 
 
 @pytest.fixture
-def backend() -> Iterator[Backend]:
-    opened = open_memory()
+def backend(stores: Stores) -> Backend:
+    """The test's backend, with the outputs of :func:`setup_outputs`."""
+    opened = stores.open()
     setup_outputs(opened)
-    yield opened
-    opened.close()
+    return opened
 
 
 @pytest.fixture
@@ -165,33 +162,22 @@ def test_update_by_id_and_unknown_audiences(service: AudienceService) -> None:
 
 
 @pytest.mark.parametrize("name", ["\u00b3", "\u0663", "9" * 30])
-def test_a_name_that_is_almost_an_id_is_not_found(name: str, tmp_path: Path) -> None:
+def test_a_name_that_is_almost_an_id_is_not_found(name: str, service: AudienceService) -> None:
     """A name that ``isdigit()`` but that is no audience id (a superscript or non-ASCII digit,
     a number beyond 64 bits) is a 404 (it was a 500: ``int()`` or SQLite raised)."""
-    backend = open_sqlite(tmp_path / "data")
-    try:
-        service = AudienceService(backend, ManualClock(NOW))
-        with pytest.raises(AudienceError) as caught:
-            service.show(name)
-        assert caught.value.not_found
-    finally:
-        backend.close()
+    with pytest.raises(AudienceError) as caught:
+        service.show(name)
+    assert caught.value.not_found
 
 
-def test_members_after_beyond_64_bits_is_a_bad_request(tmp_path: Path) -> None:
+def test_members_after_beyond_64_bits_is_a_bad_request(service: AudienceService) -> None:
     """``after`` is an MPID: beyond 64 bits it is refused (it was a 500: SQLite raised)."""
-    backend = open_sqlite(tmp_path / "data")
-    try:
-        service = AudienceService(backend, ManualClock(NOW))
-        setup_outputs(backend)
-        service.create(definition("gold"))
-        for after in (2**63, -(2**63) - 1):
-            with pytest.raises(AudienceError, match="after must be an MPID") as caught:
-                service.members("gold", after=after)
-            assert not caught.value.not_found
-        assert service.members("gold", after=2**63 - 1)["members"] == []
-    finally:
-        backend.close()
+    service.create(definition("gold"))
+    for after in (2**63, -(2**63) - 1):
+        with pytest.raises(AudienceError, match="after must be an MPID") as caught:
+            service.members("gold", after=after)
+        assert not caught.value.not_found
+    assert service.members("gold", after=2**63 - 1)["members"] == []
 
 
 def test_rename(service: AudienceService, backend: Backend) -> None:

@@ -36,9 +36,9 @@ def registration(bulk: BulkConfiguration | None = None) -> ModuleRegistrationRes
 
 
 def world_with_output(
-    bulk: BulkConfiguration | None = None, *, subscribed: bool = True
-) -> tuple[SegmentWorld, SegmentStage, CollectorRegistry]:
-    world = SegmentWorld()
+    world: SegmentWorld, bulk: BulkConfiguration | None = None, *, subscribed: bool = True
+) -> tuple[SegmentStage, CollectorRegistry]:
+    """``world`` with an output connected to the audience ``buyers``, and its stage."""
     backend = world.backend
     register(backend, "crm-module", registration(bulk))
     now = world.clock.now_ms()
@@ -52,7 +52,7 @@ def world_with_output(
     registry = CollectorRegistry()
     stage = SegmentStage(backend, world.clock, metrics=SegmentMetrics(registry))
     world.engine = stage.engine
-    return world, stage, registry
+    return stage, registry
 
 
 def buy(world: SegmentWorld, customer: str) -> None:
@@ -82,8 +82,8 @@ def actions(messages: list[AudienceMembershipChangeRequest]) -> list[tuple[str, 
     ]
 
 
-def test_changes_are_sent_at_once_without_bulk_configuration() -> None:
-    world, stage, _ = world_with_output()
+def test_changes_are_sent_at_once_without_bulk_configuration(world: SegmentWorld) -> None:
+    stage, _ = world_with_output(world)
     buy(world, "c1")
     world.settle()
     stage.tick()
@@ -95,9 +95,9 @@ def test_changes_are_sent_at_once_without_bulk_configuration() -> None:
     assert world.backend.audiences.pending_outputs() == {}
 
 
-def test_bulk_configuration_waits_for_a_count_or_a_time() -> None:
+def test_bulk_configuration_waits_for_a_count_or_a_time(world: SegmentWorld) -> None:
     bulk = BulkConfiguration(bulk_forward_wait_for_messages=3, bulk_forward_wait_in_minutes=1)
-    world, stage, _ = world_with_output(bulk)
+    stage, _ = world_with_output(world, bulk)
     buy(world, "c1")
     buy(world, "c2")
     world.settle()
@@ -108,9 +108,9 @@ def test_bulk_configuration_waits_for_a_count_or_a_time() -> None:
     assert len(actions(sent(world))) == 2
 
 
-def test_bulk_configuration_sends_once_the_count_is_reached() -> None:
+def test_bulk_configuration_sends_once_the_count_is_reached(world: SegmentWorld) -> None:
     bulk = BulkConfiguration(bulk_forward_wait_for_messages=3, bulk_forward_wait_in_minutes=60)
-    world, stage, _ = world_with_output(bulk)
+    stage, _ = world_with_output(world, bulk)
     for customer in ("c1", "c2", "c3"):
         buy(world, customer)
     world.settle()
@@ -119,8 +119,8 @@ def test_bulk_configuration_sends_once_the_count_is_reached() -> None:
     assert len(message.user_profiles or []) == 3
 
 
-def test_changes_wait_for_the_subscription() -> None:
-    world, stage, _ = world_with_output(subscribed=False)
+def test_changes_wait_for_the_subscription(world: SegmentWorld) -> None:
+    stage, _ = world_with_output(world, subscribed=False)
     buy(world, "c1")
     world.settle()
     stage.tick()
@@ -134,8 +134,8 @@ def test_changes_wait_for_the_subscription() -> None:
     assert actions(sent(world)) and world.backend.audiences.pending_outputs() == {}
 
 
-def test_one_message_in_flight_per_output_keeps_the_order() -> None:
-    world, stage, _ = world_with_output()
+def test_one_message_in_flight_per_output_keeps_the_order(world: SegmentWorld) -> None:
+    stage, _ = world_with_output(world)
     buy(world, "c1")
     world.settle()
     stage.tick()
@@ -152,8 +152,8 @@ def test_one_message_in_flight_per_output_keeps_the_order() -> None:
     assert second.id != first.id
 
 
-def test_changes_for_an_output_whose_module_is_gone_are_dropped() -> None:
-    world, stage, _ = world_with_output()
+def test_changes_for_an_output_whose_module_is_gone_are_dropped(world: SegmentWorld) -> None:
+    stage, _ = world_with_output(world)
     buy(world, "c1")
     world.settle()
     # nothing could ever take the change: it is dropped (and logged), not kept forever
@@ -163,8 +163,8 @@ def test_changes_for_an_output_whose_module_is_gone_are_dropped() -> None:
     assert world.backend.outputs.get_output("crm") is not None  # the output is not touched
 
 
-def test_metrics() -> None:
-    world, stage, registry = world_with_output()
+def test_metrics(world: SegmentWorld) -> None:
+    stage, registry = world_with_output(world)
     buy(world, "c1")
     world.settle()
     stage.tick()
