@@ -6,8 +6,11 @@ pipeline, with its floor and goals). ``setup`` builds a data dir once: ``bench/a
 events appended and resolved but not yet counted. ``measure`` copies it and runs
 :class:`~patchbay.segment.stage.SegmentStage` in this process over the stream, a page of
 500 batches at a time with a tick after each, on a clock that advances as if 5,000 batches
-went by per second; it prints the CPU per batch (``time.process_time``, handle and tick, the
-read-back not included) and the part of it the audience store's calls took. ``profile`` does
+went by per second; it prints the CPU per batch (``time.process_time``: every thread, the
+stage's commits run on one of their own; handle and tick, the read-back not included), the
+part of it the audience store's calls took (each on its thread), and the wall time per
+batch (less than the CPU when the commits overlap the evaluation on a second core, more
+when other work takes the cores). ``profile`` does
 the same under cProfile. Two code versions compare by running ``measure`` with each on
 ``PYTHONPATH`` over the same data dir, in turns (the figures vary by ±10% on a shared VM)::
 
@@ -72,9 +75,9 @@ def resolve_all(backend: Backend) -> None:
 
 def run_stage(
     backend: Backend, clock: ManualClock, profiler: cProfile.Profile | None = None
-) -> tuple[int, float, dict[str, float]]:
+) -> tuple[int, float, float, dict[str, float]]:
     """Run the segment stage over what resolve committed beyond its checkpoint: batches,
-    CPU seconds, and CPU seconds of each of :data:`STORE_CALLS`."""
+    CPU seconds (all threads), seconds, and CPU seconds of each of :data:`STORE_CALLS`."""
     spent = dict.fromkeys(STORE_CALLS, 0.0)
     store: Any = backend.audiences
     for name in STORE_CALLS:
@@ -83,21 +86,21 @@ def run_stage(
         def timed(
             *args: Any, _call: Callable[..., Any] = store_call, _name: str = name, **kw: Any
         ) -> Any:
-            started = time.process_time()
+            started = time.thread_time()  # (a commit runs on a thread of its own)
             try:
                 return _call(*args, **kw)
             finally:
-                spent[_name] += time.process_time() - started
+                spent[_name] += time.thread_time() - started
 
         setattr(store, name, timed)
     stage = SegmentStage(backend, clock)
     after = stage.engine.checkpoint.get(0)
-    batches, cpu = 0, 0.0
+    batches, cpu, wall = 0, 0.0, 0.0
     while True:
         page, last = read_resolved(backend, 0, after, PAGE)
         if last is None:
-            return batches, cpu, spent
-        started = time.process_time()
+            return batches, cpu, wall, spent
+        started, began = time.process_time(), time.perf_counter()
         if profiler is not None:
             profiler.runcall(stage.handle, page)
             profiler.runcall(stage.tick)
@@ -105,6 +108,7 @@ def run_stage(
             stage.handle(page)
             stage.tick()
         cpu += time.process_time() - started
+        wall += time.perf_counter() - began
         clock.advance(len(page) / BATCHES_PER_S)
         batches += len(page)
         after = last
@@ -119,7 +123,7 @@ def setup(base: Path, profiles: int) -> None:
         users = (first_batch(rng, i, NOW_MS - 60_000) for i in range(profiles))
         append([(backend, creds["id"])], users)
         resolve_all(backend)
-        batches, cpu, _ = run_stage(backend, ManualClock(NOW_MS - 30_000))
+        batches, cpu, _, _ = run_stage(backend, ManualClock(NOW_MS - 30_000))
         print(f"preload: {batches:,} users counted, {cpu / batches * 1e6:,.0f} µs of CPU each")
         count, events = append(
             [(backend, creds["id"])], stream(7, STREAM_EVENTS, int(profiles * 0.9), NOW_MS)
@@ -140,13 +144,13 @@ def measure(base: Path, rounds: int, profile: bool) -> None:
             backend = open_store(copy, "full")
             profiler = cProfile.Profile() if profile else None
             try:
-                batches, cpu, spent = run_stage(backend, ManualClock(NOW_MS), profiler)
+                batches, cpu, wall, spent = run_stage(backend, ManualClock(NOW_MS), profiler)
             finally:
                 backend.close()
         parts = ", ".join(f"{n} {s / batches * 1e6:,.0f}" for n, s in spent.items())
         print(
-            f"{batches:,} batches: {cpu / batches * 1e6:,.0f} µs of CPU per batch"
-            f" (of which the store's {parts})",
+            f"{batches:,} batches: {cpu / batches * 1e6:,.0f} µs of CPU per batch, all threads"
+            f" (of which the store's {parts}), {wall / batches * 1e6:,.0f} µs of wall time",
             flush=True,
         )
         if profiler is not None:

@@ -236,8 +236,12 @@ def events(draw: st.DrawFn, base_ms: int) -> dict[str, Any]:
     event_type = draw(st.sampled_from((*EVENT_TYPE_POOL, "session_end")))
     data: dict[str, Any] = {}
     if draw(st.booleans()):
-        # event times around now: in the past, and a little in the future
-        data["timestamp_unixtime_ms"] = base_ms + draw(st.integers(-2, 2)) * 1_800_000
+        # event times around now: in the past, and a little in the future; half an hour
+        # apart, or seconds apart (so that a window's events leave it one by one)
+        offset = st.integers(-2, 2).map(lambda k: k * 1_800_000) | st.integers(-60, 60).map(
+            lambda s: s * 1_000
+        )
+        data["timestamp_unixtime_ms"] = base_ms + draw(offset)
     attributes = draw(
         st.dictionaries(
             st.sampled_from((*ATTRIBUTE_KEY_POOL, "amount")),
