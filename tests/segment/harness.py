@@ -67,9 +67,6 @@ class SegmentWorld:
     #: Hand the engine what it gets when it catches up from storage (as a stage that fell
     #: behind does: the log, the resolved users, merges read back) rather than the chunks.
     read_back: bool = False
-    #: Let the engine commit in the background while it evaluates the next chunk (as the
-    #: segment stage does), waiting for it before anything is read from the store.
-    overlap: bool = False
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _feed: StageFeed | None = None
 
@@ -87,7 +84,7 @@ class SegmentWorld:
     def new_engine(self) -> SegmentEngine:
         """A segment engine over the world's stores (as after a restart)."""
         b = self.backend
-        return SegmentEngine(b.audiences, b.state, b.log, b.inputs, self.clock, self.overlap)
+        return SegmentEngine(b.audiences, b.state, b.log, b.inputs, self.clock)
 
     def offer(self, chunk: ResolvedChunk) -> None:
         self.chunks.append(chunk)
@@ -147,7 +144,6 @@ class SegmentWorld:
         if self.read_back:
             self._read_back(engine, chunks)
             chunks = []
-        engine.refresh()
         for chunk in chunks:
             for resolved in chunk.batches:
                 self.history.append(
@@ -158,13 +154,9 @@ class SegmentWorld:
                         resolved.mpid,
                     )
                 )
-            if self.overlap:  # a batch at a time: each read overlaps the last's commit
-                for resolved in chunk.batches:
-                    engine.apply([resolved])
-            else:
-                engine.apply(chunk.batches)
+            engine.refresh()
+            engine.apply(chunk.batches)
             self.handed.append(chunk)
-        engine.settle()
         engine.refresh()
         while engine.build_step():
             pass

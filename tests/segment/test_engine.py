@@ -74,30 +74,6 @@ def test_a_user_leaves_exactly_when_the_event_leaves_the_window(world: SegmentWo
     assert world.backend.audiences.due_users(world.clock.now_ms() + 10**12, 10) == []
 
 
-def test_a_user_is_looked_at_again_only_when_an_answer_can_change(world: SegmentWorld) -> None:
-    """Three plays in a 45 s window, audiences asking for one and for two: the user is
-    due when the second oldest leaves (two becomes one) and when the last leaves, not
-    when the first does (three becomes two: both answers stay)."""
-    world.define(Definition("one", "", EventCondition(PLAY, window_ms=45_000)))
-    world.define(Definition("two", "", EventCondition(PLAY, window_ms=45_000, count=Count(2))))
-    for ago_s in (30, 20, 10):
-        world.send(play("c1", at_ms=BASE_MS - ago_s * 1000))
-    world.settle()
-    assert len(members(world, "one")) == len(members(world, "two")) == 1
-    due = world.backend.audiences.due_users
-    assert due(BASE_MS + 24_999, 10) == []  # the first play left at +15 s: nothing to do
-    world.clock.advance(25)  # the second leaves: one play is left
-    assert len(due(world.clock.now_ms(), 10)) == 1
-    world.settle()
-    assert (len(members(world, "one")), members(world, "two")) == (1, set())
-    assert due(BASE_MS + 34_999, 10) == []
-    world.clock.advance(10)  # the last leaves
-    world.settle()
-    assert members(world, "one") == set()
-    assert world.engine.expired == 2
-    assert due(BASE_MS + 10**12, 10) == []
-
-
 def test_a_user_joins_when_an_event_leaves_a_window_with_a_max(world: SegmentWorld) -> None:
     idle = All((EventCondition(PLAY), Not(EventCondition(PLAY, window_ms=3_600_000))))
     world.define(Definition("lapsed", "played once, but not in the last hour", idle))

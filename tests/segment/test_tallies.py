@@ -5,7 +5,6 @@ property: random adds and clock moves equal a plain list of events filtered by t
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from unittest import mock
 
 import msgspec
@@ -15,15 +14,7 @@ from hypothesis import strategies as st
 
 from patchbay.backends.records import Tally
 from patchbay.segment import tallies
-from patchbay.segment.tallies import (
-    MAX_EVENTS,
-    add_event,
-    expire,
-    merge,
-    next_count_change,
-    next_sum_change,
-    stats,
-)
+from patchbay.segment.tallies import MAX_EVENTS, add_event, expire, merge, next_change, stats
 
 W = 1_000  # a window of one second
 T0 = 1_750_000_000_000
@@ -209,78 +200,16 @@ def test_stats_types() -> None:
     assert type(total) is float
 
 
-# -- when an answer may next change ----------------------------------------------------
+# -- next_change -----------------------------------------------------------------------
 
 
-def test_next_count_change() -> None:
-    at_least_one = (1,)
-    assert next_count_change(Tally(count=2, total=1.0), None, T0, at_least_one) is None
-    assert next_count_change(Tally(), W, T0, at_least_one) is None
-    # three events, one asked for: when the last leaves, not the first
-    assert next_count_change(windowed(300, 100, 200), W, 0, at_least_one) == 300 + W
-    # at least two: when the second oldest leaves (one is left)
-    assert next_count_change(windowed(300, 100, 200), W, 0, (2,)) == 200 + W
-    # one to two (thresholds 1 and 3): three events, the first leaving makes it two
-    assert next_count_change(windowed(300, 100, 200), W, 0, (1, 3)) == 100 + W
-    # no threshold at or under the count: fewer events change nothing
-    assert next_count_change(windowed(100), W, 0, (2, 5)) is None
-    # events already outside the window do not count
-    assert next_count_change(windowed(0, 500), W, W, (1,)) == 500 + W
-    assert next_count_change(windowed(0), W, W, (1,)) is None
-
-
-def test_next_sum_change() -> None:
-    def at_least(n: float) -> Callable[[float], bool]:
-        return lambda total: total >= n
-
-    tally = Tally(events=[(100, 5), (200, 1), (300, 7)])
-    # the sum goes 13 -> 8 -> 7 -> 0 as the events leave
-    assert next_sum_change(tally, W, 0, [at_least(9.0)]) == 100 + W
-    assert next_sum_change(tally, W, 0, [at_least(8.0)]) == 200 + W
-    assert next_sum_change(tally, W, 0, [at_least(0.5)]) == 300 + W
-    assert next_sum_change(tally, W, 0, [at_least(20.0)]) is None
-    assert next_sum_change(tally, W, 0, []) is None
-    assert next_sum_change(Tally(count=1, total=3.0), None, 0, [at_least(1.0)]) is None
-    # fractions are added up as stats() does
-    thirds = Tally(events=[(100, 0.1), (200, 0.2), (300, 0.3)])
-    assert next_sum_change(thirds, W, 0, [at_least(0.5)]) == 200 + W
-
-
-def _first_change(
-    tally: Tally, window: int, now: int, answer: Callable[[tuple[int, float]], object]
-) -> int | None:
-    """The first moment an event leaves and ``answer`` differs from now's: by brute force."""
-    before = answer(stats(tally, window, now))
-    for at in sorted(t + window for t, _ in tally.events if t + window > now):
-        if answer(stats(tally, window, at)) != before:
-            return at
-    return None
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    st.lists(
-        st.tuples(st.integers(0, 3_000), st.sampled_from([1, 2, 0.5, -1, 0.1, 3])), max_size=12
-    ),
-    st.lists(st.integers(0, 14), max_size=4),
-    st.floats(-2, 8, allow_nan=False),
-    st.integers(0, 3_000),
-)
-def test_next_changes_are_the_first_moment_an_answer_changes(
-    events: list[tuple[int, float]], ends: list[int], sum_at_least: float, now: int
-) -> None:
-    """Property: nothing an answer reads changes before the moment given, and something
-    does then."""
-    tally = Tally(events=sorted(events))
-    thresholds = tuple(sorted(set(ends)))
-
-    def bucket(count_sum: tuple[int, float]) -> int:
-        return sum(1 for t in thresholds if t <= count_sum[0])
-
-    assert next_count_change(tally, W, now, thresholds) == _first_change(tally, W, now, bucket)
-    tests = [lambda total: total >= sum_at_least]
-    expected = _first_change(tally, W, now, lambda s: s[1] >= sum_at_least)
-    assert next_sum_change(tally, W, now, tests) == expected
+def test_next_change() -> None:
+    assert next_change(Tally(count=2, total=1.0), None) is None
+    assert next_change(Tally(), W) is None
+    assert next_change(windowed(300, 100, 200), W) == 100 + W
+    assert next_change(windowed(5), 45_000) == 45_005
+    # already past: the caller expires it now
+    assert next_change(windowed(0), W) == W
 
 
 # -- merge -----------------------------------------------------------------------------
@@ -379,8 +308,8 @@ def test_random_adds_and_waits_equal_a_filtered_list(
             assert stats(tally, window, now) == (len(expected), sum(v for _, v in expected))
             assert len(tally.events) <= cap
             assert tally.events == sorted(tally.events)
-            if expected:  # one event asked for: when the last inside leaves
-                assert next_count_change(tally, window, now, (1,)) == expected[-1][0] + window
+            if tally.events:
+                assert next_change(tally, window) == tally.events[0][0] + window
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])

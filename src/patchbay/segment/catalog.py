@@ -16,9 +16,8 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from patchbay.backends.records import AudienceConnection, Tally
+from patchbay.backends.records import AudienceConnection
 from patchbay.collect.events import Event, event_type_of
-from patchbay.segment import tallies
 from patchbay.segment.compiled import Test, compile_criteria
 from patchbay.segment.criteria import (
     AudienceRef,
@@ -186,18 +185,6 @@ class Catalog:
         return any(
             test(before[1]) != test(after[1]) for test in self.sum_tests.get(condition_id, ())
         )
-
-    def next_change(
-        self, condition_id: int, tally: Tally, window_ms: int | None, now_ms: int
-    ) -> int | None:
-        """When the answer of one of the condition's checks may next change as events
-        leave its window (``None``: never): the only moment the user needs looking at
-        for it (see :meth:`answers_change`)."""
-        thresholds = self.thresholds.get(condition_id)
-        if thresholds is not None:
-            return tallies.next_count_change(tally, window_ms, now_ms, thresholds)
-        tests = self.sum_tests.get(condition_id, ())
-        return tallies.next_sum_change(tally, window_ms, now_ms, tests)
 
     def condition_id(self, condition: EventCondition) -> int:
         """The id of a condition node of the compiled criteria."""

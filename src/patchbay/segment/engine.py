@@ -9,13 +9,9 @@ The engine keeps, per user, a tally of each counted event condition
   audiences that read one of those are evaluated, in dependency order, and those that
   refer to an audience whose membership changed. A user seen for the first time is also
   evaluated for the audiences that hold for a user nothing is known of.
-* **Time**: each user's state records when an answer of its conditions may next change
-  as events leave their windows (``next_check_ms``: the count crossing a threshold of a
-  check, or a sum test changing; :meth:`Catalog.next_change`), and
-  :meth:`SegmentEngine.expire` re-evaluates the users due, so a user leaves an audience
-  when the qualifying event leaves the window (no periodic scan), and is not looked at
-  for events whose leaving changes nothing. Events that left are dropped whenever the
-  user is evaluated.
+* **Time**: each user's state records when its next windowed event leaves its window
+  (``next_check_ms``); :meth:`SegmentEngine.expire` re-evaluates the users due, so a user
+  leaves an audience when the qualifying event leaves the window (no periodic scan).
 * **Merges**: the users folded into another (IDSync login, alias) leave their audiences;
   their tallies and environments move to the survivor, which is evaluated for everything.
 * **New and changed audiences** are built (:meth:`SegmentEngine.build_step`): the event
@@ -84,7 +80,6 @@ from patchbay.segment.evaluate import (
     event_time,
     measured,
 )
-from patchbay.segment.overlap import BackgroundCommits
 from patchbay.segment.parse import DefinitionError, check_references, parse_definition
 
 log = structlog.get_logger("patchbay.segment")
@@ -180,12 +175,8 @@ class SegmentEngine:
         log_: BatchLog,
         inputs: InputStore,
         clock: Clock,
-        overlap: bool = False,
     ) -> None:
         self._store = store
-        #: ``overlap``: :meth:`apply` commits on a thread of its own while the caller goes
-        #: on (:mod:`.overlap`); :meth:`settle` waits for it.
-        self._background = BackgroundCommits(store) if overlap else None
         self._state = state
         self._log = log_
         self._inputs = inputs
@@ -222,7 +213,6 @@ class SegmentEngine:
     def refresh(self, force: bool = False) -> bool:
         """Reload the audiences and their connections if they changed; register the
         conditions and builds that new or changed audiences need. Whether they changed."""
-        self.settle()  # (as every step but apply: on what is stored)
         version = self._store.version()
         if version == self._version and not force:
             return False
@@ -308,21 +298,9 @@ class SegmentEngine:
 
     # -- live batches ----------------------------------------------------------------------
 
-    def settle(self) -> None:
-        """Wait until what :meth:`apply` committed in the background is stored; raise what
-        the commit raised (the engine is then ahead of the store: replace it)."""
-        if self._background is not None:
-            self._background.wait()
-
-    def close(self) -> None:
-        """Stop the thread of background commits (after the one in flight)."""
-        if self._background is not None:
-            self._background.close()
-
     def apply(self, batches: Sequence[ResolvedBatch]) -> int:
         """Count and evaluate resolved batches (those at or before the engine's checkpoint
-        are skipped); commit the changes with the checkpoint (in the background, with
-        ``overlap``: :meth:`settle`). Returns how many were new."""
+        are skipped); commit the changes with the checkpoint. Returns how many were new."""
         fresh = [
             b
             for b in batches
@@ -334,8 +312,7 @@ class SegmentEngine:
         work = _Work()
         live = self._live_users(fresh)
         wanted = set(live.values()) | {m for b in fresh for m in (*b.merged, b.mpid)}
-        background = self._background
-        stored = (background or self._store).users(wanted)
+        stored = self._store.users(wanted)
         for resolved in fresh:
             mpid = live[resolved.mpid]
             user = self._user(work, stored, mpid)
@@ -351,11 +328,7 @@ class SegmentEngine:
         # only the partitions it moved, fenced on where they were: a processor that lost a
         # partition never counts its batches again (CheckpointMoved)
         moved = {p: pos for p, pos in checkpoint.items() if self.checkpoint.get(p) != pos}
-        since = {p: self.checkpoint.get(p) for p in moved}
-        if background is not None:
-            background.submit(work.changes, moved, since)
-        else:
-            self._store.commit(work.changes, moved, since)
+        self._store.commit(work.changes, moved, since={p: self.checkpoint.get(p) for p in moved})
         self.checkpoint = checkpoint
         self.counted += len(fresh)
         return len(fresh)
@@ -620,9 +593,8 @@ class SegmentEngine:
         For a ``new`` user, "changed" means: differs from what the audience is for a user
         nothing is known of (the audiences that refer to it assumed that value)."""
         before = (list(user.audiences), user.next_check_ms, len(user.tallies))
-        # events that left their windows go now, due or not (a user is due only when an
-        # answer may change, and events would pile up meanwhile)
-        expired = self._expire_tallies(user, now)
+        due = user.next_check_ms is not None and user.next_check_ms <= now
+        expired = self._expire_tallies(user, now) if due or self._retired(user) else set()
         changed = bool(expired)
         if expired:  # events left their windows since the user was last evaluated
             affected = affected | self.catalog.affected(("cond", str(c)) for c in expired)
@@ -659,7 +631,7 @@ class SegmentEngine:
                 self._left(work, audience_id, user.mpid, now)
         user.audiences = sorted(members)
         self._attribute_updates(work, user, members - joined, now)
-        user.next_check_ms = self._next_check(user, now)
+        user.next_check_ms = self._next_check(user)
         return changed or before != (user.audiences, user.next_check_ms, len(user.tallies))
 
     def _joined(self, work: _Work, audience_id: int, mpid: int, now: int) -> None:
@@ -697,6 +669,10 @@ class SegmentEngine:
                         )
                     )
 
+    def _retired(self, user: SegmentUser) -> bool:
+        """Whether the user has a tally no audience counts any more."""
+        return not self._windows.keys() >= user.tallies.keys()
+
     def _expire_tallies(self, user: SegmentUser, now: int) -> set[int]:
         """Drop events that left their windows and tallies no audience uses; the ids of
         the conditions whose count changed."""
@@ -713,29 +689,18 @@ class SegmentEngine:
                 del user.tallies[condition_id]
         return changed
 
-    def _next_check(self, user: SegmentUser, now: int) -> int | None:
-        """When an answer of the user's counted conditions may next change as events leave
-        their windows (:meth:`Catalog.next_change`)."""
-        catalog, windows, thresholds = self.catalog, self._windows, self.catalog.thresholds
-        found = None
-        for condition_id, tally in user.tallies.items():
-            if not tally.events:
-                continue
-            window = windows.get(condition_id)
-            counts = thresholds.get(condition_id)
-            if counts is not None:  # (the usual case, without the catalog's dispatch)
-                at = tallies.next_count_change(tally, window, now, counts)
-            else:
-                at = catalog.next_change(condition_id, tally, window, now)
-            if at is not None and (found is None or at < found):
-                found = at
-        return found
+    def _next_check(self, user: SegmentUser) -> int | None:
+        found = [
+            at
+            for condition_id, tally in user.tallies.items()
+            if (at := tallies.next_change(tally, self._windows.get(condition_id))) is not None
+        ]
+        return min(found) if found else None
 
     # -- time ------------------------------------------------------------------------------
 
     def expire(self, limit: int = EXPIRE_PAGE) -> int:
         """Re-evaluate up to ``limit`` users whose windows changed by now; how many."""
-        self.settle()
         now = self._clock.now_ms()
         due = self._store.due_users(now, limit)
         if not due:
@@ -761,7 +726,6 @@ class SegmentEngine:
         """Do one step of building new and changed audiences (a page of the log for the
         conditions being counted, or a page of users for an audience being evaluated);
         whether anything was done."""
-        self.settle()
         counting = [c for c in self._conditions.values() if c.status == "building"]
         if counting:
             self._scan(counting)
@@ -902,7 +866,7 @@ class SegmentEngine:
         for user in work.users.values():
             if user.mpid in work.dirty:
                 self._expire_tallies(user, now)
-                user.next_check_ms = self._next_check(user, now)
+                user.next_check_ms = self._next_check(user)
                 work.changes.users.append(user)
         self._store.commit(work.changes)
 

@@ -54,8 +54,6 @@ from patchbay.segment.messages import flush_policy, membership_requests
 
 log = structlog.get_logger("patchbay.segment")
 
-#: Batches of a chunk evaluated at a time, each committed while the next is evaluated.
-OVERLAP_PART = 100
 #: How long each tick may spend building audiences.
 BUILD_BUDGET_S = 0.05
 #: How long each tick may spend on users whose windows changed.
@@ -104,18 +102,8 @@ class SegmentStage:
     def _new_engine(self) -> SegmentEngine:
         backend = self._backend
         return SegmentEngine(
-            backend.audiences,
-            backend.state,
-            backend.log,
-            backend.inputs,
-            self._clock,
-            overlap=True,
+            backend.audiences, backend.state, backend.log, backend.inputs, self._clock
         )
-
-    def _restart(self) -> None:
-        """A new engine, from what is committed (its checkpoint)."""
-        self.engine.close()
-        self.engine = self._new_engine()
 
     @contextlib.contextmanager
     def _resumed_when_full(self) -> Iterator[None]:
@@ -124,28 +112,19 @@ class SegmentStage:
         try:
             yield
         except StorageFull:
-            self._restart()
+            self.engine = self._new_engine()
             raise
 
     def resume(self, partitions: Collection[int]) -> None:
         """Start ``partitions`` again from the stored checkpoint (the feed gained them, or
         another processor moved them on): a new engine reads it."""
-        self._restart()
+        self.engine = self._new_engine()
 
     def handle(self, batches: Sequence[ResolvedBatch]) -> None:
-        """Count and evaluate ``batches`` (durably, with the stage's own checkpoint), a
-        part of :data:`OVERLAP_PART` batches at a time, each committed in the background
-        while the next is evaluated (:mod:`.overlap`)."""
-        try:
+        """Count and evaluate ``batches`` (durably, with the stage's own checkpoint)."""
+        with self._resumed_when_full():
             self.engine.refresh()
-            for start in range(0, len(batches), OVERLAP_PART):
-                self.engine.apply(batches[start : start + OVERLAP_PART])
-            self.engine.settle()
-        except BaseException:
-            # a commit failed, perhaps after the next part was evaluated on top of it: the
-            # engine is ahead of the store
-            self._restart()
-            raise
+            self.engine.apply(batches)
         self._publish()
 
     def tick(self) -> None:

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Callable, Sequence
-from typing import cast
 
 from patchbay.backends.records import Tally
 from patchbay.segment.evaluate import in_window
@@ -89,52 +87,11 @@ def _first_inside(events: list[tuple[int, float]], window_ms: int, now_ms: int) 
     return bisect.bisect_right(events, (now_ms - window_ms, math.inf))
 
 
-def next_count_change(
-    tally: Tally, window_ms: int | None, now_ms: int, thresholds: Sequence[int]
-) -> int | None:
-    """When, as its events leave the window, the count inside first crosses one of
-    ``thresholds`` (ascending: the counts at which an answer changes, see
-    :attr:`~patchbay.segment.catalog.Catalog.thresholds`); ``None``: never.
-
-    A user is looked at again only then: with three events in an hour and a condition
-    asking for one, when the last of them leaves, not when each does."""
-    events = tally.events
-    if window_ms is None or not events:
-        return None
-    first = _first_inside(events, window_ms, now_ms)
-    count = len(events) - first
-    below = bisect.bisect_right(thresholds, count)
-    if not below or thresholds[below - 1] < 1:
-        return None  # no threshold in 1..count: fewer events change nothing
-    # once count - threshold + 1 of them left, the count is one under the threshold
-    return events[first + count - thresholds[below - 1]][0] + window_ms
-
-
-def next_sum_change(
-    tally: Tally, window_ms: int | None, now_ms: int, tests: Sequence[Callable[[float], bool]]
-) -> int | None:
-    """When, as its events leave the window, the sum inside first changes the result of
-    one of ``tests``; ``None``: never."""
-    inside = _inside(tally, window_ms, now_ms)
-    if not inside or not tests:
-        return None
-    values = [value for _, value in inside]
-    exact = all(isinstance(value, int) for value in values)
-    total = sum(values)
-    at_now = [test(float(total)) for test in tests]
-    for left, (time_ms, value) in enumerate(inside, 1):
-        # whole numbers add up exactly in any order; others as stats() adds them
-        total = total - value if exact else sum(values[left:])
-        if [test(float(total)) for test in tests] != at_now:
-            return time_ms + cast(int, window_ms)
-    return None
-
-
-def _inside(tally: Tally, window_ms: int | None, now_ms: int) -> list[tuple[int, float]]:
-    """The events of a windowed tally still inside the window at ``now_ms``."""
+def next_change(tally: Tally, window_ms: int | None) -> int | None:
+    """When the next event leaves the window (``None``: never)."""
     if window_ms is None or not tally.events:
-        return []
-    return tally.events[_first_inside(tally.events, window_ms, now_ms) :]
+        return None
+    return tally.events[0][0] + window_ms
 
 
 def merge(into: Tally, other: Tally, window_ms: int | None) -> None:
