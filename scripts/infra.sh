@@ -14,8 +14,13 @@
 #                                            # a throwaway KRaft cluster of N brokers (default
 #                                            # 1) in DIR (default .infra/kafka): broker i
 #                                            # (from 0) on 127.0.0.1:PORT+2i (default 59092),
-#                                            # its controller on the next port; prints
-#                                            # `export PATCHBAY_LOG=kafka://...`
+#                                            # its controller on the next port, and a
+#                                            # SASL_PLAINTEXT listener (PLAIN) on
+#                                            # PORT+2N+i; prints `export PATCHBAY_LOG=kafka://...`
+#                                            # (the plaintext listeners). DIR/sasl.env holds
+#                                            # PATCHBAY_LOG and PATCHBAY_KAFKA_OPTIONS for the
+#                                            # SASL listeners (user patchbay, a password made
+#                                            # for the cluster)
 #   scripts/infra.sh kafka stop [DIR]
 #   scripts/infra.sh kafka stop-broker DIR I [--kill]
 #                                            # stop the broker in DIR/broker-I (I from 1: the
@@ -191,15 +196,29 @@ kafka_start() {
     done
     echo "$id" >"$dir/cluster-id"
   fi
+  if [[ ! -f $dir/sasl-password ]]; then
+    (umask 077 && head -c 18 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' >"$dir/sasl-password")
+  fi
+  local password
+  password=$(cat "$dir/sasl-password")
   # A static quorum (controller.quorum.voters): every broker is one of the controllers.
-  local i node client voters="" urls="" replicas=$((brokers < 3 ? brokers : 3))
+  local i node client sasl voters="" urls="" sasl_urls="" replicas=$((brokers < 3 ? brokers : 3))
   for ((i = 0; i < brokers; i++)); do
     voters+="${voters:+,}$((i + 1))@127.0.0.1:$((port + 2 * i + 1))"
     urls+="${urls:+,}127.0.0.1:$((port + 2 * i))"
+    sasl_urls+="${sasl_urls:+,}127.0.0.1:$((port + 2 * brokers + i))"
   done
+  (
+    umask 077
+    cat >"$dir/sasl.env" <<EOF
+PATCHBAY_LOG=kafka://$sasl_urls
+PATCHBAY_KAFKA_OPTIONS=security.protocol=SASL_PLAINTEXT,sasl.mechanism=PLAIN,sasl.username=patchbay,sasl.password=$password
+EOF
+  )
   for ((i = 0; i < brokers; i++)); do
     node=$dir/broker-$((i + 1))
     client=$((port + 2 * i))
+    sasl=$((port + 2 * brokers + i))
     mkdir -p "$node"
     if kafka_running "$node"; then
       continue
@@ -208,10 +227,13 @@ kafka_start() {
 process.roles=broker,controller
 node.id=$((i + 1))
 controller.quorum.voters=$voters
-listeners=PLAINTEXT://127.0.0.1:$client,CONTROLLER://127.0.0.1:$((client + 1))
-advertised.listeners=PLAINTEXT://127.0.0.1:$client
+listeners=PLAINTEXT://127.0.0.1:$client,CONTROLLER://127.0.0.1:$((client + 1)),SASL_PLAINTEXT://127.0.0.1:$sasl
+advertised.listeners=PLAINTEXT://127.0.0.1:$client,SASL_PLAINTEXT://127.0.0.1:$sasl
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="patchbay" password="$password" user_patchbay="$password";
 log.dirs=$node/data
 auto.create.topics.enable=false
 offsets.topic.replication.factor=$replicas
@@ -243,17 +265,19 @@ kafka_launch() {
   echo $! >"$1/pid"
 }
 
-# Waits until the broker of directory $1 accepts connections on its client port.
+# Waits until the broker of directory $1 accepts connections on each of its client ports
+# (those of advertised.listeners).
 kafka_await() {
   local node=$1 port waited=0
-  port=$(sed -n 's/^advertised.listeners=PLAINTEXT:\/\/127.0.0.1:\([0-9]*\)$/\1/p' "$node/server.properties")
-  until listening "$port"; do
-    if ! kafka_running "$node" || ((waited++ >= 480)); then
-      echo "infra: Kafka $(basename "$node") did not start; the end of $node/server.log:" >&2
-      tail -n 20 "$node/server.log" >&2
-      exit 1
-    fi
-    sleep 0.25
+  for port in $(sed -n 's/^advertised.listeners=//p' "$node/server.properties" | tr , '\n' | sed 's/.*://'); do
+    until listening "$port"; do
+      if ! kafka_running "$node" || ((waited++ >= 480)); then
+        echo "infra: Kafka $(basename "$node") did not start; the end of $node/server.log:" >&2
+        tail -n 20 "$node/server.log" >&2
+        exit 1
+      fi
+      sleep 0.25
+    done
   done
 }
 
@@ -336,7 +360,7 @@ case "${1:-}/${2:-}" in
   kafka/start-broker) shift 2; kafka_start_broker "$@" ;;
   kafka/restart-broker) shift 2; kafka_stop_broker "$@"; kafka_start_broker "$@" ;;
   *)
-    sed -n '2,33p' "$0" >&2
+    sed -n '2,38p' "$0" >&2
     exit 2
     ;;
 esac

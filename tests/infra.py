@@ -23,6 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "infra.sh"
 #: By server: the environment variable that gives child processes the session's URL.
 ENV = {"postgres": "PATCHBAY_TEST_POSTGRES", "kafka": "PATCHBAY_TEST_KAFKA"}
+#: The variable that gives child processes the file of the session broker's SASL listener.
+SASL_ENV = "PATCHBAY_TEST_KAFKA_SASL"
 
 _lock = threading.Lock()
 #: By server: the directory and URL of what this process started.
@@ -45,6 +47,8 @@ def _url(server: str, port: int) -> str:
         url = _script(server, "start", str(directory), str(port)).strip().rpartition("=")[2]
         _started[server] = (directory, url)
         os.environ[ENV[server]] = url
+        if server == "kafka":
+            os.environ[SASL_ENV] = str(directory / "sasl.env")
         return url
 
 
@@ -55,7 +59,16 @@ def postgres_url() -> str:
 
 def kafka_url() -> str:
     """The ``kafka://`` URL of this session's Kafka broker (started at the first call)."""
-    return _url("kafka", _free_port_run(2))
+    return _url("kafka", _free_port_run(3))
+
+
+def kafka_sasl() -> dict[str, str]:
+    """The variables that point Patchbay at the SASL_PLAINTEXT listener (mechanism PLAIN)
+    of this session's broker: ``PATCHBAY_LOG`` and ``PATCHBAY_KAFKA_OPTIONS`` (with the
+    user and password ``scripts/infra.sh`` made for the session)."""
+    kafka_url()
+    lines = Path(os.environ[SASL_ENV]).read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line)
 
 
 def _free_port_run(count: int) -> int:
@@ -91,7 +104,7 @@ class KafkaCluster:
         self.directory = directory
         self.brokers = brokers
         try:
-            out = _script("kafka", "start", str(directory), str(_free_port_run(2 * brokers)),
+            out = _script("kafka", "start", str(directory), str(_free_port_run(3 * brokers)),
                           "--brokers", str(brokers))  # fmt: skip
         except BaseException:
             self.stop()  # the brokers that did start
@@ -118,4 +131,5 @@ def stop_all() -> None:
             subprocess.run([str(SCRIPT), server, "stop", str(directory)], check=False)
             subprocess.run(["rm", "-rf", str(directory.parent)], check=False)
             os.environ.pop(ENV[server], None)
+        os.environ.pop(SASL_ENV, None)
         _started.clear()

@@ -291,3 +291,134 @@ def test_the_scale_out_mode_needs_both_urls(tmp_path: Path) -> None:
     settings = load_settings({"log": "kafka://127.0.0.1:9", "data_dir": tmp_path}, {})
     with pytest.raises(ConfigError, match=re.escape("needs both --log kafka://... and --state")):
         open_backend(settings)
+
+
+def test_kafka_options_from_flags_variables_and_file(tmp_path: Path) -> None:
+    """A table in the file (dotted keys as TOML nests them, numbers and booleans as text),
+    ``KEY=VALUE,...`` in a variable (``\\,`` a comma in a value), a repeated flag; merged
+    property by property, the higher source winning."""
+    file = toml(
+        tmp_path,
+        "[kafka_options]\n"
+        'security.protocol = "SASL_SSL"\n'
+        'sasl.mechanism = "PLAIN"\n'
+        '"ssl.ca.location" = "/etc/ssl/ca.pem"\n'
+        "[kafka_producer_options]\n"
+        "linger.ms = 5\n"
+        "[kafka_consumer_options]\n"
+        "check.crcs = true\n",
+    )
+    env = {"PATCHBAY_KAFKA_OPTIONS": r"sasl.mechanism=SCRAM-SHA-512, ssl.cipher.suites=A\,B\\"}
+    flags = {"kafka_options": ("client.id=pb", "sasl.mechanism=SCRAM-SHA-256")}
+    settings = load_settings(flags, env, file)
+    assert settings.kafka_options == {
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-256",
+        "ssl.ca.location": "/etc/ssl/ca.pem",
+        "ssl.cipher.suites": "A,B\\",
+        "client.id": "pb",
+    }
+    assert settings.kafka_producer_options == {"linger.ms": "5"}
+    assert settings.kafka_consumer_options == {"check.crcs": "true"}
+
+
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [
+        ("bootstrap.servers", "the brokers are the log setting's"),
+        ("enable.idempotence", "appends are idempotent"),
+        ("acks", "acks=all"),
+        ("request.required.acks", "acks=all"),
+        ("message.timeout.ms", "an append gives up after the log's timeout"),
+        ("enable.auto.commit", "nothing is committed to Kafka"),
+        ("enable.auto.offset.store", "nothing is committed to Kafka"),
+        ("group.id", "the processors' group is kafka_group"),
+        ("auto.offset.reset", "a read starts at the offset Patchbay asks for"),
+        ("transactional.id", "the log writes no transactions"),
+        ("isolation.level", "the log has no transactions"),
+        ("partition.assignment.strategy", "cooperative-sticky"),
+        ("session.timeout.ms", "kafka_session_timeout_s"),
+    ],
+)
+def test_kafka_options_patchbay_relies_on_are_refused_by_name(
+    tmp_path: Path, key: str, reason: str
+) -> None:
+    message = f"{key} is set by Patchbay and cannot be changed: "
+    for flags, env, file, where in (
+        ({"kafka_options": (f"{key}=1",)}, {}, None, "--kafka-option: "),
+        ({}, {"PATCHBAY_KAFKA_PRODUCER_OPTIONS": f"{key}=1"}, None, "PATCHBAY_KAFKA_PRODUCER_"),
+        ({}, {}, toml(tmp_path, f'[kafka_consumer_options]\n"{key}" = "1"\n'), "kafka_consumer"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(message)) as raised:
+            load_settings(flags, env, file)
+        assert where in str(raised.value) and reason in str(raised.value)
+
+
+def test_the_tuning_patchbay_sets_may_be_overridden() -> None:
+    settings = load_settings(
+        {"kafka_producer_options": ("linger.ms=20", "compression.type=zstd")},
+        {"PATCHBAY_KAFKA_CONSUMER_OPTIONS": "fetch.wait.max.ms=500"},
+    )
+    assert settings.kafka_producer_options["compression.type"] == "zstd"
+    assert settings.kafka_consumer_options == {"fetch.wait.max.ms": "500"}
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "message"),
+    [
+        ({}, {"PATCHBAY_KAFKA_OPTIONS": "sasl.password=a,b"}, "entry 2 of 2 is not KEY=VALUE"),
+        ({"kafka_options": ("=x",)}, {}, "--kafka-option: entry 1 of 1 is not KEY=VALUE"),
+        ({"kafka_options": ("a.b=1", "a.b=2")}, {}, "--kafka-option: a.b is given twice"),
+        ({"kafka_options": ("Sasl.Mechanism=PLAIN",)}, {}, "'Sasl.Mechanism' is not a"),
+        ({"kafka_options": ("linger.ms=",)}, {}, "linger.ms has no value"),
+        ({"kafka_options": ("error_cb=x",)}, {}, "error_cb is a Python callback"),
+        ({"kafka_options": ("logger=x",)}, {}, "librdkafka's lines go to Patchbay's log"),
+        ({"kafka_options": 3}, {}, "expected a table of librdkafka properties"),
+    ],
+)
+def test_malformed_kafka_options_are_refused_without_their_values(
+    flags: dict[str, object], env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)) as raised:
+        load_settings(flags, env)
+    assert "a,b" not in str(raised.value)
+
+
+def test_kafka_option_values_that_are_not_text_in_the_file_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=re.escape("kafka_options: ssl.keystore.location:")):
+        load_settings({}, {}, toml(tmp_path, '[kafka_options]\nssl.keystore.location = ["a"]\n'))
+
+
+def test_secret_kafka_options_are_never_shown(tmp_path: Path) -> None:
+    """A value whose property holds a secret is a Secret: not in ``repr``, nor pickled
+    away, nor in an error about the setting."""
+    env = {
+        "PATCHBAY_KAFKA_OPTIONS": "sasl.username=pb,sasl.password=hunter2",
+        "PATCHBAY_KAFKA_CONSUMER_OPTIONS": "ssl.key.password=k3y,ssl.key.pem=PEMDATA",
+    }
+    file = toml(tmp_path, '[kafka_producer_options]\nsasl.oauthbearer.client.secret = "s3cr3t"\n')
+    settings = load_settings({}, env, file)
+    assert settings.kafka_options["sasl.password"] == Secret("hunter2")
+    assert settings.kafka_options["sasl.username"] == "pb"
+    assert settings.kafka_producer_options["sasl.oauthbearer.client.secret"] == Secret("s3cr3t")
+    shown = repr(settings) + str(settings)
+    for secret in ("hunter2", "k3y", "PEMDATA", "s3cr3t"):
+        assert secret not in shown
+    assert pickle.loads(pickle.dumps(settings)) == settings
+    with pytest.raises(ConfigError) as raised:
+        load_settings({}, {"PATCHBAY_KAFKA_OPTIONS": "sasl.password=hun,ter2,acks=1"})
+    assert "hun" not in str(raised.value) and "ter2" not in str(raised.value)
+
+
+def test_kafka_option_flags_are_repeatable_on_every_command(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from patchbay.cli import main
+
+    refused = ["--kafka-option", "client.id=pb", "--kafka-producer-option", "acks=1"]
+    result = CliRunner().invoke(main, ["inputs", "list", *refused, "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "--kafka-producer-option: acks is set by Patchbay" in result.output
+    taken = ["--kafka-option", "client.id=pb", "--kafka-consumer-option", "check.crcs=true"]
+    result = CliRunner().invoke(main, ["inputs", "list", *taken, "--data-dir", str(tmp_path)])
+    assert result.exit_code == 1 and "no Patchbay data" in result.output

@@ -72,5 +72,6 @@ def open_assignment(
             group,
             session_timeout_s=session_timeout_s,
             gauge=owned_partitions_gauge(registry) if registry is not None else None,
+            options=log.options,
         )
     return AllPartitions(log.partitions)

@@ -33,6 +33,9 @@ FLAGS: dict[str, str] = {
     "host": "--host",
     "port": "--port",
     "roles": "--role",
+    "kafka_options": "--kafka-option",
+    "kafka_producer_options": "--kafka-producer-option",
+    "kafka_consumer_options": "--kafka-consumer-option",
     "max_request_bytes": "--max-request-bytes",
     "max_batches_per_request": "--max-batches",
     "dedup_window_s": "--dedup-window",
@@ -84,6 +87,9 @@ def load_settings(
     for field in _LISTS:
         if field in given:  # a comma-separated list in a variable
             given[field] = [item.strip() for item in given[field].split(",") if item.strip()]
+    for field in _OPTIONS:
+        if field in given:  # KEY=VALUE,... in a variable
+            given[field] = split_entries(given[field])
     _merge(values, _checked(given, strict=False, name=env_var))
     unknown = sorted(set(flags) - set(FIELDS))
     if unknown:
@@ -120,6 +126,9 @@ def _merge(values: dict[str, Any], layer: dict[str, Any]) -> None:
             values.pop(file_field, None)
         if file_field in layer:
             values.pop(secret, None)
+    for field in _OPTIONS:  # merged property by property
+        if field in layer:
+            layer = {**layer, field: {**values.get(field, {}), **layer[field]}}
     values.update(layer)
 
 
@@ -164,12 +173,18 @@ def read_toml(path: Path) -> dict[str, Any]:
 _TYPES = {f.name: f.type for f in msgspec.structs.fields(Settings)}
 #: The settings that are lists (comma-separated in a variable).
 _LISTS = ("allowed_targets", "trusted_proxies", "roles")
+#: The settings of librdkafka properties: a table in the file, ``KEY=VALUE,...`` in a
+#: variable, a repeated ``--...-option KEY=VALUE`` flag.
+_OPTIONS = ("kafka_options", "kafka_producer_options", "kafka_consumer_options")
 
 
 def _checked(raw: Mapping[str, Any], *, strict: bool, name: Callable[[str], str]) -> dict[str, Any]:
     """Each value converted to its setting's type (``strict=False``: from a string)."""
-    converted = {}
+    converted: dict[str, Any] = {}
     for field, value in raw.items():
+        if field in _OPTIONS:
+            converted[field] = _kafka_options(value, name(field))
+            continue
         if field.endswith("_s") and isinstance(value, str):
             try:
                 value = parse_seconds(value)
@@ -189,6 +204,52 @@ def _checked(raw: Mapping[str, Any], *, strict: bool, name: Callable[[str], str]
         if field in _URL_SCHEMES and converted[field] is not None:
             _check_url(converted[field], field, name(field))
     return converted
+
+
+def split_entries(text: str) -> list[str]:
+    """The ``KEY=VALUE`` entries of a variable: separated by commas, ``\\,`` being a comma
+    in a value and ``\\\\`` a backslash."""
+    entries, current, chars = [], [], iter(text)
+    for char in chars:
+        if char == "\\":
+            following = next(chars, "")
+            current.append(following if following in (",", "\\") else char + following)
+        elif char == ",":
+            entries.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    entries.append("".join(current))
+    return [entry.strip() for entry in entries if entry.strip()]
+
+
+def _kafka_options(value: Any, named: str) -> dict[str, Any]:
+    """A setting of librdkafka properties from a table, or from ``KEY=VALUE`` entries
+    (flags, a variable); checked by :func:`~patchbay.backends.kafka.options.check_options`.
+    No error shows a value: it may be a password."""
+    from patchbay.backends.kafka.options import check_options
+
+    if isinstance(value, Mapping):
+        raw = dict(value)
+    elif isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        raw = {}
+        for index, entry in enumerate(value, 1):
+            key, sep, text = entry.partition("=")
+            key = key.strip()
+            if not sep or not key:
+                raise ConfigError(
+                    f"{named}: entry {index} of {len(value)} is not KEY=VALUE (a comma inside"
+                    " a value in a variable is written \\,)"
+                )
+            if key in raw:
+                raise ConfigError(f"{named}: {key} is given twice")
+            raw[key] = text
+    else:
+        raise ConfigError(f"{named}: expected a table of librdkafka properties")
+    try:
+        return check_options(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{named}: {exc}") from None
 
 
 _DURATION = re.compile(r"\s*(\d+(?:\.\d*)?)\s*([smhd]?)\s*")

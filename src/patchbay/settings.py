@@ -78,6 +78,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     #: member's partitions to the others.
     kafka_group: str = "patchbay-process"
     kafka_session_timeout_s: Timeout = 10.0
+    #: librdkafka properties of every Kafka client Patchbay makes, then those added for its
+    #: producers and for its consumers (TLS, SASL, tuning); the values of secret ones are
+    #: :class:`Secret`. Checked in config.py (patchbay/backends/kafka/options.py).
+    kafka_options: dict[str, str | Secret] = {}
+    kafka_producer_options: dict[str, str | Secret] = {}
+    kafka_consumer_options: dict[str, str | Secret] = {}
     #: Connections each process keeps to PostgreSQL.
     state_pool_size: Positive = 8
     #: What ``serve`` runs: ``all``, or some of ``ingest``, ``process``, ``deliver`` (the

@@ -53,6 +53,7 @@ def _open_scaled(settings: Settings, *, create: bool) -> Backend:
     of the stored secrets in a file (``secrets.key`` in the data directory by default),
     which every process of the deployment must share (docs/scale-out.md)."""
     from patchbay.backends.kafka import KafkaBatchLog
+    from patchbay.backends.kafka.options import KafkaOptions
     from patchbay.backends.postgres import PostgresDatabase, open_postgres
     from patchbay.config import ConfigError
     from patchbay.datadir import prepare_data_dir
@@ -75,6 +76,7 @@ def _open_scaled(settings: Settings, *, create: bool) -> Backend:
             topic=settings.kafka_topic,
             partitions=settings.kafka_partitions,
             replication=settings.kafka_replication_factor,
+            options=KafkaOptions.from_settings(settings),
         )
     except BaseException:
         db.close()

@@ -57,6 +57,19 @@ def _settings_options(function: Callable[..., Any], data_dir_help: str) -> Calla
         help="Keep the state in PostgreSQL instead of the data directory (env PATCHBAY_STATE;"
         " put a password in ~/.pgpass or the variable, not here); see docs/scale-out.md.",
     )(function)
+    for flag, clients, variable in (
+        ("--kafka-consumer-option", "Kafka consumers (on top of --kafka-option)", "CONSUMER_"),
+        ("--kafka-producer-option", "the Kafka producer (on top of --kafka-option)", "PRODUCER_"),
+        ("--kafka-option", "every Kafka client (TLS, SASL, tuning)", ""),
+    ):
+        function = click.option(
+            flag,
+            multiple=True,
+            metavar="KEY=VALUE",
+            help=f"A librdkafka property of {clients}, repeatable; env"
+            f" PATCHBAY_KAFKA_{variable}OPTIONS=KEY=VALUE,... Put passwords in the variable or"
+            " the config file, not here (see docs/configuration.md).",
+        )(function)
     function = click.option(
         "--log",
         default=None,

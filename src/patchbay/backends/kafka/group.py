@@ -33,6 +33,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from prometheus_client import Gauge
 
 from patchbay.backends.kafka.log import LIBRDKAFKA_LOG, bootstrap_servers
+from patchbay.backends.kafka.options import KafkaOptions
 
 log = structlog.get_logger("patchbay.kafka.group")
 
@@ -42,7 +43,8 @@ POLL_S = 0.2
 
 class KafkaGroupAssignment:
     """This process's share of ``topic``'s partitions in the consumer group ``group`` of
-    the cluster at ``url`` (see the module docs); how many it owns shows in ``gauge``."""
+    the cluster at ``url`` (see the module docs); how many it owns shows in ``gauge``.
+    ``options`` are added to the consumer's configuration (those of the log's consumers)."""
 
     def __init__(
         self,
@@ -52,22 +54,25 @@ class KafkaGroupAssignment:
         *,
         session_timeout_s: float = 10.0,
         gauge: Gauge | None = None,
+        options: KafkaOptions | None = None,
     ) -> None:
         self.topic = topic
         self.group = group
         session_ms = int(session_timeout_s * 1000)
         self._consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap_servers(url),
-                "group.id": group,
-                "partition.assignment.strategy": "cooperative-sticky",
-                "session.timeout.ms": session_ms,
-                "heartbeat.interval.ms": max(100, session_ms // 5),
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "auto.offset.reset": "latest",
-                "logger": LIBRDKAFKA_LOG,
-            }
+            (options or KafkaOptions()).consumer_config(
+                {
+                    "bootstrap.servers": bootstrap_servers(url),
+                    "group.id": group,
+                    "partition.assignment.strategy": "cooperative-sticky",
+                    "session.timeout.ms": session_ms,
+                    "heartbeat.interval.ms": max(100, session_ms // 5),
+                    "enable.auto.commit": False,
+                    "enable.auto.offset.store": False,
+                    "auto.offset.reset": "latest",
+                    "logger": LIBRDKAFKA_LOG,
+                }
+            )
         )
         self._owned: frozenset[int] = frozenset()
         self._lock = threading.Lock()

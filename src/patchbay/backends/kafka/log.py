@@ -28,6 +28,11 @@
   per partition and thread, kept between reads: a reader that continues where it stopped
   reuses what the consumer fetched ahead. A read asks the watermarks first (on a client of
   their own), so it knows what exists and waits for exactly that.
+* **Options.** ``options`` (:class:`~.options.KafkaOptions`: the settings
+  ``kafka_options``, ``kafka_producer_options``, ``kafka_consumer_options``) add librdkafka
+  properties to every client (TLS, SASL, tuning), never those the above rests on. A request
+  that fails says what a client reported meanwhile (a wrong password fails requests as a
+  broker out of reach does), without the options' secrets.
 * **Retention.** With ``retention_ms`` or ``retention_bytes`` (per partition) Kafka deletes
   old segments itself, without knowing the stages' checkpoints; the scale-out backend gives
   neither (:func:`patchbay.backends.open_backend`: the topic keeps every batch), and
@@ -45,8 +50,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
-from typing import Any, cast
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import msgspec
 from confluent_kafka import (
@@ -60,6 +65,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from patchbay.backends.kafka.options import KafkaOptions
 from patchbay.backends.records import LogEntry, LogExtent, LogPosition, NewBatch, StoredBatch
 from patchbay.errors import LogUnavailable
 
@@ -96,10 +102,26 @@ class _Record(msgspec.Struct, array_like=True, frozen=True):
 
 
 #: A client's configuration.
-_Config = dict[str, str | int | float | bool | logging.Logger]
+_Config = dict[str, Any]
+#: The errors a client reports (through its ``error_cb``) that say more than the request
+#: that failed: credentials, TLS, permissions.
+_TELLING = frozenset(
+    {
+        KafkaError._AUTHENTICATION,
+        KafkaError._SSL,
+        KafkaError.SASL_AUTHENTICATION_FAILED,
+        KafkaError.UNSUPPORTED_SASL_MECHANISM,
+        KafkaError.ILLEGAL_SASL_STATE,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        KafkaError.GROUP_AUTHORIZATION_FAILED,
+    }
+)
 
 #: Where the client library's lines go.
 LIBRDKAFKA_LOG = logging.getLogger("patchbay.kafka.client")
+
+_Client = TypeVar("_Client", AdminClient, Producer, Consumer)
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(_Record).decode
@@ -143,7 +165,7 @@ class _Deliveries:
 class KafkaBatchLog:
     """The batch log in the topic ``topic`` of the Kafka cluster at ``url``; see the module
     docs. ``retention_ms`` and ``retention_bytes`` (per partition; ``None``: no limit) apply
-    to a topic this creates."""
+    to a topic this creates; ``options`` are added to every client's configuration."""
 
     def __init__(
         self,
@@ -155,13 +177,18 @@ class KafkaBatchLog:
         retention_ms: int | None = None,
         retention_bytes: int | None = None,
         timeout_s: float = 10.0,
+        options: KafkaOptions | None = None,
     ) -> None:
         if partitions < 1:
             raise ValueError("a log needs at least one partition")
         self.url = url
         self.topic = topic
+        self.options = options = options or KafkaOptions()
         self._servers = bootstrap_servers(url)
         self._timeout_s = timeout_s
+        #: The last error a client reported that tells why requests fail (:data:`_TELLING`),
+        #: and when.
+        self._reported: tuple[float, KafkaError] | None = None
         common: _Config = {
             "bootstrap.servers": self._servers,
             "socket.timeout.ms": int(timeout_s * 1000),
@@ -169,10 +196,11 @@ class KafkaBatchLog:
             # librdkafka's own lines through Python's logging (JSON, as every line of
             # Patchbay's), not printed on stderr as text.
             "logger": LIBRDKAFKA_LOG,
+            "error_cb": self._report,
         }
         # confluent-kafka takes a `logger` in every client's configuration (its typing of
         # AdminClient's leaves it out).
-        self._admin = AdminClient(cast("dict[str, str | int | float | bool]", common))
+        self._admin = self._client(AdminClient, options.admin_config(common))
         self._partitions = self._ensure_topic(
             partitions,
             replication,
@@ -187,30 +215,38 @@ class KafkaBatchLog:
                 "min.insync.replicas": str(min_insync_replicas(replication)),
             },
         )
-        self._producer_config: _Config = {
-            **common,
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 2,
-            "compression.type": "lz4",
-            "message.timeout.ms": int(timeout_s * 1000),
-        }
-        self._producer = Producer(self._producer_config)
+        # The options may change linger.ms, compression.type and fetch.wait.max.ms (and the
+        # two timings of `common`), not the properties the log's promises rest on
+        # (options.REFUSED).
+        self._producer_config = options.producer_config(
+            {
+                **common,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 2,
+                "compression.type": "lz4",
+                "message.timeout.ms": int(timeout_s * 1000),
+            }
+        )
+        self._producer = self._client(Producer, self._producer_config)
         self._producer_lock = threading.Lock()
-        self._consumer_config: _Config = {
-            **common,
-            "group.id": "patchbay-log-reader",  # required, never joined: partitions are assigned
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
-            # A fetch waiting at the broker delays a consumer sent elsewhere (a read that
-            # does not continue the last one) by up to this.
-            "fetch.wait.max.ms": 100,
-        }
+        self._consumer_config = options.consumer_config(
+            {
+                **common,
+                # required, never joined: partitions are assigned
+                "group.id": "patchbay-log-reader",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                # A fetch waiting at the broker delays a consumer sent elsewhere (a read that
+                # does not continue the last one) by up to this.
+                "fetch.wait.max.ms": 100,
+            }
+        )
         # The watermarks are asked on a connection of their own: a reader's consumer keeps a
         # fetch waiting at the broker (up to fetch.wait.max.ms), and a request sent behind it
         # waits as long.
-        self._watermark_client = Consumer(self._consumer_config)
+        self._watermark_client = self._client(Consumer, self._consumer_config)
         self._local = threading.local()
         self._consumers: list[Consumer] = [self._watermark_client]
         self._consumers_lock = threading.Lock()
@@ -223,8 +259,33 @@ class KafkaBatchLog:
         """How many partitions the topic has."""
         return self._partitions
 
+    def _client(self, kind: Callable[[_Config], _Client], config: _Config) -> _Client:
+        """A client of ``kind`` (a :class:`ConfigError` when librdkafka refuses a
+        property of the options)."""
+        try:
+            return kind(config)
+        except KafkaException as exc:
+            from patchbay.config import ConfigError
+
+            error = self.options.redact(str(exc.args[0].str()))
+            raise ConfigError(f"the Kafka options: {error}") from None
+
+    def _report(self, error: KafkaError) -> None:
+        """A client's ``error_cb`` (called in the thread that polls it)."""
+        if error.code() in _TELLING:
+            self._reported = (time.monotonic(), error)
+
     def _unavailable(self, what: str, error: object) -> LogUnavailable:
-        return LogUnavailable(f"Kafka at {self._servers}, topic {self.topic}", f"{what}: {error}")
+        """The error of a request that failed, with what a client reported meanwhile
+        (a wrong password fails requests as a broker out of reach would)."""
+        self._admin.poll(0)  # its reports come in when it is polled
+        detail = f"{what}: {error}"
+        reported = self._reported
+        if reported is not None and time.monotonic() - reported[0] < 2 * self._timeout_s:
+            detail += f" (the client reported: {reported[1].str()})"
+        return LogUnavailable(
+            f"Kafka at {self._servers}, topic {self.topic}", self.options.redact(detail)
+        )
 
     def _ensure_topic(self, partitions: int, replication: int, config: dict[str, str]) -> int:
         """Create the topic unless it exists; how many partitions it has."""
@@ -318,7 +379,7 @@ class KafkaBatchLog:
         """Replace a producer that hit a fatal error (its idempotence state is lost)."""
         with self._producer_lock:
             if self._producer is broken:
-                self._producer = Producer(self._producer_config)
+                self._producer = self._client(Producer, self._producer_config)
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -328,7 +389,7 @@ class KafkaBatchLog:
         if mine is None:
             mine = self._local.consumers = {}
         if partition not in mine:
-            consumer = Consumer(self._consumer_config)
+            consumer = self._client(Consumer, self._consumer_config)
             with self._consumers_lock:
                 self._consumers.append(consumer)
             mine[partition] = (consumer, [-1])
