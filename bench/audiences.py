@@ -72,7 +72,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from base64 import b64encode
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -108,6 +107,7 @@ from common import (  # bench/common.py
     open_store,
     percentile,
     run_config,
+    server_metric,
     start_server,
     stop_process,
     store_settings,
@@ -1205,17 +1205,6 @@ def analyse_phase(phase: Phase, received: dict[str, float], errors: list[str]) -
         drain_s=phase.drain_s,
         late_requests=result.late_requests,
         statuses=result.statuses,
-    )
-
-
-def server_metric(port: int, name: str) -> float:
-    """The sum of a metric's samples in ``patchbay serve``'s ``/metrics``."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith(name) and line[len(name) : len(name) + 1] in (" ", "{")
     )
 
 

@@ -125,18 +125,35 @@ def process_cpu_s(pid: int) -> float | None:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def child_pid(parent: int, name: str) -> int | None:
-    """The pid of ``parent``'s child process named ``name`` (as ``ps`` shows it, e.g.
-    ``pb-segment``), Linux only; ``None`` when there is none."""
+def children_of(pid: int) -> dict[int, str]:
+    """The processes whose parent is ``pid``, with their names (``comm``), Linux only."""
+    found: dict[int, str] = {}
     for stat_path in Path("/proc").glob("[0-9]*/stat"):
         try:
             stat = stat_path.read_text()
         except OSError:
             continue
-        comm = stat[stat.find("(") + 1 : stat.rfind(")")]
-        if comm == name and stat.rsplit(")", 1)[1].split()[1] == str(parent):
-            return int(stat_path.parent.name)
-    return None
+        name = stat[stat.find("(") + 1 : stat.rfind(")")]
+        if stat.rsplit(")", 1)[1].split()[1] == str(pid):
+            found[int(stat_path.parent.name)] = name
+    return found
+
+
+def child_pid(parent: int, name: str) -> int | None:
+    """The pid of ``parent``'s child process named ``name`` (as ``ps`` shows it, e.g.
+    ``pb-segment``); ``None`` when there is none."""
+    return next((pid for pid, comm in children_of(parent).items() if comm == name), None)
+
+
+def server_metric(port: int, name: str) -> float:
+    """The sum of a metric's samples in a ``patchbay serve``'s ``/metrics``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and line[len(name) : len(name) + 1] in (" ", "{")
+    )
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -55,7 +55,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from base64 import b64encode
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -74,6 +73,7 @@ from common import (  # bench/common.py
     machine_cpu_s,
     process_cpu_s,
     run_config,
+    server_metric,
     start_server,
     stop_process,
 )
@@ -332,23 +332,12 @@ def drive(
     return answer, cores, strangers
 
 
-def metric(port: int, name: str) -> float:
-    """The sum of a metric's samples in a serve's ``/metrics``."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith(name) and line[len(name) : len(name) + 1] in (" ", "{")
-    )
-
-
 def wait_assigned(ports: list[int], partitions: int, timeout: float = 60) -> float:
     """Wait until the processors on ``ports`` own every partition between them, each some
     (the group settled); seconds waited."""
     began = time.monotonic()
     while time.monotonic() - began < timeout:
-        owned = [metric(p, "patchbay_partitions_owned") for p in ports]
+        owned = [server_metric(p, "patchbay_partitions_owned") for p in ports]
         if sum(owned) == partitions and all(owned):
             break
         time.sleep(0.2)
@@ -491,8 +480,8 @@ def run_one(
         fenced = conflicts = 0.0
         for label, port, _ in serves:
             if label.startswith(("process", "serve")):
-                fenced += metric(port, "patchbay_resolve_chunks_fenced_total")
-                conflicts += metric(port, "patchbay_resolve_conflicts_total")
+                fenced += server_metric(port, "patchbay_resolve_chunks_fenced_total")
+                conflicts += server_metric(port, "patchbay_resolve_conflicts_total")
         resolved = poller.rate(first.window_from, first.window_to) * mean_events
         for label, _, process in serves:  # ingest first: nothing new while the rest stop
             code = stop_process(process)

@@ -66,6 +66,7 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # bench/common.py
+    children_of,
     exit_status,
     free_port,
     machine_cpu_s,
@@ -396,20 +397,6 @@ def proc_status(pid: int) -> dict[str, int]:
         if key in ("VmRSS", "VmHWM"):
             values[key] = int(rest.split()[0]) * 1024
     return values
-
-
-def children_of(pid: int) -> dict[int, str]:
-    """The processes whose parent is ``pid``, with their names (``comm``)."""
-    found: dict[int, str] = {}
-    for stat_path in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            stat = stat_path.read_text()
-        except OSError:
-            continue
-        name = stat[stat.find("(") + 1 : stat.rfind(")")]
-        if stat.rsplit(")", 1)[1].split()[1] == str(pid):
-            found[int(stat_path.parent.name)] = name
-    return found
 
 
 def child_role(pid: int) -> str | None:
