@@ -10,7 +10,9 @@ went by per second; it prints the CPU per batch (``time.process_time``: every th
 stage's commits run on one of their own; handle and tick, the read-back not included), the
 part of it the audience store's calls took (each on its thread), and the wall time per
 batch (less than the CPU when the commits overlap the evaluation on a second core, more
-when other work takes the cores). ``profile`` does
+when other work takes the cores). Then the clock runs on for a minute, a tick a second, so
+the windows the stream's events opened close: the CPU of those expiries is shown apart
+(live, a stream batch costs its handling plus its share of them). ``profile`` does
 the same under cProfile. Two code versions compare by running ``measure`` with each on
 ``PYTHONPATH`` over the same data dir, in turns (the figures vary by ±10% on a shared VM)::
 
@@ -30,6 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +58,9 @@ PAGE = 500
 BATCHES_PER_S = 5_000
 #: The audience store's calls whose CPU is shown apart.
 STORE_CALLS = ("commit", "users", "due_users")
+#: After the stream, how long the clock runs on (a tick a second) so that the windows the
+#: stream's events opened close: their expiries are measured apart.
+DRAIN_S = 61
 
 
 def resolve_all(backend: Backend) -> None:
@@ -73,11 +79,27 @@ def resolve_all(backend: Backend) -> None:
         pipeline.stop()
 
 
+@dataclass
+class StageRun:
+    """What :func:`run_stage` measured."""
+
+    batches: int = 0
+    cpu_s: float = 0.0  # handle and tick over the stream, all threads
+    wall_s: float = 0.0
+    spent: dict[str, float] = field(default_factory=dict)  # CPU of each of STORE_CALLS
+    drain_cpu_s: float = 0.0  # the ticks after the stream (window expiries)
+    drain_expired: int = 0  # users re-evaluated by them
+    stream_expired: int = 0  # users re-evaluated by the ticks during the stream
+
+
 def run_stage(
-    backend: Backend, clock: ManualClock, profiler: cProfile.Profile | None = None
-) -> tuple[int, float, float, dict[str, float]]:
-    """Run the segment stage over what resolve committed beyond its checkpoint: batches,
-    CPU seconds (all threads), seconds, and CPU seconds of each of :data:`STORE_CALLS`."""
+    backend: Backend,
+    clock: ManualClock,
+    profiler: cProfile.Profile | None = None,
+    drain_s: int = 0,
+) -> StageRun:
+    """Run the segment stage over what resolve committed beyond its checkpoint, then
+    ``drain_s`` ticks a simulated second apart (the windows the stream opened close)."""
     spent = dict.fromkeys(STORE_CALLS, 0.0)
     store: Any = backend.audiences
     for name in STORE_CALLS:
@@ -95,23 +117,34 @@ def run_stage(
         setattr(store, name, timed)
     stage = SegmentStage(backend, clock)
     after = stage.engine.checkpoint.get(0)
-    batches, cpu, wall = 0, 0.0, 0.0
+    run = StageRun(spent=spent)
+
+    def call(fn: Callable[..., Any], *args: Any) -> None:
+        if profiler is not None:
+            profiler.runcall(fn, *args)
+        else:
+            fn(*args)
+
     while True:
         page, last = read_resolved(backend, 0, after, PAGE)
         if last is None:
-            return batches, cpu, wall, spent
+            break
         started, began = time.process_time(), time.perf_counter()
-        if profiler is not None:
-            profiler.runcall(stage.handle, page)
-            profiler.runcall(stage.tick)
-        else:
-            stage.handle(page)
-            stage.tick()
-        cpu += time.process_time() - started
-        wall += time.perf_counter() - began
+        call(stage.handle, page)
+        call(stage.tick)
+        run.cpu_s += time.process_time() - started
+        run.wall_s += time.perf_counter() - began
         clock.advance(len(page) / BATCHES_PER_S)
-        batches += len(page)
+        run.batches += len(page)
         after = last
+    run.stream_expired, stage.engine.expired = stage.engine.expired, 0
+    started = time.process_time()
+    for _ in range(drain_s):
+        clock.advance(1.0)
+        call(stage.tick)
+    run.drain_cpu_s = time.process_time() - started
+    run.drain_expired = stage.engine.expired
+    return run
 
 
 def setup(base: Path, profiles: int) -> None:
@@ -123,8 +156,11 @@ def setup(base: Path, profiles: int) -> None:
         users = (first_batch(rng, i, NOW_MS - 60_000) for i in range(profiles))
         append([(backend, creds["id"])], users)
         resolve_all(backend)
-        batches, cpu, _, _ = run_stage(backend, ManualClock(NOW_MS - 30_000))
-        print(f"preload: {batches:,} users counted, {cpu / batches * 1e6:,.0f} µs of CPU each")
+        run = run_stage(backend, ManualClock(NOW_MS - 30_000))
+        print(
+            f"preload: {run.batches:,} users counted,"
+            f" {run.cpu_s / run.batches * 1e6:,.0f} µs of CPU each"
+        )
         count, events = append(
             [(backend, creds["id"])], stream(7, STREAM_EVENTS, int(profiles * 0.9), NOW_MS)
         )
@@ -144,13 +180,18 @@ def measure(base: Path, rounds: int, profile: bool) -> None:
             backend = open_store(copy, "full")
             profiler = cProfile.Profile() if profile else None
             try:
-                batches, cpu, wall, spent = run_stage(backend, ManualClock(NOW_MS), profiler)
+                run = run_stage(backend, ManualClock(NOW_MS), profiler, DRAIN_S)
             finally:
                 backend.close()
-        parts = ", ".join(f"{n} {s / batches * 1e6:,.0f}" for n, s in spent.items())
+        batches = run.batches
+        parts = ", ".join(f"{n} {s / batches * 1e6:,.0f}" for n, s in run.spent.items())
         print(
-            f"{batches:,} batches: {cpu / batches * 1e6:,.0f} µs of CPU per batch, all threads"
-            f" (of which the store's {parts}), {wall / batches * 1e6:,.0f} µs of wall time",
+            f"{batches:,} batches: {run.cpu_s / batches * 1e6:,.0f} µs of CPU per batch, all"
+            f" threads (of which the store's {parts}), {run.wall_s / batches * 1e6:,.0f} µs of"
+            f" wall time; {run.stream_expired:,} users expired meanwhile. Then {DRAIN_S} s of"
+            f" ticks: {run.drain_expired:,} users expired, {run.drain_cpu_s * 1e3:,.0f} ms of"
+            f" CPU ({run.drain_cpu_s / max(1, run.drain_expired) * 1e6:,.0f} µs each,"
+            f" {run.drain_cpu_s / batches * 1e6:,.0f} µs per stream batch)",
             flush=True,
         )
         if profiler is not None:

@@ -395,6 +395,12 @@ def test_members_sizes_and_memberships(store: AudienceStore) -> None:
     assert store.sizes() == {}
     assert store.memberships(3) == []
 
+    store.commit(SegmentChanges(joined=[(a, 1), (b, 1)]))
+    store.reset()
+    assert store.sizes() == {}
+    store.commit(SegmentChanges(joined=[(a, 1)]))
+    assert store.sizes() == {a: 1}  # counted from nothing again
+
 
 def test_joins_and_leaves_of_one_membership_in_one_commit(store: AudienceStore) -> None:
     """A membership both joined and left in one commit (its joins and leaves alternate)
@@ -1086,3 +1092,31 @@ def test_sqlite_version_is_shared_between_processes(tmp_path: Path) -> None:
     finally:
         server.close()
         cli.close()
+
+
+def test_sqlite_drops_the_size_triggers_of_earlier_versions(tmp_path: Path) -> None:
+    """Earlier versions kept the sizes by triggers on ``memberships``: opened, the store
+    drops them (each commit keeps the sizes now, and a trigger left would count twice)."""
+    backend = open_sqlite(tmp_path)
+    try:
+        store = cast(SqliteAudienceStore, backend.audiences)
+        (a,) = add(store, "a")
+        store.commit(SegmentChanges(joined=[(a, 1), (a, 2)]))
+        store._db.conn().executescript(
+            "CREATE TRIGGER memberships_added AFTER INSERT ON memberships BEGIN"
+            " UPDATE audience_sizes SET members = members + 1"
+            " WHERE audience_id = NEW.audience_id; END;"
+        )
+    finally:
+        backend.close()
+    backend = open_sqlite(tmp_path)
+    try:
+        store = cast(SqliteAudienceStore, backend.audiences)
+        conn = store._db.conn()
+        assert (
+            conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall() == []
+        )
+        store.commit(SegmentChanges(joined=[(a, 3)]))
+        assert store.sizes() == {a: 3}
+    finally:
+        backend.close()

@@ -91,6 +91,10 @@ SCAN_PAGE = 1000
 EXPIRE_PAGE = 1000
 
 
+#: What :meth:`SegmentEngine._expire_tallies` finds for a condition no audience counts.
+_RETIRED = -1  # (no window is negative)
+
+
 def _same(a: object, b: object) -> bool:
     """Equal and of the same type (``True`` and ``1`` are equal in Python, not in facts)."""
     return type(a) is type(b) and a == b
@@ -158,6 +162,8 @@ class _Work:
     attributes: dict[int, set[str]] = field(default_factory=dict)
     #: The count and sum of each user's conditions before the batches changed their tally.
     before: dict[int, dict[int, tuple[int, float]]] = field(default_factory=dict)
+    #: The users whose tallies were expired at this commit's moment already.
+    expired: set[int] = field(default_factory=set)
     changes: SegmentChanges = field(default_factory=SegmentChanges)
 
     def touch(self, mpid: int, feature: Feature) -> None:
@@ -594,7 +600,9 @@ class SegmentEngine:
         nothing is known of (the audiences that refer to it assumed that value)."""
         before = (list(user.audiences), user.next_check_ms, len(user.tallies))
         due = user.next_check_ms is not None and user.next_check_ms <= now
-        expired = self._expire_tallies(user, now) if due or self._retired(user) else set()
+        expired: set[int] = set()
+        if user.mpid not in work.expired and (due or self._retired(user)):
+            expired = self._expire_tallies(user, now)
         changed = bool(expired)
         if expired:  # events left their windows since the user was last evaluated
             affected = affected | self.catalog.affected(("cond", str(c)) for c in expired)
@@ -675,27 +683,42 @@ class SegmentEngine:
 
     def _expire_tallies(self, user: SegmentUser, now: int) -> set[int]:
         """Drop events that left their windows and tallies no audience uses; the ids of
-        the conditions whose count changed."""
+        the conditions whose count changed. (One pass, :func:`tallies.expire` inlined: a
+        user has a tally per condition it matched, most of them over all time or with
+        nothing to drop, and this runs at every expiry.)"""
         changed: set[int] = set()
-        for condition_id in list(user.tallies):
-            if condition_id not in self._windows:
-                del user.tallies[condition_id]  # retired: no audience counts it any more
+        windows, user_tallies = self._windows, user.tallies
+        gone: list[int] = []
+        for condition_id, tally in user_tallies.items():
+            window = windows.get(condition_id, _RETIRED)
+            if window is None:
+                continue  # over all time: nothing leaves
+            if window == _RETIRED:
+                gone.append(condition_id)  # no audience counts it any more
                 continue
-            tally = user.tallies[condition_id]
-            window = self._windows[condition_id]
-            if tallies.expire(tally, window, now):
+            events = tally.events
+            if events and events[0][0] + window <= now:
                 changed.add(condition_id)
-            if window is not None and not tally.events:
-                del user.tallies[condition_id]
+                if tallies.expire(tally, window, now) and not events:
+                    gone.append(condition_id)
+            elif not events:
+                gone.append(condition_id)
+        for condition_id in gone:
+            del user_tallies[condition_id]
         return changed
 
     def _next_check(self, user: SegmentUser) -> int | None:
-        found = [
-            at
-            for condition_id, tally in user.tallies.items()
-            if (at := tallies.next_change(tally, self._windows.get(condition_id))) is not None
-        ]
-        return min(found) if found else None
+        """When the user's next windowed event leaves its window (``None``: never); see
+        :func:`tallies.next_change`, inlined."""
+        found: int | None = None
+        windows = self._windows
+        for condition_id, tally in user.tallies.items():
+            events = tally.events
+            if events and (window := windows.get(condition_id)) is not None:
+                at = events[0][0] + window
+                if found is None or at < found:
+                    found = at
+        return found
 
     # -- time ------------------------------------------------------------------------------
 
@@ -709,6 +732,7 @@ class SegmentEngine:
         for mpid, user in self._store.users(due).items():
             work.users[mpid] = user
             work.dirty.add(mpid)  # its next check moves, whatever else happens
+            work.expired.add(mpid)
             for condition_id in self._expire_tallies(user, now):
                 work.touch(mpid, ("cond", str(condition_id)))
         self._evaluate_all(work, now)

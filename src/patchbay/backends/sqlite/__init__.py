@@ -28,7 +28,12 @@ from pathlib import Path
 from patchbay.backends.abstract import Backend
 from patchbay.backends.records import StoreMissing, StoreUnavailable
 from patchbay.backends.sqlite.api_clients import SqliteApiClientStore
-from patchbay.backends.sqlite.audiences import SEGMENT_FILE, SEGMENT_PRAGMAS, SqliteAudienceStore
+from patchbay.backends.sqlite.audiences import (
+    SEGMENT_CHECKPOINT_EVERY_S,
+    SEGMENT_FILE,
+    SEGMENT_PRAGMAS,
+    SqliteAudienceStore,
+)
 from patchbay.backends.sqlite.db import Durability, SqliteDatabase
 from patchbay.backends.sqlite.dedup import SqliteDedupIndex
 from patchbay.backends.sqlite.files import SqliteFiles
@@ -87,8 +92,13 @@ def open_sqlite(
         check_sqlite(data_dir)
     opened: list[SqliteDatabase] = []
 
-    def database(path: Path, durability: Durability, pragmas: Iterable[str] = ()) -> SqliteDatabase:
-        db = SqliteDatabase(path, durability, pragmas)
+    def database(
+        path: Path,
+        durability: Durability,
+        pragmas: Iterable[str] = (),
+        checkpoint_every_s: float | None = None,
+    ) -> SqliteDatabase:
+        db = SqliteDatabase(path, durability, pragmas, checkpoint_every_s)
         opened.append(db)
         return db
 
@@ -98,7 +108,9 @@ def open_sqlite(
         main = database(data_dir / DB_FILE, durability)
         state = database(data_dir / STATE_FILE, durability, STATE_PRAGMAS)
         outbox = SqliteOutbox(database(data_dir / DELIVERIES_FILE, durability), box)
-        segment = database(data_dir / SEGMENT_FILE, durability, SEGMENT_PRAGMAS)
+        segment = database(
+            data_dir / SEGMENT_FILE, durability, SEGMENT_PRAGMAS, SEGMENT_CHECKPOINT_EVERY_S
+        )
         files = SqliteFiles(opened)
         files.migrate()  # before any store creates a table in a new file
         return Backend(

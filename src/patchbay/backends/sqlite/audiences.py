@@ -14,15 +14,16 @@ subscription settings and the partner's answer: :mod:`patchbay.secretbox`); a us
 ``next_check_ms`` is also a column, and an entry of the schedule (by second) that
 :meth:`SqliteAudienceStore.due_users` reads. Memberships are keyed by (MPID, audience):
 what one batch changes, one user's, is one page; :meth:`~SqliteAudienceStore.members`
-scans them in MPID order, and the size of each audience is kept by triggers; pending
-changes are
-numbered by an ``AUTOINCREMENT`` ``seq`` (never reused, also after a reset) and indexed by
-(output, seq).
+scans them in MPID order, and the size of each audience is kept by the commits that change
+them (what their statements inserted and deleted, read back by ``RETURNING``); pending
+changes are numbered by an ``AUTOINCREMENT`` ``seq`` (never reused, also after a reset)
+and indexed by (output, seq).
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections import Counter
 from collections.abc import Collection, Sequence
 from typing import cast
 
@@ -44,7 +45,7 @@ from patchbay.backends.records import (
     Since,
     check_since,
 )
-from patchbay.backends.sqlite.db import SqliteDatabase, docs_by_mpid, insert_rows
+from patchbay.backends.sqlite.db import SqliteDatabase, docs_by_mpid, insert_rows, rows_returning
 from patchbay.backends.sqlite.sealed import seal_plain_columns
 from patchbay.errors import PatchbayError
 from patchbay.secretbox import SecretBox
@@ -57,7 +58,10 @@ SCHEDULE_PAGES = 20
 
 #: Pragmas of ``segment.db``: like ``state.db``'s (a bigger page cache and rarer WAL
 #: checkpoints), as the segment stage also commits a chunk of users at a time.
-SEGMENT_PRAGMAS = ("PRAGMA cache_size = -65536", "PRAGMA wal_autocheckpoint = 10000")
+SEGMENT_PRAGMAS = ("PRAGMA cache_size = -65536",)
+#: ``segment.db``'s write-ahead log is checkpointed by a thread of its own this often (the
+#: stage's commits would otherwise stop for it: :class:`SqliteDatabase`).
+SEGMENT_CHECKPOINT_EVERY_S = 1.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audiences (
@@ -107,7 +111,7 @@ CREATE TABLE IF NOT EXISTS memberships (
     PRIMARY KEY (mpid, audience_id)
 ) WITHOUT ROWID;
 DROP INDEX IF EXISTS memberships_mpid;
--- the members of each audience, kept by triggers (counting millions of memberships for
+-- the members of each audience, kept by each commit (counting millions of memberships for
 -- /metrics would take the stage's thread for a second)
 CREATE TABLE IF NOT EXISTS audience_sizes (
     audience_id INTEGER PRIMARY KEY,
@@ -128,14 +132,11 @@ CREATE TABLE IF NOT EXISTS segment_checkpoint (
 );
 """
 
-_SIZE_TRIGGERS = """
-CREATE TRIGGER IF NOT EXISTS memberships_added AFTER INSERT ON memberships BEGIN
-    INSERT INTO audience_sizes (audience_id, members) VALUES (NEW.audience_id, 1)
-        ON CONFLICT (audience_id) DO UPDATE SET members = members + 1;
-END;
-CREATE TRIGGER IF NOT EXISTS memberships_removed AFTER DELETE ON memberships BEGIN
-    UPDATE audience_sizes SET members = members - 1 WHERE audience_id = OLD.audience_id;
-END;
+#: Earlier versions kept ``audience_sizes`` by triggers, a statement per membership: each
+#: commit now adds up what its statements inserted and deleted (``RETURNING``).
+_DROP_SIZE_TRIGGERS = """
+DROP TRIGGER IF EXISTS memberships_added;
+DROP TRIGGER IF EXISTS memberships_removed;
 """
 
 _AUDIENCE_COLUMNS = "id, name, description, definition, created_at_ms, updated_at_ms, version"
@@ -163,7 +164,7 @@ class SqliteAudienceStore:
         db.create(_SCHEMA)
         _key_memberships_by_user(db)
         _schedule_from_index(db)
-        db.create(_SIZE_TRIGGERS)
+        db.create(_DROP_SIZE_TRIGGERS)
         seal_plain_columns(
             db, box, "audience_connections", ("audience_id", "output"), "doc", binary=True
         )
@@ -253,7 +254,12 @@ class SqliteAudienceStore:
         with self._db.transaction() as conn:
             deleted = conn.execute("DELETE FROM audiences WHERE id = ?", (audience_id,)).rowcount
             if deleted:
-                for table in ("audience_connections", "audience_builds", "memberships"):
+                for table in (
+                    "audience_connections",
+                    "audience_builds",
+                    "memberships",
+                    "audience_sizes",
+                ):
                     conn.execute(f"DELETE FROM {table} WHERE audience_id = ?", (audience_id,))
                 conn.execute("DELETE FROM pending_changes WHERE audience_id = ?", (audience_id,))
                 conn.execute(_BUMP_VERSION)
@@ -482,14 +488,22 @@ class SqliteAudienceStore:
             conn.executemany(
                 "DELETE FROM segment_users WHERE mpid = ?", [(m,) for m in changes.dropped_users]
             )
-            insert_rows(
+            added = rows_returning(
                 conn,
                 "INSERT OR IGNORE INTO memberships (mpid, audience_id)",
                 sorted((m, a) for a, m in joined if a in audiences),
+                "RETURNING audience_id",
             )
+            sizes = Counter(int(r[0]) for r in added)
+            for mpid, audience_id in sorted((m, a) for a, m in left if a in audiences):
+                sizes[audience_id] -= conn.execute(
+                    "DELETE FROM memberships WHERE mpid = ? AND audience_id = ?",
+                    (mpid, audience_id),
+                ).rowcount
             conn.executemany(
-                "DELETE FROM memberships WHERE mpid = ? AND audience_id = ?",
-                sorted((m, a) for a, m in left if a in audiences),
+                "INSERT INTO audience_sizes (audience_id, members) VALUES (?, ?)"
+                " ON CONFLICT (audience_id) DO UPDATE SET members = members + excluded.members",
+                [(a, n) for a, n in sorted(sizes.items()) if n],
             )
             insert_rows(
                 conn,
@@ -591,6 +605,7 @@ class SqliteAudienceStore:
                 "segment_users",
                 "segment_schedule",
                 "memberships",
+                "audience_sizes",
                 "pending_changes",
                 "segment_checkpoint",
             ):
@@ -603,8 +618,8 @@ class SqliteAudienceStore:
 
 def _key_memberships_by_user(db: SqliteDatabase) -> None:
     """Rebuild a ``memberships`` table keyed by (audience, MPID), as earlier versions kept
-    it, keyed by (MPID, audience): once, at open, in one transaction (its size triggers go
-    with the old table and are made again)."""
+    it, keyed by (MPID, audience): once, at open, in one transaction (the size triggers of
+    those versions go with the old table)."""
     conn = db.conn()
     row = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'memberships'").fetchone()
     if row is None or "PRIMARY KEY (audience_id, mpid)" not in str(row[0]):

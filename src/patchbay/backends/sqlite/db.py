@@ -19,10 +19,14 @@ import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from functools import cache
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
+
+import structlog
 
 from patchbay.datadir import DIR_MODE, create_owner_only
 from patchbay.errors import StorageFull
+
+log = structlog.get_logger("patchbay.backends.sqlite")
 
 #: SQLite's primary result code for "database or disk is full".
 SQLITE_FULL = 13
@@ -43,6 +47,12 @@ class SqliteDatabase:
 
     Other processes (the CLI next to a running server) wait on ``busy_timeout``. The file is
     created owner-only (``0600``, as SQLite then creates its ``-wal`` and ``-shm`` files).
+
+    ``checkpoint_every_s``: the write-ahead log is copied into the file by a thread of its
+    own, that often, once this process wrote (``PRAGMA wal_checkpoint(PASSIVE)``, which
+    never waits for readers or writers), instead of by the commit that fills
+    ``wal_autocheckpoint`` pages: SQLite does that work without the GIL, so a busy writer
+    (the segment stage) leaves it to the other core instead of stopping for it.
     """
 
     def __init__(
@@ -50,6 +60,7 @@ class SqliteDatabase:
         path: Path,
         durability: Durability = "full",
         pragmas: Iterable[str] = (),
+        checkpoint_every_s: float | None = None,
     ) -> None:
         path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         create_owner_only(path)  # 0600: SQLite gives its -wal and -shm files the same mode
@@ -66,11 +77,35 @@ class SqliteDatabase:
             # large delete, would otherwise keep it at its largest)
             f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}",
             *pragmas,
+            *(() if checkpoint_every_s is None else ("PRAGMA wal_autocheckpoint = 0",)),
         )
         self._local = threading.local()
         self.write_lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
+        self._checkpoint_every_s = checkpoint_every_s
+        self._checkpointer: threading.Thread | None = None
+        self._closing = threading.Event()
+        #: Frames of the write-ahead log the checkpoint thread copied into the file.
+        self.checkpointed_frames = 0
+
+    def _start_checkpoints(self) -> None:
+        """Start the checkpoint thread (``checkpoint_every_s``), unless it runs."""
+        if self._checkpoint_every_s is None or self._checkpointer is not None:
+            return
+        self._checkpointer = threading.Thread(
+            target=self._checkpoints, name=f"sqlite-checkpoint-{self.path.name}", daemon=True
+        )
+        self._checkpointer.start()
+
+    def _checkpoints(self) -> None:
+        assert self._checkpoint_every_s is not None
+        while not self._closing.wait(self._checkpoint_every_s):
+            try:
+                row = self.conn().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                self.checkpointed_frames += max(0, int(row[2]))
+            except sqlite3.Error as exc:  # a full disk: the log keeps it; the next one tries
+                log.warning("sqlite_checkpoint_failed", file=self.path.name, error=str(exc))
 
     def create(self, schema: str) -> None:
         """Create what ``schema`` describes (``CREATE ... IF NOT EXISTS`` statements)."""
@@ -117,6 +152,7 @@ class SqliteDatabase:
                     try:
                         yield conn
                         conn.execute("COMMIT")
+                        self._start_checkpoints()
                     except BaseException:
                         # SQLITE_FULL may have rolled the transaction back already; a
                         # failed COMMIT may not have: never leave one open
@@ -195,7 +231,12 @@ class SqliteDatabase:
         return total
 
     def close(self) -> None:
-        """Close every connection opened so far."""
+        """Stop the checkpoint thread; close every connection opened so far."""
+        self._closing.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join()
+            self._checkpointer = None
+        self._closing = threading.Event()  # (a store may go on after a close: tests do)
         with self._connections_lock:
             for conn in self._connections:
                 conn.close()
@@ -247,6 +288,19 @@ def insert_rows(
         cursor = conn.execute(_values_sql(head, len(part[0]), len(part), tail), _flat(part))
         done.append((len(part), int(cursor.lastrowid or 0)))
     return done
+
+
+def rows_returning(
+    conn: sqlite3.Connection, head: str, rows: Sequence[Sequence[object]], tail: str
+) -> list[tuple[Any, ...]]:
+    """Run ``head ... VALUES (...), ... tail`` over ``rows`` as :func:`insert_rows` does,
+    where ``tail`` ends in a ``RETURNING`` clause (or is one); every row it returned."""
+    returned: list[tuple[Any, ...]] = []
+    for start in range(0, len(rows), ROWS_PER_INSERT):
+        part = rows[start : start + ROWS_PER_INSERT]
+        sql = _values_sql(head, len(part[0]), len(part), tail)
+        returned.extend(conn.execute(sql, _flat(part)).fetchall())
+    return returned
 
 
 @cache
