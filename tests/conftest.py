@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,9 +62,11 @@ def add_input(
     type_: str = "server",
     rate_limit: float = 0,
     idsync_key_only: bool = False,
+    allowed_origins: Sequence[str] = (),
 ) -> Credentials:
     """Create an input with the real CLI."""
     flags = ["--idsync-key-only"] if idsync_key_only else []
+    flags += [f"--allowed-origin={origin}" for origin in allowed_origins]
     done = run_cli(
         "inputs",
         "add",

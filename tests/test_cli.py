@@ -151,10 +151,11 @@ def test_inputs_list_shows_keys_but_never_secrets(data_dir: Path) -> None:
 
     table = ok("inputs", "list", data_dir=data_dir)
     lines = table.splitlines()
-    assert lines[0].split() == ["NAME", "TYPE", "RATE/S", "ENABLED", "KEY-ONLY", "KEYS"]
+    header = ["NAME", "TYPE", "RATE/S", "ENABLED", "KEY-ONLY", "ORIGINS", "KEYS"]
+    assert lines[0].split() == header
     assert len(lines) == 3
-    assert lines[1].split()[:5] == ["backend", "server", "50", "yes", "no"]
-    assert lines[2].split()[:5] == ["partner-feed", "feed", "unlimited", "yes", "no"]
+    assert lines[1].split()[:6] == ["backend", "server", "50", "yes", "no", "*"]
+    assert lines[2].split()[:6] == ["partner-feed", "feed", "unlimited", "yes", "no", "*"]
     assert server_creds.key in lines[1] and rotated.key in lines[1]
     assert feed_creds.key in lines[2]
 
@@ -170,6 +171,7 @@ def test_inputs_list_shows_keys_but_never_secrets(data_dir: Path) -> None:
         "enabled",
         "created_at_ms",
         "idsync_key_only",
+        "allowed_origins",
         "keys",
     }
     assert backend["idsync_key_only"] is False
@@ -243,6 +245,7 @@ def test_idsync_key_only_on_and_off(data_dir: Path) -> None:
     assert "a server input never accepts its key alone on IDSync" in done.stderr
     done = fails("inputs", "set-idsync-key-only", "site", "off", data_dir=data_dir)
     assert "a web input always accepts its key alone on IDSync" in done.stderr
+
     done = fails("inputs", "set-idsync-key-only", "app", "maybe", data_dir=data_dir)
     assert "'maybe' is not one of 'on', 'off'" in done.stderr
     done = fails("inputs", "set-idsync-key-only", "nope", "on", data_dir=data_dir)
@@ -250,6 +253,46 @@ def test_idsync_key_only_on_and_off(data_dir: Path) -> None:
     done = fails("inputs", "add", "feed", "--type", "feed", "--idsync-key-only", data_dir=data_dir)
     assert "a feed input never accepts its key alone on IDSync" in done.stderr
     assert key_only() == {"backend": False, "site": True, "app": True, "tv": False}
+
+
+def test_allowed_origins_of_web_inputs(data_dir: Path) -> None:
+    """``--allowed-origin`` (repeatable) on ``inputs add``, ``set-allowed-origins`` later:
+    origins are stored as browsers send them, shown by ``inputs list``, and refused for
+    other input types and for what is not an origin."""
+    add_input(
+        data_dir,
+        "shop",
+        "web",
+        allowed_origins=[
+            "HTTPS://Shop.Example:443/",
+            "http://localhost:8080",
+            "https://shop.example",
+        ],
+    )
+    add_input(data_dir, "blog", "web")
+
+    def origins() -> dict[str, list[str]]:
+        return {i["name"]: i["allowed_origins"] for i in listed(data_dir)}
+
+    assert origins() == {"shop": ["https://shop.example", "http://localhost:8080"], "blog": []}
+    table = ok("inputs", "list", data_dir=data_dir).splitlines()
+    assert [line.split()[5] for line in table[1:]] == [
+        "https://shop.example,http://localhost:8080",
+        "*",
+    ]
+    assert ok(
+        "inputs", "set-allowed-origins", "blog", "https://blog.example", data_dir=data_dir
+    ) == ("input 'blog': allowed origins https://blog.example\n")
+    ok("inputs", "set-allowed-origins", "shop", data_dir=data_dir)
+    assert origins() == {"shop": [], "blog": ["https://blog.example"]}
+
+    done = fails("inputs", "add", "api", "--type", "server", "--allowed-origin",
+                 "https://shop.example", data_dir=data_dir)  # fmt: skip
+    assert "only web inputs" in done.stderr
+    for wrong in ("shop.example", "https://shop.example/path", "ftp://shop.example", "https://"):
+        done = fails("inputs", "set-allowed-origins", "blog", wrong, data_dir=data_dir)
+        assert "not an origin" in done.stderr, wrong
+    assert origins() == {"shop": [], "blog": ["https://blog.example"]}
 
 
 def test_unknown_input_name_fails_clearly(data_dir: Path) -> None:

@@ -28,10 +28,12 @@ from patchbay.backoff import StorageBackoff
 from patchbay.clock import Clock, SystemClock
 from patchbay.collect.appender import GroupCommitAppender, recover_dedup
 from patchbay.collect.http import EventsApi
+from patchbay.collect.inputs import origin_check
+from patchbay.collect.web import WebEventsApi
 from patchbay.config import ConfigError
 from patchbay.http import EXCEPTION_HANDLERS, middleware
 from patchbay.http.auth import BearerToken, auth_failed
-from patchbay.http.cors import CorsPolicy
+from patchbay.http.cors import WEB_SDK_PATH_PREFIXES, CorsPolicy
 from patchbay.http.errors import error_response
 from patchbay.http.health import Health
 from patchbay.metrics import (
@@ -55,6 +57,7 @@ from patchbay.segment.admin_http import AudienceAdminApi
 from patchbay.segment.process import SegmentProcess
 from patchbay.segment.service import AudienceService
 from patchbay.segment.stage import SegmentStage
+from patchbay.segment.web_http import WebAudienceApi
 from patchbay.settings import ROLES, Settings
 from patchbay.summary import Throughput
 
@@ -243,6 +246,11 @@ def ingest_part(shared: Shared, admin_token: str | None) -> tuple[Part, EventsAp
         SecretBox(key_path(settings.data_dir, settings.secrets_key_file)),
     )
 
+    web_events = WebEventsApi(backend.inputs, api, settings.max_request_bytes, clock, metrics)
+    web_audience = WebAudienceApi(
+        backend.inputs, shared.service, audience_service.memberships, clock, metrics
+    )
+
     async def openapi_endpoint(request: Request) -> Response:
         document = build_openapi(str(request.base_url))  # its token URL is absolute
         return Response(msgspec.json.encode(document), media_type="application/json")
@@ -251,6 +259,8 @@ def ingest_part(shared: Shared, admin_token: str | None) -> tuple[Part, EventsAp
         *api.routes(),
         *profile_api.routes(),
         *identity_api.routes(),
+        *web_events.routes(),
+        *web_audience.routes(),
         *audience_admin_api.routes(),  # before admin_api's catch-all 404
         *admin_api.routes(),
         Route("/openapi.json", openapi_endpoint, methods=["GET"]),
@@ -415,6 +425,12 @@ def _app(shared: Shared, roles: list[str], parts: list[Part]) -> Starlette:
     return Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=middleware(metrics, CorsPolicy(BROWSER_PATH_PREFIXES)),
+        middleware=middleware(
+            metrics,
+            CorsPolicy(
+                (*BROWSER_PATH_PREFIXES, *WEB_SDK_PATH_PREFIXES),
+                origins=origin_check(backend.inputs),
+            ),
+        ),
         exception_handlers=EXCEPTION_HANDLERS,
     )

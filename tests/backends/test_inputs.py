@@ -215,9 +215,44 @@ def test_idsync_key_only_and_sealed_secrets_persist(stores: Stores, backend: Bac
     assert reopened.find_credential(credential.key) == (credential, changed)
 
 
+def test_allowed_origins(inputs: InputStore) -> None:
+    """``allowed_origins`` is stored with the input (none unless given: any origin), in
+    order, and replaced for one input only, by id, through every read."""
+    shop = make_input("shop", type="web", allowed_origins=("https://shop.example", "http://a:81"))
+    blog = make_input("blog", 2_000, type="web")
+    assert blog.allowed_origins == ()
+    shop_key, blog_key = make_credential(shop), make_credential(blog)
+    inputs.add_input(shop, shop_key)
+    inputs.add_input(blog, blog_key)
+    assert inputs.get_input("shop") == shop
+    assert inputs.find_credential(shop_key.key) == (shop_key, shop)
+    assert inputs.list_inputs() == [shop, blog]
+
+    inputs.set_allowed_origins(shop.id, ())
+    inputs.set_allowed_origins(blog.id, ("https://blog.example",))
+    inputs.set_allowed_origins("no-such-input", ("https://x.example",))
+    opened = msgspec.structs.replace(shop, allowed_origins=())
+    closed = msgspec.structs.replace(blog, allowed_origins=("https://blog.example",))
+    assert inputs.list_inputs() == [opened, closed]
+    assert inputs.find_credential(blog_key.key) == (blog_key, closed)
+    assert inputs.get_input(blog.id) == closed
+
+
+@pytest.mark.persists
+def test_allowed_origins_persist(stores: Stores, backend: Backend) -> None:
+    item = make_input("shop", type="web")
+    credential = make_credential(item)
+    backend.inputs.add_input(item, credential)
+    backend.inputs.set_allowed_origins(item.id, ("https://shop.example",))
+    reopened = stores.reopen(backend).inputs
+    changed = msgspec.structs.replace(item, allowed_origins=("https://shop.example",))
+    assert reopened.find_credential(credential.key) == (credential, changed)
+
+
 def test_sqlite_opens_an_input_store_made_before_the_idsync_columns(tmp_path: Path) -> None:
-    """A ``patchbay.db`` whose tables predate ``idsync_key_only`` and ``secret_sealed`` gets
-    the columns when opened; its rows read with the feature off and no sealed secret."""
+    """A ``patchbay.db`` whose tables predate ``idsync_key_only``, ``secret_sealed`` and
+    ``allowed_origins`` gets the columns when opened; its rows read with the feature off, no
+    sealed secret and any origin allowed."""
     tmp_path.mkdir(exist_ok=True)
     with sqlite3.connect(tmp_path / DB_FILE) as db:
         db.executescript(
@@ -242,6 +277,7 @@ def test_sqlite_opens_an_input_store_made_before_the_idsync_columns(tmp_path: Pa
         try:
             assert backend.inputs.find_credential("pk_old") == (old_key, old)
             assert old.idsync_key_only is False and old_key.secret_sealed is None
+            assert old.allowed_origins == ()
         finally:
             backend.close()
     backend = open_sqlite(tmp_path)

@@ -183,7 +183,7 @@ def test_cors_preflight(app: Starlette) -> None:
     )
     assert (status, body) == (204, b"")
     assert headers["access-control-allow-origin"] == "*"
-    assert headers["access-control-allow-methods"] == "POST, OPTIONS"
+    assert headers["access-control-allow-methods"] == "GET, POST, OPTIONS"
     allowed = {h.strip().lower() for h in headers["access-control-allow-headers"].split(",")}
     assert {"authorization", "content-type", "x-mp-key"} <= allowed
     assert headers["access-control-max-age"] == "86400"

@@ -183,6 +183,11 @@ class InputStore(Protocol):
         """Whether IDSync accepts the input's key alone (see ``Input.idsync_key_only``)."""
         ...
 
+    def set_allowed_origins(self, input_id: str, origins: tuple[str, ...]) -> None:
+        """The origins browsers may call with the input's key (``()``: any; see
+        ``Input.allowed_origins``)."""
+        ...
+
     def add_credential(self, credential: Credential) -> None:
         """Add a key to an input (rotation)."""
         ...

@@ -195,6 +195,9 @@ class Input(msgspec.Struct, frozen=True):
     #: always do and server and feed inputs never do, whatever this says
     #: (:func:`patchbay.collect.inputs.key_only_allowed`).
     idsync_key_only: bool = False
+    #: The origins (``scheme://host[:port]``) whose pages may call the Web SDK's endpoints
+    #: with this input's key; empty: any origin (:mod:`patchbay.http.cors`).
+    allowed_origins: tuple[str, ...] = ()
 
 
 class Credential(msgspec.Struct, frozen=True):

@@ -19,6 +19,7 @@ from patchbay.collect.inputs import (
     DEFAULT_RATE_LIMIT,
     INPUT_TYPES,
     SERVER_SIDE_TYPES,
+    check_allowed_origins,
     check_idsync_key_only,
     check_new_input,
     create_input,
@@ -78,6 +79,14 @@ def _show_credentials(input_id: str, key: str, secret: str, as_json: bool) -> No
     help="Let IDSync accept this client input's key alone (x-mp-key, no secret or signature);"
     " web inputs always do, server and feed inputs never.",
 )
+@click.option(
+    "--allowed-origin",
+    "allowed_origins",
+    multiple=True,
+    metavar="URL",
+    help="A web input: an origin (https://shop.example[:port]) whose pages may use the key;"
+    " repeatable. Default: any origin.",
+)
 @creating_data_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print {id, key, secret} as JSON.")
 def inputs_add(
@@ -85,6 +94,7 @@ def inputs_add(
     type_: str,
     rate_limit: float,
     idsync_key_only: bool,
+    allowed_origins: tuple[str, ...],
     settings: Settings,
     as_json: bool,
 ) -> None:
@@ -95,6 +105,7 @@ def inputs_add(
     check the mobile SDKs' signatures."""
     try:  # a refused input creates no store
         check_new_input(name, type_, rate_limit, idsync_key_only)
+        check_allowed_origins(type_, allowed_origins)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     with opened(settings, create=True) as backend:
@@ -108,6 +119,7 @@ def inputs_add(
                 SystemClock(),
                 idsync_key_only=idsync_key_only,
                 box=box,
+                allowed_origins=allowed_origins,
             )
         except DuplicateName:
             raise click.ClickException(f"an input named {name!r} already exists") from None
@@ -136,13 +148,18 @@ def inputs_list(settings: Settings, as_json: bool) -> None:
             document["idsync_key_only"] = key_only_allowed(item)
             print_json({**document, "keys": keys})
         return
-    click.echo(f"{'NAME':20} {'TYPE':8} {'RATE/S':>8} {'ENABLED':7} {'KEY-ONLY':8}  KEYS")
+    click.echo(
+        f"{'NAME':20} {'TYPE':8} {'RATE/S':>8} {'ENABLED':7} {'KEY-ONLY':8} {'ORIGINS':8}  KEYS"
+    )
     for item, creds in rows:
         shown = ", ".join(c.key + ("" if c.enabled else " (disabled)") for c in creds)
         rate = "unlimited" if item.rate_limit == 0 else f"{item.rate_limit:g}"
         enabled = "yes" if item.enabled else "no"
         key_only = "yes" if key_only_allowed(item) else "no"
-        click.echo(f"{item.name:20} {item.type:8} {rate:>8} {enabled:7} {key_only:8}  {shown}")
+        origins = ",".join(item.allowed_origins) or "*"
+        click.echo(
+            f"{item.name:20} {item.type:8} {rate:>8} {enabled:7} {key_only:8} {origins:8}  {shown}"
+        )
 
 
 @inputs.command("rotate")
@@ -241,3 +258,23 @@ def inputs_set_idsync_key_only(name: str, switch: str, settings: Settings) -> No
         backend.inputs.set_idsync_key_only(item.id, on)
         config_changed("input", name, "update", id=item.id, idsync_key_only=on)
     click.echo(f"input {name!r}: IDSync key-only {switch}")
+
+
+@inputs.command("set-allowed-origins")
+@pass_settings
+@click.argument("name")
+@click.argument("origins", nargs=-1, metavar="[URL]...")
+@data_dir_option
+def inputs_set_allowed_origins(name: str, origins: tuple[str, ...], settings: Settings) -> None:
+    """Replace the origins whose pages may use a web input's key (none given: any origin).
+
+    A browser request from another origin gets no CORS permission and a 403."""
+    with opened(settings) as backend:
+        item = _find(backend.inputs, name)
+        try:
+            found = check_allowed_origins(item.type, origins)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+        backend.inputs.set_allowed_origins(item.id, found)
+        config_changed("input", name, "update", id=item.id, allowed_origins=list(found))
+    click.echo(f"input {name!r}: allowed origins {', '.join(found) or 'any'}")

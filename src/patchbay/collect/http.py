@@ -186,6 +186,12 @@ class EventsApi:
             if not prepared.batches:
                 return self._all_rejected(route, prepared.rejected)
 
+        return await self.admit(route, item, prepared)
+
+    async def admit(self, route: str, item: Input, prepared: Prepared) -> Response:
+        """Rate-limit and store ``prepared`` (the batches of a request of ``item``), and
+        answer: 202 once they are durable, 429 over the limit, 503 when the store cannot
+        take them (every API that collects batches ends here)."""
         if not prepared.batches:  # an empty bulk request: nothing to limit or store
             return self._accepted(0, 0, [], 0)
         decision = self._limiter.take(item.id, item.rate_limit, len(prepared.batches))

@@ -23,6 +23,7 @@ HISTORICAL_MIN_AGE_MS = 72 * 3600 * 1000
 #: mParticle's ``source_info.channel`` for each kind of input.
 SERVER_CHANNEL = "server_to_server"
 PARTNER_CHANNEL = "partner"
+WEB_CHANNEL = "javascript"
 
 
 class Rejection(msgspec.Struct, frozen=True):
@@ -50,6 +51,8 @@ class RequestStamps:
     ip: str | None
     received_at_ms: int
     historical: bool = False
+    #: The ``source_info.channel`` (``None``: :func:`channel_of` the input).
+    channel: str | None = None
 
 
 def channel_of(item: Input) -> str:
@@ -95,7 +98,7 @@ def _stamp(batch: Batch, body: bytes, stamps: RequestStamps, batch_id: str) -> N
         batch_id=batch_id,
         input_id=stamps.input.id,
         received_at_ms=stamps.received_at_ms,
-        channel=channel_of(stamps.input),
+        channel=stamps.channel or channel_of(stamps.input),
         body=body,
         ip=batch.ip or stamps.ip,
         source_request_id=batch.source_request_id,
@@ -137,3 +140,31 @@ def prepare_bulk(body: bytes, stamps: RequestStamps, max_batches: int) -> Prepar
         prepared.batches.append(_stamp(batch, raw, stamps, batch_ids[index]))
         prepared.events.append(batch.event_count)
     return prepared
+
+
+_OBJECT = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_OBJECT_OR_NULL = msgspec.json.Decoder(dict[str, msgspec.Raw] | None)
+_encode = msgspec.json.Encoder().encode
+
+
+def with_user_agent(body: bytes, user_agent: str) -> bytes:
+    """``body`` (a valid batch) with ``device_info.http_header_user_agent`` set: every other
+    value is kept byte for byte (only whitespace between the keys of the batch and of its
+    ``device_info`` goes)."""
+    top = _OBJECT.decode(body)
+    device = dict(_OBJECT_OR_NULL.decode(top.get("device_info", b"null")) or {})
+    device["http_header_user_agent"] = msgspec.Raw(_encode(user_agent))
+    top["device_info"] = msgspec.Raw(_encode(device))
+    return _encode(top)
+
+
+def prepare_web(body: bytes, stamps: RequestStamps, user_agent: str | None) -> Prepared:
+    """The one batch of a Web SDK request (``/webevents/v3/JS/{key}/events``), stored as an
+    Events API batch: the request's ``User-Agent`` becomes the device's, unless the batch
+    names one. Raises :class:`BadInput` if it is invalid."""
+    batch = decode_batch(body)
+    device = batch.device_info
+    if user_agent and (device is None or device.http_header_user_agent is None):
+        body = with_user_agent(body, user_agent)
+    batch_id = new_batch_ids(1)[0]
+    return Prepared(batches=[_stamp(batch, body, stamps, batch_id)], events=[batch.event_count])

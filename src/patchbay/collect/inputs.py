@@ -13,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import urllib.parse
 import uuid
+from collections.abc import Callable, Iterable
 
 import msgspec
 
@@ -110,6 +112,83 @@ def key_only_allowed(item: Input) -> bool:
     return item.idsync_key_only and item.type not in SERVER_SIDE_TYPES
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def normalize_origin(text: str) -> str:
+    """``text`` as the ``Origin`` header a browser sends: ``scheme://host[:port]``, lower
+    case, without a default port; ``ValueError`` for anything else (a path, a query,
+    credentials, a scheme other than http and https)."""
+    try:
+        url = urllib.parse.urlsplit(text.strip())
+        port = url.port
+    except ValueError:
+        raise ValueError(f"not an origin: {text!r} (expected scheme://host[:port])") from None
+    scheme, host = url.scheme.lower(), (url.hostname or "")
+    if (
+        scheme not in _DEFAULT_PORTS
+        or not host
+        or url.path not in ("", "/")
+        or url.query
+        or url.fragment
+        or url.username is not None
+    ):
+        raise ValueError(f"not an origin: {text!r} (expected http(s)://host[:port])")
+    if ":" in host:  # an IPv6 literal
+        host = f"[{host}]"
+    shown = "" if port is None or port == _DEFAULT_PORTS[scheme] else f":{port}"
+    return f"{scheme}://{host}{shown}"
+
+
+def check_allowed_origins(type_: str, origins: Iterable[str]) -> tuple[str, ...]:
+    """``origins`` normalized (:func:`normalize_origin`) without repeats; ``ValueError`` if
+    one is not an origin, or if given for an input that is not a web input."""
+    found = tuple(dict.fromkeys(normalize_origin(o) for o in origins))
+    if found and type_ != KEY_ONLY_TYPE:
+        raise ValueError(
+            f"allowed origins restrict the Web SDK's calls: a {type_} input has none"
+            " (only web inputs do)"
+        )
+    return found
+
+
+def origin_allowed(item: Input, origin: str) -> bool:
+    """Whether a page of ``origin`` (an ``Origin`` header) may call with ``item``'s key:
+    any origin when the input restricts none."""
+    if not item.allowed_origins:
+        return True
+    try:
+        return normalize_origin(origin) in item.allowed_origins
+    except ValueError:  # "null" (sandboxed frames, file://) and other opaque origins
+        return False
+
+
+def origin_check(store: InputStore) -> Callable[[str, str], bool | None]:
+    """The CORS check of ``store``'s inputs (:class:`patchbay.http.cors.CorsPolicy`): for a
+    key and an ``Origin``, ``None`` when the key's input restricts no origin (or there is no
+    such key: the route refuses it), else whether the origin is allowed."""
+
+    def check(key: str, origin: str) -> bool | None:
+        found = store.find_credential(key)
+        if found is None or not found[1].allowed_origins:
+            return None
+        return origin_allowed(found[1], origin)
+
+    return check
+
+
+def web_input(store: InputStore, key: str) -> Input | None:
+    """The enabled web input that ``key`` (an enabled key) belongs to, or ``None``: the Web
+    SDK's endpoints take the key alone, which only a web input accepts."""
+    found = store.find_credential(key)
+    if found is None:
+        return None
+    credential, item = found
+    if not (credential.enabled and item.enabled and item.type == KEY_ONLY_TYPE):
+        return None
+    return item
+
+
 def check_new_input(
     name: str, type_: str, rate_limit: float, idsync_key_only: bool = False
 ) -> None:
@@ -133,14 +212,17 @@ def create_input(
     *,
     idsync_key_only: bool = False,
     box: SecretBox | None = None,
+    allowed_origins: Iterable[str] = (),
 ) -> NewCredentials:
     """Create an input with a first key and secret; the secret is returned only here.
 
     ``idsync_key_only`` lets IDSync accept the input's key alone (client inputs only; a web
     input always does). With ``box``, a client input's secret is also sealed, so that IDSync
-    can check the input's HMAC signatures.
+    can check the input's HMAC signatures. ``allowed_origins`` (web inputs only) restricts
+    the pages that may use the key (:func:`check_allowed_origins`).
     """
     check_new_input(name, type_, rate_limit, idsync_key_only)
+    origins = check_allowed_origins(type_, allowed_origins)
     item = Input(
         id=str(uuid.uuid4()),
         name=name,
@@ -149,10 +231,12 @@ def create_input(
         enabled=True,
         created_at_ms=clock.now_ms(),
         idsync_key_only=idsync_key_only,
+        allowed_origins=origins,
     )
     credential, secret = _new_credential(item, clock, box)
     store.add_input(item, credential)
-    config_changed("input", name, "create", id=item.id, type=type_, rate_limit=rate_limit)
+    shown = {"allowed_origins": list(origins)} if origins else {}
+    config_changed("input", name, "create", id=item.id, type=type_, rate_limit=rate_limit, **shown)
     return NewCredentials(id=item.id, name=name, key=credential.key, secret=secret)
 
 

@@ -50,6 +50,10 @@ class MemoryInputStore:
         """Whether IDSync accepts the input's key alone."""
         self._update(input_id, idsync_key_only=on)
 
+    def set_allowed_origins(self, input_id: str, origins: tuple[str, ...]) -> None:
+        """The origins browsers may call with the input's key (``()``: any)."""
+        self._update(input_id, allowed_origins=tuple(origins))
+
     def _update(self, input_id: str, **changes: object) -> None:
         with self._lock:
             if (found := self._inputs.get(input_id)) is not None:

@@ -18,6 +18,7 @@ from patchbay.backends.sqlite.inputs import (
     CREDENTIAL_COLUMNS,
     INPUT_COLUMNS,
     credential_from_row,
+    encode_origins,
     input_from_row,
 )
 
@@ -42,7 +43,8 @@ MIGRATIONS = [
         ord BIGINT GENERATED ALWAYS AS IDENTITY
     );
     CREATE INDEX credentials_input ON credentials (input_id, created_at_ms, ord);
-    """
+    """,
+    "ALTER TABLE inputs ADD COLUMN allowed_origins TEXT NOT NULL DEFAULT '[]';",
 ]
 
 
@@ -58,7 +60,7 @@ class PostgresInputStore:
         try:
             with self._db.transaction() as conn:
                 conn.execute(
-                    f"INSERT INTO inputs ({INPUT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    f"INSERT INTO inputs ({INPUT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
                     (
                         item.id,
                         item.name,
@@ -67,6 +69,7 @@ class PostgresInputStore:
                         item.enabled,
                         item.created_at_ms,
                         item.idsync_key_only,
+                        encode_origins(item.allowed_origins),
                     ),
                 )
                 _insert_credential(conn, credential)
@@ -102,6 +105,13 @@ class PostgresInputStore:
         """Whether IDSync accepts the input's key alone."""
         self._db.write("UPDATE inputs SET idsync_key_only = %s WHERE id = %s", (on, input_id))
 
+    def set_allowed_origins(self, input_id: str, origins: tuple[str, ...]) -> None:
+        """The origins browsers may call with the input's key (``()``: any)."""
+        self._db.write(
+            "UPDATE inputs SET allowed_origins = %s WHERE id = %s",
+            (encode_origins(origins), input_id),
+        )
+
     def add_credential(self, credential: Credential) -> None:
         """Add a key to an input; raises :class:`DuplicateName` if the key exists."""
         try:
@@ -130,7 +140,7 @@ class PostgresInputStore:
             row = conn.execute(
                 "SELECT c.key, c.input_id, c.secret_hash, c.created_at_ms, c.enabled,"
                 " c.secret_sealed, i.id, i.name, i.type, i.rate_limit, i.enabled,"
-                " i.created_at_ms, i.idsync_key_only"
+                " i.created_at_ms, i.idsync_key_only, i.allowed_origins"
                 " FROM credentials c JOIN inputs i ON i.id = c.input_id WHERE c.key = %s",
                 (key,),
             ).fetchone()

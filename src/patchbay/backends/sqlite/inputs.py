@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
+import msgspec
+
 from patchbay.backends.records import Credential, DuplicateName, Input
 from patchbay.backends.sqlite.db import SqliteDatabase
 
@@ -16,7 +18,8 @@ CREATE TABLE IF NOT EXISTS inputs (
     rate_limit REAL NOT NULL,
     enabled INTEGER NOT NULL,
     created_at_ms INTEGER NOT NULL,
-    idsync_key_only INTEGER NOT NULL DEFAULT 0
+    idsync_key_only INTEGER NOT NULL DEFAULT 0,
+    allowed_origins TEXT NOT NULL DEFAULT '[]'
 );
 CREATE TABLE IF NOT EXISTS credentials (
     key TEXT PRIMARY KEY,
@@ -33,9 +36,12 @@ CREATE TABLE IF NOT EXISTS credentials (
 _ADDED_COLUMNS = (
     ("inputs", "idsync_key_only", "INTEGER NOT NULL DEFAULT 0"),
     ("credentials", "secret_sealed", "TEXT"),
+    ("inputs", "allowed_origins", "TEXT NOT NULL DEFAULT '[]'"),
 )
 
-INPUT_COLUMNS = "id, name, type, rate_limit, enabled, created_at_ms, idsync_key_only"
+INPUT_COLUMNS = (
+    "id, name, type, rate_limit, enabled, created_at_ms, idsync_key_only, allowed_origins"
+)
 CREDENTIAL_COLUMNS = "key, input_id, secret_hash, created_at_ms, enabled, secret_sealed"
 
 
@@ -55,7 +61,7 @@ class SqliteInputStore:
         try:
             with self._db.transaction() as conn:
                 conn.execute(
-                    f"INSERT INTO inputs ({INPUT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT INTO inputs ({INPUT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         item.id,
                         item.name,
@@ -64,6 +70,7 @@ class SqliteInputStore:
                         int(item.enabled),
                         item.created_at_ms,
                         int(item.idsync_key_only),
+                        encode_origins(item.allowed_origins),
                     ),
                 )
                 self._insert_credential(conn, credential)
@@ -101,6 +108,13 @@ class SqliteInputStore:
         """Whether IDSync accepts the input's key alone."""
         self._db.write("UPDATE inputs SET idsync_key_only = ? WHERE id = ?", (int(on), input_id))
 
+    def set_allowed_origins(self, input_id: str, origins: tuple[str, ...]) -> None:
+        """The origins browsers may call with the input's key (``()``: any)."""
+        self._db.write(
+            "UPDATE inputs SET allowed_origins = ? WHERE id = ?",
+            (encode_origins(origins), input_id),
+        )
+
     def add_credential(self, credential: Credential) -> None:
         """Add a key to an input; raises :class:`DuplicateName` if the key exists."""
         conn = self._db.conn()
@@ -130,7 +144,7 @@ class SqliteInputStore:
             .execute(
                 "SELECT c.key, c.input_id, c.secret_hash, c.created_at_ms, c.enabled,"
                 " c.secret_sealed, i.id, i.name, i.type, i.rate_limit, i.enabled,"
-                " i.created_at_ms, i.idsync_key_only"
+                " i.created_at_ms, i.idsync_key_only, i.allowed_origins"
                 " FROM credentials c JOIN inputs i ON i.id = c.input_id WHERE c.key = ?",
                 (key,),
             )
@@ -171,7 +185,13 @@ def input_from_row(row: Sequence[object]) -> Input:
         enabled=bool(row[4]),
         created_at_ms=int(row[5]),  # type: ignore[call-overload]
         idsync_key_only=bool(row[6]),
+        allowed_origins=tuple(msgspec.json.decode(str(row[7]), type=list[str])),
     )
+
+
+def encode_origins(origins: tuple[str, ...]) -> str:
+    """The ``allowed_origins`` column of ``origins``: a JSON array (the PostgreSQL store's too)."""
+    return msgspec.json.encode(list(origins)).decode()
 
 
 def credential_from_row(row: Sequence[object]) -> Credential:
