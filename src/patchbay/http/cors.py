@@ -11,9 +11,11 @@ origins (:attr:`patchbay.backends.records.Input.allowed_origins`): the key is in
 (``/webevents/v3/JS/{key}/events``, ``/tags/JS/v2/{key}/config``,
 ``/nativesdks/v1/{key}/audience``, ``/webevents/v1/identity/{key}/Alias``) or in the
 ``x-mp-key`` header (IDSync). Then an allowed ``Origin`` is echoed (with ``Vary: Origin``)
-and a request, preflight included, from any other origin is refused with 403 and no
-``Access-Control-Allow-Origin``. A request without ``Origin`` is not a browser's
-cross-origin call and is left to the route.
+and a request from any other origin is refused with 403: a preflight without
+``Access-Control-Allow-Origin`` (the browser then never sends the request it announced), any
+other request with its ``Origin`` echoed, so that the page's SDK sees the 403 and drops the
+batch instead of sending it again for ever (nothing is stored either way). A request
+without ``Origin`` is not a browser's cross-origin call and is left to the route.
 """
 
 from __future__ import annotations
@@ -102,11 +104,16 @@ class CorsMiddleware:
                 origin=origin,
                 key_prefix=key_prefix(request_key(scope["path"], headers)),
             )
+            seen = (
+                {}
+                if scope["method"] == "OPTIONS" or origin is None
+                else {"Access-Control-Allow-Origin": origin}
+            )
             refusal = error_response(
                 403,
                 "FORBIDDEN",
                 f"Origin: {origin!r} is not an allowed origin of this key",
-                {"Vary": "Origin"},
+                {"Vary": "Origin", **seen},
             )
             await refusal(scope, receive, send)
             return
