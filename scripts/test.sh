@@ -6,6 +6,8 @@ scripts/setup.sh --dev
 # PostgreSQL for the scale-out tests (installed once, as root, from Debian's packages);
 # the tests start and stop their own servers through the same script.
 scripts/infra.sh install
+# Chromium, Node.js and the Web SDK's npm packages for the browser tests (tests/browser).
+scripts/browser.sh install
 echo "== ruff"
 .venv/bin/ruff check src tests bench examples
 .venv/bin/ruff format --check src tests bench examples

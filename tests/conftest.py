@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -23,7 +24,8 @@ import patchbay.backoff
 from patchbay.backends.abstract import Backend
 from patchbay.backends.records import LogPosition, StoredBatch
 from patchbay.backends.sqlite import open_sqlite
-from patchbay.clock import ManualClock
+from patchbay.clock import ManualClock, SystemClock
+from patchbay.http.devcert import DevCert, make_dev_cert
 from tests.deployments import DEPLOYED, BackendSpec, Deployment, Stores, new_deployment
 from tests.ports import free_port
 
@@ -119,6 +121,8 @@ class Server:
     extra_args: list[str] = field(default_factory=list)
     #: Where its data is (the embedded store in ``data_dir``, or the scale-out mode).
     deployment: Deployment = field(default_factory=lambda: Deployment(DEPLOYED[0], {}))
+    #: How :meth:`post` and :meth:`get` check the certificate of a server on HTTPS.
+    context: ssl.SSLContext | None = None
     _reader: Backend | None = None
     #: What :meth:`stored` read with ``_reader``: up to where, by partition, and the batches.
     _read: tuple[dict[int, LogPosition], list[StoredBatch]] = field(
@@ -141,7 +145,7 @@ class Server:
         all_headers.update(headers or {})
         request = urllib.request.Request(self.url + path, data=body, headers=all_headers)
         try:
-            with urllib.request.urlopen(request, timeout=30) as response:
+            with urllib.request.urlopen(request, timeout=30, context=self.context) as response:
                 return response.status, dict(response.headers), response.read()
         except urllib.error.HTTPError as exc:
             return exc.code, dict(exc.headers), exc.read()
@@ -149,8 +153,8 @@ class Server:
     def get(self, path: str) -> tuple[int, bytes]:
         """GET ``path``; returns status and body."""
         try:
-            with urllib.request.urlopen(self.url + path, timeout=30) as response:
-                return response.status, response.read()
+            with urllib.request.urlopen(self.url + path, timeout=30, context=self.context) as r:
+                return r.status, r.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
 
@@ -231,12 +235,19 @@ def read_response(sock: socket.socket) -> tuple[bytes, dict[bytes, bytes], bytes
 
 
 def start_server(
-    data_dir: Path, *extra_args: str, port: int | None = None, main: str = "-mpatchbay"
+    data_dir: Path,
+    *extra_args: str,
+    port: int | None = None,
+    main: str = "-mpatchbay",
+    ca: Path | None = None,
 ) -> Server:
     """Start ``patchbay serve`` on a free port and wait until ``/healthz`` answers (its
     stdout and stderr go to ``log_path``). ``main``: how Python runs Patchbay's command
-    line (``-cCODE``: code that ends in ``patchbay.cli.main()``)."""
+    line (``-cCODE``: code that ends in ``patchbay.cli.main()``). ``ca``: the server serves
+    HTTPS (``extra_args`` give ``--tls-cert`` and ``--tls-key``) with a certificate for
+    ``localhost`` that this CA file signed, and is called at ``https://localhost:PORT``."""
     port = port or free_port()
+    context = None if ca is None else ssl.create_default_context(cafile=ca)
     log_path = data_dir.parent / f"serve-{port}.log"
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(
@@ -254,11 +265,11 @@ def start_server(
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{port}" if ca is None else f"https://localhost:{port}"
     deadline = time.monotonic() + 30
     while True:
         try:
-            with urllib.request.urlopen(url + "/healthz", timeout=1) as response:
+            with urllib.request.urlopen(url + "/healthz", timeout=1, context=context) as response:
                 if response.status == 200:
                     break
         except OSError:
@@ -267,7 +278,16 @@ def start_server(
             process.kill()
             raise RuntimeError(f"patchbay serve did not start:\n{log_path.read_text()}")
         time.sleep(0.05)
-    return Server(url, port, data_dir, process, Credentials("", "", ""), log_path, list(extra_args))
+    return Server(
+        url,
+        port,
+        data_dir,
+        process,
+        Credentials("", "", ""),
+        log_path,
+        list(extra_args),
+        context=context,
+    )
 
 
 def stop_server(server: Server) -> None:
@@ -283,6 +303,18 @@ def stop_server(server: Server) -> None:
         except subprocess.TimeoutExpired:
             server.process.kill()
             server.process.wait()
+
+
+@pytest.fixture(scope="session")
+def dev_cert(tmp_path_factory: pytest.TempPathFactory) -> DevCert:
+    """A certificate for localhost, 127.0.0.1 and ::1 made as ``patchbay dev-cert`` makes
+    it, for the servers on HTTPS (``start_server(..., ca=dev_cert.ca)``)."""
+    return make_dev_cert(tmp_path_factory.mktemp("tls"), SystemClock())
+
+
+def tls_args(cert: DevCert) -> tuple[str, ...]:
+    """The ``serve`` flags of HTTPS with ``cert``."""
+    return ("--tls-cert", str(cert.cert), "--tls-key", str(cert.key))
 
 
 @pytest.fixture

@@ -32,6 +32,8 @@ FLAGS: dict[str, str] = {
     "state": "--state",
     "host": "--host",
     "port": "--port",
+    "tls_cert": "--tls-cert",
+    "tls_key": "--tls-key",
     "roles": "--role",
     "kafka_options": "--kafka-option",
     "kafka_producer_options": "--kafka-producer-option",
@@ -109,6 +111,14 @@ def _consistent(settings: Settings) -> Settings:
         raise ConfigError(
             f"delivery_lease_s ({settings.delivery_lease_s:g}) must be longer than a send can"
             f" take: delivery_timeout_s + delivery_connect_timeout_s ({longest_send_s:g})"
+        )
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        given, missing = ("tls_cert", "tls_key")
+        if settings.tls_cert is None:
+            given, missing = missing, given
+        raise ConfigError(
+            f"{given} is set but not {missing} ({FLAGS[missing]}, {env_var(missing)}): HTTPS"
+            " needs both, plain HTTP neither"
         )
     if "all" in settings.roles and len(set(settings.roles)) > 1:
         raise ConfigError("roles: 'all' already runs every role; give it alone")

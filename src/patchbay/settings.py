@@ -91,6 +91,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     roles: Annotated[tuple[Role, ...], msgspec.Meta(min_length=1)] = ("all",)
     host: str = "127.0.0.1"
     port: Port = 8080
+    #: HTTPS: the certificate chain (PEM, the server's first) and its unencrypted private
+    #: key (PEM), both or neither (``None``: plain HTTP); see patchbay/http/tls.py.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     max_request_bytes: Positive = DEFAULT_MAX_REQUEST_BYTES
     max_batches_per_request: Positive = DEFAULT_MAX_BATCHES
     dedup_window_s: Seconds = DEFAULT_DEDUP_WINDOW_S

@@ -23,6 +23,7 @@ from patchbay.cli.batches import batches
 from patchbay.cli.connections import connections
 from patchbay.cli.db import db
 from patchbay.cli.deliveries import deliveries
+from patchbay.cli.dev_cert import dev_cert
 from patchbay.cli.inputs import inputs
 from patchbay.cli.modules import modules
 from patchbay.cli.outputs import outputs
@@ -66,5 +67,6 @@ for command in (
     deliveries,
     audiences,
     db,
+    dev_cert,
 ):
     main.add_command(command)

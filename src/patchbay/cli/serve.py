@@ -4,7 +4,7 @@ mode)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -21,6 +21,9 @@ from patchbay.cli.common import (
 from patchbay.errors import PatchbayError
 from patchbay.settings import ROLES, Settings
 
+if TYPE_CHECKING:
+    from patchbay.http.tls import TlsFiles
+
 
 @click.command()
 @pass_settings
@@ -28,6 +31,19 @@ from patchbay.settings import ROLES, Settings
 @click.option("--host", default=DEFAULTS.host, show_default=True, help="Address to listen on.")
 @click.option(
     "--port", default=DEFAULTS.port, show_default=True, type=int, help="Port to listen on."
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Serve HTTPS with this certificate chain (PEM, the server's certificate first);"
+    " needs --tls-key. Env PATCHBAY_TLS_CERT. `patchbay dev-cert` makes one for development.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The unencrypted private key (PEM) of --tls-cert; keep it 0600. Env PATCHBAY_TLS_KEY.",
 )
 @click.option(
     "--role",
@@ -168,6 +184,7 @@ def serve(settings: Settings) -> None:
 
     configure_logging(settings.log_level, catch_uncaught=True)
     strategy = identity_strategy(settings)
+    tls = _tls_files(settings)
     # The lock before the backend is opened (and recovered); serve creates a missing store.
     # The embedded store's is the data directory's; the scale-out mode's is shared by every
     # serve of the deployment (and kept from `patchbay reprocess` while any runs).
@@ -178,10 +195,22 @@ def serve(settings: Settings) -> None:
             raise store_error(exc) from None
         except PatchbayError as exc:
             raise click.ClickException(str(exc)) from None
-        _run(app, settings)
+        _run(app, settings, tls)
 
 
-def _run(app: Any, settings: Settings) -> None:
+def _tls_files(settings: Settings) -> TlsFiles | None:
+    """The checked certificate and key of HTTPS, if the settings name them."""
+    from patchbay.clock import SystemClock
+    from patchbay.http.tls import TlsFiles, check_tls_files
+
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    files = TlsFiles(settings.tls_cert, settings.tls_key)
+    check_tls_files(files, SystemClock())
+    return files
+
+
+def _run(app: Any, settings: Settings, tls: TlsFiles | None) -> None:
     import uvicorn
 
     from patchbay.http.protocol import protocol_class
@@ -202,5 +231,7 @@ def _run(app: Any, settings: Settings) -> None:
         # any local client by default, which could then set the address Patchbay stores)
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=list(settings.trusted_proxies) or None,
+        ssl_certfile=tls.cert if tls else None,
+        ssl_keyfile=tls.key if tls else None,
     )
     uvicorn.Server(config).run()
