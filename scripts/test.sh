@@ -14,4 +14,6 @@ echo "== ruff"
 echo "== mypy --strict"
 .venv/bin/mypy
 echo "== pytest"
-.venv/bin/pytest "$@"
+# On PATCHBAY_TEST_WORKERS processes (2; 0 runs them in this one), a module's tests on one
+# of them (its servers start once).
+.venv/bin/pytest -n "${PATCHBAY_TEST_WORKERS:-2}" --dist loadscope "$@"
