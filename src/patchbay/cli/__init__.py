@@ -24,6 +24,7 @@ from patchbay.cli.connections import connections
 from patchbay.cli.db import db
 from patchbay.cli.deliveries import deliveries
 from patchbay.cli.inputs import inputs
+from patchbay.cli.kits import kits
 from patchbay.cli.modules import modules
 from patchbay.cli.outputs import outputs
 from patchbay.cli.partner import partner
@@ -65,6 +66,7 @@ for command in (
     connections,
     deliveries,
     audiences,
+    kits,
     db,
 ):
     main.add_command(command)

@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document of every HTTP API, served at ``/openapi.json``.
 
 Each API's paths come from a module of its own (:mod:`.events`, :mod:`.idsync`,
-:mod:`.profile`, :mod:`.admin`, :mod:`.service`); request and response bodies are the
+:mod:`.profile`, :mod:`.admin`, :mod:`.kits`, :mod:`.service`); request and response bodies are the
 msgspec models the handlers decode and encode, where there are such models.
 """
 
@@ -13,6 +13,7 @@ from patchbay import __version__
 from patchbay.openapi.admin import admin_paths
 from patchbay.openapi.events import events_paths
 from patchbay.openapi.idsync import idsync_paths
+from patchbay.openapi.kits import kits_paths
 from patchbay.openapi.profile import profile_paths
 from patchbay.openapi.service import service_paths
 from patchbay.openapi.spec import Schemas
@@ -75,7 +76,14 @@ def build_openapi(base_url: str) -> dict[str, Any]:
     URL is absolute, as OpenAPI 3.1 requires)."""
     schemas = Schemas()
     paths: dict[str, Any] = {}
-    for part in (events_paths, idsync_paths, profile_paths, admin_paths, service_paths):
+    for part in (
+        events_paths,
+        idsync_paths,
+        profile_paths,
+        admin_paths,
+        kits_paths,
+        service_paths,
+    ):
         paths |= part(schemas)
     return {
         "openapi": "3.1.0",
