@@ -614,6 +614,12 @@ NEEDS_A_STORE: dict[str, list[str]] = {
     "audiences delete": ["buyers"],
     "audiences connect": ["buyers", "--output", "hook"],
     "audiences disconnect": ["buyers", "--output", "hook"],
+    "kits register": ["AUDIENCE_FILE"],
+    "kits list": [],
+    "kits show": ["Appboy"],
+    "kits connect": ["Appboy", "--input", "site"],
+    "kits disconnect": ["Appboy", "--input", "site"],
+    "kits unregister": ["Appboy"],
     "db upgrade": [],
 }
 CREATES_A_STORE = {"serve", "inputs add"}
