@@ -581,6 +581,7 @@ NEEDS_A_STORE: dict[str, list[str]] = {
     "inputs disable-key": ["pk_x"],
     "inputs set-rate-limit": ["app", "5"],
     "inputs set-idsync-key-only": ["app", "on"],
+    "inputs set-allowed-origins": ["app"],
     "api-clients add": ["crm", "--scope", "profiles:read"],
     "api-clients list": [],
     "api-clients rotate": ["crm"],
