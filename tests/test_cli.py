@@ -581,6 +581,7 @@ NEEDS_A_STORE: dict[str, list[str]] = {
     "inputs disable-key": ["pk_x"],
     "inputs set-rate-limit": ["app", "5"],
     "inputs set-idsync-key-only": ["app", "on"],
+    "inputs set-allowed-origins": ["app"],
     "api-clients add": ["crm", "--scope", "profiles:read"],
     "api-clients list": [],
     "api-clients rotate": ["crm"],
@@ -614,6 +615,12 @@ NEEDS_A_STORE: dict[str, list[str]] = {
     "audiences delete": ["buyers"],
     "audiences connect": ["buyers", "--output", "hook"],
     "audiences disconnect": ["buyers", "--output", "hook"],
+    "kits register": ["AUDIENCE_FILE"],
+    "kits list": [],
+    "kits show": ["Appboy"],
+    "kits connect": ["Appboy", "--input", "site"],
+    "kits disconnect": ["Appboy", "--input", "site"],
+    "kits unregister": ["Appboy"],
     "db upgrade": [],
 }
 CREATES_A_STORE = {"serve", "inputs add"}

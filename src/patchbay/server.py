@@ -36,6 +36,9 @@ from patchbay.http.auth import BearerToken, auth_failed
 from patchbay.http.cors import WEB_SDK_PATH_PREFIXES, CorsPolicy
 from patchbay.http.errors import error_response
 from patchbay.http.health import Health
+from patchbay.kits.admin_http import KitAdminApi
+from patchbay.kits.http import KitsApi
+from patchbay.kits.service import KitService
 from patchbay.metrics import (
     CONTENT_TYPE_LATEST,
     DeliveryMetrics,
@@ -230,6 +233,9 @@ def ingest_part(shared: Shared, admin_token: str | None) -> tuple[Part, EventsAp
     )
     audience_service = AudienceService(backend, clock)
     audience_admin_api = AudienceAdminApi(audience_service, admin_api)
+    kit_service = KitService(backend, clock)
+    kits_api = KitsApi(kit_service, clock, metrics.registry, settings.max_request_bytes)
+    kit_admin_api = KitAdminApi(kit_service, admin_api)
     profile_api = ProfileApi(
         backend.api_clients,
         shared.service,
@@ -261,11 +267,14 @@ def ingest_part(shared: Shared, admin_token: str | None) -> tuple[Part, EventsAp
         *identity_api.routes(),
         *web_events.routes(),
         *web_audience.routes(),
+        *kits_api.routes(),
         *audience_admin_api.routes(),  # before admin_api's catch-all 404
+        *kit_admin_api.routes(),
         *admin_api.routes(),
         Route("/openapi.json", openapi_endpoint, methods=["GET"]),
     ]
-    part = Part(routes=routes, stop=[_in_thread(appender.close)])
+    part = Part(routes=routes, stop=[_in_thread(appender.close), _in_thread(kits_api.flush)])
+    part.loops.append(kits_api.flush_loop)
     part.conflicts["idsync"] = lambda: shared.service.conflicts
     return part, api
 

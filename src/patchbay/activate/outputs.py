@@ -28,6 +28,8 @@ from patchbay.firehose.settings import (
     BooleanSetting,
     FloatSetting,
     IntegerSetting,
+    KitSetting,
+    SelectSetting,
     Setting,
     TextSetting,
 )
@@ -93,7 +95,7 @@ _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
 
-def _check_value(setting: Setting, value: str) -> tuple[str | None, str]:
+def _check_value(setting: KitSetting, value: str) -> tuple[str | None, str]:
     """(problem, normalised value)."""
     label = f"setting {setting.id!r}"
     if isinstance(setting, BooleanSetting):
@@ -125,10 +127,13 @@ def _check_value(setting: Setting, value: str) -> tuple[str | None, str]:
         if setting.max_value is not None and real > setting.max_value:
             return f"{label} must be at most {setting.max_value:g}", value
         return None, value.strip()
+    if isinstance(setting, SelectSetting) and value not in setting.options:
+        allowed = ", ".join(repr(o) for o in setting.options)
+        return f"{label} must be one of {allowed}", value
     return None, value
 
 
-def _default(setting: Setting) -> str | None:
+def _default(setting: KitSetting) -> str | None:
     if isinstance(setting, BooleanSetting):
         return "true" if setting.default_value or setting.checked else "false"
     if setting.default_value is None:
@@ -136,14 +141,15 @@ def _default(setting: Setting) -> str | None:
     return str(setting.default_value)
 
 
-def _required(setting: Setting) -> bool:
+def _required(setting: KitSetting) -> bool:
     return not isinstance(setting, BooleanSetting) and setting.required
 
 
 def validate_settings(
-    definitions: Sequence[Setting], given: Mapping[str, str], what: str = "account"
+    definitions: Sequence[KitSetting], given: Mapping[str, str], what: str = "account"
 ) -> dict[str, str]:
-    """The settings to store: ``given`` checked against ``definitions`` plus defaults.
+    """The settings to store: ``given`` checked against ``definitions`` plus defaults (the
+    Firehose setting types, and the choices of kit settings).
 
     Raises :class:`~patchbay.firehose.errors.SettingError` listing every problem (values of
     confidential settings are never quoted).
@@ -178,7 +184,7 @@ def validate_settings(
     return result
 
 
-def confidential_ids(definitions: Iterable[Setting]) -> set[str]:
+def confidential_ids(definitions: Iterable[KitSetting]) -> set[str]:
     """The ids of the settings whose values must not be shown."""
     return {s.id for s in definitions if isinstance(s, TextSetting) and s.confidential}
 

@@ -17,6 +17,7 @@ The stages and what they use:
 * segment: :class:`AudienceStore` (definitions, connections, per-user state, memberships
   and the membership changes waiting to be sent);
 * activate: :class:`OutputStore`, :class:`ModuleStore` and :class:`Outbox`;
+* the Web SDK's kits (:mod:`patchbay.kits`): :class:`KitStore`;
 * retention (:mod:`patchbay.retention`): :class:`BatchLog` (remove), :class:`DedupIndex`
   (forget) and :class:`StoreFiles` (sizes, space given back).
 """
@@ -40,6 +41,9 @@ from patchbay.backends.records import (
     DedupKey,
     Delivery,
     Input,
+    KitConnection,
+    KitForwarded,
+    KitRecord,
     LogEntry,
     LogExtent,
     LogPosition,
@@ -375,6 +379,61 @@ class ModuleStore(Protocol):
         ...
 
 
+class KitStore(Protocol):
+    """Web SDK kits (client-side integrations), their connections to web inputs, and the
+    forwarding totals the SDK reports. :meth:`version` changes with every change of kits or
+    connections: the config endpoint's cache is refreshed when it does."""
+
+    def put_kit(self, kit: KitRecord) -> bool:
+        """Store ``kit``, replacing the kit of the same key (``created_at_ms`` is kept from
+        it); whether it replaced one."""
+        ...
+
+    def get_kit(self, key: str) -> KitRecord | None:
+        """The kit with this key."""
+        ...
+
+    def list_kits(self) -> list[KitRecord]:
+        """Every kit, by key."""
+        ...
+
+    def delete_kit(self, key: str) -> bool:
+        """Remove a kit, unless it has connections (then nothing changes); whether it was
+        removed. Its forwarding totals are kept."""
+        ...
+
+    def put_kit_connection(self, connection: KitConnection) -> bool:
+        """Create or replace the connection of ``connection.kit`` to its input in its
+        environment (``created_at_ms`` and ``event_subscription_id`` kept from the one it
+        replaces); whether it replaced one. ``secrets`` are stored encrypted where the
+        backend writes to disk."""
+        ...
+
+    def list_kit_connections(self) -> list[KitConnection]:
+        """Every connection, by kit, input, then production before development."""
+        ...
+
+    def remove_kit_connection(self, kit: str, input_id: str, development: bool) -> bool:
+        """Remove one connection; whether it existed."""
+        ...
+
+    def add_forwarded(self, counts: dict[str, int], at_ms: int) -> None:
+        """Add ``counts`` (events by kit name) to the totals, last seen at ``at_ms``."""
+        ...
+
+    def forwarded(self) -> list[KitForwarded]:
+        """The forwarding totals, by kit name."""
+        ...
+
+    def version(self) -> int:
+        """A number that changes whenever kits or connections change."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and files."""
+        ...
+
+
 class OutputStore(Protocol):
     """Outputs (where data goes) and connections (which input feeds which output)."""
 
@@ -682,6 +741,7 @@ class Backend:
     outbox: Outbox
     audiences: AudienceStore
     files: StoreFiles
+    kits: KitStore
     #: The schema scripts opening applied, by component (``patchbay db upgrade`` shows
     #: them); a backend without versioned schemas has none.
     migrations: dict[str, int] = field(default_factory=dict)
@@ -703,6 +763,7 @@ class Backend:
             self.outputs,
             self.outbox,
             self.audiences,
+            self.kits,
         )
         for store in (*stores, *self.resources):
             if id(store) not in closed:

@@ -313,6 +313,64 @@ class ModuleRegistrationEntry(msgspec.Struct, frozen=True):
     registration: bytes
 
 
+# -- embedded (client-side) kits ------------------------------------------------------------
+
+
+class KitRecord(msgspec.Struct, frozen=True):
+    """A registered Web SDK kit (``patchbay.kits``): its key (``name`` or ``name-suffix``, as
+    the SDK keys kit constructors), the SDK's kit name and suffix, its module id, and the
+    settings it declares (JSON objects, see :mod:`patchbay.kits.descriptor`)."""
+
+    key: str
+    name: str
+    module_id: int
+    created_at_ms: int
+    updated_at_ms: int
+    suffix: str | None = None
+    description: str = ""
+    settings: list[dict[str, object]] = []
+
+
+class KitFilters(msgspec.Struct, frozen=True):
+    """What a kit connection keeps from the kit: event types (SDK names, ``Navigation``),
+    event names (``TYPE:NAME``, or a name of any custom event type), screen names, user
+    attribute names and user identity types (SDK names, ``email``) excluded."""
+
+    event_types: list[str] = []
+    event_names: list[str] = []
+    screen_names: list[str] = []
+    user_attributes: list[str] = []
+    user_identities: list[str] = []
+
+
+class KitConnection(msgspec.Struct, frozen=True):
+    """A kit connected to a web input, in production or development: the values of its
+    settings (``secrets``: those of confidential settings, sealed at rest), its filters and
+    its stable ``event_subscription_id``."""
+
+    kit: str
+    input_id: str
+    development: bool
+    event_subscription_id: int
+    created_at_ms: int
+    updated_at_ms: int
+    settings: dict[str, str] = {}
+    secrets: dict[str, str] = {}
+    filters: KitFilters = KitFilters()
+
+    def __repr__(self) -> str:  # never the values: some are secrets
+        env = "development" if self.development else "production"
+        return f"KitConnection(kit={self.kit!r}, input_id={self.input_id!r}, {env})"
+
+
+class KitForwarded(msgspec.Struct, frozen=True):
+    """What the Web SDK reported a kit forwarded: events in total and when last."""
+
+    kit: str
+    events: int
+    last_seen_ms: int
+
+
 # -- outputs, connections and the outbox ---------------------------------------------------
 
 #: A delivery waits (``pending``) until it succeeds (and is removed) or is ``parked``.

@@ -25,6 +25,7 @@ from patchbay.cli.db import db
 from patchbay.cli.deliveries import deliveries
 from patchbay.cli.dev_cert import dev_cert
 from patchbay.cli.inputs import inputs
+from patchbay.cli.kits import kits
 from patchbay.cli.modules import modules
 from patchbay.cli.outputs import outputs
 from patchbay.cli.partner import partner
@@ -66,6 +67,7 @@ for command in (
     connections,
     deliveries,
     audiences,
+    kits,
     db,
     dev_cert,
 ):

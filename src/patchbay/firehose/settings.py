@@ -21,7 +21,7 @@ class BaseSetting(FirehoseStruct, tag_field="type"):
 
     @property
     def type(self) -> SettingType:
-        """The ``type`` discriminator."""
+        """The ``type`` discriminator (of the Firehose types: see :func:`setting_type`)."""
         return SettingType(struct_tag(self))
 
 
@@ -60,3 +60,21 @@ class BooleanSetting(BaseSetting, tag="boolean"):
 
 #: Any setting, chosen by its ``type``.
 Setting = TextSetting | IntegerSetting | FloatSetting | BooleanSetting
+
+
+class SelectSetting(BaseSetting, tag="select", kw_only=True):
+    """A choice among ``options`` (a drop-down). Not a Firehose type: Patchbay's own, for the
+    settings of Web SDK kits (:mod:`patchbay.kits`); a Firehose registration cannot use it."""
+
+    options: list[NonEmptyStr]
+    default_value: str | None = None
+    required: bool = False
+
+
+def setting_type(setting: BaseSetting) -> str:
+    """The ``type`` of any setting, ``select`` included."""
+    return struct_tag(setting)
+
+
+#: A setting of a Web SDK kit: the Firehose types, or a choice.
+KitSetting = TextSetting | IntegerSetting | FloatSetting | BooleanSetting | SelectSetting

@@ -1,8 +1,8 @@
 """The OpenAPI 3.1 document of every HTTP API, served at ``/openapi.json``.
 
 Each API's paths come from a module of its own (:mod:`.events`, :mod:`.idsync`,
-:mod:`.web`, :mod:`.profile`, :mod:`.admin`, :mod:`.service`); request and response bodies are the
-msgspec models the handlers decode and encode, where there are such models.
+:mod:`.web`, :mod:`.profile`, :mod:`.admin`, :mod:`.kits`, :mod:`.service`); request and response
+bodies are the msgspec models the handlers decode and encode, where there are such models.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from patchbay import __version__
 from patchbay.openapi.admin import admin_paths
 from patchbay.openapi.events import events_paths
 from patchbay.openapi.idsync import idsync_paths
+from patchbay.openapi.kits import kits_paths
 from patchbay.openapi.profile import profile_paths
 from patchbay.openapi.service import service_paths
 from patchbay.openapi.spec import Schemas
@@ -76,7 +77,15 @@ def build_openapi(base_url: str) -> dict[str, Any]:
     URL is absolute, as OpenAPI 3.1 requires)."""
     schemas = Schemas()
     paths: dict[str, Any] = {}
-    parts = (events_paths, idsync_paths, web_paths, profile_paths, admin_paths, service_paths)
+    parts = (
+        events_paths,
+        idsync_paths,
+        web_paths,
+        profile_paths,
+        admin_paths,
+        kits_paths,
+        service_paths,
+    )
     for part in parts:
         paths |= part(schemas)
     return {

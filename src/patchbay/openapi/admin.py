@@ -30,7 +30,7 @@ def _count(name: str) -> Doc:
     return {"type": "object", "required": [name], "properties": {name: {"type": "integer"}}}
 
 
-def _operation(
+def admin_operation(
     schemas: Schemas,
     operation_id: str,
     summary: str,
@@ -67,7 +67,7 @@ def _operation(
 
 
 def _activate(schemas: Schemas) -> dict[str, Doc]:
-    op = _operation
+    op = admin_operation
     output = response("The output.", _OBJECT)
     return {
         f"{PREFIX}/outputs": {
@@ -151,7 +151,7 @@ def _activate(schemas: Schemas) -> dict[str, Doc]:
 
 
 def _audiences(schemas: Schemas) -> dict[str, Doc]:
-    op = _operation
+    op = admin_operation
     base = f"{PREFIX}/audiences"
     audience = response("The audience.", _OBJECT)
     definition = {

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -77,6 +77,7 @@ from patchbay.firehose.enums import (
     SystemNotificationType,
     UserIdentityType,
 )
+from patchbay.firehose.settings import KitSetting, SelectSetting
 from patchbay.logs import config_changed
 from patchbay.partner.transport import (
     HttpTarget,
@@ -433,7 +434,7 @@ _SETTING_LISTS: Final = (
     ("audience_processing_registration", "audience_subscription_settings", "audience"),
     ("dsr_processing_registration", "account_settings", "dsr_account"),
 )
-_SETTING_TYPES: Final = frozenset(t.value for t in SettingType)
+_SETTING_TYPES: Final = tuple(t.value for t in SettingType)
 
 
 def _check_raw_settings(data: Mapping[str, Any]) -> Iterable[Problem]:
@@ -443,62 +444,69 @@ def _check_raw_settings(data: Mapping[str, Any]) -> Iterable[Problem]:
         registration = data.get(kind)
         if not isinstance(registration, Mapping) or registration.get(key) is None:
             continue
-        settings = registration[key]
-        base = f"$.{kind}.{key}"
-        if not isinstance(settings, list):
-            yield Problem("settings", base, "expected a list of settings")
+        yield from check_raw_settings(
+            registration[key], f"$.{kind}.{key}", seen.setdefault(scope, {})
+        )
+
+
+def check_raw_settings(
+    settings: Any, base: str, ids: dict[str, str], types: Collection[str] = _SETTING_TYPES
+) -> Iterable[Problem]:
+    """Checks on the JSON of a list of settings at ``base`` (a JSON path) before parsing:
+    each an object with an id, a name and one of ``types``, flags of the right type, no id
+    repeated (``ids``: those seen so far, with where)."""
+    if not isinstance(settings, list):
+        yield Problem("settings", base, "expected a list of settings")
+        return
+    for i, setting in enumerate(settings):
+        path = f"{base}[{i}]"
+        if not isinstance(setting, Mapping):
+            yield Problem("settings", path, "a setting must be an object")
             continue
-        for i, setting in enumerate(settings):
-            path = f"{base}[{i}]"
-            if not isinstance(setting, Mapping):
-                yield Problem("settings", path, "a setting must be an object")
-                continue
-            setting_id = setting.get("id")
-            label = f"setting {setting_id!r}" if isinstance(setting_id, str) else "setting"
-            if not isinstance(setting_id, str) or not setting_id.strip():
-                yield Problem("settings", f"{path}.id", "setting without an id")
-            kind_of = setting.get("type")
-            if kind_of not in _SETTING_TYPES:
-                got = "no type" if kind_of is None else f"unknown type {kind_of!r}"
+        setting_id = setting.get("id")
+        label = f"setting {setting_id!r}" if isinstance(setting_id, str) else "setting"
+        if not isinstance(setting_id, str) or not setting_id.strip():
+            yield Problem("settings", f"{path}.id", "setting without an id")
+        kind_of = setting.get("type")
+        if kind_of not in types:
+            got = "no type" if kind_of is None else f"unknown type {kind_of!r}"
+            choices = ", ".join(repr(t) for t in types)
+            yield Problem(
+                "settings", f"{path}.type", f"{label} has {got}: expected one of {choices}"
+            )
+        name = setting.get("name")
+        if not isinstance(name, str) or not name.strip():
+            required = " required" if setting.get("required") is True else ""
+            yield Problem("settings", f"{path}.name", f"{required} {label} has no name".strip())
+        for flag in ("required", "confidential", "visible"):
+            if flag in setting and not isinstance(setting[flag], bool | None):
                 yield Problem(
                     "settings",
-                    f"{path}.type",
-                    f"{label} has {got}: expected one of {_choices(SettingType)}",
+                    f"{path}.{flag}",
+                    f"{label}: {flag} must be true or false, got {setting[flag]!r}",
                 )
-            name = setting.get("name")
-            if not isinstance(name, str) or not name.strip():
-                required = " required" if setting.get("required") is True else ""
-                yield Problem("settings", f"{path}.name", f"{required} {label} has no name".strip())
-            for flag in ("required", "confidential", "visible"):
-                if flag in setting and not isinstance(setting[flag], bool | None):
-                    yield Problem(
-                        "settings",
-                        f"{path}.{flag}",
-                        f"{label}: {flag} must be true or false, got {setting[flag]!r}",
-                    )
-            if setting.get("confidential") is True and kind_of != "text":
+        if setting.get("confidential") is True and kind_of != "text":
+            yield Problem(
+                "settings",
+                f"{path}.confidential",
+                f"{label}: only text settings can be confidential",
+            )
+        if kind_of == "boolean" and setting.get("required") is not None:
+            yield Problem(
+                "settings",
+                f"{path}.required",
+                f"{label}: boolean settings have no 'required' (ignored)",
+                "warning",
+            )
+        if isinstance(setting_id, str) and setting_id.strip():
+            if setting_id in ids:
                 yield Problem(
                     "settings",
-                    f"{path}.confidential",
-                    f"{label}: only text settings can be confidential",
+                    f"{path}.id",
+                    f"duplicate setting id {setting_id!r} (also at {ids[setting_id]})",
                 )
-            if kind_of == "boolean" and setting.get("required") is not None:
-                yield Problem(
-                    "settings",
-                    f"{path}.required",
-                    f"{label}: boolean settings have no 'required' (ignored)",
-                    "warning",
-                )
-            if isinstance(setting_id, str) and setting_id.strip():
-                ids = seen.setdefault(scope, {})
-                if setting_id in ids:
-                    yield Problem(
-                        "settings",
-                        f"{path}.id",
-                        f"duplicate setting id {setting_id!r} (also at {ids[setting_id]})",
-                    )
-                else:
-                    ids[setting_id] = path
+            else:
+                ids[setting_id] = path
 
 
 def _choices(enum: type[StrEnum]) -> str:
@@ -608,7 +616,9 @@ def _check_permissions(permissions: Permissions) -> Iterable[Problem]:
         )
 
 
-def _check_settings(settings: Sequence[Setting], path: str, hidden_ok: bool) -> Iterable[Problem]:
+def check_settings(settings: Sequence[KitSetting], path: str, hidden_ok: bool) -> Iterable[Problem]:
+    """Checks on parsed settings at ``path``: bounds and defaults within them, a choice's
+    options and default, required settings customers cannot see."""
     for i, setting in enumerate(settings):
         where = f"{path}[{i}]"
         label = f"setting {setting.id!r}"
@@ -626,9 +636,11 @@ def _check_settings(settings: Sequence[Setting], path: str, hidden_ok: bool) -> 
                     f"{where}.default_value",
                     f"{label}: default_value {default} is outside [{low}, {high}]",
                 )
-        required = isinstance(setting, TextSetting | IntegerSetting | FloatSetting) and (
-            setting.required
-        )
+        if isinstance(setting, SelectSetting):
+            yield from _check_select(setting, where)
+        required = isinstance(
+            setting, TextSetting | IntegerSetting | FloatSetting | SelectSetting
+        ) and (setting.required)
         default_value = getattr(setting, "default_value", None)
         if required and not setting.visible and default_value is None and not hidden_ok:
             yield Problem(
@@ -639,12 +651,27 @@ def _check_settings(settings: Sequence[Setting], path: str, hidden_ok: bool) -> 
             )
 
 
+def _check_select(setting: SelectSetting, where: str) -> Iterable[Problem]:
+    label = f"setting {setting.id!r}"
+    if not setting.options:
+        yield Problem("settings", f"{where}.options", f"{label}: a select needs options")
+    for i, option in enumerate(setting.options):
+        if option in setting.options[:i]:
+            yield Problem("settings", f"{where}.options[{i}]", f"{label}: {option!r} is repeated")
+    if setting.default_value is not None and setting.default_value not in setting.options:
+        yield Problem(
+            "settings",
+            f"{where}.default_value",
+            f"{label}: default_value {setting.default_value!r} is not one of its options",
+        )
+
+
 def _check_event_registration(
     events: EventProcessingRegistration, permissions: Permissions | None
 ) -> Iterable[Problem]:
     base = "$.event_processing_registration"
-    yield from _check_settings(events.account_settings, f"{base}.account_settings", False)
-    yield from _check_settings(
+    yield from check_settings(events.account_settings, f"{base}.account_settings", False)
+    yield from check_settings(
         events.event_connection_settings, f"{base}.event_connection_settings", False
     )
     types = events.supported_event_types
@@ -714,8 +741,8 @@ def _check_event_registration(
 
 def _check_audience_registration(audience: AudienceProcessingRegistration) -> Iterable[Problem]:
     base = "$.audience_processing_registration"
-    yield from _check_settings(audience.account_settings, f"{base}.account_settings", False)
-    yield from _check_settings(
+    yield from check_settings(audience.account_settings, f"{base}.account_settings", False)
+    yield from check_settings(
         audience.audience_subscription_settings, f"{base}.audience_subscription_settings", True
     )
     bulk = audience.bulk_configuration
@@ -732,7 +759,7 @@ def _check_audience_registration(audience: AudienceProcessingRegistration) -> It
 
 def _check_dsr_registration(dsr: DsrProcessingRegistration) -> Iterable[Problem]:
     base = "$.dsr_processing_registration"
-    yield from _check_settings(dsr.account_settings, f"{base}.account_settings", False)
+    yield from check_settings(dsr.account_settings, f"{base}.account_settings", False)
     if not dsr.supported_dsr_types:
         yield Problem(
             "supported_types",

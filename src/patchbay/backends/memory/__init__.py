@@ -11,6 +11,7 @@ from patchbay.backends.abstract import Backend
 from patchbay.backends.memory.api_clients import MemoryApiClientStore
 from patchbay.backends.memory.audiences import MemoryAudienceStore
 from patchbay.backends.memory.inputs import MemoryInputStore
+from patchbay.backends.memory.kits import MemoryKitStore
 from patchbay.backends.memory.log import MemoryBatchLog, MemoryDedupIndex
 from patchbay.backends.memory.modules import MemoryModuleStore
 from patchbay.backends.memory.outbox import MemoryOutbox
@@ -47,4 +48,5 @@ def open_memory(partitions: int = 1) -> Backend:
         outbox=outbox,
         audiences=MemoryAudienceStore(),
         files=MemoryFiles(),
+        kits=MemoryKitStore(),
     )

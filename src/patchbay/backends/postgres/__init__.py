@@ -16,6 +16,7 @@ from patchbay.backends.postgres.db import PostgresDatabase, SchemaTooNew, masked
 from patchbay.backends.postgres.dedup import PostgresDedupIndex
 from patchbay.backends.postgres.files import PostgresFiles
 from patchbay.backends.postgres.inputs import PostgresInputStore
+from patchbay.backends.postgres.kits import PostgresKitStore
 from patchbay.backends.postgres.modules import PostgresModuleStore
 from patchbay.backends.postgres.outbox import PostgresOutbox
 from patchbay.backends.postgres.positions import PostgresStagePositions
@@ -49,6 +50,7 @@ def open_postgres(
         outbox=outbox,
         audiences=PostgresAudienceStore(db, box),
         files=PostgresFiles(db),
+        kits=PostgresKitStore(db, box),
         migrations=dict(db.applied),
         resources=(db,),
     )

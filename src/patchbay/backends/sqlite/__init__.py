@@ -1,6 +1,7 @@
 """The embedded backend: SQLite files in the data directory, the default.
 
-* ``patchbay.db``: the batch log, the de-duplication index, inputs, API clients and modules;
+* ``patchbay.db``: the batch log, the de-duplication index, inputs, API clients, modules
+  and kits;
 * ``state.db``: the resolve state (profiles, identity links, merges, resolved users, the
   checkpoints of every stage), apart so that collecting and resolving never share a lock;
 * ``deliveries.db``: outputs, connections and the outbox, apart so that a busy outbox never
@@ -38,6 +39,7 @@ from patchbay.backends.sqlite.db import Durability, SqliteDatabase
 from patchbay.backends.sqlite.dedup import SqliteDedupIndex
 from patchbay.backends.sqlite.files import SqliteFiles
 from patchbay.backends.sqlite.inputs import SqliteInputStore
+from patchbay.backends.sqlite.kits import SqliteKitStore
 from patchbay.backends.sqlite.log import DB_FILE, SqliteBatchLog
 from patchbay.backends.sqlite.modules import SqliteModuleStore
 from patchbay.backends.sqlite.outbox import DELIVERIES_FILE, SqliteOutbox
@@ -126,6 +128,7 @@ def open_sqlite(
             outbox=outbox,
             audiences=SqliteAudienceStore(segment, box),
             files=files,
+            kits=SqliteKitStore(main, box),
         )
     except (OSError, sqlite3.Error, StorageFull) as exc:
         for db in opened:
