@@ -1,6 +1,8 @@
 """Client-side kits configured by Patchbay: the Web SDK fetches its configuration
 (``GET /tags/JS/v2/{key}/config``) and starts the Braze kit (npm
 ``@mparticle/web-braze-kit``) connected to the input, with the settings Patchbay gives it;
+the kit gets the events the connection's filters let through and not the others, and the
+forwarding statistics the SDK reports reach Patchbay (``/metrics``, ``kits show``).
 Braze's own calls go to the test site's stub. Skipped where the endpoint is not served."""
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ def connect_braze_kit(server: Server, cluster_host: str) -> None:
         "--input",
         server.credentials.id,
         *flags,
+        "--exclude-event-name",
+        "Filtered event",
+        "--exclude-event-type",
+        "Navigation",
         data_dir=server.data_dir,
     )
     assert done.returncode == 0, done.stderr
@@ -59,7 +65,41 @@ def test_the_braze_kit_starts_with_patchbays_settings(
     assert (name, module_id, settings["apiKey"]) == ("Appboy", 28, BRAZE_API_KEY)
     assert json.loads(settings["cluster"]) == {"JS": site.braze_host}
 
-    sdk.run("mParticle.logEvent('Kit event', mParticle.EventType.Other)")
+    # what the SDK hands the kit, recorded on the way in (filters apply before)
+    sdk.run(
+        """() => {
+            window.__kitEvents = [];
+            const kit = mParticle._getActiveForwarders()[0];
+            const process = kit.process.bind(kit);
+            kit.process = (event) => {
+                window.__kitEvents.push(event.EventName);
+                return process(event);
+            };
+        }"""
+    )
+    sdk.run(
+        """() => {
+            mParticle.logEvent('Kit event', mParticle.EventType.Other);
+            mParticle.logEvent('Filtered event', mParticle.EventType.Other);
+            mParticle.logEvent('Menu opened', mParticle.EventType.Navigation);
+            mParticle.logEvent('Second kit event', mParticle.EventType.Other);
+        }"""
+    )
+    sdk.wait_for("window.__kitEvents.includes('Second kit event')", "the kit's second event")
+    assert sdk.run("window.__kitEvents") == ["Kit event", "Second kit event"]
+    # the SDK's forwarding statistics, in /metrics and kept with the kit
+    metric = (
+        'patchbay_kit_forwarded_events_total{event_type="custom_event",input="website",'
+        'kit="Appboy"} 2.0'
+    )
+    wait_until(lambda: metric in patchbay.get("/metrics")[1].decode(), "the statistics")
+
+    def forwarded() -> int:
+        done = run_cli("kits", "show", "Appboy-v4", "--json", data_dir=patchbay.data_dir)
+        assert done.returncode == 0, done.stderr
+        return int(json.loads(done.stdout)["forwarded"]["events"])
+
+    wait_until(lambda: forwarded() >= 2, "the statistics kept with the kit")
     sent = wait_until(
         lambda: [r for r in site.braze if r.path.startswith("/braze/api/v3/")],
         "Braze's first request to the stub",
@@ -67,4 +107,7 @@ def test_the_braze_kit_starts_with_patchbays_settings(
     )
     assert sent[0].headers.get("X-Braze-Api-Key") == BRAZE_API_KEY
     assert any(mpid in r.body.decode(errors="replace") for r in sent)
+    # what reached Braze is what the kit was given
+    bodies = " ".join(r.body.decode(errors="replace") for r in site.braze)
+    assert "Filtered event" not in bodies and "Menu opened" not in bodies
     assert sdk.hosts() <= {"127.0.0.1", "localhost"}
