@@ -69,7 +69,7 @@ def batch(i: int) -> dict[str, object]:
 def test_collect_resolve_and_deliver_on_kafka_and_postgresql(
     scaled: str, tmp_path: Path, data_dir: Path
 ) -> None:
-    assert "inputs: 1 migration applied" in cli(data_dir, "db", "upgrade")
+    assert "inputs: 2 migrations applied" in cli(data_dir, "db", "upgrade")
     assert "inputs: up to date" in cli(data_dir, "db", "upgrade")
     credentials = add_input(data_dir, "app")
     rec = Recorder()
