@@ -24,6 +24,7 @@ Routes (JSON in and out)::
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
@@ -85,6 +86,11 @@ def json_response(value: Any, status: int = 200) -> Response:
 def admin_error(message: str, status: int, headers: dict[str, str] | None = None) -> Response:
     """An error in the one shape, plus the ``error`` field this API answered with before."""
     return error_response(status, status_code(status), message, headers, legacy=True)
+
+
+async def in_thread(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``function(*args, **kwargs)`` on a worker thread: the services' stores block."""
+    return await asyncio.to_thread(function, *args, **kwargs)
 
 
 class AdminApi:
@@ -162,8 +168,20 @@ class AdminApi:
         except StorageFull as exc:  # the store rolled the change back
             return storage_full_response(request.url.path, exc, legacy=True)
 
-    async def _call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return await asyncio.to_thread(function, *args, **kwargs)
+    def guard_errors(self, handler: Handler, errors: tuple[type[Exception], ...]) -> Handler:
+        """:meth:`guard`, with a service's ``errors`` answered in the one shape: 404 when
+        their ``not_found`` is set, else 400 (the admin routes of other stages)."""
+
+        @functools.wraps(handler)
+        async def handled(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except errors as exc:
+                return admin_error(str(exc), 404 if getattr(exc, "not_found", False) else 400)
+
+        return self.guard(handled)
+
+    _call = staticmethod(in_thread)
 
     async def list_outputs(self, request: Request) -> Response:
         return json_response(await self._call(self._service.list_outputs))

@@ -16,7 +16,6 @@ import fcntl
 import os
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -26,14 +25,13 @@ import msgspec
 from patchbay.cli.common import (
     data_dir_option,
     echo_mapping,
-    opened,
     parse_settings_args,
     pass_settings,
     print_json,
+    service_of,
     setting_option,
     table,
 )
-from patchbay.clock import SystemClock
 from patchbay.locking import LOCK_FILE
 from patchbay.settings import Settings
 
@@ -48,16 +46,11 @@ POLL_INTERVAL_S: Final = 0.5
 TIMED_OUT_EXIT: Final = 3
 
 
-@contextlib.contextmanager
-def audience_service(settings: Settings) -> Iterator[AudienceService]:
+def audience_service(settings: Settings) -> contextlib.AbstractContextManager[AudienceService]:
     """The audience service over the settings' backend; its errors become CLI errors."""
     from patchbay.segment.service import AudienceError, AudienceService
 
-    with opened(settings) as backend:
-        try:
-            yield AudienceService(backend, SystemClock())
-        except AudienceError as exc:
-            raise click.ClickException(str(exc)) from None
+    return service_of(settings, AudienceService, AudienceError)
 
 
 # -- is serve running? ---------------------------------------------------------------------

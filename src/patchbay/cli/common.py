@@ -6,7 +6,7 @@ import contextlib
 import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import msgspec
@@ -217,16 +217,32 @@ class DurationType(click.ParamType[float, Any]):
 DURATION = DurationType()
 
 
+_Service = TypeVar("_Service")
+
+
 @contextlib.contextmanager
-def activate_service(settings: Settings) -> Iterator[ActivateService]:
+def service_of(
+    settings: Settings,
+    make: Callable[[Backend, SystemClock], _Service],
+    errors: type[Exception],
+) -> Iterator[_Service]:
+    """A stage's service (``make(backend, clock)``) over the settings' backend
+    (:func:`opened`); its ``errors`` become CLI errors."""
+    with opened(settings) as backend:
+        try:
+            yield make(backend, SystemClock())
+        except errors as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+def activate_service(settings: Settings) -> contextlib.AbstractContextManager[ActivateService]:
     """The outputs/connections/deliveries service; its errors become CLI errors."""
     from patchbay.activate.service import ActivateError, ActivateService
 
-    with opened(settings) as backend:
-        try:
-            yield ActivateService.from_settings(backend, SystemClock(), settings)
-        except ActivateError as exc:
-            raise click.ClickException(str(exc)) from None
+    def make(backend: Backend, clock: SystemClock) -> ActivateService:
+        return ActivateService.from_settings(backend, clock, settings)
+
+    return service_of(settings, make, ActivateError)
 
 
 @contextlib.contextmanager

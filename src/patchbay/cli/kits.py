@@ -9,7 +9,6 @@ second.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,29 +18,23 @@ import msgspec
 from patchbay.cli.common import (
     data_dir_option,
     echo_mapping,
-    opened,
     parse_settings_args,
     pass_settings,
     print_json,
+    service_of,
     table,
 )
-from patchbay.clock import SystemClock
 from patchbay.settings import Settings
 
 if TYPE_CHECKING:
     from patchbay.kits.service import KitService
 
 
-@contextlib.contextmanager
-def kit_service(settings: Settings) -> Iterator[KitService]:
+def kit_service(settings: Settings) -> contextlib.AbstractContextManager[KitService]:
     """The kit service over the settings' backend; its errors become CLI errors."""
     from patchbay.kits.service import KitError, KitService
 
-    with opened(settings) as backend:
-        try:
-            yield KitService(backend, SystemClock())
-        except KitError as exc:
-            raise click.ClickException(str(exc)) from None
+    return service_of(settings, KitService, KitError)
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")

@@ -21,17 +21,18 @@ other ``/admin/v1`` path with 404.
 
 from __future__ import annotations
 
-import asyncio
-import functools
-from collections.abc import Callable
-from typing import Any
-
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from patchbay.activate.admin_http import PREFIX, AdminApi, Handler, admin_error, json_response
+from patchbay.activate.admin_http import (
+    PREFIX,
+    AdminApi,
+    Handler,
+    in_thread,
+    json_response,
+)
 from patchbay.backends.records import KitFilters
 from patchbay.kits.descriptor import DescriptorError
 from patchbay.kits.service import KitError, KitService
@@ -54,19 +55,9 @@ class KitAdminApi:
         self._admin = admin
 
     def _guard(self, handler: Handler) -> Handler:
-        @functools.wraps(handler)
-        async def handled(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except KitError as exc:
-                return admin_error(str(exc), 404 if exc.not_found else 400)
-            except DescriptorError as exc:
-                return admin_error(str(exc), 400)
+        return self._admin.guard_errors(handler, (KitError, DescriptorError))
 
-        return self._admin.guard(handled)
-
-    async def _call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return await asyncio.to_thread(function, *args, **kwargs)
+    _call = staticmethod(in_thread)
 
     async def list_kits(self, request: Request) -> Response:
         return json_response(await self._call(self._service.list_kits))

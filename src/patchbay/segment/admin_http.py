@@ -24,9 +24,6 @@ whose last route answers every other ``/admin/v1`` path with 404.
 
 from __future__ import annotations
 
-import asyncio
-import functools
-from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -34,7 +31,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from patchbay.activate.admin_http import PREFIX, AdminApi, Handler, admin_error, json_response
+from patchbay.activate.admin_http import (
+    PREFIX,
+    AdminApi,
+    Handler,
+    in_thread,
+    json_response,
+)
 from patchbay.http.body import media_type
 from patchbay.segment.service import DEFAULT_PAGE, AudienceError, AudienceService
 
@@ -58,17 +61,9 @@ class AudienceAdminApi:
         self._admin = admin
 
     def _guard(self, handler: Handler) -> Handler:
-        @functools.wraps(handler)
-        async def handled(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except AudienceError as exc:
-                return admin_error(str(exc), 404 if exc.not_found else 400)
+        return self._admin.guard_errors(handler, (AudienceError,))
 
-        return self._admin.guard(handled)
-
-    async def _call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return await asyncio.to_thread(function, *args, **kwargs)
+    _call = staticmethod(in_thread)
 
     async def _definition(self, request: Request) -> str | dict[str, Any]:
         """The body: YAML text (by its content type), else a JSON object."""
