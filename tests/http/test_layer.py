@@ -65,9 +65,17 @@ def app(metrics: Metrics) -> Starlette:
     )
 
 
-def call(app: Starlette, method: str, path: str, headers: dict[str, str] | None = None) -> Answer:
-    """One request straight to the ASGI app: status, lower-cased headers, body."""
+def call(
+    app: Starlette,
+    method: str,
+    path: str,
+    headers: dict[str, str] | None = None,
+    body: bytes = b"",
+) -> Answer:
+    """One request straight to the ASGI app (``path`` may have a query string): status,
+    lower-cased headers, body."""
     messages: list[Message] = []
+    path, _, query = path.partition("?")
     scope: dict[str, Any] = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -77,14 +85,14 @@ def call(app: Starlette, method: str, path: str, headers: dict[str, str] | None 
         "path": path,
         "raw_path": path.encode(),
         "root_path": "",
-        "query_string": b"",
+        "query_string": query.encode(),
         "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
         "client": ("127.0.0.1", 50000),
         "server": ("testserver", 80),
     }
 
     async def receive() -> Message:
-        return {"type": "http.request", "body": b"", "more_body": False}
+        return {"type": "http.request", "body": body, "more_body": False}
 
     async def send(message: Message) -> None:
         messages.append(message)
@@ -97,8 +105,8 @@ def call(app: Starlette, method: str, path: str, headers: dict[str, str] | None 
 
     asyncio.run(run())
     start = messages[0]
-    body = b"".join(m.get("body", b"") for m in messages[1:])
-    return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, body
+    answered = b"".join(m.get("body", b"") for m in messages[1:])
+    return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, answered
 
 
 def one_error(answer: Answer) -> dict[str, str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
 
 from patchbay.backends.abstract import Backend
 from patchbay.backends.records import KitForwarded
@@ -16,6 +17,7 @@ from patchbay.clock import ManualClock
 from patchbay.collect.inputs import create_input
 from patchbay.kits.http import CACHE_TTL_S, ForwardingStat, KitsApi
 from patchbay.kits.service import KitService
+from tests.http.test_layer import call
 
 MIXPANEL = Path(__file__).parents[2] / "examples" / "kits" / "mixpanel.json"
 
@@ -90,3 +92,27 @@ def test_forwarding_counts_are_flushed_and_kept_on_failure(
         KitForwarded("77", 1, now),
         KitForwarded("MixpanelEventForwarder", 2, now),
     ]
+
+
+def test_config_and_forwarding_keep_to_the_inputs_rate_limit(
+    backend: Backend, service: KitService, clock: ManualClock
+) -> None:
+    """Each route takes a token of the input's bucket per request (the Events API's limit,
+    per second): over it, a 429 with ``Retry-After``; a second later, answered again."""
+    create_input(backend.inputs, "limited", "web", 2, clock)
+    limited = backend.inputs.get_input("limited")
+    assert limited is not None
+    key = backend.inputs.credentials(limited.id)[0].key
+    app = Starlette(routes=KitsApi(service, clock, CollectorRegistry()).routes())
+    stat = json.dumps({"mid": 10, "dt": 4, "n": "e"}).encode()
+    for method, path, body, ok in (
+        ("GET", f"/tags/JS/v2/{key}/config?env=0", b"", 200),
+        ("POST", f"/webevents/v1/JS/{key}/Forwarding", stat, 202),
+    ):
+        assert [call(app, method, path, body=body)[0] for _ in range(2)] == [ok, ok]
+        status, headers, answer = call(app, method, path, body=body)
+        assert (status, headers["retry-after"]) == (429, "1")
+        assert json.loads(answer)["errors"][0]["code"] == "TOO_MANY_REQUESTS"
+        clock.advance(1.0)
+        assert call(app, method, path, body=body)[0] == ok
+        clock.advance(1.0)

@@ -1,6 +1,7 @@
 """``GET /nativesdks/v1/{key}/audience?mpid=N`` against a real ``patchbay serve`` (the
 conftest ``server``): the audience ids of a user the web input has seen, computed by the
-segment stage from a batch the Web SDK uploaded; nothing for other users; 401 and 422."""
+segment stage from a batch the Web SDK uploaded; nothing for other users; 401, 422 and the
+input's rate limit."""
 
 from __future__ import annotations
 
@@ -84,3 +85,12 @@ def test_the_audiences_of_a_user_the_web_input_has_seen(
         assert status == 401
         assert body["errors"][0]["code"] == "UNAUTHORIZED"
         assert headers["access-control-allow-origin"] == "*"
+
+    # the input's rate limit (the Events API's, per second) applies here too
+    limited = add_input(data_dir, "limited-site", "web", rate_limit=1)
+    answers = [get(server, f"/nativesdks/v1/{limited.key}/audience?mpid=1") for _ in range(5)]
+    assert answers[0][0] == 200
+    refused = [a for a in answers if a[0] == 429]
+    assert refused, [a[0] for a in answers]
+    assert refused[0][1]["retry-after"] == "1"
+    assert refused[0][2]["errors"][0]["code"] == "TOO_MANY_REQUESTS"

@@ -31,7 +31,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from patchbay.backends.records import Input
 from patchbay.clock import Clock
+from patchbay.collect.ratelimit import RateLimiter, over_limit
 from patchbay.http.body import BodyError, read_body
 from patchbay.http.errors import error_response
 from patchbay.kits.service import KitService, workspace_token
@@ -117,7 +119,8 @@ class KitsApi:
         self._metrics = KitMetrics(registry)
         self._max_body = max_body_bytes
         self._cache: dict[tuple[str, bool], _Cached] = {}
-        self._names: dict[str, tuple[str | None, float]] = {}
+        self._inputs: dict[str, tuple[Input | None, float]] = {}
+        self._limiter = RateLimiter(clock)
         self._modules: dict[int, str] = {}
         self._unknown: set[int] = set()
         self._version: int | None = None
@@ -163,21 +166,38 @@ class KitsApi:
         }
         return msgspec.json.encode(config)
 
-    def _input_name(self, key: str) -> str | None:
+    def _input(self, key: str) -> Input | None:
+        """The enabled web input of ``key`` (kept :data:`CACHE_TTL_S`, as the configs)."""
+        self._fresh()
         now = self._clock.monotonic()
-        hit = self._names.get(key)
+        hit = self._inputs.get(key)
         if hit is not None and now - hit[1] < CACHE_TTL_S:
             return hit[0]
-        input_ = self._service.web_input(key)
-        name = input_.name if input_ else None
-        self._names[key] = (name, now)
-        return name
+        found = self._service.web_input(key)
+        self._inputs[key] = (found, now)
+        return found
+
+    def _refused(self, key: str, what: str) -> tuple[Input | None, Response | None]:
+        """The input of ``key`` or the 401 of an unknown key, and the 429 of a request
+        over the input's rate limit (the one the Events API applies to its batches)."""
+        found = self._input(key)
+        if found is None:
+            return None, _unknown_key()
+        decision = self._limiter.take(found.id, found.rate_limit, 1)
+        if not decision.allowed:
+            message, headers = over_limit(decision, found.rate_limit, what)
+            return found, error_response(429, "TOO_MANY_REQUESTS", message, headers)
+        return found, None
 
     # -- routes ----------------------------------------------------------------------------
 
     async def config(self, request: Request) -> Response:
+        key = request.path_params["key"]
+        _, refused = await asyncio.to_thread(self._refused, key, "config requests")
+        if refused is not None:
+            return refused
         development = request.query_params.get("env") == "1"
-        body = await asyncio.to_thread(self._cached, request.path_params["key"], development)
+        body = await asyncio.to_thread(self._cached, key, development)
         if body is None:
             return _unknown_key()
         return Response(body, 200, media_type="application/json")
@@ -206,15 +226,13 @@ class KitsApi:
             )
         except msgspec.MsgspecError as exc:
             return error_response(422, _UNPROCESSABLE, str(exc))
-        name = await asyncio.to_thread(self._input_known, request.path_params["key"])
-        if name is None:
-            return _unknown_key()
-        self.count(name, stats)
+        found, refused = await asyncio.to_thread(
+            self._refused, request.path_params["key"], "forwarding reports"
+        )
+        if refused is not None or found is None:
+            return refused or _unknown_key()
+        self.count(found.name, stats)
         return Response(status_code=202)
-
-    def _input_known(self, key: str) -> str | None:
-        self._fresh()
-        return self._input_name(key)
 
     def count(self, input_name: str, stats: list[ForwardingStat]) -> None:
         """Count ``stats`` of the input ``input_name``."""

@@ -21,7 +21,7 @@ from patchbay.activate.outputs import confidential_ids, iso_ms, masked, validate
 from patchbay.backends.abstract import Backend
 from patchbay.backends.records import Input, KitConnection, KitFilters, KitRecord
 from patchbay.clock import Clock
-from patchbay.collect.inputs import KEY_ONLY_TYPE
+from patchbay.collect.inputs import KEY_ONLY_TYPE, web_input
 from patchbay.errors import PatchbayError
 from patchbay.firehose.errors import SettingError
 from patchbay.firehose.settings import BooleanSetting, KitSetting
@@ -341,13 +341,7 @@ class KitService:
 
     def web_input(self, key: str) -> Input | None:
         """The enabled web input whose enabled key this is."""
-        found = self.inputs.find_credential(key)
-        if found is None:
-            return None
-        credential, input_ = found
-        if not (credential.enabled and input_.enabled and input_.type == KEY_ONLY_TYPE):
-            return None
-        return input_
+        return web_input(self.inputs, key)
 
     def kit_configs(self, input_id: str, development: bool) -> list[dict[str, Any]]:
         """The ``kitConfigs`` of an input's config in one environment."""

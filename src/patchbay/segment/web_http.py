@@ -26,6 +26,7 @@ from patchbay.backends.records import Input
 from patchbay.clock import Clock
 from patchbay.collect.fields import parse_mpid
 from patchbay.collect.inputs import web_input
+from patchbay.collect.ratelimit import RateLimiter, over_limit
 from patchbay.collect.web import web_key_refusal
 from patchbay.http.reject import Refusals
 from patchbay.metrics import Metrics
@@ -71,6 +72,7 @@ class WebAudienceApi:
         self._memberships = memberships
         self._clock = clock
         self._reject = Refusals(metrics, log)
+        self._limiter = RateLimiter(clock)
 
     def routes(self) -> list[Route]:
         """The Starlette route."""
@@ -82,6 +84,12 @@ class WebAudienceApi:
         item = web_input(self._inputs, key)
         if item is None:
             return web_key_refusal(self._reject, request, "audience", self.ROUTE, key)
+        decision = self._limiter.take(item.id, item.rate_limit, 1)
+        if not decision.allowed:
+            message, headers = over_limit(decision, item.rate_limit, "audience requests")
+            return self._reject(
+                self.ROUTE, 429, "TOO_MANY_REQUESTS", message, "rate_limited", headers
+            )
         text = request.query_params.get("mpid")
         try:
             if text is None:
