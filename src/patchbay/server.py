@@ -234,7 +234,7 @@ def ingest_part(shared: Shared, admin_token: str | None) -> tuple[Part, EventsAp
     audience_service = AudienceService(backend, clock)
     audience_admin_api = AudienceAdminApi(audience_service, admin_api)
     kit_service = KitService(backend, clock)
-    kits_api = KitsApi(kit_service, clock, metrics.registry, settings.max_request_bytes)
+    kits_api = KitsApi(kit_service, clock, metrics, settings.max_request_bytes)
     kit_admin_api = KitAdminApi(kit_service, admin_api)
     profile_api = ProfileApi(
         backend.api_clients,

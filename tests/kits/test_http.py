@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
 from patchbay.backends.abstract import Backend
@@ -17,6 +16,7 @@ from patchbay.clock import ManualClock
 from patchbay.collect.inputs import create_input
 from patchbay.kits.http import CACHE_TTL_S, ForwardingStat, KitsApi
 from patchbay.kits.service import KitService
+from patchbay.metrics import Metrics
 from tests.http.test_layer import call
 
 MIXPANEL = Path(__file__).parents[2] / "examples" / "kits" / "mixpanel.json"
@@ -47,7 +47,7 @@ def kit_names(body: bytes | None) -> list[str]:
 
 
 def test_config_cache(backend: Backend, service: KitService, clock: ManualClock) -> None:
-    api = KitsApi(service, clock, CollectorRegistry())
+    api = KitsApi(service, clock, Metrics())
     key = key_of(backend)
     builds = 0
     build = api._build
@@ -74,7 +74,7 @@ def test_config_cache(backend: Backend, service: KitService, clock: ManualClock)
 def test_forwarding_counts_are_flushed_and_kept_on_failure(
     backend: Backend, service: KitService, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    api = KitsApi(service, clock, CollectorRegistry())
+    api = KitsApi(service, clock, Metrics())
     api._fresh()
     api.count("site", [ForwardingStat(mid=10, dt=4), ForwardingStat(mid=77)])
 
@@ -103,7 +103,7 @@ def test_config_and_forwarding_keep_to_the_inputs_rate_limit(
     limited = backend.inputs.get_input("limited")
     assert limited is not None
     key = backend.inputs.credentials(limited.id)[0].key
-    app = Starlette(routes=KitsApi(service, clock, CollectorRegistry()).routes())
+    app = Starlette(routes=KitsApi(service, clock, Metrics()).routes())
     stat = json.dumps({"mid": 10, "dt": 4, "n": "e"}).encode()
     for method, path, body, ok in (
         ("GET", f"/tags/JS/v2/{key}/config?env=0", b"", 200),

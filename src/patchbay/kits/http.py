@@ -34,11 +34,17 @@ from starlette.routing import Route
 from patchbay.backends.records import Input
 from patchbay.clock import Clock
 from patchbay.collect.ratelimit import RateLimiter, over_limit
+from patchbay.collect.web import web_key_refusal
 from patchbay.http.body import BodyError, read_body
-from patchbay.http.errors import error_response
+from patchbay.http.reject import Refusals
 from patchbay.kits.service import KitService, workspace_token
+from patchbay.metrics import Metrics
 
 log = structlog.get_logger("patchbay.kits")
+
+CONFIG_ROUTE: Final = "/tags/JS/v2/{key}/config"
+FORWARDING_V1_ROUTE: Final = "/webevents/v1/JS/{key}/Forwarding"
+FORWARDING_V2_ROUTE: Final = "/webevents/v2/JS/{key}/Forwarding"
 
 #: The SDK flags every config carries: uploads batched every 5 seconds (commerce events,
 #: identity changes and page unloads are sent at once whatever this says). Never
@@ -100,7 +106,7 @@ class KitMetrics:
 
 
 class _Cached(msgspec.Struct):
-    body: bytes | None  # None: the key is no web input's
+    body: bytes
     at: float
 
 
@@ -111,12 +117,13 @@ class KitsApi:
         self,
         service: KitService,
         clock: Clock,
-        registry: CollectorRegistry,
+        metrics: Metrics,
         max_body_bytes: int = 1 << 20,
     ) -> None:
         self._service = service
         self._clock = clock
-        self._metrics = KitMetrics(registry)
+        self._metrics = KitMetrics(metrics.registry)
+        self._reject = Refusals(metrics, log)
         self._max_body = max_body_bytes
         self._cache: dict[tuple[str, bool], _Cached] = {}
         self._inputs: dict[str, tuple[Input | None, float]] = {}
@@ -143,19 +150,19 @@ class KitsApi:
             self._modules = self._service.module_names()
 
     def _cached(self, key: str, development: bool) -> bytes | None:
-        self._fresh()
+        """The config of ``key``'s input (``None``: no enabled web input's key)."""
+        input_ = self._input(key)  # (which reads the kits version)
+        if input_ is None:
+            return None
         now = self._clock.monotonic()
         hit = self._cache.get((key, development))
         if hit is not None and now - hit.at < CACHE_TTL_S:
             return hit.body
-        body = self._build(key, development)
+        body = self._build(input_, development)
         self._cache[(key, development)] = _Cached(body, now)
         return body
 
-    def _build(self, key: str, development: bool) -> bytes | None:
-        input_ = self._service.web_input(key)
-        if input_ is None:
-            return None
+    def _build(self, input_: Input, development: bool) -> bytes:
         config: dict[str, Any] = {
             "appName": input_.name,
             "workspaceToken": workspace_token(input_.id),
@@ -177,40 +184,49 @@ class KitsApi:
         self._inputs[key] = (found, now)
         return found
 
-    def _refused(self, key: str, what: str) -> tuple[Input | None, Response | None]:
-        """The input of ``key`` or the 401 of an unknown key, and the 429 of a request
-        over the input's rate limit (the one the Events API applies to its batches)."""
-        found = self._input(key)
+    async def _admitted(self, request: Request, route: str, what: str) -> Input | Response:
+        """The web input of the request's key, or its refusal (counted and logged as the
+        Web SDK's other routes refuse): 401 for any other key, 429 over the input's rate
+        limit (the one its uploads have)."""
+        key = request.path_params["key"]
+        found = await asyncio.to_thread(self._input, key)
         if found is None:
-            return None, _unknown_key()
+            return web_key_refusal(self._reject, request, "kits", route, key)
         decision = self._limiter.take(found.id, found.rate_limit, 1)
         if not decision.allowed:
             message, headers = over_limit(decision, found.rate_limit, what)
-            return found, error_response(429, "TOO_MANY_REQUESTS", message, headers)
-        return found, None
+            return self._reject(route, 429, "TOO_MANY_REQUESTS", message, "rate_limited", headers)
+        return found
 
     # -- routes ----------------------------------------------------------------------------
 
     async def config(self, request: Request) -> Response:
-        key = request.path_params["key"]
-        _, refused = await asyncio.to_thread(self._refused, key, "config requests")
-        if refused is not None:
-            return refused
+        found = await self._admitted(request, CONFIG_ROUTE, "config requests")
+        if isinstance(found, Response):
+            return found
         development = request.query_params.get("env") == "1"
+        key = request.path_params["key"]
         body = await asyncio.to_thread(self._cached, key, development)
-        if body is None:
-            return _unknown_key()
+        if body is None:  # (its input went in between)
+            return web_key_refusal(self._reject, request, "kits", CONFIG_ROUTE, key)
         return Response(body, 200, media_type="application/json")
 
     async def forwarding_v1(self, request: Request) -> Response:
-        return await self._forwarding(request, lambda raw: [_decode(raw, ForwardingStat)])
+        return await self._forwarding(
+            request, FORWARDING_V1_ROUTE, lambda raw: [_decode(raw, ForwardingStat)]
+        )
 
     async def forwarding_v2(self, request: Request) -> Response:
-        return await self._forwarding(request, lambda raw: _decode(raw, ForwardingBatch).data)
+        return await self._forwarding(
+            request, FORWARDING_V2_ROUTE, lambda raw: _decode(raw, ForwardingBatch).data
+        )
 
     async def _forwarding(
-        self, request: Request, decode: Callable[[bytes], list[ForwardingStat]]
+        self, request: Request, route: str, decode: Callable[[bytes], list[ForwardingStat]]
     ) -> Response:
+        found = await self._admitted(request, route, "forwarding reports")
+        if isinstance(found, Response):
+            return found
         try:
             raw = await read_body(
                 request.stream(),
@@ -220,19 +236,17 @@ class KitsApi:
             )
             stats = decode(raw)
         except BodyError as exc:
-            status = 422 if exc.status == 400 else exc.status
-            return error_response(
-                status, exc.code if status != 422 else _UNPROCESSABLE, exc.message
-            )
+            if exc.status != 400:  # 413, 415: the SDK drops them as they are
+                return self._reject(route, exc.status, exc.code, exc.message, exc.reason)
+            return self._unprocessable(route, exc.message)
         except msgspec.MsgspecError as exc:
-            return error_response(422, _UNPROCESSABLE, str(exc))
-        found, refused = await asyncio.to_thread(
-            self._refused, request.path_params["key"], "forwarding reports"
-        )
-        if refused is not None or found is None:
-            return refused or _unknown_key()
+            return self._unprocessable(route, str(exc))
         self.count(found.name, stats)
         return Response(status_code=202)
+
+    def _unprocessable(self, route: str, message: str) -> Response:
+        """422, never 400: the SDK sends a report answered 400 again for ever."""
+        return self._reject(route, 422, "UNPROCESSABLE_ENTITY", message, "bad_request")
 
     def count(self, input_name: str, stats: list[ForwardingStat]) -> None:
         """Count ``stats`` of the input ``input_name``."""
@@ -278,18 +292,11 @@ class KitsApi:
     def routes(self) -> list[Route]:
         """The config and forwarding routes."""
         return [
-            Route("/tags/JS/v2/{key}/config", self.config, methods=["GET"]),
-            Route("/webevents/v1/JS/{key}/Forwarding", self.forwarding_v1, methods=["POST"]),
-            Route("/webevents/v2/JS/{key}/Forwarding", self.forwarding_v2, methods=["POST"]),
+            Route(CONFIG_ROUTE, self.config, methods=["GET"]),
+            Route(FORWARDING_V1_ROUTE, self.forwarding_v1, methods=["POST"]),
+            Route(FORWARDING_V2_ROUTE, self.forwarding_v2, methods=["POST"]),
         ]
-
-
-_UNPROCESSABLE = "UNPROCESSABLE_ENTITY"
 
 
 def _decode(raw: bytes, kind: type[Any]) -> Any:
     return msgspec.json.decode(raw, type=kind)
-
-
-def _unknown_key() -> Response:
-    return error_response(401, "UNAUTHORIZED", "the key is no enabled web input's key")
