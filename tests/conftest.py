@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 import patchbay.backoff
+import patchbay.logs
 from patchbay.backends.abstract import Backend
 from patchbay.backends.records import LogPosition, StoredBatch
 from patchbay.backends.sqlite import open_sqlite
@@ -30,6 +31,10 @@ from tests.deployments import DEPLOYED, BackendSpec, Deployment, Stores, new_dep
 from tests.ports import free_port
 
 DATA = Path(__file__).parent / "data"
+
+# A CLI command run in-process configures logging; with loggers cached at first use, a later
+# test's capture_logs would miss them.
+patchbay.logs.CACHE_LOGGERS = False
 
 
 def run_cli(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:

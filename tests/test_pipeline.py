@@ -208,7 +208,10 @@ def test_resolved_users_are_pruned_once_every_stage_has_them(backend: Backend) -
         assert running.prune() == 0  # the slow stage has none of them yet
         assert len(backend.state.resolved(0, None, 100)) == 10
         hold.set()
-        wait_for(lambda: slow.positions() == positions, "the slow stage")
+        slow_feed = next(f for f in running.feeds if f.name == "slow")
+        checkpoint = backend.state.checkpoint()
+        wait_for(lambda: slow_feed.committed == checkpoint, "the slow stage's commit")
+        assert slow.positions() == positions
         assert running.prune() == 10
         assert backend.state.resolved(0, None, 100) == []
     finally:

@@ -63,6 +63,12 @@ class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
+#: Whether a logger keeps the configuration of its first use (fast). The test suite turns
+#: this off, so that ``structlog.testing.capture_logs`` sees every logger whatever an
+#: earlier test configured.
+CACHE_LOGGERS = True
+
+
 def configure_logging(level: str = "info", *, catch_uncaught: bool = False) -> None:
     """Send structlog's and the standard library's logs to stderr as JSON lines, from
     ``level`` up; with ``catch_uncaught``, log uncaught exceptions (of any thread) too."""
@@ -71,7 +77,7 @@ def configure_logging(level: str = "info", *, catch_uncaught: bool = False) -> N
         processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.stdlib.LoggerFactory(),
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=CACHE_LOGGERS,
     )
     handler = _Stderr()
     handler.setFormatter(

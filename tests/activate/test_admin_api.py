@@ -257,19 +257,11 @@ def test_refused_targets_and_paths_and_masked_urls(client: Client) -> None:
 
 
 def test_each_admin_request_and_change_is_one_log_line(
-    client: Client, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    client: Client, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import structlog
-
-    from patchbay import logs
-    from patchbay.activate import admin_http
     from patchbay.logs import configure_logging
 
     configure_logging("debug")
-    # loggers are bound at their first use, with the level configured then: an earlier test
-    # of this worker (a CLI command configures "info") may have bound these two already
-    monkeypatch.setattr(admin_http, "log", structlog.get_logger("patchbay.admin"))
-    monkeypatch.setattr(logs, "log", structlog.get_logger("patchbay.config"))
     capsys.readouterr()
     secret = "hook-token-Zq81"
     headers = {**auth(), "Content-Type": "application/json"}
