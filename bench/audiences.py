@@ -143,6 +143,8 @@ PROBE_EVERY = 20
 PROBE_SHARE = 0.1
 APPEND_CHUNK = 5_000
 SEGMENT_BATCHES = "patchbay_segment_batches_total"
+#: Batches in the log resolve has not handled yet (a gauge, set at each scrape).
+RESOLVE_LAG = 'patchbay_stage_lag_batches{stage="resolve"}'
 #: The key of the segment stage's counting rate among the latency phases' CPU figures.
 SEGMENT_RATE = "segment batches/s"
 DAY_MS = 86_400_000
@@ -944,6 +946,7 @@ class Latency:
     messages: int  # membership change requests it received over the whole run
     cores: dict[str, float | None]
     segment_behind: int  # batches accepted but not yet counted when the load stopped
+    resolve_behind: int  # of those, batches resolve had not resolved yet
     drain_s: float  # from then until the partner had every probe
     late_requests: int
     statuses: dict[str, int]
@@ -1000,6 +1003,7 @@ class Phase:
     cores: dict[str, float | None]
     acked: dict[int, float]
     behind: int
+    resolve_behind: int
     drain_s: float
 
 
@@ -1113,6 +1117,7 @@ def run_latency(
             )
             accepted += result.accepted_batches
             behind = accepted - int(server_metric(server_port, SEGMENT_BATCHES))
+            resolve_behind = int(server_metric(server_port, RESOLVE_LAG))
             acked = acked_probes(result, probe_of)
             wanted = {m for m, user in mpid_of.items() if user in acked}
             began = time.monotonic()
@@ -1123,12 +1128,24 @@ def run_latency(
             drained_s = time.monotonic() - began
             print(
                 f"latency: {result.accepted_batches:,} batches accepted, {len(acked):,} probes;"
-                f" the segment stage was {behind:,} batches behind when the load stopped;"
+                f" the segment stage was {behind:,} batches behind when the load stopped"
+                f" (resolve {resolve_behind:,});"
                 f" drained in {drained_s:.1f}s",
                 flush=True,
             )
             phases.append(
-                Phase(rate, pool, probe_of, mpid_of, result, cores, acked, behind, drained_s)
+                Phase(
+                    rate,
+                    pool,
+                    probe_of,
+                    mpid_of,
+                    result,
+                    cores,
+                    acked,
+                    behind,
+                    resolve_behind,
+                    drained_s,
+                )
             )
         final = partner_stats(partner_port)
         code = stop_process(server)
@@ -1202,6 +1219,7 @@ def analyse_phase(phase: Phase, received: dict[str, float], errors: list[str]) -
         messages=0,
         cores=phase.cores,
         segment_behind=phase.behind,
+        resolve_behind=phase.resolve_behind,
         drain_s=phase.drain_s,
         late_requests=result.late_requests,
         statuses=result.statuses,
@@ -1500,9 +1518,10 @@ def main() -> int:
         print(
             f"latency @ {latency.rate:,.0f}: {latency.probes_total:,} probes in all, missing"
             f" {latency.missing}; the segment stage was {latency.segment_behind:,} batches"
-            f" behind when the load stopped, the probes drained in {latency.drain_s:.1f}s;"
-            f" late requests {latency.late_requests}; HTTP {latency.statuses}; CPU in the"
-            f" measured window (cores of {os.cpu_count()}): {cores}"
+            f" behind when the load stopped (resolve {latency.resolve_behind:,}), the probes"
+            f" drained in {latency.drain_s:.1f}s; late requests {latency.late_requests};"
+            f" HTTP {latency.statuses}; CPU in the measured window"
+            f" (cores of {os.cpu_count()}): {cores}"
         )
         if (latency.cores.get("other") or 0.0) > 0.2:
             print("WARNING: other processes used the CPU during the latency run")
