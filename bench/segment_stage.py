@@ -13,12 +13,17 @@ batch (less than the CPU when the commits overlap the evaluation on a second cor
 when other work takes the cores). Then the clock runs on for a minute, a tick a second, so
 the windows the stream's events opened close: the CPU of those expiries is shown apart
 (live, a stream batch costs its handling plus its share of them). ``profile`` does
-the same under cProfile. Two code versions compare by running ``measure`` with each on
-``PYTHONPATH`` over the same data dir, in turns (the figures vary by ±10% on a shared VM)::
+the same under cProfile. ``shards N`` asks what running the stage as N processes would give
+(each the users whose MPID is ``k`` modulo N, over its own copy of the data dir, all reading
+the whole stream back; no merges in this stream): the wall time per stream batch of the N
+together, against one process with every user, and against one of the N alone. Two code
+versions compare by running ``measure`` with each on ``PYTHONPATH`` over the same data dir,
+in turns (the figures vary by ±10% on a shared VM)::
 
     .venv/bin/python bench/segment_stage.py setup --profiles 1000000   # ~10 min, 2.2 GB
     .venv/bin/python bench/segment_stage.py measure --profiles 1000000 --rounds 3
     .venv/bin/python bench/segment_stage.py profile --profiles 1000000
+    .venv/bin/python bench/segment_stage.py shards 2 --profiles 1000000
 """
 
 from __future__ import annotations
@@ -200,9 +205,101 @@ def measure(base: Path, rounds: int, profile: bool) -> None:
             print(profile_shares(stats, batches, STREAM_EVENTS))
 
 
+def _shard(base: Path, k: int, n: int, start: Any, results: Any) -> None:
+    """One shard: the stage over the users whose MPID is ``k`` modulo ``n``, reading the
+    whole stream back; puts (wall s, CPU s, batches handled) once done."""
+    configure_logging("warning")
+    backend = open_store(base, "full")
+    try:
+        clock = ManualClock(NOW_MS)
+        stage = SegmentStage(backend, clock)
+        stage.engine.refresh()
+        after = stage.engine.checkpoint.get(0)
+        start.wait()
+        began, cpu, handled = time.perf_counter(), time.process_time(), 0
+        while True:
+            page, last = read_resolved(backend, 0, after, PAGE)
+            if last is None:
+                break
+            mine = [b for b in page if b.mpid % n == k]
+            if mine:
+                stage.handle(mine)
+            stage.tick()
+            clock.advance(len(page) / BATCHES_PER_S)
+            handled += len(mine)
+            after = last
+        results.put((k, time.perf_counter() - began, time.process_time() - cpu, handled))
+    finally:
+        backend.close()
+
+
+def shards(base: Path, n: int) -> None:
+    """The stage as ``n`` processes at once, one process with every user, and one of the
+    ``n`` alone: the wall time per stream batch of each (the read-back included)."""
+    import multiprocessing
+    import os
+
+    if not base.exists():
+        raise SystemExit(f"no data dir at {base}: run `setup` first")
+    context = multiprocessing.get_context("spawn")
+    batches = sum(1 for _ in _stream_positions(base))
+    for label, count, running in (
+        ("1 process, every user", 1, 1),
+        (f"{n} processes at once", n, n),
+        (f"1 of {n} alone", n, 1),
+    ):
+        with tempfile.TemporaryDirectory(prefix="patchbay-segment-shards-") as work:
+            copies = []
+            for k in range(running):
+                copy = Path(work) / f"data-{k}"
+                shutil.copytree(base, copy)
+                copies.append(copy)
+            os.sync()  # (the copies written out before the clock starts)
+            start, results = context.Event(), context.Queue()
+            processes = [
+                context.Process(target=_shard, args=(copy, k, count, start, results))
+                for k, copy in enumerate(copies)
+            ]
+            for process in processes:
+                process.start()
+            time.sleep(5)  # (started: interpreters up, stores open)
+            began = time.perf_counter()
+            start.set()
+            done = [results.get() for _ in processes]
+            wall = time.perf_counter() - began
+            for process in processes:
+                process.join()
+        parts = "; ".join(
+            f"process {k}: {handled:,} batches, {cpu / batches * 1e6:,.0f} µs of CPU per"
+            f" stream batch"
+            for k, _, cpu, handled in sorted(done)
+        )
+        print(
+            f"{label}: {wall / batches * 1e6:,.0f} µs of wall time per stream batch ({parts})",
+            flush=True,
+        )
+
+
+def _stream_positions(base: Path) -> list[object]:
+    """The stream's batches: those resolve committed beyond the segment stage's checkpoint."""
+    backend = open_store(base, "full")
+    try:
+        after = SegmentStage(backend, ManualClock(NOW_MS)).engine.checkpoint.get(0)
+        found: list[object] = []
+        while True:
+            page, last = read_resolved(backend, 0, after, PAGE)
+            if last is None:
+                return found
+            found.extend(b.stored.position for b in page)
+            after = last
+    finally:
+        backend.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["setup", "measure", "profile"])
+    parser.add_argument("command", choices=["setup", "measure", "profile", "shards"])
+    parser.add_argument("count", nargs="?", type=int, default=2, help="shards: processes (2)")
     parser.add_argument("--profiles", type=int, default=50_000, help="users preloaded (50,000)")
     parser.add_argument("--dir", type=Path, help="the data dir (default: one per --profiles)")
     parser.add_argument("--rounds", type=int, default=1, help="measure: how many times (1)")
@@ -212,6 +309,8 @@ def main() -> int:
     if args.command == "setup":
         setup(base, args.profiles)
         print(f"data dir: {base}")
+    elif args.command == "shards":
+        shards(base, args.count)
     else:
         measure(base, args.rounds, args.command == "profile")
     return 0
