@@ -145,6 +145,9 @@ APPEND_CHUNK = 5_000
 SEGMENT_BATCHES = "patchbay_segment_batches_total"
 #: Batches in the log resolve has not handled yet (a gauge, set at each scrape).
 RESOLVE_LAG = 'patchbay_stage_lag_batches{stage="resolve"}'
+#: Keys of the segment stage thread's time on a CPU and runnable but waiting for one.
+STAGE_ON_CPU = "stage thread on a CPU"
+STAGE_WAITING = "stage thread waiting for a CPU"
 #: The key of the segment stage's counting rate among the latency phases' CPU figures.
 SEGMENT_RATE = "segment batches/s"
 DAY_MS = 86_400_000
@@ -984,6 +987,40 @@ def latency_pool(
     return pool, probes
 
 
+def stage_thread_counters(pid: int) -> dict[str, Callable[[], float | None]]:
+    """Counters of the busiest thread of process ``pid`` (the segment process's stage
+    thread): seconds on a CPU, and seconds runnable but waiting for one (from
+    ``/proc/PID/task/TID/schedstat``; the rest of the window it was blocked). The thread
+    is picked by its CPU so far, at the first read."""
+    chosen: list[int] = []
+
+    def schedstat(tid: int) -> tuple[float, float] | None:
+        try:
+            fields = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()
+        except OSError:
+            return None
+        return int(fields[0]) / 1e9, int(fields[1]) / 1e9
+
+    def thread() -> int | None:
+        if not chosen:
+            try:
+                tids = [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir()]
+            except OSError:
+                return None
+            ran = {t: found[0] for t in tids if (found := schedstat(t)) is not None}
+            if not ran:
+                return None
+            chosen.append(max(ran, key=ran.__getitem__))
+        return chosen[0]
+
+    def read(index: int) -> float | None:
+        tid = thread()
+        found = schedstat(tid) if tid is not None else None
+        return None if found is None else found[index]
+
+    return {STAGE_ON_CPU: lambda: read(0), STAGE_WAITING: lambda: read(1)}
+
+
 def probe_mpids(backend: Backend, users: Sequence[int]) -> dict[str, int]:
     """The MPID (as the partner gets it, a string) of each probe user."""
     wanted = {Identity("customer_id", customer_id(i)): i for i in users}
@@ -1109,9 +1146,11 @@ def run_latency(
             segment = child_pid(server.pid, "pb-segment")
             if segment is not None:  # its CPU is also in the server's (its parent's)
                 pids["segment"] = segment
-            counters = {
+            counters: dict[str, Callable[[], float | None]] = {
                 SEGMENT_RATE: lambda: server_metric(server_port, SEGMENT_BATCHES),
             }
+            if segment is not None:
+                counters.update(stage_thread_counters(segment))
             result, cores = drive(
                 ctx, cfg, pids, spy if number == 0 else None, ("segment",), counters
             )
