@@ -207,7 +207,7 @@ def measure(base: Path, rounds: int, profile: bool) -> None:
 
 def _shard(base: Path, k: int, n: int, start: Any, results: Any) -> None:
     """One shard: the stage over the users whose MPID is ``k`` modulo ``n``, reading the
-    whole stream back; puts (wall s, CPU s, batches handled) once done."""
+    whole stream back; puts (wall s, CPU s, batches handled, batches read) once done."""
     configure_logging("warning")
     backend = open_store(base, "full")
     try:
@@ -216,7 +216,7 @@ def _shard(base: Path, k: int, n: int, start: Any, results: Any) -> None:
         stage.engine.refresh()
         after = stage.engine.checkpoint.get(0)
         start.wait()
-        began, cpu, handled = time.perf_counter(), time.process_time(), 0
+        began, cpu, handled, read = time.perf_counter(), time.process_time(), 0, 0
         while True:
             page, last = read_resolved(backend, 0, after, PAGE)
             if last is None:
@@ -227,8 +227,9 @@ def _shard(base: Path, k: int, n: int, start: Any, results: Any) -> None:
             stage.tick()
             clock.advance(len(page) / BATCHES_PER_S)
             handled += len(mine)
+            read += len(page)
             after = last
-        results.put((k, time.perf_counter() - began, time.process_time() - cpu, handled))
+        results.put((k, time.perf_counter() - began, time.process_time() - cpu, handled, read))
     finally:
         backend.close()
 
@@ -242,7 +243,6 @@ def shards(base: Path, n: int) -> None:
     if not base.exists():
         raise SystemExit(f"no data dir at {base}: run `setup` first")
     context = multiprocessing.get_context("spawn")
-    batches = sum(1 for _ in _stream_positions(base))
     for label, count, running in (
         ("1 process, every user", 1, 1),
         (f"{n} processes at once", n, n),
@@ -267,33 +267,18 @@ def shards(base: Path, n: int) -> None:
             start.set()
             done = [results.get() for _ in processes]
             wall = time.perf_counter() - began
+            batches = done[0][4]  # (every process reads the whole stream)
             for process in processes:
                 process.join()
         parts = "; ".join(
             f"process {k}: {handled:,} batches, {cpu / batches * 1e6:,.0f} µs of CPU per"
             f" stream batch"
-            for k, _, cpu, handled in sorted(done)
+            for k, _, cpu, handled, _ in sorted(done)
         )
         print(
             f"{label}: {wall / batches * 1e6:,.0f} µs of wall time per stream batch ({parts})",
             flush=True,
         )
-
-
-def _stream_positions(base: Path) -> list[object]:
-    """The stream's batches: those resolve committed beyond the segment stage's checkpoint."""
-    backend = open_store(base, "full")
-    try:
-        after = SegmentStage(backend, ManualClock(NOW_MS)).engine.checkpoint.get(0)
-        found: list[object] = []
-        while True:
-            page, last = read_resolved(backend, 0, after, PAGE)
-            if last is None:
-                return found
-            found.extend(b.stored.position for b in page)
-            after = last
-    finally:
-        backend.close()
 
 
 def main() -> int:

@@ -31,7 +31,7 @@ from patchbay.collect.ingest import (
     prepare_single,
 )
 from patchbay.collect.inputs import authenticate
-from patchbay.collect.ratelimit import RateLimiter, over_limit
+from patchbay.collect.ratelimit import RateLimiter
 from patchbay.errors import LogUnavailable, StorageFull
 from patchbay.http.auth import auth_failed
 from patchbay.http.body import BodyError, read_json
@@ -197,8 +197,7 @@ class EventsApi:
         decision = self._limiter.take(item.id, item.rate_limit, len(prepared.batches))
         if not decision.allowed:
             scope = "feed" if item.type == "feed" else "app"
-            message, headers = over_limit(decision, item.rate_limit, "batches", scope)
-            return self._reject(route, 429, "TOO_MANY_REQUESTS", message, "rate_limited", headers)
+            return self._reject.over_limit(route, decision, item.rate_limit, "batches", scope)
         try:
             return await self._store(item, prepared, decision.percent_used)
         except StorageFull:  # 503: the appender wrote none of the request's batches

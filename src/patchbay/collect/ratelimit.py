@@ -53,13 +53,3 @@ class RateLimiter:
         bucket.tokens -= batches
         used = 100 - max(0.0, bucket.tokens) * 100 / rate
         return Decision(True, percent_used=min(100, max(0, round(used))))
-
-
-def over_limit(
-    decision: Decision, rate: float, what: str, scope: str = "app"
-) -> tuple[str, dict[str, str]]:
-    """The message and headers of the 429 of a request over its input's limit of ``rate``
-    ``what`` per second (``scope``: mParticle's ``X-mp-rate-limit-exceeded``, ``app`` or
-    ``feed``)."""
-    message = f"$: over the input's limit of {rate:g} {what} per second"
-    return message, {"Retry-After": str(decision.retry_after_s), "X-mp-rate-limit-exceeded": scope}

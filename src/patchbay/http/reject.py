@@ -1,4 +1,5 @@
-"""Refusing a request on the ingest APIs (Events API, IDSync): counted, logged, answered."""
+"""Refusing a request on the ingest APIs (Events API, IDSync, the Web SDK's): counted, logged,
+answered."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Any
 
 from starlette.responses import Response
 
+from patchbay.collect.ratelimit import Decision
 from patchbay.http.errors import error_response
 from patchbay.metrics import Metrics
 
@@ -36,3 +38,12 @@ class Refusals:
                 "request_rejected", route=route, status=status, reason=reason, error=message
             )
         return error_response(status, code, message, headers)
+
+    def over_limit(
+        self, route: str, decision: Decision, rate: float, what: str, scope: str = "app"
+    ) -> Response:
+        """The 429 of a request over its input's limit of ``rate`` ``what`` per second
+        (``scope``: mParticle's ``X-mp-rate-limit-exceeded``, ``app`` or ``feed``)."""
+        headers = {"Retry-After": str(decision.retry_after_s), "X-mp-rate-limit-exceeded": scope}
+        message = f"$: over the input's limit of {rate:g} {what} per second"
+        return self(route, 429, "TOO_MANY_REQUESTS", message, "rate_limited", headers)

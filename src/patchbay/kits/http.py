@@ -33,7 +33,7 @@ from starlette.routing import Route
 
 from patchbay.backends.records import Input
 from patchbay.clock import Clock
-from patchbay.collect.ratelimit import RateLimiter, over_limit
+from patchbay.collect.ratelimit import RateLimiter
 from patchbay.collect.web import web_key_refusal
 from patchbay.http.body import BodyError, read_body
 from patchbay.http.reject import Refusals
@@ -194,8 +194,7 @@ class KitsApi:
             return web_key_refusal(self._reject, request, "kits", route, key)
         decision = self._limiter.take(found.id, found.rate_limit, 1)
         if not decision.allowed:
-            message, headers = over_limit(decision, found.rate_limit, what)
-            return self._reject(route, 429, "TOO_MANY_REQUESTS", message, "rate_limited", headers)
+            return self._reject.over_limit(route, decision, found.rate_limit, what)
         return found
 
     # -- routes ----------------------------------------------------------------------------

@@ -46,7 +46,7 @@ from patchbay.collect.fields import Int64, parse_mpid
 from patchbay.collect.http import WRONG_CREDENTIALS, basic_auth_problem, parse_basic_auth
 from patchbay.collect.ingest import new_batch_ids
 from patchbay.collect.inputs import SERVER_SIDE_TYPES, authenticate, key_only_allowed
-from patchbay.collect.ratelimit import RateLimiter, over_limit
+from patchbay.collect.ratelimit import RateLimiter
 from patchbay.collect.userkey import mpid_key
 from patchbay.errors import PatchbayError
 from patchbay.http.auth import auth_failed
@@ -551,8 +551,7 @@ class IdentityApi:
         item = claim.caller.input
         decision = self._limiter.take(item.id, item.rate_limit, 1)
         if not decision.allowed:
-            message, headers = over_limit(decision, item.rate_limit, "IDSync requests")
-            return self._reject(route, 429, "TOO_MANY_REQUESTS", message, "rate_limited", headers)
+            return self._reject.over_limit(route, decision, item.rate_limit, "IDSync requests")
         return claim.caller, body
 
     def _authenticate(

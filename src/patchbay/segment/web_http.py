@@ -26,7 +26,7 @@ from patchbay.backends.records import Input
 from patchbay.clock import Clock
 from patchbay.collect.fields import parse_mpid
 from patchbay.collect.inputs import web_input
-from patchbay.collect.ratelimit import RateLimiter, over_limit
+from patchbay.collect.ratelimit import RateLimiter
 from patchbay.collect.web import web_key_refusal
 from patchbay.http.reject import Refusals
 from patchbay.metrics import Metrics
@@ -86,9 +86,8 @@ class WebAudienceApi:
             return web_key_refusal(self._reject, request, "audience", self.ROUTE, key)
         decision = self._limiter.take(item.id, item.rate_limit, 1)
         if not decision.allowed:
-            message, headers = over_limit(decision, item.rate_limit, "audience requests")
-            return self._reject(
-                self.ROUTE, 429, "TOO_MANY_REQUESTS", message, "rate_limited", headers
+            return self._reject.over_limit(
+                self.ROUTE, decision, item.rate_limit, "audience requests"
             )
         text = request.query_params.get("mpid")
         try:
