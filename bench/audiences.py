@@ -93,6 +93,7 @@ from patchbay.resolve.resolver import Resolver
 from patchbay.resolve.service import ResolveService
 from patchbay.resolve.stage import ResolvedBatch
 from patchbay.resolve.strategy import IdentityStrategy
+from patchbay.segment import runs_compiled
 from patchbay.segment.engine import SegmentEngine
 from patchbay.segment.process import SegmentProcess
 from patchbay.segment.service import AudienceService
@@ -1405,7 +1406,8 @@ def main() -> int:
     started = time.perf_counter()
     print(
         f"audiences: {len(docs)}; profiles {args.profiles:,}; stream {args.events:,} events in"
-        f" {args.turns} turns; durability {args.durability}; work dir {workdir}",
+        f" {args.turns} turns; durability {args.durability}; work dir {workdir}; the segment"
+        f" stage {'compiled' if runs_compiled() else 'pure Python (not build/compiled)'}",
         flush=True,
     )
     try:

@@ -24,4 +24,5 @@ print(
 )
 PY
 fi
-exec .venv/bin/patchbay serve --data-dir "$data_dir" "$@"
+# (build/compiled first: the segment stage compiled, scripts/compile.sh)
+PYTHONPATH=build/compiled exec .venv/bin/patchbay serve --data-dir "$data_dir" "$@"

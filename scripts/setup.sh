@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates .venv with Python >= 3.11 and installs Patchbay into it.
 # Usage: scripts/setup.sh [--dev]   (installs .[server,lambda,scale] from requirements/server.txt;
-# --dev installs .[dev] from requirements/dev.txt: the same and the test and lint tools)
+# --dev installs .[dev] from requirements/dev.txt: the same and the test and lint tools;
+# both then build build/compiled, the segment stage compiled: scripts/compile.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,3 +43,6 @@ lock=requirements/server.txt
 pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 "${pip[@]}" --require-hashes -r "$lock"
 "${pip[@]}" --no-deps --no-build-isolation -e .
+# build/compiled: the same with the segment stage compiled (what serve.sh, the tests and the
+# benchmarks run; the editable install above stays pure Python for development).
+scripts/compile.sh

@@ -104,8 +104,15 @@ def sqlite_databases(store: object) -> list[SqliteDatabase]:
         if isinstance(store, Backend)
         else [store]
     )
-    found = {id(v): v for s in stores for v in vars(s).values() if isinstance(v, SqliteDatabase)}
+    found = {id(v): v for s in stores for v in _attributes(s) if isinstance(v, SqliteDatabase)}
     return list(found.values())
+
+
+def _attributes(store: object) -> list[object]:
+    """``store``'s attributes' values (a compiled store's too, which has no ``__dict__``)."""
+    if hasattr(store, "__dict__"):
+        return list(vars(store).values())
+    return [getattr(store, name) for name in dir(store) if not name.startswith("__")]
 
 
 def fill(store: object, full: bool = True) -> None:

@@ -1001,14 +1001,14 @@ def test_sqlite_schedule_of_earlier_versions_comes_from_the_users(tmp_path: Path
 
 def test_sqlite_rolls_back_a_commit_that_fails_halfway(tmp_path: Path) -> None:
     """A commit that fails after some of its statements ran (a user state under an MPID
-    that is not an integer, after more than one statement's worth of users) leaves
-    nothing behind."""
+    too large for SQLite's integers, after more than one statement's worth of users)
+    leaves nothing behind."""
     backend = open_sqlite(tmp_path)
     try:
         store = backend.audiences
         (a,) = add(store, "a")
-        bad = msgspec.structs.replace(user(0), mpid=cast(int, 1000.5))  # (written last)
-        with pytest.raises(sqlite3.IntegrityError):
+        bad = msgspec.structs.replace(user(0), mpid=2**64)  # (written last)
+        with pytest.raises(OverflowError):
             store.commit(
                 SegmentChanges(users=[*(user(m) for m in range(100)), bad], joined=[(a, 1)]),
                 {0: at(0, 1)},
@@ -1039,8 +1039,8 @@ def test_sqlite_commits_unsynced_and_syncs_on_demand(tmp_path: Path) -> None:
         store.sync()
         assert "BEGIN IMMEDIATE" in statements and "COMMIT" in statements
         assert not any(s.startswith("PRAGMA") for s in statements)
-        bad = msgspec.structs.replace(user(2), mpid=cast(int, "not an mpid"))
-        with pytest.raises(sqlite3.IntegrityError):
+        bad = msgspec.structs.replace(user(2), mpid=2**64)  # (too large for SQLite)
+        with pytest.raises(OverflowError):
             store.commit(SegmentChanges(users=[bad]))
         conn.set_trace_callback(None)
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL

@@ -223,16 +223,27 @@ class SegmentWorld:
         )
 
 
-class ScratchFacts(ProfileFacts):
-    """What criteria ask, computed from a user's whole history."""
+class ScratchFacts:
+    """What criteria ask, computed from a user's whole history (the profile's facts from
+    :class:`ProfileFacts`, which compiled builds do not let a test class inherit from)."""
 
     def __init__(
         self, seen: Sequence[Seen], profile: Profile | None, members: set[str], now_ms: int
     ) -> None:
-        super().__init__(profile)
+        self._profile = profile
+        self._known = ProfileFacts(profile)
         self._seen = seen
         self._members = members
         self._now = now_ms
+
+    def attribute(self, key: str) -> object:
+        return self._known.attribute(key)
+
+    def identities(self, identity_type: str) -> list[str]:
+        return self._known.identities(identity_type)
+
+    def consent(self, regulation: str, purpose: str) -> bool | None:
+        return self._known.consent(regulation, purpose)
 
     def events(self, condition: EventCondition) -> tuple[int, float]:
         count, total = 0, 0.0

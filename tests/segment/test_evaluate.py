@@ -481,7 +481,8 @@ def test_groups() -> None:
 
 
 def test_holds_refuses_what_is_no_criteria_node() -> None:
-    with pytest.raises(TypeError, match=r"^not a criteria node: Compare\(key='plan'"):
+    # (compiled, the call itself checks the argument's type: the message names it too)
+    with pytest.raises(TypeError, match=r"\bCompare\b"):
         holds(cast(Node, Compare("plan", "eq", "gold")), NOTHING)
 
 

@@ -7,3 +7,11 @@
 * :mod:`.stage`: the pipeline stage;
 * :mod:`.service`: the operations the CLI and the admin API share.
 """
+
+
+def runs_compiled() -> bool:
+    """Whether the segment stage runs compiled (a wheel's build compiles it with mypyc:
+    ``hatch_build.py``); an editable install runs the ``.py`` files."""
+    from patchbay.segment import engine
+
+    return not engine.__file__.endswith(".py")

@@ -47,6 +47,7 @@ from patchbay.backends.records import Checkpoint, SegmentChanges, Since
 from patchbay.child import ChildProcess, Message, ParentLink, child_setup
 from patchbay.leadership import Leadership, ensure_leading
 from patchbay.pipeline import StageElsewhere, StageFeed
+from patchbay.segment import runs_compiled
 from patchbay.settings import Settings
 
 log = structlog.get_logger("patchbay.segment")
@@ -136,7 +137,7 @@ def run_segment(link: ParentLink, settings: Settings) -> None:
     signal.signal(signal.SIGTERM, on_sigterm)
     link.listen()
     lead = _Lead(link, backend, leadership)
-    log.info("segment_stage_started", backend=backend.name)
+    log.info("segment_stage_started", backend=backend.name, compiled=runs_compiled())
     try:
         while not (link.stopping.is_set() or terminated):
             if not leadership.acquire():  # a standby: nothing but this, every second

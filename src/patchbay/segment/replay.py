@@ -17,7 +17,7 @@ from patchbay.backends.records import Checkpoint, advance
 from patchbay.clock import Clock
 from patchbay.pipeline import read_resolved
 from patchbay.segment.engine import SegmentEngine
-from patchbay.segment.stage import SegmentStage
+from patchbay.segment.stage import STAGE
 
 #: Batches read from the log at once.
 PAGE = 1000
@@ -52,5 +52,5 @@ def replay(
                 if build.phase == "evaluating":
                     progress(f"evaluating: {build.users_done} of {build.users_total} users")
     if ends:
-        backend.positions.commit(SegmentStage.name, ends)
+        backend.positions.commit(STAGE, ends)
     return counted

@@ -66,12 +66,15 @@ RECHECK_S = 0.25
 METRICS_INTERVAL_S = 5.0
 #: Name of the delivery connection of membership change messages.
 AUDIENCE_CONNECTION = "audiences"
+#: The stage's name (its checkpoint's): a constant of its own, which a compiled build reads
+#: where ``SegmentStage.name``, an attribute of each instance there, is not a string.
+STAGE = "segment"
 
 
 class SegmentStage:
     """The pipeline stage of audiences; see the module documentation."""
 
-    name = "segment"
+    name = STAGE
     keeps_history = True
 
     def __init__(

@@ -23,17 +23,18 @@ MAX_EVENTS = 1000
 def add_event(tally: Tally, window_ms: int | None, time_ms: int, value: float, now_ms: int) -> bool:
     """Count one matching event at ``time_ms`` worth ``value``; whether the tally changed
     (an event already outside the window changes nothing)."""
-    value = _compact(value)
+    # (a variable of its own: compiled, a ``float`` one would hold the integer as a float)
+    kept = _compact(value)
     if window_ms is None:
         tally.count += 1
-        tally.total = _compact(tally.total + value)
+        tally.total = _compact(tally.total + kept)
         return True
     if not in_window(time_ms, window_ms, now_ms):
         return False
     events = tally.events
-    if len(events) >= MAX_EVENTS and (time_ms, value) < events[0]:
+    if len(events) >= MAX_EVENTS and (time_ms, kept) < events[0]:
         return False  # it would come first, and there is no room: it is dropped at once
-    bisect.insort(events, (time_ms, value))
+    bisect.insort(events, (time_ms, kept))
     if len(events) > MAX_EVENTS:
         del events[: len(events) - MAX_EVENTS]
     return True
