@@ -76,7 +76,7 @@ class CompileHook(BuildHookInterface):  # type: ignore[type-arg]
             (path, path.relative_to(work / "lib").as_posix())
             for path in (work / "lib").rglob(f"*{suffix}")
         ]
-        if len(built) <= len(modules) - 1:
+        if len(built) < len(modules):
             raise RuntimeError(f"mypyc built {len(built)} extensions for {len(modules)} modules")
         self._work = work
         return built
