@@ -53,14 +53,22 @@ class CompileHook(BuildHookInterface):  # type: ignore[type-arg]
 
     def _compile(self, modules: list[str]) -> list[tuple[Path, str]]:
         """Compile ``modules`` (paths from the project root); the extensions built, each
-        with its path in the wheel."""
+        with its path in the wheel; the temporary build directory goes in any case."""
+        work = Path(tempfile.mkdtemp(prefix="patchbay-compile-"))
+        try:
+            built = self._build(modules, work)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)  # (finalize removes it after a success)
+            raise
+        self._work = work
+        return built
+
+    def _build(self, modules: list[str], work: Path) -> list[tuple[Path, str]]:
         from mypyc.build import mypycify  # (the build's requirements: requirements/build.in)
         from setuptools import Distribution  # type: ignore[import-untyped]
 
-        root = Path(self.root)
-        work = Path(tempfile.mkdtemp(prefix="patchbay-compile-"))
         cwd = Path.cwd()
-        os.chdir(root)  # (mypy reads its settings from pyproject.toml)
+        os.chdir(self.root)  # (mypy reads its settings from pyproject.toml)
         try:
             extensions = mypycify(modules, opt_level="3", target_dir=str(work / "c"))
         finally:
@@ -78,7 +86,6 @@ class CompileHook(BuildHookInterface):  # type: ignore[type-arg]
         ]
         if len(built) < len(modules):
             raise RuntimeError(f"mypyc built {len(built)} extensions for {len(modules)} modules")
-        self._work = work
         return built
 
     def finalize(self, version: str, build_data: dict[str, Any], artifact_path: str) -> None:

@@ -45,7 +45,7 @@ def test_the_source_runs_pure_python() -> None:
     assert not runs_compiled()
 
 
-def _wheel(tmp_path: Path, choice: str) -> subprocess.CompletedProcess[str]:
+def _wheel(tmp_path: Path, choice: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             sys.executable,
@@ -60,7 +60,7 @@ def _wheel(tmp_path: Path, choice: str) -> subprocess.CompletedProcess[str]:
             str(tmp_path),
             str(ROOT),
         ],
-        env={**os.environ, "PATCHBAY_COMPILE": choice},
+        env={**os.environ, "PATCHBAY_COMPILE": choice, **env},
         capture_output=True,
         text=True,
     )
@@ -83,3 +83,16 @@ def test_an_unknown_compile_choice_is_refused(tmp_path: Path) -> None:
     assert built.returncode != 0
     assert "PATCHBAY_COMPILE='sometimes': expected one of auto, 1, 0" in built.stderr
     assert not list(tmp_path.glob("*.whl"))
+
+
+@pytest.mark.slow
+def test_a_failed_compile_falls_back_to_pure_python_and_leaves_nothing_behind(
+    tmp_path: Path,
+) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    built = _wheel(tmp_path, "auto", CC="false", TMPDIR=str(scratch))  # (no C compiler)
+    assert built.returncode == 0, built.stderr
+    [wheel] = tmp_path.glob("*.whl")
+    assert wheel.name.endswith("-py3-none-any.whl")
+    assert not list(scratch.glob("patchbay-compile-*"))
