@@ -18,7 +18,8 @@ the same under cProfile. ``shards N`` asks what running the stage as N processes
 the whole stream back; no merges in this stream): the wall time per stream batch of the N
 together, against one process with every user, and against one of the N alone. Two code
 versions compare by running ``measure`` with each on ``PYTHONPATH`` over the same data dir,
-in turns (the figures vary by ±10% on a shared VM)::
+in turns (the figures vary by ±10% on a shared VM). The stage runs with the segment
+process's collector schedule (:mod:`patchbay.heap`); ``--gc python`` keeps Python's own::
 
     .venv/bin/python bench/segment_stage.py setup --profiles 1000000   # ~10 min, 2.2 GB
     .venv/bin/python bench/segment_stage.py measure --profiles 1000000 --rounds 3
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import os
 import pstats
 import random
@@ -46,6 +48,7 @@ from audiences import append, audience_documents, first_batch, prepare, profile_
 from common import open_store
 from patchbay.backends import Backend
 from patchbay.clock import ManualClock
+from patchbay.heap import collect_rarely
 from patchbay.logs import configure_logging
 from patchbay.pipeline import Pipeline, read_resolved
 from patchbay.resolve.resolver import Resolver
@@ -215,6 +218,7 @@ def _shard(base: Path, k: int, n: int, start: Any, results: Any) -> None:
     """One shard: the stage over the users whose MPID is ``k`` modulo ``n``, reading the
     whole stream back; puts (wall s, CPU s, batches handled, batches read) once done."""
     configure_logging("warning")
+    collect_rarely()  # (as the segment process)
     backend = open_store(base, "full")
     try:
         clock = ManualClock(NOW_MS)
@@ -293,9 +297,22 @@ def main() -> int:
     parser.add_argument("--profiles", type=int, default=50_000, help="users preloaded (50,000)")
     parser.add_argument("--dir", type=Path, help="the data dir (default: one per --profiles)")
     parser.add_argument("--rounds", type=int, default=1, help="measure: how many times (1)")
+    parser.add_argument(
+        "--gc",
+        choices=["rare", "python"],
+        default="rare",
+        help="the collector's schedule: the segment process's (patchbay.heap, the default)"
+        " or Python's own",
+    )
     args = parser.parse_args()
     configure_logging("warning")
-    print(f"the segment stage {'compiled' if runs_compiled() else 'pure Python'}", flush=True)
+    if args.gc == "rare":
+        collect_rarely()
+    print(
+        f"the segment stage {'compiled' if runs_compiled() else 'pure Python'},"
+        f" collector thresholds {gc.get_threshold()}",
+        flush=True,
+    )
     base = args.dir or Path(tempfile.gettempdir()) / f"patchbay-segment-stage-{args.profiles}"
     if args.command == "setup":
         setup(base, args.profiles)

@@ -16,6 +16,7 @@ import pytest
 
 from patchbay.backends.abstract import AudienceStore
 from patchbay.backends.records import SegmentChanges
+from patchbay.heap import MIDDLE, OLD, YOUNG
 from patchbay.leadership import NotLeader
 from patchbay.segment.process import LeaderOnly
 from patchbay.segment.stage import SegmentStage
@@ -83,6 +84,13 @@ def test_the_child_keeps_audiences_and_survives_a_kill(
     try:
         wait_for(lambda: len(segment_children(server)) == 1, what="a segment process")
         (first,) = segment_children(server)
+        wait_for(lambda: "segment_stage_started" in server.log_path.read_text(), what="its log")
+        started = next(
+            json.loads(line)
+            for line in server.log_path.read_text().splitlines()
+            if '"segment_stage_started"' in line
+        )
+        assert started["gc_threshold"] == [YOUNG, MIDDLE, OLD]  # (patchbay.heap)
         for i in range(20):
             play(server, f"user-{i}")
         wait_for(lambda: members(data_dir, "players") == 20, what="20 players")

@@ -34,6 +34,7 @@ never overwrite the next leader's.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import signal
 import time
 from collections.abc import Callable
@@ -45,6 +46,7 @@ from prometheus_client import CollectorRegistry
 from patchbay.backends.abstract import AudienceStore, Backend
 from patchbay.backends.records import Checkpoint, SegmentChanges, Since
 from patchbay.child import ChildProcess, Message, ParentLink, child_setup
+from patchbay.heap import collect_rarely
 from patchbay.leadership import Leadership, ensure_leading
 from patchbay.pipeline import StageElsewhere, StageFeed
 from patchbay.segment import runs_compiled
@@ -118,6 +120,7 @@ def run_segment(link: ParentLink, settings: Settings) -> None:
     child_setup(settings.log_level)
     backend = open_backend(settings)
     leadership = open_leadership(backend, "segment")
+    collect_rarely()
     leading = leader_gauge(link.registry, "segment")
     leading.set(0)
     terminated = False
@@ -137,7 +140,12 @@ def run_segment(link: ParentLink, settings: Settings) -> None:
     signal.signal(signal.SIGTERM, on_sigterm)
     link.listen()
     lead = _Lead(link, backend, leadership)
-    log.info("segment_stage_started", backend=backend.name, compiled=runs_compiled())
+    log.info(
+        "segment_stage_started",
+        backend=backend.name,
+        compiled=runs_compiled(),
+        gc_threshold=gc.get_threshold(),
+    )
     try:
         while not (link.stopping.is_set() or terminated):
             if not leadership.acquire():  # a standby: nothing but this, every second
