@@ -11,6 +11,7 @@ A test that stops and starts brokers has a cluster of its own (:class:`KafkaClus
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import tempfile
@@ -118,6 +119,18 @@ class KafkaCluster:
     def start_broker(self, broker: int) -> None:
         """Start broker ``broker`` again; returns once it listens."""
         _script("kafka", "start-broker", str(self.directory), str(broker))
+
+    def pause_broker(self, broker: int) -> None:
+        """Freeze broker ``broker`` (SIGSTOP): its connections stay open and it answers
+        nothing, as a machine that hangs."""
+        os.kill(self._pid(broker), signal.SIGSTOP)
+
+    def resume_broker(self, broker: int) -> None:
+        """Let a frozen broker go on (SIGCONT)."""
+        os.kill(self._pid(broker), signal.SIGCONT)
+
+    def _pid(self, broker: int) -> int:
+        return int((self.directory / f"broker-{broker}" / "pid").read_text())
 
     def stop(self) -> None:
         """Stop every broker."""

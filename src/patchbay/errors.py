@@ -40,8 +40,8 @@ class StorageFull(PatchbayError):
 class LogUnavailable(PatchbayError):
     """The batch log cannot be reached (a Kafka cluster down, or out of reach): the append or
     read did not complete; retry later. An append that raises it acknowledged none of its
-    batches, though a log that is not atomic (Kafka) may hold some of them (see
-    :meth:`patchbay.backends.abstract.BatchLog.append`)."""
+    batches, though a log that is not atomic (Kafka) may hold some of them, or store them
+    later (see :meth:`patchbay.backends.abstract.BatchLog.append` and ``unsettled``)."""
 
     def __init__(self, where: object, detail: str) -> None:
         super().__init__(f"the batch log is unavailable: {where}: {detail}")

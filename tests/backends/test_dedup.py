@@ -447,6 +447,9 @@ class FailingLog:
             raise OSError("disk on fire")
         return self.inner.append(batches)
 
+    def unsettled(self) -> int:
+        return 0
+
     def read(self, partition: int, after: LogPosition | None, limit: int) -> list[StoredBatch]:
         raise NotImplementedError
 

@@ -1,15 +1,24 @@
 """The Kafka log on a cluster of three brokers, one of which crashes: once the crashed
 broker's partitions are led by the others, the log's long-lived clients follow them (reads,
-watermarks, appends), without waiting for a periodic refresh of what they know."""
+watermarks, appends), without waiting for a periodic refresh of what they know. One of which
+hangs: a batch its leader waits for it to replicate, which the cluster stores after the
+append gave up, is stored once however many times the client sends it again."""
 
 from __future__ import annotations
+
+import asyncio
+import json
+import time
 
 import pytest
 from confluent_kafka import admin
 
 from patchbay.backends.kafka import KafkaBatchLog
 from patchbay.backends.kafka.log import bootstrap_servers
-from patchbay.backends.records import NewBatch
+from patchbay.backends.memory.log import MemoryDedupIndex
+from patchbay.backends.records import Input, NewBatch
+from patchbay.collect.appender import AppendResult, GroupCommitAppender
+from patchbay.collect.ingest import RequestStamps, prepare_single
 from patchbay.errors import LogUnavailable
 from tests import infra
 from tests.activate.test_engine_support import wait_for
@@ -30,10 +39,10 @@ def batches(prefix: str) -> list[NewBatch]:
     ]
 
 
-def leaders(url: str) -> dict[int, int]:
+def leaders(url: str, name: str = TOPIC) -> dict[int, int]:
     """By partition: the node id (the broker's number) of its leader, -1 for none."""
     client = admin.AdminClient({"bootstrap.servers": bootstrap_servers(url), "log_level": 3})
-    topic = client.list_topics(TOPIC, timeout=10).topics[TOPIC]
+    topic = client.list_topics(name, timeout=10).topics[name]
     return {p.id: p.leader for p in topic.partitions.values()}
 
 
@@ -69,3 +78,48 @@ def test_a_crashed_brokers_partitions_are_read_and_written_at_their_new_leaders(
         assert sorted(read) == sorted(b.batch_id for b in batches("before") + batches("after"))
     finally:
         log.close()
+
+
+def test_a_batch_sent_again_while_a_replica_hangs_is_stored_once(
+    kafka3: infra.KafkaCluster,
+) -> None:
+    """A follower hangs (SIGSTOP): the leader writes the batch and waits for the follower
+    (acks=all) until the cluster drops it from the in-sync replicas, seconds after the
+    append gave up (a 503). The client sends the batch again (same ``source_request_id``)
+    until a 202: the retries join the first send, which is stored once, under one id."""
+    topic = "patchbay.test.hanging"
+    log = KafkaBatchLog(kafka3.url, topic=topic, partitions=1, replication=3, timeout_s=2.0)
+    appender = GroupCommitAppender(log, MemoryDedupIndex())
+    item = Input("input-1", "app", "server", 0, True, 0)
+
+    def send(source_request_id: str) -> AppendResult:
+        body = {"environment": "production", "source_request_id": source_request_id}
+        stamps = RequestStamps(item, None, int(time.time() * 1000))
+        return asyncio.run(
+            appender.append(prepare_single(json.dumps(body).encode(), stamps).batches, 0)
+        )
+
+    hung = None
+    refused = 0
+    try:
+        send("before")  # the partition's leader and the producer's id known
+        hung = next(b for b in (1, 2, 3) if b != leaders(kafka3.url, topic)[0])
+        kafka3.pause_broker(hung)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                answered = send("retried")
+                break
+            except LogUnavailable:
+                refused += 1
+                assert time.monotonic() < deadline, "no 202 in time"
+                time.sleep(1.0)
+        stored = log.read(0, None, 100)
+    finally:
+        if hung is not None:
+            kafka3.resume_broker(hung)
+        appender.close()
+        log.close()
+    assert refused >= 1  # the first append gave up while the follower hung
+    assert answered.stored + answered.duplicates == 1
+    assert [b.source_request_id for b in stored] == ["before", "retried"]

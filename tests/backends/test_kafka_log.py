@@ -1,17 +1,21 @@
 """What the Kafka log adds to the contract of ``test_log.py`` (which runs on it): the topic it
-creates, where it puts batches, and the error of a cluster out of reach."""
+creates, where it puts batches, the error of a cluster out of reach, and the sends an append
+gave up on (an append of the same batch waits for them instead of sending it again)."""
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
 import pytest
-from confluent_kafka import admin
+from confluent_kafka import KafkaError, admin
 
 from patchbay.backends.kafka import KafkaBatchLog, bootstrap_servers
 from patchbay.backends.memory.log import MemoryBatchLog
+from patchbay.backends.records import LogPosition
 from patchbay.errors import LogUnavailable
 from tests import infra
 from tests.backends.helpers import batch
@@ -91,3 +95,81 @@ def test_only_kafka_urls_are_taken(url: str) -> None:
 
 def test_a_url_gives_its_servers() -> None:
     assert bootstrap_servers("kafka://a:1,b:2/") == "a:1,b:2"
+
+
+class _Sent:
+    """A message as :class:`_HeldProducer` reports it."""
+
+    def __init__(self, partition: int, offset: int) -> None:
+        self._partition, self._offset = partition, offset
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+
+class _HeldProducer:
+    """A producer whose sends are reported only when the test says so (a leader waiting for
+    a replica that is gone): what a report says, and when, is the test's."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, Callable[[Any, Any], None]]] = []
+        self.reports: list[tuple[int, Any, Any]] = []  # (index of the send, error, message)
+
+    def produce(self, topic: str, value: bytes, key: bytes, **kw: Any) -> None:
+        self.sent.append((value, kw["on_delivery"]))
+
+    def poll(self, timeout: float = 0) -> int:
+        reports, self.reports = self.reports, []
+        for index, error, message in reports:
+            self.sent[index][1](error, message)
+        if not reports:
+            time.sleep(min(timeout, 0.01))
+        return len(reports)
+
+    def flush(self, timeout: float = 0) -> int:
+        return 0
+
+    def stored(self, index: int, offset: int) -> None:
+        self.reports.append((index, None, _Sent(0, offset)))
+
+    def lost(self, index: int) -> None:
+        error = KafkaError(KafkaError._MSG_TIMED_OUT)
+        self.reports.append((index, error, None))
+
+
+def test_an_append_of_a_batch_whose_send_is_unsettled_waits_for_that_send() -> None:
+    """An append that gave up waiting leaves its sends going: an append of the same batch
+    (its id) sends nothing and returns where the first send stored it; only a send reported
+    lost is sent again. ``unsettled()`` counts the sends not yet reported."""
+    log = KafkaBatchLog(infra.kafka_url(), topic=_topic(), timeout_s=0.2)
+    real, held = log._producer, _HeldProducer()
+    log._producer = held  # type: ignore[assignment]
+    first, second = batch("first", srid="r1"), batch("second", srid="r2")
+    try:
+        assert log.unsettled() == 0
+        with pytest.raises(LogUnavailable, match="no delivery report in time"):
+            log.append([first, second])
+        assert (len(held.sent), log.unsettled()) == (2, 2)
+        with pytest.raises(LogUnavailable):  # still on its way: joined, not sent again
+            log.append([first])
+        assert len(held.sent) == 2
+        held.stored(0, 7)  # the first is stored, as it had been written
+        assert log.unsettled() == 1
+        assert log.append([first]) == [LogPosition(0, 7)]  # where it went, not sent again
+        assert log.append([first]) == [LogPosition(0, 7)]
+        assert len(held.sent) == 2
+        held.lost(1)  # the second was not stored: sent again
+        assert log.unsettled() == 0
+        with pytest.raises(LogUnavailable):
+            log.append([second])
+        assert len(held.sent) == 3 and log.unsettled() == 1
+        held.stored(2, 8)
+        assert log.unsettled() == 0
+        assert log.append([second]) == [LogPosition(0, 8)]
+        assert len(held.sent) == 3
+    finally:
+        log._producer = real
+        log.close()

@@ -166,6 +166,15 @@ def test_failed_append_stores_nothing(log: BatchLog) -> None:
         log.append([*(batch(f"good-{i}") for i in range(70)), broken])
     assert [log.end(p) for p in range(log.partitions)] == ends
     assert bodies(log) == [b'{"tag":"before"}']
+    assert log.unsettled() == 0  # refused before anything was sent: nothing to come
+
+
+def test_nothing_is_unsettled_after_appends_that_returned(log: BatchLog) -> None:
+    """Only an append that raised may leave batches to be stored later."""
+    assert log.unsettled() == 0
+    log.append([batch("one", srid="r1"), batch("two", user="u2")])
+    log.append([batch("three")])
+    assert log.unsettled() == 0
 
 
 def test_one_users_batches_stay_in_one_partition_in_order(log: BatchLog) -> None:

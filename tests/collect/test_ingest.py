@@ -26,6 +26,7 @@ from patchbay.collect.ingest import (
     Prepared,
     Rejection,
     RequestStamps,
+    batch_id_of,
     channel_of,
     historical_problem,
     new_batch_ids,
@@ -309,6 +310,24 @@ def test_batch_ids_are_unique_uuid4s() -> None:
     generated = new_batch_ids(50)
     assert len(generated) == 50 == len(set(generated)) and all(map(_is_uuid4, generated))
     assert new_batch_ids(0) == []
+
+
+def test_a_batch_with_a_source_request_id_has_the_id_of_every_copy_of_it() -> None:
+    """Its id derives from its input and ``source_request_id``: a copy sent again (after a
+    503, with another body or time) has the same id, another input's or request's another
+    one; a batch without one gets a random id."""
+    first = prepare_bulk(bulk({"source_request_id": "r1"}, {}), stamps(now_ms=Y2000_MS), 100)
+    again = prepare_single(
+        dumps({"source_request_id": "r1", "events": [event(1)]}), stamps(now_ms=Y2100_MS)
+    )
+    other_input = prepare_single(dumps({"source_request_id": "r1"}), stamps(item=FEED))
+    other_request = prepare_single(dumps({"source_request_id": "r2"}), stamps())
+    derived = first.batches[0].batch_id
+    assert derived == again.batches[0].batch_id == batch_id_of(SERVER.id, "r1")
+    assert uuid.UUID(derived).version == 5
+    assert other_input.batches[0].batch_id == batch_id_of(FEED.id, "r1") != derived
+    assert other_request.batches[0].batch_id == batch_id_of(SERVER.id, "r2") != derived
+    assert _is_uuid4(first.batches[1].batch_id)
 
 
 @pytest.mark.parametrize(("item", "channel"), [(SERVER, SERVER_CHANNEL), (FEED, PARTNER_CHANNEL)])

@@ -96,7 +96,17 @@ class BatchLog(Protocol):
         fails or is interrupted (the process killed) stores none of its batches. Kafka does
         not: an append that fails part way (a broker lost, the process killed) may have
         stored a prefix of each partition's share of the batches, in order and once each;
-        it raises :class:`~patchbay.errors.LogUnavailable` and acknowledged none of them."""
+        it raises :class:`~patchbay.errors.LogUnavailable` and acknowledged none of them.
+        It may also store some of them later (:meth:`unsettled`); an append of a batch with
+        the id of one of those waits for that one instead of storing it again."""
+        ...
+
+    def unsettled(self) -> int:
+        """How many batches of appends that raised may still be stored later (sent, and
+        not reported stored or not: Kafka); 0 for a log whose failed append stored nothing
+        nor will. Once it is 0, every batch those appends stored is in the log for every
+        reader. The appender holds the de-duplication index's progress until then
+        (``collect.appender``)."""
         ...
 
     def read(self, partition: int, after: LogPosition | None, limit: int) -> list[StoredBatch]:

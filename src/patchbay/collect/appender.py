@@ -12,9 +12,19 @@ A full store (:class:`~patchbay.errors.StorageFull`) fails every request of the 
 writes none of their batches; the thread goes on, and the next group is written once there is
 room. Should the log take a group and the index then have no room for its keys, the requests
 are answered (their batches are stored) and the keys are recorded from the log before the
-next group is looked up. The same goes after a log out of reach
-(:class:`~patchbay.errors.LogUnavailable`): every request of the group fails, but a log that
-is not atomic (Kafka) may have stored part of it, so a retry of those batches is recognised.
+next group is looked up.
+
+A log out of reach (:class:`~patchbay.errors.LogUnavailable`) fails every request of the
+group, but a log that is not atomic (Kafka) may have stored part of it, and may store more
+of it later (:meth:`~patchbay.backends.abstract.BatchLog.unsettled`: a broker had written a
+batch and was waiting for a replica when the append gave up). Until the log says nothing is
+unsettled, the appender is *in doubt*: before each group it records the keys of what the log
+holds beyond the index's progress (as :func:`recover_dedup` does), and it records the keys of
+its own appends without moving that progress past them, so that a batch the log stores late,
+before those appends, is still read and recorded by the next group. A retry of a batch the log
+still has on its way does not store it again either: the log waits for the earlier copy (the
+same batch id, derived from the ``source_request_id``). So a retry of a batch that was
+stored, now or later, is answered as a duplicate.
 """
 
 from __future__ import annotations
@@ -54,9 +64,16 @@ class AppendResult:
 
 
 def append_new(
-    log: BatchLog, dedup: DedupIndex, batches: Sequence[NewBatch], dedup_since_ms: int
+    log: BatchLog,
+    dedup: DedupIndex,
+    batches: Sequence[NewBatch],
+    dedup_since_ms: int,
+    *,
+    progress: bool = True,
 ) -> AppendResult:
-    """Append the batches of ``batches`` that are not duplicates; see the module docs."""
+    """Append the batches of ``batches`` that are not duplicates; see the module docs.
+    ``progress``: whether the index's progress moves past the batches appended (not while
+    the log may store earlier batches late)."""
     keys: list[DedupKey | None] = [
         None if b.source_request_id is None else (b.input_id, b.source_request_id) for b in batches
     ]
@@ -78,7 +95,7 @@ def append_new(
             if (key := keys[index]) is not None:
                 entries.append((key, batches[index].received_at_ms, position))
         try:
-            dedup.record(entries, advance({}, written))
+            dedup.record(entries, advance({}, written) if progress else {})
         except StorageFull:
             return AppendResult(positions, unrecorded=True)
     return AppendResult(positions)
@@ -118,6 +135,7 @@ class GroupCommitAppender:
         self._dedup = dedup
         self._max = max_group_batches
         self._unrecorded = False  # keys of stored batches the index had no room for
+        self._in_doubt = False  # a failed append's batches may be stored late (module docs)
         self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="patchbay-appender", daemon=True)
         self._thread.start()
@@ -160,14 +178,18 @@ class GroupCommitAppender:
         batches = [b for p in group for b in p.batches]
         since = min(p.dedup_since_ms for p in group)
         try:
-            if self._unrecorded:  # before any look-up: a retry of those batches is a duplicate
+            if self._unrecorded or self._in_doubt:
+                # before any look-up: a retry of those batches is a duplicate; what the log
+                # stores after this look at unsettled() is read by the next group
+                settled = not self._in_doubt or self._log.unsettled() == 0
                 recover_dedup(self._log, self._dedup)
                 self._unrecorded = False
-            result = append_new(self._log, self._dedup, batches, since)
+                self._in_doubt = not settled
+            result = append_new(self._log, self._dedup, batches, since, progress=not self._in_doubt)
             self._unrecorded = result.unrecorded
         except BaseException as exc:  # noqa: BLE001 - every waiter must hear of the failure
             if isinstance(exc, LogUnavailable):  # part of the group may be stored (Kafka)
-                self._unrecorded = True
+                self._in_doubt = True
             for p in group:
                 p.loop.call_soon_threadsafe(_fail, p.future, exc)
             return

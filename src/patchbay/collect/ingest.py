@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from dataclasses import dataclass, field
+from typing import Final
 
 import msgspec
 
@@ -93,7 +94,23 @@ def new_batch_ids(count: int) -> list[str]:
     return [str(uuid.UUID(bytes=raw[i : i + 16], version=4)) for i in range(0, 16 * count, 16)]
 
 
+#: The uuid5 namespace of the batch ids derived from a ``source_request_id``.
+BATCH_NAMESPACE: Final = uuid.uuid5(uuid.NAMESPACE_URL, "https://patchbay.dev/collect/batch")
+
+
+def batch_id_of(input_id: str, source_request_id: str) -> str:
+    """The id of the batch that input ``input_id`` sent with ``source_request_id``: the same
+    for every copy of it, so that a copy stored twice (sent again after a 503 while the
+    first was being stored) carries the ids of the first (its delivery and event ids, a new
+    user's MPID) and is processed as the same batch again, never as another one."""
+    return str(uuid.uuid5(BATCH_NAMESPACE, f"{input_id}\x1f{source_request_id}"))
+
+
 def _stamp(batch: Batch, body: bytes, stamps: RequestStamps, batch_id: str) -> NewBatch:
+    """``batch`` as a batch to append: its id derived from its ``source_request_id``
+    (:func:`batch_id_of`), else ``batch_id`` (a random one)."""
+    if batch.source_request_id is not None:
+        batch_id = batch_id_of(stamps.input.id, batch.source_request_id)
     return NewBatch(
         batch_id=batch_id,
         input_id=stamps.input.id,

@@ -24,6 +24,18 @@
   ``Retry-After`` from the Events API) after at most ``timeout_s``; the batches of that
   append may then be stored in part (a prefix of each partition's share, never out of order
   nor twice).
+* **Unsettled batches.** An append that gives up waiting does not end the sends: a message
+  the leader has written may wait there for an in-sync replica that is gone (acks=all)
+  until the cluster drops that replica from the set, seconds later, and is then stored
+  whatever the producer decided meanwhile. So the producer goes on with every message for
+  ``delivery_timeout_s`` (librdkafka's ``message.timeout.ms``, longer than Kafka takes to
+  drop a replica that is gone), and the log keeps, by batch id, the sends an append gave up
+  on: until reported, and for ten minutes at least once reported stored
+  (:meth:`KafkaBatchLog.unsettled` counts those not yet reported). An append of a batch
+  whose id is among them sends nothing: it waits for the earlier send (its position once
+  stored), and sends the batch again only if that one was reported not stored. A retry of a
+  batch thus joins its first copy instead of writing a second (the Events API derives a
+  batch's id from its ``source_request_id``).
 * **Reads.** A consumer assigned to the partition (no consumer group, nothing committed), one
   per partition and thread, kept between reads: a reader that continues where it stopped
   reuses what the consumer fetched ahead. A read asks the watermarks first (on a client of
@@ -71,6 +83,15 @@ from patchbay.errors import LogUnavailable
 
 #: The topic of the log unless told otherwise.
 DEFAULT_TOPIC = "patchbay.batches"
+#: How long the producer goes on sending a batch (librdkafka's ``message.timeout.ms``) when
+#: its append gave up earlier (module docs: unsettled batches): longer than a cluster takes
+#: to drop an in-sync replica that is gone (``replica.lag.time.max.ms``, 30 s by default;
+#: a KRaft broker's session, 9 s), for which a message written by the leader waits.
+DELIVERY_TIMEOUT_S = 120.0
+#: How long the log remembers, at least, where a send an append gave up on was stored, once
+#: reported: an append of that batch meanwhile returns that position and sends nothing
+#: (forgotten by the next :meth:`KafkaBatchLog.unsettled` after that).
+_REMEMBER_STORED_S = 600.0
 #: How many batches a consumer asks for at once.
 _FETCH = 1000
 #: How often every client asks the cluster for the topic's partition leaders. A client
@@ -141,31 +162,38 @@ def min_insync_replicas(replication: int) -> int:
     return 2 if replication >= 3 else 1
 
 
-class _Deliveries:
-    """The delivery reports of one append."""
+class _Delivery:
+    """The delivery report of one message: where it was stored, or why not."""
 
-    def __init__(self, count: int) -> None:
-        self.positions: list[LogPosition | None] = [None] * count
-        self.waiting = count
+    __slots__ = ("done", "error", "position", "reported_at")
+
+    def __init__(self) -> None:
+        self.position: LogPosition | None = None
         self.error: KafkaError | None = None
-        self._lock = threading.Lock()  # reports come in whichever thread polls the producer
+        self.reported_at = 0.0
+        self.done = False
 
-    def callback(self, index: int) -> Any:
-        def delivered(error: KafkaError | None, message: Message) -> None:
-            with self._lock:
-                self.waiting -= 1
-                if error is not None:
-                    self.error = self.error or error
-                else:
-                    self.positions[index] = LogPosition(_int(message.partition()), _offset(message))
+    def report(self, error: KafkaError | None, message: Message) -> None:
+        """The producer's ``on_delivery`` (called in whichever thread polls it)."""
+        if error is None:
+            self.position = LogPosition(_int(message.partition()), _offset(message))
+        else:
+            self.error = error
+        self.reported_at = time.monotonic()
+        self.done = True  # last: a reader that sees it done sees the rest
 
-        return delivered
+    @property
+    def failed(self) -> bool:
+        """Whether the message was reported not stored."""
+        return self.done and self.position is None
 
 
 class KafkaBatchLog:
     """The batch log in the topic ``topic`` of the Kafka cluster at ``url``; see the module
     docs. ``retention_ms`` and ``retention_bytes`` (per partition; ``None``: no limit) apply
-    to a topic this creates; ``options`` are added to every client's configuration."""
+    to a topic this creates; an append waits ``timeout_s`` at most, and the producer goes
+    on sending for ``delivery_timeout_s`` (at least ``timeout_s``); ``options`` are added to
+    every client's configuration."""
 
     def __init__(
         self,
@@ -177,6 +205,7 @@ class KafkaBatchLog:
         retention_ms: int | None = None,
         retention_bytes: int | None = None,
         timeout_s: float = 10.0,
+        delivery_timeout_s: float = DELIVERY_TIMEOUT_S,
         options: KafkaOptions | None = None,
     ) -> None:
         if partitions < 1:
@@ -225,11 +254,15 @@ class KafkaBatchLog:
                 "acks": "all",
                 "linger.ms": 2,
                 "compression.type": "lz4",
-                "message.timeout.ms": int(timeout_s * 1000),
+                "message.timeout.ms": int(max(delivery_timeout_s, timeout_s) * 1000),
             }
         )
         self._producer = self._client(Producer, self._producer_config)
         self._producer_lock = threading.Lock()
+        #: By batch id: the sends appends gave up waiting for (see the module docs), until
+        #: reported not stored, or for :data:`_REMEMBER_STORED_S` once reported stored.
+        self._unsettled: dict[str, _Delivery] = {}
+        self._unsettled_lock = threading.Lock()
         self._consumer_config = options.consumer_config(
             {
                 **common,
@@ -325,7 +358,8 @@ class KafkaBatchLog:
     # -- appends -------------------------------------------------------------------------
 
     def append(self, batches: Sequence[NewBatch]) -> list[LogPosition]:
-        """Send ``batches`` and wait for every delivery report; see the module docs."""
+        """Send ``batches`` (a batch whose earlier send is unsettled: wait for that one) and
+        wait for every delivery report; see the module docs."""
         messages = [
             (
                 b.partition(self._partitions),
@@ -349,37 +383,89 @@ class KafkaBatchLog:
         if not messages:
             return []
         producer = self._producer
-        reports = _Deliveries(len(messages))
-        for index, (partition, key, value, at_ms) in enumerate(messages):
-            while True:
-                try:
-                    producer.produce(
-                        self.topic,
-                        value,
-                        key,
-                        partition=partition,
-                        timestamp=at_ms,
-                        on_delivery=reports.callback(index),
-                    )
-                    break
-                except BufferError:  # the producer's queue is full: let it drain
-                    producer.poll(0.05)
-        # message.timeout.ms ends every delivery in a report; the deadline is a safety net.
-        deadline = time.monotonic() + self._timeout_s + 5
-        while reports.waiting and time.monotonic() < deadline:
-            producer.poll(0.05)
-        if reports.error is not None or reports.waiting:
-            error = reports.error
+        deadline = time.monotonic() + self._timeout_s
+        with self._unsettled_lock:
+            earlier = [self._unsettled.get(b.batch_id) for b in batches]
+        deliveries: list[_Delivery] = []
+        try:
+            for (partition, key, value, at_ms), sent in zip(messages, earlier, strict=True):
+                if sent is not None and not sent.failed:  # on its way, or stored since
+                    deliveries.append(sent)
+                    continue
+                delivery = _Delivery()
+                self._produce(producer, (partition, key, value, at_ms), delivery, deadline)
+                deliveries.append(delivery)
+            waiting = [d for d in deliveries if not d.done]
+            while waiting and time.monotonic() < deadline:
+                producer.poll(0.05)
+                waiting = [d for d in waiting if not d.done]
+        finally:
+            self._keep_unsettled(batches, deliveries)
+        error = next((d.error for d in deliveries if d.error is not None), None)
+        if error is not None or waiting:
             if error is not None and error.fatal():
                 self._renew_producer(producer)
             raise self._unavailable("append failed", error or "no delivery report in time")
-        return [p for p in reports.positions if p is not None]
+        return [d.position for d in deliveries if d.position is not None]
+
+    def _produce(
+        self,
+        producer: Producer,
+        message: tuple[int, bytes, bytes, int],
+        delivery: _Delivery,
+        deadline: float,
+    ) -> None:
+        """Hand ``message`` (partition, key, value, timestamp) to ``producer``; a queue that
+        stays full until ``deadline`` raises :class:`LogUnavailable`."""
+        partition, key, value, at_ms = message
+        while True:
+            try:
+                producer.produce(
+                    self.topic,
+                    value,
+                    key,
+                    partition=partition,
+                    timestamp=at_ms,
+                    on_delivery=delivery.report,
+                )
+                return
+            except BufferError:  # the producer's queue is full: let it drain
+                if time.monotonic() >= deadline:
+                    raise self._unavailable(
+                        "append failed", "the producer's queue is full"
+                    ) from None
+                producer.poll(0.05)
+
+    def _keep_unsettled(self, batches: Sequence[NewBatch], deliveries: list[_Delivery]) -> None:
+        """Keep, by batch id, the sends of an append still waiting for their report (they
+        may yet be stored); forget those reported not stored."""
+        with self._unsettled_lock:
+            for b, delivery in zip(batches, deliveries, strict=False):
+                if not delivery.done:
+                    self._unsettled[b.batch_id] = delivery
+                elif delivery.failed and self._unsettled.get(b.batch_id) is delivery:
+                    del self._unsettled[b.batch_id]
+
+    def unsettled(self) -> int:
+        """How many batches of appends that gave up waiting may still be stored: their
+        sends not yet reported. (Those reported stored since are in the log for every
+        reader.)"""
+        self._producer.poll(0)  # take the reports that came in
+        forgotten = time.monotonic() - _REMEMBER_STORED_S
+        with self._unsettled_lock:
+            for batch_id, d in list(self._unsettled.items()):
+                if d.failed or (d.done and d.reported_at < forgotten):
+                    del self._unsettled[batch_id]
+            return sum(1 for d in self._unsettled.values() if not d.done)
 
     def _renew_producer(self, broken: Producer) -> None:
-        """Replace a producer that hit a fatal error (its idempotence state is lost)."""
+        """Replace a producer that hit a fatal error (its idempotence state is lost, and it
+        sends nothing more: its unsettled batches are forgotten)."""
         with self._producer_lock:
             if self._producer is broken:
                 self._producer = self._client(Producer, self._producer_config)
+                with self._unsettled_lock:
+                    self._unsettled.clear()
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -527,8 +613,11 @@ class KafkaBatchLog:
         return size
 
     def close(self) -> None:
-        """Send what is queued (within the timeout) and close every consumer."""
-        self._producer.flush(self._timeout_s)
+        """Send what is queued (within the timeout; what is not sent by then is dropped)
+        and close every consumer."""
+        if self._producer.flush(self._timeout_s):
+            self._producer.purge()
+            self._producer.poll(0)
         with self._consumers_lock:
             consumers, self._consumers = self._consumers, []
         for consumer in consumers:

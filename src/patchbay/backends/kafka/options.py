@@ -26,8 +26,9 @@ Options = Mapping[str, str | Secret]
 
 _SAME_APPENDS = "appends wait for every in-sync replica (acks=all)"
 _SAME_TIMEOUT = (
-    "an append gives up after the log's timeout, so a send still pending then could be"
-    " stored after its append failed"
+    "an append gives up after the log's timeout, and the producer goes on with its sends for"
+    " two minutes (a send given up on may still be stored: an append of the same batch waits"
+    " for it rather than send it again)"
 )
 _NO_COMMITS = "nothing is committed to Kafka: the positions are kept with the state"
 _BROKERS = "the brokers are the log setting's (--log kafka://HOST:PORT[,HOST:PORT...])"

@@ -62,6 +62,10 @@ class MemoryBatchLog:
                 self._sizes[part] += len(stored.body)
         return [stored.position for _, stored in placed]
 
+    def unsettled(self) -> int:
+        """Nothing: an append stores everything or nothing before it returns or raises."""
+        return 0
+
     def read(self, partition: int, after: LogPosition | None, limit: int) -> list[StoredBatch]:
         """Batches of ``partition`` after ``after``, oldest first."""
         if not 0 <= partition < len(self._parts):

@@ -96,6 +96,10 @@ class SqliteBatchLog:
             )
         return positions
 
+    def unsettled(self) -> int:
+        """Nothing: an append stores everything or nothing before it returns or raises."""
+        return 0
+
     def read(self, partition: int, after: LogPosition | None, limit: int) -> list[StoredBatch]:
         """Batches after ``after``, oldest first."""
         if partition != 0:
