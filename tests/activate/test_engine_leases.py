@@ -54,9 +54,13 @@ def test_the_engine_leaves_what_another_deliverer_holds(
         assert (engine.deliverer == EMBEDDED_DELIVERER) == (backend.name in EMBEDDED_BACKENDS)
         webhook(store, "hook", url + "/hook")
         await engine.refresh()
-        enqueue(store, "hook", 3, clock.now_ms())
-        held = store.due("hook", clock.now_ms(), 2, owner="other", lease_ms=LEASE_MS)
+        # due a second from now, so that the other deliverer leases two of them before the
+        # engine (polling on threads of its own) can see any
+        due_at = clock.now_ms() + 1_000
+        enqueue(store, "hook", 3, due_at)
+        held = store.due("hook", due_at, 2, owner="other", lease_ms=LEASE_MS)
         assert [d.id for d in held] == ["hook-0", "hook-1"]
+        clock.advance(1.0)
         engine.notify({"hook"})
         await async_wait_for(lambda: pending(store) == 2, what="the free delivery")
         await went_round(clock)()
