@@ -214,11 +214,12 @@ def measure(base: Path, rounds: int, profile: bool) -> None:
             print(profile_shares(stats, batches, STREAM_EVENTS))
 
 
-def _shard(base: Path, k: int, n: int, start: Any, results: Any) -> None:
+def _shard(base: Path, k: int, n: int, rare_gc: bool, start: Any, results: Any) -> None:
     """One shard: the stage over the users whose MPID is ``k`` modulo ``n``, reading the
     whole stream back; puts (wall s, CPU s, batches handled, batches read) once done."""
     configure_logging("warning")
-    collect_rarely()  # (as the segment process)
+    if rare_gc:  # (a spawned process: the schedule of its parent is not inherited)
+        collect_rarely()
     backend = open_store(base, "full")
     try:
         clock = ManualClock(NOW_MS)
@@ -244,7 +245,7 @@ def _shard(base: Path, k: int, n: int, start: Any, results: Any) -> None:
         backend.close()
 
 
-def shards(base: Path, n: int) -> None:
+def shards(base: Path, n: int, rare_gc: bool) -> None:
     """The stage as ``n`` processes at once, one process with every user, and one of the
     ``n`` alone: the wall time per stream batch of each (the read-back included)."""
     import multiprocessing
@@ -266,7 +267,7 @@ def shards(base: Path, n: int) -> None:
             os.sync()  # (the copies written out before the clock starts)
             start, results = context.Event(), context.Queue()
             processes = [
-                context.Process(target=_shard, args=(copy, k, count, start, results))
+                context.Process(target=_shard, args=(copy, k, count, rare_gc, start, results))
                 for k, copy in enumerate(copies)
             ]
             for process in processes:
@@ -318,7 +319,7 @@ def main() -> int:
         setup(base, args.profiles)
         print(f"data dir: {base}")
     elif args.command == "shards":
-        shards(base, args.count)
+        shards(base, args.count, args.gc == "rare")
     else:
         measure(base, args.rounds, args.command == "profile")
     return 0

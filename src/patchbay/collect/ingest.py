@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -106,11 +107,23 @@ def batch_id_of(input_id: str, source_request_id: str) -> str:
     return str(uuid.uuid5(BATCH_NAMESPACE, f"{input_id}\x1f{source_request_id}"))
 
 
-def _stamp(batch: Batch, body: bytes, stamps: RequestStamps, batch_id: str) -> NewBatch:
-    """``batch`` as a batch to append: its id derived from its ``source_request_id``
-    (:func:`batch_id_of`), else ``batch_id`` (a random one)."""
-    if batch.source_request_id is not None:
-        batch_id = batch_id_of(stamps.input.id, batch.source_request_id)
+def batch_ids(batches: Sequence[Batch], input_id: str) -> list[str]:
+    """The id of each of ``batches`` sent by input ``input_id``: derived from its
+    ``source_request_id`` (:func:`batch_id_of`), else random (:func:`new_batch_ids`, one
+    call for all of those)."""
+    randoms = iter(new_batch_ids(sum(b.source_request_id is None for b in batches)))
+    return [
+        next(randoms) if b.source_request_id is None else batch_id_of(input_id, b.source_request_id)
+        for b in batches
+    ]
+
+
+def _stamp(batch: Batch, body: bytes, stamps: RequestStamps) -> NewBatch:
+    """``batch`` alone as a batch to append (its id: :func:`batch_ids`)."""
+    return _stamped(batch, body, stamps, batch_ids([batch], stamps.input.id)[0])
+
+
+def _stamped(batch: Batch, body: bytes, stamps: RequestStamps, batch_id: str) -> NewBatch:
     return NewBatch(
         batch_id=batch_id,
         input_id=stamps.input.id,
@@ -135,8 +148,7 @@ def _check(body: bytes, stamps: RequestStamps) -> Batch:
 def prepare_single(body: bytes, stamps: RequestStamps) -> Prepared:
     """The one batch of a ``/v2/events`` body; raises :class:`BadInput` if it is invalid."""
     batch = _check(body, stamps)
-    batch_id = new_batch_ids(1)[0]
-    return Prepared(batches=[_stamp(batch, body, stamps, batch_id)], events=[batch.event_count])
+    return Prepared(batches=[_stamp(batch, body, stamps)], events=[batch.event_count])
 
 
 def prepare_bulk(body: bytes, stamps: RequestStamps, max_batches: int) -> Prepared:
@@ -146,15 +158,15 @@ def prepare_bulk(body: bytes, stamps: RequestStamps, max_batches: int) -> Prepar
     batches).
     """
     prepared = Prepared()
-    raws = split_bulk(body, max_batches)
-    batch_ids = new_batch_ids(len(raws))
-    for index, raw in enumerate(raws):
+    checked: list[tuple[bytes, Batch]] = []
+    for index, raw in enumerate(split_bulk(body, max_batches)):
         try:
-            batch = _check(raw, stamps)
+            checked.append((raw, _check(raw, stamps)))
         except BadInput as exc:
             prepared.rejected.append(Rejection(index, "BAD_REQUEST", str(exc)))
-            continue
-        prepared.batches.append(_stamp(batch, raw, stamps, batch_ids[index]))
+    ids = batch_ids([batch for _, batch in checked], stamps.input.id)
+    for (raw, batch), batch_id in zip(checked, ids, strict=True):
+        prepared.batches.append(_stamped(batch, raw, stamps, batch_id))
         prepared.events.append(batch.event_count)
     return prepared
 
@@ -183,5 +195,4 @@ def prepare_web(body: bytes, stamps: RequestStamps, user_agent: str | None) -> P
     device = batch.device_info
     if user_agent and (device is None or device.http_header_user_agent is None):
         body = with_user_agent(body, user_agent)
-    batch_id = new_batch_ids(1)[0]
-    return Prepared(batches=[_stamp(batch, body, stamps, batch_id)], events=[batch.event_count])
+    return Prepared(batches=[_stamp(batch, body, stamps)], events=[batch.event_count])
