@@ -99,21 +99,25 @@ def test_a_batch_sent_again_while_a_replica_hangs_is_stored_once(
             appender.append(prepare_single(json.dumps(body).encode(), stamps).batches, 0)
         )
 
-    hung = None
-    refused = 0
-    try:
-        send("before")  # the partition's leader and the producer's id known
-        hung = next(b for b in (1, 2, 3) if b != leaders(kafka3.url, topic)[0])
-        kafka3.pause_broker(hung)
-        deadline = time.monotonic() + 120
+    def until_accepted(source_request_id: str) -> tuple[AppendResult, int]:
+        """Send until a 202, as a client would; the answer and how many 503s came first."""
+        deadline, refused = time.monotonic() + 120, 0
         while True:
             try:
-                answered = send("retried")
-                break
+                return send(source_request_id), refused
             except LogUnavailable:
                 refused += 1
                 assert time.monotonic() < deadline, "no 202 in time"
                 time.sleep(1.0)
+
+    hung = None
+    try:
+        # the partition's leader and the producer's id known (a new topic on a busy machine
+        # may take longer than an append's timeout)
+        until_accepted("before")
+        hung = next(b for b in (1, 2, 3) if b != leaders(kafka3.url, topic)[0])
+        kafka3.pause_broker(hung)
+        answered, refused = until_accepted("retried")
         stored = log.read(0, None, 100)
     finally:
         if hung is not None:
