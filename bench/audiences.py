@@ -95,7 +95,7 @@ from patchbay.resolve.stage import ResolvedBatch
 from patchbay.resolve.strategy import IdentityStrategy
 from patchbay.segment import runs_compiled
 from patchbay.segment.engine import SegmentEngine
-from patchbay.segment.process import SegmentProcess
+from patchbay.segment.process import POLL_S, SegmentProcess
 from patchbay.segment.service import AudienceService
 from patchbay.segment.stage import SegmentStage
 from patchbay.settings import Settings
@@ -834,6 +834,21 @@ def profile_shares(stats: pstats.Stats, batches: int, events: int) -> str:
     return "\n".join(lines)
 
 
+def wait_leading(child: SegmentProcess, metrics: Metrics, timeout_s: float = 60.0) -> float:
+    """Wait until the segment process leads (its stage started: it then waits for what
+    resolve commits, and the pipeline has not started) and has ticked once; the CPU it used
+    until then (its start: the interpreter, imports, the backend, the audiences compiled),
+    which a server pays once, not per batch."""
+    deadline = time.monotonic() + timeout_s
+    while counter_total(metrics, "patchbay_segment_leader") != 1:
+        if time.monotonic() > deadline or child.restarts:
+            raise SystemExit("the segment process did not start (see its log)")
+        time.sleep(0.05)
+    time.sleep(2 * POLL_S + 0.2)  # (its first tick: the audiences compiled)
+    assert child.pid is not None
+    return process_cpu(child.pid)
+
+
 def process_cpu(pid: int) -> float:
     """CPU seconds (user + system) process ``pid`` used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -884,12 +899,17 @@ def run_pipeline(
             mine.append(("segment", backend.positions.get("segment").get(0)))
         return mine
 
+    child_cpu = 0.0
+    if child is not None:  # started before the clock, as in a running server
+        child.start()
+        try:
+            child_cpu = -wait_leading(child, metrics)
+        except BaseException:
+            child.stop()
+            raise
     before = thread_cpu()
     cpu0, t0 = time.process_time(), time.perf_counter()
     shown = t0
-    child_cpu = 0.0
-    if child is not None:
-        child.start()
     pipeline.start()
     try:
         while True:
@@ -913,7 +933,7 @@ def run_pipeline(
         seconds, cpu_s = time.perf_counter() - t0, time.process_time() - cpu0
         after = thread_cpu()
         if child is not None and child.pid is not None:
-            child_cpu = process_cpu(child.pid)  # (a fresh child: all of it is this run's)
+            child_cpu += process_cpu(child.pid)  # (what it used since it was ready)
     finally:
         pipeline.stop()
         if child is not None:
