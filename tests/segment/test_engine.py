@@ -74,6 +74,53 @@ def test_a_user_leaves_exactly_when_the_event_leaves_the_window(world: SegmentWo
     assert world.backend.audiences.due_users(world.clock.now_ms() + 10**12, 10) == []
 
 
+def test_a_window_expiry_evaluates_from_the_facts_the_state_kept(
+    world: SegmentWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    quiet_in_de = All(
+        (
+            EventCondition(PLAY, window_ms=45_000, count=Count(0, 0)),
+            UserAttribute(Compare("country", "eq", "DE")),
+        )
+    )
+    world.define(Definition("quiet-de", "", quiet_in_de))
+    world.send(play("c1", at_ms=BASE_MS, country="DE"))
+    world.send(play("c2", at_ms=BASE_MS, country="FR"))
+    world.settle()
+    assert members(world, "quiet-de") == set()
+    read: list[int] = []
+    profiles = world.backend.state.profiles
+
+    def counted(mpids: Any) -> Any:
+        read.extend(mpids)
+        return profiles(mpids)
+
+    monkeypatch.setattr(world.backend.state, "profiles", counted)
+    world.clock.advance(45)
+    world.settle()
+    assert len(members(world, "quiet-de")) == 1  # the DE user, from its kept facts
+    assert world.engine.expired == 2 and read == []
+    # a user whose facts were kept for other audiences (one was defined since its batch)
+    # is evaluated from its profile
+    world.send(play("c1", at_ms=world.clock.now_ms()))
+    world.settle()
+    assert members(world, "quiet-de") == set()
+    planned = All(
+        (
+            EventCondition(PLAY, window_ms=45_000, count=Count(0, 0)),
+            UserAttribute(Compare("plan", "exists", None)),
+        )
+    )
+    world.define(Definition("quiet-planned", "", planned))
+    world.settle()
+    read.clear()
+    world.clock.advance(45)
+    world.settle()
+    assert len(read) == 1
+    assert len(members(world, "quiet-de")) == 1
+    assert world.memberships() == world.expected()
+
+
 def test_a_user_joins_when_an_event_leaves_a_window_with_a_max(world: SegmentWorld) -> None:
     idle = All((EventCondition(PLAY), Not(EventCondition(PLAY, window_ms=3_600_000))))
     world.define(Definition("lapsed", "played once, but not in the last hour", idle))

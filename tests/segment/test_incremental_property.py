@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from patchbay.resolve.resolver import derived_mpid
+from patchbay.segment import criteria as c
 from patchbay.segment.criteria import Definition
 from patchbay.segment.replay import replay
 from tests.deployments import BackendSpec
@@ -148,6 +149,42 @@ def histories(draw: st.DrawFn, restarts: bool) -> list[Step]:
     return steps
 
 
+@st.composite
+def windowed_definitions(draw: st.DrawFn, name: str) -> Definition:
+    """Events of one type the batches send, counted over a short window, beside a criterion
+    on the profile (a user attribute, identity, consent, input or environment): audiences
+    that window expiries re-evaluate, from the facts the users' states kept."""
+    event_type = draw(st.sampled_from(pools.EVENT_TYPE_POOL))
+    low = draw(st.integers(0, 2))
+    high = draw(st.none() | st.integers(low, 2))
+    events = c.EventCondition(
+        c.EventMatch(event_type, None, None, None, ()),
+        draw(st.sampled_from(pools.WINDOW_POOL[:2])),
+        count=c.Count(low, high),
+    )
+    profile = draw(pools.leaves(()))
+    profile = c.Not(profile) if draw(st.booleans()) else profile
+    both = (events, profile)
+    return Definition(name, "", c.All(both) if draw(st.booleans()) else c.AnyOf(both))
+
+
+@st.composite
+def windowed_histories(draw: st.DrawFn) -> list[Step]:
+    """Batches sent seconds to minutes apart, with waits that let their events leave the
+    windows of :func:`windowed_definitions` audiences."""
+    steps: list[Step] = [
+        Define(draw(windowed_definitions(name)))
+        for name in pools.AUDIENCE_NAME_POOL[: draw(st.integers(1, 3))]
+    ]
+    short = [ms for ms in STEPS_MS if 0 < ms <= 600_000]
+    for _ in range(draw(st.integers(4, 24))):
+        if draw(st.integers(0, 2)):
+            steps.append(Send(draw(batches()), draw(st.sampled_from(pools.INPUT_POOL))))
+        else:
+            steps.append(Wait(draw(st.sampled_from(short))))
+    return steps
+
+
 #: A postgres example costs a schema and a topic of its own and a round trip a store call:
 #: the property runs on it with this share of the examples (the embedded store runs all).
 SCALED_SHARE = 0.1
@@ -165,12 +202,29 @@ def histories_settings(spec: BackendSpec, examples: int) -> settings:
     )
 
 
+def around_now(body: dict[str, Any], world: SegmentWorld) -> dict[str, Any]:
+    """``body`` with its events' times moved by as much as the clock moved since the start:
+    drawn around the start, they stay around the moment they are sent, so that windowed
+    conditions count them and later steps see them leave their windows (window expiries)."""
+    shift = world.clock.now_ms() - BASE_MS
+    if not shift or not body.get("events"):
+        return body
+    events = []
+    for event in body["events"]:
+        data = event.get("data", {})
+        if "timestamp_unixtime_ms" in data:
+            data = {**data, "timestamp_unixtime_ms": data["timestamp_unixtime_ms"] + shift}
+            event = {**event, "data": data}
+        events.append(event)
+    return {**body, "events": events}
+
+
 def run(world: SegmentWorld, steps: list[Step]) -> SegmentWorld:
     sent = 0
     for step in steps:
         match step:
             case Send(body, input_name):
-                world.send(body, input_name)
+                world.send(around_now(body, world), input_name)
                 sent += 1
             case Alias(source, target) if sent:
                 survivor = derived_mpid(f"batch-{target % sent + 1:05d}")
@@ -188,7 +242,7 @@ def run(world: SegmentWorld, steps: list[Step]) -> SegmentWorld:
                 world.clock.advance(ms / 1000)
             case SendLater(ms, body):
                 world.clock.advance(ms / 1000)
-                world.send(body)
+                world.send(around_now(body, world))
                 sent += 1
             case Define(definition):
                 world.define(definition)
@@ -207,6 +261,19 @@ def run(world: SegmentWorld, steps: list[Step]) -> SegmentWorld:
 def test_incremental_equals_from_scratch(spec: BackendSpec, fresh_backends: Fresh) -> None:
     @histories_settings(spec, 100)
     @given(histories(restarts=False))
+    def check(steps: list[Step]) -> None:
+        with fresh_backends() as backend:
+            run(SegmentWorld(backend), steps)
+
+    check()
+
+
+def test_window_expiries_equal_from_scratch(spec: BackendSpec, fresh_backends: Fresh) -> None:
+    """Users whose events leave short windows, re-evaluated by the engine's expiries from the
+    profile facts their states kept, against the from-scratch evaluation of the profile."""
+
+    @histories_settings(spec, 150)
+    @given(windowed_histories())
     def check(steps: list[Step]) -> None:
         with fresh_backends() as backend:
             run(SegmentWorld(backend), steps)

@@ -619,7 +619,9 @@ class SegmentUser(msgspec.Struct, kw_only=True):
     sorted), when its windows next change (``None``: never), and what it last saw of the
     profile facts audiences read (``facts``: ``"attr:KEY"``, ``"identity:TYPE"``,
     ``"consent:REGULATION:PURPOSE"``, ``"input:NAME"``; absent when the user has none),
-    so that a batch re-evaluates only what changed."""
+    so that a batch re-evaluates only what changed, and which reads those were
+    (``facts_for``: the checksum of the audiences' profile reads then; 0: unknown), so that
+    a window expiry evaluates from them without reading the profile."""
 
     mpid: int
     tallies: dict[int, Tally] = {}
@@ -627,6 +629,7 @@ class SegmentUser(msgspec.Struct, kw_only=True):
     audiences: list[int] = []
     next_check_ms: int | None = None
     facts: dict[str, Any] = {}
+    facts_for: int = 0
 
 
 AudienceAction = Literal["add", "delete", "attribute_update"]

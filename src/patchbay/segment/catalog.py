@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -135,6 +136,9 @@ class Catalog:
     profile_features: frozenset[Feature] = frozenset()
     #: :attr:`profile_features` with the key of each in a user's facts (``"KIND:NAME"``).
     profile_reads: tuple[tuple[str, str, str], ...] = ()
+    #: A checksum of the keys of :attr:`profile_reads` (never 0): a user's facts taken for
+    #: the same reads answer every criterion of this catalog (``SegmentUser.facts_for``).
+    reads_checksum: int = 1
     #: The audiences each feature can affect.
     by_feature: dict[Feature, set[int]] = field(default_factory=dict)
     #: The audiences that hold for a user nothing is known of.
@@ -331,4 +335,6 @@ def compile_catalog(
             profile.update(("attr", key) for key in connection.attributes)
     catalog.profile_features = frozenset(profile)
     catalog.profile_reads = tuple((kind, name, f"{kind}:{name}") for kind, name in sorted(profile))
+    keys = "\n".join(key for _, _, key in catalog.profile_reads)
+    catalog.reads_checksum = zlib.crc32(keys.encode()) + 1
     return catalog

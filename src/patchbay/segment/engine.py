@@ -148,6 +148,35 @@ class UserFacts(ProfileFacts):
         return audience_id is not None and audience_id in self.members
 
 
+class KeptFacts(UserFacts):
+    """:class:`UserFacts` from the profile facts the user's state kept when its last batch
+    was counted (``SegmentUser.facts``, taken for the catalog's profile reads), instead of
+    its profile: what a window expiry evaluates, as only time changed since."""
+
+    def __init__(
+        self, engine: SegmentEngine, user: SegmentUser, members: set[int], now_ms: int
+    ) -> None:
+        super().__init__(engine, user, None, members, now_ms)
+        self._facts = user.facts
+        self.attributes = {
+            key[5:]: value for key, value in user.facts.items() if key.startswith("attr:")
+        }
+
+    def attribute(self, key: str) -> object:
+        return self.attributes.get(key, MISSING)
+
+    def identities(self, identity_type: str) -> list[str]:
+        found = self._facts.get(f"identity:{identity_type}")
+        return list(found) if found else []
+
+    def consent(self, regulation: str, purpose: str) -> bool | None:
+        found = self._facts.get(f"consent:{regulation}:{purpose}")
+        return found if isinstance(found, bool) else None
+
+    def seen_input(self, name: str) -> bool:
+        return f"input:{name}" in self._facts
+
+
 @dataclass
 class _Work:
     """Users being changed in one commit, and what changed."""
@@ -164,6 +193,8 @@ class _Work:
     before: dict[int, dict[int, tuple[int, float]]] = field(default_factory=dict)
     #: The users whose tallies were expired at this commit's moment already.
     expired: set[int] = field(default_factory=set)
+    #: The users evaluated from the facts their state kept (:class:`KeptFacts`).
+    kept: set[int] = field(default_factory=set)
     changes: SegmentChanges = field(default_factory=SegmentChanges)
 
     def touch(self, mpid: int, feature: Feature) -> None:
@@ -485,7 +516,7 @@ class SegmentEngine:
         these audiences, for a build), then store those that changed. ``live``: the users'
         batches were just counted: what changed in their profiles and which conditions
         changed their answer are found here, and the facts seen are kept."""
-        missing = [m for m in work.users if m not in work.profiles]
+        missing = [m for m in work.users if m not in work.profiles and m not in work.kept]
         if missing:
             work.profiles.update(self._state.profiles(missing))
         catalog = self.catalog
@@ -512,6 +543,10 @@ class SegmentEngine:
         last, and keep the new ones."""
         facts = self._profile_facts(profile)
         old = user.facts
+        reads = self.catalog.reads_checksum
+        if user.facts_for != reads:
+            user.facts_for = reads
+            work.dirty.add(user.mpid)
         if facts == old and all(type(v) is type(old[k]) for k, v in facts.items()):
             return  # (``==`` alone takes ``True`` for ``1``)
         changed = [
@@ -608,7 +643,11 @@ class SegmentEngine:
             affected = affected | self.catalog.affected(("cond", str(c)) for c in expired)
         catalog = self.catalog
         members = {a for a in user.audiences if a in catalog.audiences}
-        facts = UserFacts(self, user, profile, members, now)
+        facts = (
+            KeptFacts(self, user, members, now)
+            if user.mpid in work.kept
+            else UserFacts(self, user, profile, members, now)
+        )
         joined: set[int] = set()
         position, order = catalog.position, catalog.order
         # the affected audiences in evaluation order (a heap of their positions: those that
@@ -729,10 +768,13 @@ class SegmentEngine:
         if not due:
             return 0
         work = _Work()
+        reads = self.catalog.reads_checksum
         for mpid, user in self._store.users(due).items():
             work.users[mpid] = user
             work.dirty.add(mpid)  # its next check moves, whatever else happens
             work.expired.add(mpid)
+            if user.facts_for == reads:  # only time changed: no need to read its profile
+                work.kept.add(mpid)
             for condition_id in self._expire_tallies(user, now):
                 work.touch(mpid, ("cond", str(condition_id)))
         self._evaluate_all(work, now)
