@@ -4,6 +4,7 @@ could not take from memory it reads back from storage."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -16,11 +17,13 @@ from patchbay.activate.stage import ActivateStage
 from patchbay.backends import Backend
 from patchbay.backends.memory import open_memory
 from patchbay.backends.records import (
+    Checkpoint,
     Connection,
     Delivery,
     LogPosition,
     NewBatch,
     Output,
+    Since,
     WebhookDestination,
 )
 from patchbay.clock import ManualClock
@@ -328,3 +331,42 @@ def test_a_feed_whose_partition_moved_on_drops_what_it_did_and_goes_on_from_ther
         feed.stop()
     assert stage.resumed == [{0}]
     assert backend.positions.get("noting") == {0: LogPosition(0, 7)}
+
+
+class SyncNoting:
+    """Positions that note whether each commit was synced."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._positions = backend.positions
+        self.synced: list[bool] = []
+
+    def get(self, stage: str) -> Checkpoint:
+        return self._positions.get(stage)
+
+    def commit(
+        self, stage: str, checkpoint: Checkpoint, since: Since | None = None, synced: bool = True
+    ) -> None:
+        self.synced.append(synced)
+        self._positions.commit(stage, checkpoint, since, synced)
+
+    def close(self) -> None:
+        self._positions.close()
+
+
+@pytest.mark.parametrize(("stage", "synced"), [(Noting(), False), (Recording(), True)])
+def test_only_a_stage_with_its_own_checkpoint_commits_its_positions_unsynced(
+    stage: Noting | Recording, synced: bool
+) -> None:
+    """A stage that commits its own checkpoint with its state (``resume``: the segment
+    stage) needs its positions only as a bound of what it reads back: its feed commits
+    them without an fsync; any other stage's are synced."""
+    backend = open_memory(partitions=1)
+    positions = SyncNoting(backend)
+    feed = StageFeed(stage, dataclasses.replace(backend, positions=positions), idle_s=0.01)
+    feed.start()
+    try:
+        feed.offer(ResolvedChunk(0, None, LogPosition(0, 3), []))
+        wait_for(lambda: backend.positions.get(feed.name) != {}, "the feed")
+    finally:
+        feed.stop()
+    assert positions.synced and set(positions.synced) == {synced}

@@ -299,7 +299,10 @@ class StageFeed:
         moved = {p: pos for p, pos in self.checkpoint.items() if self.committed.get(p) != pos}
         if moved:
             since = {p: self.committed.get(p) for p in moved}
-            self._backend.positions.commit(self.name, moved, since)
+            # a stage that commits its own checkpoint with its state (the segment stage)
+            # reads again and skips what a position lost to a power failure leaves: no
+            # fsync for it (nor a wait behind resolve's commits for one)
+            self._backend.positions.commit(self.name, moved, since, synced=self._resume is None)
             self.committed = {**self.committed, **moved}
             self._committed_at = time.monotonic()
 

@@ -70,6 +70,17 @@ def test_fenced_commit_applies_only_from_where_it_started(positions: StagePositi
     assert positions.get("segment") == {1: at(1, 8)}
 
 
+def test_an_unsynced_commit_is_read_back_and_fenced_alike(positions: StagePositions) -> None:
+    """``synced=False`` (a stage that keeps its own checkpoint) records the same positions,
+    fenced the same way."""
+    positions.commit("segment", {0: at(0, 4)}, since={0: None}, synced=False)
+    assert positions.get("segment") == {0: at(0, 4)}
+    with pytest.raises(CheckpointMoved):
+        positions.commit("segment", {0: at(0, 6)}, since={0: at(0, 3)}, synced=False)
+    positions.commit("segment", {0: at(0, 6)}, since={0: at(0, 4)}, synced=False)
+    assert positions.get("segment") == {0: at(0, 6)}
+
+
 def test_checkpoint_per_partition(positions: StagePositions) -> None:
     """A commit moves the partitions it names and keeps the others; an empty commit
     changes nothing; the returned checkpoint is a copy."""

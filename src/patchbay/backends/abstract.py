@@ -349,9 +349,18 @@ class StagePositions(Protocol):
         """``stage``'s checkpoint (empty when it never committed)."""
         ...
 
-    def commit(self, stage: str, checkpoint: Checkpoint, since: Since | None = None) -> None:
+    def commit(
+        self,
+        stage: str,
+        checkpoint: Checkpoint,
+        since: Since | None = None,
+        synced: bool = True,
+    ) -> None:
         """Record durably that ``stage`` finished everything up to ``checkpoint``; with
-        ``since``, only if it is still at those positions (see :meth:`StateStore.commit`)."""
+        ``since``, only if it is still at those positions (see :meth:`StateStore.commit`).
+        ``synced=False``: durable once this process returns, not yet through a power
+        failure (the positions of a stage that commits its own checkpoint with its state:
+        they only bound what it reads back, and a batch read again is skipped)."""
         ...
 
     def close(self) -> None:

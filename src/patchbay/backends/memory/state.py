@@ -160,8 +160,15 @@ class MemoryStagePositions:
         with self._lock:
             return dict(self._positions.get(stage, {}))
 
-    def commit(self, stage: str, checkpoint: Checkpoint, since: Since | None = None) -> None:
-        """Record ``stage``'s checkpoint (if still at ``since``)."""
+    def commit(
+        self,
+        stage: str,
+        checkpoint: Checkpoint,
+        since: Since | None = None,
+        synced: bool = True,
+    ) -> None:
+        """Record ``stage``'s checkpoint (if still at ``since``; ``synced``: nothing to
+        sync)."""
         with self._lock:
             check_since(f"stage {stage}", self._positions.get(stage, {}), since)
             self._positions.setdefault(stage, {}).update(checkpoint)

@@ -44,13 +44,22 @@ class PostgresStagePositions:
             ).fetchall()
         return {int(p): LogPosition(int(p), int(o)) for p, o in rows}
 
-    def commit(self, stage: str, checkpoint: Checkpoint, since: Since | None = None) -> None:
+    def commit(
+        self,
+        stage: str,
+        checkpoint: Checkpoint,
+        since: Since | None = None,
+        synced: bool = True,
+    ) -> None:
         """Record ``stage``'s checkpoint (the partitions it names; the others are kept);
-        with ``since``, fenced first."""
+        with ``since``, fenced first; ``synced=False``: ``synchronous_commit = off`` for
+        this transaction."""
         if not checkpoint and not since:
             return
         parts = sorted(checkpoint)
         with self._db.transaction() as conn:
+            if not synced:
+                conn.execute("SET LOCAL synchronous_commit = off")
             fence(conn, f"stage {stage}", "stage_positions", since, checkpoint, ("stage", stage))
             if parts:
                 conn.execute(

@@ -264,9 +264,16 @@ class SqliteStagePositions:
         )
         return _checkpoint(rows)
 
-    def commit(self, stage: str, checkpoint: Checkpoint, since: Since | None = None) -> None:
-        """Record ``stage``'s checkpoint (if still at ``since``)."""
-        with self._db.transaction() as conn:
+    def commit(
+        self,
+        stage: str,
+        checkpoint: Checkpoint,
+        since: Since | None = None,
+        synced: bool = True,
+    ) -> None:
+        """Record ``stage``'s checkpoint (if still at ``since``); ``synced=False``: without
+        the fsync of ``synchronous = FULL``."""
+        with self._db.transaction(synced=synced) as conn:
             if since is not None:
                 check_since(f"stage {stage}", self.get(stage), since)
             conn.executemany(
