@@ -17,10 +17,13 @@ from patchbay.segment.criteria import (
     All,
     AudienceRef,
     Compare,
+    Consent,
     Count,
     Definition,
     EventCondition,
     EventMatch,
+    IdentityCondition,
+    InputSeen,
     Not,
     Sum,
     UserAttribute,
@@ -84,10 +87,23 @@ def test_a_window_expiry_evaluates_from_the_facts_the_state_kept(
         )
     )
     world.define(Definition("quiet-de", "", quiet_in_de))
+    quiet_c2 = All(
+        (
+            EventCondition(PLAY, window_ms=45_000, count=Count(0, 0)),
+            IdentityCondition(Compare("customer_id", "eq", "c2")),
+            Consent("gdpr", "location", True),
+            InputSeen("web"),
+        )
+    )
+    world.define(Definition("quiet-c2", "", quiet_c2))
     world.send(play("c1", at_ms=BASE_MS, country="DE"))
-    world.send(play("c2", at_ms=BASE_MS, country="FR"))
+    with_consent = play("c2", at_ms=BASE_MS, country="FR")
+    with_consent["consent_state"] = {
+        "gdpr": {"location": {"consented": True, "timestamp_unixtime_ms": BASE_MS}}
+    }
+    world.send(with_consent)
     world.settle()
-    assert members(world, "quiet-de") == set()
+    assert members(world, "quiet-de") == members(world, "quiet-c2") == set()
     read: list[int] = []
     profiles = world.backend.state.profiles
 
@@ -98,7 +114,9 @@ def test_a_window_expiry_evaluates_from_the_facts_the_state_kept(
     monkeypatch.setattr(world.backend.state, "profiles", counted)
     world.clock.advance(45)
     world.settle()
-    assert len(members(world, "quiet-de")) == 1  # the DE user, from its kept facts
+    # each from its kept facts: the DE user's attribute; c2's identity, consent and input
+    assert len(members(world, "quiet-de")) == len(members(world, "quiet-c2")) == 1
+    assert members(world, "quiet-de") != members(world, "quiet-c2")
     assert world.engine.expired == 2 and read == []
     # a user whose facts were kept for other audiences (one was defined since its batch)
     # is evaluated from its profile
