@@ -620,7 +620,7 @@ class SegmentUser(msgspec.Struct, kw_only=True):
     profile facts audiences read (``facts``: ``"attr:KEY"``, ``"identity:TYPE"``,
     ``"consent:REGULATION:PURPOSE"``, ``"input:NAME"``; absent when the user has none),
     so that a batch re-evaluates only what changed, and which reads those were
-    (``facts_for``: a hash of the audiences' profile reads then; 0: unknown), so that
+    (``facts_for``: the checksum of the audiences' profile reads then; 0: unknown), so that
     a window expiry evaluates from them without reading the profile."""
 
     mpid: int

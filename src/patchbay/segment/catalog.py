@@ -12,8 +12,8 @@ another audience).
 from __future__ import annotations
 
 import bisect
-import hashlib
 import json
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -136,7 +136,7 @@ class Catalog:
     profile_features: frozenset[Feature] = frozenset()
     #: :attr:`profile_features` with the key of each in a user's facts (``"KIND:NAME"``).
     profile_reads: tuple[tuple[str, str, str], ...] = ()
-    #: A 63-bit hash of the keys of :attr:`profile_reads` (never 0): a user's facts taken for
+    #: A checksum of the keys of :attr:`profile_reads` (never 0): a user's facts taken for
     #: the same reads answer every criterion of this catalog (``SegmentUser.facts_for``).
     reads_checksum: int = 1
     #: The audiences each feature can affect.
@@ -335,7 +335,6 @@ def compile_catalog(
             profile.update(("attr", key) for key in connection.attributes)
     catalog.profile_features = frozenset(profile)
     catalog.profile_reads = tuple((kind, name, f"{kind}:{name}") for kind, name in sorted(profile))
-    keys = "\n".join(key for _, _, key in catalog.profile_reads).encode()
-    digest = hashlib.blake2b(keys, digest_size=8).digest()  # (64 bits: never mistaken)
-    catalog.reads_checksum = int.from_bytes(digest) % (2**63 - 1) + 1
+    keys = "\n".join(key for _, _, key in catalog.profile_reads)
+    catalog.reads_checksum = zlib.crc32(keys.encode()) + 1
     return catalog
